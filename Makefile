@@ -1,0 +1,37 @@
+# Set-up contract: `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_OUT ?= labelaudit-demo
+
+.PHONY: demo test lint format bench clean-venv
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Stamps re-run the install when pyproject.toml changes.
+$(VENV)/.installed-run: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+demo: $(VENV)/.installed-run
+	$(VENV)/bin/labelaudit demo --out $(DEMO_OUT)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format --check labelaudit tests benchmarks examples
+	$(VENV)/bin/ruff check labelaudit tests benchmarks examples
+
+format: $(VENV)/.installed-test
+	$(VENV)/bin/ruff format labelaudit tests benchmarks examples
+	$(VENV)/bin/ruff check --fix labelaudit tests benchmarks examples
+
+clean-venv:
+	rm -rf $(VENV)

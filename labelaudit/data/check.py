@@ -1,0 +1,175 @@
+"""The pre-flight check: validate a dataset and summarise it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.layouts import LoadReport, load_dataset
+from labelaudit.data.readers import ImageInfo, read_array, read_header
+from labelaudit.errors import DatasetError
+
+
+@dataclass
+class CheckReport:
+    """What ``labelaudit check`` found.
+
+    Attributes
+    ----------
+    dataset
+        The dataset with every bad row left out.
+    errors
+        Problems that stop a scan (each names its file and row or image).
+    warnings
+        Quirks handled automatically (e.g. channel files of different sizes).
+    sizes
+        ``"W x H"`` -> number of images (fields) with that size.
+    bit_depths
+        Bits per sample -> number of images (fields).
+    """
+
+    dataset: Dataset
+    errors: list[DatasetError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    sizes: Counter = field(default_factory=Counter)
+    bit_depths: Counter = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def images_per_class(self) -> dict[str, int]:
+        counts = self.dataset.labels.sum(axis=0)
+        return {
+            f"{tok} {name}" if tok != name else name: int(c)
+            for tok, name, c in zip(
+                self.dataset.class_tokens, self.dataset.class_names, counts, strict=True
+            )
+        }
+
+    def labels_per_image(self) -> dict[int, int]:
+        per = self.dataset.labels.sum(axis=1)
+        return {int(k): int(v) for k, v in sorted(Counter(per.tolist()).items())}
+
+    def summary(self) -> dict:
+        """A JSON-friendly summary (also what the CLI prints)."""
+        d = self.dataset
+        return {
+            "dataset": str(d.root),
+            "layout": d.layout,
+            "images": len(d),
+            "classes": d.n_classes,
+            "channels": list(d.channels),
+            "images_per_class": self.images_per_class(),
+            "labels_per_image": self.labels_per_image(),
+            "image_sizes": dict(self.sizes.most_common()),
+            "bit_depths": {int(k): v for k, v in sorted(self.bit_depths.items())},
+            "errors": [str(e) for e in self.errors],
+            "warnings": self.warnings,
+        }
+
+
+def _deep_job(path: Path) -> str | None:
+    try:
+        read_array(path)
+    except DatasetError as exc:
+        return exc.message
+    return None
+
+
+def check_dataset(
+    path: str | Path,
+    layout: str | None = None,
+    *,
+    deep: bool = False,
+    workers: int | None = None,
+) -> CheckReport:
+    """Validate the label file and every image, collecting all problems.
+
+    Parameters
+    ----------
+    path
+        The dataset directory (read only).
+    layout
+        Force a layout instead of detecting it.
+    deep
+        Decode every image fully (finds truncated files); otherwise read headers only.
+    workers
+        Processes for ``deep`` decoding; all cores when ``None``.
+
+    Raises
+    ------
+    DatasetError
+        Only for problems that make the whole label file unusable (missing file,
+        wrong columns, binary content); row and image problems are collected.
+    """
+    load = LoadReport()
+    dataset = load_dataset(path, layout, strict=False, report=load)
+    report = CheckReport(dataset=dataset, errors=list(load.errors), warnings=list(load.warnings))
+
+    bad: set[int] = set()
+    for i, (image_id, source) in enumerate(zip(dataset.ids, dataset.sources, strict=True)):
+        infos: list[ImageInfo] = []
+        for p in source.paths:
+            try:
+                info = read_header(p)
+            except DatasetError as exc:
+                report.errors.append(DatasetError(exc.message, path=p, image=image_id))
+                bad.add(i)
+                continue
+            infos.append(info)
+            if not source.one_file and info.channels != 1:
+                report.errors.append(
+                    DatasetError(
+                        f"expected a single-channel image, found {info.channels} channels",
+                        path=p,
+                        image=image_id,
+                    )
+                )
+                bad.add(i)
+        if source.one_file and infos and infos[0].channels != len(dataset.channels):
+            report.errors.append(
+                DatasetError(
+                    f"image has {infos[0].channels} channel(s), the dataset's first image has "
+                    f"{len(dataset.channels)}",
+                    path=source.paths[0],
+                    image=image_id,
+                )
+            )
+            bad.add(i)
+        if infos:  # one count per field, from its first channel file
+            report.sizes[f"{infos[0].width} x {infos[0].height}"] += 1
+            report.bit_depths[infos[0].bit_depth] += 1
+        shapes = {(x.width, x.height) for x in infos}
+        if len(shapes) > 1:
+            listed = ", ".join(f"{w}x{h}" for w, h in sorted(shapes))
+            report.warnings.append(
+                f"image {image_id!r}: channel files differ in size ({listed}); "
+                "each is resized to the training size separately"
+            )
+    if deep:
+        files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
+        n_workers = workers or os.cpu_count() or 1
+        if n_workers > 1 and len(files) >= 16:
+            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+                results = list(pool.map(_deep_job, [p for _, p in files], chunksize=8))
+        else:
+            results = [_deep_job(p) for _, p in files]
+        for (i, p), message in zip(files, results, strict=True):
+            if message is not None:
+                report.errors.append(DatasetError(message, path=p, image=dataset.ids[i]))
+    if len(dataset) == 0 and not report.errors:
+        report.errors.append(DatasetError("no images listed", path=dataset.label_file))
+    if len(dataset):
+        empty = np.flatnonzero(dataset.labels.sum(axis=0) == 0)
+        if empty.size:
+            names = ", ".join(dataset.class_names[k] for k in empty[:10])
+            report.warnings.append(f"{empty.size} class(es) have no images: {names}")
+    return report

@@ -1,0 +1,124 @@
+"""The in-memory description of a labelled image dataset."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where the pixels of one image (field) come from.
+
+    Parameters
+    ----------
+    paths
+        One file per channel (HPA layouts: red, green, blue, yellow), or a single
+        file holding every channel (generic layout: RGB, grayscale, multi-page TIFF).
+    """
+
+    paths: tuple[Path, ...]
+
+    @property
+    def one_file(self) -> bool:
+        return len(self.paths) == 1
+
+
+@dataclass
+class Dataset:
+    """A multi-label image dataset: ids, labels, class names and image sources.
+
+    Attributes
+    ----------
+    root
+        The dataset directory (never written to).
+    layout
+        ``"hpa2021"``, ``"hpa2018"`` or ``"generic"``.
+    label_file
+        The label table the dataset was read from.
+    ids
+        One id per image, unique, in label-file order.
+    labels
+        Boolean label matrix, N x K.
+    class_names
+        K human-readable class names.
+    class_tokens
+        How each class is written in the label file (HPA: ``"0"``..``"18"``; generic:
+        the class name or its integer id, as the file used).
+    channels
+        Names of the image channels, e.g. ``("red", "green", "blue", "yellow")``.
+    sources
+        For each image, where its pixels are.
+    protein_channel
+        Index into ``channels`` of the channel whose intensity the labels describe
+        (HPA: green).
+    """
+
+    root: Path
+    layout: str
+    label_file: Path
+    ids: list[str]
+    labels: np.ndarray
+    class_names: list[str]
+    class_tokens: list[str]
+    channels: tuple[str, ...]
+    sources: list[ImageSource]
+    protein_channel: int = 1
+    rows: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=bool)
+        n, k = self.labels.shape
+        assert len(self.ids) == n == len(self.sources), "ids, labels and sources must align"
+        assert len(self.class_names) == k == len(self.class_tokens)
+        if not self.rows:
+            self.rows = list(range(2, n + 2))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_classes(self) -> int:
+        return self.labels.shape[1]
+
+    def label_tokens(self, i: int) -> list[str]:
+        """The labels of image ``i`` in the dataset's own notation."""
+        return [self.class_tokens[k] for k in np.flatnonzero(self.labels[i])]
+
+    def format_labels(self, row: np.ndarray) -> str:
+        """Write a boolean label row in the dataset's own notation (``7|1|2``)."""
+        sep = " " if self.layout == "hpa2018" else "|"
+        return sep.join(self.class_tokens[k] for k in np.flatnonzero(row))
+
+    def fingerprint(self) -> str:
+        """A hash of ids, labels, class names and image files (path, size, mtime).
+
+        Anything that changes what the cache or a trained fold would see changes
+        the fingerprint, so stale artifacts are never reused.
+        """
+        h = hashlib.sha256()
+        h.update(self.layout.encode())
+        h.update("\x1f".join(self.class_names).encode())
+        h.update("\x1f".join(self.channels).encode())
+        for image_id, source in zip(self.ids, self.sources, strict=True):
+            h.update(image_id.encode())
+            for p in source.paths:
+                st = p.stat()
+                h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        h.update(np.packbits(self.labels, axis=None).tobytes())
+        h.update(str(self.labels.shape).encode())
+        return h.hexdigest()[:16]
+
+    def image_fingerprint(self) -> str:
+        """Like :meth:`fingerprint` but ignoring labels: keys the image cache."""
+        h = hashlib.sha256()
+        h.update("\x1f".join(self.channels).encode())
+        for image_id, source in zip(self.ids, self.sources, strict=True):
+            h.update(image_id.encode())
+            for p in source.paths:
+                st = p.stat()
+                h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]

@@ -1,0 +1,512 @@
+"""Read a dataset directory in one of the supported layouts into a :class:`Dataset`.
+
+Layouts (see DESIGN.md):
+
+- ``hpa2021``: ``DIR/train.csv`` with ``ID,Label`` (``7|1|2|0``), images
+  ``DIR/train/{ID}_{red,green,blue,yellow}.{png,tif,tiff,jpg,jpeg}``; 19 classes.
+- ``hpa2018``: ``DIR/train.csv`` with ``Id,Target`` (``7 1 2 0``), same image names; 28 classes.
+- ``generic``: ``DIR/labels.csv`` with ``image`` (path relative to DIR) and ``labels``
+  (``|``-separated class names or integer ids), optional ``DIR/classes.txt``.
+
+Every problem is reported as a :class:`DatasetError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
+from labelaudit.data.dataset import Dataset, ImageSource
+from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
+from labelaudit.errors import DatasetError
+
+LAYOUTS = ("hpa2021", "hpa2018", "generic")
+
+_HPA_COLUMNS = {"hpa2021": ("ID", "Label"), "hpa2018": ("Id", "Target")}
+_HPA_CLASSES = {"hpa2021": HPA2021_CLASSES, "hpa2018": HPA2018_CLASSES}
+_LABEL_SEP = {"hpa2021": "|", "hpa2018": " ", "generic": "|"}
+
+
+def label_separator(layout: str) -> str:
+    """The separator of label tokens in a layout's label file."""
+    return _LABEL_SEP[layout]
+
+
+@dataclass
+class LoadReport:
+    """Problems found while loading; ``check`` prints them all, ``scan`` stops on them."""
+
+    errors: list[DatasetError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- CSV
+
+
+def read_label_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Read a label CSV as text: its header and ``(line number, fields)`` rows.
+
+    Handles a UTF-8 byte-order mark and CRLF line endings; rejects binary files,
+    non-UTF-8 text and empty files with a :class:`DatasetError`.
+    """
+    if not path.is_file():
+        raise DatasetError("label file not found", path=path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read label file ({exc.strerror})", path=path) from None
+    if b"\x00" in raw[:65536]:
+        raise DatasetError("not a text CSV file (it contains binary data)", path=path)
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DatasetError("not UTF-8 text", path=path, row=line) from None
+    if not text.strip():
+        raise DatasetError("label file is empty", path=path)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip() for h in next(reader)]
+        rows = []
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank lines, e.g. a trailing newline pair
+            rows.append((reader.line_num, fields))
+    except csv.Error as exc:
+        raise DatasetError(f"malformed CSV ({exc})", path=path, row=reader.line_num) from None
+    if not rows:
+        raise DatasetError("label file has a header but no rows", path=path)
+    return header, rows
+
+
+def _column_index(header: list[str], name: str) -> int | None:
+    for i, h in enumerate(header):
+        if h == name:
+            return i
+    lowered = [h.lower() for h in header]
+    return lowered.index(name.lower()) if name.lower() in lowered else None
+
+
+# ----------------------------------------------------------------------- detection
+
+
+def detect_layout(root: Path) -> str:
+    """Decide the layout from the files present and the label file's header."""
+    if (root / "train.csv").is_file():
+        header = _peek_header(root / "train.csv")
+        if _column_index(header, "Target") is not None:
+            return "hpa2018"
+        return "hpa2021"
+    if (root / "labels.csv").is_file():
+        return "generic"
+    raise DatasetError(
+        "no label file found: expected train.csv (HPA layouts) or labels.csv (generic layout)",
+        path=root,
+    )
+
+
+def _peek_header(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(65536)
+        return [h.strip() for h in first.decode("utf-8-sig", "replace").strip().split(",")]
+    except OSError:
+        return []
+
+
+# -------------------------------------------------------------------------- HPA
+
+
+def _hpa_image_index(image_dir: Path) -> dict[str, Path]:
+    """Map ``{ID}_{channel}`` stems to files, listing the directory once."""
+    index: dict[str, Path] = {}
+    if not image_dir.is_dir():
+        return index
+    # Preference order: PNG before TIFF before JPEG when a stem exists twice.
+    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
+    for entry in os.scandir(image_dir):
+        stem, suffix = os.path.splitext(entry.name)
+        suffix = suffix.lower()
+        if suffix in rank:
+            old = index.get(stem)
+            if old is None or rank[suffix] < rank[old.suffix.lower()]:
+                index[stem] = Path(entry.path)
+    return index
+
+
+def _parse_int_labels(
+    value: str, sep: str, n_classes: int, path: Path, row: int, image: str
+) -> list[int]:
+    tokens = [t.strip() for t in value.strip().split(sep if sep != " " else None)]
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        raise DatasetError("no labels given", path=path, row=row, image=image)
+    out = []
+    for tok in tokens:
+        try:
+            k = int(tok)
+        except ValueError:
+            raise DatasetError(
+                f"label {tok!r} is not an integer class id", path=path, row=row, image=image
+            ) from None
+        if not 0 <= k < n_classes:
+            raise DatasetError(
+                f"label {k} is out of range (class ids are 0..{n_classes - 1})",
+                path=path,
+                row=row,
+                image=image,
+            )
+        out.append(k)
+    return out
+
+
+def _load_hpa(root: Path, layout: str, report: LoadReport, image_dir: Path | None) -> Dataset:
+    label_file = root / "train.csv"
+    id_col, label_col = _HPA_COLUMNS[layout]
+    classes = _HPA_CLASSES[layout]
+    header, rows = read_label_table(label_file)
+    i_id, i_label = _column_index(header, id_col), _column_index(header, label_col)
+    if i_id is None or i_label is None:
+        raise DatasetError(
+            f"expected columns {id_col},{label_col} ({layout}); found {','.join(header)}",
+            path=label_file,
+            row=1,
+        )
+    image_dir = image_dir or root / "train"
+    if not image_dir.is_dir():
+        raise DatasetError("image directory 'train/' not found", path=image_dir)
+    index = _hpa_image_index(image_dir)
+    sep = _LABEL_SEP[layout]
+    ids: list[str] = []
+    label_rows: list[list[int]] = []
+    sources: list[ImageSource] = []
+    line_nums: list[int] = []
+    seen: dict[str, int] = {}
+    for line, fields in rows:
+        if len(fields) <= max(i_id, i_label):
+            report.errors.append(
+                DatasetError(
+                    f"expected {len(header)} fields, found {len(fields)}", path=label_file, row=line
+                )
+            )
+            continue
+        image_id = fields[i_id].strip()
+        if not image_id:
+            report.errors.append(DatasetError("empty image id", path=label_file, row=line))
+            continue
+        if image_id in seen:
+            report.errors.append(
+                DatasetError(
+                    f"duplicate id (first on line {seen[image_id]})",
+                    path=label_file,
+                    row=line,
+                    image=image_id,
+                )
+            )
+            continue
+        seen[image_id] = line
+        if "/" in image_id or "\\" in image_id or image_id in (".", ".."):
+            report.errors.append(
+                DatasetError(
+                    "id must be a plain file name stem, not a path",
+                    path=label_file,
+                    row=line,
+                    image=image_id,
+                )
+            )
+            continue
+        try:
+            labels = _parse_int_labels(
+                fields[i_label], sep, len(classes), label_file, line, image_id
+            )
+        except DatasetError as exc:
+            report.errors.append(exc)
+            continue
+        paths = []
+        missing = []
+        for channel in HPA_CHANNELS:
+            p = index.get(f"{image_id}_{channel}")
+            if p is None:
+                missing.append(f"{image_id}_{channel}.png")
+            else:
+                paths.append(p)
+        if missing:
+            report.errors.append(
+                DatasetError(
+                    f"missing channel file(s) in {image_dir}: {', '.join(missing)}",
+                    path=label_file,
+                    row=line,
+                    image=image_id,
+                )
+            )
+            continue
+        ids.append(image_id)
+        label_rows.append(labels)
+        sources.append(ImageSource(tuple(paths)))
+        line_nums.append(line)
+    matrix = np.zeros((len(ids), len(classes)), dtype=bool)
+    for i, labels in enumerate(label_rows):
+        matrix[i, labels] = True
+    return Dataset(
+        root=root,
+        layout=layout,
+        label_file=label_file,
+        ids=ids,
+        labels=matrix,
+        class_names=list(classes),
+        class_tokens=[str(k) for k in range(len(classes))],
+        channels=HPA_CHANNELS,
+        sources=sources,
+        protein_channel=1,
+        rows=line_nums,
+    )
+
+
+# ---------------------------------------------------------------------- generic
+
+
+def _read_classes_txt(path: Path) -> list[str]:
+    rows: list[str] = []
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError("not UTF-8 text", path=path) from None
+    seen: dict[str, int] = {}
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if name in seen:
+            raise DatasetError(
+                f"class {name!r} listed twice (first on line {seen[name]})", path=path, row=line_no
+            )
+        seen[name] = line_no
+        rows.append(name)
+    if not rows:
+        raise DatasetError("classes.txt is empty", path=path)
+    return rows
+
+
+def _safe_relative(value: str) -> PurePosixPath | None:
+    """A dataset-relative path, or None when it is absolute or escapes the directory."""
+    value = value.strip().replace("\\", "/")
+    p = PurePosixPath(value)
+    if p.is_absolute() or (len(value) > 1 and value[1] == ":"):
+        return None
+    parts: list[str] = []
+    for part in p.parts:
+        if part == "..":
+            if not parts:
+                return None
+            parts.pop()
+        elif part != ".":
+            parts.append(part)
+    return PurePosixPath(*parts) if parts else None
+
+
+def _generic_channels(n: int) -> tuple[tuple[str, ...], int]:
+    if n == 1:
+        return ("gray",), 0
+    if n == 3:
+        return ("red", "green", "blue"), 1
+    if n == 4:
+        return HPA_CHANNELS, 1
+    return tuple(f"ch{i}" for i in range(n)), min(1, n - 1)
+
+
+def _load_generic(root: Path, report: LoadReport) -> Dataset:
+    label_file = root / "labels.csv"
+    header, rows = read_label_table(label_file)
+    i_image, i_labels = _column_index(header, "image"), _column_index(header, "labels")
+    if i_image is None or i_labels is None:
+        raise DatasetError(
+            f"expected columns image,labels (generic layout); found {','.join(header)}",
+            path=label_file,
+            row=1,
+        )
+    classes_file = root / "classes.txt"
+    declared = _read_classes_txt(classes_file) if classes_file.is_file() else None
+
+    parsed: list[tuple[int, str, Path, list[str]]] = []
+    seen: dict[str, int] = {}
+    for line, fields in rows:
+        if len(fields) <= max(i_image, i_labels):
+            report.errors.append(
+                DatasetError(
+                    f"expected {len(header)} fields, found {len(fields)}", path=label_file, row=line
+                )
+            )
+            continue
+        value = fields[i_image].strip()
+        rel = _safe_relative(value)
+        if rel is None:
+            report.errors.append(
+                DatasetError(
+                    f"image path {value!r} is absolute, empty or escapes the dataset directory",
+                    path=label_file,
+                    row=line,
+                )
+            )
+            continue
+        image_id = rel.as_posix()
+        if image_id in seen:
+            report.errors.append(
+                DatasetError(
+                    f"duplicate image (first on line {seen[image_id]})",
+                    path=label_file,
+                    row=line,
+                    image=image_id,
+                )
+            )
+            continue
+        seen[image_id] = line
+        tokens = [t.strip() for t in fields[i_labels].split("|") if t.strip()]
+        parsed.append((line, image_id, root / rel, tokens))
+
+    # Class vocabulary: classes.txt, else integer ids 0..max, else sorted names.
+    all_tokens = {t for *_, toks in parsed for t in toks}
+    if declared is not None:
+        class_names = declared
+        by_name = {n: i for i, n in enumerate(declared)}
+        use_ids = all(t.isdigit() for t in all_tokens) and not (all_tokens & set(by_name))
+    elif all_tokens and all(t.isdigit() for t in all_tokens):
+        class_names = [str(k) for k in range(max(int(t) for t in all_tokens) + 1)]
+        by_name = {n: i for i, n in enumerate(class_names)}
+        use_ids = True
+    else:
+        class_names = sorted(all_tokens)
+        by_name = {n: i for i, n in enumerate(class_names)}
+        use_ids = False
+    if not class_names:
+        raise DatasetError("no labels in the label file, and no classes.txt", path=label_file)
+    tokens_of_class = [str(k) for k in range(len(class_names))] if use_ids else class_names
+
+    ids, sources, line_nums, label_rows = [], [], [], []
+    n_channels: int | None = None
+    for line, image_id, path, tokens in parsed:
+        ks: list[int] = []
+        bad = None
+        for tok in tokens:
+            if use_ids and tok.isdigit():
+                k = int(tok)
+                if k >= len(class_names):
+                    bad = f"label {k} is out of range (class ids are 0..{len(class_names) - 1})"
+                    break
+            elif tok in by_name:
+                k = by_name[tok]
+            else:
+                bad = f"unknown class {tok!r}" + (" (not in classes.txt)" if declared else "")
+                break
+            ks.append(k)
+        if bad:
+            report.errors.append(DatasetError(bad, path=label_file, row=line, image=image_id))
+            continue
+        if not path.is_file():
+            report.errors.append(
+                DatasetError(
+                    f"image file not found: {path}", path=label_file, row=line, image=image_id
+                )
+            )
+            continue
+        if n_channels is None:
+            try:
+                n_channels = read_header(path).channels
+            except DatasetError as exc:
+                report.errors.append(exc)
+                continue
+        ids.append(image_id)
+        sources.append(ImageSource((path,)))
+        line_nums.append(line)
+        label_rows.append(ks)
+    matrix = np.zeros((len(ids), len(class_names)), dtype=bool)
+    for i, ks in enumerate(label_rows):
+        matrix[i, ks] = True
+    channels, protein = _generic_channels(n_channels or 1)
+    return Dataset(
+        root=root,
+        layout="generic",
+        label_file=label_file,
+        ids=ids,
+        labels=matrix,
+        class_names=list(class_names),
+        class_tokens=list(tokens_of_class),
+        channels=channels,
+        sources=sources,
+        protein_channel=protein,
+        rows=line_nums,
+    )
+
+
+# ------------------------------------------------------------------------ public
+
+
+def load_dataset(
+    path: str | Path,
+    layout: str | None = None,
+    *,
+    strict: bool = True,
+    report: LoadReport | None = None,
+    image_dir: str | Path | None = None,
+) -> Dataset:
+    """Load a dataset directory, detecting its layout unless ``layout`` is given.
+
+    Parameters
+    ----------
+    path
+        The dataset directory. It is only read, never written.
+    layout
+        ``"hpa2021"``, ``"hpa2018"`` or ``"generic"``; detected when ``None``.
+    strict
+        Raise the first row-level problem (the default). With ``strict=False`` the
+        bad rows are left out and their problems collected in ``report``.
+    report
+        Collects row-level problems and warnings when given.
+    image_dir
+        HPA layouts only: read channel files from here instead of ``path/train``.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    DatasetError
+        On a missing or unreadable label file, wrong columns, and (when ``strict``)
+        on any bad row: unparseable or out-of-range labels, duplicate ids, missing
+        channel files, paths escaping the directory.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError("dataset directory not found", path=root)
+    if root.is_file():
+        raise DatasetError("expected a dataset directory, got a file", path=root)
+    if layout is None:
+        layout = detect_layout(root)
+    elif layout not in LAYOUTS:
+        raise DatasetError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    report = report if report is not None else LoadReport()
+    if layout == "generic":
+        dataset = _load_generic(root, report)
+    else:
+        dataset = _load_hpa(root, layout, report, Path(image_dir) if image_dir else None)
+    if strict and report.errors:
+        first = report.errors[0]
+        more = len(report.errors) - 1
+        if more:
+            first = DatasetError(
+                f"{first.message} (and {more} more problem{'s' if more > 1 else ''}; "
+                "run `labelaudit check` to list them all)",
+                path=first.path,
+                row=first.row,
+                image=first.image,
+            )
+        raise first
+    if len(dataset) == 0 and strict:
+        raise DatasetError("no usable images in the label file", path=dataset.label_file)
+    return dataset

@@ -1,0 +1,95 @@
+"""Shared fixtures: offline mode, a private cache, small datasets, a CLI runner."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+HPA_SAMPLES = REPO.parent / "shared" / "hpa-samples"
+CHANNELS = ("red", "green", "blue", "yellow")
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_private_cache(monkeypatch, tmp_path_factory):
+    # Tests never touch the network nor the user's cache.
+    monkeypatch.setenv("LABELAUDIT_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LABELAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Write an image; 16-bit arrays become 16-bit PNG/TIFF."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix in (".tif", ".tiff"):
+        import tifffile
+
+        tifffile.imwrite(path, array)
+    else:
+        Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def make_hpa(tmp_path) -> Callable[..., Path]:
+    """Factory for a small HPA-2021-layout dataset with random fields."""
+
+    def make(
+        n: int = 6,
+        size: int = 32,
+        dtype=np.uint8,
+        ext: str = ".png",
+        labels: list[str] | None = None,
+        name: str = "hpa",
+        seed: int = 0,
+    ) -> Path:
+        root = tmp_path / name
+        rng = np.random.default_rng(seed)
+        ids = [f"field{i:03d}" for i in range(n)]
+        labels = labels or [
+            str(i % 19) + ("|3" if i % 4 == 0 and i % 19 != 3 else "") for i in range(n)
+        ]
+        hi = np.iinfo(dtype).max
+        for image_id in ids:
+            for c in CHANNELS:
+                arr = rng.integers(0, hi // 2, size=(size, size)).astype(dtype)
+                write_image(root / "train" / f"{image_id}_{c}{ext}", arr)
+        lines = ["ID,Label"] + [f"{i},{lab}" for i, lab in zip(ids, labels, strict=True)]
+        (root / "train.csv").write_text("\n".join(lines) + "\n")
+        return root
+
+    return make
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``root`` with its size and content hash."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            out[str(p.relative_to(root))] = (
+                p.stat().st_size,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            )
+    return out
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[..., tuple[int, str, str]]:
+    """Run the CLI in-process: returns (exit status, stdout, stderr)."""
+    from labelaudit.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,126 @@
+"""The image cache: round trip, statistics, 16-bit scaling, staleness, failures."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import write_image
+
+from labelaudit.data.cache import build_cache, channel_stats, resize_to_uint8
+from labelaudit.data.layouts import load_dataset
+from labelaudit.errors import DatasetError
+
+
+def test_round_trip_and_reuse(make_hpa, tmp_path):
+    root = make_hpa(n=4, size=32)
+    ds = load_dataset(root)
+    cache = build_cache(ds, 16, tmp_path / "c", workers=1)
+    assert not cache.reused
+    assert cache.images.shape == (4, 4, 16, 16) and cache.images.dtype == np.uint8
+    assert cache.ids == ds.ids
+    # Row 2, green channel equals decoding the PNG and area-averaging 2x2 blocks.
+    from PIL import Image
+
+    green = np.asarray(Image.open(root / "train" / "field002_green.png")).astype(np.float64)
+    expected = np.rint(green.reshape(16, 2, 16, 2).mean(axis=(1, 3)))
+    assert np.abs(cache.images[2, 1].astype(int) - expected).max() <= 1
+    again = build_cache(ds, 16, tmp_path / "c")
+    assert again.reused and again.path == cache.path
+    np.testing.assert_array_equal(np.asarray(again.images), np.asarray(cache.images))
+    with pytest.raises(ValueError):
+        again.images[0, 0, 0, 0] = 1  # read-only memmap
+    assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_stats_columns_and_values(make_hpa, tmp_path):
+    root = make_hpa(n=2, size=32)
+    img = np.zeros((32, 32), np.uint8)
+    img[:16] = 255  # half saturated
+    write_image(root / "train" / "field001_green.png", img)
+    cache = build_cache(load_dataset(root), 8, tmp_path / "c")
+    row = cache.stats.iloc[1]
+    assert row["id"] == "field001"
+    assert row["green_mean"] == pytest.approx(0.5)
+    assert row["green_std"] == pytest.approx(0.5)
+    assert row["green_saturated"] == pytest.approx(0.5)
+    assert row["green_p99"] == pytest.approx(1.0)
+    assert row["green_focus"] > 0
+    assert (row["height"], row["width"], row["bit_depth"]) == (32, 32, 8)
+    for ch in ("red", "green", "blue", "yellow"):
+        for st in ("mean", "std", "p99", "saturated", "focus"):
+            assert f"{ch}_{st}" in cache.stats.columns
+
+
+def test_sixteen_bit_scaled_like_eight_bit(tmp_path):
+    rng = np.random.default_rng(1)
+    a8 = rng.integers(0, 256, (24, 24)).astype(np.uint8)
+    a16 = a8.astype(np.uint16) * 257  # the same intensities at 16 bits
+    s8, s16 = channel_stats(a8), channel_stats(a16)
+    for k in ("mean", "std", "saturated"):
+        assert s8[k] == pytest.approx(s16[k], abs=1e-9)
+    assert s8["p99"] == pytest.approx(s16["p99"], abs=1 / 255)
+    assert s8["focus"] == pytest.approx(s16["focus"], rel=1e-4)
+    # Equal up to float rounding at .5 boundaries.
+    diff = resize_to_uint8(a8, 12).astype(int) - resize_to_uint8(a16, 12).astype(int)
+    assert np.abs(diff).max() <= 1
+
+
+def test_sixteen_bit_tiff_dataset(make_hpa, tmp_path):
+    root = make_hpa(n=2, size=32, dtype=np.uint16, ext=".tif")
+    write_image(root / "train" / "field000_green.tif", np.full((32, 32), 65535, np.uint16))
+    cache = build_cache(load_dataset(root), 16, tmp_path / "c")
+    assert cache.images[0, 1].min() == 255
+    assert cache.stats.loc[0, "green_saturated"] == 1.0
+    assert cache.stats.loc[0, "bit_depth"] == 16
+
+
+def test_stale_entry_is_never_served(make_hpa, tmp_path):
+    root = make_hpa(n=3, size=16)
+    first = build_cache(load_dataset(root), 16, tmp_path / "c")
+    path = root / "train" / "field001_red.png"
+    write_image(path, np.full((16, 16), 200, np.uint8))
+    os.utime(path, ns=(1, 1))  # even with an old mtime, the size/mtime pair changed
+    second = build_cache(load_dataset(root), 16, tmp_path / "c")
+    assert not second.reused and second.path != first.path
+    assert second.images[1, 0].min() == 200
+    # A different training size is a different entry too.
+    third = build_cache(load_dataset(root), 8, tmp_path / "c")
+    assert third.path != second.path and third.images.shape[-1] == 8
+
+
+def test_channel_files_of_different_sizes(make_hpa, tmp_path):
+    root = make_hpa(n=2, size=32)
+    write_image(root / "train" / "field000_yellow.png", np.full((64, 48), 100, np.uint8))
+    cache = build_cache(load_dataset(root), 16, tmp_path / "c")
+    assert cache.images[0, 3].min() == 100 and cache.images[0, 3].max() == 100
+
+
+def test_generic_rgb_and_grayscale(tmp_path):
+    root = tmp_path / "gen"
+    write_image(root / "a.png", np.stack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30)], -1))
+    write_image(root / "b.png", np.zeros((8, 8, 3), np.uint8))
+    (root / "labels.csv").write_text("image,labels\na.png,x\nb.png,y\n")
+    cache = build_cache(load_dataset(root), 4, tmp_path / "c")
+    assert cache.images.shape == (2, 3, 4, 4)
+    assert cache.images[0, :, 0, 0].tolist() == [10, 20, 30]
+
+
+def test_truncated_image_fails_with_file_name(make_hpa, tmp_path):
+    root = make_hpa(n=2, size=64)
+    path = root / "train" / "field001_blue.png"
+    path.write_bytes(path.read_bytes()[:150])
+    with pytest.raises(DatasetError, match="field001_blue.png") as info:
+        build_cache(load_dataset(root), 16, tmp_path / "c")
+    assert info.value.image == "field001"
+    assert not list((tmp_path / "c").iterdir())  # nothing half-written left behind
+
+
+def test_parallel_equals_serial(make_hpa, tmp_path):
+    root = make_hpa(n=10, size=32)
+    ds = load_dataset(root)
+    serial = build_cache(ds, 16, tmp_path / "a", workers=1)
+    parallel = build_cache(ds, 16, tmp_path / "b", workers=2)
+    np.testing.assert_array_equal(np.asarray(serial.images), np.asarray(parallel.images))
+    assert serial.stats.equals(parallel.stats)
