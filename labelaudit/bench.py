@@ -1,0 +1,324 @@
+"""Score the detectors of a run against the ground truth of a synthetic dataset.
+
+The truth CSV (written by ``labelaudit synth``) has ``ID, true_label, given_label,
+noise``; ``noise`` is ``none`` or a ``;``-joined subset of :data:`NOISE_TYPES`.
+Each detector's per-image score from ``issues.csv`` is evaluated as a ranking of
+problem images:
+
+============  =======================
+detector      score (high = suspicious)
+============  =======================
+confident     ``1 - label_quality``
+isolation     ``outlier_score``
+intensity     ``intensity_z``
+consensus     ``consensus_score``
+============  =======================
+
+For each, and for each group of images, the result has AUROC, average precision
+(both from :mod:`sklearn.metrics`), precision at T (T = the number of positives;
+ties at the cut-off count fractionally, i.e. the expected precision under random
+tie-breaking), and recall and precision at the detector's own flags (``flagged_by``
+names it; ``consensus_flag`` for the consensus). Groups: ``any`` (noise != none),
+``label`` (missing/extra/swap), ``image`` (dim/saturated/blur/artifact) and each
+noise type; positives have the group's noise, negatives have none.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.errors import DatasetError, RunDirError
+from labelaudit.io import write_json
+
+LABEL_NOISE = ("missing", "extra", "swap")
+IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
+NOISE_TYPES = LABEL_NOISE + IMAGE_NOISE
+TRUTH_COLUMNS = ("ID", "true_label", "given_label", "noise")
+
+#: detector -> (issues.csv column, how it becomes "high = suspicious")
+SCORES: dict[str, tuple[str, str]] = {
+    "confident": ("label_quality", "1 - label_quality"),
+    "isolation": ("outlier_score", "outlier_score"),
+    "intensity": ("intensity_z", "intensity_z"),
+    "consensus": ("consensus_score", "consensus_score"),
+}
+GROUPS: dict[str, tuple[str, ...]] = {
+    "any": NOISE_TYPES,
+    "label": LABEL_NOISE,
+    "image": IMAGE_NOISE,
+    **{t: (t,) for t in NOISE_TYPES},
+}
+
+
+def read_truth(path: str | Path) -> pd.DataFrame:
+    """Read and validate a truth CSV.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ID``, ``true_label``, ``given_label``, ``noise`` (as a frozenset of types,
+        empty for ``none``) and ``line`` (1-based line in the file).
+
+    Raises
+    ------
+    DatasetError
+        Unreadable file, missing columns, empty or duplicate ids, unknown noise.
+    """
+    path = Path(path)
+    try:
+        truth = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DatasetError("truth file not found", path=path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"cannot read the truth file: {exc}", path=path) from None
+    truth.columns = [c.strip() for c in truth.columns]
+    missing = [c for c in TRUTH_COLUMNS if c not in truth.columns]
+    if missing:
+        raise DatasetError(
+            f"truth file lacks column(s) {', '.join(missing)} "
+            f"(needs {', '.join(TRUTH_COLUMNS)}; has {', '.join(truth.columns)})",
+            path=path,
+            row=1,
+        )
+    truth = truth[list(TRUTH_COLUMNS)].copy()
+    truth["line"] = np.arange(2, len(truth) + 2)
+    noise = []
+    seen: dict[str, int] = {}
+    for image_id, raw, line in zip(truth["ID"], truth["noise"], truth["line"], strict=True):
+        image_id = image_id.strip()
+        if not image_id:
+            raise DatasetError("empty ID", path=path, row=line)
+        if image_id in seen:
+            raise DatasetError(
+                f"duplicate ID (first on line {seen[image_id]})",
+                path=path,
+                row=line,
+                image=image_id,
+            )
+        seen[image_id] = line
+        noise.append(_parse_noise(raw, path, line, image_id))
+    truth["ID"] = truth["ID"].str.strip()
+    truth["noise"] = noise
+    return truth
+
+
+def _parse_noise(raw: str, path: Path, line: int, image_id: str) -> frozenset[str]:
+    tokens = [t.strip().lower() for t in raw.split(";") if t.strip()]
+    if not tokens:
+        raise DatasetError(
+            "empty noise (write 'none' for a clean image)", path=path, row=line, image=image_id
+        )
+    if tokens == ["none"]:
+        return frozenset()
+    bad = [t for t in tokens if t not in NOISE_TYPES]
+    if bad:
+        raise DatasetError(
+            f"unknown noise type {', '.join(map(repr, bad))} "
+            f"(known: none, {', '.join(NOISE_TYPES)})",
+            path=path,
+            row=line,
+            image=image_id,
+        )
+    return frozenset(tokens)
+
+
+def read_issues(run_dir: str | Path) -> pd.DataFrame:
+    """Read ``run_dir/issues.csv`` with ids as strings and numeric score columns."""
+    path = Path(run_dir) / "issues.csv"
+    if not path.exists():
+        raise RunDirError(f"{path}: not found; run the detect stage first")
+    issues = pd.read_csv(path, dtype=str, keep_default_na=False)
+    needed = ["id", "given_labels", "flagged_by", "consensus_flag"] + [
+        c for c, _ in SCORES.values()
+    ]
+    missing = [c for c in needed if c not in issues.columns]
+    if missing:
+        raise RunDirError(f"{path}: lacks column(s) {', '.join(missing)}")
+    for col, _ in SCORES.values():
+        issues[col] = pd.to_numeric(issues[col].replace("", np.nan), errors="coerce")
+    issues["consensus_flag"] = issues["consensus_flag"].str.lower().isin(["true", "1"])
+    return issues
+
+
+def precision_at_t(y_true: np.ndarray, score: np.ndarray, t: int) -> float | None:
+    """Precision among the ``t`` highest scores; ties at the cut-off count fractionally."""
+    y_true = np.asarray(y_true, dtype=bool)
+    score = np.asarray(score, dtype=float)
+    if t <= 0 or len(score) == 0:
+        return None
+    t = min(t, len(score))
+    cut = np.sort(score)[::-1][t - 1]
+    above = score > cut
+    at = score == cut
+    expected = y_true[above].sum() + (t - above.sum()) * y_true[at].mean()
+    return float(expected / t)
+
+
+def score_metrics(y_true: np.ndarray, score: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """AUROC, AP, precision at T, recall/precision at the flags for one ranking.
+
+    Undefined values (no positives, or no negatives, for AUROC) are ``None``.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    y_true = np.asarray(y_true, dtype=bool)
+    flagged = np.asarray(flagged, dtype=bool)
+    n_pos = int(y_true.sum())
+    n_neg = int(len(y_true) - n_pos)
+    out: dict[str, Any] = {"n_pos": n_pos, "n_neg": n_neg, "n_flagged": int(flagged.sum())}
+    both = n_pos > 0 and n_neg > 0
+    out["auroc"] = float(roc_auc_score(y_true, score)) if both else None
+    out["ap"] = float(average_precision_score(y_true, score)) if n_pos > 0 else None
+    out["precision_at_t"] = precision_at_t(y_true, score, n_pos) if n_pos > 0 else None
+    out["recall_at_flag"] = float(flagged[y_true].mean()) if n_pos > 0 else None
+    out["precision_at_flag"] = float(y_true[flagged].mean()) if flagged.any() else None
+    return out
+
+
+def _label_set(text: str) -> frozenset[str]:
+    return frozenset(t for t in re.split(r"[|; ]+", text.strip()) if t)
+
+
+def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) -> dict[str, Any]:
+    """Score each detector of a run against a truth file; write ``run_dir/bench.json``.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory with ``issues.csv``.
+    truth_path
+        The truth CSV (``ID, true_label, given_label, noise``).
+    write
+        Write ``bench.json`` (atomically).
+
+    Returns
+    -------
+    dict
+        ``metrics[detector][group]`` = :func:`score_metrics` output, plus counts.
+
+    Raises
+    ------
+    DatasetError
+        Bad truth file, or a truth ID that is not in the run (naming file and line).
+    RunDirError
+        ``issues.csv`` missing or malformed.
+    """
+    truth_path = Path(truth_path)
+    issues = read_issues(run_dir)
+    truth = read_truth(truth_path)
+    index = pd.Index(issues["id"])
+    rows = index.get_indexer(truth["ID"])
+    if (rows < 0).any():
+        first = int(np.flatnonzero(rows < 0)[0])
+        n_bad = int((rows < 0).sum())
+        raise DatasetError(
+            f"ID is not in the run {Path(run_dir)}"
+            + (f" ({n_bad} truth IDs are not)" if n_bad > 1 else ""),
+            path=truth_path,
+            row=int(truth["line"].iloc[first]),
+            image=str(truth["ID"].iloc[first]),
+        )
+    issues = issues.iloc[rows].reset_index(drop=True)
+    noise = list(truth["noise"])
+    clean = np.array([len(s) == 0 for s in noise])
+    mismatched = [
+        i
+        for i, (a, b) in enumerate(zip(truth["given_label"], issues["given_labels"], strict=True))
+        if _label_set(a) != _label_set(b)
+    ]
+
+    flagged_by = [set(s.split(";")) - {""} for s in issues["flagged_by"]]
+    has = np.array([[t in s for t in NOISE_TYPES] for s in noise], dtype=bool).reshape(
+        -1, len(NOISE_TYPES)
+    )
+    positives = {
+        group: has[:, [NOISE_TYPES.index(t) for t in types]].any(axis=1)
+        for group, types in GROUPS.items()
+    }
+    metrics: dict[str, dict[str, Any]] = {}
+    skipped: list[str] = []
+    for det, (col, _) in SCORES.items():
+        values = issues[col].to_numpy(dtype=float)
+        if np.isnan(values).all():
+            skipped.append(det)
+            continue
+        score = 1.0 - values if det == "confident" else values
+        # A missing value ranks as least suspicious.
+        finite = score[np.isfinite(score)]
+        score = np.nan_to_num(score, nan=(finite.min() - 1.0) if len(finite) else 0.0)
+        if det == "consensus":
+            flags = issues["consensus_flag"].to_numpy(dtype=bool)
+        else:
+            flags = np.array([det in s for s in flagged_by])
+        metrics[det] = {}
+        for group, pos in positives.items():
+            keep = pos | clean
+            metrics[det][group] = score_metrics(pos[keep], score[keep], flags[keep])
+
+    counts = {"none": int(clean.sum())}
+    counts.update({t: int(has[:, j].sum()) for j, t in enumerate(NOISE_TYPES)})
+    result = {
+        "run_dir": str(run_dir),
+        "truth": str(truth_path),
+        "n_images": len(truth),
+        "n_run_images": len(index),
+        "n_problem_images": int((~clean).sum()),
+        "noise_counts": counts,
+        "given_label_mismatches": len(mismatched),
+        "scores": {det: how for det, (_, how) in SCORES.items()},
+        "skipped": skipped,
+        "metrics": metrics,
+    }
+    if write:
+        write_json(Path(run_dir) / "bench.json", result)
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def format_bench_table(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`bench` results (groups without positives left out)."""
+    header = ["detector", "group", "n_pos", "n_neg", "AUROC", "AP", "P@T", "R@flag", "P@flag"]
+    lines = [header]
+    for det, groups in result["metrics"].items():
+        for group, m in groups.items():
+            if not m["n_pos"]:
+                continue
+            lines.append(
+                [
+                    det,
+                    group,
+                    str(m["n_pos"]),
+                    str(m["n_neg"]),
+                    _fmt(m["auroc"]),
+                    _fmt(m["ap"]),
+                    _fmt(m["precision_at_t"]),
+                    _fmt(m["recall_at_flag"]),
+                    _fmt(m["precision_at_flag"]),
+                ]
+            )
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    out = []
+    for j, row in enumerate(lines):
+        cells = [
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    if result.get("skipped"):
+        out.append(f"not in this run: {', '.join(result['skipped'])}")
+    if result.get("given_label_mismatches"):
+        out.append(
+            f"warning: {result['given_label_mismatches']} given labels in the truth file differ "
+            "from the run's"
+        )
+    return "\n".join(out)

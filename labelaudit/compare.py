@@ -1,0 +1,411 @@
+"""Run the detectors, compare them, and write the per-image issues table.
+
+``issues.csv`` has one row per image: the given and suggested labels (in the
+dataset's notation), each detector's per-image value, who flagged the image, and a
+consensus across detectors:
+
+* ``consensus_score`` = mean over the detectors that ran of the image's rank
+  percentile of suspiciousness (0 = least suspicious, 1 = most; ties share their
+  mean rank), so detectors with different score scales count equally;
+* ``consensus_flag`` = flagged by at least ``min_methods`` detectors.
+
+``agreement`` (``run.json["compare"]``) has, for an UpSet chart, the number of images
+flagged by exactly each combination of detectors (``"none"`` included; they add
+up to N), pairwise Jaccard indices of the flagged sets (1.0 for two empty sets, as
+scipy's Jaccard distance 0), Spearman correlations of the per-image scores (``None``
+where a score is constant), and the same flag counts and Jaccard indices per class.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.detect import (
+    REGISTRY,
+    AuditInputs,
+    DetectorResult,
+    get_detector,
+)
+from labelaudit.detect.base import empty_findings
+from labelaudit.errors import SettingsError
+from labelaudit.io import update_run_json, write_csv
+
+DEFAULT_DETECTORS = ("confident", "isolation", "intensity")
+
+#: The issues.csv columns every run has, in order (per-detector columns stay empty
+#: when the detector did not run).
+ISSUES_COLUMNS = [
+    "id",
+    "given_labels",
+    "suggested_labels",
+    "label_quality",
+    "outlier_score",
+    "intensity_z",
+    "flagged_by",
+    "n_flags",
+    "consensus_score",
+    "consensus_flag",
+    "label_changes",
+]
+
+
+@dataclass
+class ComparisonResult:
+    """Everything :func:`detect_and_compare` produced.
+
+    Attributes
+    ----------
+    issues
+        The ``issues.csv`` table, sorted by ``consensus_score`` descending.
+    findings
+        All detectors' findings concatenated (``findings.csv``).
+    agreement
+        Agreement between detectors (``run.json["compare"]["agreement"]``).
+    results
+        Each detector's :class:`~labelaudit.detect.DetectorResult`, by name.
+    skipped
+        Detectors not run, with the reason.
+    """
+
+    issues: pd.DataFrame
+    findings: pd.DataFrame
+    agreement: dict[str, Any]
+    results: dict[str, DetectorResult]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def run_detectors(
+    inputs: AuditInputs,
+    detectors: Sequence[str] | None = DEFAULT_DETECTORS,
+    params: dict[str, dict[str, Any]] | None = None,
+) -> tuple[dict[str, DetectorResult], dict[str, str], dict[str, dict[str, Any]]]:
+    """Run the named detectors, skipping those whose inputs are missing.
+
+    Parameters
+    ----------
+    inputs
+        The audit inputs.
+    detectors
+        Registered detector names, in the order they should appear (``None``:
+        :data:`DEFAULT_DETECTORS`).
+    params
+        Per-detector keyword parameters, e.g. ``{"intensity": {"method": "robust"}}``.
+
+    Returns
+    -------
+    results, skipped, used_params
+        Results by name; skipped names with the reason; parameters of every
+        detector (run or skipped).
+
+    Raises
+    ------
+    SettingsError
+        Unknown detector, unknown parameter, or parameters for an unknown detector.
+    """
+    params = dict(params or {})
+    if isinstance(detectors, str):
+        detectors = [detectors]
+    if detectors is None:
+        detectors = DEFAULT_DETECTORS
+    detectors = list(dict.fromkeys(detectors))  # no repeats, same order
+    unknown = sorted(set(params) - set(REGISTRY))
+    if unknown:
+        raise SettingsError(
+            f"parameters given for unknown detector {', '.join(map(repr, unknown))} "
+            f"(available: {', '.join(REGISTRY)})"
+        )
+    instances = {name: get_detector(name, **params.get(name, {})) for name in detectors}
+    results: dict[str, DetectorResult] = {}
+    skipped: dict[str, str] = {}
+    for name, det in instances.items():
+        missing = det.missing_inputs(inputs)
+        if missing:
+            skipped[name] = f"skipped: the run has no {', '.join(missing)}"
+            continue
+        results[name] = det.run(inputs)
+    used = {name: det.get_params() for name, det in instances.items()}
+    return results, skipped, used
+
+
+def rank_percentile(score: np.ndarray) -> np.ndarray:
+    """Rank percentile in [0, 1] (ties share their mean rank; NaN -> NaN)."""
+    from scipy.stats import rankdata
+
+    score = np.asarray(score, dtype=float)
+    out = np.full(score.shape, np.nan)
+    ok = ~np.isnan(score)
+    m = int(ok.sum())
+    if m == 1:
+        out[ok] = 0.5
+    elif m > 1:
+        out[ok] = (rankdata(score[ok], method="average") - 1) / (m - 1)
+    return out
+
+
+def build_issues(
+    inputs: AuditInputs,
+    results: dict[str, DetectorResult],
+    *,
+    min_methods: int = 2,
+    suggest_from: Iterable[str] = ("confident",),
+) -> pd.DataFrame:
+    """The per-image issues table.
+
+    Parameters
+    ----------
+    inputs
+        The audit inputs.
+    results
+        Detector results by name (the order gives the order in ``flagged_by``).
+    min_methods
+        Detectors that must flag an image for ``consensus_flag``.
+    suggest_from
+        Detectors whose flagged ``"add"``/``"remove"`` findings change the suggested
+        labels. Only ``confident`` by default: an image far from its class in
+        embedding space is a reason to look, not evidence of which label is right.
+        Each change is listed in ``label_changes`` as ``+token`` / ``-token`` with the
+        finding's ``value`` (for confident, the probability: ``-3 (p=0.04)``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`ISSUES_COLUMNS` (plus columns of custom detectors), sorted by
+        ``consensus_score`` descending, then ``n_flags`` descending.
+    """
+    n = inputs.n_images
+    names = list(results)
+    flags = np.column_stack([results[m].image_flagged for m in names]) if names else None
+    suggested = inputs.labels.copy()
+    changes: list[list[str]] = [[] for _ in range(n)]
+    id_index = pd.Index(inputs.ids)
+    class_index = {c: k for k, c in enumerate(inputs.class_names)}
+    for m in suggest_from:
+        if m not in results:
+            continue
+        f = results[m].findings
+        f = f[f["flagged"].to_numpy() & f["suggestion"].isin(["add", "remove"]).to_numpy()]
+        if f.empty:
+            continue
+        rows = id_index.get_indexer(f["id"])
+        cols = f["class"].map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+        ok = (rows >= 0) & (cols >= 0)  # a custom detector might name unknown ids/classes
+        rows, cols = rows[ok], cols[ok]
+        add = (f["suggestion"] == "add").to_numpy()[ok]
+        values = f["value"].to_numpy(dtype=float)[ok]
+        suggested[rows[add], cols[add]] = True
+        suggested[rows[~add], cols[~add]] = False
+        what = "p" if m == "confident" else m  # confident's value is the probability
+        for r, c, a, v in zip(rows, cols, add, values, strict=True):
+            why = "" if np.isnan(v) else f" ({what}={v:.2f})"
+            changes[r].append(f"{'+' if a else '-'}{inputs.class_tokens[c]}{why}")
+
+    table: dict[str, Any] = {
+        "id": inputs.ids,
+        "given_labels": inputs.format_labels(inputs.labels),
+        "suggested_labels": inputs.format_labels(suggested),
+        "label_quality": np.full(n, np.nan),
+        "outlier_score": np.full(n, np.nan),
+        "intensity_z": np.full(n, np.nan),
+    }
+    for m in names:
+        for col, values in results[m].columns.items():
+            table[col] = np.asarray(values, dtype=float)
+    if names:
+        table["flagged_by"] = [
+            ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
+        ]
+        table["n_flags"] = flags.sum(axis=1)
+        pct = np.column_stack([rank_percentile(results[m].image_score) for m in names])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
+            consensus = np.nanmean(pct, axis=1)
+        table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
+    else:
+        table["flagged_by"] = [""] * n
+        table["n_flags"] = np.zeros(n, dtype=int)
+        table["consensus_score"] = np.zeros(n)
+    table["consensus_flag"] = table["n_flags"] >= min_methods
+    table["label_changes"] = [";".join(c) for c in changes]
+    issues = pd.DataFrame(table)
+    extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
+    issues = issues[ISSUES_COLUMNS + extra]
+    return issues.sort_values(
+        ["consensus_score", "n_flags"], ascending=False, kind="mergesort"
+    ).reset_index(drop=True)
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None  # undefined for a constant score
+    return float(spearmanr(a, b).statistic)
+
+
+def _pairwise(names: list[str], fn, values: dict[str, np.ndarray]) -> dict[str, dict]:
+    return {a: {b: fn(values[a], values[b]) for b in names} for a in names}
+
+
+def combination_counts(flags: dict[str, np.ndarray], n: int) -> dict[str, int]:
+    """Images flagged by exactly each combination of detectors (UpSet counts).
+
+    Keys join detector names with ``"+"`` in the given order; ``"none"`` counts
+    images no detector flagged. Every combination appears (zero counts included)
+    and the counts add up to ``n``.
+    """
+    names = list(flags)
+    if not names:
+        return {"none": n}
+    matrix = np.column_stack([np.asarray(flags[m], dtype=bool) for m in names])
+    codes = matrix.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
+    counts = np.bincount(codes, minlength=1 << len(names))
+    out = {}
+    for size in range(len(names) + 1):
+        for combo in itertools.combinations(range(len(names)), size):
+            code = sum(1 << i for i in combo)
+            key = "+".join(names[i] for i in combo) or "none"
+            out[key] = int(counts[code])
+    return out
+
+
+def agreement(inputs: AuditInputs, results: dict[str, DetectorResult]) -> dict[str, Any]:
+    """How the detectors agree, overall and per class (see module docstring)."""
+    n = inputs.n_images
+    names = list(results)
+    flags = {m: results[m].image_flagged for m in names}
+    scores = {m: np.asarray(results[m].image_score, dtype=float) for m in names}
+
+    per_class: dict[str, Any] = {}
+    class_flags = {m: _class_flag_matrix(inputs, results[m]) for m in names}
+    for k, cname in enumerate(inputs.class_names):
+        sets = {m: class_flags[m][:, k] for m in names}
+        per_class[cname] = {
+            "n_labelled": int(inputs.labels[:, k].sum()),
+            "flags": {m: int(sets[m].sum()) for m in names},
+            "jaccard": _pairwise(names, _jaccard, sets),
+        }
+    return {
+        "detectors": names,
+        "n_images": n,
+        "flag_counts": {m: int(flags[m].sum()) for m in names},
+        "combinations": combination_counts(flags, n),
+        "jaccard": _pairwise(names, _jaccard, flags),
+        "spearman": _pairwise(names, _spearman, scores),
+        "per_class": per_class,
+    }
+
+
+def _class_flag_matrix(inputs: AuditInputs, result: DetectorResult) -> np.ndarray:
+    """N x K: image i has a flagged finding for class k."""
+    out = np.zeros(inputs.labels.shape, dtype=bool)
+    f = result.findings
+    f = f[f["flagged"].to_numpy() & (f["class"] != "").to_numpy()]
+    if len(f):
+        rows = pd.Index(inputs.ids).get_indexer(f["id"])
+        cols = pd.Index(inputs.class_names).get_indexer(f["class"])
+        ok = (rows >= 0) & (cols >= 0)
+        out[rows[ok], cols[ok]] = True
+    return out
+
+
+def detect_and_compare(
+    inputs: AuditInputs,
+    run_dir: str | Path,
+    detectors: Sequence[str] | None = DEFAULT_DETECTORS,
+    params: dict[str, dict[str, Any]] | None = None,
+    *,
+    min_methods: int = 2,
+    suggest_from: Iterable[str] = ("confident",),
+) -> ComparisonResult:
+    """The detect and compare stages: run detectors, write findings, issues, run.json.
+
+    Parameters
+    ----------
+    inputs
+        The audit inputs; detectors whose required inputs are absent are skipped
+        with a warning in ``run.json["detect"]["warnings"]``.
+    run_dir
+        The run directory; writes ``findings.csv``, ``issues.csv`` and the
+        ``"detect"`` and ``"compare"`` sections of ``run.json`` (all atomically).
+    detectors
+        Registered detector names (``None``: :data:`DEFAULT_DETECTORS`).
+    params
+        Per-detector parameters, e.g. ``{"isolation": {"contamination": 0.02}}``.
+    min_methods
+        Detectors that must agree for ``consensus_flag``.
+    suggest_from
+        Detectors whose add/remove suggestions change ``suggested_labels``.
+
+    Returns
+    -------
+    ComparisonResult
+    """
+    if int(min_methods) < 1:
+        raise SettingsError(f"min_methods must be >= 1, got {min_methods}")
+    run_dir = Path(run_dir)
+    start = time.perf_counter()
+    results, skipped, used = run_detectors(inputs, detectors, params)
+    t_detect = time.perf_counter() - start
+
+    frames = [r.findings for r in results.values() if len(r.findings)]
+    findings = pd.concat(frames, ignore_index=True) if frames else empty_findings()
+    write_csv(run_dir / "findings.csv", findings)
+
+    start = time.perf_counter()
+    issues = build_issues(inputs, results, min_methods=min_methods, suggest_from=suggest_from)
+    agree = agreement(inputs, results)
+    t_compare = time.perf_counter() - start
+    write_csv(run_dir / "issues.csv", issues)
+
+    detect_section = {
+        "n_images": inputs.n_images,
+        "detectors": {
+            name: {
+                "params": used[name],
+                "n_flagged_images": r.n_flagged,
+                "n_flagged_findings": int(r.findings["flagged"].sum()),
+                "suggestions": {
+                    s: int(c)
+                    for s, c in r.findings.loc[r.findings["flagged"], "suggestion"]
+                    .value_counts()
+                    .items()
+                },
+                "seconds": round(r.seconds, 3),
+                "summary": r.summary,
+            }
+            for name, r in results.items()
+        },
+        "skipped": {name: {"params": used[name], "reason": why} for name, why in skipped.items()},
+        "warnings": [f"detector {name!r} {why}" for name, why in skipped.items()],
+        "seconds": round(t_detect, 3),
+    }
+    update_run_json(run_dir, "detect", detect_section)
+    update_run_json(
+        run_dir,
+        "compare",
+        {
+            "min_methods": int(min_methods),
+            "suggest_from": [m for m in suggest_from],
+            "n_consensus_flagged": int(issues["consensus_flag"].sum()),
+            "n_label_changes": int((issues["label_changes"] != "").sum()),
+            "agreement": agree,
+            "seconds": round(t_compare, 3),
+        },
+    )
+    return ComparisonResult(issues, findings, agree, results, skipped)

@@ -1,0 +1,39 @@
+"""Label-problem detectors: the interface, the registry and the built-in detectors.
+
+Importing this package registers ``confident`` (cleanlab confident learning),
+``isolation`` (isolation forests on embeddings) and ``intensity`` (per-class
+3-sigma rule on the protein channel's intensity). Add a detector by subclassing
+:class:`Detector` and decorating it with :func:`register`.
+"""
+
+from __future__ import annotations
+
+from labelaudit.detect.base import (
+    FINDINGS_COLUMNS,
+    REGISTRY,
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    available_detectors,
+    get_detector,
+    make_findings,
+    register,
+)
+from labelaudit.detect.confident import ConfidentLearning
+from labelaudit.detect.intensity import IntensityOutliers
+from labelaudit.detect.isolation import IsolationOutliers
+
+__all__ = [
+    "FINDINGS_COLUMNS",
+    "REGISTRY",
+    "AuditInputs",
+    "ConfidentLearning",
+    "Detector",
+    "DetectorResult",
+    "IntensityOutliers",
+    "IsolationOutliers",
+    "available_detectors",
+    "get_detector",
+    "make_findings",
+    "register",
+]

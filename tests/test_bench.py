@@ -1,0 +1,160 @@
+"""Bench: metrics against ground truth equal scikit-learn's on the same arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from labelaudit.bench import bench, format_bench_table, precision_at_t, score_metrics
+from labelaudit.compare import detect_and_compare
+from labelaudit.detect.synthetic import make_audit
+from labelaudit.errors import DatasetError, RunDirError
+from labelaudit.io import read_json
+
+NOISE = ["none", "missing", "dim", "none", "extra;blur", "swap", "none", "saturated", "none",
+         "artifact", "none", "missing;dim"]  # fmt: skip
+
+
+def write_run(run_dir, n=len(NOISE), seed=0):
+    """A hand-made issues.csv with random scores, and the truth for it."""
+    rng = np.random.default_rng(seed)
+    ids = [f"{i:04d}" for i in range(n)]  # leading zeros must survive
+    flagged_by = [
+        ";".join(m for m in ("confident", "isolation", "intensity") if rng.random() < 0.4)
+        for _ in range(n)
+    ]
+    issues = pd.DataFrame(
+        {
+            "id": ids,
+            "given_labels": ["1|2"] * n,
+            "suggested_labels": ["1|2"] * n,
+            "label_quality": rng.random(n),
+            "outlier_score": rng.random(n),
+            "intensity_z": np.round(rng.random(n) * 4, 0),  # ties
+            "flagged_by": flagged_by,
+            "n_flags": [len([x for x in s.split(";") if x]) for s in flagged_by],
+            "consensus_score": rng.random(n),
+            "consensus_flag": rng.random(n) < 0.3,
+        }
+    ).iloc[::-1]  # a different order than the truth file
+    issues.to_csv(run_dir / "issues.csv", index=False)
+    truth = pd.DataFrame(
+        {"ID": ids, "true_label": ["1"] * n, "given_label": ["2|1"] * n, "noise": NOISE[:n]}
+    )
+    truth.to_csv(run_dir / "truth.csv", index=False)
+    return issues.iloc[::-1].reset_index(drop=True), truth
+
+
+def test_metrics_equal_sklearn(tmp_path):
+    issues, truth = write_run(tmp_path)
+    result = bench(tmp_path, tmp_path / "truth.csv")
+    assert (tmp_path / "bench.json").exists()
+    assert read_json(tmp_path / "bench.json")["metrics"].keys() == result["metrics"].keys()
+    noise = truth["noise"]
+    clean = (noise == "none").to_numpy()
+    groups = {
+        "any": ~clean,
+        "label": noise.str.contains("missing|extra|swap").to_numpy(),
+        "image": noise.str.contains("dim|saturated|blur|artifact").to_numpy(),
+        "dim": noise.str.contains("dim").to_numpy(),
+        "missing": noise.str.contains("missing").to_numpy(),
+    }
+    scores = {
+        "confident": 1 - issues["label_quality"].to_numpy(),
+        "isolation": issues["outlier_score"].to_numpy(),
+        "intensity": issues["intensity_z"].to_numpy(),
+        "consensus": issues["consensus_score"].to_numpy(),
+    }
+    for det, score in scores.items():
+        if det == "consensus":
+            flags = issues["consensus_flag"].to_numpy()
+        else:
+            flags = issues["flagged_by"].str.contains(det).to_numpy()
+        for group, pos in groups.items():
+            keep = pos | clean
+            m = result["metrics"][det][group]
+            assert m["n_pos"] == pos.sum() and m["n_neg"] == clean.sum()
+            assert m["auroc"] == pytest.approx(roc_auc_score(pos[keep], score[keep]))
+            assert m["ap"] == pytest.approx(average_precision_score(pos[keep], score[keep]))
+            assert m["recall_at_flag"] == pytest.approx(flags[pos].mean())
+    assert result["noise_counts"] == {
+        "none": 5, "missing": 2, "extra": 1, "swap": 1, "dim": 2, "saturated": 1, "blur": 1,
+        "artifact": 1,
+    }  # fmt: skip
+    assert result["given_label_mismatches"] == 0  # "2|1" and "1|2" are the same set
+
+
+def test_precision_at_t():
+    y = np.array([1, 1, 0, 0, 0], bool)
+    assert precision_at_t(y, np.array([0.9, 0.8, 0.7, 0.1, 0.0]), 2) == 1.0
+    assert precision_at_t(y, np.array([0.9, 0.1, 0.8, 0.0, 0.0]), 2) == 0.5
+    # All tied: the expected precision of a random pick is the positive rate.
+    assert precision_at_t(y, np.zeros(5), 2) == pytest.approx(0.4)
+
+
+def test_degenerate_groups_give_none_not_nan():
+    m = score_metrics(np.zeros(4, bool), np.arange(4.0), np.zeros(4, bool))
+    assert m["auroc"] is None and m["ap"] is None and m["recall_at_flag"] is None
+    m = score_metrics(np.ones(3, bool), np.arange(3.0), np.ones(3, bool))
+    assert m["auroc"] is None and m["ap"] == 1.0 and m["precision_at_flag"] == 1.0
+
+
+def test_end_to_end_with_detectors(tmp_path):
+    synth = make_audit(400, 5, 16, label_noise=0.1, image_noise=0.05, seed=4)
+    detect_and_compare(synth.inputs, tmp_path, params={"isolation": {"n_estimators": 30}})
+    synth.truth_frame().to_csv(tmp_path / "truth.csv", index=False)
+    result = bench(tmp_path, tmp_path / "truth.csv")
+    assert result["metrics"]["confident"]["label"]["auroc"] > 0.9
+    assert result["metrics"]["isolation"]["image"]["auroc"] > 0.9
+    table = format_bench_table(result)
+    assert "AUROC" in table and "consensus" in table and "saturated" in table
+    assert "nan" not in table.lower()
+
+
+def test_skipped_detector(tmp_path):
+    write_run(tmp_path)
+    issues = pd.read_csv(tmp_path / "issues.csv", dtype=str)
+    issues["outlier_score"] = ""
+    issues.to_csv(tmp_path / "issues.csv", index=False)
+    result = bench(tmp_path, tmp_path / "truth.csv", write=False)
+    assert result["skipped"] == ["isolation"] and "isolation" not in result["metrics"]
+    assert "not in this run: isolation" in format_bench_table(result)
+
+
+def test_bad_truth_files(tmp_path):
+    write_run(tmp_path)
+    truth = tmp_path / "truth.csv"
+    good = truth.read_text().splitlines()
+
+    truth.write_text("ID,noise\n0000,none\n")
+    with pytest.raises(DatasetError, match=r"truth.csv, line 1: .*true_label, given_label"):
+        bench(tmp_path, truth)
+
+    truth.write_text("\n".join(good[:3] + ["9999,1,1,none"]) + "\n")
+    with pytest.raises(
+        DatasetError, match=r"truth.csv, line 4: image '9999': ID is not in the run"
+    ):
+        bench(tmp_path, truth)
+
+    truth.write_text("\n".join(good[:2] + ["0001,1,1,missing;smudge"]) + "\n")
+    with pytest.raises(DatasetError, match=r"line 3: .*unknown noise type 'smudge'"):
+        bench(tmp_path, truth)
+
+    truth.write_text("\n".join(good[:3] + [good[2]]) + "\n")
+    with pytest.raises(DatasetError, match=r"line 4: .*duplicate ID"):
+        bench(tmp_path, truth)
+
+    truth.write_text("\n".join(good[:2] + ["0001,1,1,"]) + "\n")
+    with pytest.raises(DatasetError, match=r"line 3: .*empty noise"):
+        bench(tmp_path, truth)
+
+    with pytest.raises(DatasetError, match="not found"):
+        bench(tmp_path, tmp_path / "nope.csv")
+    assert not (tmp_path / "bench.json").exists()
+
+
+def test_missing_issues(tmp_path):
+    with pytest.raises(RunDirError, match="issues.csv"):
+        bench(tmp_path, tmp_path / "truth.csv")

@@ -1,0 +1,252 @@
+"""Comparison: issues table, consensus, agreement counts, run-directory artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.compare import (
+    ISSUES_COLUMNS,
+    combination_counts,
+    detect_and_compare,
+    rank_percentile,
+)
+from labelaudit.detect import (
+    REGISTRY,
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    make_findings,
+    register,
+)
+from labelaudit.detect.synthetic import make_audit
+from labelaudit.errors import SettingsError
+from labelaudit.io import read_json
+
+FAST = {"isolation": {"n_estimators": 30}}
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return make_audit(500, 6, 16, label_noise=0.08, image_noise=0.04, seed=3)
+
+
+@pytest.fixture(scope="module")
+def compared(synth, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_dir, detect_and_compare(synth.inputs, run_dir, params=FAST)
+
+
+def test_artifacts_are_written(compared, synth):
+    run_dir, result = compared
+    issues = pd.read_csv(run_dir / "issues.csv", dtype={"id": str}, keep_default_na=False)
+    assert list(issues.columns) == ISSUES_COLUMNS
+    assert len(issues) == synth.inputs.n_images
+    findings = pd.read_csv(run_dir / "findings.csv", keep_default_na=False)
+    assert list(findings.columns)[:6] == [
+        "id",
+        "class",
+        "detector",
+        "score",
+        "flagged",
+        "suggestion",
+    ]
+    assert set(findings["detector"]) == {"confident", "isolation", "intensity"}
+    assert set(findings["suggestion"]) <= {"remove", "add", "review", ""}
+    run = read_json(run_dir / "run.json")
+    detect = run["detect"]
+    assert set(detect["detectors"]) == {"confident", "isolation", "intensity"}
+    assert 0 <= detect["detectors"]["confident"]["summary"]["health"]["overall_health_score"] <= 1
+    assert detect["detectors"]["isolation"]["params"]["n_estimators"] == 30
+    assert detect["warnings"] == []
+    assert run["compare"]["agreement"]["n_images"] == synth.inputs.n_images
+
+
+def test_issues_table(compared, synth):
+    _, result = compared
+    issues = result.issues
+    inputs = synth.inputs
+    assert issues["consensus_score"].is_monotonic_decreasing
+    assert issues["consensus_score"].between(0, 1).all()
+    assert np.isfinite(issues[["label_quality", "outlier_score", "intensity_z"]]).all().all()
+    assert (issues["consensus_flag"] == (issues["n_flags"] >= 2)).all()
+    flagged_by = issues["flagged_by"].str.split(";").apply(lambda s: [x for x in s if x])
+    assert (flagged_by.apply(len) == issues["n_flags"]).all()
+    # Labels in the dataset's notation, in the same row as their id.
+    by_id = issues.set_index("id")
+    i = 17
+    assert by_id.loc[inputs.ids[i], "given_labels"] == "|".join(
+        inputs.class_tokens[k] for k in np.flatnonzero(inputs.labels[i])
+    )
+    # The suggestions undo most planted label noise.
+    fixed = 0
+    noisy = [j for j, n in enumerate(synth.noise) if n in ("missing", "extra", "swap")]
+    truth = synth.inputs.format_labels(synth.true_labels)
+    for j in noisy:
+        fixed += by_id.loc[inputs.ids[j], "suggested_labels"] == truth[j]
+    assert fixed / len(noisy) > 0.6
+
+
+def test_combination_counts_add_up(compared, synth):
+    _, result = compared
+    agree = result.agreement
+    combos = agree["combinations"]
+    assert sum(combos.values()) == synth.inputs.n_images
+    assert len(combos) == 2**3
+    assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
+        combos
+    )
+    # Exclusive combinations agree with the per-image flags.
+    issues = result.issues
+    assert combos["none"] == (issues["n_flags"] == 0).sum()
+    assert combos["confident+isolation+intensity"] == (issues["n_flags"] == 3).sum()
+    for m, n in agree["flag_counts"].items():
+        assert n == sum(v for k, v in combos.items() if m in k.split("+"))
+
+
+def test_pairwise_and_per_class_agreement(compared, synth):
+    _, result = compared
+    agree = result.agreement
+    issues = result.issues
+    a = issues["flagged_by"].str.contains("confident").to_numpy()
+    b = issues["flagged_by"].str.contains("isolation").to_numpy()
+    assert agree["jaccard"]["confident"]["isolation"] == pytest.approx(
+        (a & b).sum() / (a | b).sum()
+    )
+    assert agree["jaccard"]["intensity"]["intensity"] == 1.0
+    rho = agree["spearman"]["confident"]["isolation"]
+    assert rho is not None and -1 <= rho <= 1
+    assert set(agree["per_class"]) == set(synth.inputs.class_names)
+    c0 = agree["per_class"][synth.inputs.class_names[0]]
+    f = result.findings
+    expected = f[(f["detector"] == "confident") & f["flagged"] & (f["class"] == "class0")]
+    assert c0["flags"]["confident"] == expected["id"].nunique()
+    assert 0 <= c0["jaccard"]["confident"]["isolation"] <= 1
+
+
+def test_rank_percentile():
+    np.testing.assert_allclose(rank_percentile(np.array([3.0, 1.0, 2.0])), [1.0, 0.0, 0.5])
+    np.testing.assert_allclose(rank_percentile(np.array([1.0, 1.0, 1.0])), [0.5, 0.5, 0.5])
+    assert rank_percentile(np.array([4.0]))[0] == 0.5
+    out = rank_percentile(np.array([1.0, np.nan, 2.0]))
+    assert out[0] == 0 and np.isnan(out[1]) and out[2] == 1
+
+
+def test_combination_counts_edge_cases():
+    assert combination_counts({}, 5) == {"none": 5}
+    flags = {"a": np.array([1, 1, 0], bool), "b": np.array([1, 0, 0], bool)}
+    assert combination_counts(flags, 3) == {"none": 1, "a": 1, "b": 0, "a+b": 1}
+
+
+@pytest.fixture
+def flag_all():
+    @register("flag_all")
+    class FlagAll(Detector):
+        requires = ("labels",)
+        defaults: dict[str, Any] = {}
+
+        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+            n = inputs.n_images
+            idx = np.arange(n)
+            flags = np.ones(n, dtype=bool)
+            f = make_findings(inputs, self.name, idx, None, np.ones(n), flags, "review")
+            return DetectorResult(self.name, f, np.ones(n), flags, {"all_score": np.ones(n)})
+
+    yield
+    del REGISTRY["flag_all"]
+
+
+def constant_inputs(n: int = 12) -> AuditInputs:
+    labels = np.zeros((n, 2), dtype=bool)
+    labels[:, 0] = True
+    labels[0, 1] = True  # a class with one image
+    stats = pd.DataFrame({"green_mean": np.full(n, 0.02)})
+    return AuditInputs(
+        [f"i{i}" for i in range(n)], ["a", "b"], ["0", "1"], " ", labels, stats=stats
+    )
+
+
+def test_none_flagged_and_all_flagged(tmp_path, flag_all):
+    inputs = constant_inputs()
+    result = detect_and_compare(inputs, tmp_path, detectors=("intensity", "flag_all"))
+    agree = result.agreement
+    assert agree["combinations"] == {
+        "none": 0,
+        "intensity": 0,
+        "flag_all": 12,
+        "intensity+flag_all": 0,
+    }
+    assert agree["jaccard"]["intensity"]["flag_all"] == 0.0
+    assert agree["spearman"]["intensity"]["flag_all"] is None  # constant scores
+    assert result.issues["consensus_score"].notna().all()
+    assert list(result.issues.columns[-1:]) == ["all_score"]
+    assert result.issues["given_labels"].iloc[0] in {"0", "0 1"}  # HPA 2018 separator
+    run = read_json(tmp_path / "run.json")  # strict JSON: no NaN anywhere
+    assert run["detect"]["skipped"] == {}
+
+    result = detect_and_compare(inputs, tmp_path, detectors=("intensity",))
+    assert result.agreement["combinations"] == {"none": 12, "intensity": 0}
+    assert result.agreement["jaccard"]["intensity"]["intensity"] == 1.0  # two empty sets
+    assert result.agreement["per_class"]["b"]["flags"] == {"intensity": 0}
+
+
+def test_missing_inputs_are_skipped_with_a_warning(tmp_path):
+    inputs = constant_inputs()
+    result = detect_and_compare(inputs, tmp_path, detectors=None)  # None = the defaults
+    assert set(result.skipped) == {"confident", "isolation"}
+    run = read_json(tmp_path / "run.json")
+    assert any("confident" in w and "probs" in w for w in run["detect"]["warnings"])
+    assert "filter_by" in run["detect"]["skipped"]["confident"]["params"]
+    issues = pd.read_csv(tmp_path / "issues.csv", keep_default_na=False)
+    assert (issues["label_quality"] == "").all()  # present but empty
+    assert (issues["suggested_labels"] == issues["given_labels"]).all()
+
+
+def test_nothing_runnable(tmp_path):
+    inputs = AuditInputs(["a", "b"], ["x"], ["0"], "|", np.array([[1], [0]], dtype=bool))
+    result = detect_and_compare(inputs, tmp_path)
+    assert result.results == {}
+    assert (result.issues["consensus_score"] == 0).all()
+    assert result.agreement["combinations"] == {"none": 2}
+    assert pd.read_csv(tmp_path / "findings.csv").empty
+
+
+def test_tiny_dataset_with_every_input(tmp_path):
+    synth = make_audit(3, 2, 4, label_noise=0.0, image_noise=0.0)
+    result = detect_and_compare(synth.inputs, tmp_path, params=FAST)
+    assert sum(result.agreement["combinations"].values()) == 3
+    assert np.isfinite(result.issues[["label_quality", "outlier_score", "intensity_z"]]).all().all()
+
+
+def test_settings_errors(tmp_path):
+    inputs = constant_inputs()
+    with pytest.raises(SettingsError, match="unknown detector 'bogus'"):
+        detect_and_compare(inputs, tmp_path, detectors=("bogus",))
+    with pytest.raises(SettingsError, match="unknown detector 'isolatoin'"):
+        detect_and_compare(inputs, tmp_path, params={"isolatoin": {}})
+    with pytest.raises(SettingsError, match="no parameter"):
+        detect_and_compare(inputs, tmp_path, params={"intensity": {"sigma": 2}})
+    with pytest.raises(SettingsError, match="min_methods"):
+        detect_and_compare(inputs, tmp_path, min_methods=0)
+
+
+def test_flipped_label_gets_the_right_suggested_labels(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 90
+    labels = np.zeros((n, 3), dtype=bool)
+    labels[np.arange(n), np.arange(n) % 3] = True
+    probs = np.where(labels, 0.93, 0.04) + rng.uniform(-0.02, 0.02, labels.shape)
+    labels[0] = [True, False, False]
+    probs[0] = [0.02, 0.97, 0.03]
+    inputs = AuditInputs([f"f{i}" for i in range(n)], ["a", "b", "c"], ["5", "7", "9"], "|",
+                         labels, probs=probs)  # fmt: skip
+    result = detect_and_compare(inputs, tmp_path, detectors=("confident",))
+    top = result.issues.iloc[0]
+    assert top["id"] == "f0"
+    assert (top["given_labels"], top["suggested_labels"]) == ("5", "7")
+    assert top["label_changes"] == "-5 (p=0.02);+7 (p=0.97)"
+    assert top["flagged_by"] == "confident" and not top["consensus_flag"]
+    assert (result.issues["label_changes"] != "").sum() == 1
