@@ -1,0 +1,1320 @@
+"""Synthetic HPA-2021-layout datasets with known label noise and image faults.
+
+Every field is a few generated cells: nuclei (blue), microtubules (red, filaments
+radiating from the centrosome), endoplasmic reticulum (yellow, a perinuclear
+reticular network) and a green channel whose pattern follows the field's TRUE classes,
+one generator per HPA 2021 class. A fraction of the fields then gets label noise in
+the GIVEN labels (``missing``, ``extra``, ``swap``) and a separate fraction gets an
+image fault (``dim``, ``saturated``, ``blur``, ``artifact``). ``truth.csv`` records
+what was injected, so detectors can be scored against it.
+
+Everything is drawn from ``numpy.random.default_rng`` generators seeded from ``seed``:
+the same arguments give byte-identical files. Each field's pixels come from their own
+generator (seeded with ``[seed, field index]``) and depend only on that, the field's
+true labels and its fault; true labels and IDs are drawn before any noise, so changing
+``noise_rate`` changes the given labels only.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy import ndimage
+
+from labelaudit.data.classes import HPA_CHANNELS
+from labelaudit.data.hpa_stats import (
+    HPA2021_CLASS_COUNTS,
+    HPA2021_LABELS_PER_FIELD,
+    HPA2021_N_FIELDS,
+    NEGATIVE,
+)
+from labelaudit.errors import SettingsError
+from labelaudit.io import write_csv
+
+__all__ = [
+    "CLASS_FLOOR",
+    "CONFUSIONS",
+    "FAULT_TYPES",
+    "LABEL_NOISE_TYPES",
+    "NOISE_TYPES",
+    "class_probabilities",
+    "fault_artifact",
+    "fault_blur",
+    "fault_dim",
+    "fault_saturated",
+    "inject_label_noise",
+    "render_field",
+    "sample_label_sets",
+    "synthesize",
+]
+
+LABEL_NOISE_TYPES: tuple[str, ...] = ("missing", "extra", "swap")
+FAULT_TYPES: tuple[str, ...] = ("dim", "saturated", "blur", "artifact")
+NOISE_TYPES: tuple[str, ...] = ("none", *LABEL_NOISE_TYPES, *FAULT_TYPES)
+
+#: Minimum share of fields carrying each class. The real data has classes at 0.2 %
+#: (Mitotic spindle, Negative) and 1-4 % (Aggresome, Vesicles, ER, Microtubules); at
+#: 5 % a 400-field dataset has ~20 examples of every class, ~16 per training split of
+#: 5-fold cross-validation, the least a small CNN needs to learn a pattern (at 3 %,
+#: rare classes were barely learned and their clean fields looked mislabelled).
+#: The other classes keep their real order and roughly their real frequency.
+CLASS_FLOOR: float = 0.05
+
+#: Plausible confusions between HPA 2021 classes (similar-looking patterns), used for
+#: ``swap`` (replace a label by a partner) and half of the ``extra`` labels.
+#: Negative (18) is never a partner: it is never combined with another class.
+CONFUSIONS: dict[int, tuple[int, ...]] = {
+    0: (4, 5, 16),  # nucleoplasm <-> nuclear speckles, nuclear bodies, cytosol
+    1: (0, 6),  # nuclear membrane <-> nucleoplasm, ER
+    2: (3, 5),  # nucleoli <-> fibrillar center, nuclear bodies
+    3: (2, 5),  # fibrillar center <-> nucleoli, nuclear bodies
+    4: (0, 5),  # speckles <-> nucleoplasm, nuclear bodies
+    5: (4, 0, 3),  # nuclear bodies <-> speckles, nucleoplasm, fibrillar center
+    6: (14, 16, 1),  # ER <-> mitochondria, cytosol, nuclear membrane
+    7: (17, 15, 12),  # Golgi <-> vesicles, aggresome, centrosome
+    8: (10, 9),  # intermediate filaments <-> microtubules, actin
+    9: (8, 13),  # actin <-> intermediate filaments, plasma membrane
+    10: (8, 11),  # microtubules <-> intermediate filaments, mitotic spindle
+    11: (10, 12),  # mitotic spindle <-> microtubules, centrosome
+    12: (7, 5),  # centrosome <-> Golgi, nuclear bodies
+    13: (9, 16),  # plasma membrane <-> actin, cytosol
+    14: (6, 17),  # mitochondria <-> ER, vesicles
+    15: (7, 17),  # aggresome <-> Golgi, vesicles
+    16: (0, 17, 6),  # cytosol <-> nucleoplasm, vesicles, ER
+    17: (16, 7, 14),  # vesicles <-> cytosol, Golgi, mitochondria
+    18: (16, 0),  # negative (faint) <-> cytosol, nucleoplasm
+}
+
+# Typical peak green intensity of each class's pattern (8-bit units, before the
+# field's brightness factor): diffuse stains are dimmer than compact structures.
+_CLASS_PEAK: tuple[float, ...] = (
+    130,  # 0 nucleoplasm
+    190,  # 1 nuclear membrane
+    200,  # 2 nucleoli
+    230,  # 3 fibrillar center
+    200,  # 4 speckles
+    235,  # 5 nuclear bodies
+    170,  # 6 ER
+    210,  # 7 Golgi
+    200,  # 8 intermediate filaments
+    190,  # 9 actin
+    190,  # 10 microtubules
+    230,  # 11 mitotic spindle
+    255,  # 12 centrosome
+    190,  # 13 plasma membrane
+    190,  # 14 mitochondria
+    240,  # 15 aggresome
+    110,  # 16 cytosol
+    215,  # 17 vesicles
+    0,  # 18 negative
+)
+
+# ---------------------------------------------------------------------------------------
+# label sets
+
+
+def class_probabilities(floor: float = CLASS_FLOOR) -> np.ndarray:
+    """Per-label draw weights of the 18 non-negative classes, with a frequency floor.
+
+    The real per-class share of label slots is raised to ``floor / mean labels per
+    field`` (then renormalised, a few rounds) so that every class is carried by roughly
+    at least ``floor`` of the fields.
+
+    Parameters
+    ----------
+    floor
+        Minimum share of fields per class, 0 for the raw HPA 2021 frequencies.
+
+    Returns
+    -------
+    numpy.ndarray
+        Probabilities of classes 0..17 (float64, sums to 1).
+    """
+    counts = np.asarray(HPA2021_CLASS_COUNTS[:NEGATIVE], dtype=np.float64)
+    p = counts / counts.sum()
+    per_field = np.asarray(HPA2021_LABELS_PER_FIELD, dtype=np.float64)
+    per_field[0] -= HPA2021_CLASS_COUNTS[NEGATIVE]  # negatives are single-label
+    mean_k = float((np.arange(1, len(per_field) + 1) * per_field).sum() / per_field.sum())
+    w_min = floor / mean_k
+    for _ in range(5):
+        p = np.maximum(p, w_min)
+        p = p / p.sum()
+    return p
+
+
+def sample_label_sets(
+    n: int, rng: np.random.Generator, floor: float = CLASS_FLOOR
+) -> list[tuple[int, ...]]:
+    """Draw ``n`` true label sets following the HPA 2021 label statistics.
+
+    A field is Negative (18, alone: the real data never combines it) with probability
+    ``max(34 / 21806, floor)``. Otherwise its number of labels follows the real
+    distribution of 1..5 labels per field, and the classes are drawn without replacement
+    with :func:`class_probabilities` (real frequencies, rare classes raised to
+    ``floor``).
+
+    Parameters
+    ----------
+    n
+        Number of fields.
+    rng
+        Random generator.
+    floor
+        Minimum share of fields per class (see :data:`CLASS_FLOOR`).
+
+    Returns
+    -------
+    list of tuple of int
+        Sorted class ids of each field.
+    """
+    p_neg = max(HPA2021_CLASS_COUNTS[NEGATIVE] / HPA2021_N_FIELDS, floor)
+    per_field = np.asarray(HPA2021_LABELS_PER_FIELD, dtype=np.float64)
+    per_field[0] -= HPA2021_CLASS_COUNTS[NEGATIVE]
+    k_prob = per_field / per_field.sum()
+    p = class_probabilities(floor)
+    negative = rng.random(n) < p_neg
+    ks = rng.choice(np.arange(1, len(k_prob) + 1), size=n, p=k_prob)
+    out: list[tuple[int, ...]] = []
+    for is_neg, k in zip(negative, ks, strict=True):
+        if is_neg:
+            out.append((NEGATIVE,))
+        else:
+            picked = rng.choice(NEGATIVE, size=int(k), replace=False, p=p)
+            out.append(tuple(sorted(int(c) for c in picked)))
+    return out
+
+
+def inject_label_noise(
+    labels: Sequence[int], rng: np.random.Generator, kind: str | None = None
+) -> tuple[tuple[int, ...], str]:
+    """Corrupt one field's labels.
+
+    Parameters
+    ----------
+    labels
+        The true class ids.
+    rng
+        Random generator.
+    kind
+        ``missing``, ``extra`` or ``swap``; ``None`` draws one among those possible.
+        ``missing`` needs two or more labels and ``extra`` a non-Negative field; an
+        impossible request falls back to another kind.
+
+    Returns
+    -------
+    given, kind
+        The sorted, never empty, corrupted labels (always different from ``labels``) and
+        the kind of noise actually injected.
+    """
+    true = sorted(set(int(c) for c in labels))
+    possible = ["swap"]
+    if len(true) >= 2:
+        possible.insert(0, "missing")
+    if NEGATIVE not in true and len(true) < NEGATIVE:
+        possible.insert(-1, "extra")
+    if kind not in possible:
+        kind = str(rng.choice(possible))
+    given = set(true)
+    if kind == "missing":
+        given.remove(int(rng.choice(true)))
+    elif kind == "extra":
+        partners = sorted({q for c in true for q in CONFUSIONS[c]} - given)
+        if partners and rng.random() < 0.5:
+            given.add(int(rng.choice(partners)))
+        else:
+            free = np.array([c for c in range(NEGATIVE) if c not in given])
+            w = class_probabilities()[free]
+            given.add(int(rng.choice(free, p=w / w.sum())))
+    else:  # swap
+        options = [(c, q) for c in true for q in CONFUSIONS[c] if q not in given]
+        if options:
+            c, q = options[int(rng.integers(len(options)))]
+        else:  # every partner already present: any other non-negative class
+            c = int(rng.choice(true))
+            free = [q for q in range(NEGATIVE) if q not in given]
+            q = int(rng.choice(free))
+        given.remove(c)
+        given.add(q)
+    return tuple(sorted(given)), kind
+
+
+# ---------------------------------------------------------------------------------------
+# image faults (arrays in 8-bit units, float)
+
+
+def fault_dim(green: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Green exposure about 10x too low: scaled by 0.07..0.13."""
+    return green * rng.uniform(0.07, 0.13)
+
+
+def fault_saturated(green: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Green exposure far too high: scaled so at least half the stained pixels clip at 255."""
+    fg = green[green > 0.1 * max(float(green.max()), 1.0)]
+    ref = float(np.median(fg)) if fg.size else 1.0
+    gain = max(4.0, 255.0 / max(ref, 1.0)) * rng.uniform(1.1, 1.6)
+    return np.minimum(green * gain, 255.0)
+
+
+def fault_blur(channels: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Out of focus: every channel gaussian-blurred with sigma 3..4.5 % of the field size."""
+    size = max(next(iter(channels.values())).shape)
+    sigma = size * rng.uniform(0.03, 0.045)
+    return {k: ndimage.gaussian_filter(v, sigma, mode="nearest") for k, v in channels.items()}
+
+
+def fault_artifact(
+    channels: dict[str, np.ndarray], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Bright debris: 1-3 irregular near-saturated blobs in green (half the time in all)."""
+    shape = next(iter(channels.values())).shape
+    size = max(shape)
+    n_blobs = int(rng.integers(1, 4))
+    ys, xs, amps = [], [], []
+    for _ in range(n_blobs):
+        cy, cx = rng.uniform(0.1, 0.9, 2) * np.array(shape)
+        radius = size * rng.uniform(0.035, 0.07)
+        m = int(rng.integers(3, 7))  # lumps make the outline irregular
+        ys.append(cy + rng.normal(0, 0.6 * radius, m))
+        xs.append(cx + rng.normal(0, 0.6 * radius, m))
+        amps.append(rng.uniform(0.8, 1.6, m))
+    sigma = size * 0.03
+    blob = _blobs(shape, np.concatenate(ys), np.concatenate(xs), sigma, np.concatenate(amps))
+    debris = np.clip((blob - 0.2) / 0.4, 0.0, 1.0) * rng.uniform(230, 300)
+    everywhere = rng.random() < 0.5
+    out = dict(channels)
+    for k, v in channels.items():
+        if k == "green" or everywhere:
+            out[k] = np.maximum(v, debris * (1.0 if k == "green" else rng.uniform(0.5, 1.0)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# drawing primitives
+
+
+def _blobs(
+    shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray, sigma: float, amp: np.ndarray
+) -> np.ndarray:
+    """Gaussian spots of peak ``amp`` (an isolated spot) at sub-pixel positions."""
+    return _splat_blur(shape, ys, xs, amp * (2.0 * math.pi * _var(sigma)), sigma)
+
+
+def _splat_blur(
+    shape: tuple[int, ...], ys: np.ndarray, xs: np.ndarray, w: np.ndarray, sigma: float
+) -> np.ndarray:
+    """Bilinearly splat weighted points into an image and gaussian-blur it."""
+    h, wd = shape[0], shape[1]
+    img = np.zeros(h * wd, dtype=np.float64)
+    if len(ys):
+        y0 = np.floor(ys)
+        x0 = np.floor(xs)
+        fy = ys - y0
+        fx = xs - x0
+        y0 = y0.astype(np.intp)
+        x0 = x0.astype(np.intp)
+        yy = np.concatenate([y0, y0, y0 + 1, y0 + 1])
+        xx = np.concatenate([x0, x0 + 1, x0, x0 + 1])
+        ww = np.concatenate([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+        ww = ww * np.tile(np.broadcast_to(w, ys.shape), 4)
+        ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < wd)
+        img += np.bincount(yy[ok] * wd + xx[ok], weights=ww[ok], minlength=h * wd)
+    img = img.reshape(h, wd).astype(np.float32)
+    return ndimage.gaussian_filter(img, sigma, mode="constant", truncate=3.0)
+
+
+# Sampling step of filaments, pixels: blurred with sigma >= 0.55 px (plus the bilinear
+# splat), samples this close leave no visible beading.
+_STEP = 0.8
+
+
+def _walks(
+    y0: np.ndarray,
+    x0: np.ndarray,
+    angle: np.ndarray,
+    length: np.ndarray,
+    curl: float,
+    rng: np.random.Generator,
+    bend: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample filaments as smooth random walks (steps of ``_STEP`` px).
+
+    ``curl`` is the standard deviation of the turn per half pixel of length (radians);
+    0 gives straight lines. ``bend`` adds a constant turn per step to each filament (arcs of radius
+    ``step / bend``). Returns the flat ``ys, xs`` of the samples and the filament index
+    of each.
+    """
+    m = len(y0)
+    if m == 0:
+        e = np.zeros(0)
+        return e, e, np.zeros(0, dtype=np.intp)
+    ns = int(math.ceil(float(np.max(length)) / _STEP)) + 1
+    steps = np.arange(ns, dtype=np.float32) * np.float32(_STEP)
+    valid = steps[None, :] <= length[:, None]
+    if curl > 0 or bend is not None:
+        turns = np.zeros((m, ns), dtype=np.float32)
+        if curl > 0:
+            sd = curl * math.sqrt(_STEP / 0.5)
+            turns += rng.normal(0.0, sd, (m, ns)).astype(np.float32)
+        if bend is not None:
+            turns += bend[:, None].astype(np.float32)
+        turns[:, 0] = 0.0
+        ang = angle[:, None].astype(np.float32) + np.cumsum(turns, axis=1)
+        dy = np.sin(ang) * np.float32(_STEP)
+        dx = np.cos(ang) * np.float32(_STEP)
+        dy[:, 0] = 0.0
+        dx[:, 0] = 0.0
+        ys = y0[:, None] + np.cumsum(dy, axis=1)
+        xs = x0[:, None] + np.cumsum(dx, axis=1)
+    else:  # straight lines: no running sums needed
+        ys = y0[:, None] + np.sin(angle)[:, None] * steps[None, :]
+        xs = x0[:, None] + np.cos(angle)[:, None] * steps[None, :]
+    idx = np.broadcast_to(np.arange(m)[:, None], (m, ns))
+    return ys[valid], xs[valid], idx[valid]
+
+
+def _var(sigma: float) -> float:
+    """Variance of a splatted, blurred point: the bilinear tent adds 1/6 px^2 per axis."""
+    return sigma * sigma + 1.0 / 6.0
+
+
+def _line_weight(sigma: float) -> float:
+    """Weight per filament sample that gives a blurred line a peak of 1."""
+    return _STEP * math.sqrt(2.0 * math.pi * _var(sigma))
+
+
+# ---------------------------------------------------------------------------------------
+# field geometry
+
+
+@dataclass
+class _Cell:
+    cy: float
+    cx: float
+    rn: float  # nominal nucleus radius, px
+    rc: float  # nominal cell radius, px
+    nuc_a: float  # nucleus half axes, px
+    nuc_b: float
+    nuc_angle: float
+    nuc_c3: complex  # third harmonic: irregular nuclear outline
+    cell_c: tuple[complex, complex, complex]  # harmonics 1..3 of the cell outline
+    mitotic: bool
+    mtoc_angle: float  # direction of the centrosome from the nucleus centre
+    nucleoli: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # y, x, amp
+
+    def r_nuc(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+        ca, sa = math.cos(self.nuc_angle), math.sin(self.nuc_angle)
+        u = cos_t * ca + sin_t * sa
+        v = sin_t * ca - cos_t * sa
+        r = self.nuc_a * self.nuc_b / np.sqrt((self.nuc_b * u) ** 2 + (self.nuc_a * v) ** 2)
+        if self.nuc_c3:
+            r = r * (1.0 + _harm(self.nuc_c3, 3, cos_t, sin_t))
+        return r
+
+    def r_cell(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+        h = sum(_harm(c, m + 1, cos_t, sin_t) for m, c in enumerate(self.cell_c))
+        return self.rc * (1.0 + h)
+
+    def mtoc(self) -> tuple[float, float]:
+        c, s = math.cos(self.mtoc_angle), math.sin(self.mtoc_angle)
+        r = float(self.r_nuc(np.array(c), np.array(s))) + 0.2 * self.rn
+        return self.cy + r * s, self.cx + r * c
+
+    def poles(self) -> np.ndarray:
+        """Spindle poles of a mitotic cell (2 x [y, x]), along the spindle axis."""
+        ax = self.nuc_angle + math.pi / 2
+        d = 1.0 * self.rn
+        return np.array(
+            [
+                [self.cy + d * math.sin(ax), self.cx + d * math.cos(ax)],
+                [self.cy - d * math.sin(ax), self.cx - d * math.cos(ax)],
+            ]
+        )
+
+
+def _harm(c: complex, m: int, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+    """Re(c * exp(-i m theta)) = |c| cos(m theta - arg c), via cos/sin of theta."""
+    if m == 1:
+        cm, sm = cos_t, sin_t
+    elif m == 2:
+        cm, sm = cos_t * cos_t - sin_t * sin_t, 2 * sin_t * cos_t
+    else:
+        cm = cos_t * (4 * cos_t * cos_t - 3)
+        sm = sin_t * (3 - 4 * sin_t * sin_t)
+    return c.real * cm + c.imag * sm
+
+
+@dataclass
+class _Field:
+    size: int
+    cells: list[_Cell]
+    label: np.ndarray  # int, 0 background, i + 1 = cell i
+    nuc: np.ndarray  # bool
+    cyto: np.ndarray  # bool
+    u: np.ndarray  # 0 at the nuclear border .. 1 at the cell border (cytoplasm)
+    rho_n: np.ndarray  # distance / nucleus radius of the own cell
+    nuc_soft: np.ndarray
+    cyto_soft: np.ndarray
+    nucleoli: np.ndarray  # soft nucleolus mask
+    edges: np.ndarray  # soft cell-outline map, peak ~1
+    unit: float  # mean nucleus radius, px
+    tex: np.ndarray  # smooth noise, std 1
+    red: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    yellow: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    def sigma(self, rel: float, lo: float = 0.55) -> float:
+        """A blur width relative to the nucleus radius, at least ``lo`` pixels."""
+        return max(lo, rel * self.unit)
+
+    def keep(self, ys: np.ndarray, xs: np.ndarray, cell: np.ndarray, where: str) -> np.ndarray:
+        """Which points lie in their own cell (``cell``/``cyto``/``nuc`` part)."""
+        yi = np.rint(ys).astype(np.intp)
+        xi = np.rint(xs).astype(np.intp)
+        ok = (yi >= 0) & (yi < self.size) & (xi >= 0) & (xi < self.size)
+        yi = np.clip(yi, 0, self.size - 1)
+        xi = np.clip(xi, 0, self.size - 1)
+        ok &= self.label[yi, xi] == cell + 1
+        if where == "cyto":
+            ok &= ~self.nuc[yi, xi]
+        elif where == "nuc":
+            ok &= self.nuc[yi, xi]
+        return ok
+
+    def in_nucleus(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        yi = np.clip(np.rint(ys).astype(np.intp), 0, self.size - 1)
+        xi = np.clip(np.rint(xs).astype(np.intp), 0, self.size - 1)
+        return self.nuc[yi, xi]
+
+    def points_in(
+        self, counts: Sequence[int], region: str, rng: np.random.Generator, bias: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Random points in each cell's nucleus (``nuc``) or cytoplasm (``cyto``).
+
+        ``counts[i]`` points for cell i, by polar sampling in the cell's outline; points
+        cut off by a neighbour are dropped. ``bias`` > 1 packs cytoplasm points towards
+        the nucleus.
+        """
+        ys, xs, cs = [], [], []
+        for i, (c, k) in enumerate(zip(self.cells, counts, strict=True)):
+            if k <= 0:
+                continue
+            t = rng.uniform(0, 2 * math.pi, k)
+            ct, st = np.cos(t), np.sin(t)
+            rn = c.r_nuc(ct, st)
+            if region == "nuc":
+                r = np.sqrt(rng.random(k)) * 0.85 * rn
+            else:
+                rc = c.r_cell(ct, st)
+                r = rn + (0.08 + 0.84 * rng.random(k) ** bias) * (rc - rn)
+            ys.append(c.cy + r * st)
+            xs.append(c.cx + r * ct)
+            cs.append(np.full(k, i))
+        if not ys:
+            e = np.zeros(0)
+            return e, e, np.zeros(0, dtype=np.intp)
+        y, x, cell = np.concatenate(ys), np.concatenate(xs), np.concatenate(cs)
+        ok = self.keep(y, x, cell, region)
+        return y[ok], x[ok], cell[ok]
+
+
+def _cell_count_range(size: int) -> tuple[int, int]:
+    if size < 48:
+        return 1, 2
+    if size < 96:
+        return 2, 3
+    if size < 160:  # few, large cells keep the patterns resolvable when downscaled to 64 px
+        return 3, 4
+    return 3, min(8, 2 + size // 64)
+
+
+def _make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> _Field:
+    lo, hi = _cell_count_range(size)
+    k = int(rng.integers(lo, hi + 1))
+    rc_mean = math.sqrt(0.66 * size * size / (k * math.pi))
+    # Greedy placement of nucleus centres with a minimum spacing.
+    cand = rng.uniform(0.12 * size, 0.88 * size, (64, 2))
+    dist = np.hypot(*(cand[:, None, :] - cand[None, :, :]).transpose(2, 0, 1))
+    chosen: list[int] = []
+    for j in range(len(cand)):
+        if all(dist[j, q] >= 1.45 * rc_mean for q in chosen):
+            chosen.append(j)
+            if len(chosen) == k:
+                break
+    centres = cand[chosen]
+    k = len(centres)
+    mitotic = np.zeros(k, dtype=bool)
+    mitotic[rng.permutation(k)[: min(n_mitotic, k)]] = True
+
+    cells: list[_Cell] = []
+    for (cy, cx), mit in zip(centres, mitotic, strict=True):
+        rc = rc_mean * rng.uniform(0.85, 1.12) * (0.85 if mit else 1.0)
+        rn = rc * rng.uniform(0.40, 0.48)
+        amp = (0.03, 0.015, 0.01) if mit else (0.14, 0.10, 0.05)
+        cell_c = tuple(complex(*(a * np.array(_unit(rng)))) for a in amp)
+        if mit:  # metaphase plate: a bar across the spindle axis
+            nuc_a, nuc_b, c3 = 0.85 * rn, 0.26 * rn, 0j
+        else:
+            e = rng.uniform(0.0, 0.18)
+            nuc_a, nuc_b = rn * (1 + e), rn * (1 - e)
+            c3 = complex(*(0.04 * np.array(_unit(rng))))
+        cells.append(
+            _Cell(
+                cy=float(cy),
+                cx=float(cx),
+                rn=rn,
+                rc=rc,
+                nuc_a=nuc_a,
+                nuc_b=nuc_b,
+                nuc_angle=float(rng.uniform(0, math.pi)),
+                nuc_c3=c3,
+                cell_c=cell_c,  # type: ignore[arg-type]
+                mitotic=bool(mit),
+                mtoc_angle=float(rng.uniform(0, 2 * math.pi)),
+            )
+        )
+
+    # Each pixel belongs to the cell with the smallest normalised radius
+    # rho = distance / outline radius (a weighted Voronoi split of touching cells).
+    # Cells are evaluated in their bounding boxes only; rho2 (the runner-up) locates
+    # the borders between touching cells.
+    far = np.float32(1e6)
+    rho1 = np.full((size, size), 1e3, dtype=np.float32)
+    rho2 = np.full((size, size), 1e3, dtype=np.float32)
+    own = np.zeros((size, size), dtype=np.int32)
+    d_own = np.full((size, size), far, dtype=np.float32)
+    rn_own = np.ones((size, size), dtype=np.float32)
+    rc_own = np.full((size, size), 2.0, dtype=np.float32)
+    grid = np.arange(size, dtype=np.float32)
+    for i, c in enumerate(cells):
+        reach = c.rc * (1.0 + sum(abs(z) for z in c.cell_c)) + 4.0
+        y0, y1 = max(0, int(c.cy - reach)), min(size, int(c.cy + reach) + 2)
+        x0, x1 = max(0, int(c.cx - reach)), min(size, int(c.cx + reach) + 2)
+        dy = grid[y0:y1, None] - np.float32(c.cy)
+        dx = grid[None, x0:x1] - np.float32(c.cx)
+        d = np.maximum(np.hypot(dy, dx), np.float32(1e-3))
+        cos_t, sin_t = dx / d, dy / d
+        rc = c.r_cell(cos_t, sin_t).astype(np.float32)
+        rho = d / rc
+        box = (slice(y0, y1), slice(x0, x1))
+        b1, b2 = rho1[box], rho2[box]
+        better = rho < b1
+        b2[...] = np.where(better, b1, np.minimum(b2, rho))
+        b1[better] = rho[better]
+        own[box][better] = i
+        d_own[box][better] = d[better]
+        rc_own[box][better] = rc[better]
+        rn_own[box][better] = c.r_nuc(cos_t[better], sin_t[better])
+    inside = rho1 < 1.0
+    label = np.where(inside, own + 1, 0).astype(np.int32)
+    rho_n = d_own / rn_own
+    nuc = inside & (rho_n < 1.0)
+    cyto = inside & ~nuc
+    u = np.clip((d_own - rn_own) / np.maximum(rc_own - rn_own, 1e-3), 0.0, 1.0)
+    unit = float(np.mean([c.rn for c in cells]))
+
+    # Soft masks: linear ramps ~1 px wide across the outlines (anti-aliased, no filtering).
+    ramp = max(1.0, 0.06 * unit)
+    cell_soft = np.clip(0.5 + (1.0 - rho1) * rc_own / ramp, 0.0, 1.0)
+    nuc_soft = np.clip(0.5 + (rn_own - d_own) / ramp, 0.0, 1.0) * (rho1 < 1.05)
+    cyto_soft = np.clip(cell_soft - nuc_soft, 0.0, 1.0)
+    # Cell outlines: distance to the own outline, or to the border with the runner-up cell.
+    dist = np.abs(1.0 - rho1) * rc_own
+    dist = np.where(rho2 < 1.0, np.minimum(dist, 0.5 * (rho2 - rho1) * rc_own), dist)
+    w = max(0.9, 0.08 * unit)
+    edges = np.exp(-((dist / w) ** 2))
+
+    f = _Field(
+        size=size,
+        cells=cells,
+        label=label,
+        nuc=nuc,
+        cyto=cyto,
+        u=u,
+        rho_n=rho_n,
+        nuc_soft=nuc_soft,
+        cyto_soft=cyto_soft,
+        nucleoli=np.zeros_like(nuc_soft),
+        edges=edges,
+        unit=unit,
+        tex=ndimage.gaussian_filter(
+            rng.standard_normal((size, size), dtype=np.float32), max(1.0, 0.3 * unit)
+        ),
+    )
+    f.tex /= max(float(f.tex.std()), 1e-6)
+    # Nucleoli: 1-3 per interphase nucleus; flat-topped soft discs.
+    ys, xs, amps = [], [], []
+    for c in cells:
+        if c.mitotic:
+            continue
+        n = int(rng.integers(1, 4))
+        t = rng.uniform(0, 2 * math.pi, n)
+        r = np.sqrt(rng.random(n)) * 0.5 * c.rn
+        a = rng.uniform(0.9, 2.2, n)
+        y, x = c.cy + r * np.sin(t), c.cx + r * np.cos(t)
+        c.nucleoli = np.stack([y, x, a], axis=1)
+        ys.append(y)
+        xs.append(x)
+        amps.append(a)
+    if ys:
+        y, x, a = np.concatenate(ys), np.concatenate(xs), np.concatenate(amps)
+        b = _blobs(f.shape, y, x, 0.15 * unit + 0.3, a)
+        f.nucleoli = np.clip((b - 0.3) / 0.3, 0.0, 1.0) * nuc_soft
+    return f
+
+
+def _unit(rng: np.random.Generator) -> tuple[float, float]:
+    t = rng.uniform(0, 2 * math.pi)
+    return math.cos(t), math.sin(t)
+
+
+def _texture(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Smooth noise (mean 0, std ~1): the field's texture, randomly shifted and flipped."""
+    sy, sx = (int(v) for v in rng.integers(0, f.size, 2))
+    return np.roll(f.tex, (sy, sx), axis=(0, 1)) * (1.0 if rng.random() < 0.5 else -1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# reference stains
+
+
+def _fibres(
+    f: _Field,
+    rng: np.random.Generator,
+    sig: float,
+    start: tuple[np.ndarray, np.ndarray],
+    angle: np.ndarray,
+    length: np.ndarray,
+    cell: np.ndarray,
+    curl: float,
+    amp: np.ndarray,
+    over_nucleus: float,
+    bend: np.ndarray | None = None,
+) -> np.ndarray:
+    """Render filaments (one batch for all cells), clipped to their own cell.
+
+    Samples over the nucleus are weighted by ``over_nucleus`` (filaments above or below
+    the nucleus look fainter); a line of amplitude 1 peaks at ~1.
+    """
+    y, x, idx = _walks(start[0], start[1], angle, length, curl, rng, bend)
+    ok = f.keep(y, x, cell[idx], "cell")
+    y, x, idx = y[ok], x[ok], idx[ok]
+    w = np.where(f.in_nucleus(y, x), over_nucleus, 1.0) * amp[idx] * _line_weight(sig)
+    return _splat_blur(f.shape, y, x, w, sig)
+
+
+def _microtubules(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Filaments radiating from the centrosome to the cell border; spindles in mitosis."""
+    sig = f.sigma(0.06)
+    y0, x0, ln, cell = [], [], [], []
+    for i, c in enumerate(f.cells):
+        if c.mitotic:
+            continue
+        m = int(20 + 14 * c.rc / 25)
+        my, mx = c.mtoc()
+        y0 += [my] * m
+        x0 += [mx] * m
+        ln += [2.2 * c.rc] * m
+        cell += [i] * m
+    m = len(y0)
+    fil = _fibres(
+        f,
+        rng,
+        sig,
+        (np.array(y0), np.array(x0)),
+        rng.uniform(0, 2 * math.pi, m),
+        np.array(ln),
+        np.array(cell, dtype=np.intp),
+        0.03,
+        rng.uniform(0.35, 0.9, m),
+        0.3,
+    )
+    spindles = [_spindle_points(f, i, rng) for i, c in enumerate(f.cells) if c.mitotic]
+    if spindles:
+        y, x, w = (np.concatenate(v) for v in zip(*spindles, strict=True))
+        fil = fil + _splat_blur(f.shape, y, x, w * _line_weight(sig), sig)
+    # Filaments crowd at the centrosome; a soft knee keeps the aster from dominating.
+    fil = fil / (1.0 + 0.35 * fil)
+    return np.clip(fil / 0.75 + 0.2 * f.cyto_soft, 0.0, 1.3)
+
+
+def _spindle_points(
+    f: _Field, i: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bipolar spindle of mitotic cell ``i``: fibres fanning from both poles to the
+    metaphase plate, plus short astral rays. Returns sample ``ys, xs`` and weights."""
+    c = f.cells[i]
+    poles = c.poles()
+    plate = np.array([math.sin(c.nuc_angle), math.cos(c.nuc_angle)])
+    m, a = 12, 6  # fibres to the plate and astral rays, per pole
+    tgt = np.array([c.cy, c.cx]) + np.linspace(-0.75, 0.75, m)[:, None] * c.nuc_a * plate
+    starts, ang, ln, amp = [], [], [], []
+    for p in poles:
+        vec = tgt + rng.normal(0, 0.05 * c.rn, tgt.shape) - p
+        starts.append(np.repeat(p[None, :], m + a, axis=0))
+        ang.append(
+            np.concatenate([np.arctan2(vec[:, 0], vec[:, 1]), rng.uniform(0, 2 * math.pi, a)])
+        )
+        ln.append(np.concatenate([np.hypot(vec[:, 0], vec[:, 1]), np.full(a, 0.6 * c.rn)]))
+        amp.append(np.concatenate([np.full(m, 0.8), np.full(a, 0.5)]))
+    st = np.concatenate(starts)
+    y, x, idx = _walks(st[:, 0], st[:, 1], np.concatenate(ang), np.concatenate(ln), 0.01, rng)
+    ok = f.keep(y, x, np.full(len(y), i), "cell")
+    return y[ok], x[ok], np.concatenate(amp)[idx[ok]]
+
+
+def _er(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Reticular network (zero crossings of band-passed noise), densest around the nucleus."""
+    s1 = f.sigma(0.07, lo=0.7)
+    noise = rng.standard_normal(f.shape).astype(np.float32)
+    a = ndimage.gaussian_filter(noise, s1)
+    bp = a - ndimage.gaussian_filter(a, 2.0 * s1)
+    net = np.exp(-((bp / (0.45 * float(bp.std()) + 1e-6)) ** 2))
+    weight = 0.3 + 0.7 * np.exp(-f.u / 0.35)
+    envelope = np.exp(-(((f.rho_n - 1.0) * f.unit / f.sigma(0.08, lo=0.8)) ** 2))
+    out = f.cyto_soft * net * weight + 0.3 * envelope * (f.label > 0)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _nuclei(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    tex = _texture(f, rng)
+    mit = np.zeros(len(f.cells) + 1, dtype=np.float32)
+    mit[1:] = [1.35 if c.mitotic else 1.0 for c in f.cells]
+    out = f.nuc_soft * (0.78 + 0.12 * tex) * (1.0 - 0.45 * f.nucleoli)
+    return out * mit[f.label]
+
+
+# ---------------------------------------------------------------------------------------
+# green patterns, one per HPA 2021 class; each returns a map with peak ~1
+
+_Gen = Callable[[_Field, np.random.Generator], np.ndarray]
+
+
+def _g_nucleoplasm(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.nuc_soft * (0.85 + 0.12 * _texture(f, rng)) * (1.0 - 0.8 * f.nucleoli)
+
+
+def _g_nuclear_membrane(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    w = f.sigma(0.1, lo=0.9)
+    ring = np.exp(-(((f.rho_n - 1.0) * f.unit / w) ** 2)) * (f.label > 0)
+    inter = np.zeros(len(f.cells) + 1, dtype=np.float32)
+    inter[1:] = [0.0 if c.mitotic else 1.0 for c in f.cells]
+    return ring * inter[f.label] * (0.85 + 0.1 * _texture(f, rng))
+
+
+def _g_nucleoli(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.nucleoli * (0.9 + 0.1 * _texture(f, rng))
+
+
+def _g_fibrillar_center(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    sig = f.sigma(0.06)
+    ys, xs = [], []
+    for c in f.cells:
+        for y, x, a in c.nucleoli:
+            k = int(rng.integers(3, 6))
+            r = 0.18 * c.rn * math.sqrt(a) * np.sqrt(rng.random(k))
+            t = rng.uniform(0, 2 * math.pi, k)
+            ys.append(y + r * np.sin(t))
+            xs.append(x + r * np.cos(t))
+    if not ys:
+        return np.zeros(f.shape, dtype=np.float32)
+    y, x = np.concatenate(ys), np.concatenate(xs)
+    dots = _blobs(f.shape, y, x, sig, rng.uniform(0.8, 1.0, len(y)))
+    # Dense fibrillar component: a faint rim of the nucleolus around the dots.
+    return np.minimum(dots, 1.2) + 0.2 * f.nucleoli
+
+
+def _g_speckles(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    sig = f.sigma(0.09)
+    counts = [0 if c.mitotic else int(rng.integers(14, 26)) for c in f.cells]
+    y, x, _ = f.points_in(counts, "nuc", rng)
+    dots = _blobs(f.shape, y, x, sig, rng.uniform(0.5, 1.0, len(y)))
+    return (np.minimum(dots, 1.1) + 0.22 * f.nuc_soft) * (1.0 - 0.8 * f.nucleoli)
+
+
+def _g_nuclear_bodies(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """A few round, well separated bodies (fewer and larger than speckles, no haze)."""
+    sig = f.sigma(0.13, lo=0.7)
+    counts = [0 if c.mitotic else int(rng.integers(3, 7)) for c in f.cells]
+    y, x, _ = f.points_in(counts, "nuc", rng)
+    return np.minimum(_blobs(f.shape, y, x, sig, rng.uniform(0.85, 1.0, len(y))), 1.2)
+
+
+def _g_er(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.yellow * (0.9 + 0.1 * _texture(f, rng))
+
+
+def _g_golgi(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """A crescent of fragments hugging the nucleus on the centrosome side."""
+    sig = f.sigma(0.12)
+    ys, xs, cs = [], [], []
+    for i, c in enumerate(f.cells):
+        if c.mitotic:
+            continue
+        k = int(rng.integers(12, 19))
+        t = c.mtoc_angle + rng.uniform(-1.0, 1.0, k)
+        ct, st = np.cos(t), np.sin(t)
+        r = c.r_nuc(ct, st) + rng.uniform(0.12, 0.32, k) * c.rn
+        ys.append(c.cy + r * st)
+        xs.append(c.cx + r * ct)
+        cs.append(np.full(k, i))
+    if not ys:
+        return np.zeros(f.shape, dtype=np.float32)
+    y, x, cell = np.concatenate(ys), np.concatenate(xs), np.concatenate(cs)
+    ok = f.keep(y, x, cell, "cyto")
+    b = _blobs(f.shape, y[ok], x[ok], sig, rng.uniform(0.45, 0.85, int(ok.sum())))
+    return np.minimum(b, 1.1)
+
+
+def _g_intermediate_filaments(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Long wavy fibres curving around the nucleus (a perinuclear cage), not radial."""
+    counts = rng.integers(5, 9, len(f.cells))
+    cell = np.repeat(np.arange(len(f.cells)), counts)
+    m = len(cell)
+    t = rng.uniform(0, 2 * math.pi, m)
+    ct, st = np.cos(t), np.sin(t)
+    cy, cx, rn, rc = (np.zeros(m) for _ in range(4))
+    for i, c in enumerate(f.cells):
+        s = cell == i
+        cy[s], cx[s] = c.cy, c.cx
+        rn[s], rc[s] = c.r_nuc(ct[s], st[s]), c.r_cell(ct[s], st[s])
+    r = rn + rng.uniform(0.1, 0.7, m) * (rc - rn)
+    sign = np.where(rng.random(m) < 0.5, 1.0, -1.0)
+    ang = t + sign * math.pi / 2 + rng.normal(0, 0.2, m)
+    length = rng.uniform(1.5, 3.0, m) * rc
+    start = (cy + r * st, cx + r * ct)
+    # Turning at ~1/r keeps a fibre on a loose arc around the nucleus.
+    bend = sign * _STEP / (r * rng.uniform(1.0, 1.6, m))
+    fil = _fibres(
+        f,
+        rng,
+        f.sigma(0.08),
+        start,
+        ang,
+        length,
+        cell,
+        0.03,
+        rng.uniform(0.7, 1.0, m),
+        0.4,
+        bend,
+    )
+    return np.minimum(fil, 1.3)
+
+
+def _g_actin(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Parallel stress fibres across each cell plus a cortical rim at the cell border."""
+    y0, x0, ang, ln, cell = [], [], [], [], []
+    for i, c in enumerate(f.cells):
+        phi = rng.uniform(0, math.pi)
+        spacing = max(4.0, 0.55 * c.rn)
+        offs = np.arange(-1.1 * c.rc, 1.1 * c.rc, spacing) + rng.uniform(0, spacing)
+        half = 1.3 * c.rc
+        # Start each fibre outside the cell on one side; it runs across along phi.
+        y0.append(c.cy + offs * math.cos(phi) - half * math.sin(phi))
+        x0.append(c.cx - offs * math.sin(phi) - half * math.cos(phi))
+        ang.append(np.full(len(offs), phi))
+        ln.append(np.full(len(offs), 2 * half))
+        cell.append(np.full(len(offs), i))
+    m = sum(len(v) for v in cell)
+    fib = _fibres(
+        f,
+        rng,
+        f.sigma(0.07),
+        (np.concatenate(y0), np.concatenate(x0)),
+        np.concatenate(ang),
+        np.concatenate(ln),
+        np.concatenate(cell),
+        0.004,
+        rng.uniform(0.4, 1.0, m),
+        0.5,
+    )
+    return np.minimum(fib + 0.65 * f.edges * (f.label > 0), 1.3)
+
+
+def _g_microtubules(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.red * (0.9 + 0.1 * _texture(f, rng))
+
+
+def _g_mitotic_spindle(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    sig = f.sigma(0.06)
+    ys, xs, ws = [], [], []
+    for i, c in enumerate(f.cells):
+        if not c.mitotic:
+            continue
+        y, x, w = _spindle_points(f, i, rng)
+        ys.append(y)
+        xs.append(x)
+        ws.append(w * _line_weight(sig))
+        p = c.poles()  # bright poles
+        ys.append(p[:, 0])
+        xs.append(p[:, 1])
+        ws.append(np.full(2, 2.0 * math.pi * _var(sig)))
+    if not ys:
+        return np.zeros(f.shape, dtype=np.float32)
+    sp = _splat_blur(f.shape, np.concatenate(ys), np.concatenate(xs), np.concatenate(ws), sig)
+    return np.minimum(sp / 1.2, 1.3)
+
+
+def _g_centrosome(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """One or two bright dots beside the nucleus (at both spindle poles in mitosis)."""
+    sig = f.sigma(0.13, lo=0.7)
+    ys, xs = [], []
+    for c in f.cells:
+        if c.mitotic:
+            p = c.poles()
+            ys.extend(p[:, 0])
+            xs.extend(p[:, 1])
+            continue
+        my, mx = c.mtoc()
+        ys.append(my)
+        xs.append(mx)
+        if rng.random() < 0.6:  # duplicated centrosome
+            t = rng.uniform(0, 2 * math.pi)
+            ys.append(my + 0.22 * c.rn * math.sin(t))
+            xs.append(mx + 0.22 * c.rn * math.cos(t))
+    y, x = np.array(ys), np.array(xs)
+    # Compact and saturating: unlike the wider, fragmented Golgi crescent at the same spot.
+    dots = _blobs(f.shape, y, x, sig, rng.uniform(1.1, 1.3, len(y)))
+    return np.minimum(dots, 1.2)
+
+
+def _g_plasma_membrane(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.edges * (0.85 + 0.12 * _texture(f, rng)) + 0.05 * f.cyto_soft
+
+
+def _g_mitochondria(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """Short tubules scattered through the cytoplasm, denser near the nucleus."""
+    sig = f.sigma(0.065)
+    counts = [int(rng.integers(22, 36) * (c.rc / 25.0) ** 2) + 6 for c in f.cells]
+    y0, x0, cell = f.points_in(counts, "cyto", rng, bias=1.6)
+    m = len(y0)
+    y, x, idx = _walks(
+        y0,
+        x0,
+        rng.uniform(0, 2 * math.pi, m),
+        rng.uniform(0.4, 0.7, m) * f.unit + 1.5,
+        0.12,
+        rng,
+    )
+    ok = f.keep(y, x, cell[idx], "cyto")
+    w = rng.uniform(0.5, 1.0, m)[idx[ok]] * _line_weight(sig)
+    return np.minimum(_splat_blur(f.shape, y[ok], x[ok], w, sig), 1.3)
+
+
+def _g_aggresome(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    """One large, bright, round perinuclear inclusion in most cells (any side)."""
+    has = rng.random(len(f.cells)) < 0.75
+    has[int(rng.integers(len(f.cells)))] = True
+    ys, xs, amps = [], [], []
+    for c, h in zip(f.cells, has, strict=True):
+        if not h:
+            continue
+        t = rng.uniform(0, 2 * math.pi)
+        r = float(c.r_nuc(np.array(math.cos(t)), np.array(math.sin(t)))) + 0.32 * c.rn
+        ys.append(c.cy + r * math.sin(t))
+        xs.append(c.cx + r * math.cos(t))
+        amps.append(rng.uniform(1.6, 2.4))
+    b = _blobs(f.shape, np.array(ys), np.array(xs), 0.27 * f.unit + 0.3, np.array(amps))
+    return np.clip(b / 1.1, 0.0, 1.0) + 0.06 * f.cyto_soft
+
+
+def _g_cytosol(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return f.cyto_soft * (0.85 + 0.15 * _texture(f, rng)) + 0.1 * f.nuc_soft
+
+
+def _g_vesicles(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    sig = f.sigma(0.13, lo=0.6)
+    counts = [int(rng.integers(18, 34) * (c.rc / 25.0) ** 2) + 5 for c in f.cells]
+    y, x, _ = f.points_in(counts, "cyto", rng)
+    return np.minimum(_blobs(f.shape, y, x, sig, rng.uniform(0.45, 1.0, len(y))), 1.2)
+
+
+def _g_negative(f: _Field, rng: np.random.Generator) -> np.ndarray:
+    return np.zeros(f.shape, dtype=np.float32)
+
+
+_GREEN: tuple[_Gen, ...] = (
+    _g_nucleoplasm,
+    _g_nuclear_membrane,
+    _g_nucleoli,
+    _g_fibrillar_center,
+    _g_speckles,
+    _g_nuclear_bodies,
+    _g_er,
+    _g_golgi,
+    _g_intermediate_filaments,
+    _g_actin,
+    _g_microtubules,
+    _g_mitotic_spindle,
+    _g_centrosome,
+    _g_plasma_membrane,
+    _g_mitochondria,
+    _g_aggresome,
+    _g_cytosol,
+    _g_vesicles,
+    _g_negative,
+)
+
+
+# ---------------------------------------------------------------------------------------
+# one field
+
+
+def render_field(
+    labels: Sequence[int], size: int, rng: np.random.Generator, fault: str | None = None
+) -> dict[str, np.ndarray]:
+    """Generate one field showing ``labels`` in green.
+
+    Parameters
+    ----------
+    labels
+        True HPA 2021 class ids of the field.
+    size
+        Side of the square field, pixels.
+    rng
+        Random generator (the field's own).
+    fault
+        Optional image fault: one of :data:`FAULT_TYPES`.
+
+    Returns
+    -------
+    dict
+        ``red``, ``green``, ``blue``, ``yellow`` -> uint8 arrays of shape (size, size).
+
+    Notes
+    -----
+    Intensities in 8-bit units: nuclei peak ~120-230, microtubules and ER ~80-220,
+    background 0-3. The green peak of a class is its typical brightness (110 for
+    cytosol .. 255 for centrosome) times a field brightness factor
+    (log-uniform 0.6-1.15) times a per-class factor (0.8-1.2) times a per-cell factor
+    (0.7-1.15). Negative fields carry only camera noise (mean ~0.5).
+    """
+    labels = sorted(set(int(c) for c in labels))
+    # Faults draw from their own stream: a faulted field is its clean twin plus the fault.
+    fault_rng = np.random.default_rng(rng.integers(2**63))
+    n_mit = 0
+    if 11 in labels:
+        n_mit = 1 + int(rng.random() < 0.3)
+    elif rng.random() < 0.06:  # mitotic cells also occur in fields without the class
+        n_mit = 1
+    f = _make_field(size, rng, n_mit)
+    f.red = _microtubules(f, rng)
+    f.yellow = _er(f, rng)
+    blue = _nuclei(f, rng)
+
+    green = np.zeros(f.shape, dtype=np.float32)
+    if labels != [NEGATIVE]:
+        field_gain = math.exp(rng.uniform(math.log(0.6), math.log(1.15)))
+        for c in labels:
+            green += _GREEN[c](f, rng) * (_CLASS_PEAK[c] * rng.uniform(0.8, 1.2))
+        cell_gain = np.ones(len(f.cells) + 1, dtype=np.float32)
+        cell_gain[1:] = rng.uniform(0.7, 1.15, len(f.cells))
+        green *= field_gain * cell_gain[f.label]
+
+    def per_cell(lo: float, hi: float) -> np.ndarray:
+        g = np.ones(len(f.cells) + 1, dtype=np.float32)
+        g[1:] = rng.uniform(lo, hi, len(f.cells))
+        return g[f.label]
+
+    ch = {
+        "red": f.red * rng.uniform(110, 200) * per_cell(0.75, 1.1),
+        "green": green,
+        "blue": blue * rng.uniform(150, 215),
+        "yellow": f.yellow * rng.uniform(110, 200) * per_cell(0.75, 1.1),
+    }
+    if fault == "dim":
+        ch["green"] = fault_dim(ch["green"], fault_rng)
+    elif fault == "blur":
+        ch = fault_blur(ch, fault_rng)
+    elif fault == "artifact":
+        ch = fault_artifact(ch, fault_rng)
+    elif fault not in (None, "saturated"):
+        raise SettingsError(f"unknown image fault {fault!r}; expected one of {FAULT_TYPES}")
+
+    out: dict[str, np.ndarray] = {}
+    for name in HPA_CHANNELS:
+        x = ch[name]
+        offset = 0.3 if name == "green" else 1.5
+        # Camera noise: read noise plus shot noise growing with the signal.
+        noise = rng.standard_normal(f.shape, dtype=np.float32)
+        x = x + offset + noise * (0.6 + 0.25 * np.sqrt(np.maximum(x, 0.0)))
+        if name == "green" and fault == "saturated":
+            x = fault_saturated(x, fault_rng)
+        out[name] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# dataset
+
+
+def _check_args(
+    out_dir: Path, n: int, size: int, noise_rate: float, fault_rate: float, seed: int
+) -> None:
+    for name, v in (("n", n), ("size", size), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, int | np.integer):
+            raise SettingsError(f"synth: {name} must be an integer, got {v!r}")
+    if n < 1:
+        raise SettingsError(f"synth: n must be at least 1 field, got {n}")
+    if size < 32:
+        raise SettingsError(f"synth: size must be at least 32 pixels, got {size}")
+    if seed < 0:
+        raise SettingsError(f"synth: seed must be a non-negative integer, got {seed}")
+    for name, v in (("noise_rate", noise_rate), ("fault_rate", fault_rate)):
+        if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+            raise SettingsError(f"synth: {name} must be a number in [0, 1], got {v!r}")
+        if not (0.0 <= float(v) <= 1.0):
+            raise SettingsError(f"synth: {name} must be in [0, 1], got {v}")
+    if out_dir.exists():
+        if not out_dir.is_dir():
+            raise SettingsError(f"synth: {out_dir} exists and is not a directory")
+        if any(out_dir.iterdir()):
+            raise SettingsError(
+                f"synth: {out_dir} exists and is not empty; choose a new or empty directory"
+            )
+
+
+def _fmt(labels: Sequence[int]) -> str:
+    return "|".join(str(c) for c in labels)
+
+
+def synthesize(
+    out_dir: str | Path,
+    n: int = 400,
+    size: int = 128,
+    noise_rate: float = 0.2,
+    fault_rate: float = 0.05,
+    seed: int = 0,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Write a synthetic HPA-2021-layout dataset with known label noise and image faults.
+
+    Writes ``out_dir/train/{ID}_{red,green,blue,yellow}.png`` (8-bit grayscale,
+    ``size`` x ``size``), ``out_dir/truth.csv`` (``ID,true_label,given_label,noise``)
+    and, last, ``out_dir/train.csv`` (``ID,Label`` with the GIVEN labels), so an
+    interrupted run leaves no loadable dataset behind.
+
+    True label sets follow the HPA 2021 class frequencies and labels-per-field counts,
+    with every class raised to at least :data:`CLASS_FLOOR` (5 %) of the fields and
+    Negative never combined with other classes (see :func:`sample_label_sets`).
+    Exactly ``round(noise_rate * n)`` fields get label noise (``missing``: one true
+    label dropped, only with two or more labels; ``extra``: one false label added;
+    ``swap``: one label replaced by a plausible confusion from :data:`CONFUSIONS`) and,
+    drawn independently, exactly ``round(fault_rate * n)`` fields get an image fault
+    (``dim``, ``saturated``, ``blur``, ``artifact``; Negative fields only ``blur`` or
+    ``artifact``, the others would not show). A field with both has ``noise`` like
+    ``swap;blur``.
+
+    Parameters
+    ----------
+    out_dir
+        Directory to create; it must not exist or be empty.
+    n
+        Number of fields (>= 1).
+    size
+        Field side in pixels (>= 32). Cells per field: 1-2 below 48 px, 2-3 below 96 px,
+        3-4 up to 159 px (large cells, so the patterns survive downscaling to 64 px),
+        then up to 8 (at 384 px and more).
+    noise_rate
+        Fraction of fields with label noise, in [0, 1].
+    fault_rate
+        Fraction of fields with an image fault, in [0, 1].
+    seed
+        Random seed (>= 0); the same arguments give byte-identical files.
+    progress
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The truth table: ``ID``, ``true_label``, ``given_label`` (``|``-separated ids),
+        ``noise`` (``none`` or ``;``-joined noise types).
+
+    Raises
+    ------
+    SettingsError
+        Bad arguments, or ``out_dir`` exists and is not empty.
+    """
+    out_dir = Path(out_dir)
+    _check_args(out_dir, n, size, noise_rate, fault_rate, seed)
+    n, size, seed = int(n), int(size), int(seed)
+    rng = np.random.default_rng(seed)
+
+    true = sample_label_sets(n, rng)
+    ids = [f"synth-{i:05d}-{h:08x}" for i, h in enumerate(rng.integers(0, 2**32, n))]
+    noisy = np.zeros(n, dtype=bool)
+    noisy[rng.permutation(n)[: int(round(noise_rate * n))]] = True
+    faulty = np.zeros(n, dtype=bool)
+    faulty[rng.permutation(n)[: int(round(fault_rate * n))]] = True
+
+    given: list[tuple[int, ...]] = []
+    kinds: list[list[str]] = []
+    faults: list[str | None] = []
+    for i in range(n):
+        k: list[str] = []
+        if noisy[i]:
+            g, kind = inject_label_noise(true[i], rng)
+            k.append(kind)
+        else:
+            g = true[i]
+        fault = None
+        if faulty[i]:
+            options = ("blur", "artifact") if true[i] == (NEGATIVE,) else FAULT_TYPES
+            fault = str(rng.choice(options))
+            k.append(fault)
+        given.append(g)
+        kinds.append(k)
+        faults.append(fault)
+
+    img_dir = out_dir / "train"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    bar = _progress(n) if progress else None
+    try:
+        for i in range(n):
+            field_rng = np.random.default_rng([int(seed), i])
+            chans = render_field(true[i], size, field_rng, faults[i])
+            for name, arr in chans.items():
+                Image.fromarray(arr).save(
+                    img_dir / f"{ids[i]}_{name}.png", format="PNG", compress_level=1
+                )
+            if bar is not None:
+                bar[0].update(bar[1], advance=1)
+    finally:
+        if bar is not None:
+            bar[0].stop()
+
+    truth = pd.DataFrame(
+        {
+            "ID": ids,
+            "true_label": [_fmt(t) for t in true],
+            "given_label": [_fmt(g) for g in given],
+            "noise": [";".join(k) if k else "none" for k in kinds],
+        }
+    )
+    write_csv(out_dir / "truth.csv", truth)
+    write_csv(out_dir / "train.csv", pd.DataFrame({"ID": ids, "Label": truth["given_label"]}))
+    return truth
+
+
+def _progress(n: int):  # -> (Progress, task id)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(
+        TextColumn("generating fields"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    )
+    bar.start()
+    return bar, bar.add_task("synth", total=n)
