@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= labelaudit-demo
 
-.PHONY: demo test lint format bench clean-venv
+.PHONY: demo test lint format screenshots clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,12 @@ demo: $(VENV)/.installed-run
 	$(VENV)/bin/labelaudit demo --out $(DEMO_OUT)
 
 test: $(VENV)/.installed-test
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "no chromium: the browser test will be skipped"
 	$(PY) -m pytest
+
+screenshots: $(VENV)/.installed-test
+	LABELAUDIT_SCREENSHOTS=docs/img $(PY) -m pytest tests/report/test_report_browser.py
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check labelaudit tests benchmarks examples

@@ -1,0 +1,282 @@
+"""Read a run directory for the report, tolerating every missing or broken artifact.
+
+Only a missing run directory (no ``run.json``, or unreadable JSON) is an error. Any
+other artifact that is absent or does not fit the others is left as ``None`` and a
+sentence saying what is missing and how to produce it is recorded in
+:attr:`RunArtifacts.missing`, so the report shows it in place of the section.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.errors import RunDirError
+
+#: How to produce each artifact, shown where it is missing.
+HOW_TO: dict[str, str] = {
+    "dataset": "run `labelaudit scan DATASET --out RUN`",
+    "dataset.csv": "run `labelaudit scan DATASET --out RUN`",
+    "image_stats.csv": "run `labelaudit scan DATASET --out RUN` (the cache stage writes it)",
+    "train": "run `labelaudit scan DATASET --out RUN` to the end of training",
+    "oof_probs.csv": "run `labelaudit scan DATASET --out RUN` to the end of training",
+    "embeddings.npy": "run `labelaudit scan DATASET --out RUN` to the end of training",
+    "issues.csv": "run `labelaudit scan` until the detectors have run",
+    "findings.csv": "run `labelaudit scan` until the detectors have run",
+    "bench.json": "run `labelaudit bench RUN --truth DATASET/truth.csv` (synthetic datasets)",
+    "changes.csv": "run `labelaudit clean RUN` (optionally with `--decisions FILE`)",
+    "retrain/metrics.json": "run `labelaudit retrain --clean --run RUN`",
+    "cache": "re-run `labelaudit scan` to rebuild the image cache",
+}
+
+
+@dataclass
+class RunArtifacts:
+    """Everything the report reads, aligned to the ids of ``dataset.csv``.
+
+    Attributes
+    ----------
+    run_dir
+        The run directory.
+    run
+        ``run.json`` (sections ``dataset``, ``train``, ``detect``, ``compare``,
+        ``timings``; each may be absent).
+    ids
+        Image ids in dataset order (``None`` without ``dataset.csv``).
+    given
+        Boolean N x K given labels.
+    class_names, class_tokens, label_sep, channels, protein_channel
+        From ``run.json["dataset"]``.
+    probs
+        Float N x K out-of-fold probabilities, rows aligned with ``ids``.
+    embeddings
+        Float N x D, rows aligned with ``ids``.
+    stats
+        ``image_stats.csv`` reindexed to ``ids``.
+    issues
+        ``issues.csv`` as written (ranked), ids as strings.
+    findings
+        ``findings.csv``.
+    bench, retrain
+        ``bench.json`` and ``retrain/metrics.json`` contents.
+    changes
+        ``changes.csv``.
+    missing
+        Artifact name -> a sentence saying what is missing and how to produce it.
+    """
+
+    run_dir: Path
+    run: dict[str, Any]
+    ids: list[str] | None = None
+    given: np.ndarray | None = None
+    class_names: list[str] = field(default_factory=list)
+    class_tokens: list[str] = field(default_factory=list)
+    label_sep: str = "|"
+    channels: list[str] = field(default_factory=list)
+    protein_channel: str = "green"
+    probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    stats: pd.DataFrame | None = None
+    issues: pd.DataFrame | None = None
+    findings: pd.DataFrame | None = None
+    bench: dict[str, Any] | None = None
+    changes: pd.DataFrame | None = None
+    retrain: dict[str, Any] | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+    _token_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_images(self) -> int:
+        return 0 if self.ids is None else len(self.ids)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A ``run.json`` section, ``{}`` when absent or not an object."""
+        value = self.run.get(name)
+        return value if isinstance(value, dict) else {}
+
+    def note_missing(self, name: str, why: str | None = None) -> None:
+        """Record that ``name`` is unavailable (``why`` replaces "not found")."""
+        what = why or f"{name} not found in {self.run_dir}"
+        self.missing[name] = f"{what}; {HOW_TO.get(name, 're-run the scan')}."
+
+    def why(self, *names: str) -> str:
+        """The recorded reasons for ``names`` (for a section's placeholder)."""
+        return " ".join(self.missing[n] for n in names if n in self.missing)
+
+    def parse_labels(self, value: Any) -> list[int]:
+        """Class indices of a label string in the dataset's notation (unknown tokens dropped)."""
+        if not isinstance(value, str) or not value.strip():
+            return []
+        if len(self._token_index) != len(self.class_tokens):
+            self._token_index = {t: k for k, t in enumerate(self.class_tokens)}
+        index = self._token_index
+        toks = value.split() if self.label_sep == " " else value.split(self.label_sep)
+        return sorted({index[t.strip()] for t in toks if t.strip() in index})
+
+
+#: What a malformed artifact raises while being read (the report then skips it).
+UNREADABLE = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
+
+
+def load_run(run_dir: str | Path) -> RunArtifacts:
+    """Read every report input of ``run_dir``.
+
+    Raises
+    ------
+    RunDirError
+        ``run_dir`` is not a directory with a readable ``run.json``.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise RunDirError(
+            f"{run_dir}: not a labelaudit run directory (no run.json); "
+            "run `labelaudit scan DATASET --out RUN` first"
+        )
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot read run.json ({exc})") from None
+    if not isinstance(run, dict):
+        raise RunDirError(f"{path}: run.json is not a JSON object")
+    art = RunArtifacts(run_dir=run_dir, run=run)
+    _load_dataset(art)
+    if art.ids is not None:
+        _load_per_image(art)
+    _load_optional(art)
+    return art
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _load_dataset(art: RunArtifacts) -> None:
+    info = art.section("dataset")
+    if not info:
+        art.note_missing("dataset", "run.json has no dataset section")
+        return
+    art.class_names = [str(c) for c in _as_list(info.get("class_names"))]
+    art.class_tokens = [str(c) for c in _as_list(info.get("class_tokens")) or art.class_names]
+    art.label_sep = str(info.get("label_sep") or "|")
+    art.channels = [str(c) for c in _as_list(info.get("channels"))]
+    art.protein_channel = str(info.get("protein_channel") or "green")
+    if len(art.class_tokens) != len(art.class_names):
+        art.class_tokens = list(art.class_names)
+    if not art.class_names:
+        art.note_missing("dataset", "run.json's dataset section lists no classes")
+        return
+    path = art.run_dir / "dataset.csv"
+    if not path.is_file():
+        art.note_missing("dataset.csv")
+        return
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        ids = frame["id"].tolist()
+        given = np.zeros((len(ids), art.n_classes), dtype=bool)
+        for i, value in enumerate(frame["labels"]):
+            given[i, art.parse_labels(value)] = True
+    except UNREADABLE as exc:
+        art.note_missing("dataset.csv", f"dataset.csv cannot be read ({exc})")
+        return
+    art.ids, art.given = ids, given
+
+
+def _load_per_image(art: RunArtifacts) -> None:
+    """Artifacts with one row per image, checked against ``dataset.csv``'s ids."""
+    ids = art.ids or []
+    run_dir = art.run_dir
+    oof_ids: list[str] | None = None
+    path = run_dir / "oof_probs.csv"
+    if path.is_file():
+        try:
+            frame = _read_csv(path)
+            probs = frame.set_index("id").reindex(ids)[art.class_names].to_numpy(dtype=float)
+            if np.isnan(probs).any():
+                raise ValueError("its ids or classes do not match dataset.csv")
+            art.probs, oof_ids = probs, frame["id"].tolist()
+        except UNREADABLE as exc:
+            art.note_missing("oof_probs.csv", f"oof_probs.csv cannot be used ({exc})")
+    else:
+        art.note_missing("oof_probs.csv")
+
+    path = run_dir / "embeddings.npy"
+    if path.is_file() and oof_ids is not None:
+        try:
+            emb = np.load(path, allow_pickle=False)
+            if emb.ndim != 2 or emb.shape[0] != len(oof_ids):
+                raise ValueError(f"shape {emb.shape}, expected {len(oof_ids)} rows")
+            row = {i: r for r, i in enumerate(oof_ids)}
+            art.embeddings = np.asarray(emb[[row[i] for i in ids]], dtype=np.float32)
+        except UNREADABLE as exc:
+            art.note_missing("embeddings.npy", f"embeddings.npy cannot be used ({exc})")
+    elif path.is_file():
+        art.note_missing("embeddings.npy", "embeddings.npy has no oof_probs.csv to align with")
+    else:
+        art.note_missing("embeddings.npy")
+
+    path = run_dir / "image_stats.csv"
+    if path.is_file():
+        try:
+            stats = _read_csv(path).drop_duplicates("id").set_index("id").reindex(ids)
+            art.stats = stats.reset_index()
+        except UNREADABLE as exc:
+            art.note_missing("image_stats.csv", f"image_stats.csv cannot be read ({exc})")
+    else:
+        art.note_missing("image_stats.csv")
+
+    for name, attr in (("issues.csv", "issues"), ("findings.csv", "findings")):
+        path = run_dir / name
+        if not path.is_file():
+            art.note_missing(name)
+            continue
+        try:
+            frame = _read_csv(path)
+            if "id" not in frame.columns:
+                raise ValueError("no id column")
+            if name == "findings.csv":
+                for col in ("class", "detector", "suggestion"):
+                    frame[col] = frame[col].fillna("").astype(str) if col in frame else ""
+                flagged = frame["flagged"] if "flagged" in frame else pd.Series(False, frame.index)
+                frame["flagged"] = flagged.astype(str).str.lower().isin(["true", "1"])
+            setattr(art, attr, frame)
+        except UNREADABLE as exc:
+            art.note_missing(name, f"{name} cannot be read ({exc})")
+
+
+def _load_optional(art: RunArtifacts) -> None:
+    for name, attr in (("bench.json", "bench"), ("retrain/metrics.json", "retrain")):
+        path = art.run_dir / name
+        if not path.is_file():
+            art.note_missing(name, f"{name} not found (not run)")
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            setattr(art, attr, data)
+        except UNREADABLE as exc:
+            art.note_missing(name, f"{name} cannot be read ({exc})")
+    path = art.run_dir / "changes.csv"
+    if path.is_file():
+        try:
+            art.changes = _read_csv(path).fillna("")
+        except UNREADABLE as exc:
+            art.note_missing("changes.csv", f"changes.csv cannot be read ({exc})")
+    else:
+        art.note_missing("changes.csv", "changes.csv not found (cleaning not run)")
+    if not art.section("train"):
+        art.note_missing("train", "run.json has no train section")

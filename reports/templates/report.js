@@ -1,0 +1,647 @@
+/* labelaudit report: plots, the issue table, the detail view and review decisions.
+ * Vanilla JavaScript, no libraries besides the inlined plotly.js. Data is only ever
+ * written into the page with textContent (never innerHTML); strings handed to plotly
+ * are HTML-escaped first because plotly renders a subset of HTML in labels. */
+(function () {
+  "use strict";
+
+  const DATA = JSON.parse(document.getElementById("report-data").textContent);
+  const TEMPLATE = JSON.parse(document.getElementById("plotly-template").textContent);
+  const ROWS = DATA.rows;
+  const ID = 0, GIVEN = 1, SUGG = 2, MASK = 3, NFLAGS = 4, CONS = 5, CFLAG = 6, SCORES = 7,
+    THUMB = 8, DETAIL = 9, CHANGES = 10;
+  const CONFIG = {
+    responsive: true,
+    displaylogo: false,
+    modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"],
+  };
+  const STAINS = { red: "microtubules", green: "protein", blue: "nucleus", yellow: "ER" };
+
+  // ------------------------------------------------------------------ helpers
+
+  function $(id) { return document.getElementById(id); }
+
+  /** Escape text for plotly, which renders some HTML tags in labels and hover text. */
+  function esc(s) {
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  }
+
+  /** Create an element with a class and text content (never HTML). */
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function names(idx) { return idx.map(function (k) { return DATA.classes[k]; }); }
+  function tokens(idx) { return idx.map(function (k) { return DATA.tokens[k]; }).join(DATA.sep); }
+  function fmt(v) { return v === null || v === undefined ? "" : Number(v).toFixed(3); }
+  function sameSet(a, b) { return a.length === b.length && a.every(function (x, i) { return x === b[i]; }); }
+  function methodsOf(row) {
+    return DATA.methods.filter(function (m, b) { return (row[MASK] >> b) & 1; });
+  }
+
+  // -------------------------------------------------------------------- plots
+
+  function webglAvailable() {
+    try {
+      const c = document.createElement("canvas");
+      return !!(window.WebGLRenderingContext && (c.getContext("webgl") || c.getContext("experimental-webgl")));
+    } catch (e) {
+      return false;
+    }
+  }
+
+  function drawPlots() {
+    const gl = webglAvailable();
+    document.querySelectorAll(".plot[data-fig]").forEach(function (div) {
+      const spec = JSON.parse($(div.dataset.fig).textContent);
+      const layout = spec.layout || {};
+      layout.template = TEMPLATE;
+      const traces = (spec.data || []).map(function (t) {
+        if (t.type === "scattergl" && !gl) t.type = "scatter";
+        return t;
+      });
+      Plotly.newPlot(div, traces, layout, CONFIG).then(function () {
+        if (div.dataset.role === "embedding") wireEmbedding(div);
+        if (div.dataset.role) wireClick(div);
+      }, function (err) {
+        div.replaceChildren(el("p", "missing", "This chart could not be drawn: " + err));
+      });
+    });
+  }
+
+  function wireClick(div) {
+    div.on("plotly_click", function (ev) {
+      const p = ev && ev.points && ev.points[0];
+      if (p && typeof p.customdata === "number" && p.customdata >= 0) openDetail(p.customdata);
+    });
+  }
+
+  function wireEmbedding(div) {
+    const card = $("hovercard");
+    div.on("plotly_hover", function (ev) {
+      const p = ev && ev.points && ev.points[0];
+      if (!p || typeof p.customdata !== "number" || p.customdata < 0) return;
+      const row = ROWS[p.customdata];
+      const img = card.querySelector("img");
+      if (row[THUMB] >= 0) {
+        img.src = DATA.thumbs[row[THUMB]];
+        img.hidden = false;
+      } else {
+        img.hidden = true;
+        img.removeAttribute("src");
+      }
+      card.querySelector(".hc-id").textContent = row[ID];
+      card.querySelector(".hc-labels").textContent = names(row[GIVEN]).join(", ") || "(no label)";
+      card.hidden = false;
+      const e = ev.event || {};
+      const x = (e.clientX || 0) + 16, y = (e.clientY || 0) + 16;
+      card.style.left = Math.min(x, window.innerWidth - 280) + "px";
+      card.style.top = Math.min(y, window.innerHeight - 200) + "px";
+    });
+    div.on("plotly_unhover", function () { card.hidden = true; });
+  }
+
+  // ---------------------------------------------------------------- decisions
+
+  const STORE_KEY = "labelaudit:decisions:" + DATA.runKey;
+  const decisions = new Map();
+
+  function loadDecisions() {
+    try {
+      const saved = JSON.parse(window.localStorage.getItem(STORE_KEY) || "[]");
+      if (Array.isArray(saved)) {
+        saved.forEach(function (pair) {
+          if (Array.isArray(pair) && (pair[1] === "accept" || pair[1] === "reject")) {
+            decisions.set(String(pair[0]), pair[1]);
+          }
+        });
+      }
+    } catch (e) {
+      storageFailed();
+    }
+  }
+
+  function saveDecisions() {
+    try {
+      window.localStorage.setItem(STORE_KEY, JSON.stringify(Array.from(decisions.entries())));
+    } catch (e) {
+      storageFailed();
+    }
+  }
+
+  function storageFailed() {
+    const w = $("storage-warn");
+    if (w) w.hidden = false;
+  }
+
+  function decide(r, what) {
+    const id = ROWS[r][ID];
+    if (what) decisions.set(id, what); else decisions.delete(id);
+    saveDecisions();
+    refreshRow(r);
+    updateDecided();
+    if (state.detail === r) fillDecision(r);
+  }
+
+  function updateDecided() {
+    let a = 0, rj = 0;
+    decisions.forEach(function (d) { if (d === "accept") a++; else rj++; });
+    $("decided").textContent = a + " accepted, " + rj + " rejected";
+  }
+
+  function csvField(s) {
+    s = String(s);
+    return /[",\r\n]|^\s|\s$/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+  }
+
+  /** The decisions as CSV: id, decision, labels (the labels to apply, dataset notation). */
+  function decisionsCsv() {
+    const lines = ["id,decision,labels"];
+    ROWS.forEach(function (row) {
+      const d = decisions.get(row[ID]);
+      if (!d) return;
+      const labels = tokens(d === "accept" ? row[SUGG] : row[GIVEN]);
+      lines.push([row[ID], d, labels].map(csvField).join(","));
+    });
+    return lines.join("\n") + "\n";
+  }
+
+  function exportDecisions() {
+    const blob = new Blob([decisionsCsv()], { type: "text/csv" });
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "decisions-" + String(DATA.runName).replace(/[^A-Za-z0-9._-]+/g, "_") + ".csv";
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  // -------------------------------------------------------------------- table
+
+  const state = {
+    view: [], page: 0, pageSize: 50, sortKey: "rank", sortDir: 1, selected: -1, detail: -1,
+  };
+
+  function columns() {
+    const cols = [
+      { key: "rank", label: "#", sort: true, num: true },
+      { key: "thumb", label: "" },
+      { key: "id", label: "id", sort: true },
+      { key: "given", label: "given" },
+      { key: "sugg", label: "suggested" },
+    ];
+    DATA.scores.forEach(function (s, i) {
+      cols.push({ key: "s" + i, label: s.label, sort: true, num: true, title: s.method ? "detector: " + s.method : "" });
+    });
+    cols.push({ key: "cons", label: "consensus", sort: true, num: true });
+    cols.push({ key: "flags", label: "flagged by", sort: true });
+    cols.push({ key: "decision", label: "decision" });
+    return cols;
+  }
+
+  function sortValue(r, key) {
+    const row = ROWS[r];
+    if (key === "rank") return r;
+    if (key === "id") return row[ID];
+    if (key === "cons") return row[CONS];
+    if (key === "flags") return row[NFLAGS];
+    if (key[0] === "s") {
+      const v = row[SCORES][Number(key.slice(1))];
+      return v === null ? null : v;
+    }
+    return r;
+  }
+
+  function buildHead() {
+    const tr = $("issue-head");
+    columns().forEach(function (c) {
+      const th = el("th", (c.num ? "num " : "") + (c.sort ? "sortable" : ""), c.label);
+      if (c.title) th.title = c.title;
+      if (c.sort) {
+        th.dataset.key = c.key;
+        th.tabIndex = 0;
+        th.addEventListener("click", function () { sortBy(c.key); });
+        th.addEventListener("keydown", function (e) { if (e.key === "Enter") sortBy(c.key); });
+      }
+      tr.appendChild(th);
+    });
+  }
+
+  function sortBy(key) {
+    if (state.sortKey === key) state.sortDir = -state.sortDir;
+    else { state.sortKey = key; state.sortDir = key === "rank" || key === "id" ? 1 : -1; }
+    applyFilters();
+  }
+
+  function readFilters() {
+    const v = $("f-value").value;
+    return {
+      id: $("f-id").value.trim().toLowerCase(),
+      method: $("f-method").value,
+      cls: $("f-class").value,
+      score: $("f-score").value,
+      op: $("f-op").value,
+      value: v === "" ? null : Number(v),
+      changed: $("f-changed").checked,
+      decision: $("f-decision").value,
+    };
+  }
+
+  function matches(r, f) {
+    const row = ROWS[r];
+    if (f.id && row[ID].toLowerCase().indexOf(f.id) < 0) return false;
+    if (f.method === "@any" && !row[MASK]) return false;
+    if (f.method === "@none" && row[MASK]) return false;
+    if (f.method === "@consensus" && !row[CFLAG]) return false;
+    if (f.method && f.method[0] !== "@" && !((row[MASK] >> Number(f.method)) & 1)) return false;
+    if (f.cls !== "") {
+      const k = Number(f.cls);
+      if (row[GIVEN].indexOf(k) < 0 && row[SUGG].indexOf(k) < 0) return false;
+    }
+    if (f.score !== "" && f.value !== null && !isNaN(f.value)) {
+      const s = f.score === "@consensus" ? row[CONS] : row[SCORES][Number(f.score)];
+      if (s === null || s === undefined) return false;
+      if (f.op === "ge" ? s < f.value : s > f.value) return false;
+    }
+    if (f.changed && sameSet(row[GIVEN], row[SUGG])) return false;
+    if (f.decision) {
+      const d = decisions.get(row[ID]) || "none";
+      if (d !== f.decision) return false;
+    }
+    return true;
+  }
+
+  function applyFilters() {
+    const f = readFilters();
+    const view = [];
+    for (let r = 0; r < ROWS.length; r++) if (matches(r, f)) view.push(r);
+    const key = state.sortKey, dir = state.sortDir;
+    if (key !== "rank" || dir !== 1) {
+      view.sort(function (a, b) {
+        const x = sortValue(a, key), y = sortValue(b, key);
+        if (x === y) return a - b;
+        if (x === null) return 1;  // missing scores last
+        if (y === null) return -1;
+        return (x < y ? -1 : 1) * dir;
+      });
+    }
+    state.view = view;
+    state.page = 0;
+    document.querySelectorAll("#issue-head th[data-key]").forEach(function (th) {
+      if (th.dataset.key === key) th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+      else th.removeAttribute("aria-sort");
+    });
+    renderPage();
+  }
+
+  function pageCount() { return Math.max(1, Math.ceil(state.view.length / state.pageSize)); }
+
+  function chips(parent, list, cls) {
+    list.forEach(function (text) { parent.appendChild(el("span", "chip" + (cls ? " " + cls : ""), text)); });
+  }
+
+  function buildRow(r) {
+    const row = ROWS[r];
+    const tr = document.createElement("tr");
+    tr.dataset.row = String(r);
+    tr.tabIndex = -1;
+    tr.appendChild(el("td", "num", r + 1));
+    const tdThumb = el("td", "thumb");
+    if (row[THUMB] >= 0) {
+      const img = el("img", "thumb");
+      img.src = DATA.thumbs[row[THUMB]];
+      img.alt = "";
+      img.width = 56;
+      img.height = 56;
+      tdThumb.appendChild(img);
+    } else {
+      tdThumb.appendChild(el("div", "nothumb"));
+    }
+    tr.appendChild(tdThumb);
+    tr.appendChild(el("td", "id", row[ID]));
+    const tdGiven = el("td", "labels");
+    chips(tdGiven, names(row[GIVEN]));
+    tr.appendChild(tdGiven);
+    const tdSugg = el("td", "labels");
+    if (sameSet(row[GIVEN], row[SUGG])) {
+      tdSugg.appendChild(el("span", "muted", "unchanged"));
+    } else {
+      row[SUGG].forEach(function (k) {
+        tdSugg.appendChild(el("span", "chip" + (row[GIVEN].indexOf(k) < 0 ? " add" : ""), DATA.classes[k]));
+      });
+      row[GIVEN].forEach(function (k) {
+        if (row[SUGG].indexOf(k) < 0) tdSugg.appendChild(el("span", "chip del", DATA.classes[k]));
+      });
+    }
+    tr.appendChild(tdSugg);
+    row[SCORES].forEach(function (v) { tr.appendChild(el("td", "num", fmt(v))); });
+    tr.appendChild(el("td", "num", fmt(row[CONS])));
+    const tdFlags = el("td");
+    chips(tdFlags, methodsOf(row), "m");
+    tr.appendChild(tdFlags);
+    const tdDec = el("td", "decision");
+    const acc = el("button", "accept", "\u2713");
+    const rej = el("button", "reject", "\u2717");
+    acc.type = rej.type = "button";
+    acc.title = "accept the suggested labels (a)";
+    rej.title = "reject: keep the given labels (r)";
+    acc.setAttribute("aria-label", "accept");
+    rej.setAttribute("aria-label", "reject");
+    acc.addEventListener("click", function (e) {
+      e.stopPropagation(); select(r); decide(r, decisions.get(row[ID]) === "accept" ? null : "accept");
+    });
+    rej.addEventListener("click", function (e) {
+      e.stopPropagation(); select(r); decide(r, decisions.get(row[ID]) === "reject" ? null : "reject");
+    });
+    tdDec.appendChild(acc);
+    tdDec.appendChild(rej);
+    tr.appendChild(tdDec);
+    tr.addEventListener("click", function () { select(r); openDetail(r); });
+    styleRow(tr, r);
+    return tr;
+  }
+
+  function styleRow(tr, r) {
+    const d = decisions.get(ROWS[r][ID]);
+    tr.classList.toggle("accepted", d === "accept");
+    tr.classList.toggle("rejected", d === "reject");
+    tr.classList.toggle("selected", state.selected === r);
+    tr.querySelector("button.accept").classList.toggle("on", d === "accept");
+    tr.querySelector("button.reject").classList.toggle("on", d === "reject");
+  }
+
+  function rowElement(r) {
+    const body = $("issue-body");
+    return body && r >= 0 ? body.querySelector('tr[data-row="' + r + '"]') : null;
+  }
+
+  function refreshRow(r) {
+    const tr = rowElement(r);
+    if (tr) styleRow(tr, r);
+  }
+
+  function renderPage() {
+    const body = $("issue-body");
+    const start = state.page * state.pageSize;
+    const frag = document.createDocumentFragment();
+    state.view.slice(start, start + state.pageSize).forEach(function (r) { frag.appendChild(buildRow(r)); });
+    body.replaceChildren(frag);
+    $("count").textContent = state.view.length + " of " + ROWS.length + " images";
+    $("page").textContent = "page " + (state.page + 1) + " / " + pageCount();
+  }
+
+  function select(r, scroll) {
+    const old = state.selected;
+    state.selected = r;
+    if (old >= 0) refreshRow(old);
+    const tr = rowElement(r);
+    if (tr) {
+      styleRow(tr, r);
+      if (scroll) tr.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  /** Move the selection by ``step`` rows of the filtered view, turning pages as needed. */
+  function move(step) {
+    if (!state.view.length) return;
+    let pos = state.view.indexOf(state.selected);
+    pos = pos < 0 ? 0 : Math.min(state.view.length - 1, Math.max(0, pos + step));
+    const page = Math.floor(pos / state.pageSize);
+    if (page !== state.page) { state.page = page; renderPage(); }
+    select(state.view[pos], true);
+    if (state.detail >= 0) openDetail(state.view[pos]);
+  }
+
+  // ------------------------------------------------------------------- detail
+
+  let tileToken = 0;
+
+  function fillDecision(r) {
+    const d = decisions.get(ROWS[r][ID]);
+    $("detail-decision").textContent = d ? (d === "accept" ? "accepted" : "rejected") : "undecided";
+    $("detail-accept").classList.toggle("on", d === "accept");
+    $("detail-reject").classList.toggle("on", d === "reject");
+  }
+
+  function fact(dl, term, value) {
+    dl.appendChild(el("dt", "", term));
+    dl.appendChild(el("dd", "", value));
+  }
+
+  function openDetail(r) {
+    const row = ROWS[r];
+    state.detail = r;
+    select(r);
+    const box = $("detail");
+    const wasHidden = box.hidden;
+    box.hidden = false;
+    if (wasHidden) box.querySelector(".detail-box").focus({ preventScroll: true });
+    $("detail-title").textContent = row[ID];
+    const dl = $("detail-facts");
+    dl.replaceChildren();
+    fact(dl, "rank", (r + 1) + " of " + ROWS.length);
+    fact(dl, "given", (names(row[GIVEN]).join(", ") || "(none)") + "   [" + tokens(row[GIVEN]) + "]");
+    fact(dl, "suggested", (names(row[SUGG]).join(", ") || "(none)") + "   [" + tokens(row[SUGG]) + "]");
+    if (row[CHANGES]) fact(dl, "changes", row[CHANGES]);
+    fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
+    DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row[SCORES][i])); });
+    fact(dl, "consensus", fmt(row[CONS]) + (row[CFLAG] ? " (consensus flag)" : ""));
+    fillDecision(r);
+    drawImages(row);
+    drawProbs(r);
+  }
+
+  function closeDetail() {
+    $("detail").hidden = true;
+    state.detail = -1;
+    const tr = rowElement(state.selected);
+    if (tr) tr.focus({ preventScroll: true });
+  }
+
+  function drawImages(row) {
+    const token = ++tileToken;
+    const comp = $("detail-composite");
+    const fallback = $("detail-fallback");
+    const none = $("detail-noimage");
+    const chans = $("detail-channels");
+    chans.replaceChildren();
+    comp.hidden = fallback.hidden = none.hidden = true;
+    if (row[DETAIL] < 0) {
+      if (row[THUMB] >= 0) {
+        fallback.src = DATA.thumbs[row[THUMB]];
+        fallback.hidden = false;
+      } else {
+        none.textContent = "No image embedded for this row: only the images ranked highest are embedded.";
+        none.hidden = false;
+      }
+      return;
+    }
+    const img = new Image();
+    img.onload = function () {
+      if (token !== tileToken) return;  // another row was opened meanwhile
+      const n = Math.max(1, DATA.channels.length);
+      const w = Math.floor(img.naturalWidth / n), h = img.naturalHeight;
+      const off = document.createElement("canvas");
+      off.width = img.naturalWidth;
+      off.height = h;
+      const octx = off.getContext("2d");
+      octx.drawImage(img, 0, 0);
+      const src = octx.getImageData(0, 0, off.width, h).data;
+      const rgb = new Float32Array(w * h * 3);
+      DATA.channels.forEach(function (name, c) {
+        const cw = { red: [1, 0, 0], green: [0, 1, 0], blue: [0, 0, 1], yellow: [0.5, 0.5, 0], gray: [1, 1, 1] }[name] ||
+          [[1, 0, 0], [0, 1, 0], [0, 0, 1]][c % 3];
+        const cv = el("canvas");
+        cv.width = w;
+        cv.height = h;
+        const cctx = cv.getContext("2d");
+        const out = cctx.createImageData(w, h);
+        for (let y = 0; y < h; y++) {
+          for (let x = 0; x < w; x++) {
+            const v = src[(y * off.width + c * w + x) * 4];
+            const o = (y * w + x) * 4, p = (y * w + x) * 3;
+            out.data[o] = out.data[o + 1] = out.data[o + 2] = v;
+            out.data[o + 3] = 255;
+            rgb[p] += cw[0] * v; rgb[p + 1] += cw[1] * v; rgb[p + 2] += cw[2] * v;
+          }
+        }
+        cctx.putImageData(out, 0, 0);
+        const fig = el("figure");
+        fig.appendChild(cv);
+        fig.appendChild(el("figcaption", "", name + (STAINS[name] ? " (" + STAINS[name] + ")" : "")));
+        chans.appendChild(fig);
+      });
+      comp.width = w;
+      comp.height = h;
+      const cctx = comp.getContext("2d");
+      const out = cctx.createImageData(w, h);
+      for (let i = 0, j = 0; i < w * h; i++, j += 4) {
+        out.data[j] = Math.min(255, rgb[i * 3]);
+        out.data[j + 1] = Math.min(255, rgb[i * 3 + 1]);
+        out.data[j + 2] = Math.min(255, rgb[i * 3 + 2]);
+        out.data[j + 3] = 255;
+      }
+      cctx.putImageData(out, 0, 0);
+      comp.hidden = false;
+    };
+    img.src = DATA.details[row[DETAIL]];
+  }
+
+  function drawProbs(r) {
+    const div = $("detail-probs");
+    const row = ROWS[r];
+    if (!DATA.probs || !DATA.probs[r]) {
+      if (div.classList.contains("js-plotly-plot")) Plotly.purge(div);
+      div.replaceChildren(el("p", "missing", "No out-of-fold probabilities in this run."));
+      return;
+    }
+    const p = DATA.probs[r].map(function (v) { return v / 1000; });
+    const x = DATA.classes.map(esc);
+    const given = DATA.classes.map(function (_, k) { return row[GIVEN].indexOf(k) >= 0; });
+    const sugg = DATA.classes.map(function (_, k) { return row[SUGG].indexOf(k) >= 0; });
+    const traces = [{
+      type: "bar", x: x, y: p, name: "probability",
+      marker: {
+        color: given.map(function (g) { return g ? "#1f6feb" : "#b8c4d6"; }),
+        line: {
+          width: 2,
+          color: given.map(function (g, k) {
+            return g === sugg[k] ? "rgba(0,0,0,0)" : (sugg[k] ? "#1a7f37" : "#c2281d");
+          }),
+        },
+      },
+      customdata: given.map(function (g, k) {
+        return (g ? "given" : "not given") + (g !== sugg[k] ? (sugg[k] ? ", suggested: add" : ", suggested: remove") : "");
+      }),
+      hovertemplate: "%{x}<br>p = %{y:.3f}<br>%{customdata}<extra></extra>",
+    }];
+    const layout = {
+      template: TEMPLATE, height: 360, margin: { l: 40, r: 10, t: 36, b: 10 },
+      title: { text: "Predicted probability (blue = given label; outline green = add, red = remove)", font: { size: 12 } },
+      yaxis: { range: [0, 1], title: { text: "out-of-fold probability" } },
+      xaxis: { type: "category", tickangle: -45, automargin: true },
+      shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: DATA.threshold, y1: DATA.threshold, line: { dash: "dot", color: "#555" } }],
+      showlegend: false,
+    };
+    Plotly.react(div, traces, layout, CONFIG);
+  }
+
+  // ----------------------------------------------------------------- keyboard
+
+  function onKey(e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) return;
+    const t = e.target;
+    const typing = t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA");
+    if (typing) {
+      if (e.key === "Escape") t.blur();
+      return;
+    }
+    const open = state.detail >= 0;
+    if (e.key === "Enter" && t && (t.tagName === "BUTTON" || t.tagName === "A" || t.tagName === "TH")) {
+      return;  // let the focused control act
+    }
+    switch (e.key) {
+      case "j": move(1); break;
+      case "k": move(-1); break;
+      case "a": if (state.selected >= 0) { decide(state.selected, "accept"); move(1); } break;
+      case "r": if (state.selected >= 0) { decide(state.selected, "reject"); move(1); } break;
+      case "u": if (state.selected >= 0) decide(state.selected, null); break;
+      case "Enter": case "o": if (state.selected >= 0 && !open) openDetail(state.selected); else return; break;
+      case "Escape": if (open) closeDetail(); else return; break;
+      case "/": $("f-id").focus(); break;
+      default: return;
+    }
+    e.preventDefault();
+  }
+
+  // --------------------------------------------------------------------- init
+
+  function fillOptions(select, items) {
+    items.forEach(function (item) {
+      const o = el("option", "", item[1]);
+      o.value = item[0];
+      select.appendChild(o);
+    });
+  }
+
+  function initTable() {
+    if (!$("issue-table")) return;
+    loadDecisions();
+    fillOptions($("f-method"), DATA.methods.map(function (m, b) { return [String(b), m]; }));
+    fillOptions($("f-class"), DATA.classes.map(function (c, k) { return [String(k), c]; }));
+    fillOptions($("f-score"), DATA.scores.map(function (s, i) { return [String(i), s.label]; }));
+    buildHead();
+    ["f-id", "f-value"].forEach(function (id) { $(id).addEventListener("input", applyFilters); });
+    ["f-method", "f-class", "f-score", "f-op", "f-changed", "f-decision"].forEach(function (id) {
+      $(id).addEventListener("change", applyFilters);
+    });
+    $("page-size").addEventListener("change", function () {
+      state.pageSize = Number($("page-size").value);
+      state.page = 0;
+      renderPage();
+    });
+    $("prev-page").addEventListener("click", function () {
+      if (state.page > 0) { state.page--; renderPage(); }
+    });
+    $("next-page").addEventListener("click", function () {
+      if (state.page < pageCount() - 1) { state.page++; renderPage(); }
+    });
+    $("export").addEventListener("click", exportDecisions);
+    $("detail-close").addEventListener("click", closeDetail);
+    $("detail-prev").addEventListener("click", function () { move(-1); });
+    $("detail-next").addEventListener("click", function () { move(1); });
+    $("detail-accept").addEventListener("click", function () { if (state.detail >= 0) decide(state.detail, "accept"); });
+    $("detail-reject").addEventListener("click", function () { if (state.detail >= 0) decide(state.detail, "reject"); });
+    $("detail").addEventListener("click", function (e) { if (e.target === $("detail")) closeDetail(); });
+    document.addEventListener("keydown", onKey);
+    updateDecided();
+    applyFilters();
+  }
+
+  initTable();
+  drawPlots();
+  window.labelaudit = { decisionsCsv: decisionsCsv, openDetail: openDetail, state: state };
+})();

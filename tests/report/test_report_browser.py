@@ -1,0 +1,325 @@
+"""The report in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+The page is loaded from ``file://`` with every request that is not ``file:``,
+``data:`` or ``blob:`` aborted and recorded; there must be none. The test renders
+every plot, filters and sorts the table, opens the detail view, reviews with the
+keyboard, and exports the decisions.
+
+Set ``LABELAUDIT_SCREENSHOTS=docs/img`` to also save a screenshot of each section
+there (for ``docs/report.md``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from labelaudit.report import write_report
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+HOSTILE = "<img src=x onerror=alert(1)>"
+SECTIONS = (
+    "summary",
+    "classes",
+    "model",
+    "issues",
+    "embedding",
+    "intensity",
+    "agreement",
+    "cleaning",
+    "retrain",
+)
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install playwright)"
+)
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not shutil.which("chromium"),
+    reason="Chromium is not installed (apt-get install chromium)",
+)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=ARGS)
+        yield b
+        b.close()
+
+
+class Watched:
+    """A page whose network requests, JavaScript errors and dialogs are recorded."""
+
+    def __init__(self, browser, path: Path) -> None:
+        self.context = browser.new_context(
+            viewport={"width": 1280, "height": 900}, accept_downloads=True
+        )
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        self.page.on(
+            "console",
+            lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None,
+        )
+        self.page.on("dialog", self._dialog)
+        self.page.route("**/*", self._route)
+        self.url = path.resolve().as_uri()
+
+    def _dialog(self, dialog) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if url.startswith(("file:", "data:", "blob:")):
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def load(self) -> None:
+        self.page.goto(self.url, wait_until="load")
+        self.page.wait_for_function(
+            "document.querySelectorAll('.plot').length > 0 && "
+            "[...document.querySelectorAll('.plot')].every(d => d.querySelector('svg.main-svg'))",
+            timeout=30_000,
+        )
+
+    def js(self, expr: str, arg=None):
+        return self.page.evaluate(expr, arg)
+
+    def check_clean(self) -> None:
+        assert self.requests == [], f"network requests: {self.requests}"
+        assert self.errors == [], f"JavaScript errors: {self.errors}"
+        assert self.dialogs == [], f"dialogs opened: {self.dialogs}"
+
+
+def shoot(page, name: str, selector: str | None = None, max_height: int = 1400) -> None:
+    """Save a screenshot into $LABELAUDIT_SCREENSHOTS (palette PNG, kept small)."""
+    out = os.environ.get("LABELAUDIT_SCREENSHOTS")
+    if not out:
+        return
+    from PIL import Image
+
+    path = Path(out) / f"report-{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if selector is None:
+        page.screenshot(path=str(path))
+    else:
+        page.evaluate("document.querySelector('.topbar').style.position = 'static'")
+        page.locator(selector).scroll_into_view_if_needed()
+        box = page.locator(selector).bounding_box()
+        scroll = page.evaluate("[window.scrollX, window.scrollY]")
+        clip = {
+            "x": box["x"] + scroll[0],
+            "y": box["y"] + scroll[1],
+            "width": box["width"],
+            "height": min(box["height"], max_height),
+        }
+        page.screenshot(path=str(path), clip=clip, full_page=True)
+        page.evaluate("document.querySelector('.topbar').style.position = ''")
+    img = Image.open(path).convert("RGB")
+    while True:  # docs images stay small: a dithered 256-colour palette, smaller if need be
+        palette = img.quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+        img.quantize(palette=palette, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
+        if path.stat().st_size <= 300_000:
+            break
+        img = img.resize((img.width * 4 // 5, img.height * 4 // 5), Image.Resampling.LANCZOS)
+
+
+def visible_rows(w: Watched) -> list[str]:
+    return w.js("[...document.querySelectorAll('#issue-body td.id')].map(td => td.textContent)")
+
+
+def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
+    w = Watched(browser, write_report(report_run))
+    page = w.page
+    w.load()
+
+    # Every plot rendered, the acceptance numbers met.
+    n_div = w.js("document.querySelectorAll('.plot').length")
+    n_plotted = w.js(
+        "[...document.querySelectorAll('.plot.js-plotly-plot')]"
+        ".filter(d => d.querySelector('svg.main-svg')).length"
+    )
+    assert n_plotted == n_div >= 5
+    n_thumbs = w.js(
+        "[...document.querySelectorAll('img.thumb')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length"
+    )
+    assert n_thumbs >= 10
+    assert page.locator("#count").text_content() == "60 of 60 images"
+    for name in SECTIONS:
+        if name != "issues":
+            shoot(page, name, f"#{name}")
+
+    # Filters: by detector, class, score, id; sorting.
+    page.select_option("#f-method", label="confident")
+    ids = visible_rows(w)
+    assert 0 < len(ids) < 60
+    flagged = w.js(
+        "[...document.querySelectorAll('#issue-body tr')]"
+        ".every(tr => [...tr.querySelectorAll('.chip.m')].some(c => c.textContent === 'confident'))"
+    )
+    assert flagged
+    page.select_option("#f-method", value="")
+    page.select_option("#f-class", label="Nucleoplasm")
+    n_class = len(visible_rows(w))
+    assert 0 < n_class < 60
+    page.select_option("#f-class", value="")
+    page.select_option("#f-score", label="label quality")
+    page.select_option("#f-op", value="le")
+    page.fill("#f-value", "0.5")
+    low = w.js(
+        "[...document.querySelectorAll('#issue-body tr')].map(tr => "
+        "Number(tr.children[5].textContent))"
+    )
+    assert low and all(v <= 0.5 for v in low)
+    page.fill("#f-value", "")
+    page.locator("#issue-head th[data-key='s1']").click()  # outlier score, descending
+    scores = w.js(
+        "[...document.querySelectorAll('#issue-body tr')].map(tr => "
+        "Number(tr.children[6].textContent))"
+    )
+    assert scores == sorted(scores, reverse=True)
+    page.locator("#issue-head th[data-key='rank']").click()
+    first = visible_rows(w)[0]
+    page.fill("#f-id", first[:10])
+    assert visible_rows(w) == [first]
+    page.fill("#f-id", "")
+    page.select_option("#page-size", "25")
+
+    # Detail view: composite, four channels and the probability chart.
+    page.locator("#issue-body tr").first.click()
+    page.wait_for_function("document.querySelectorAll('#detail-channels canvas').length === 4")
+    page.wait_for_function("document.querySelector('#detail-probs svg.main-svg') !== null")
+    assert page.locator("#detail").is_visible()
+    assert page.locator("#detail-title").text_content() == first
+    assert page.locator("#detail-composite").is_visible()
+    bars = w.js("document.querySelectorAll('#detail-probs .point').length")
+    assert bars == 19
+    shoot(page, "detail")
+
+    # Keyboard review: j moves, a accepts, r rejects, Esc closes.
+    page.keyboard.press("a")  # accepts the first row and moves to the second
+    second = page.locator("#detail-title").text_content()
+    assert second != first
+    page.keyboard.press("r")
+    page.keyboard.press("Escape")
+    assert not page.locator("#detail").is_visible()
+    assert page.locator("#decided").text_content() == "1 accepted, 1 rejected"
+    shoot(page, "issues", "#issues", max_height=1100)
+
+    # Export: id, decision, labels (the labels to apply, dataset notation).
+    with page.expect_download() as info:
+        page.locator("#export").click()
+    path = tmp_path / "decisions.csv"
+    info.value.save_as(path)
+    rows = list(csv.DictReader(io.StringIO(path.read_text())))
+    assert [r["decision"] for r in rows] == ["accept", "reject"]
+    data = w.js("JSON.parse(document.getElementById('report-data').textContent)")
+    by_id = {r[0]: r for r in data["rows"]}
+    for r in rows:
+        row = by_id[r["id"]]
+        expect = row[2] if r["decision"] == "accept" else row[1]
+        assert r["labels"] == "|".join(data["tokens"][k] for k in expect)
+
+    # Decisions survive a reload (localStorage, keyed by run).
+    w.load()
+    assert page.locator("#decided").text_content() == "1 accepted, 1 rejected"
+    page.select_option("#f-decision", value="accept")
+    assert visible_rows(w) == [first]
+    w.check_clean()
+    w.context.close()
+
+
+def test_hostile_names_stay_text(browser, hostile_run: Path) -> None:
+    w = Watched(browser, write_report(hostile_run))
+    page = w.page
+    w.load()
+    assert w.js("document.querySelectorAll('img[src=\"x\"]').length") == 0
+
+    # Table: the id cell and the class chips hold the literal string.
+    page.fill("#f-id", "onerror")
+    assert visible_rows(w) == [HOSTILE]
+    page.fill("#f-id", "")
+    options = w.js("[...document.querySelectorAll('#f-class option')].map(o => o.textContent)")
+    assert HOSTILE in options
+    page.select_option("#f-class", label=HOSTILE)
+    chips = w.js("[...document.querySelectorAll('#issue-body .chip')].map(c => c.textContent)")
+    assert HOSTILE in chips
+    page.select_option("#f-class", value="")
+
+    # Plots: axis labels and native hover text.
+    ticks = w.js(
+        "[...document.querySelectorAll('.xtick text, .ytick text')].map(t => t.textContent)"
+    )
+    assert HOSTILE in ticks
+    k = w.js("JSON.parse(document.getElementById('report-data').textContent).classes")
+    k, n = k.index(HOSTILE), len(k)
+    drag = page.locator('[data-fig="fig-cooccurrence"] .nsewdrag').first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    page.mouse.move(
+        box["x"] + box["width"] * (k + 0.5) / n, box["y"] + box["height"] * (k + 0.5) / n
+    )
+    page.wait_for_function(
+        "document.querySelector('[data-fig=\"fig-cooccurrence\"] .hoverlayer').textContent !== ''"
+    )
+    hover = w.js(
+        "document.querySelector('[data-fig=\"fig-cooccurrence\"] .hoverlayer').textContent"
+    )
+    assert HOSTILE in hover
+
+    # Embedding map: the page's hover card shows the id as text.
+    emb = page.locator('[data-role="embedding"]')
+    emb.scroll_into_view_if_needed()
+    xy = w.js(
+        """(id) => {
+        const gd = document.querySelector('[data-role="embedding"]');
+        const rows = JSON.parse(document.getElementById('report-data').textContent).rows;
+        const r = rows.findIndex(row => row[0] === id);
+        const box = gd.getBoundingClientRect(), L = gd._fullLayout;
+        for (const t of gd._fullData) {
+            if (t.visible !== true) continue;
+            const p = Array.from(t.customdata).indexOf(r);
+            if (p >= 0) return [box.left + L.xaxis._offset + L.xaxis.l2p(t.x[p]),
+                                box.top + L.yaxis._offset + L.yaxis.l2p(t.y[p])];
+        }
+        return null;
+    }""",
+        HOSTILE,
+    )
+    page.mouse.move(*xy)
+    page.wait_for_function("!document.getElementById('hovercard').hidden")
+    card = page.locator("#hovercard .hc-id").text_content()
+    assert card == HOSTILE
+
+    # Detail view: title and the probability chart's class axis.
+    page.fill("#f-id", "onerror")
+    page.locator("#issue-body tr").first.click()
+    page.wait_for_function("document.querySelector('#detail-probs svg.main-svg') !== null")
+    assert page.locator("#detail-title").text_content() == HOSTILE
+    detail_ticks = w.js(
+        "[...document.querySelectorAll('#detail-probs .xtick text')].map(t => t.textContent)"
+    )
+    assert HOSTILE in detail_ticks
+    assert w.js("document.querySelectorAll('img[src=\"x\"]').length") == 0
+    w.check_clean()
+    w.context.close()
