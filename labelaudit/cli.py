@@ -104,6 +104,125 @@ def synth(
     )
 
 
+DEFAULT_RUN = Path("labelaudit-out")
+
+
+@app.command()
+def scan(
+    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="The run directory.")] = DEFAULT_RUN,
+    preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
+    layout: LayoutOption = None,
+    backbone: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
+    folds: Annotated[int | None, typer.Option(help="K of the K-fold cross-validation.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    weights: Annotated[Path | None, typer.Option(help="A weights file (state dict).")] = None,
+    mode: Annotated[str | None, typer.Option(help="finetune (default) or probe.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    fold: Annotated[int | None, typer.Option(help="Train only this fold (1-based).")] = None,
+    detectors: Annotated[
+        str | None, typer.Option(help="Comma-separated detectors (default: all three).")
+    ] = None,
+    allow_rare: Annotated[
+        bool, typer.Option(help="Audit even when a class has fewer images than folds.")
+    ] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+) -> None:
+    """Train cross-validated models, run the detectors, write the report."""
+    from labelaudit.scan import scan as run_scan
+
+    overrides = {
+        k: v
+        for k, v in dict(
+            backbone=backbone,
+            epochs=epochs,
+            folds=folds,
+            image_size=image_size,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            weights=weights,
+            mode=mode,
+            device=device,
+        ).items()
+        if v is not None
+    }
+    if allow_rare:
+        overrides["allow_rare"] = True
+    names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
+    result = run_scan(
+        dataset,
+        out,
+        preset=preset,
+        layout=layout,
+        cache_dir=cache_dir,
+        detectors=names,
+        fold=fold,
+        console=Console(quiet=True) if quiet else console,
+        **overrides,
+    )
+    if not result.complete:
+        console.print(f"fold {fold} finished; run the scan again without --fold to merge")
+    elif result.report is not None:
+        console.print(f"report: {escape(str(result.report))}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the dataset and run.")] = Path(
+        "labelaudit-demo"
+    ),
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic fields.")] = 400,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """Synthesise a dataset with known label errors, scan it and score the detectors."""
+    from labelaudit.bench import bench, format_bench_table
+    from labelaudit.data.synth import synthesize
+    from labelaudit.scan import scan as run_scan
+
+    data = out / "dataset"
+    if not (data / "train.csv").is_file():
+        console.print(f"synthesising {n} fields into {escape(str(data))}")
+        synthesize(data, n=n, size=128, noise_rate=0.15, fault_rate=0.05, seed=seed)
+    result = run_scan(data, out / "run", preset="demo", console=console)
+    scores = bench(out / "run", data / "truth.csv")
+    console.print(format_bench_table(scores), markup=False)
+    if result.report is not None:
+        from labelaudit.report import write_report
+
+        write_report(out / "run")  # again, now with the bench section
+        console.print(f"report: {escape(str(result.report.resolve()))}")
+
+
+@app.command("bench")
+def bench_cmd(
+    run: Annotated[Path, typer.Argument(help="The run directory.")],
+    truth: Annotated[Path, typer.Option("--truth", help="truth.csv written by synth.")],
+) -> None:
+    """Score each detector against a ground-truth file; writes RUN/bench.json."""
+    from labelaudit.bench import bench, format_bench_table
+
+    console.print(format_bench_table(bench(run, truth)), markup=False)
+
+
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="The run directory.")] = DEFAULT_RUN,
+    open_: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False,
+    max_thumbnails: Annotated[int, typer.Option(help="Images with a thumbnail.")] = 300,
+) -> None:
+    """Write RUN/report.html from the run directory (no training)."""
+    from labelaudit.report import write_report
+
+    path = write_report(run, max_thumbnails=max_thumbnails, open_browser=open_)
+    console.print(f"report: {escape(str(path))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``labelaudit`` console script."""
     try:

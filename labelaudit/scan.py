@@ -1,0 +1,169 @@
+"""``labelaudit scan``: the whole pipeline, stage after stage, into a run directory.
+
+load/validate -> cache -> cross-validate -> detect + compare -> report -> clean.
+Each stage writes its artifacts atomically, so a killed scan resumes where it
+stopped (finished folds are reused by the training stage).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from labelaudit.data.cache import ImageCache, build_cache
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.layouts import load_dataset
+from labelaudit.errors import SettingsError
+from labelaudit.io import read_json, update_run_json
+from labelaudit.rundir import DEFAULT_RUN, load_audit_inputs, record_dataset
+
+
+@dataclass
+class ScanResult:
+    """What a scan produced: the run directory and the stages that ran."""
+
+    run_dir: Path
+    dataset: Dataset
+    complete: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def _ensure_outside(dataset_root: Path, run_dir: Path) -> None:
+    root, out = dataset_root.resolve(), run_dir.resolve()
+    if out == root or root in out.parents:
+        raise SettingsError(
+            f"the run directory {run_dir} is inside the dataset directory {dataset_root}; "
+            "labelaudit never writes into a dataset: choose another --out"
+        )
+
+
+def cache_with_progress(
+    dataset: Dataset, size: int, cache_dir: Path | None, console: Console | None
+) -> ImageCache:
+    """Build (or reuse) the image cache, showing a progress bar on ``console``."""
+    if console is None or console.quiet:
+        return build_cache(dataset, size, cache_dir)
+    with Progress(
+        TextColumn("decoding images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("decode", total=len(dataset))
+        cache = build_cache(
+            dataset, size, cache_dir, progress=lambda done, total: bar.update(task, completed=done)
+        )
+    console.print(f"image cache: {'reused' if cache.reused else 'built'} {cache.path}")
+    return cache
+
+
+def scan(
+    dataset: str | Path,
+    out: str | Path = DEFAULT_RUN,
+    *,
+    preset: str = "auto",
+    layout: str | None = None,
+    cache_dir: str | Path | None = None,
+    detectors: Sequence[str] | None = None,
+    fold: int | None = None,
+    report: bool = True,
+    console: Console | None = None,
+    **overrides,
+) -> ScanResult:
+    """Audit a dataset: train cross-validated models, run the detectors, write the report.
+
+    Parameters
+    ----------
+    dataset
+        The dataset directory (only read).
+    out
+        The run directory (created; reused for resuming).
+    preset
+        Training preset (``seed``, ``cpu``, ``demo``; ``auto`` picks ``seed`` on a
+        GPU, else ``cpu``). Keyword ``overrides`` (``backbone``, ``epochs``,
+        ``image_size``, ...) replace single settings.
+    layout
+        Force a dataset layout.
+    cache_dir
+        Where image cache entries live.
+    detectors
+        Detector names to run (all registered by default).
+    fold
+        Train only this fold (1-based) and stop; a later scan merges the folds.
+    report
+        Write ``report.html`` at the end.
+    console
+        Where to print progress; silent when ``None``.
+
+    Returns
+    -------
+    ScanResult
+    """
+    from labelaudit.config import resolve_settings
+    from labelaudit.train.cv import cross_validate
+
+    console = console or Console(quiet=True)
+    run_dir = Path(out)
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    ds = load_dataset(dataset, layout)
+    settings = resolve_settings(preset, **overrides)
+    _ensure_outside(ds.root, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings["load"] = time.perf_counter() - t
+    console.print(f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)")
+
+    t = time.perf_counter()
+    cache = cache_with_progress(ds, settings.image_size, cache_dir, console)
+    record_dataset(run_dir, ds, cache)
+    timings["cache"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cv = cross_validate(
+        cache.images,
+        ds.labels,
+        ds.ids,
+        ds.class_names,
+        settings,
+        run_dir,
+        ds.fingerprint(),
+        fold=fold,
+        console=console,
+    )
+    timings["train"] = time.perf_counter() - t
+    result = ScanResult(run_dir=run_dir, dataset=ds, complete=cv.complete, timings=timings)
+    if not cv.complete:
+        _record_timings(run_dir, timings)
+        return result
+
+    from labelaudit.compare import detect_and_compare
+
+    t = time.perf_counter()
+    detect_and_compare(load_audit_inputs(run_dir), run_dir, detectors=detectors)
+    timings["detect"] = time.perf_counter() - t
+    _record_timings(run_dir, timings)
+    console.print(f"detectors: issues in {run_dir / 'issues.csv'}")
+    if report:
+        from labelaudit.report import write_report
+
+        t = time.perf_counter()
+        result.report = write_report(run_dir)
+        timings["report"] = time.perf_counter() - t
+        _record_timings(run_dir, timings)
+    return result
+
+
+def _record_timings(run_dir: Path, timings: dict[str, float]) -> None:
+    path = run_dir / "run.json"
+    previous = read_json(path).get("timings", {}) if path.is_file() else {}
+    previous.update({k: round(v, 3) for k, v in timings.items()})
+    update_run_json(run_dir, "timings", previous)

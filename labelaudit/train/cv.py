@@ -1,0 +1,734 @@
+"""K-fold cross-validation: out-of-fold probabilities and embeddings, resumable.
+
+Layout written under the run directory (DESIGN.md, run-directory contract)::
+
+    oof_probs.csv         id + one column per class, out-of-fold probabilities
+    embeddings.npy        float32 N x D, rows as in oof_probs.csv
+    run.json["train"]     settings, versions, weight source, metrics, timings
+    folds/folds.csv       id, fold (1-based) of every image
+    folds/fold_K/         model.pt, oof.npz, state.json of each finished fold
+    folds/probe/          cached frozen embeddings (probe mode)
+
+Each fold's files are written atomically, ``state.json`` last: a fold counts as
+finished only when its ``state.json`` exists and carries the current key (a hash
+of the settings that change results, the dataset fingerprint, the weights and
+the fold assignment). A killed run therefore resumes at the first unfinished
+fold, and a changed setting or dataset retrains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from labelaudit.config import TrainSettings
+from labelaudit.errors import SettingsError
+from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json, write_npy
+from labelaudit.train import ddp
+from labelaudit.train.backbones import build_model, channel_stats
+from labelaudit.train.ddp import DistInfo
+from labelaudit.train.folds import check_folds, fold_indices, indices_digest, make_folds
+from labelaudit.train.loop import FoldOutput, Runtime, make_runtime, pick_device, train_fold
+from labelaudit.train.metrics import multilabel_metrics, summary
+from labelaudit.train.probe import embed_all, probe_oof
+from labelaudit.train.progress import fold_progress
+from labelaudit.train.threads import auto_threads
+from labelaudit.train.weights import ResolvedWeights, resolve_weights
+
+#: Bump when the meaning of fold files changes, so old folds are not reused.
+FOLD_FORMAT = 1
+
+
+@dataclass
+class CVResult:
+    """The outcome of :func:`cross_validate`.
+
+    Attributes
+    ----------
+    oof_probs
+        (N, K) float32 out-of-fold probabilities; ``None`` until every fold is done.
+    embeddings
+        (N, D) float32 embeddings (predicted by the same fold models); ``None``
+        until every fold is done.
+    fold_of
+        (N,) 0-based fold of each image.
+    metrics
+        Overall out-of-fold metrics (:func:`~labelaudit.train.metrics.multilabel_metrics`).
+    fold_metrics
+        Per fold (``None`` for unfinished folds).
+    complete
+        True when all folds are finished and the run-directory files are written.
+    reused, trained
+        1-based fold numbers reused from disk / trained in this call.
+    weight_source
+        One line: where the starting weights came from.
+    """
+
+    fold_of: np.ndarray
+    complete: bool
+    oof_probs: np.ndarray | None = None
+    embeddings: np.ndarray | None = None
+    metrics: dict | None = None
+    fold_metrics: list[dict | None] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)
+    trained: list[int] = field(default_factory=list)
+    weight_source: str = ""
+    seconds: float = 0.0
+    rank: int = 0
+
+
+@dataclass
+class FoldRecord:
+    """One finished fold's predictions and where they came from."""
+
+    fold: int  # 0-based
+    train_idx: np.ndarray
+    held_idx: np.ndarray
+    probs: np.ndarray
+    embeddings: np.ndarray
+    state: dict
+
+
+# ------------------------------------------------------------------ keys and versions
+
+
+def _hash(obj: object) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide training results."""
+    out = {"python": platform.python_version()}
+    for dist in (
+        "labelaudit",
+        "torch",
+        "timm",
+        "numpy",
+        "scikit-learn",
+        "iterative-stratification",
+    ):
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def run_key(
+    settings: TrainSettings,
+    fingerprint: str,
+    images: np.ndarray,
+    class_names: list[str],
+    fold_of: np.ndarray,
+    weights_identity: str,
+) -> str:
+    """The key finished folds must carry to be reused."""
+    fields = settings.result_fields()
+    fields.pop("weights", None)  # the file's content hash is in weights_identity
+    return _hash(
+        {
+            "format": FOLD_FORMAT,
+            "settings": fields,
+            "fingerprint": fingerprint,
+            "shape": list(images.shape),
+            "classes": list(class_names),
+            "weights": weights_identity,
+            "folds": indices_digest(fold_of),
+        }
+    )
+
+
+# ------------------------------------------------------------------ fold files
+
+
+def fold_dir(run_dir: Path, k: int) -> Path:
+    """Directory of fold ``k`` (0-based) — named 1-based, as users count folds."""
+    return Path(run_dir) / "folds" / f"fold_{k + 1}"
+
+
+def save_fold(
+    directory: Path, key: str, k: int, out: FoldOutput, meta: dict, model_meta: dict
+) -> None:
+    """Write model.pt, oof.npz, then state.json (the commit marker), each atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "model.pt") as tmp:
+        torch.save({"state_dict": out.state_dict, **model_meta}, tmp)
+    with atomic_path(directory / "oof.npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                train_idx=out.train_idx,
+                held_idx=out.held_idx,
+                probs=out.probs,
+                embeddings=out.embeddings,
+            )
+    write_json(directory / "state.json", {"key": key, "fold": k + 1, "status": "done", **meta})
+
+
+def load_fold(
+    directory: Path, key: str, k: int, train_idx: np.ndarray, held_idx: np.ndarray, n_classes: int
+) -> tuple[FoldRecord | None, str]:
+    """A finished fold's record if its key and indices match; else ``(None, why)``."""
+    state_path = directory / "state.json"
+    if not state_path.is_file():
+        return None, "not started"
+    try:
+        state = read_json(state_path)
+        if state.get("key") != key or state.get("status") != "done":
+            return None, "settings, weights or dataset changed"
+        with np.load(directory / "oof.npz") as z:
+            rec = FoldRecord(
+                fold=k,
+                train_idx=z["train_idx"],
+                held_idx=z["held_idx"],
+                probs=z["probs"],
+                embeddings=z["embeddings"],
+                state=state,
+            )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        return None, "fold files unreadable"
+    if not (
+        np.array_equal(rec.held_idx, held_idx)
+        and np.array_equal(rec.train_idx, train_idx)
+        and rec.probs.shape == (len(held_idx), n_classes)
+        and rec.embeddings.shape[0] == len(held_idx)
+    ):
+        return None, "fold files do not match the fold assignment"
+    return rec, "reused"
+
+
+def check_oof_provenance(fold_of: np.ndarray, records: list[FoldRecord]) -> np.ndarray:
+    """Check that every image's prediction comes only from the model that held it out.
+
+    Raises
+    ------
+    AssertionError
+        A fold's model was trained on an image it predicts, an image is predicted
+        by a fold other than its own, twice, or not at all.
+
+    Returns
+    -------
+    np.ndarray
+        (N,) the fold whose model produced each row (equal to ``fold_of``).
+    """
+    source = np.full(len(fold_of), -1, dtype=np.int64)
+    for rec in records:
+        k = rec.fold
+        if np.intersect1d(rec.train_idx, rec.held_idx).size:
+            raise AssertionError(f"fold {k + 1}: its model was trained on images it predicts")
+        if not np.array_equal(np.sort(rec.held_idx), np.flatnonzero(fold_of == k)):
+            raise AssertionError(
+                f"fold {k + 1}: predicted images are not exactly its held-out fold"
+            )
+        if (source[rec.held_idx] >= 0).any():
+            raise AssertionError(f"fold {k + 1}: images predicted by more than one fold")
+        source[rec.held_idx] = k
+    if (source < 0).any():
+        raise AssertionError(f"{int((source < 0).sum())} images have no out-of-fold prediction")
+    if not np.array_equal(source, fold_of):
+        raise AssertionError("out-of-fold predictions come from the wrong folds")
+    return source
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int, info: DistInfo, device: torch.device) -> Iterator[int]:
+    """Set PyTorch's CPU threads for the run (restored afterwards).
+
+    ``threads=0`` keeps PyTorch's default (one per physical core) here; under DDP on
+    CPU the cores are split between the local processes. Single-process CPU runs
+    with ``threads=0`` are further adapted per fold by :func:`_adapt_threads`.
+    """
+    previous = torch.get_num_threads()
+    want = threads
+    if not want and info.enabled and device.type == "cpu":
+        want = max(1, (os.cpu_count() or 1) // max(info.local_world, 1))
+    if want:
+        torch.set_num_threads(want)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _adapt_threads(settings: TrainSettings, runtime: Runtime, default: int, say, what: str) -> int:
+    """With ``threads=0`` on one CPU process, use no more threads than idle cores."""
+    if settings.threads or runtime.device.type != "cpu" or runtime.info.enabled:
+        return torch.get_num_threads()
+    n = auto_threads(default)
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    if n < default:
+        say(f"{what}: {n} of {default} CPU threads (the other cores are busy)")
+    return n
+
+
+def _check_inputs(
+    images: np.ndarray,
+    labels: np.ndarray,
+    ids: list[str],
+    class_names: list[str],
+    settings: TrainSettings,
+    fold: int | None,
+) -> np.ndarray:
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"images must be a uint8 (N, C, S, S) array, got {images.dtype} {images.shape}"
+        )
+    labels = np.asarray(labels, dtype=bool)
+    n = images.shape[0]
+    if labels.shape != (n, len(class_names)) or len(ids) != n:
+        raise ValueError(
+            f"{n} images, labels {labels.shape}, {len(ids)} ids and "
+            f"{len(class_names)} classes disagree"
+        )
+    if len(set(ids)) != n:
+        raise ValueError("image ids are not unique")
+    if images.shape[2] != settings.image_size or images.shape[3] != settings.image_size:
+        raise SettingsError(
+            f"the image cache is {images.shape[3]} x {images.shape[2]} px but image_size is "
+            f"{settings.image_size}; rebuild the cache at the training size"
+        )
+    if fold is not None and not (isinstance(fold, int) and 1 <= fold <= settings.folds):
+        raise SettingsError(f"--fold must be between 1 and {settings.folds}, got {fold}")
+    return labels
+
+
+def _write_outputs(
+    run_dir: Path, ids: list[str], class_names: list[str], probs: np.ndarray, emb: np.ndarray
+) -> None:
+    frame = pd.DataFrame(probs.astype(np.float64), columns=list(class_names))
+    frame.insert(0, "id", list(ids))
+    write_csv(run_dir / "oof_probs.csv", frame)
+    write_npy(run_dir / "embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
+
+
+def _forget_stale_outputs(run_dir: Path, key: str) -> None:
+    """Delete run-level outputs that an earlier run with other settings wrote."""
+    path = run_dir / "run.json"
+    old = read_json(path).get("train", {}) if path.is_file() else {}
+    if old.get("key") not in (None, key):
+        for name in ("oof_probs.csv", "embeddings.npy"):
+            (run_dir / name).unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def cross_validate(
+    images: np.ndarray,
+    labels: np.ndarray,
+    ids: list[str],
+    class_names: list[str],
+    settings: TrainSettings,
+    run_dir: str | Path,
+    fingerprint: str,
+    *,
+    fold: int | None = None,
+    console: Console | None = None,
+) -> CVResult:
+    """Train K cross-validated models; write out-of-fold probabilities and embeddings.
+
+    Parameters
+    ----------
+    images
+        uint8 (N, C, S, S) array, usually the cache's read-only memmap (never written).
+    labels
+        Bool (N, K) label matrix.
+    ids
+        N image ids (the ``id`` column of ``oof_probs.csv``).
+    class_names
+        K class names (the other columns of ``oof_probs.csv``).
+    settings
+        From :func:`labelaudit.config.resolve_settings`; ``image_size`` must equal S.
+    run_dir
+        The run directory (created).
+    fingerprint
+        The dataset fingerprint; a different one invalidates finished folds.
+    fold
+        Run only this fold (1-based), reusing it if finished. The run-directory
+        outputs are written as soon as all folds are finished, by whichever call
+        finishes last, so folds can run as separate scheduler jobs.
+    console
+        Where messages and progress bars go; silent when ``None`` or quiet.
+
+    Returns
+    -------
+    CVResult
+
+    Raises
+    ------
+    SettingsError
+        Invalid fold number, image size mismatch, too few images for the folds,
+        rare classes (see :func:`labelaudit.train.folds.check_folds`), or weights
+        that do not fit the backbone.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    labels = _check_inputs(images, labels, ids, class_names, settings, fold)
+    notes = check_folds(labels, class_names, settings.folds, settings.allow_rare)
+
+    info, created = ddp.setup(pick_device(settings.device).type)
+    out = console if console is not None and info.is_main else None
+
+    def say(message: str) -> None:
+        if out is not None:
+            out.print(message, highlight=False)
+
+    try:
+        runtime = make_runtime(settings, info)
+        with torch_threads(settings.threads, info, runtime.device):
+            for note in notes:
+                say(f"[yellow]warning:[/] {escape(note)}")
+            fold_of = make_folds(labels, settings.folds, settings.seed)
+            weights = resolve_weights(settings, images.shape[1], log=lambda m: say(escape(m)))
+            colour = "yellow" if weights.source == "random" and settings.pretrained else "default"
+            say(f"[{colour}]weights: {escape(weights.detail)}[/]")
+            key = run_key(settings, fingerprint, images, class_names, fold_of, weights.identity)
+            if info.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                _forget_stale_outputs(run_dir, key)
+                frame = pd.DataFrame({"id": list(ids), "fold": fold_of + 1})
+                write_csv(run_dir / "folds" / "folds.csv", frame)
+            ddp.barrier(info)
+            context = dict(
+                images=images,
+                labels=labels,
+                ids=ids,
+                class_names=class_names,
+                settings=settings,
+                run_dir=run_dir,
+                key=key,
+                fold_of=fold_of,
+                weights=weights,
+                runtime=runtime,
+                say=say,
+                console=out,
+            )
+            if settings.mode == "probe":
+                if fold is not None:
+                    say("probe mode fits all folds at once (seconds); --fold is ignored")
+                result = _run_probe(**context)
+            else:
+                result = _run_finetune(fold=fold, **context)
+            result.seconds = time.perf_counter() - start
+            result.rank = info.rank
+            if result.complete and info.is_main:
+                _record(run_dir, result, settings, key, weights, runtime, notes, fingerprint)
+            elif info.is_main:
+                done = [k + 1 for k, m in enumerate(result.fold_metrics) if m is not None]
+                update_run_json(
+                    run_dir,
+                    "train",
+                    {
+                        "complete": False,
+                        "key": key,
+                        "folds_done": done,
+                        "n_folds": settings.folds,
+                        "settings": settings.to_dict(),
+                    },
+                )
+                say(
+                    f"folds finished: {done or 'none'} of {settings.folds}; "
+                    "re-run without --fold (or the remaining folds) to merge"
+                )
+            ddp.barrier(info)
+            return result
+    finally:
+        ddp.teardown(created)
+
+
+def _fold_message(k: int, n: int, rec: FoldRecord, reused: bool) -> str:
+    if reused:
+        return f"fold {k + 1}/{n}: reused"
+    st = rec.state
+    return (
+        f"fold {k + 1}/{n}: trained in {st['seconds']:.0f} s, best epoch {st['best_epoch']}, "
+        f"held-out loss {st['held_out_loss']:.4f}, micro F1 {st['metrics']['micro_f1']:.3f}"
+    )
+
+
+def _run_finetune(
+    *,
+    images,
+    labels,
+    ids,
+    class_names,
+    settings: TrainSettings,
+    run_dir: Path,
+    key: str,
+    fold_of: np.ndarray,
+    weights: ResolvedWeights,
+    runtime: Runtime,
+    say,
+    console,
+    fold,
+) -> CVResult:
+    n_folds = settings.folds
+    info = runtime.info
+    todo = range(n_folds) if fold is None else [fold - 1]
+    stats = channel_stats(images, seed=settings.seed)
+    default_threads = torch.get_num_threads()
+    records: dict[int, FoldRecord] = {}
+    reused, trained = [], []
+    for k in todo:
+        train_idx, held_idx = fold_indices(fold_of, k)
+        fkey = f"{key}-{k + 1}"
+        rec, why = load_fold(fold_dir(run_dir, k), fkey, k, train_idx, held_idx, len(class_names))
+        if rec is not None:
+            records[k] = rec
+            reused.append(k + 1)
+            say(_fold_message(k, n_folds, rec, reused=True))
+            continue
+        if why != "not started":
+            say(f"fold {k + 1}/{n_folds}: {why}, retraining")
+        threads = _adapt_threads(settings, runtime, default_threads, say, f"fold {k + 1}")
+        torch.manual_seed(settings.seed * 1009 + k)
+        model = build_model(
+            settings.backbone,
+            images.shape[1],
+            len(class_names),
+            stats,
+            weights,
+            settings.activation,
+        )
+        model.set_prior(labels[train_idx])
+        with fold_progress(console, f"fold {k + 1}/{n_folds}", settings.progress) as progress:
+            output = train_fold(
+                model,
+                images,
+                labels,
+                train_idx,
+                held_idx,
+                settings,
+                runtime,
+                seed=settings.seed * 1009 + k,
+                progress=progress,
+            )
+        fold_metrics = multilabel_metrics(labels[held_idx], output.probs, class_names)
+        meta = {
+            "n_folds": n_folds,
+            "best_epoch": output.best_epoch,
+            "held_out_loss": output.best_loss,
+            "epochs_run": len(output.history),
+            "history": output.history,
+            "seconds": round(output.seconds, 3),
+            "threads": threads,
+            "n_train": int(len(train_idx)),
+            "n_held_out": int(len(held_idx)),
+            "train_digest": indices_digest(train_idx),
+            "held_digest": indices_digest(held_idx),
+            "weights": weights.detail,
+            "metrics": summary(fold_metrics),
+        }
+        if info.is_main:
+            model_meta = {
+                "backbone": settings.backbone,
+                "in_chans": int(images.shape[1]),
+                "num_classes": len(class_names),
+                "class_names": list(class_names),
+                "activation": settings.activation,
+                "image_size": int(images.shape[-1]),
+                "fold": k + 1,
+                "key": fkey,
+            }
+            save_fold(fold_dir(run_dir, k), fkey, k, output, meta, model_meta)
+        ddp.barrier(info)
+        rec = FoldRecord(
+            k,
+            output.train_idx,
+            output.held_idx,
+            output.probs,
+            output.embeddings,
+            {"key": fkey, **meta},
+        )
+        records[k] = rec
+        trained.append(k + 1)
+        say(_fold_message(k, n_folds, rec, reused=False))
+
+    if fold is not None:  # the other folds may have been finished by other jobs
+        for k in range(n_folds):
+            if k not in records:
+                train_idx, held_idx = fold_indices(fold_of, k)
+                rec, _ = load_fold(
+                    fold_dir(run_dir, k), f"{key}-{k + 1}", k, train_idx, held_idx, len(class_names)
+                )
+                if rec is not None:
+                    records[k] = rec
+    fold_metrics = [
+        records[k].state.get("metrics") if k in records else None for k in range(n_folds)
+    ]
+    result = CVResult(
+        fold_of=fold_of,
+        complete=len(records) == n_folds,
+        fold_metrics=fold_metrics,
+        reused=reused,
+        trained=trained,
+        weight_source=weights.detail,
+    )
+    if result.complete:
+        _merge(result, [records[k] for k in range(n_folds)], labels, class_names)
+        if info.is_main:
+            _write_outputs(run_dir, ids, class_names, result.oof_probs, result.embeddings)
+    return result
+
+
+def _merge(result: CVResult, records: list[FoldRecord], labels, class_names) -> None:
+    n = len(result.fold_of)
+    check_oof_provenance(result.fold_of, records)
+    k_classes = len(class_names)
+    dim = records[0].embeddings.shape[1]
+    probs = np.full((n, k_classes), np.nan, dtype=np.float32)
+    emb = np.zeros((n, dim), dtype=np.float32)
+    for rec in records:
+        probs[rec.held_idx] = rec.probs
+        emb[rec.held_idx] = rec.embeddings
+    if not np.isfinite(probs).all():
+        raise RuntimeError("non-finite out-of-fold probabilities (training diverged; lower lr)")
+    result.oof_probs = probs
+    result.embeddings = emb
+    result.metrics = multilabel_metrics(labels, probs, class_names)
+
+
+def _run_probe(
+    *,
+    images,
+    labels,
+    ids,
+    class_names,
+    settings: TrainSettings,
+    run_dir: Path,
+    key: str,
+    fold_of: np.ndarray,
+    weights: ResolvedWeights,
+    runtime: Runtime,
+    say,
+    console,
+) -> CVResult:
+    info = runtime.info
+    embed_key = _hash({"key": key, "part": "probe-embeddings"})
+    cache = run_dir / "folds" / "probe" / "embeddings.npy"
+    state_path = cache.parent / "state.json"
+    emb = None
+    if state_path.is_file() and cache.is_file():
+        with contextlib.suppress(OSError, ValueError, json.JSONDecodeError):
+            if read_json(state_path).get("key") == embed_key:
+                emb = np.load(cache)
+                if emb.shape[0] != images.shape[0]:
+                    emb = None
+    reused = emb is not None
+    t = time.perf_counter()
+    if emb is None:
+        if not weights.pretrained:
+            say("[yellow]warning: probe mode with random weights gives near-useless embeddings[/]")
+        _adapt_threads(settings, runtime, torch.get_num_threads(), say, "probe")
+        torch.manual_seed(settings.seed)
+        stats = channel_stats(images, seed=settings.seed)
+        model = build_model(settings.backbone, images.shape[1], len(class_names), stats, weights)
+        emb = embed_all(model, images, settings.batch_size, runtime, tta=settings.tta)
+        if info.is_main:
+            write_npy(cache, emb)
+            write_json(state_path, {"key": embed_key, "seconds": time.perf_counter() - t})
+    how = "reused" if reused else f"computed in {time.perf_counter() - t:.1f} s"
+    say(f"probe: embeddings {how} ({emb.shape[1]} features)")
+    probs, provenance = probe_oof(emb, labels, fold_of, settings.probe_c, settings.seed)
+    records = [
+        FoldRecord(
+            p["fold"], p["train_idx"], p["held_idx"], probs[p["held_idx"]], emb[p["held_idx"]], {}
+        )
+        for p in provenance
+    ]
+    fold_metrics = [
+        summary(multilabel_metrics(labels[r.held_idx], r.probs, class_names)) for r in records
+    ]
+    result = CVResult(
+        fold_of=fold_of,
+        complete=True,
+        fold_metrics=fold_metrics,
+        reused=[],
+        trained=list(range(1, settings.folds + 1)),
+        weight_source=weights.detail,
+    )
+    _merge(result, records, labels, class_names)
+    if info.is_main:
+        _write_outputs(run_dir, ids, class_names, result.oof_probs, result.embeddings)
+    say(
+        f"probe: {settings.folds}-fold logistic regression, "
+        f"micro F1 {result.metrics['micro_f1']:.3f}"
+    )
+    return result
+
+
+def _record(
+    run_dir: Path,
+    result: CVResult,
+    settings: TrainSettings,
+    key: str,
+    weights: ResolvedWeights,
+    runtime: Runtime,
+    notes: list[str],
+    fingerprint: str,
+) -> None:
+    folds = []
+    for k in range(settings.folds):
+        entry: dict = {"fold": k + 1, "reused": (k + 1) in result.reused}
+        if settings.mode == "finetune":
+            path = fold_dir(run_dir, k) / "state.json"
+            state = read_json(path) if path.is_file() else {}
+            for name in (
+                "best_epoch",
+                "held_out_loss",
+                "epochs_run",
+                "seconds",
+                "threads",
+                "n_train",
+                "n_held_out",
+                "history",
+            ):
+                entry[name] = state.get(name)
+        entry["metrics"] = result.fold_metrics[k]
+        folds.append(entry)
+    update_run_json(
+        run_dir,
+        "train",
+        {
+            "complete": True,
+            "key": key,
+            "mode": settings.mode,
+            "settings": settings.to_dict(),
+            "fingerprint": fingerprint,
+            "versions": package_versions(),
+            "weights": {"source": weights.source, "detail": weights.detail},
+            "device": str(runtime.device),
+            "world_size": runtime.info.world,
+            "threads": torch.get_num_threads(),
+            "n_images": int(len(result.fold_of)),
+            "n_classes": int(result.oof_probs.shape[1]),
+            "embedding_dim": int(result.embeddings.shape[1]),
+            "folds": folds,
+            "metrics": result.metrics,
+            "warnings": notes,
+            "timings": {
+                "total_s": round(result.seconds, 3),
+                "trained_folds": result.trained,
+                "reused_folds": result.reused,
+            },
+        },
+    )

@@ -1,0 +1,134 @@
+"""Multi-label stratified K-fold assignment, and the checks that make it meaningful.
+
+Iterative stratification (Sechidis et al. 2011, the ``iterative-stratification``
+package) spreads every class as evenly as possible over the folds, so each
+held-out fold is judged by a model that saw the class in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.utils.multiclass import type_of_target
+
+from labelaudit.errors import SettingsError
+
+
+def check_folds(
+    labels: np.ndarray, class_names: list[str], n_folds: int, allow_rare: bool = False
+) -> list[str]:
+    """Check that K-fold cross-validation makes sense for these labels.
+
+    Policy for rare classes: a class with at least one but fewer positive images
+    than folds is an error unless ``allow_rare``: some fold's model would then see
+    one or no example of the class, and its out-of-fold probabilities for that
+    class would read as label errors. With ``allow_rare`` it becomes a warning. A
+    class with no positive image at all is only a warning (nothing to stratify,
+    its probabilities carry no information; common when auditing a subset).
+
+    Parameters
+    ----------
+    labels
+        Bool (N, K) label matrix.
+    class_names
+        K names, for messages.
+    n_folds
+        K of K-fold.
+    allow_rare
+        Downgrade the rare-class error to a warning.
+
+    Returns
+    -------
+    list[str]
+        Warnings to show the user.
+
+    Raises
+    ------
+    SettingsError
+        Too few images for the folds, or rare classes (without ``allow_rare``).
+    """
+    n = labels.shape[0]
+    if n < 2 * n_folds:
+        raise SettingsError(
+            f"{n} images are too few for {n_folds}-fold cross-validation "
+            f"(need at least {2 * n_folds}: two per fold); use --folds with a smaller number"
+        )
+    counts = labels.sum(axis=0).astype(int)
+    warnings: list[str] = []
+    absent = [class_names[k] for k in np.flatnonzero(counts == 0)]
+    if absent:
+        warnings.append(
+            f"{len(absent)} class(es) have no positive image and cannot be learned: "
+            + ", ".join(absent)
+        )
+    rare = [
+        (class_names[k], int(counts[k])) for k in np.flatnonzero((counts > 0) & (counts < n_folds))
+    ]
+    if rare:
+        listed = ", ".join(f"{name!r} ({c} image{'s' if c != 1 else ''})" for name, c in rare)
+        message = (
+            f"{len(rare)} class(es) have fewer positive images than the {n_folds} folds: {listed}"
+        )
+        if not allow_rare:
+            smallest = min(c for _, c in rare)
+            hint = f"use --folds {smallest} or fewer, " if smallest >= 2 else ""
+            raise SettingsError(
+                f"{message}; some folds' models would never see them, so their "
+                f"out-of-fold probabilities would be meaningless. {hint}"
+                "or pass --allow-rare to audit anyway"
+            )
+        warnings.append(message + "; their out-of-fold probabilities are unreliable")
+    return warnings
+
+
+def make_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Assign every image to one of ``n_folds`` folds, stratified over all classes.
+
+    Deterministic for a given label matrix, ``n_folds`` and ``seed``.
+
+    Parameters
+    ----------
+    labels
+        Bool (N, K) label matrix.
+    n_folds
+        Number of folds.
+    seed
+        Random state of the shuffle and of the stratification's tie breaking.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N,), int64 fold index in ``0 .. n_folds - 1`` of each image.
+    """
+    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+    y = np.asarray(labels, dtype=bool)
+    n = y.shape[0]
+    x = np.zeros((n, 1))
+    if y.ndim == 2 and y.shape[1] > 1 and type_of_target(y) == "multilabel-indicator":
+        splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(x, y)
+    elif y.ndim == 2 and y.shape[1] == 1 and 0 < y.sum() < n:
+        splits = StratifiedKFold(n_folds, shuffle=True, random_state=seed).split(x, y[:, 0])
+    else:
+        splits = KFold(n_folds, shuffle=True, random_state=seed).split(x)
+    fold_of = np.full(n, -1, dtype=np.int64)
+    for k, (_, test) in enumerate(splits):
+        fold_of[test] = k
+    if (fold_of < 0).any() or len(np.unique(fold_of)) != n_folds:
+        raise SettingsError(f"could not split {n} images into {n_folds} non-empty folds")
+    return fold_of
+
+
+def fold_indices(fold_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices) of fold ``k``, both sorted."""
+    held = np.flatnonzero(fold_of == k)
+    train = np.flatnonzero(fold_of != k)
+    return train, held
+
+
+def indices_digest(indices: np.ndarray) -> str:
+    """A short hash of an index array (stored with each fold's predictions)."""
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]

@@ -1,0 +1,76 @@
+"""Settings, presets and their validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from labelaudit.config import PRESETS, TrainSettings, resolve_settings
+from labelaudit.errors import SettingsError
+
+
+def test_presets_resolve_and_validate():
+    seed = resolve_settings("seed")
+    assert seed.backbone == "efficientnet_b7" and seed.pretrained and seed.lr == 1e-3
+    assert seed.folds == 5 and seed.epochs == 20 and seed.image_size == 512 and seed.amp
+    cpu = resolve_settings("cpu")
+    assert cpu.backbone == "tf_efficientnet_lite0" and cpu.pretrained
+    assert 128 <= cpu.image_size <= 224
+    demo = resolve_settings("demo")
+    assert demo.offline and demo.folds == 5
+    assert set(PRESETS) == {"seed", "cpu", "demo"}
+
+
+def test_overrides_replace_fields_and_none_is_ignored():
+    s = resolve_settings("demo", epochs=3, lr=None, backbone="resnet18")
+    assert s.epochs == 3 and s.lr == PRESETS["demo"].lr and s.backbone == "resnet18"
+
+
+def test_strings_are_coerced():
+    s = resolve_settings("cpu", epochs="4", lr="0.01", tta="false", weights=None)
+    assert s.epochs == 4 and s.lr == 0.01 and s.tta is False
+
+
+def test_auto_preset_picks_cpu_without_gpu():
+    import torch
+
+    expected = "seed" if torch.cuda.is_available() else "cpu"
+    assert resolve_settings("auto") == PRESETS[expected]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"backbone": "efficientnet_b77"}, "unknown backbone 'efficientnet_b77'"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"folds": 1}, "folds must be at least 2"),
+        ({"lr": -1.0}, "lr must be a positive number"),
+        ({"mode": "linear"}, "mode must be one of finetune, probe"),
+        ({"activation": "softmax"}, "activation must be one of sigmoid"),
+        ({"device": "tpu"}, "device must be"),
+        ({"weights": "/nonexistent/w.pt"}, "does not exist"),
+        ({"epochs": "many"}, "not a valid int"),
+        ({"epoch": 3}, "did you mean epochs"),
+    ],
+)
+def test_bad_settings_are_settings_errors(kwargs, fragment):
+    with pytest.raises(SettingsError, match=fragment.replace("(", r"\(")):
+        resolve_settings("demo", **kwargs)
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(SettingsError, match="did you mean .*efficientnet_b7"):
+        resolve_settings("cpu", backbone="efficientnet_b77")
+
+
+def test_unknown_preset():
+    with pytest.raises(SettingsError, match="unknown preset 'fast'"):
+        resolve_settings("fast")
+
+
+def test_result_fields_exclude_runtime_only_settings():
+    s = TrainSettings()
+    fields = s.result_fields()
+    assert "num_workers" not in fields and "threads" not in fields and "device" not in fields
+    assert "lr" in fields and "backbone" in fields
+    assert s.replace(threads=1).result_fields() == fields
+    assert s.replace(lr=0.01).result_fields() != fields

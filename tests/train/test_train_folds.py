@@ -1,0 +1,87 @@
+"""Multi-label stratified folds and the rare-class policy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labelaudit.errors import SettingsError
+from labelaudit.train.folds import check_folds, fold_indices, make_folds
+
+
+def hpa_like_labels(n: int = 200, k: int = 12, seed: int = 0) -> np.ndarray:
+    """Skewed class frequencies (one common class, several rare ones), 1-3 labels each."""
+    rng = np.random.default_rng(seed)
+    freq = np.geomspace(0.4, 0.03, k)
+    y = rng.random((n, k)) < freq
+    empty = ~y.any(axis=1)
+    y[empty, 0] = True
+    return y
+
+
+@pytest.mark.parametrize("n_folds", [2, 5])
+def test_every_class_in_every_fold_where_counts_allow(n_folds):
+    y = hpa_like_labels()
+    fold_of = make_folds(y, n_folds, seed=3)
+    assert fold_of.shape == (len(y),) and set(fold_of) == set(range(n_folds))
+    counts = y.sum(axis=0)
+    for k in np.flatnonzero(counts >= n_folds):
+        per_fold = np.bincount(fold_of[y[:, k]], minlength=n_folds)
+        assert (per_fold >= 1).all(), f"class {k} missing from a fold: {per_fold}"
+        # iterative stratification: within one example of an even split
+        assert per_fold.max() - per_fold.min() <= 2
+    sizes = np.bincount(fold_of)
+    assert sizes.max() - sizes.min() <= max(2, len(y) // 20)
+
+
+def test_folds_are_deterministic_and_seeded():
+    y = hpa_like_labels()
+    a, b = make_folds(y, 5, seed=1), make_folds(y, 5, seed=1)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, make_folds(y, 5, seed=2))
+
+
+def test_fold_indices_partition():
+    y = hpa_like_labels(50)
+    fold_of = make_folds(y, 5, seed=0)
+    seen = []
+    for k in range(5):
+        train, held = fold_indices(fold_of, k)
+        assert np.intersect1d(train, held).size == 0 and len(train) + len(held) == 50
+        seen.extend(held)
+    assert sorted(seen) == list(range(50))
+
+
+def test_single_class_and_unlabelled_rows():
+    y = np.zeros((20, 1), dtype=bool)
+    y[:6] = True
+    assert set(make_folds(y, 3, 0)) == {0, 1, 2}
+    y2 = np.zeros((20, 3), dtype=bool)
+    y2[:10, 0] = True
+    assert set(make_folds(y2, 4, 0)) == {0, 1, 2, 3}
+
+
+def test_too_few_images_for_folds():
+    y = hpa_like_labels(9, 3)
+    with pytest.raises(SettingsError, match="9 images are too few for 5-fold"):
+        check_folds(y, ["a", "b", "c"], 5)
+
+
+def test_rare_class_is_an_error_naming_the_class_and_count():
+    y = np.zeros((40, 3), dtype=bool)
+    y[:, 0] = True
+    y[:3, 1] = True  # 3 positives < 5 folds
+    with pytest.raises(SettingsError) as info:
+        check_folds(y, ["common", "rare", "absent"], 5)
+    message = str(info.value)
+    assert "'rare' (3 images)" in message and "--allow-rare" in message
+    assert "--folds 3" in message and "common" not in message
+
+
+def test_allow_rare_downgrades_to_warning_and_absent_class_warns():
+    y = np.zeros((40, 3), dtype=bool)
+    y[:, 0] = True
+    y[:1, 1] = True
+    notes = check_folds(y, ["common", "rare", "absent"], 5, allow_rare=True)
+    assert any("'rare' (1 image)" in n for n in notes)
+    assert any("absent" in n and "no positive image" in n for n in notes)
