@@ -13,6 +13,30 @@ from labelaudit.errors import DatasetError, LabelAuditError, RunDirError, Settin
 
 __version__ = "0.1.0"
 
+# Heavier stages (torch, plotly) load on first use, so `import labelaudit` stays fast.
+_LAZY = {
+    "synthesize": "labelaudit.data.synth",
+    "scan": "labelaudit.scan",
+    "resolve_settings": "labelaudit.config",
+    "cross_validate": "labelaudit.train.cv",
+    "detect_and_compare": "labelaudit.compare",
+    "load_audit_inputs": "labelaudit.rundir",
+    "bench": "labelaudit.bench",
+    "write_report": "labelaudit.report",
+    "clean": "labelaudit.clean",
+    "retrain": "labelaudit.retrain",
+    "predict": "labelaudit.predict",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'labelaudit' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckReport",
     "Dataset",
@@ -26,4 +50,5 @@ __all__ = [
     "build_cache",
     "check_dataset",
     "load_dataset",
+    *_LAZY,
 ]
