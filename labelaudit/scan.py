@@ -141,6 +141,8 @@ def scan(
     )
     timings["train"] = time.perf_counter() - t
     result = ScanResult(run_dir=run_dir, dataset=ds, complete=cv.complete, timings=timings)
+    if getattr(cv, "rank", 0) != 0:  # under torchrun only rank 0 goes on to detection
+        return result
     if not cv.complete:
         _record_timings(run_dir, timings)
         return result

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
-REPO = Path(__file__).resolve().parents[1]
-HPA_SAMPLES = REPO.parent / "shared" / "hpa-samples"
-CHANNELS = ("red", "green", "blue", "yellow")
+from la_testutils import CHANNELS, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -21,17 +16,6 @@ def _offline_and_private_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("LABELAUDIT_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LABELAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-
-
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Write an image; 16-bit arrays become 16-bit PNG/TIFF."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".tif", ".tiff"):
-        import tifffile
-
-        tifffile.imwrite(path, array)
-    else:
-        Image.fromarray(array).save(path)
 
 
 @pytest.fixture
@@ -63,18 +47,6 @@ def make_hpa(tmp_path) -> Callable[..., Path]:
         return root
 
     return make
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """Every file under ``root`` with its size and content hash."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            out[str(p.relative_to(root))] = (
-                p.stat().st_size,
-                hashlib.sha256(p.read_bytes()).hexdigest(),
-            )
-    return out
 
 
 @pytest.fixture

@@ -5,13 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import REPO
+from la_testutils import REPO
 
 
 def test_synth_and_check_example(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "examples" / "synth_and_check.py"), str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "120 images, 19 classes, problems: 0" in proc.stdout

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import snapshot
+from la_testutils import snapshot
 
 TINY = [
     "--backbone",

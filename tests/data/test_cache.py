@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import write_image
+from la_testutils import write_image
 
 from labelaudit.data.cache import build_cache, channel_stats, resize_to_uint8
 from labelaudit.data.layouts import load_dataset

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HPA_SAMPLES, snapshot, write_image
+from la_testutils import HPA_SAMPLES, snapshot, write_image
 
 from labelaudit.data.check import check_dataset
 

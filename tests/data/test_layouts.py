@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CHANNELS, HPA_SAMPLES, write_image
+from la_testutils import CHANNELS, HPA_SAMPLES, write_image
 
 from labelaudit.data.layouts import detect_layout, load_dataset
 from labelaudit.errors import DatasetError
