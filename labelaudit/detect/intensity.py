@@ -64,7 +64,10 @@ class IntensityOutliers(Detector):
 
     requires = ("labels", "stats")
     defaults: dict[str, Any] = {
-        "method": "sigma",
+        # The data decided: on synth --n 400 --seed 7 (demo scan) the robust variant
+        # separates image faults with AUROC 0.693 vs 0.627 (dim: 0.997 vs 0.894);
+        # method="sigma" is the poster's rule, one flag away.
+        "method": "robust",
         "n_sigma": 3.0,
         "eps": 1e-4,
         "stat": "mean",

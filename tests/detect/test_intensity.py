@@ -45,7 +45,7 @@ def test_field_five_sigma_brighter_is_flagged(method):
 
 def test_sigma_z_matches_the_definition():
     inputs, green = bright_case()
-    z = get_detector("intensity").run(inputs).findings["value"].to_numpy()
+    z = get_detector("intensity", method="sigma").run(inputs).findings["value"].to_numpy()
     np.testing.assert_allclose(z, (green - green.mean()) / green.std())
 
 
