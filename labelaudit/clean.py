@@ -1,0 +1,790 @@
+"""Cleaning: turn a run's findings into a cleaned dataset and a list of changes.
+
+``clean(RUN, policy=...)`` reads ``issues.csv`` and ``findings.csv`` of a scanned run
+and writes
+
+* ``RUN/cleaned/``: a dataset in the input's own layout, with the images referenced,
+  not copied. HPA layouts: ``cleaned/train.csv`` (same header and label notation,
+  rows in the original order) and ``cleaned/train``, a symbolic link to the original
+  image directory. Generic layout: ``cleaned/labels.csv`` (same columns, same image
+  paths), a link per top-level entry those paths start with, and ``classes.txt``
+  copied. ``labelaudit check`` and ``scan`` accept it as it is.
+* ``RUN/changes.csv``: ``id, action, old_labels, new_labels, reason, detail``, one
+  row per image removed (``action = remove``, empty ``new_labels``) or relabelled
+  (``action = relabel``), labels in the dataset's notation; ``reason`` is a short
+  category, ``detail`` the probabilities, z-scores or decisions-file line behind it.
+* ``run.json["clean"]``: the policy, its parameters and the counts.
+
+Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what it is):
+
+``relabel`` (default)
+    Images confident learning flagged whose every suggested change is confident
+    (an added class has out-of-fold probability >= ``confidence``, a removed one
+    <= ``1 - confidence``, on a class the model has learned: out-of-fold average
+    precision >= ``min_class_ap``) and that no image-level detector (intensity)
+    flagged get the suggested label set; the rest of the consensus (images flagged
+    by at least two detectors) is removed.
+``consensus-drop``
+    Remove every image the consensus flagged.
+``intensity``
+    The method's published filter: remove the images the per-class 3-sigma
+    intensity detector flagged.
+``none``
+    No change (a cleaned dataset equal to the input; a baseline for ``retrain``).
+
+A decisions file (``id, decision, labels``; exported by the report) overrides the
+policy for every image it names: the ``labels`` column is the label set to apply
+(``accept``: the suggestion, ``reject``: the given labels); without a ``labels``
+column ``accept`` applies ``suggested_labels`` and ``reject`` keeps the given ones.
+An image left without labels is removed.
+
+The input dataset is only read. Every file is written atomically; ``cleaned/`` is
+built beside the old one and swapped in when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.errors import DatasetError, RunDirError, SettingsError
+from labelaudit.io import atomic_open, update_run_json, write_csv
+from labelaudit.rundir import load_given_labels, read_run
+
+#: The cleaning policies; ``DEFAULT_POLICY`` is used by ``scan`` and ``clean``.
+POLICIES: tuple[str, ...] = ("relabel", "consensus-drop", "intensity", "none")
+DEFAULT_POLICY = "relabel"
+#: ``relabel``: the out-of-fold probability an added class needs (a removed class
+#: needs ``1 - confidence`` or less).
+DEFAULT_CONFIDENCE = 0.8
+#: ``relabel``: a suggestion is trusted only for classes whose out-of-fold average
+#: precision (``oof_probs.csv`` against the given labels) reaches this.
+DEFAULT_MIN_CLASS_AP = 0.7
+#: Detectors whose flag marks the pixels (not the labels) as suspect: ``relabel``
+#: does not trust the model's probabilities for such images.
+IMAGE_DETECTORS: tuple[str, ...] = ("intensity",)
+
+#: ``reason`` is a short category (a handful of distinct values, for counting);
+#: ``detail`` the specifics (probabilities, z-scores, the decisions file line).
+CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail"]
+DECISIONS = ("accept", "reject")
+CLEANED_DIR = "cleaned"
+CHANGES_FILE = "changes.csv"
+
+
+@dataclass
+class CleanResult:
+    """What :func:`clean` wrote.
+
+    Attributes
+    ----------
+    run_dir, cleaned_dir, changes_file
+        The run directory, ``RUN/cleaned`` and ``RUN/changes.csv``.
+    policy
+        The policy applied (before decisions).
+    changes
+        The ``changes.csv`` table.
+    ids
+        Every image of the scan, in dataset order.
+    labels
+        (N, K) bool cleaned labels (rows of removed images keep their old labels).
+    kept
+        (N,) bool: the image is in the cleaned dataset.
+    n_decisions
+        Rows of the decisions file applied.
+    """
+
+    run_dir: Path
+    cleaned_dir: Path
+    changes_file: Path
+    policy: str
+    changes: pd.DataFrame
+    ids: list[str]
+    labels: np.ndarray
+    kept: np.ndarray
+    n_decisions: int = 0
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n_removed(self) -> int:
+        return int((self.changes["action"] == "remove").sum())
+
+    @property
+    def n_relabelled(self) -> int:
+        return int((self.changes["action"] == "relabel").sum())
+
+    @property
+    def n_kept(self) -> int:
+        return int(self.kept.sum())
+
+
+# ------------------------------------------------------------------ reading the run
+
+
+@dataclass
+class _RunView:
+    """The parts of a run the policies look at, aligned with the dataset order."""
+
+    run_dir: Path
+    info: dict
+    ids: list[str]
+    given: np.ndarray
+    issues: pd.DataFrame  # indexed by id, dataset order
+    findings: pd.DataFrame
+    tokens: list[str]
+    names: list[str]
+    sep: str
+    probs: np.ndarray | None = None  # out-of-fold probabilities (N, K), if the run has them
+
+    def fmt(self, row: np.ndarray) -> str:
+        return self.sep.join(self.tokens[k] for k in np.flatnonzero(row))
+
+    def parse(self, text: str, *, where: Callable[[str], Exception]) -> np.ndarray:
+        """Labels in the dataset's notation (class names accepted too) -> bool row."""
+        by_token = {t: k for k, t in enumerate(self.tokens)}
+        by_name = {n: k for k, n in enumerate(self.names)}
+        row = np.zeros(len(self.tokens), dtype=bool)
+        parts = text.split() if self.sep == " " else text.split(self.sep)
+        for tok in (p.strip() for p in parts):
+            if not tok:
+                continue
+            k = by_token.get(tok, by_name.get(tok))
+            if k is None:
+                raise where(
+                    f"unknown label {tok!r} (labels are written as "
+                    f"{self.sep.join(self.tokens[:3])}{self.sep}...)"
+                )
+            row[k] = True
+        return row
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found; {what}")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot be read ({exc})") from None
+
+
+def _truthy(values: pd.Series) -> np.ndarray:
+    return values.astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+
+
+def read_run_view(run_dir: str | Path) -> _RunView:
+    """Read run.json, dataset.csv, issues.csv and findings.csv of a scanned run."""
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    if "dataset" not in run:
+        raise RunDirError(f"{run_dir}/run.json has no dataset section; re-run the scan")
+    info = run["dataset"]
+    ids, given = load_given_labels(run_dir, info)
+    hint = "run `labelaudit scan` (the detect stage writes it)"
+    issues = _read_table(run_dir / "issues.csv", hint)
+    for col in ("id", "suggested_labels", "flagged_by", "consensus_flag"):
+        if col not in issues.columns:
+            raise RunDirError(f"{run_dir}/issues.csv: column {col!r} missing")
+    if sorted(issues["id"]) != sorted(ids) or issues["id"].duplicated().any():
+        raise RunDirError(
+            f"{run_dir}/issues.csv: its ids do not match dataset.csv; re-run the detect stage"
+        )
+    issues = issues.set_index("id").loc[ids]
+    path = run_dir / "findings.csv"
+    findings = _read_table(path, hint) if path.is_file() else pd.DataFrame()
+    for col in ("id", "class", "detector", "flagged", "suggestion", "value"):
+        if col not in findings.columns:
+            findings[col] = pd.Series(dtype=str)
+    probs = None
+    if (run_dir / "oof_probs.csv").is_file():
+        frame = pd.read_csv(run_dir / "oof_probs.csv", dtype={"id": str}, keep_default_na=False)
+        missing = [c for c in ["id", *info["class_names"]] if c not in frame.columns]
+        if missing or sorted(frame["id"]) != sorted(ids):
+            raise RunDirError(f"{run_dir}/oof_probs.csv does not match dataset.csv")
+        probs = frame.set_index("id").loc[ids, info["class_names"]].to_numpy(dtype=float)
+    return _RunView(
+        probs=probs,
+        run_dir=run_dir,
+        info=info,
+        ids=ids,
+        given=given,
+        issues=issues,
+        findings=findings,
+        tokens=list(info["class_tokens"]),
+        names=list(info["class_names"]),
+        sep=info["label_sep"],
+    )
+
+
+def _flagged_by(view: _RunView, detector: str) -> np.ndarray:
+    """(N,) images the named detector flagged (issues.csv ``flagged_by``)."""
+    parts = view.issues["flagged_by"].astype(str).str.split(";")
+    return parts.apply(lambda names: detector in names).to_numpy(dtype=bool)
+
+
+# ------------------------------------------------------------------ policies
+
+
+@dataclass
+class _Plan:
+    """New labels, kept mask and reasons for every image."""
+
+    labels: np.ndarray
+    kept: np.ndarray
+    reasons: list[str]
+    details: list[str]
+
+
+def _start(view: _RunView) -> _Plan:
+    n = len(view.ids)
+    return _Plan(view.given.copy(), np.ones(n, dtype=bool), [""] * n, [""] * n)
+
+
+def _consensus(view: _RunView) -> np.ndarray:
+    return _truthy(view.issues["consensus_flag"])
+
+
+def _drop_consensus(view: _RunView, plan: _Plan, skip: np.ndarray | None = None) -> None:
+    flagged = _consensus(view)
+    by = view.issues["flagged_by"].astype(str).to_numpy()
+    for i in np.flatnonzero(flagged):
+        if skip is not None and skip[i]:
+            continue
+        plan.kept[i] = False
+        plan.reasons[i] = f"consensus: {by[i].replace(';', '+')}"
+        plan.details[i] = ""
+
+
+def policy_consensus_drop(view: _RunView, **_: float) -> _Plan:
+    """Remove every image flagged by the consensus (``consensus_flag``)."""
+    plan = _start(view)
+    _drop_consensus(view, plan)
+    return plan
+
+
+def policy_intensity(view: _RunView, **_: float) -> _Plan:
+    """Remove the images the intensity detector flagged (the method's 3-sigma filter)."""
+    plan = _start(view)
+    f = view.findings
+    f = f[(f["detector"] == "intensity").to_numpy() & _truthy(f["flagged"])]
+    detail: dict[str, list[str]] = {}
+    for image_id, cls, value in zip(f["id"], f["class"], _floats(f["value"]), strict=True):
+        z = "" if np.isnan(value) else f" z={value:+.1f}"
+        detail.setdefault(image_id, []).append(f"{cls}{z}" if cls else z.strip())
+    flagged = _flagged_by(view, "intensity")
+    for i in np.flatnonzero(flagged | np.isin(view.ids, list(detail))):
+        plan.kept[i] = False
+        what = "; ".join(detail.get(view.ids[i], []))
+        plan.reasons[i] = "intensity outlier"
+        plan.details[i] = what
+    return plan
+
+
+def _confident_changes(view: _RunView) -> dict[str, list[tuple[int, bool, float]]]:
+    """Flagged confident-learning suggestions by image: (class, add?, probability)."""
+    f = view.findings
+    f = f[
+        (f["detector"] == "confident").to_numpy()
+        & _truthy(f["flagged"])
+        & f["suggestion"].isin(["add", "remove"]).to_numpy()
+    ]
+    index = {name: k for k, name in enumerate(view.names)}
+    out: dict[str, list[tuple[int, bool, float]]] = {}
+    for image_id, cls, sugg, p in zip(
+        f["id"], f["class"], f["suggestion"], _floats(f["value"]), strict=True
+    ):
+        if cls in index:
+            out.setdefault(image_id, []).append((index[cls], sugg == "add", p))
+    return out
+
+
+def class_reliability(view: _RunView) -> np.ndarray:
+    """Per-class out-of-fold average precision against the given labels (NaN: unknown).
+
+    NaN where the run has no ``oof_probs.csv`` or the class has no positive (or no
+    negative) image.
+    """
+    from sklearn.metrics import average_precision_score
+
+    k = len(view.names)
+    out = np.full(k, np.nan)
+    if view.probs is None:
+        return out
+    y = view.given
+    for c in range(k):
+        if 0 < y[:, c].sum() < len(y):
+            out[c] = float(average_precision_score(y[:, c], view.probs[:, c]))
+    return out
+
+
+def policy_relabel(
+    view: _RunView,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
+    **_: float,
+) -> _Plan:
+    """Relabel where confident learning is confident; remove the rest of the consensus.
+
+    An image is relabelled with its ``suggested_labels`` when confident learning
+    flagged it and every flagged change is confident: an added class has
+    probability >= ``confidence``, a removed one <= ``1 - confidence``, and the
+    class is one the model has learned (out-of-fold average precision >=
+    ``min_class_ap``; see :func:`class_reliability`). Images an image-level
+    detector (:data:`IMAGE_DETECTORS`) flagged are not relabelled (their pixels,
+    hence the probabilities, are suspect), nor are images the suggestion would leave
+    without labels. Consensus images not relabelled are removed.
+    """
+    plan = _start(view)
+    changes = _confident_changes(view)
+    reliable = np.nan_to_num(class_reliability(view), nan=-1.0) >= min_class_ap
+    confident_flag = _flagged_by(view, "confident")
+    image_flag = np.zeros(len(view.ids), dtype=bool)
+    for det in IMAGE_DETECTORS:
+        image_flag |= _flagged_by(view, det)
+    suggested = view.issues["suggested_labels"].astype(str).to_numpy()
+    relabelled = np.zeros(len(view.ids), dtype=bool)
+    for i, image_id in enumerate(view.ids):
+        pairs = changes.get(image_id)
+        if not pairs or not confident_flag[i] or image_flag[i]:
+            continue
+        sure = all(
+            reliable[k] and np.isfinite(p) and (p >= confidence if add else p <= 1.0 - confidence)
+            for k, add, p in pairs
+        )
+        if not sure:
+            continue
+        new = view.parse(
+            suggested[i],
+            where=lambda m, i=i: RunDirError(f"{view.run_dir}/issues.csv, {view.ids[i]}: {m}"),
+        )
+        if not new.any() or np.array_equal(new, view.given[i]):
+            continue
+        plan.labels[i] = new
+        relabelled[i] = True
+        what = "; ".join(
+            f"{'+' if add else '-'}{view.tokens[k]} (p={p:.2f})" for k, add, p in sorted(pairs)
+        )
+        plan.reasons[i] = "confident learning"
+        plan.details[i] = what
+    _drop_consensus(view, plan, skip=relabelled)
+    return plan
+
+
+def policy_none(view: _RunView, **_: float) -> _Plan:
+    """No change."""
+    return _start(view)
+
+
+_POLICY_FUNCS: dict[str, Callable[..., _Plan]] = {
+    "relabel": policy_relabel,
+    "consensus-drop": policy_consensus_drop,
+    "intensity": policy_intensity,
+    "none": policy_none,
+}
+
+
+# ------------------------------------------------------------------ decisions
+
+
+def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str, np.ndarray]]:
+    """Parse a decisions CSV (``id, decision[, labels]``).
+
+    Returns
+    -------
+    list of (line number, image index, decision, label row)
+
+    Raises
+    ------
+    DatasetError
+        Unreadable file, missing columns, unknown or repeated id, a decision other
+        than accept/reject, or unknown labels; the message names the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("decisions file not found", path=path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError("not UTF-8 text", path=path) from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read the decisions file ({exc.strerror})", path=path) from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [h.strip().lower() for h in next(reader, [])]
+        rows = [(reader.line_num, r) for r in reader if r and any(x.strip() for x in r)]
+    except csv.Error as exc:
+        raise DatasetError(f"malformed CSV ({exc})", path=path, row=reader.line_num) from None
+    if "id" not in header or "decision" not in header:
+        raise DatasetError(
+            f"expected columns id,decision[,labels]; found {','.join(header) or 'nothing'}",
+            path=path,
+            row=1,
+        )
+    i_id, i_dec = header.index("id"), header.index("decision")
+    i_lab = header.index("labels") if "labels" in header else None
+    index = {image_id: i for i, image_id in enumerate(view.ids)}
+    suggested = view.issues["suggested_labels"].astype(str).to_numpy()
+    seen: dict[str, int] = {}
+    out = []
+    for line, fields in rows:
+        if len(fields) <= max(i_id, i_dec):
+            raise DatasetError(
+                f"expected {len(header)} fields, found {len(fields)}", path=path, row=line
+            )
+        image_id = fields[i_id].strip()
+        decision = fields[i_dec].strip().lower()
+
+        def bad(message: str, line: int = line, image_id: str = image_id) -> DatasetError:
+            return DatasetError(message, path=path, row=line, image=image_id or None)
+
+        if image_id not in index:
+            raise bad("unknown image id (not in the scanned dataset)")
+        if image_id in seen:
+            raise bad(f"image decided twice (first on line {seen[image_id]})")
+        seen[image_id] = line
+        if decision not in DECISIONS:
+            raise bad(f"decision must be accept or reject, got {fields[i_dec].strip()!r}")
+        i = index[image_id]
+        if i_lab is not None and len(fields) > i_lab:
+            labels = view.parse(fields[i_lab], where=bad)  # empty: no labels left
+        elif decision == "accept":
+            labels = view.parse(suggested[i], where=bad)
+        else:
+            labels = view.given[i].copy()
+        out.append((line, i, decision, labels))
+    return out
+
+
+def _apply_decisions(view: _RunView, plan: _Plan, decisions, path: Path | None) -> None:
+    name = path.name if path is not None else "decisions"
+    for line, i, decision, labels in decisions:
+        plan.details[i] = f"{name} line {line}"
+        if not labels.any() and view.given[i].any():
+            plan.kept[i] = False
+            plan.labels[i] = view.given[i]
+            plan.reasons[i] = f"decision: {decision} (no labels left)"
+            continue
+        plan.kept[i] = True
+        plan.labels[i] = labels
+        plan.reasons[i] = f"decision: {decision}"
+
+
+# ------------------------------------------------------------------ writing the dataset
+
+
+def _column(header: list[str], name: str) -> int | None:
+    lowered = [h.strip().lower() for h in header]
+    return lowered.index(name.lower()) if name.lower() in lowered else None
+
+
+def _load_source(view: _RunView):
+    """The scanned dataset, re-read; checks it still has the scanned ids and labels."""
+    from labelaudit.data.layouts import LoadReport, load_dataset
+
+    info = view.info
+    root = Path(info["path"])
+    ds = load_dataset(root, info["layout"], strict=False, report=LoadReport())
+    index = {image_id: i for i, image_id in enumerate(ds.ids)}
+    missing = [image_id for image_id in view.ids if image_id not in index]
+    if missing:
+        raise RunDirError(
+            f"the dataset {root} no longer has {len(missing)} scanned image(s) "
+            f"(e.g. {missing[0]!r}); re-run the scan"
+        )
+    rows = np.array([index[image_id] for image_id in view.ids])
+    if not np.array_equal(ds.labels[rows], view.given):
+        raise RunDirError(f"the labels in {ds.label_file} changed since the scan; re-run the scan")
+    return ds, rows
+
+
+def _link(target: Path, link: Path) -> None:
+    """A symbolic link to ``target`` (absolute); hard links per file where unsupported."""
+    try:
+        os.symlink(target, link, target_is_directory=target.is_dir())
+        return
+    except (OSError, NotImplementedError):
+        pass
+    try:
+        if target.is_dir():
+            for src in target.rglob("*"):
+                dst = link / src.relative_to(target)
+                if src.is_dir():
+                    dst.mkdir(parents=True, exist_ok=True)
+                else:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(src, dst)
+        else:
+            os.link(target, link)
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot reference {target} from {link} (neither symbolic nor hard links work: "
+            f"{exc.strerror}); labelaudit does not copy images"
+        ) from None
+
+
+def _write_dataset(view: _RunView, plan: _Plan, out: Path) -> int:
+    """Write the cleaned dataset into the empty directory ``out``; returns rows written."""
+    from labelaudit.data.layouts import read_label_table
+
+    ds, rows = _load_source(view)
+    header, table = read_label_table(ds.label_file)
+    layout = ds.layout
+    label_name = {"hpa2021": "Label", "hpa2018": "Target", "generic": "labels"}[layout]
+    i_label = _column(header, label_name)
+    assert i_label is not None  # load_dataset checked the columns
+    line_of = {ds.rows[r]: i for i, r in enumerate(rows)}  # label-file line -> scan row
+    kept_rows = []
+    for line, fields in table:
+        i = line_of.get(line)
+        if i is None or not plan.kept[i]:
+            continue
+        fields = list(fields)
+        if not np.array_equal(plan.labels[i], view.given[i]):
+            fields[i_label] = view.fmt(plan.labels[i])
+        kept_rows.append(fields)
+    with atomic_open(out / ds.label_file.name, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(kept_rows)
+
+    root = ds.root.resolve()
+    if layout in ("hpa2021", "hpa2018"):
+        _link((root / "train").resolve(), out / "train")
+    else:
+        if (root / "classes.txt").is_file():
+            shutil.copyfile(root / "classes.txt", out / "classes.txt")
+        tops = sorted({PurePosixPath(view.ids[i]).parts[0] for i in np.flatnonzero(plan.kept)})
+        for top in tops:
+            if top in (ds.label_file.name, "classes.txt"):
+                raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
+            _link((root / top).resolve(), out / top)
+    return len(kept_rows)
+
+
+def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
+    """The cleaned dataset must load, with exactly the kept images and new labels."""
+    from labelaudit.data.layouts import load_dataset
+
+    ds = load_dataset(out, view.info["layout"])
+    kept = [view.ids[i] for i in np.flatnonzero(plan.kept)]
+    if ds.ids != kept or not np.array_equal(ds.labels, plan.labels[plan.kept]):
+        raise AssertionError("the cleaned dataset does not read back as written")
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Replace ``final`` by ``tmp``; links inside the old directory are unlinked, not followed."""
+    old = None
+    if final.is_symlink() or final.is_file():
+        final.unlink()
+    elif final.exists():
+        old = final.with_name(f".{final.name}-old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old)  # rmtree removes symlinks without following them
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def plan_changes(
+    run_dir: str | Path,
+    *,
+    policy: str = DEFAULT_POLICY,
+    decisions: str | Path | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
+) -> tuple[_RunView, _Plan, int]:
+    """Apply a policy (and decisions) to a run without writing anything.
+
+    Returns
+    -------
+    (view of the run, plan: new labels / kept / reasons per image, decisions applied)
+    """
+    if policy not in _POLICY_FUNCS:
+        raise SettingsError(
+            f"unknown cleaning policy {policy!r}; choose one of {', '.join(POLICIES)}"
+        )
+    if not 0.5 < float(confidence) <= 1.0:
+        raise SettingsError(f"confidence must be in (0.5, 1], got {confidence}")
+    if not 0.0 <= float(min_class_ap) <= 1.0:
+        raise SettingsError(f"min_class_ap must be in [0, 1], got {min_class_ap}")
+    view = read_run_view(run_dir)
+    plan = _POLICY_FUNCS[policy](
+        view, confidence=float(confidence), min_class_ap=float(min_class_ap)
+    )
+    parsed = read_decisions(decisions, view) if decisions is not None else []
+    _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
+    return view, plan, len(parsed)
+
+
+def changes_table(view: _RunView, plan: _Plan) -> pd.DataFrame:
+    """The ``changes.csv`` rows: every removed or relabelled image, dataset order."""
+    records = []
+    for i, image_id in enumerate(view.ids):
+        old = view.fmt(view.given[i])
+        if not plan.kept[i]:
+            records.append((image_id, "remove", old, "", plan.reasons[i], plan.details[i]))
+        elif not np.array_equal(plan.labels[i], view.given[i]):
+            new = view.fmt(plan.labels[i])
+            records.append((image_id, "relabel", old, new, plan.reasons[i], plan.details[i]))
+    return pd.DataFrame.from_records(records, columns=CHANGES_COLUMNS)
+
+
+def clean(
+    run_dir: str | Path,
+    *,
+    policy: str = DEFAULT_POLICY,
+    decisions: str | Path | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
+) -> CleanResult:
+    """Write ``RUN/cleaned/`` and ``RUN/changes.csv`` for a scanned run.
+
+    Parameters
+    ----------
+    run_dir
+        A run directory with ``run.json``, ``dataset.csv``, ``issues.csv`` (and
+        ``findings.csv`` for the ``relabel`` and ``intensity`` policies).
+    policy
+        One of :data:`POLICIES` (module docstring).
+    decisions
+        A decisions CSV (``id, decision, labels``, as exported by the report); it
+        overrides the policy for the images it names.
+    confidence
+        ``relabel``: the probability a suggested class needs (``1 - confidence``
+        for a class to remove).
+    min_class_ap
+        ``relabel``: the out-of-fold average precision a class needs before its
+        suggestions are trusted (0 trusts every class).
+
+    Returns
+    -------
+    CleanResult
+
+    Raises
+    ------
+    SettingsError
+        Unknown policy, bad ``confidence``, or a result with no image left.
+    DatasetError
+        A bad decisions file (naming the file and line).
+    RunDirError
+        Missing run artifacts, or a dataset that changed since the scan.
+    """
+    start = time.perf_counter()
+    run_dir = Path(run_dir)
+    view, plan, n_decisions = plan_changes(
+        run_dir,
+        policy=policy,
+        decisions=decisions,
+        confidence=confidence,
+        min_class_ap=min_class_ap,
+    )
+    root, out = Path(view.info["path"]).resolve(), run_dir.resolve()
+    if out == root or root in out.parents:
+        raise SettingsError(
+            f"the run directory {run_dir} is inside the dataset {root}; "
+            "labelaudit never writes into a dataset"
+        )
+    if not plan.kept.any():
+        raise SettingsError(
+            f"cleaning policy {policy!r} would remove all {len(view.ids)} images; "
+            "nothing would be left to train on"
+        )
+    changes = changes_table(view, plan)
+
+    final = run_dir / CLEANED_DIR
+    tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        n_rows = _write_dataset(view, plan, tmp)
+        _verify(tmp, view, plan)
+        _swap_in(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    changes_file = run_dir / CHANGES_FILE
+    write_csv(changes_file, changes)
+    params = {}
+    if policy == "relabel":
+        params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
+        ap = class_reliability(view)
+        params["class_ap"] = {
+            n: (None if np.isnan(a) else round(float(a), 4))
+            for n, a in zip(view.names, ap, strict=True)
+        }
+    update_run_json(
+        run_dir,
+        "clean",
+        {
+            "policy": policy,
+            "params": params,
+            "decisions": str(Path(decisions).resolve()) if decisions is not None else None,
+            "n_decisions": n_decisions,
+            "n_images": len(view.ids),
+            "n_kept": int(plan.kept.sum()),
+            "n_removed": int((changes["action"] == "remove").sum()),
+            "n_relabelled": int((changes["action"] == "relabel").sum()),
+            "n_rows_written": n_rows,
+            "cleaned": str(final.resolve()),
+            "changes": str(changes_file.resolve()),
+            "source": view.info.get("path"),
+            "seconds": round(time.perf_counter() - start, 3),
+        },
+    )
+    return CleanResult(
+        run_dir=run_dir,
+        cleaned_dir=final,
+        changes_file=changes_file,
+        policy=policy,
+        changes=changes,
+        ids=view.ids,
+        labels=plan.labels,
+        kept=plan.kept,
+        n_decisions=n_decisions,
+        params=params,
+    )
+
+
+def read_changes(run_dir: str | Path) -> pd.DataFrame:
+    """Read ``RUN/changes.csv`` (every column as text, empty strings kept)."""
+    path = Path(run_dir) / CHANGES_FILE
+    frame = _read_table(path, "run `labelaudit clean RUN` first")
+    missing = [c for c in CHANGES_COLUMNS[:5] if c not in frame.columns]
+    if missing:
+        raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")
+    bad = sorted(set(frame["action"]) - {"remove", "relabel"})
+    if bad:
+        raise RunDirError(f"{path}: unknown action(s) {', '.join(map(repr, bad))}")
+    return frame
+
+
+__all__ = [
+    "CHANGES_COLUMNS",
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_MIN_CLASS_AP",
+    "DEFAULT_POLICY",
+    "POLICIES",
+    "CleanResult",
+    "changes_table",
+    "class_reliability",
+    "clean",
+    "plan_changes",
+    "read_changes",
+    "read_decisions",
+]

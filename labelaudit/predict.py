@@ -1,0 +1,196 @@
+"""``labelaudit predict``: label new images with a retrained model.
+
+Input: a dataset in any supported layout (its labels are carried along as
+``given_labels``), or a folder of images without labels:
+
+* HPA fields ``{ID}_{red,green,blue,yellow}.{png,tif,tiff,jpg,jpeg}`` in the folder
+  or in its ``train/`` subfolder;
+* otherwise every image file in the folder (one image per file: RGB, grayscale or a
+  multi-channel TIFF), the id being the file name.
+
+Output (CSV, written atomically, and returned as a DataFrame): ``id``, one column per
+class with the sigmoid probability, ``labels`` (the classes at or above the model's
+per-class threshold, in the training dataset's notation), ``label_names`` (the same
+as ``|``-joined class names) and, for a labelled dataset with the model's classes,
+``given_labels``. An image with no class above its threshold gets empty labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.data.classes import HPA_CHANNELS
+from labelaudit.data.dataset import Dataset, ImageSource
+from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
+from labelaudit.errors import DatasetError
+from labelaudit.io import write_csv
+from labelaudit.retrain import load_checkpoint
+from labelaudit.train.loop import Runtime, pick_device
+from labelaudit.train.loop import predict as predict_probs
+
+RESERVED = ("id", "labels", "label_names", "given_labels")
+
+
+def _hpa_fields(folder: Path) -> dict[str, tuple[Path, ...]]:
+    """``{ID: (red, green, blue, yellow) paths}`` of the complete fields in ``folder``."""
+    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
+    found: dict[tuple[str, str], Path] = {}
+    for entry in os.scandir(folder):
+        stem, suffix = os.path.splitext(entry.name)
+        if suffix.lower() not in rank or "_" not in stem:
+            continue
+        image_id, channel = stem.rsplit("_", 1)
+        if channel not in HPA_CHANNELS:
+            continue
+        old = found.get((image_id, channel))
+        if old is None or rank[suffix.lower()] < rank[old.suffix.lower()]:
+            found[(image_id, channel)] = Path(entry.path)
+    ids = sorted({image_id for image_id, _ in found})
+    fields = {}
+    for image_id in ids:
+        missing = [c for c in HPA_CHANNELS if (image_id, c) not in found]
+        if missing:
+            names = ", ".join(f"{image_id}_{c}.png" for c in missing)
+            raise DatasetError(f"incomplete field: missing {names}", path=folder, image=image_id)
+        fields[image_id] = tuple(found[(image_id, c)] for c in HPA_CHANNELS)
+    return fields
+
+
+def _unlabelled(folder: Path, meta: dict) -> Dataset:
+    """A Dataset (all-false labels) over a folder of HPA fields or single image files."""
+    names, tokens = list(meta["class_names"]), list(meta["class_tokens"])
+    for where in (folder, folder / "train"):
+        if where.is_dir():
+            fields = _hpa_fields(where)
+            if fields:
+                ids = list(fields)
+                sources = [ImageSource(fields[i]) for i in ids]
+                channels = HPA_CHANNELS
+                break
+    else:
+        files = sorted(
+            Path(e.path)
+            for e in os.scandir(folder)
+            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+        )
+        if not files:
+            raise DatasetError(
+                "no images found: expected a dataset (train.csv or labels.csv), HPA fields "
+                "{ID}_{red,green,blue,yellow}.png, or image files",
+                path=folder,
+            )
+        ids = [p.name for p in files]
+        sources = [ImageSource((p,)) for p in files]
+        n = read_header(files[0]).channels
+        model_channels = list(meta.get("channels") or [])
+        channels = (
+            tuple(model_channels) if len(model_channels) == n else tuple(f"ch{i}" for i in range(n))
+        )
+    return Dataset(
+        root=folder,
+        layout="unlabelled",
+        label_file=folder,
+        ids=ids,
+        labels=np.zeros((len(ids), len(names)), dtype=bool),
+        class_names=names,
+        class_tokens=tokens,
+        channels=channels,
+        sources=sources,
+    )
+
+
+def open_input(path: str | Path, meta: dict, layout: str | None = None) -> tuple[Dataset, bool]:
+    """The images to label: ``(dataset, has labels)``."""
+    from labelaudit.data.layouts import load_dataset
+
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError("not found", path=path)
+    if path.is_file():
+        raise DatasetError("expected a dataset or image directory, got a file", path=path)
+    if layout is not None or (path / "train.csv").is_file() or (path / "labels.csv").is_file():
+        return load_dataset(path, layout), True
+    return _unlabelled(path, meta), False
+
+
+def predict(
+    model_path: str | Path,
+    dataset_or_dir: str | Path,
+    out_csv: str | Path | None = None,
+    *,
+    layout: str | None = None,
+    device: str = "auto",
+    batch_size: int = 32,
+    tta: bool | None = None,
+    cache_dir: str | Path | None = None,
+) -> pd.DataFrame:
+    """Label images with a model saved by :func:`labelaudit.retrain.retrain`.
+
+    Parameters
+    ----------
+    model_path
+        ``RUN/retrain/model.pt`` (or ``before.pt``).
+    dataset_or_dir
+        A dataset directory (any layout) or a folder of unlabelled images.
+    out_csv
+        Where to write the table (atomically); not written when ``None``.
+    layout
+        Force a dataset layout.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
+    batch_size
+        Inference batch size.
+    tta
+        Average over flips; the model's training setting when ``None``.
+    cache_dir
+        Image cache location (the input directory is only read).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table described in the module docstring.
+
+    Raises
+    ------
+    SettingsError
+        The model file is missing or not a labelaudit model.
+    DatasetError
+        The images cannot be read, or their channel count differs from the model's.
+    """
+    from labelaudit.data.cache import build_cache
+
+    dev = pick_device(device)
+    model, meta = load_checkpoint(model_path, dev)
+    ds, labelled = open_input(dataset_or_dir, meta, layout)
+    in_chans = int(meta["in_chans"])
+    if len(ds.channels) != in_chans:
+        raise DatasetError(
+            f"the images have {len(ds.channels)} channel(s), the model was trained on {in_chans}",
+            path=ds.root,
+        )
+    cache = build_cache(ds, int(meta["image_size"]), cache_dir)
+    runtime = Runtime(device=dev)
+    use_tta = bool(meta.get("tta", False)) if tta is None else bool(tta)
+    probs, _, _ = predict_probs(
+        model, cache.images, np.arange(len(ds)), batch_size, runtime, tta=use_tta
+    )
+    names, tokens = list(meta["class_names"]), list(meta["class_tokens"])
+    sep = meta.get("label_sep", "|")
+    thresholds = np.asarray(meta.get("thresholds") or [0.5] * len(names), dtype=np.float64)
+    predicted = probs >= thresholds[None, :]
+
+    clash = any(n in RESERVED for n in names)
+    columns = [f"p:{n}" if clash else n for n in names]
+    frame = pd.DataFrame(probs.astype(np.float64), columns=columns)
+    frame.insert(0, "id", list(ds.ids))
+    frame["labels"] = [sep.join(tokens[k] for k in np.flatnonzero(r)) for r in predicted]
+    frame["label_names"] = ["|".join(names[k] for k in np.flatnonzero(r)) for r in predicted]
+    if labelled and ds.class_names == names:
+        frame["given_labels"] = [sep.join(tokens[k] for k in np.flatnonzero(r)) for r in ds.labels]
+    if out_csv is not None:
+        write_csv(out_csv, frame)
+    return frame

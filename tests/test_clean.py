@@ -1,0 +1,422 @@
+"""Cleaning policies, decisions, the cleaned dataset and changes.csv on hand-made runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from la_testutils import snapshot, write_image
+
+from labelaudit.clean import CHANGES_COLUMNS, POLICIES, clean, read_changes
+from labelaudit.data.check import check_dataset
+from labelaudit.data.classes import HPA2021_CLASSES
+from labelaudit.data.layouts import label_separator, load_dataset
+from labelaudit.errors import DatasetError, RunDirError, SettingsError
+from labelaudit.io import read_json, update_run_json, write_csv
+
+N = 10
+ISSUE_COLUMNS = [
+    "id",
+    "given_labels",
+    "suggested_labels",
+    "label_quality",
+    "outlier_score",
+    "intensity_z",
+    "flagged_by",
+    "n_flags",
+    "consensus_score",
+    "consensus_flag",
+    "label_changes",
+]
+
+
+def _labels(n: int) -> list[str]:
+    # make_hpa's default: field i has class i % 19, plus 3 on every fourth field.
+    return [str(i % 19) + ("|3" if i % 4 == 0 and i % 19 != 3 else "") for i in range(n)]
+
+
+# What the detectors "found", per image: flagged_by, suggested labels and the
+# confident-learning changes (class token, add?, probability), intensity z.
+SCENARIO: dict[str, dict] = {
+    # consensus; confident changes all confident -> relabel keeps it as "2"
+    "field001": {
+        "by": "confident;isolation",
+        "sugg": "2",
+        "cl": [("1", False, 0.05), ("2", True, 0.95)],
+    },
+    # confident alone, unsure change -> relabel leaves it
+    "field002": {"by": "confident", "sugg": "2|5", "cl": [("5", True, 0.6)]},
+    # consensus with an intensity flag: pixels suspect -> relabel removes it
+    "field003": {
+        "by": "confident;intensity",
+        "sugg": "7",
+        "cl": [("3", False, 0.02), ("7", True, 0.97)],
+        "z": 4.2,
+    },
+    # consensus without confident-learning changes -> removed by relabel and consensus-drop
+    "field004": {"by": "isolation;intensity", "sugg": "4|3", "z": -3.5},
+    # confident alone, sure -> relabel adds 6
+    "field005": {"by": "confident", "sugg": "5|6", "cl": [("6", True, 0.9)]},
+    # intensity alone -> only the intensity policy removes it
+    "field006": {"by": "intensity", "sugg": "6", "z": 3.3},
+    # confident would remove the only label -> never relabelled to nothing
+    "field007": {"by": "confident", "sugg": "", "cl": [("7", False, 0.01)]},
+    # sure, but class 9 is one the model has not learned (low out-of-fold AP) -> left
+    "field008": {"by": "confident", "sugg": "8|9", "cl": [("9", True, 0.95)]},
+}
+#: Out-of-fold probabilities: 0.9 for given labels, 0.05 otherwise, except these.
+OOF_OVERRIDES = {("field009", "9"): 0.01}
+
+EXPECTED = {
+    "relabel": {
+        "field001": ("relabel", "2"),
+        "field003": ("remove", ""),
+        "field004": ("remove", ""),
+        "field005": ("relabel", "5|6"),
+    },
+    "consensus-drop": {
+        "field001": ("remove", ""),
+        "field003": ("remove", ""),
+        "field004": ("remove", ""),
+    },
+    "intensity": {
+        "field003": ("remove", ""),
+        "field004": ("remove", ""),
+        "field006": ("remove", ""),
+    },
+    "none": {},
+}
+
+
+def make_run(tmp_path: Path, dataset: Path, layout: str = "hpa2021") -> Path:
+    """A run directory as the scan would leave it, with SCENARIO's findings."""
+    ds = load_dataset(dataset, layout)
+    run = tmp_path / "run"
+    run.mkdir()
+    sep = label_separator(ds.layout)
+    update_run_json(
+        run,
+        "dataset",
+        {
+            "path": str(ds.root.resolve()),
+            "layout": ds.layout,
+            "label_file": str(ds.label_file.resolve()),
+            "fingerprint": ds.fingerprint(),
+            "n_images": len(ds),
+            "n_classes": ds.n_classes,
+            "class_names": ds.class_names,
+            "class_tokens": ds.class_tokens,
+            "label_sep": sep,
+            "channels": list(ds.channels),
+            "protein_channel": ds.channels[ds.protein_channel],
+        },
+    )
+    given = [ds.format_labels(r) for r in ds.labels]
+    write_csv(run / "dataset.csv", pd.DataFrame({"id": ds.ids, "labels": given}))
+    token_name = dict(zip(ds.class_tokens, ds.class_names, strict=True))
+    rows, findings = [], []
+    for image_id, labels in zip(ds.ids, given, strict=True):
+        s = SCENARIO.get(image_id, {"by": "", "sugg": labels})
+        s = {**s, "sugg": s["sugg"].replace("|", sep)}
+        by = s["by"]
+        n_flags = len([b for b in by.split(";") if b])
+        rows.append(
+            {
+                "id": image_id,
+                "given_labels": labels,
+                "suggested_labels": s["sugg"],
+                "label_quality": 0.1 if "confident" in by else 0.9,
+                "outlier_score": 0.7 if "isolation" in by else 0.1,
+                "intensity_z": abs(s.get("z", 0.5)),
+                "flagged_by": by,
+                "n_flags": n_flags,
+                "consensus_score": 0.2 * n_flags,
+                "consensus_flag": n_flags >= 2,
+                "label_changes": ";".join(
+                    f"{'+' if a else '-'}{t} (p={p:.2f})" for t, a, p in s.get("cl", [])
+                ),
+            }
+        )
+        for token, add, p in s.get("cl", []):
+            findings.append(
+                (image_id, token_name[token], "confident", 0.9, True, "add" if add else "remove", p)
+            )
+        if "z" in s:
+            first = labels.split(sep)[0]
+            findings.append(
+                (image_id, token_name[first], "intensity", abs(s["z"]), True, "review", s["z"])
+            )
+        findings.append(
+            (
+                image_id,
+                "",
+                "isolation",
+                0.7 if "isolation" in by else 0.1,
+                "isolation" in by,
+                "",
+                np.nan,
+            )
+        )
+    write_csv(run / "issues.csv", pd.DataFrame(rows, columns=ISSUE_COLUMNS))
+    probs = np.where(ds.labels, 0.9, 0.05)
+    for (image_id, token), p in OOF_OVERRIDES.items():
+        if image_id in ds.ids:
+            probs[ds.ids.index(image_id), ds.class_tokens.index(token)] = p
+    oof = pd.DataFrame(probs, columns=ds.class_names)
+    oof.insert(0, "id", ds.ids)
+    write_csv(run / "oof_probs.csv", oof)
+    write_csv(
+        run / "findings.csv",
+        pd.DataFrame(
+            findings, columns=["id", "class", "detector", "score", "flagged", "suggestion", "value"]
+        ),
+    )
+    return run
+
+
+@pytest.fixture
+def hpa_run(make_hpa, tmp_path):
+    dataset = make_hpa(n=N, size=16)
+    return dataset, make_run(tmp_path, dataset)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy(hpa_run, policy):
+    dataset, run = hpa_run
+    before = snapshot(dataset)
+    listing = sorted(p.name for p in dataset.iterdir())
+    result = clean(run, policy=policy)
+    # changes.csv: exactly the expected removals and relabels, with complete rows.
+    changes = read_changes(run)
+    assert list(changes.columns) == CHANGES_COLUMNS
+    got = {r.id: (r.action, r.new_labels) for r in changes.itertuples()}
+    assert got == EXPECTED[policy]
+    given = dict(zip(*pd.read_csv(run / "dataset.csv", dtype=str).T.values, strict=True))
+    for r in changes.itertuples():
+        assert r.old_labels == given[r.id]
+        assert r.reason, f"{r.id} has no reason"
+        assert (r.new_labels == "") == (r.action == "remove")
+    assert result.n_removed + result.n_relabelled == len(changes)
+    # The cleaned dataset: same layout, kept images, new labels, original pixels.
+    cleaned = run / "cleaned"
+    assert (cleaned / "train").is_symlink()
+    assert (cleaned / "train").resolve() == (dataset / "train").resolve()
+    ds = load_dataset(cleaned)
+    assert ds.layout == "hpa2021"
+    expected_ids = [f"field{i:03d}" for i in range(N)]
+    removed = {i for i, (a, _) in EXPECTED[policy].items() if a == "remove"}
+    assert ds.ids == [i for i in expected_ids if i not in removed]
+    labels = dict(zip(ds.ids, (ds.format_labels(r) for r in ds.labels), strict=True))
+    for image_id in ds.ids:
+        action = EXPECTED[policy].get(image_id)
+        want = action[1] if action else given[image_id]
+        assert labels[image_id] == want
+    report = check_dataset(cleaned)
+    assert report.ok, report.errors
+    assert (cleaned / "train.csv").read_text().splitlines()[0] == "ID,Label"
+    assert not any(p.name.startswith(".cleaned") for p in run.iterdir())
+    section = read_json(run / "run.json")["clean"]
+    assert section["policy"] == policy
+    assert section["n_kept"] == len(ds)
+    # The input is untouched, and cleaning again (replacing cleaned/) keeps it so.
+    clean(run, policy=policy)
+    assert snapshot(dataset) == before
+    assert sorted(p.name for p in dataset.iterdir()) == listing
+
+
+def test_relabel_confidence(hpa_run):
+    _, run = hpa_run
+    result = clean(run, policy="relabel", confidence=0.55)
+    changes = result.changes.set_index("id")
+    assert changes.loc["field002", "new_labels"] == "2|5"  # p=0.6 is now confident enough
+    with pytest.raises(SettingsError, match="confidence"):
+        clean(run, policy="relabel", confidence=0.3)
+
+
+def test_relabel_trusts_only_learned_classes(hpa_run):
+    _, run = hpa_run
+    got = {r.id: r.new_labels for r in clean(run, min_class_ap=0.0).changes.itertuples()}
+    assert got["field008"] == "8|9"  # every class trusted
+    section = read_json(run / "run.json")["clean"]["params"]
+    assert section["class_ap"]["Actin filaments"] == pytest.approx(0.1)  # class 9
+    # Without out-of-fold probabilities no class counts as learned: nothing relabelled.
+    (run / "oof_probs.csv").unlink()
+    changes = clean(run).changes
+    assert set(changes["action"]) == {"remove"}
+    assert set(changes["id"]) == {"field001", "field003", "field004"}
+
+
+def test_unknown_policy(hpa_run):
+    _, run = hpa_run
+    with pytest.raises(SettingsError, match="unknown cleaning policy"):
+        clean(run, policy="drop-everything")
+
+
+def test_decisions_override(hpa_run, tmp_path):
+    _, run = hpa_run
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(
+        "id,decision,labels\n"
+        "field001,reject,1\n"  # the policy relabels it; the reviewer keeps the given label
+        "field002,accept,2|5\n"  # the policy leaves it; the reviewer accepts the suggestion
+        "field004,reject,4|3\n"  # the policy removes it; the reviewer keeps it
+        "field008,accept,\n"  # no labels left: removed
+        "field009,accept,0|9\n"  # a reviewer's own label set
+    )
+    result = clean(run, policy="relabel", decisions=decisions)
+    got = {r.id: (r.action, r.new_labels, r.reason) for r in result.changes.itertuples()}
+    assert "field001" not in got and "field004" not in got
+    assert got["field002"] == ("relabel", "2|5", "decision: accept")
+    assert got["field008"][:2] == ("remove", "")
+    assert got["field009"][:2] == ("relabel", "0|9")
+    assert got["field003"][:2] == ("remove", "")  # not named: the policy decides
+    assert result.n_decisions == 5
+    ds = load_dataset(run / "cleaned")
+    assert "field004" in ds.ids and "field008" not in ds.ids
+    # Without a labels column: accept applies the suggestion, reject keeps the given.
+    decisions.write_text("id,decision\nfield002,accept\nfield001,reject\n")
+    got = {r.id: r.new_labels for r in clean(run, decisions=decisions).changes.itertuples()}
+    assert got["field002"] == "2|5" and "field001" not in got
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("id,decision,labels\nfield001,accept,2\nnope,accept,1\n", 3, "unknown image id"),
+        ("id,decision,labels\nfield001,accept,99\n", 2, "unknown label '99'"),
+        ("id,decision,labels\nfield001,maybe,1\n", 2, "accept or reject"),
+        ("id,decision\nfield001,accept\nfield001,reject\n", 3, "decided twice"),
+        ("image,verdict\nfield001,accept\n", 1, "expected columns id,decision"),
+    ],
+)
+def test_bad_decisions(hpa_run, tmp_path, text, line, message):
+    dataset, run = hpa_run
+    path = tmp_path / "decisions.csv"
+    path.write_text(text)
+    clean(run)  # a previous cleaning is left as it was by a failed one
+    before = snapshot(run / "cleaned")
+    with pytest.raises(DatasetError, match=message) as err:
+        clean(run, decisions=path)
+    assert err.value.path == path and err.value.row == line
+    assert f"{path}, line {line}" in str(err.value)
+    assert snapshot(run / "cleaned") == before
+
+
+def test_missing_decisions_file(hpa_run, tmp_path):
+    _, run = hpa_run
+    with pytest.raises(DatasetError, match="not found"):
+        clean(run, decisions=tmp_path / "none.csv")
+
+
+def test_everything_removed_is_an_error(hpa_run, tmp_path):
+    _, run = hpa_run
+    path = tmp_path / "decisions.csv"
+    path.write_text("id,decision,labels\n" + "".join(f"field{i:03d},accept,\n" for i in range(N)))
+    with pytest.raises(SettingsError, match="remove all"):
+        clean(run, decisions=path)
+
+
+def test_missing_issues(hpa_run):
+    _, run = hpa_run
+    (run / "issues.csv").unlink()
+    with pytest.raises(RunDirError, match="issues.csv"):
+        clean(run)
+
+
+def test_changed_dataset_is_refused(hpa_run):
+    dataset, run = hpa_run
+    text = (dataset / "train.csv").read_text().replace("field001,1", "field001,2")
+    (dataset / "train.csv").write_text(text)
+    with pytest.raises(RunDirError, match="changed since the scan"):
+        clean(run)
+
+
+def test_hpa2018_layout(tmp_path, make_hpa):
+    # Space-separated labels in an Id,Target file stay in that notation.
+    root = make_hpa(n=N, size=16, name="hpa18")
+    labels = [x.replace("|", " ") for x in _labels(N)]
+    (root / "train.csv").write_text(
+        "Id,Target\n" + "".join(f"field{i:03d},{lab}\n" for i, lab in enumerate(labels))
+    )
+    run = make_run(tmp_path, root, layout="hpa2018")
+    result = clean(run, policy="relabel")
+    assert result.changes.set_index("id").loc["field005", "new_labels"] == "5 6"
+    text = (run / "cleaned" / "train.csv").read_text().splitlines()
+    assert text[0] == "Id,Target"
+    assert "field005,5 6" in text
+    ds = load_dataset(run / "cleaned")
+    assert ds.layout == "hpa2018"
+    assert check_dataset(run / "cleaned").ok
+
+
+def test_generic_layout(tmp_path):
+    # Images in sub-folders and at the top level, class names, classes.txt, extra column.
+    root = tmp_path / "generic"
+    rng = np.random.default_rng(0)
+    names = list(HPA2021_CLASSES[:10])
+    rows = []
+    for i in range(N):
+        rel = f"imgs/a/field{i:03d}.png" if i % 2 else f"field{i:03d}.png"
+        write_image(root / rel, rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        labs = _labels(N)[i].split("|")
+        rows.append(f"{rel},{'|'.join(names[int(t)] for t in labs)},batch{i % 3}")
+    (root / "classes.txt").write_text("\n".join(names) + "\n")
+    (root / "labels.csv").write_text("image,labels,batch\n" + "\n".join(rows) + "\n")
+    before = snapshot(root)
+    ds = load_dataset(root)
+    run = tmp_path / "grun"
+    run.mkdir()
+    update_run_json(
+        run,
+        "dataset",
+        {
+            "path": str(root),
+            "layout": "generic",
+            "class_names": ds.class_names,
+            "class_tokens": ds.class_tokens,
+            "label_sep": "|",
+            "channels": list(ds.channels),
+        },
+    )
+    given = [ds.format_labels(r) for r in ds.labels]
+    write_csv(run / "dataset.csv", pd.DataFrame({"id": ds.ids, "labels": given}))
+    issues = pd.DataFrame(
+        {
+            "id": ds.ids,
+            "given_labels": given,
+            "suggested_labels": given,
+            "flagged_by": [""] * N,
+            "consensus_flag": [False] * N,
+        }
+    )
+    issues.loc[1, ["flagged_by", "consensus_flag"]] = ["confident;isolation", True]
+    issues.loc[2, ["flagged_by", "suggested_labels"]] = ["confident", f"{names[2]}|{names[5]}"]
+    write_csv(run / "issues.csv", issues)
+    write_csv(
+        run / "findings.csv",
+        pd.DataFrame(
+            [(ds.ids[2], names[5], "confident", 0.9, True, "add", 0.93)],
+            columns=["id", "class", "detector", "score", "flagged", "suggestion", "value"],
+        ),
+    )
+    oof = pd.DataFrame(np.where(ds.labels, 0.9, 0.05), columns=ds.class_names)
+    oof.insert(0, "id", ds.ids)
+    write_csv(run / "oof_probs.csv", oof)
+    result = clean(run, policy="relabel")
+    assert {r.id: r.action for r in result.changes.itertuples()} == {
+        ds.ids[1]: "remove",
+        ds.ids[2]: "relabel",
+    }
+    cleaned = run / "cleaned"
+    assert (cleaned / "classes.txt").read_text() == (root / "classes.txt").read_text()
+    lines = (cleaned / "labels.csv").read_text().splitlines()
+    assert lines[0] == "image,labels,batch"
+    assert f"field002.png,{names[2]}|{names[5]},batch2" in lines
+    out = load_dataset(cleaned)
+    assert out.ids == [i for i in ds.ids if i != ds.ids[1]]
+    for src in out.sources:
+        assert src.paths[0].resolve().is_relative_to(root.resolve())
+    assert check_dataset(cleaned).ok
+    assert snapshot(root) == before

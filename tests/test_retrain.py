@@ -1,0 +1,209 @@
+"""Retraining: class weights, the fixed split, before/after metrics and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_clean import make_run
+
+from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.io import read_json, update_run_json
+from labelaudit.retrain import (
+    class_weights,
+    load_checkpoint,
+    retrain,
+    split_parts,
+    thresholded_metrics,
+    tune_thresholds,
+)
+
+TINY = {
+    "backbone": "test_efficientnet",
+    "pretrained": False,
+    "epochs": 1,
+    "batch_size": 8,
+    "image_size": 32,
+    "folds": 2,
+    "patience": 0,
+    "warmup_epochs": 0,
+    "tta": False,
+    "device": "cpu",
+    "progress": False,
+    "num_workers": 0,
+    "seed": 0,
+}
+
+
+def test_class_weight_formula():
+    y = np.zeros((10, 4), dtype=bool)
+    y[:7, 0] = True  # n_0 = 7
+    y[:1, 1] = True  # n_1 = 1
+    y[:, 2] = True  # n_2 = N
+    w = class_weights(y, "method")
+    np.testing.assert_allclose(w, [1 - 7 / 10, 1 - 1 / 10, 0.0, 1.0], rtol=1e-6)
+    assert w.dtype == np.float32
+    pos = class_weights(y, "pos")
+    np.testing.assert_allclose(pos, [1.0, 9.0, 1.0, 1.0])  # (N - n)/n clipped to >= 1
+    assert class_weights(y, "none") is None
+    with pytest.raises(SettingsError, match="class_weights"):
+        class_weights(y, "inverse")
+
+
+def test_split_is_fixed_by_seed_and_stratified():
+    rng = np.random.default_rng(1)
+    y = rng.random((200, 6)) < [0.5, 0.3, 0.2, 0.1, 0.05, 0.5]
+    a, b = split_parts(y, 7), split_parts(y, 7)
+    assert (a == b).all()
+    assert not (split_parts(y, 8) == a).all()
+    assert (a == "test").sum() == pytest.approx(40, abs=2)
+    assert (a == "val").sum() == pytest.approx(32, abs=2)
+    for k in range(y.shape[1]):  # every class in the test split, in proportion
+        share = y[a == "test", k].mean()
+        assert share == pytest.approx(y[:, k].mean(), abs=0.05)
+    with pytest.raises(SettingsError):
+        split_parts(y, 7, test_fraction=0.9)
+
+
+def test_thresholds_tuned_per_class():
+    y = np.array([[1, 0], [1, 0], [0, 0], [0, 1]], dtype=bool)
+    p = np.array([[0.3, 0.1], [0.35, 0.2], [0.1, 0.9], [0.05, 0.8]])
+    t = tune_thresholds(y, p)
+    assert 0.1 < t[0] <= 0.3  # separates 0.3/0.35 from 0.1
+    assert t[1] <= 0.8  # the positive at 0.8 is kept
+    assert tune_thresholds(np.zeros((3, 1), bool), np.ones((3, 1)))[0] == 0.5
+    m = thresholded_metrics(y, p, t)
+    assert m["macro_recall"] == 1.0
+
+
+@pytest.fixture(scope="module")
+def run40(tmp_path_factory):
+    """A hand-made run over 40 tiny HPA fields, with scan-like train settings and truth."""
+    from la_testutils import CHANNELS, write_image
+
+    tmp = tmp_path_factory.mktemp("retrain")
+    root = tmp / "hpa"
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = [f"field{i:03d}" for i in range(n)]
+    labels = [str(i % 19) + ("|3" if i % 4 == 0 and i % 19 != 3 else "") for i in range(n)]
+    for i, image_id in enumerate(ids):
+        for c, channel in enumerate(CHANNELS):
+            arr = rng.integers(0, 60, size=(32, 32)).astype(np.uint8)
+            if c == 1:  # the green channel carries a weak class signal
+                arr[: 2 + (i % 19)] += 120
+            write_image(root / "train" / f"{image_id}_{channel}.png", arr)
+    (root / "train.csv").write_text(
+        "ID,Label\n" + "".join(f"{a},{b}\n" for a, b in zip(ids, labels, strict=True))
+    )
+    run = make_run(tmp, root)
+    update_run_json(run, "train", {"settings": TINY})
+    truth = tmp / "truth.csv"
+    true = list(labels)
+    true[1] = "2"  # what the hand-made confident-learning finding suggests
+    pd.DataFrame(
+        {"ID": ids, "true_label": true, "given_label": labels, "noise": ["none"] * n}
+    ).assign(noise=lambda f: np.where(f.true_label != f.given_label, "swap", "none")).to_csv(
+        truth, index=False
+    )
+    return run, root, truth
+
+
+@pytest.fixture(scope="module")
+def retrained(run40):
+    run, _, truth = run40
+    return retrain(run, truth=truth, policy="consensus-drop")
+
+
+@pytest.mark.slow
+def test_retrain_metrics(run40, retrained):
+    run, _, _ = run40
+    m = retrained
+    for which in ("before", "after"):
+        for key in ("micro_f1", "macro_f1", "weighted_f1", "micro_precision", "macro_recall"):
+            assert 0.0 <= m[which][key] <= 1.0
+        for key in ("micro_f1_true", "macro_f1_true"):
+            assert key in m[which]
+        assert len(m[which]["per_class"]) == 19
+        assert len(m[which]["thresholds"]) == 19
+        assert "macro_f1" in m[which]["tuned"]
+    # Both models are scored on the same test images; cleaning only shrank training.
+    assert m["before"]["test_digest"] == m["after"]["test_digest"]
+    assert m["before"]["n_test"] == m["after"]["n_test"] == m["split"]["n_test"]
+    cfg = m["config"]
+    assert m["after"]["n_train"] == m["before"]["n_train"] - cfg["n_removed_train"]
+    assert m["after"]["n_val"] == m["before"]["n_val"] - cfg["n_removed_val"]
+    n_removed = (pd.read_csv(run / "changes.csv")["action"] == "remove").sum()
+    assert cfg["n_removed_train"] + cfg["n_removed_val"] + cfg["n_changes_ignored_in_test"] == (
+        n_removed
+    )
+    assert m["before"]["class_weights"] == m["after"]["class_weights"] == "method"
+    assert m["delta"]["macro_f1"] == pytest.approx(m["after"]["macro_f1"] - m["before"]["macro_f1"])
+    assert len(m["per_class_change"]) == 19
+    split = pd.read_csv(run / "retrain" / "split.csv", dtype=str)
+    assert set(split["part"]) == {"train", "val", "test"}
+    assert (split["part"] == "test").sum() == m["split"]["n_test"]
+    # The method's class weights, computed on each model's own training labels.
+    w = np.asarray(m["after"]["class_weight_values"])
+    assert ((w >= 0) & (w <= 1)).all()
+    section = read_json(run / "run.json")["retrain"]
+    assert section["after"]["macro_f1"] == m["after"]["macro_f1"]
+    table = pd.read_csv(run / "retrain" / "table.csv")
+    assert set(table["labels"]) == {"original", "cleaned (consensus-drop)"}
+
+
+@pytest.mark.slow
+def test_test_split_is_made_before_cleaning(run40, retrained):
+    run, _, truth = run40
+    # Another policy removes other images: the split, hence the test set, is unchanged.
+    again = retrain(run, truth=truth, policy="intensity")
+    assert again["split"]["test_digest"] == retrained["split"]["test_digest"]
+    assert again["before"]["reused"]  # same original labels and weights: not retrained
+    assert again["before"]["micro_f1"] == retrained["before"]["micro_f1"]
+
+
+@pytest.mark.slow
+def test_checkpoint(run40, retrained):
+    run, root, _ = run40
+    path = run / "retrain" / "model.pt"
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert set(raw) == {"format", "state_dict", "meta"}
+    model, meta = load_checkpoint(path)
+    assert meta["class_names"][0] == "Nucleoplasm" and meta["num_classes"] == 19
+    assert meta["settings"]["backbone"] == "test_efficientnet"
+    assert len(meta["thresholds"]) == 19 and meta["labels"] == "cleaned"
+    assert meta["class_weights"]["kind"] == "method"
+    assert not model.training
+    # The saved model reproduces the test probabilities computed during retraining.
+    from labelaudit.predict import predict
+
+    frame = predict(path, root, device="cpu").set_index("id")
+    split = pd.read_csv(run / "retrain" / "split.csv", dtype=str)
+    test_ids = split.loc[split["part"] == "test", "id"].tolist()
+    with np.load(run / "retrain" / "model.npz") as z:
+        stored = z["test_probs"]
+    got = frame.loc[test_ids, meta["class_names"]].to_numpy()
+    np.testing.assert_allclose(got, stored, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_no_clean_compares_class_weights(run40):
+    run, _, _ = run40
+    m = retrain(run, clean=False, class_weights="pos")
+    assert m["before"]["class_weights"] == "none" and m["after"]["class_weights"] == "pos"
+    assert m["before"]["labels"] == m["after"]["labels"] == "original"
+    assert m["before"]["n_train"] == m["after"]["n_train"]
+    assert "macro_f1_true" not in m["before"]
+
+
+def test_bad_inputs(run40, tmp_path):
+    run, _, _ = run40
+    with pytest.raises(SettingsError, match="class_weights"):
+        retrain(run, class_weights="inverse")
+    bad = tmp_path / "truth.csv"
+    bad.write_text("ID,true_label,given_label,noise\nfield000,0,0,none\n")
+    with pytest.raises(DatasetError, match="no true labels"):
+        retrain(run, truth=bad)
+    with pytest.raises(SettingsError, match="unknown setting"):
+        retrain(run, epoch=3)
