@@ -223,6 +223,88 @@ def report(
     console.print(f"report: {escape(str(path))}")
 
 
+@app.command("clean")
+def clean_cmd(
+    run: Annotated[Path, typer.Argument(help="The run directory.")] = DEFAULT_RUN,
+    policy: Annotated[str, typer.Option(help="relabel, consensus-drop, intensity or none.")] = (
+        "relabel"
+    ),
+    decisions: Annotated[
+        Path | None, typer.Option(help="Decisions CSV exported from the report.")
+    ] = None,
+) -> None:
+    """Write RUN/cleaned/ (a dataset in the input's layout) and RUN/changes.csv."""
+    from labelaudit.clean import clean
+
+    result = clean(run, policy=policy, decisions=decisions)
+    actions = result.changes["action"].value_counts().to_dict() if len(result.changes) else {}
+    console.print(
+        f"cleaned dataset: {escape(str(result.cleaned_dir))} ({policy}; "
+        f"{actions.get('remove', 0)} removed, {actions.get('relabel', 0)} relabelled; "
+        f"see {escape(str(result.changes_file))})"
+    )
+
+
+@app.command("retrain")
+def retrain_cmd(
+    run: Annotated[Path, typer.Option("--run", help="The run directory.")] = DEFAULT_RUN,
+    clean: Annotated[bool, typer.Option("--clean/--no-clean", help="Train on RUN/cleaned.")] = True,
+    class_weights: Annotated[str, typer.Option(help="none, method (1 - n_k/N) or pos.")] = (
+        "method"
+    ),
+    truth: Annotated[Path | None, typer.Option(help="truth.csv of a synthetic dataset.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Cleaning policy.")] = None,
+    decisions: Annotated[Path | None, typer.Option(help="Decisions CSV.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Training preset (default: the scan's).")] = (
+        None
+    ),
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+) -> None:
+    """Retrain on the cleaned labels with class weights; compare with the original labels."""
+    from labelaudit.retrain import retrain
+
+    overrides = {k: v for k, v in dict(epochs=epochs, seed=seed).items() if v is not None}
+    metrics = retrain(
+        run,
+        clean=clean,
+        class_weights=class_weights,
+        truth=truth,
+        policy=policy,
+        decisions=decisions,
+        preset=preset,
+        console=console,
+        **overrides,
+    )
+    keys = [
+        k
+        for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true")
+        if k in metrics.get("before", {})
+    ]
+    table = Table(title="before / after", show_edge=False)
+    table.add_column("metric")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for k in keys:
+        table.add_row(k, f"{metrics['before'][k]:.3f}", f"{metrics['after'][k]:.3f}")
+    console.print(table)
+
+
+@app.command("predict")
+def predict_cmd(
+    model: Annotated[Path, typer.Argument(help="RUN/retrain/model.pt.")],
+    data: Annotated[Path, typer.Argument(help="A dataset or a folder of fields.")],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV.")] = Path("predictions.csv"),
+    layout: LayoutOption = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+) -> None:
+    """Label new images with a retrained model; writes probabilities and label sets."""
+    from labelaudit.predict import predict
+
+    frame = predict(model, data, out, layout=layout, device=device)
+    console.print(f"predicted {len(frame)} images into {escape(str(out))}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``labelaudit`` console script."""
     try:

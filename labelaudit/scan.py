@@ -154,6 +154,12 @@ def scan(
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}")
+    from labelaudit.clean import clean
+
+    t = time.perf_counter()
+    cleaned = clean(run_dir)  # the default policy; `labelaudit clean` re-runs it
+    timings["clean"] = time.perf_counter() - t
+    console.print(f"cleaned dataset: {cleaned.cleaned_dir} (changes in {cleaned.changes_file})")
     if report:
         from labelaudit.report import write_report
 

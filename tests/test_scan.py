@@ -77,6 +77,7 @@ def test_scan_writes_the_run_directory_contract(scanned):
     run_json = json.loads((run / "run.json").read_text())
     for section in ("dataset", "train", "detect", "compare", "timings"):
         assert section in run_json
+    assert (run / "changes.csv").is_file() and (run / "cleaned" / "train.csv").is_file()
     html = (run / "report.html").read_text()
     assert "plotly" in html.lower() and '<script src="http' not in html
 
@@ -122,3 +123,18 @@ def test_scan_bad_settings_exit_2(make_hpa, run_cli, tmp_path):
 def test_report_on_missing_run_exits_2(tmp_path, run_cli):
     code, _, err = run_cli("report", tmp_path / "nothing")
     assert code == 2 and "run.json" in err
+
+
+@pytest.mark.slow
+def test_clean_command_writes_a_scannable_dataset(scanned, run_cli):
+    data, run = scanned
+    before = snapshot(data)
+    code, out, err = run_cli("clean", run, "--policy", "consensus-drop")
+    assert code == 0, err
+    assert "cleaned dataset" in out
+    assert (run / "changes.csv").is_file()
+    code, out, err = run_cli("check", run / "cleaned")
+    assert code == 0, out + err
+    assert snapshot(data) == before
+    code, _, err = run_cli("clean", run, "--policy", "bogus")
+    assert code == 2, err

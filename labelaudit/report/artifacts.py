@@ -273,7 +273,7 @@ def _load_optional(art: RunArtifacts) -> None:
     path = art.run_dir / "changes.csv"
     if path.is_file():
         try:
-            art.changes = _read_csv(path).fillna("")
+            art.changes = pd.read_csv(path, dtype=str, keep_default_na=False)
         except UNREADABLE as exc:
             art.note_missing("changes.csv", f"changes.csv cannot be read ({exc})")
     else:
