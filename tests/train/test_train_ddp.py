@@ -57,7 +57,8 @@ def test_two_process_gloo_run_matches_single_process_shapes(tmp_path):
            "--nproc_per_node", "2", str(script)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "rank 0 oof (40, 3)" in proc.stdout and "rank 1 oof (40, 3)" in proc.stdout
+    # Both ranks report the full OOF shape; their lines may interleave on the shared pipe.
+    assert proc.stdout.count("oof (40, 3)") == 2, proc.stdout
 
     probs = pd.read_csv(out / "oof_probs.csv", dtype={"id": str})
     assert probs.shape == (40, 4) and probs["id"].tolist() == ids
