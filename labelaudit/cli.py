@@ -189,14 +189,14 @@ def demo(
     if not (data / "train.csv").is_file():
         console.print(f"synthesising {n} fields into {escape(str(data))}")
         synthesize(data, n=n, size=128, noise_rate=0.15, fault_rate=0.05, seed=seed)
-    result = run_scan(data, out / "run", preset="demo", console=console)
+    # The report is written once, after bench, so it includes the detection scores.
+    run_scan(data, out / "run", preset="demo", report=False, console=console)
     scores = bench(out / "run", data / "truth.csv")
     console.print(format_bench_table(scores), markup=False)
-    if result.report is not None:
-        from labelaudit.report import write_report
+    from labelaudit.report import write_report
 
-        write_report(out / "run")  # again, now with the bench section
-        console.print(f"report: {escape(str(result.report.resolve()))}")
+    path = write_report(out / "run")
+    console.print(f"report: {escape(str(path.resolve()))}")
 
 
 @app.command("bench")

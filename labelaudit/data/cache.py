@@ -63,9 +63,10 @@ def laplacian_variance(arr: np.ndarray) -> float:
     """
     if arr.shape[0] < 3 or arr.shape[1] < 3:
         return 0.0
-    work = arr.astype(np.int32 if arr.dtype.itemsize >= 2 else np.int16, copy=False)
-    if not np.issubdtype(arr.dtype, np.integer):
-        work = arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        work = arr.astype(np.int32 if arr.dtype.itemsize >= 2 else np.int16)
+    else:
+        work = arr.astype(np.float32, copy=False)
     lap = work[:-2, 1:-1] + work[2:, 1:-1] + work[1:-1, :-2] + work[1:-1, 2:] - 4 * work[1:-1, 1:-1]
     return float(lap.var())
 
