@@ -13,6 +13,44 @@ the same arguments give byte-identical files. Each field's pixels come from thei
 generator (seeded with ``[seed, field index]``) and depend only on that, the field's
 true labels and its fault; true labels and IDs are drawn before any noise, so changing
 ``noise_rate`` changes the given labels only.
+
+Cell-level truth
+----------------
+With ``partial_cells > 0`` a fraction of the fields express their true classes in only
+some of their cells (for each true class, a random 1..m-1 of the m cells that would
+show it; the pattern is zeroed in the other cells and in the background nearest to
+them, so they carry no trace of it; a cell left with no class is as dark in green as a
+Negative field). With ``partial_cells > 0`` or ``write_masks``, ``truth.csv`` gains a
+``cells`` column: for every TRUE or GIVEN class of the field (class ids ascending), how
+many of the field's cells show it, out of how many cells::
+
+    0:3/8;5:0/8;16:8/8
+
+(class 0 in 3 of 8 cells, class 5 in none: a label no cell supports, e.g. an injected
+``extra``; class 16 in all). Read it with :func:`parse_cells_column`. A class that is
+only a GIVEN label (``extra``, the new label of a ``swap``) is shown by 0 cells. Some
+classes are never shown by every cell even in fully expressing fields: Mitotic spindle
+(11) only by the 1-2 mitotic cells, nuclear membrane, nucleoli, fibrillar center,
+speckles, nuclear bodies and Golgi not by mitotic cells, Aggresome by ~75 % of the
+cells, and a compact pattern (a centrosome) can fall outside a cell cut by the field
+border; the counts say what is visible (a cell shows a class when at least
+``max(3, 0.01 * r^2)`` of its pixels reach half the pattern's peak, r the mean nucleus
+radius in pixels). Negative (18) counts the cells that show no class. Partial
+expression is not label noise: the ``noise`` column does not mention it, and the field's
+true labels stay true (every true class is shown by at least one cell whenever it is
+in the full field).
+
+With ``write_masks`` the true cell label images are written as
+``masks/{ID}_predictedmask.png`` (the HPA competition mask format: background 0, cell
+``j`` has value ``j``, 8-bit, 16-bit beyond 255 cells). Every cell of the field is in
+the mask, including cells cut by the field border; the cells counted in ``cells`` are
+exactly the mask's cells (the denominator is the highest mask value), and cell ``j``
+of the mask is entry ``j - 1`` of :attr:`FieldCells.shown` (:func:`render_field_cells`).
+
+The cell-level draws come from their own streams (which fields are partial, and each
+partial field's cell subsets), so enabling them changes neither the labels, the noise,
+nor the pixels of the other fields; a partial field is its fully expressing twin with
+some cells' class patterns removed.
 """
 
 from __future__ import annotations
@@ -42,6 +80,7 @@ __all__ = [
     "CLASS_FLOOR",
     "CONFUSIONS",
     "FAULT_TYPES",
+    "FieldCells",
     "LABEL_NOISE_TYPES",
     "NOISE_TYPES",
     "class_probabilities",
@@ -49,8 +88,11 @@ __all__ = [
     "fault_blur",
     "fault_dim",
     "fault_saturated",
+    "format_cells_column",
     "inject_label_noise",
+    "parse_cells_column",
     "render_field",
+    "render_field_cells",
     "sample_label_sets",
     "synthesize",
 ]
@@ -1069,6 +1111,92 @@ _GREEN: tuple[_Gen, ...] = (
 # one field
 
 
+# Half the peak of a class pattern (patterns peak at ~1): a cell shows the class when
+# enough of its pixels reach it. Faint hazes some patterns add (speckles 0.22 over the
+# whole nucleus, aggresome 0.06 over the cytoplasm) stay below it.
+_SHOWN_LEVEL: float = 0.5
+
+# Tags that keep the cell-level streams apart from the field streams ``[seed, i]``
+# (SeedSequence pads with zeros, so a tag must be non-zero to make a distinct stream).
+_PARTIAL_FIELD_TAG = 0x9A27
+_PARTIAL_PICK_TAG = 0x9A28
+
+
+@dataclass(frozen=True)
+class FieldCells:
+    """The true cells of a rendered field and which of them show each class.
+
+    Attributes
+    ----------
+    mask
+        int32 label image: 0 background, ``j`` = cell ``j`` (1-based), every cell of
+        the field included, also those cut by the field border.
+    shown
+        True class id -> bool array over the cells (index ``j - 1`` for mask value
+        ``j``): whether the cell visibly shows the class.
+    """
+
+    mask: np.ndarray
+    shown: dict[int, np.ndarray]
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells in the field (the highest mask value)."""
+        return int(self.mask.max())
+
+    def counts(self, classes: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """``class -> (cells showing it, cells in the field)`` for ``classes``.
+
+        A class the field does not carry is shown by 0 cells; Negative (18) is shown by
+        the cells that show no class.
+        """
+        n = self.n_cells
+        out: dict[int, tuple[int, int]] = {}
+        for c in sorted(set(int(k) for k in classes)):
+            if c == NEGATIVE:
+                some = np.zeros(n, dtype=bool)
+                for k, s in self.shown.items():
+                    if k != NEGATIVE:
+                        some |= s
+                out[c] = (int((~some).sum()), n)
+            elif c in self.shown:
+                out[c] = (int(self.shown[c].sum()), n)
+            else:
+                out[c] = (0, n)
+        return out
+
+
+def _shown_cells(pattern: np.ndarray, label: np.ndarray, n_cells: int, unit: float) -> np.ndarray:
+    """Which cells show a class pattern (bool per cell), see :data:`_SHOWN_LEVEL`."""
+    hits = np.bincount(label[pattern >= _SHOWN_LEVEL], minlength=n_cells + 1)[1:]
+    # Enough pixels that a stray edge of a neighbour's structure does not count; scales
+    # with the cell size like the patterns do (a centrosome dot covers ~0.3 r^2).
+    return hits >= max(3.0, 0.01 * unit * unit)
+
+
+def _partial_subset(shown: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Cells that keep a class in a partial field: 1..m-1 of the m cells showing it.
+
+    With fewer than two such cells the class is left as it is (already shown by at most
+    one cell); otherwise every other cell loses it.
+    """
+    idx = np.flatnonzero(shown)
+    if len(idx) < 2:
+        return np.ones(len(shown), dtype=bool)
+    k = int(rng.integers(1, len(idx)))
+    keep = np.zeros(len(shown), dtype=bool)
+    keep[rng.choice(idx, size=k, replace=False)] = True
+    return keep
+
+
+def _nearest_cell(label: np.ndarray) -> np.ndarray:
+    """The label image with every background pixel given its nearest cell's value."""
+    if not (label == 0).any():
+        return label
+    iy, ix = ndimage.distance_transform_edt(label == 0, return_distances=False, return_indices=True)
+    return label[iy, ix]
+
+
 def render_field(
     labels: Sequence[int], size: int, rng: np.random.Generator, fault: str | None = None
 ) -> dict[str, np.ndarray]:
@@ -1098,6 +1226,48 @@ def render_field(
     (log-uniform 0.6-1.15) times a per-class factor (0.8-1.2) times a per-cell factor
     (0.7-1.15). Negative fields carry only camera noise (mean ~0.5).
     """
+    return _render(labels, size, rng, fault, None, cells=False)[0]
+
+
+def render_field_cells(
+    labels: Sequence[int],
+    size: int,
+    rng: np.random.Generator,
+    fault: str | None = None,
+    partial_rng: np.random.Generator | None = None,
+) -> tuple[dict[str, np.ndarray], FieldCells]:
+    """Generate one field like :func:`render_field`, with its true cells.
+
+    Parameters
+    ----------
+    labels, size, rng, fault
+        As for :func:`render_field`; with ``partial_rng=None`` the channels are
+        identical to its output for the same arguments and generator state.
+    partial_rng
+        When given, the field expresses each true class in only some cells: of the
+        ``m`` cells that would show the class, a random 1..m-1 (drawn from this
+        generator) keep it and the others carry none of it (classes shown by fewer
+        than two cells are left as they are). Everything else in the field is
+        unchanged.
+
+    Returns
+    -------
+    channels, cells
+        The uint8 channels and a :class:`FieldCells` (mask and per-class cell flags).
+    """
+    chans, cells = _render(labels, size, rng, fault, partial_rng, cells=True)
+    assert cells is not None
+    return chans, cells
+
+
+def _render(
+    labels: Sequence[int],
+    size: int,
+    rng: np.random.Generator,
+    fault: str | None,
+    partial_rng: np.random.Generator | None,
+    cells: bool,
+) -> tuple[dict[str, np.ndarray], FieldCells | None]:
     labels = sorted(set(int(c) for c in labels))
     # Faults draw from their own stream: a faulted field is its clean twin plus the fault.
     fault_rng = np.random.default_rng(rng.integers(2**63))
@@ -1111,18 +1281,35 @@ def render_field(
     f.yellow = _er(f, rng)
     blue = _nuclei(f, rng)
 
+    n_cells = len(f.cells)
+    shown: dict[int, np.ndarray] = {}
+    nearest: np.ndarray | None = None  # per pixel, the cell it belongs or is closest to
     green = np.zeros(f.shape, dtype=np.float32)
     if labels != [NEGATIVE]:
         field_gain = math.exp(rng.uniform(math.log(0.6), math.log(1.15)))
         for c in labels:
-            green += _GREEN[c](f, rng) * (_CLASS_PEAK[c] * rng.uniform(0.8, 1.2))
-        cell_gain = np.ones(len(f.cells) + 1, dtype=np.float32)
-        cell_gain[1:] = rng.uniform(0.7, 1.15, len(f.cells))
+            # Same draws in the same order with or without the cell-level bookkeeping.
+            pattern = _GREEN[c](f, rng)
+            if cells:
+                s = _shown_cells(pattern, f.label, n_cells, f.unit)
+                if partial_rng is not None:
+                    keep = _partial_subset(s, partial_rng)
+                    if not keep.all():
+                        if nearest is None:
+                            nearest = _nearest_cell(f.label)
+                        # Background takes its nearest cell's fate, so no halo of a
+                        # removed pattern is left around its cell.
+                        pattern = pattern * np.concatenate([[False], keep])[nearest]
+                        s = s & keep
+                shown[c] = s
+            green += pattern * (_CLASS_PEAK[c] * rng.uniform(0.8, 1.2))
+        cell_gain = np.ones(n_cells + 1, dtype=np.float32)
+        cell_gain[1:] = rng.uniform(0.7, 1.15, n_cells)
         green *= field_gain * cell_gain[f.label]
 
     def per_cell(lo: float, hi: float) -> np.ndarray:
-        g = np.ones(len(f.cells) + 1, dtype=np.float32)
-        g[1:] = rng.uniform(lo, hi, len(f.cells))
+        g = np.ones(n_cells + 1, dtype=np.float32)
+        g[1:] = rng.uniform(lo, hi, n_cells)
         return g[f.label]
 
     ch = {
@@ -1150,6 +1337,72 @@ def render_field(
         if name == "green" and fault == "saturated":
             x = fault_saturated(x, fault_rng)
         out[name] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if not cells:
+        return out, None
+    if labels == [NEGATIVE]:
+        shown[NEGATIVE] = np.ones(n_cells, dtype=bool)
+    return out, FieldCells(mask=f.label.copy(), shown=shown)
+
+
+# ---------------------------------------------------------------------------------------
+# the cells column of truth.csv
+
+
+def format_cells_column(counts: dict[int, tuple[int, int]]) -> str:
+    """Write per-class cell counts as ``class:shown/total`` joined by ``;`` (ids ascending).
+
+    Parameters
+    ----------
+    counts
+        ``class id -> (cells showing it, cells in the field)``.
+
+    Returns
+    -------
+    str
+        E.g. ``0:3/8;5:0/8;16:8/8``.
+    """
+    return ";".join(f"{c}:{k}/{n}" for c, (k, n) in sorted(counts.items()))
+
+
+def parse_cells_column(text: str) -> dict[int, tuple[int, int]]:
+    """Read a ``cells`` value of ``truth.csv`` (see the module docstring).
+
+    Parameters
+    ----------
+    text
+        E.g. ``0:3/8;5:0/8;16:8/8``; surrounding spaces are ignored, an empty string
+        gives an empty dict.
+
+    Returns
+    -------
+    dict
+        ``class id -> (cells showing it, cells in the field)``.
+
+    Raises
+    ------
+    ValueError
+        A malformed entry, a repeated class, or counts outside ``0 <= shown <= total``,
+        ``total >= 1``.
+    """
+    out: dict[int, tuple[int, int]] = {}
+    text = str(text).strip()
+    if not text:
+        return out
+    for part in text.split(";"):
+        item = part.strip()
+        try:
+            cls, frac = item.split(":")
+            k, n = frac.split("/")
+            c, k_i, n_i = int(cls), int(k), int(n)
+        except ValueError:
+            raise ValueError(
+                f"bad cells entry {item!r}; expected class:shown/total like '0:3/8'"
+            ) from None
+        if c < 0 or n_i < 1 or not 0 <= k_i <= n_i:
+            raise ValueError(f"bad cells entry {item!r}; needs 0 <= shown <= total, total >= 1")
+        if c in out:
+            raise ValueError(f"class {c} appears twice in cells {text!r}")
+        out[c] = (k_i, n_i)
     return out
 
 
@@ -1158,7 +1411,14 @@ def render_field(
 
 
 def _check_args(
-    out_dir: Path, n: int, size: int, noise_rate: float, fault_rate: float, seed: int
+    out_dir: Path,
+    n: int,
+    size: int,
+    noise_rate: float,
+    fault_rate: float,
+    seed: int,
+    partial_cells: float = 0.0,
+    write_masks: bool = False,
 ) -> None:
     for name, v in (("n", n), ("size", size), ("seed", seed)):
         if isinstance(v, bool) or not isinstance(v, int | np.integer):
@@ -1169,11 +1429,17 @@ def _check_args(
         raise SettingsError(f"synth: size must be at least 32 pixels, got {size}")
     if seed < 0:
         raise SettingsError(f"synth: seed must be a non-negative integer, got {seed}")
-    for name, v in (("noise_rate", noise_rate), ("fault_rate", fault_rate)):
+    for name, v in (
+        ("noise_rate", noise_rate),
+        ("fault_rate", fault_rate),
+        ("partial_cells", partial_cells),
+    ):
         if isinstance(v, bool) or not isinstance(v, int | float | np.number):
             raise SettingsError(f"synth: {name} must be a number in [0, 1], got {v!r}")
         if not (0.0 <= float(v) <= 1.0):
             raise SettingsError(f"synth: {name} must be in [0, 1], got {v}")
+    if not isinstance(write_masks, bool | np.bool_):
+        raise SettingsError(f"synth: write_masks must be true or false, got {write_masks!r}")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise SettingsError(f"synth: {out_dir} exists and is not a directory")
@@ -1195,6 +1461,9 @@ def synthesize(
     fault_rate: float = 0.05,
     seed: int = 0,
     progress: bool = False,
+    *,
+    partial_cells: float = 0.0,
+    write_masks: bool = False,
 ) -> pd.DataFrame:
     """Write a synthetic HPA-2021-layout dataset with known label noise and image faults.
 
@@ -1214,6 +1483,15 @@ def synthesize(
     ``artifact``, the others would not show). A field with both has ``noise`` like
     ``swap;blur``.
 
+    Cell-level truth (see the module docstring for the details): ``partial_cells``
+    makes exactly ``round(partial_cells * m)`` of the ``m`` non-Negative fields express
+    each true class in only some of their cells, and with ``partial_cells > 0`` or
+    ``write_masks`` ``truth.csv`` gains a ``cells`` column (``0:3/8;5:0/8``: for each
+    true or given class, the cells showing it out of the field's cells; read it with
+    :func:`parse_cells_column`). ``write_masks`` writes the true cell label images as
+    ``out_dir/masks/{ID}_predictedmask.png``. With the defaults the output is
+    byte-identical to what it was before these options existed.
+
     Parameters
     ----------
     out_dir
@@ -1232,12 +1510,22 @@ def synthesize(
         Random seed (>= 0); the same arguments give byte-identical files.
     progress
         Show a progress bar on stderr.
+    partial_cells
+        Fraction of the non-Negative fields in which each true class is shown by only
+        some of the cells that would show it (1..m-1 of m), in [0, 1]. Negative fields
+        have no pattern to split; a class shown by one cell at most (a lone mitotic
+        spindle, or any class in a one-cell field) stays as it is.
+    write_masks
+        Also write ``masks/{ID}_predictedmask.png``: the true cell label image (uint8,
+        uint16 beyond 255 cells; background 0, cell ``j`` = ``j``; cells cut by the
+        field border included), numbered like the cells counted in ``cells``.
 
     Returns
     -------
     pandas.DataFrame
         The truth table: ``ID``, ``true_label``, ``given_label`` (``|``-separated ids),
-        ``noise`` (``none`` or ``;``-joined noise types).
+        ``noise`` (``none`` or ``;``-joined noise types), and ``cells`` when
+        ``partial_cells > 0`` or ``write_masks``.
 
     Raises
     ------
@@ -1245,7 +1533,7 @@ def synthesize(
         Bad arguments, or ``out_dir`` exists and is not empty.
     """
     out_dir = Path(out_dir)
-    _check_args(out_dir, n, size, noise_rate, fault_rate, seed)
+    _check_args(out_dir, n, size, noise_rate, fault_rate, seed, partial_cells, write_masks)
     n, size, seed = int(n), int(size), int(seed)
     rng = np.random.default_rng(seed)
 
@@ -1275,13 +1563,36 @@ def synthesize(
         kinds.append(k)
         faults.append(fault)
 
+    # Cell-level draws use their own streams: the labels, noise and other fields above
+    # do not depend on them.
+    with_cells = float(partial_cells) > 0 or bool(write_masks)
+    partial = np.zeros(n, dtype=bool)
+    if float(partial_cells) > 0:
+        stained = np.flatnonzero([t != (NEGATIVE,) for t in true])
+        pick = np.random.default_rng([seed, _PARTIAL_PICK_TAG, _PARTIAL_PICK_TAG])
+        k = int(round(float(partial_cells) * len(stained)))
+        partial[pick.permutation(stained)[:k]] = True
+    cells_col: list[str] = []
+
     img_dir = out_dir / "train"
     img_dir.mkdir(parents=True, exist_ok=True)
+    mask_dir = out_dir / "masks"
+    if write_masks:
+        mask_dir.mkdir()
     bar = _progress(n) if progress else None
     try:
         for i in range(n):
             field_rng = np.random.default_rng([int(seed), i])
-            chans = render_field(true[i], size, field_rng, faults[i])
+            if with_cells:
+                part_rng = (
+                    np.random.default_rng([seed, i, _PARTIAL_FIELD_TAG]) if partial[i] else None
+                )
+                chans, fc = render_field_cells(true[i], size, field_rng, faults[i], part_rng)
+                cells_col.append(format_cells_column(fc.counts((*true[i], *given[i]))))
+                if write_masks:
+                    _save_mask(mask_dir / f"{ids[i]}_predictedmask.png", fc.mask)
+            else:
+                chans = render_field(true[i], size, field_rng, faults[i])
             for name, arr in chans.items():
                 Image.fromarray(arr).save(
                     img_dir / f"{ids[i]}_{name}.png", format="PNG", compress_level=1
@@ -1300,9 +1611,17 @@ def synthesize(
             "noise": [";".join(k) if k else "none" for k in kinds],
         }
     )
+    if with_cells:
+        truth["cells"] = cells_col
     write_csv(out_dir / "truth.csv", truth)
     write_csv(out_dir / "train.csv", pd.DataFrame({"ID": ids, "Label": truth["given_label"]}))
     return truth
+
+
+def _save_mask(path: Path, label: np.ndarray) -> None:
+    """Write a cell label image as an 8-bit PNG (16-bit beyond 255 cells)."""
+    dtype = np.uint8 if int(label.max()) <= 255 else np.uint16
+    Image.fromarray(label.astype(dtype)).save(path, format="PNG", compress_level=1)
 
 
 def _progress(n: int):  # -> (Progress, task id)

@@ -329,3 +329,202 @@ def test_multi_label_fields_add_patterns():
     b = synth.render_field([13], 96, rng[1])["green"].astype(float)
     both = synth.render_field([0, 13], 96, rng[2])["green"].astype(float)
     assert both.mean() > max(a.mean(), b.mean())
+
+
+# ---- cell-level truth: partial expression, the cells column, true masks -----------------
+
+
+def test_cells_column_formats_and_parses():
+    counts = {16: (8, 8), 0: (3, 8), 5: (0, 8)}
+    text = synth.format_cells_column(counts)
+    assert text == "0:3/8;5:0/8;16:8/8"
+    assert synth.parse_cells_column(text) == counts
+    assert synth.parse_cells_column(" 0:3/8 ; 5:0/8 ") == {0: (3, 8), 5: (0, 8)}
+    assert synth.parse_cells_column("") == {}
+    for bad in ("0:3", "a:1/2", "0:3/2", "0:1/0", "0:-1/2", "0:1/2;0:2/2", "0:1/2;"):
+        with pytest.raises(ValueError):
+            synth.parse_cells_column(bad)
+
+
+@pytest.fixture(scope="module")
+def cellds(tmp_path_factory) -> tuple[Path, pd.DataFrame, Path, pd.DataFrame]:
+    """Half of the stained fields partial, with masks; and its fully expressing twin."""
+    root = tmp_path_factory.mktemp("cells")
+    kw = dict(n=40, size=64, noise_rate=0.4, fault_rate=0.0, seed=4, write_masks=True)
+    part = synth.synthesize(root / "part", partial_cells=0.5, **kw)
+    full = synth.synthesize(root / "full", **kw)
+    return root / "part", part, root / "full", full
+
+
+def _mask(root: Path, image_id: str) -> np.ndarray:
+    with Image.open(root / "masks" / f"{image_id}_predictedmask.png") as im:
+        return np.asarray(im)
+
+
+def _green(root: Path, image_id: str) -> np.ndarray:
+    with Image.open(root / "train" / f"{image_id}_green.png") as im:
+        return np.asarray(im)
+
+
+def test_cells_column_covers_true_and_given_labels(cellds):
+    root, truth, _, _ = cellds
+    assert (root / "truth.csv").read_text().splitlines()[0] == (
+        "ID,true_label,given_label,noise,cells"
+    )
+    for row in truth.itertuples():
+        counts = synth.parse_cells_column(row.cells)
+        true, given = _ids(row.true_label), _ids(row.given_label)
+        assert set(counts) == true | given
+        n = _mask(root, row.ID).max()
+        assert {tot for _, tot in counts.values()} == {n}
+        for c in true:
+            assert counts[c][0] >= 1  # partial, never removed altogether
+        for c in given - true:  # an extra or swapped-in label: no cell shows it
+            assert counts[c][0] == 0
+        if true == {NEGATIVE}:
+            assert counts[NEGATIVE] == (n, n)
+
+
+def test_partial_fields_show_classes_in_fewer_cells(cellds):
+    _, part, _, full = cellds
+    assert (part.drop(columns="cells") == full.drop(columns="cells")).all().all()
+    stained = int((part["true_label"] != str(NEGATIVE)).sum())
+    changed = 0
+    for p, f in zip(part.itertuples(), full.itertuples(), strict=True):
+        cp, cf = synth.parse_cells_column(p.cells), synth.parse_cells_column(f.cells)
+        if cp == cf:
+            continue
+        changed += 1
+        assert p.true_label != str(NEGATIVE)
+        for c in _ids(p.true_label):
+            k, n = cf[c]
+            if k >= 2:  # 1..k-1 of the k cells that show it keep it
+                assert 1 <= cp[c][0] < k
+            else:
+                assert cp[c] == cf[c]
+    # Partial fields whose classes each show in one cell at most look like full ones.
+    assert 0.35 * stained <= changed <= round(0.5 * stained)
+
+
+def test_partial_expression_changes_only_green(cellds):
+    root_p, part, root_f, _ = cellds
+    assert (root_p / "train.csv").read_bytes() == (root_f / "train.csv").read_bytes()
+    hp, hf = _hashes(root_p / "train"), _hashes(root_f / "train")
+    differ = {k for k in hp if hp[k] != hf[k]}
+    assert differ and all(k.endswith("_green.png") for k in differ)
+    assert _hashes(root_p / "masks") == _hashes(root_f / "masks")
+
+
+@pytest.mark.parametrize("cls", [0, 6, 9, 13, 16, 17])
+def test_cells_without_the_class_carry_no_green(cls):
+    chans, cells = synth.render_field_cells(
+        [cls], 160, np.random.default_rng([21, cls]), partial_rng=np.random.default_rng(cls)
+    )
+    twin, full = synth.render_field_cells([cls], 160, np.random.default_rng([21, cls]))
+    shown, n = cells.shown[cls], cells.n_cells
+    assert full.shown[cls].all() and n >= 3
+    assert 1 <= shown.sum() < n
+    g, g_full = chans["green"].astype(float), twin["green"].astype(float)
+    for j in range(1, n + 1):
+        inside = cells.mask == j
+        if shown[j - 1]:
+            assert (g[inside] == g_full[inside]).all()
+            assert g[inside].mean() > 3
+        else:  # camera noise only (mean ~0.5), as in a Negative field
+            assert g[inside].mean() < 1.2 and g_full[inside].mean() > 3
+    for c in ("red", "blue", "yellow"):
+        assert (chans[c] == twin[c]).all()
+    assert cells.counts([cls, NEGATIVE]) == {
+        cls: (int(shown.sum()), n),
+        NEGATIVE: (n - int(shown.sum()), n),
+    }
+
+
+def test_render_field_cells_matches_render_field():
+    for labels, fault in (([0, 16], None), ([11, 2], "blur"), ([NEGATIVE], "artifact")):
+        a = synth.render_field(labels, 96, np.random.default_rng(9), fault)
+        b, cells = synth.render_field_cells(labels, 96, np.random.default_rng(9), fault)
+        assert all((a[c] == b[c]).all() for c in HPA_CHANNELS)
+        assert cells.mask.shape == (96, 96) and cells.n_cells >= 1
+        assert set(np.unique(cells.mask)) == set(range(cells.n_cells + 1))
+    # A mitotic spindle is shown by the mitotic cells only; Negative by every cell.
+    _, cells = synth.render_field_cells([11], 128, np.random.default_rng(1))
+    assert 1 <= cells.shown[11].sum() <= 2 < cells.n_cells
+    _, cells = synth.render_field_cells([NEGATIVE], 128, np.random.default_rng(1))
+    assert cells.counts([NEGATIVE, 3]) == {NEGATIVE: (cells.n_cells,) * 2, 3: (0, cells.n_cells)}
+
+
+def test_masks_round_trip(cellds):
+    root, truth, _, _ = cellds
+    assert sorted(p.name for p in (root / "masks").iterdir()) == sorted(
+        f"{i}_predictedmask.png" for i in truth["ID"]
+    )
+    for i, image_id in enumerate(truth["ID"][:8]):
+        with Image.open(root / "masks" / f"{image_id}_predictedmask.png") as im:
+            assert im.format == "PNG" and im.mode == "L" and im.size == (64, 64)
+            m = np.asarray(im)
+        # The same cells the generator drew, numbered 1..n like the cells column.
+        _, cells = synth.render_field_cells(
+            [int(c) for c in truth["true_label"][i].split("|")], 64, np.random.default_rng([4, i])
+        )
+        assert (m == cells.mask).all()
+        n = next(iter(synth.parse_cells_column(truth["cells"][i]).values()))[1]
+        assert set(np.unique(m)) == set(range(n + 1))
+
+
+def test_masks_beyond_255_cells_are_16_bit(tmp_path):
+    label = np.arange(300 * 4, dtype=np.int32).reshape(40, 30) // 4
+    synth._save_mask(tmp_path / "m.png", label)
+    with Image.open(tmp_path / "m.png") as im:
+        back = np.asarray(im)
+    assert back.dtype == np.uint16 and (back == label).all()
+
+
+def test_cell_options_off_keep_the_default_output(tmp_path):
+    kw = dict(n=8, size=48, noise_rate=0.5, fault_rate=0.5, seed=6)
+    synth.synthesize(tmp_path / "a", **kw)
+    synth.synthesize(tmp_path / "b", partial_cells=0.0, write_masks=False, **kw)
+    truth = synth.synthesize(tmp_path / "c", write_masks=True, **kw)
+    assert _hashes(tmp_path / "a") == _hashes(tmp_path / "b")
+    assert not (tmp_path / "a" / "masks").exists()
+    # Masks only add files and the cells column; every other byte stays.
+    ha, hc = _hashes(tmp_path / "a"), _hashes(tmp_path / "c")
+    assert {k: v for k, v in hc.items() if not k.startswith("masks/")} == {
+        **ha,
+        "truth.csv": hc["truth.csv"],
+    }
+    assert sum(k.startswith("masks/") for k in hc) == 8
+    a = pd.read_csv(tmp_path / "a" / "truth.csv", dtype=str)
+    assert list(truth.columns) == [*a.columns, "cells"]
+    assert (truth.drop(columns="cells") == a).all().all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(partial_cells=1.5), "partial_cells"),
+        (dict(partial_cells="half"), "partial_cells"),
+        (dict(write_masks="yes"), "write_masks"),
+    ],
+)
+def test_bad_cell_options_are_refused(tmp_path, kwargs, match):
+    with pytest.raises(SettingsError, match=match):
+        synth.synthesize(tmp_path / "ds", n=2, size=32, **kwargs)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_cli_partial_cells_and_masks(tmp_path, run_cli):
+    out = tmp_path / "ds"
+    code, stdout, _ = run_cli(
+        "synth", out, "--n", "6", "--size", "48", "--partial-cells", "1", "--masks"
+    )
+    assert code == 0 and "masks" in stdout
+    truth = pd.read_csv(out / "truth.csv", dtype=str)
+    assert truth["cells"].map(synth.parse_cells_column).map(len).gt(0).all()
+    assert len(list((out / "masks").glob("*_predictedmask.png"))) == 6
+    code, _, _ = run_cli("synth", tmp_path / "plain", "--n", "2", "--size", "32", "--no-masks")
+    assert code == 0 and not (tmp_path / "plain" / "masks").exists()
+    assert "cells" not in pd.read_csv(tmp_path / "plain" / "truth.csv").columns
+    code, out_text, err = run_cli("synth", tmp_path / "bad", "--partial-cells", "2")
+    assert code == 2 and "partial_cells" in out_text + err
+    assert not (tmp_path / "bad").exists()
