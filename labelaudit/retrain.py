@@ -64,6 +64,8 @@ MODEL_FORMAT = "labelaudit-model"
 MODEL_VERSION = 1
 #: Bump when what a saved retrain model means changes (keys stop matching).
 RETRAIN_FORMAT = 1
+#: Below this many training images ``retrain`` ensembles 3 models per side by default.
+SMALL_DATASET = 2000
 THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 TEST_NOTE = (
     "Test metrics compare predictions with the given labels of the test images, which "
@@ -236,16 +238,26 @@ class PosWeightedModel(LabelModel):
         return super().loss(logits, targets, weight)
 
 
-def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], meta: dict) -> None:
+def save_checkpoint(
+    path: str | Path,
+    state_dict: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
+    meta: dict,
+) -> None:
     """Write ``{"state_dict": tensors, "meta": plain JSON-able dict}`` atomically.
 
-    ``meta`` is round-tripped through JSON first, so the file always loads with
-    ``torch.load(weights_only=True)``.
+    A list of state dicts is an ensemble: the first is stored as ``state_dict``
+    (so a reader that knows only single models still gets a working member) and
+    the rest as ``extra_state_dicts``. ``meta`` is round-tripped through JSON
+    first, so the file always loads with ``torch.load(weights_only=True)``.
     """
     plain = json.loads(json.dumps(meta, default=str))
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    states = state_dict if isinstance(state_dict, list) else [state_dict]
+    tensors = [{k: v.detach().cpu().contiguous() for k, v in s.items()} for s in states]
+    payload = {"format": MODEL_FORMAT, "state_dict": tensors[0], "meta": plain}
+    if len(tensors) > 1:
+        payload["extra_state_dicts"] = tensors[1:]
     with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "state_dict": tensors, "meta": plain}, tmp)
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(
@@ -274,21 +286,105 @@ def load_checkpoint(
         raise SettingsError(
             f"model file {path} is from a newer labelaudit (format {meta['version']})"
         )
-    stats = np.zeros((2, int(meta["in_chans"])), dtype=np.float32)
-    stats[1] = 1.0  # placeholders; the real statistics are buffers in the state dict
-    model = build_model(
-        meta["backbone"],
-        int(meta["in_chans"]),
-        int(meta["num_classes"]),
-        stats,
-        activation=meta.get("activation", "sigmoid"),
-    )
+    states = [raw["state_dict"], *raw.get("extra_state_dicts", [])]
     try:
-        model.load_state_dict(raw["state_dict"], strict=True)
+        model = ensemble_from_states(
+            states,
+            meta["backbone"],
+            int(meta["in_chans"]),
+            int(meta["num_classes"]),
+            meta.get("activation", "sigmoid"),
+        )
     except RuntimeError as exc:
         raise SettingsError(f"model file {path}: weights do not fit its metadata: {exc}") from None
     model.eval()
     return model.to(device), meta
+
+
+class EnsembleModel(torch.nn.Module):
+    """Several :class:`LabelModel` members that answer as one: averaged logits.
+
+    Averaging logits (rather than probabilities) keeps one forward signature, so
+    the ensemble goes everywhere a single model does (prediction with flip TTA,
+    the loss); the embedding is the members' mean embedding.
+    """
+
+    def __init__(self, members: list[LabelModel]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    @property
+    def head(self) -> torch.nn.Linear:
+        return self.members[0].head
+
+    @property
+    def num_features(self) -> int:
+        return self.members[0].num_features
+
+    @property
+    def activation(self) -> str:
+        return self.members[0].activation
+
+    def forward(
+        self, x: torch.Tensor, frozen: bool = False, with_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        outs = [m(x, frozen=frozen, with_features=True) for m in self.members]
+        logits = torch.stack([o[0].float() for o in outs]).mean(0)
+        feats = torch.stack([o[1].float() for o in outs]).mean(0)
+        return (logits, feats) if with_features else logits
+
+    def to_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.members[0].to_probs(logits)
+
+    def loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.members[0].loss(logits, targets, weight)
+
+
+def ensemble_from_states(
+    states: list[dict[str, torch.Tensor]],
+    backbone: str,
+    in_chans: int,
+    num_classes: int,
+    activation: str = "sigmoid",
+) -> LabelModel | EnsembleModel:
+    """Rebuild a saved model (one state dict) or ensemble (several), strictly.
+
+    Raises
+    ------
+    RuntimeError
+        A state dict does not fit the architecture.
+    """
+    stats = np.zeros((2, in_chans), dtype=np.float32)
+    stats[1] = 1.0  # placeholders; the real statistics are buffers in the state dict
+    models = []
+    for state in states:
+        model = build_model(backbone, in_chans, num_classes, stats, activation=activation)
+        model.load_state_dict(state, strict=True)
+        models.append(model)
+    return models[0] if len(models) == 1 else EnsembleModel(models)
+
+
+def member_seed(seed: int, member: int) -> int:
+    """The training seed of ensemble member ``member`` (member 0 keeps ``seed``)."""
+    return seed + 7919 * member
+
+
+def _best_epoch(value: np.ndarray) -> int | list[int]:
+    flat = np.atleast_1d(value).astype(int).tolist()
+    return flat[0] if len(flat) == 1 else flat
+
+
+def default_members(n_train: int) -> int:
+    """Ensemble size when the caller does not choose: 3 below 2,000 training images.
+
+    On small datasets two single trainings on nearly the same images differ by
+    more than cleaning changes them (sd of the macro F1 change 0.05 on 256
+    images; docs/cleaning.md), so each side is an average of three; on larger
+    datasets one training is stable enough and three would triple the cost.
+    """
+    return 3 if n_train < SMALL_DATASET else 1
 
 
 # ------------------------------------------------------------------ the run's data
@@ -457,8 +553,15 @@ def _train_one(
     meta: dict,
     fingerprint: str,
     console: Console,
+    members: int = 1,
 ) -> dict:
-    """Train (or reuse) one model; returns its test/val probabilities and metadata."""
+    """Train (or reuse) one model; returns its test/val probabilities and metadata.
+
+    With ``members > 1`` the model is an ensemble: that many networks trained on the
+    same images from the same starting weights with different seeds (initialisation
+    of the head, shuffling, augmentation), whose logits are averaged
+    (:class:`EnsembleModel`).
+    """
     from labelaudit.train.cv import torch_threads
     from labelaudit.train.progress import fold_progress
 
@@ -474,6 +577,7 @@ def _train_one(
             "test": indices_digest(test_idx),
             "labels": _label_digest(labels, np.concatenate([train_idx, val_idx])),
             "class_weights": kind,
+            **({"members": members} if members > 1 else {}),
         }
     )
     ckpt, arrays = out_dir / f"{name}.pt", out_dir / f"{name}.npz"
@@ -492,45 +596,75 @@ def _train_one(
             "test_probs": z["test_probs"],
             "thresholds": z["thresholds"],
             "class_weights": w,
-            "best_epoch": int(z["best_epoch"]),
+            "best_epoch": _best_epoch(z["best_epoch"]),
             "seconds": float(z["seconds"]),
         }
 
     runtime = make_runtime(settings)
     start = time.perf_counter()
+    outs = []
     with torch_threads(settings.threads, runtime.info, runtime.device):
-        torch.manual_seed(settings.seed)
         stats = channel_stats(images, seed=settings.seed)
-        model = build_model(
-            settings.backbone, images.shape[1], labels.shape[1], stats, weights, settings.activation
-        )
-        if kind == "pos":
-            wrapped = PosWeightedModel(model.backbone, labels.shape[1], stats, settings.activation)
-            wrapped.head.load_state_dict(model.head.state_dict())
-            wrapped.pos_weight = torch.as_tensor(w)
-            model = wrapped
-        weight = torch.as_tensor(w) if kind == "method" else None
-        with fold_progress(console, f"{name} ({len(train_idx)} images)", settings.progress) as cb:
-            out = train_fold(
-                model,
-                images,
-                labels,
-                train_idx,
-                val_idx,
-                settings,
-                runtime,
-                seed=settings.seed,
-                progress=cb,
-                class_weight=weight,
+        for member in range(members):
+            seed = member_seed(settings.seed, member)
+            torch.manual_seed(seed)
+            model = build_model(
+                settings.backbone,
+                images.shape[1],
+                labels.shape[1],
+                stats,
+                weights,
+                settings.activation,
+            )
+            if kind == "pos":
+                wrapped = PosWeightedModel(
+                    model.backbone, labels.shape[1], stats, settings.activation
+                )
+                wrapped.head.load_state_dict(model.head.state_dict())
+                wrapped.pos_weight = torch.as_tensor(w)
+                model = wrapped
+            weight = torch.as_tensor(w) if kind == "method" else None
+            title = f"{name} ({len(train_idx)} images)"
+            if members > 1:
+                title = f"{name} {member + 1}/{members} ({len(train_idx)} images)"
+            with fold_progress(console, title, settings.progress) as cb:
+                outs.append(
+                    train_fold(
+                        model,
+                        images,
+                        labels,
+                        train_idx,
+                        val_idx,
+                        settings,
+                        runtime,
+                        seed=seed,
+                        progress=cb,
+                        class_weight=weight,
+                    )
+                )
+        if members == 1:
+            final: torch.nn.Module = model
+            val_probs = outs[0].probs
+        else:
+            final = ensemble_from_states(
+                [o.state_dict for o in outs],
+                settings.backbone,
+                images.shape[1],
+                labels.shape[1],
+                settings.activation,
+            ).to(runtime.device)
+            val_probs, _, _ = predict_probs(
+                final, images, val_idx, settings.batch_size, runtime, tta=settings.tta
             )
         test_probs, _, _ = predict_probs(
-            model, images, test_idx, settings.batch_size, runtime, tta=settings.tta
+            final, images, test_idx, settings.batch_size, runtime, tta=settings.tta
         )
     seconds = time.perf_counter() - start
-    thresholds = tune_thresholds(labels[val_idx], out.probs)
+    thresholds = tune_thresholds(labels[val_idx], val_probs)
+    best_epochs = [o.best_epoch for o in outs]
     save_checkpoint(
         ckpt,
-        out.state_dict,
+        [o.state_dict for o in outs],
         {
             **meta,
             "format": MODEL_FORMAT,
@@ -540,8 +674,9 @@ def _train_one(
             "thresholds": thresholds.tolist(),
             "thresholds_from": f"validation ({len(val_idx)} images, F1-optimal per class)",
             "class_weights": {"kind": kind, "values": None if w is None else w.tolist()},
-            "best_epoch": out.best_epoch,
-            "history": out.history,
+            "members": members,
+            "best_epoch": best_epochs[0] if members == 1 else best_epochs,
+            "history": outs[0].history if members == 1 else [o.history for o in outs],
             "n_train": len(train_idx),
             "n_val": len(val_idx),
         },
@@ -550,24 +685,24 @@ def _train_one(
         np.savez(
             fh,
             key=np.array(key),
-            val_probs=out.probs,
+            val_probs=val_probs,
             test_probs=test_probs,
             thresholds=thresholds,
-            best_epoch=np.array(out.best_epoch),
+            best_epoch=np.array(best_epochs),
             seconds=np.array(seconds),
         )
-    console.print(
-        f"{name}: trained in {seconds:.0f} s on {len(train_idx)} images, "
-        f"best epoch {out.best_epoch}"
-    )
+    what = f"best epoch {best_epochs[0]}"
+    if members > 1:
+        what = f"{members} members, best epochs {', '.join(map(str, best_epochs))}"
+    console.print(f"{name}: trained in {seconds:.0f} s on {len(train_idx)} images, {what}")
     return {
         "key": key,
         "reused": False,
-        "val_probs": out.probs,
+        "val_probs": val_probs,
         "test_probs": test_probs,
         "thresholds": thresholds,
         "class_weights": w,
-        "best_epoch": out.best_epoch,
+        "best_epoch": best_epochs[0] if members == 1 else best_epochs,
         "seconds": seconds,
     }
 
@@ -616,7 +751,9 @@ def _table_row(m: dict, policy: str | None, seed: int) -> dict:
         row["micro_f1_true"] = m["micro_f1_true"]
         row["macro_f1_true"] = m["macro_f1_true"]
         row["tuned_macro_f1_true"] = m["tuned"]["macro_f1_true"]
-    row.update({"n_train": m["n_train"], "seed": seed, "key": m["key"]})
+    row.update(
+        {"n_train": m["n_train"], "members": m.get("members", 1), "seed": seed, "key": m["key"]}
+    )
     return row
 
 
@@ -645,6 +782,7 @@ def retrain(
     preset: str | None = None,
     test_fraction: float = 0.2,
     val_fraction: float = 0.2,
+    members: int | None = None,
     cache_dir: str | Path | None = None,
     console: Console | None = None,
     **overrides: Any,
@@ -671,6 +809,10 @@ def retrain(
         Train with this preset instead of the scan's settings.
     test_fraction, val_fraction
         Size of the test split, and of the validation split of the rest.
+    members
+        Models per side, trained with different seeds and averaged (an ensemble);
+        ``None``: :func:`default_members` (3 below 2,000 training images, else 1),
+        so the comparison is not drowned by the noise of single trainings.
     cache_dir
         Image cache location.
     console
@@ -734,6 +876,11 @@ def retrain(
     after_val = val_idx[~removed[val_idx]]
     if len(after_train) < 2 or len(after_val) < 1:
         raise SettingsError("cleaning left too few training or validation images to retrain")
+    if members is None:
+        members = default_members(len(train_idx))
+    if int(members) < 1:
+        raise SettingsError(f"members must be at least 1, got {members}")
+    members = int(members)
     clean_info.update(
         {
             "n_removed_train": int(removed[train_idx].sum()),
@@ -777,6 +924,7 @@ def retrain(
         weights=weights,
         fingerprint=info.get("fingerprint", ""),
         console=console,
+        members=members,
     )
     models = {
         "before": _train_one(
@@ -819,6 +967,7 @@ def retrain(
                 "test_digest": indices_digest(test_idx),
                 "thresholds": m["thresholds"],
                 "best_epoch": m["best_epoch"],
+                "members": members,
                 "seconds": round(m["seconds"], 3),
                 "reused": m["reused"],
                 "key": m["key"],

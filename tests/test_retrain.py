@@ -11,7 +11,10 @@ from test_clean import make_run
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import read_json, update_run_json
 from labelaudit.retrain import (
+    SMALL_DATASET,
+    EnsembleModel,
     class_weights,
+    default_members,
     load_checkpoint,
     retrain,
     split_parts,
@@ -168,8 +171,15 @@ def test_checkpoint(run40, retrained):
     run, root, _ = run40
     path = run / "retrain" / "model.pt"
     raw = torch.load(path, map_location="cpu", weights_only=True)
-    assert set(raw) == {"format", "state_dict", "meta"}
+    # 40 images: below SMALL_DATASET, so each side is a 3-member ensemble by default.
+    assert set(raw) == {"format", "state_dict", "meta", "extra_state_dicts"}
+    assert len(raw["extra_state_dicts"]) == 2
     model, meta = load_checkpoint(path)
+    assert isinstance(model, EnsembleModel) and len(model.members) == 3
+    assert meta["members"] == 3 and len(meta["best_epoch"]) == 3
+    # Members differ (different seeds), so the ensemble is not one model three times.
+    heads = [m.head.weight for m in model.members]
+    assert not torch.equal(heads[0], heads[1])
     assert meta["class_names"][0] == "Nucleoplasm" and meta["num_classes"] == 19
     assert meta["settings"]["backbone"] == "test_efficientnet"
     assert len(meta["thresholds"]) == 19 and meta["labels"] == "cleaned"
@@ -187,10 +197,20 @@ def test_checkpoint(run40, retrained):
     np.testing.assert_allclose(got, stored, atol=1e-5)
 
 
+def test_default_members():
+    assert default_members(SMALL_DATASET - 1) == 3
+    assert default_members(SMALL_DATASET) == 1
+
+
 @pytest.mark.slow
 def test_no_clean_compares_class_weights(run40):
     run, _, _ = run40
-    m = retrain(run, clean=False, class_weights="pos")
+    m = retrain(run, clean=False, class_weights="pos", members=1)
+    assert m["before"]["members"] == m["after"]["members"] == 1
+    raw = torch.load(run / "retrain" / "model.pt", map_location="cpu", weights_only=True)
+    assert "extra_state_dicts" not in raw  # a single model is saved as before
+    model, _ = load_checkpoint(run / "retrain" / "model.pt")
+    assert not isinstance(model, EnsembleModel)
     assert m["before"]["class_weights"] == "none" and m["after"]["class_weights"] == "pos"
     assert m["before"]["labels"] == m["after"]["labels"] == "original"
     assert m["before"]["n_train"] == m["after"]["n_train"]
@@ -207,3 +227,5 @@ def test_bad_inputs(run40, tmp_path):
         retrain(run, truth=bad)
     with pytest.raises(SettingsError, match="unknown setting"):
         retrain(run, epoch=3)
+    with pytest.raises(SettingsError, match="members"):
+        retrain(run, members=0)
