@@ -41,7 +41,14 @@ from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, wr
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_stats
 from labelaudit.train.ddp import DistInfo
-from labelaudit.train.folds import check_folds, fold_indices, indices_digest, make_folds
+from labelaudit.train.folds import (
+    check_folds,
+    fold_indices,
+    group_labels,
+    indices_digest,
+    make_folds,
+    make_group_folds,
+)
 from labelaudit.train.loop import FoldOutput, Runtime, make_runtime, pick_device, train_fold
 from labelaudit.train.metrics import multilabel_metrics, summary
 from labelaudit.train.probe import embed_all, probe_oof
@@ -342,6 +349,7 @@ def cross_validate(
     fingerprint: str,
     *,
     fold: int | None = None,
+    groups: np.ndarray | None = None,
     console: Console | None = None,
 ) -> CVResult:
     """Train K cross-validated models; write out-of-fold probabilities and embeddings.
@@ -366,6 +374,10 @@ def cross_validate(
         Run only this fold (1-based), reusing it if finished. The run-directory
         outputs are written as soon as all folds are finished, by whichever call
         finishes last, so folds can run as separate scheduler jobs.
+    groups
+        Optional (N,) group of each image (e.g. the field of each cell): folds are
+        made over groups (:func:`~labelaudit.train.folds.make_group_folds`), so no
+        group has rows on both sides of a split.
     console
         Where messages and progress bars go; silent when ``None`` or quiet.
 
@@ -383,7 +395,10 @@ def cross_validate(
     start = time.perf_counter()
     run_dir = Path(run_dir)
     labels = _check_inputs(images, labels, ids, class_names, settings, fold)
-    notes = check_folds(labels, class_names, settings.folds, settings.allow_rare)
+    if groups is not None and len(groups) != len(labels):
+        raise SettingsError(f"groups has {len(groups)} entries for {len(labels)} images")
+    fold_rows = labels if groups is None else group_labels(labels, groups)[0]
+    notes = check_folds(fold_rows, class_names, settings.folds, settings.allow_rare)
 
     info, created = ddp.setup(pick_device(settings.device).type)
     out = console if console is not None and info.is_main else None
@@ -397,7 +412,10 @@ def cross_validate(
         with torch_threads(settings.threads, info, runtime.device):
             for note in notes:
                 say(f"[yellow]warning:[/] {escape(note)}")
-            fold_of = make_folds(labels, settings.folds, settings.seed)
+            if groups is None:
+                fold_of = make_folds(labels, settings.folds, settings.seed)
+            else:
+                fold_of = make_group_folds(labels, groups, settings.folds, settings.seed)
             weights = resolve_weights(settings, images.shape[1], log=lambda m: say(escape(m)))
             colour = "yellow" if weights.source == "random" and settings.pretrained else "default"
             say(f"[{colour}]weights: {escape(weights.detail)}[/]")

@@ -122,6 +122,36 @@ def make_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
+def group_labels(labels: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One label row per group (the OR of its rows), and each row's group position.
+
+    Returns
+    -------
+    (group_rows (G, K) bool, position (N,) int64 index into ``group_rows``)
+    """
+    uniq, position = np.unique(np.asarray(groups), return_inverse=True)
+    y = np.asarray(labels, dtype=bool)
+    out = np.zeros((len(uniq), y.shape[1]), dtype=bool)
+    np.logical_or.at(out, position, y)
+    return out, position.astype(np.int64)
+
+
+def make_group_folds(labels: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Folds that never split a group: each group (a field's cells) goes whole to one fold.
+
+    The groups are stratified by their labels (the OR of their rows', see
+    :func:`group_labels`) with :func:`make_folds`, and every row takes its group's
+    fold, so no model is validated on cells of a field it was trained on.
+
+    Returns
+    -------
+    np.ndarray
+        Shape (N,), the fold of each row.
+    """
+    rows, position = group_labels(labels, groups)
+    return make_folds(rows, n_folds, seed)[position]
+
+
 def fold_indices(fold_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, held-out indices) of fold ``k``, both sorted."""
     held = np.flatnonzero(fold_of == k)

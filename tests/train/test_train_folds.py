@@ -85,3 +85,26 @@ def test_allow_rare_downgrades_to_warning_and_absent_class_warns():
     notes = check_folds(y, ["common", "rare", "absent"], 5, allow_rare=True)
     assert any("'rare' (1 image)" in n for n in notes)
     assert any("absent" in n and "no positive image" in n for n in notes)
+
+
+def test_group_folds_never_split_a_group():
+    from labelaudit.train.folds import group_labels, make_group_folds
+
+    rng = np.random.default_rng(3)
+    n_fields = 60
+    field_labels = rng.random((n_fields, 5)) < [0.5, 0.3, 0.2, 0.3, 0.4]
+    field_labels[np.arange(n_fields), rng.integers(0, 5, n_fields)] = True
+    cells_per_field = rng.integers(1, 9, n_fields)
+    groups = np.repeat(np.arange(n_fields) * 7 + 100, cells_per_field)  # arbitrary group ids
+    labels = np.repeat(field_labels, cells_per_field, axis=0)
+    rows, position = group_labels(labels, groups)
+    np.testing.assert_array_equal(rows, field_labels)
+    assert position.max() == n_fields - 1
+    fold_of = make_group_folds(labels, groups, 3, seed=0)
+    assert len(fold_of) == len(labels) and set(fold_of) == {0, 1, 2}
+    for g in np.unique(groups):
+        assert len(set(fold_of[groups == g])) == 1  # a field's cells share one fold
+    # Stratified over fields: every class is in every fold.
+    for k in range(3):
+        assert labels[fold_of == k].any(axis=0).all()
+    np.testing.assert_array_equal(fold_of, make_group_folds(labels, groups, 3, seed=0))

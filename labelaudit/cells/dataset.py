@@ -1,0 +1,272 @@
+"""Segment every field of a dataset: masks, overlays, a cell table, a comparison.
+
+``segment_dataset`` writes into ``OUT``::
+
+    masks/{ID}_predictedmask.png   one label image per field (readable by --masks)
+    overlays/{ID}.jpg              composite with cell outlines (reference in magenta)
+    cells.csv                      one row per cell: id, cell, area, box
+    compare.csv                    with ``compare``: per field, both conventions
+    segment.json                   settings, counts, timings, pooled comparison
+
+Every file is written atomically; the dataset directory is only read.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from labelaudit.cells.masks import (
+    compare_masks,
+    find_mask,
+    read_mask,
+    summarize_comparisons,
+    write_mask,
+)
+from labelaudit.cells.overlay import overlay_image, save_image
+from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_field
+from labelaudit.data.cache import split_channels
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.layouts import load_dataset
+from labelaudit.data.readers import read_array
+from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.io import write_csv, write_json
+
+# Which comparison the summary leads with: the reference masks keep the cells cut
+# by the field border, so "all" compares like with like (segmentation run with the
+# border cells kept); "interior" scores the segmentation's real output (border
+# cells dropped) against the reference's interior cells.
+HEADLINE = "all"
+
+
+def read_field(dataset: Dataset, i: int) -> dict[str, np.ndarray]:
+    """Decode field ``i`` of ``dataset`` at full resolution, ``channel -> (H, W)``."""
+    return read_planes(dataset.sources[i].paths, dataset.channels)
+
+
+def read_planes(paths: tuple[Path, ...], channels: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Decode a field's files (one per channel, or one holding all) into named planes.
+
+    Raises
+    ------
+    DatasetError
+        When a file cannot be decoded or has the wrong number of channels.
+    """
+    n = len(channels)
+    if len(paths) == 1:
+        planes = split_channels(read_array(paths[0]), n, paths[0])
+    else:
+        planes = [read_array(p) for p in paths]
+        for p, plane in zip(paths, planes, strict=True):
+            if plane.ndim != 2:
+                raise DatasetError(
+                    f"expected a single-channel image, got shape {plane.shape}", path=p
+                )
+    return dict(zip(channels, planes, strict=True))
+
+
+def cell_table(labels: np.ndarray) -> pd.DataFrame:
+    """One row per cell of a label image: ``cell, area, y0, x0, y1, x1`` (box end exclusive)."""
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel()) if labels.size else np.zeros(1, dtype=np.int64)
+    rows = []
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        rows.append(
+            {
+                "cell": k,
+                "area": int(areas[k]),
+                "y0": sl[0].start,
+                "x0": sl[1].start,
+                "y1": sl[0].stop,
+                "x1": sl[1].stop,
+            }
+        )
+    return pd.DataFrame(rows, columns=["cell", "area", "y0", "x0", "y1", "x1"])
+
+
+def _job(args: tuple) -> tuple[int, dict | None, tuple[str, str | None] | None]:
+    i, image_id, paths, names, out_dir, params, ref_path, overlays, mask_format = args
+    try:
+        channels = read_planes(paths, names)
+        started = time.perf_counter()
+        full = segment_field(channels, params, drop_border=False)
+        labels = drop_border_cells(full) if params.drop_border else full
+        seconds = time.perf_counter() - started
+        write_mask(out_dir / "masks", image_id, labels, mask_format)
+        record: dict = {"id": image_id, "cells": int(labels.max()), "seconds": seconds}
+        ref = None
+        if ref_path is not None:
+            ref = read_mask(ref_path, image_id)
+            if ref.shape != labels.shape:
+                raise DatasetError(
+                    f"mask is {ref.shape[1]} x {ref.shape[0]} px, the field "
+                    f"{labels.shape[1]} x {labels.shape[0]} px",
+                    path=ref_path,
+                    image=image_id,
+                )
+            record["all"] = compare_masks(full, ref)
+            record["interior"] = compare_masks(labels, ref, exclude_border=True)
+        if overlays:
+            picture = overlay_image(channels, labels, reference=ref)
+            save_image(out_dir / "overlays" / f"{image_id}.jpg", picture)
+        table = cell_table(labels)
+        table.insert(0, "id", image_id)
+        record["table"] = table
+        return i, record, None
+    except DatasetError as exc:  # returned: pickling exceptions loses their fields
+        return i, None, (exc.message, str(exc.path) if exc.path else None)
+
+
+def _iter_jobs(jobs: list[tuple], workers: int) -> Iterator[tuple]:
+    if workers <= 1 or len(jobs) < 2:
+        for job in jobs:
+            yield _job(job)
+        return
+    # spawn, not fork: the parent may hold torch/OpenMP threads that fork would copy.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(_job, jobs)
+
+
+def segment_dataset(
+    dataset_dir: str | Path | Dataset,
+    out_dir: str | Path,
+    *,
+    layout: str | None = None,
+    compare: str | Path | None = None,
+    params: SegmentParams | None = None,
+    workers: int | None = None,
+    overlays: bool = True,
+    mask_format: str = "png",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Segment every field of a dataset and write masks, overlays and tables.
+
+    Parameters
+    ----------
+    dataset_dir
+        The dataset directory (only read), or a loaded :class:`Dataset`.
+    out_dir
+        Where to write (see the module docstring for the files).
+    layout
+        The dataset layout; detected when ``None``.
+    compare
+        A directory of masks made elsewhere (``{ID}_predictedmask.png`` or
+        ``{ID}.npz``, one per field) to compare against.
+    params
+        Segmentation settings (:class:`SegmentParams`).
+    workers
+        Processes; all cores when ``None``.
+    overlays
+        Write the overlay pictures.
+    mask_format
+        ``"png"`` or ``"npz"``.
+    progress
+        Called as ``progress(done, total)`` after each field.
+
+    Returns
+    -------
+    dict
+        What ``segment.json`` holds: ``fields``, ``cells``, ``seconds``,
+        ``seconds_per_field`` (segmentation alone, decoding excluded), ``params``
+        and, with ``compare``, ``compare`` = ``{"headline": ..., "all": ...,
+        "interior": ...}`` (pooled :func:`compare_masks` results; see
+        :data:`HEADLINE`).
+
+    Raises
+    ------
+    DatasetError
+        On an unreadable field, or a missing, unreadable or wrongly sized mask in
+        ``compare`` (the message names the file).
+    SettingsError
+        On a bad setting, or an output directory inside the dataset.
+    """
+    dataset = dataset_dir if isinstance(dataset_dir, Dataset) else load_dataset(dataset_dir, layout)
+    params = params or SegmentParams()
+    if mask_format not in ("png", "npz"):
+        raise SettingsError(f"unknown mask format {mask_format!r}; choose png or npz")
+    out = Path(out_dir)
+    root = dataset.root.resolve()
+    if out.resolve() == root or root in out.resolve().parents:
+        raise SettingsError(f"the output directory {out} is inside the dataset {dataset.root}")
+    ref_paths: list[Path | None] = [None] * len(dataset)
+    if compare is not None:
+        compare = Path(compare)
+        if not compare.is_dir():
+            raise DatasetError("mask directory not found", path=compare)
+        ref_paths = [find_mask(compare, image_id) for image_id in dataset.ids]
+    out.mkdir(parents=True, exist_ok=True)
+
+    jobs = [
+        (i, image_id, src.paths, dataset.channels, out, params, ref, overlays, mask_format)
+        for i, (image_id, src, ref) in enumerate(
+            zip(dataset.ids, dataset.sources, ref_paths, strict=True)
+        )
+    ]
+    records: list[dict] = [{} for _ in jobs]
+    started = time.perf_counter()
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    for done, (i, record, error) in enumerate(_iter_jobs(jobs, workers), start=1):
+        if error is not None:
+            message, path = error
+            raise DatasetError(message, path=path, image=dataset.ids[i])
+        records[i] = record
+        if progress is not None:
+            progress(done, len(jobs))
+    elapsed = time.perf_counter() - started
+
+    tables = [r.pop("table") for r in records]
+    write_csv(out / "cells.csv", pd.concat(tables, ignore_index=True))
+    summary: dict = {
+        "dataset": str(dataset.root),
+        "fields": len(records),
+        "cells": int(sum(r["cells"] for r in records)),
+        "seconds": round(elapsed, 3),
+        "seconds_per_field": float(np.mean([r["seconds"] for r in records])) if records else 0.0,
+        "workers": workers,
+        "params": params.to_dict(),
+        "mask_format": mask_format,
+    }
+    if compare is not None:
+        rows = []
+        for r in records:
+            for mode in ("all", "interior"):
+                rows.append({"id": r["id"], "cells": mode, **r[mode]})
+        write_csv(out / "compare.csv", pd.DataFrame(rows))
+        summary["compare"] = {
+            "reference": str(compare),
+            "headline": HEADLINE,
+            "all": summarize_comparisons(r["all"] for r in records),
+            "interior": summarize_comparisons(r["interior"] for r in records),
+        }
+    write_json(out / "segment.json", summary)
+    return summary
+
+
+def format_comparison(summary: dict) -> str:
+    """Lines for a terminal: the pooled comparison of :func:`segment_dataset`."""
+    comp = summary.get("compare")
+    if not comp:
+        return ""
+    lines = []
+    labels = {
+        "all": "all cells (border cells kept, as in the reference)",
+        "interior": "interior cells (border cells dropped from both)",
+    }
+    for mode in (comp["headline"], *[m for m in ("all", "interior") if m != comp["headline"]]):
+        c = comp[mode]
+        lines.append(
+            f"{labels[mode]}: mean IoU of matched cells {c['mean_iou']:.3f}, "
+            f"{c['n_matched']}/{c['n_ref']} reference cells found ({c['recall']:.1%}), "
+            f"{c['n_pred']} cells segmented ({c['precision']:.1%} matched)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,202 @@
+"""Cell-level findings: where a field's labels do not hold for its cells.
+
+A field's labels are weak supervision for its cells: a cell-level model trained
+with every cell inheriting its field's labels still learns what each class looks
+like in one cell, and its out-of-fold probabilities say which cells show which
+class. From them, per field:
+
+* **label support**: for each given label, how many of the field's cells show it
+  (probability >= ``threshold``). A label shown by no cell ("supported by 0 of 12
+  cells") is suspect; ``label_support_score`` (the probability of the strongest
+  cell, the lowest over the field's labels) ranks fields for it.
+* **missing labels**: classes not given but shown by at least ``missing_fraction``
+  of the field's cells.
+* **odd cells**: cells whose predicted pattern differs from their siblings' (the
+  largest change of one class probability against the median of the other cells
+  of the field, >= ``odd_threshold``): heterogeneous expression, a mitotic cell,
+  a mis-segmented one. Only fields with at least ``min_siblings + 1`` cells.
+* **cell outliers**: the isolation forest on the cell embeddings (the image-level
+  detector, applied to cells): debris, fragments, out-of-focus cells.
+
+Confident learning and the per-class intensity rule are not run per cell: a cell
+inherits its field's labels, so in a field where only some cells express a class,
+every non-expressing cell would read as a label error by design.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class CellFindingParams:
+    """Thresholds of the cell-level findings (see the module docstring)."""
+
+    threshold: float = 0.5
+    missing_fraction: float = 0.5
+    odd_threshold: float = 0.5
+    min_siblings: int = 2
+    outlier_contamination: float = 0.05
+
+
+def _tokens(mask: np.ndarray, tokens: list[str], sep: str) -> str:
+    return sep.join(tokens[k] for k in np.flatnonzero(mask))
+
+
+def sibling_deviation(probs: np.ndarray, field_of: np.ndarray, min_siblings: int = 2) -> np.ndarray:
+    """How far each cell's probabilities are from the median of its field's other cells.
+
+    Parameters
+    ----------
+    probs
+        (M, K) cell probabilities.
+    field_of
+        (M,) field position of each cell.
+    min_siblings
+        Cells with fewer siblings get NaN (nothing to compare with).
+
+    Returns
+    -------
+    np.ndarray
+        (M,) the largest absolute per-class difference, in [0, 1].
+    """
+    out = np.full(len(probs), np.nan)
+    order = np.argsort(field_of, kind="stable")
+    bounds = np.flatnonzero(np.diff(field_of[order])) + 1
+    for rows in np.split(order, bounds):
+        if len(rows) < min_siblings + 1:
+            continue
+        p = probs[rows]
+        for j, row in enumerate(rows):
+            others = np.delete(p, j, axis=0)
+            out[row] = np.abs(p[j] - np.median(others, axis=0)).max()
+    return out
+
+
+def cell_findings(
+    cells: pd.DataFrame,
+    probs: np.ndarray,
+    field_ids: list[str],
+    field_labels: np.ndarray,
+    class_tokens: list[str],
+    label_sep: str = "|",
+    embeddings: np.ndarray | None = None,
+    params: CellFindingParams | None = None,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-cell and per-field findings from out-of-fold cell probabilities.
+
+    Parameters
+    ----------
+    cells
+        One row per cell with at least ``cell_id`` and ``id`` (its field's id).
+    probs
+        (M, K) out-of-fold cell probabilities, rows aligned with ``cells``.
+    field_ids
+        The N field ids (the order of ``issues.csv``).
+    field_labels
+        (N, K) bool given labels of the fields.
+    class_tokens
+        How each class is written in the dataset (``issues.csv`` notation).
+    label_sep
+        Separator of labels in the dataset's notation.
+    embeddings
+        (M, D) cell embeddings for the cell outlier forest (skipped when ``None`` or
+        too few cells).
+    params
+        Thresholds.
+    seed
+        Seeds the isolation forest.
+
+    Returns
+    -------
+    (cells_frame, field_columns)
+        ``cells_frame``: ``cells`` plus ``predicted_labels``, ``n_predicted``,
+        ``sibling_deviation``, ``odd``, ``outlier_score``, ``outlier``.
+        ``field_columns``: one row per field (index ``field_ids``): ``n_cells``,
+        ``label_support`` (``token:shown/n`` for each given label),
+        ``label_support_score``, ``unsupported_labels``, ``cell_missing_labels``,
+        ``n_odd_cells``, ``n_outlier_cells``.
+    """
+    p = params or CellFindingParams()
+    probs = np.asarray(probs, dtype=np.float64)
+    field_labels = np.asarray(field_labels, dtype=bool)
+    position = {fid: i for i, fid in enumerate(field_ids)}
+    missing = sorted(set(cells["id"].astype(str)) - set(position))
+    if missing:
+        raise ValueError(f"cells of unknown fields: {', '.join(missing[:3])}")
+    field_of = cells["id"].astype(str).map(position).to_numpy(dtype=np.int64)
+    shown = probs >= p.threshold
+
+    out = cells.copy().reset_index(drop=True)
+    out["predicted_labels"] = [_tokens(s, class_tokens, label_sep) for s in shown]
+    out["n_predicted"] = shown.sum(axis=1)
+    deviation = sibling_deviation(probs, field_of, p.min_siblings)
+    out["sibling_deviation"] = deviation
+    out["odd"] = np.nan_to_num(deviation, nan=0.0) >= p.odd_threshold
+    out["outlier_score"] = _outlier_scores(embeddings, p, seed)
+    finite = out["outlier_score"].notna()
+    cut = (
+        out.loc[finite, "outlier_score"].quantile(1 - p.outlier_contamination)
+        if finite.any()
+        else 1
+    )
+    out["outlier"] = finite & (out["outlier_score"] >= cut)
+
+    n_fields, k = field_labels.shape
+    n_cells = np.bincount(field_of, minlength=n_fields)
+    shown_count = np.zeros((n_fields, k), dtype=np.int64)
+    np.add.at(shown_count, field_of, shown.astype(np.int64))
+    strongest = np.zeros((n_fields, k))
+    np.maximum.at(strongest, field_of, probs)
+    rows = []
+    for i in range(n_fields):
+        given = np.flatnonzero(field_labels[i])
+        has_cells = n_cells[i] > 0
+        support = ";".join(f"{class_tokens[c]}:{shown_count[i, c]}/{n_cells[i]}" for c in given)
+        unsupported = [c for c in given if has_cells and shown_count[i, c] == 0]
+        share = shown_count[i] / max(n_cells[i], 1)
+        extra = has_cells & ~field_labels[i] & (share >= p.missing_fraction)
+        rows.append(
+            {
+                "n_cells": int(n_cells[i]),
+                "label_support": support if has_cells else "",
+                # low = some given label has no convincing cell; NaN without cells/labels
+                "label_support_score": float(strongest[i, given].min())
+                if has_cells and len(given)
+                else np.nan,
+                "unsupported_labels": label_sep.join(class_tokens[c] for c in unsupported),
+                "cell_missing_labels": _tokens(extra, class_tokens, label_sep),
+                "n_odd_cells": int(out.loc[field_of == i, "odd"].sum()),
+                "n_outlier_cells": int(out.loc[field_of == i, "outlier"].sum()),
+            }
+        )
+    fields = pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))
+    return out, fields
+
+
+def _outlier_scores(embeddings: np.ndarray | None, p: CellFindingParams, seed: int) -> np.ndarray:
+    """Isolation forest anomaly scores of the cells (NaN when it cannot run)."""
+    if embeddings is None:
+        return np.nan  # broadcast over the cells
+    if len(embeddings) < 10:  # below the forest's minimum
+        return np.full(len(embeddings), np.nan)
+    from labelaudit.detect.base import AuditInputs
+    from labelaudit.detect.isolation import IsolationOutliers
+
+    n = len(embeddings)
+    inputs = AuditInputs(
+        ids=[str(i) for i in range(n)],
+        class_names=["cell"],
+        class_tokens=["0"],
+        label_sep="|",
+        labels=np.ones((n, 1), dtype=bool),
+        embeddings=embeddings,
+    )
+    detector = IsolationOutliers(
+        contamination=p.outlier_contamination, per_class=False, random_state=seed
+    )
+    return np.asarray(detector.run(inputs).image_score, dtype=np.float64)
