@@ -26,6 +26,7 @@ _LAZY = {
     "clean": "labelaudit.clean",
     "retrain": "labelaudit.retrain",
     "predict": "labelaudit.predict",
+    "sweep": "labelaudit.sweep",
 }
 
 

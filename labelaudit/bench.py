@@ -33,12 +33,15 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import DatasetError, RunDirError
-from labelaudit.io import write_json
+from labelaudit.io import read_json, write_json
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
 NOISE_TYPES = LABEL_NOISE + IMAGE_NOISE
 TRUTH_COLUMNS = ("ID", "true_label", "given_label", "noise")
+#: Kept when present: ``cells`` (``synth --partial-cells``/``--masks``): per class,
+#: how many of the field's cells show it (``0:3/8;16:8/8``).
+OPTIONAL_TRUTH_COLUMNS = ("cells",)
 
 #: detector -> (issues.csv column, how it becomes "high = suspicious")
 SCORES: dict[str, tuple[str, str]] = {
@@ -85,7 +88,8 @@ def read_truth(path: str | Path) -> pd.DataFrame:
             path=path,
             row=1,
         )
-    truth = truth[list(TRUTH_COLUMNS)].copy()
+    optional = [c for c in OPTIONAL_TRUTH_COLUMNS if c in truth.columns]
+    truth = truth[list(TRUTH_COLUMNS) + optional].copy()
     truth["line"] = np.arange(2, len(truth) + 2)
     noise = []
     seen: dict[str, int] = {}
@@ -274,9 +278,85 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         "skipped": skipped,
         "metrics": metrics,
     }
+    if "cells" in truth.columns and "label_support_score" in issues.columns:
+        result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
     if write:
         write_json(Path(run_dir) / "bench.json", result)
     return result
+
+
+def unsupported_truth(truth: pd.DataFrame, truth_path: str | Path) -> np.ndarray:
+    """Which fields have a given label that no cell shows (from the ``cells`` column)."""
+    from labelaudit.data.synth import parse_cells_column
+
+    out = np.zeros(len(truth), dtype=bool)
+    for i, (text, given, line, image_id) in enumerate(
+        zip(truth["cells"], truth["given_label"], truth["line"], truth["ID"], strict=True)
+    ):
+        try:
+            counts = parse_cells_column(text) if text.strip() else {}
+        except ValueError as exc:
+            raise DatasetError(
+                f"bad cells column: {exc}", path=Path(truth_path), row=int(line), image=image_id
+            ) from None
+        for token in _label_set(given):
+            shown = counts.get(int(token)) if token.isdigit() else None
+            if shown is not None and shown[1] > 0 and shown[0] == 0:
+                out[i] = True
+    return out
+
+
+def cell_support_bench(
+    run_dir: str | Path, truth: pd.DataFrame, issues: pd.DataFrame, truth_path: str | Path
+) -> dict[str, Any]:
+    """Score finding the fields with a label that no cell shows, cell level against field level.
+
+    Positives: fields whose given labels include one that none of their cells
+    expresses (the ``cells`` truth column). Scores, higher = more suspect:
+
+    * ``cell_support``: 1 - ``label_support_score`` (the strongest cell of the
+      field's weakest label; the cell-level scan), flagged where
+      ``unsupported_labels`` is not empty;
+    * ``field_weakest_label``: 1 - the field model's lowest out-of-fold probability
+      over the field's given labels, flagged below 0.5;
+    * ``confident``: 1 - cleanlab's label quality of the field, flagged where
+      confident learning flagged the field.
+
+    ``issues`` must be aligned with ``truth`` (row i = truth row i).
+    """
+    positives = unsupported_truth(truth, truth_path)
+    out: dict[str, Any] = {"n_pos": int(positives.sum()), "n_fields": len(truth), "metrics": {}}
+    support = pd.to_numeric(issues["label_support_score"].replace("", np.nan), errors="coerce")
+    has_cells = support.notna().to_numpy()
+    out["n_fields_without_cells"] = int((~has_cells).sum())
+    score = 1.0 - support.to_numpy(dtype=float)
+    score = np.nan_to_num(score, nan=-1.0)  # no cells: no evidence, least suspect
+    flags = issues["unsupported_labels"].astype(str).str.len().to_numpy() > 0
+    out["metrics"]["cell_support"] = score_metrics(positives, score, flags)
+    oof_path = Path(run_dir) / "oof_probs.csv"
+    if oof_path.is_file():
+        oof = pd.read_csv(oof_path, dtype={"id": str}).set_index("id").loc[issues["id"]]
+        names = list(oof.columns)
+        run = read_json(Path(run_dir) / "run.json").get("dataset", {})
+        tokens = [str(x) for x in run.get("class_tokens", range(len(names)))]
+        col = {tok: j for j, tok in enumerate(tokens)}
+        probs = oof.to_numpy(dtype=float)
+        weakest = np.array(
+            [
+                min((probs[i, col[tok]] for tok in _label_set(g) if tok in col), default=1.0)
+                for i, g in enumerate(issues["given_labels"])
+            ]
+        )
+        out["metrics"]["field_weakest_label"] = score_metrics(
+            positives, 1.0 - weakest, weakest < 0.5
+        )
+    quality = issues["label_quality"].to_numpy(dtype=float)
+    if np.isfinite(quality).any():
+        flagged = np.array(["confident" in s.split(";") for s in issues["flagged_by"]])
+        out["metrics"]["confident"] = score_metrics(
+            positives, np.nan_to_num(1.0 - quality, nan=-1.0), flagged
+        )
+    return out
 
 
 def _fmt(value: Any) -> str:
@@ -316,6 +396,20 @@ def format_bench_table(result: dict[str, Any]) -> str:
             out.append("  ".join("-" * w for w in widths))
     if result.get("skipped"):
         out.append(f"not in this run: {', '.join(result['skipped'])}")
+    if "cells" in result:
+        c = result["cells"]
+        out.append("")
+        out.append(
+            f"fields with a label no cell shows: {c['n_pos']} of {c['n_fields']} "
+            "(cell level vs field level)"
+        )
+        out.append("score                 AUROC     AP    P@T  R@flag  P@flag")
+        for name, m in c["metrics"].items():
+            out.append(
+                f"{name:<20}  {_fmt(m['auroc']):>5}  {_fmt(m['ap']):>5}  "
+                f"{_fmt(m['precision_at_t']):>5}  {_fmt(m['recall_at_flag']):>6}  "
+                f"{_fmt(m['precision_at_flag']):>6}"
+            )
     if result.get("given_label_mismatches"):
         out.append(
             f"warning: {result['given_label_mismatches']} given labels in the truth file differ "

@@ -92,15 +92,41 @@ def synth(
     noise_rate: Annotated[float, typer.Option(help="Fraction of fields with label noise.")] = 0.2,
     fault_rate: Annotated[float, typer.Option(help="Fraction of fields with image faults.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    partial_cells: Annotated[
+        float,
+        typer.Option(
+            "--partial-cells",
+            metavar="RATE",
+            help="Fraction of the stained fields whose classes only some cells show"
+            " (adds a cells column to truth.csv).",
+        ),
+    ] = 0.0,
+    masks: Annotated[
+        bool,
+        typer.Option(
+            "--masks/--no-masks",
+            help="Also write the true cell masks as masks/{ID}_predictedmask.png.",
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic HPA-layout dataset with known injected problems (truth.csv)."""
     from labelaudit.data.synth import synthesize
 
-    truth = synthesize(out, n=n, size=size, noise_rate=noise_rate, fault_rate=fault_rate, seed=seed)
+    truth = synthesize(
+        out,
+        n=n,
+        size=size,
+        noise_rate=noise_rate,
+        fault_rate=fault_rate,
+        seed=seed,
+        partial_cells=partial_cells,
+        write_masks=masks,
+    )
     noisy = int((truth["noise"] != "none").sum())
+    extra = f"; cell masks in {escape(str(Path(out) / 'masks'))}" if masks else ""
     console.print(
         f"wrote {len(truth)} fields to {escape(str(out))} ({noisy} with injected problems;"
-        f" truth in {escape(str(Path(out) / 'truth.csv'))})"
+        f" truth in {escape(str(Path(out) / 'truth.csv'))}{extra})"
     )
 
 
@@ -131,6 +157,16 @@ def scan(
         bool, typer.Option(help="Audit even when a class has fewer images than folds.")
     ] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
+    level: Annotated[
+        str, typer.Option(help="field (whole fields) or cell (also segment and audit cells).")
+    ] = "field",
+    masks: Annotated[
+        Path | None,
+        typer.Option(help="--level cell: masks made elsewhere ({ID}_predictedmask.png, {ID}.npz)."),
+    ] = None,
+    cell_size: Annotated[
+        int | None, typer.Option(help="--level cell: cell crop size (default half the image size).")
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
@@ -163,6 +199,9 @@ def scan(
         cache_dir=cache_dir,
         detectors=names,
         fold=fold,
+        level=level,
+        masks=masks,
+        cell_size=cell_size,
         console=Console(quiet=True) if quiet else console,
         **overrides,
     )
@@ -197,6 +236,32 @@ def demo(
 
     path = write_report(out / "run")
     console.print(f"report: {escape(str(path.resolve()))}")
+
+
+@app.command()
+def segment(
+    dataset: Annotated[Path, typer.Argument(help="The dataset directory (only read).")],
+    out: Annotated[Path, typer.Option("--out", help="Where masks and overlays go.")],
+    compare: Annotated[
+        Path | None, typer.Option(help="Masks made elsewhere to compare with (IoU, cells found).")
+    ] = None,
+    layout: LayoutOption = None,
+    overlays: Annotated[bool, typer.Option(help="Write overlay pictures.")] = True,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+) -> None:
+    """Segment every field into cells: OUT/masks/{ID}_predictedmask.png and overlays."""
+    from labelaudit.cells.dataset import format_comparison, segment_dataset
+
+    summary = segment_dataset(
+        dataset, out, layout=layout, compare=compare, workers=workers, overlays=overlays
+    )
+    console.print(
+        f"{summary['cells']} cells in {summary['fields']} fields "
+        f"({summary['seconds_per_field']:.2f} s per field); "
+        f"masks in {escape(str(Path(out) / 'masks'))}"
+    )
+    if compare is not None:
+        console.print(format_comparison(summary))
 
 
 @app.command("bench")
@@ -260,6 +325,10 @@ def retrain_cmd(
     ),
     epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    members: Annotated[
+        int | None,
+        typer.Option(help="Models per side, averaged (default: 3 below 2,000 training images)."),
+    ] = None,
 ) -> None:
     """Retrain on the cleaned labels with class weights; compare with the original labels."""
     from labelaudit.retrain import retrain
@@ -268,6 +337,7 @@ def retrain_cmd(
     metrics = retrain(
         run,
         clean=clean,
+        members=members,
         class_weights=class_weights,
         truth=truth,
         policy=policy,
@@ -303,6 +373,81 @@ def predict_cmd(
 
     frame = predict(model, data, out, layout=layout, device=device)
     console.print(f"predicted {len(frame)} images into {escape(str(out))}")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    out: Annotated[Path, typer.Option("--out", help="The sweep directory.")] = Path(
+        "labelaudit-sweep"
+    ),
+    backbones: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated timm backbones, e.g. resnet50,efficientnet_b0."),
+    ] = None,
+    lrs: Annotated[
+        str | None, typer.Option(help="Comma-separated learning rates, e.g. 0.01,0.001.")
+    ] = None,
+    activations: Annotated[
+        str | None, typer.Option(help="Comma-separated output activations: sigmoid,relu,tanh.")
+    ] = None,
+    one_at_a_time: Annotated[
+        bool, typer.Option(help="Vary one setting at a time around the base (the method's design).")
+    ] = False,
+    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation with this K.")] = None,
+    holdout: Annotated[
+        float | None, typer.Option(help="One stratified hold-out of this fraction instead.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
+    layout: LayoutOption = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
+    image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    pretrained: Annotated[
+        bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet weights.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    allow_rare: Annotated[
+        bool, typer.Option(help="Run even when a class has fewer images than folds.")
+    ] = False,
+    keep_models: Annotated[bool, typer.Option(help="Keep every fold's model.pt.")] = False,
+    cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only the tables and the page's path.")
+    ] = False,
+) -> None:
+    """Compare backbones, learning rates and output activations: the method's tables."""
+    from labelaudit.sweep import sweep
+
+    overrides = dict(
+        epochs=epochs,
+        image_size=image_size,
+        batch_size=batch_size,
+        seed=seed,
+        pretrained=pretrained,
+        device=device,
+        allow_rare=True if allow_rare else None,
+    )
+    result = sweep(
+        dataset,
+        out,
+        backbones=backbones,
+        lrs=lrs,
+        activations=activations,
+        one_at_a_time=one_at_a_time,
+        folds=folds,
+        holdout=holdout,
+        preset=preset,
+        layout=layout,
+        cache_dir=cache_dir,
+        keep_models=keep_models,
+        console=Console(quiet=True) if quiet else console,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
+    console.print(result.markdown, markup=False)
+    if result.html is not None:
+        console.print(f"sweep page: {escape(str(result.html))}")
 
 
 def main(argv: list[str] | None = None) -> None:

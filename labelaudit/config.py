@@ -73,7 +73,9 @@ class TrainSettings:
     threads
         CPU threads for PyTorch; 0 leaves PyTorch's default.
     activation
-        Output activation of the head (``"sigmoid"``).
+        Output activation of the head: ``"sigmoid"`` (the method), or ``"relu"`` /
+        ``"tanh"`` (its activation study; trained with Keras' clipped binary
+        cross-entropy and thresholded at 0.5, see ``labelaudit.train.backbones``).
     schedule
         Learning rate over a fold: ``"constant"`` (the method) or ``"cosine"``
         (annealed to zero over ``epochs``; better models from a short budget).

@@ -22,6 +22,9 @@ from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, update_run_json
 from labelaudit.rundir import DEFAULT_RUN, load_audit_inputs, record_dataset
 
+#: Audit levels of ``scan``.
+LEVELS: tuple[str, ...] = ("field", "cell")
+
 
 @dataclass
 class ScanResult:
@@ -75,6 +78,9 @@ def scan(
     detectors: Sequence[str] | None = None,
     fold: int | None = None,
     report: bool = True,
+    level: str = "field",
+    masks: str | Path | None = None,
+    cell_size: int | None = None,
     console: Console | None = None,
     **overrides,
 ) -> ScanResult:
@@ -100,6 +106,16 @@ def scan(
         Train only this fold (1-based) and stop; a later scan merges the folds.
     report
         Write ``report.html`` at the end.
+    level
+        ``"field"`` (the method: one model over whole fields) or ``"cell"``: also
+        segment the fields into cells (or read ``masks``), train cross-validated
+        cell models (folds by field, each cell inheriting its field's labels) and
+        add the cell findings (:mod:`labelaudit.cells.audit`).
+    masks
+        With ``level="cell"``: a directory of cell masks made elsewhere
+        (``{ID}_predictedmask.png`` or ``{ID}.npz``) instead of segmenting.
+    cell_size
+        With ``level="cell"``: side of the cell crops (default: half the field size).
     console
         Where to print progress; silent when ``None``.
 
@@ -114,6 +130,12 @@ def scan(
     run_dir = Path(out)
     timings: dict[str, float] = {}
 
+    if level not in LEVELS:
+        raise SettingsError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level != "cell" and (masks is not None or cell_size is not None):
+        raise SettingsError("--masks and --cell-size need --level cell")
+    if masks is not None and not Path(masks).is_dir():
+        raise SettingsError(f"the masks directory {masks} does not exist")
     t = time.perf_counter()
     ds = load_dataset(dataset, layout)
     settings = resolve_settings(preset, **overrides)
@@ -154,6 +176,24 @@ def scan(
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}")
+    if level == "cell":
+        from labelaudit.cells.audit import audit_cells
+
+        t = time.perf_counter()
+        cells = audit_cells(
+            run_dir,
+            ds,
+            settings,
+            masks=masks,
+            cell_size=cell_size,
+            cache_dir=cache_dir,
+            console=console,
+        )
+        timings["cells"] = time.perf_counter() - t
+        _record_timings(run_dir, timings)
+        if not cells:  # cell folds unfinished (--fold) or a non-zero DDP rank
+            result.complete = False
+            return result
     from labelaudit.clean import clean
 
     t = time.perf_counter()

@@ -88,10 +88,14 @@ class Dataset:
         """The labels of image ``i`` in the dataset's own notation."""
         return [self.class_tokens[k] for k in np.flatnonzero(self.labels[i])]
 
+    @property
+    def label_sep(self) -> str:
+        """The separator of labels in the label file (HPA 2018: a space; else ``|``)."""
+        return " " if self.layout == "hpa2018" else "|"
+
     def format_labels(self, row: np.ndarray) -> str:
         """Write a boolean label row in the dataset's own notation (``7|1|2``)."""
-        sep = " " if self.layout == "hpa2018" else "|"
-        return sep.join(self.class_tokens[k] for k in np.flatnonzero(row))
+        return self.label_sep.join(self.class_tokens[k] for k in np.flatnonzero(row))
 
     def fingerprint(self) -> str:
         """A hash of ids, labels, class names and image files (path, size, mtime).

@@ -10,6 +10,7 @@ etc., so no string can close the script element.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -441,6 +442,7 @@ def build_context(
     ctx["agreement"].setdefault("bench_why", art.why("bench.json"))
     ctx["cleaning"] = _guarded(_cleaning, art)
     ctx["retrain"] = _guarded(_retrain, art, figs)
+    ctx["cells"] = _guarded(_cells, art, figs)
 
     run_key = hashlib.sha256(
         f"{art.run_dir.resolve()}|{art.section('dataset').get('fingerprint', '')}".encode()
@@ -634,6 +636,69 @@ def _retrain(art: RunArtifacts, figs: Figures) -> dict[str, Any]:
         out["raw"] = [(k, v) for k, v in _flatten(m) if not k.startswith(("before.", "after."))]
     else:
         out["raw"] = _flatten(m)
+    return out
+
+
+def _cells(art: RunArtifacts, figs: Figures) -> dict[str, Any]:
+    """The cell-level section: facts, support of the given labels, overlays of suspect fields."""
+    sec = art.section("cells")
+    if not sec:
+        return {
+            "available": False,
+            "why": "Field-level scan: `labelaudit scan --level cell` adds the cell audit here.",
+        }
+    metrics = _dict(sec.get("metrics"))
+    per_field = _dict(sec.get("cells_per_field"))
+    facts = [
+        (
+            "cells",
+            f"{_count(sec.get('n_cells'))} in {_count(sec.get('n_fields_with_cells'))} fields",
+        ),
+        ("cells per field", " / ".join(_fmt(per_field.get(k)) for k in ("min", "median", "max"))),
+        ("masks", str(sec.get("source", "-"))),
+        ("crop size", f"{sec.get('cell_size', '-')} px"),
+        (
+            "cell model (out-of-fold, cells inherit their field's labels)",
+            ", ".join(f"{k} {_fmt(metrics[k])}" for k in ("micro_f1", "macro_f1") if k in metrics)
+            or "-",
+        ),
+        ("fields with a label no cell shows", _count(sec.get("n_fields_with_unsupported_labels"))),
+        (
+            "fields with a class most cells show, not labelled",
+            _count(sec.get("n_fields_with_cell_missing_labels")),
+        ),
+        ("cells unlike their siblings", _count(sec.get("n_odd_cells"))),
+        ("cell outliers (isolation forest)", _count(sec.get("n_outlier_cells"))),
+    ]
+    out: dict[str, Any] = {"available": True, "facts": facts, "figs": [], "overlays": []}
+    if art.issues is not None and "label_support" in art.issues:
+        shares = []
+        for text in art.issues["label_support"].astype(str):
+            for part in filter(None, text.split(";")):
+                shown, _, total = part.rpartition(":")[2].partition("/")
+                if total.isdigit() and int(total) > 0:
+                    shares.append(int(shown) / int(total))
+        if shares:
+            s = np.asarray(shares)
+            groups = {
+                "no cell": int((s == 0).sum()),
+                "under half": int(((s > 0) & (s < 0.5)).sum()),
+                "half or more": int(((s >= 0.5) & (s < 1)).sum()),
+                "every cell": int((s == 1).sum()),
+            }
+            frame = pd.DataFrame({"given labels": list(groups.values())}, index=list(groups))
+            out["figs"].append(
+                figs.add(
+                    "cells",
+                    fg.grouped_bars(frame, "Given labels by the cells that show them", None),
+                )
+            )
+    for pic in _list(sec.get("overlays")):
+        path = art.run_dir / str(pic.get("file", ""))
+        if not path.is_file():
+            continue
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        out["overlays"].append({**pic, "src": f"data:image/jpeg;base64,{data}"})
     return out
 
 

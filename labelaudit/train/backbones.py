@@ -6,7 +6,8 @@ a plain uint8 copy and a checkpoint carries its own preprocessing. The pooled
 backbone features are the embedding the detectors use.
 
 The output activation is pluggable (:data:`OUTPUTS`): the method's sigmoid with
-binary cross-entropy today; the poster's ReLU/Tanh comparison adds entries here.
+binary cross-entropy, and the ReLU and Tanh heads of the poster's activation study,
+trained as the method's Keras code would have trained them (see :func:`keras_bce`).
 """
 
 from __future__ import annotations
@@ -29,14 +30,18 @@ class OutputActivation:
     Attributes
     ----------
     to_probs
-        logits (B, K) -> probabilities in [0, 1].
+        logits (B, K) -> probabilities in [0, 1] (thresholded at 0.5).
     loss
         ``loss(logits, targets, weight)`` -> scalar; ``weight`` is an optional
         per-class weight tensor (K,) broadcast over the batch.
+    prior
+        Class prevalence (K,) in (0, 1) -> the head bias whose output is that
+        prevalence (the activation's inverse); ``None`` leaves the bias as initialised.
     """
 
     to_probs: Callable[[torch.Tensor], torch.Tensor]
     loss: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    prior: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _bce_with_logits(
@@ -45,9 +50,79 @@ def _bce_with_logits(
     return F.binary_cross_entropy_with_logits(logits.float(), targets, weight=weight)
 
 
+#: Keras' ``backend.epsilon()``: the clipping margin of its binary cross-entropy.
+KERAS_EPSILON = 1e-7
+
+
+def keras_bce(
+    outputs: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Keras' ``binary_crossentropy`` on outputs that are not probabilities.
+
+    What the method's Keras code computed for a ReLU or Tanh head
+    (``keras.backend.binary_crossentropy`` with ``from_logits=False`` on an output
+    that is not a sigmoid): clip the outputs to ``[eps, 1 - eps]``, then
+    ``-(y log(p + eps) + (1 - y) log(1 - p + eps))``, averaged, with ``eps = 1e-7``.
+    The clip has zero gradient outside the interval, so an output below 0 or above
+    1 gets no training signal from that image: a ReLU unit stuck above 1 keeps
+    predicting "positive", one below 0 keeps predicting "negative" (and ReLU itself
+    has no gradient there), a Tanh output below 0 is stuck likewise.
+
+    Parameters
+    ----------
+    outputs
+        The head's activated outputs (B, K), e.g. ``relu(logits)``.
+    targets
+        0/1 targets (B, K).
+    weight
+        Optional per-class weights (K,), multiplied in before the mean.
+    """
+    eps = KERAS_EPSILON
+    p = outputs.float().clamp(eps, 1.0 - eps)
+    loss = -(targets * torch.log(p + eps) + (1.0 - targets) * torch.log(1.0 - p + eps))
+    if weight is not None:
+        loss = loss * weight
+    return loss.mean()
+
+
+def _clipped(activation: Callable[[torch.Tensor], torch.Tensor]):
+    """The activation's output clipped to [0, 1]: 0.5 thresholds it as the method did."""
+
+    def to_probs(logits: torch.Tensor) -> torch.Tensor:
+        return activation(logits.float()).clamp(0.0, 1.0)
+
+    return to_probs
+
+
+def _keras_loss(activation: Callable[[torch.Tensor], torch.Tensor]):
+    def loss(
+        logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return keras_bce(activation(logits.float()), targets, weight)
+
+    return loss
+
+
+def _logit(rate: np.ndarray) -> np.ndarray:
+    return np.log(rate / (1 - rate))
+
+
 #: Output activations by name; ``TrainSettings.activation`` picks one.
+#:
+#: ``sigmoid`` is the method's head: binary cross-entropy on the logits.
+#: ``relu`` and ``tanh`` are the heads of its activation study, reproduced as the
+#: method's Keras code trained them: the activation's output goes through Keras'
+#: clipped binary cross-entropy (:func:`keras_bce`) and is thresholded at 0.5.
+#: Their outputs are not probabilities; :attr:`OutputActivation.to_probs` clips them
+#: to [0, 1] only so that the rest of the pipeline can read them.
 OUTPUTS: dict[str, OutputActivation] = {
-    "sigmoid": OutputActivation(to_probs=torch.sigmoid, loss=_bce_with_logits),
+    "sigmoid": OutputActivation(to_probs=torch.sigmoid, loss=_bce_with_logits, prior=_logit),
+    "relu": OutputActivation(
+        to_probs=_clipped(torch.relu), loss=_keras_loss(torch.relu), prior=lambda r: r
+    ),
+    "tanh": OutputActivation(
+        to_probs=_clipped(torch.tanh), loss=_keras_loss(torch.tanh), prior=np.arctanh
+    ),
 }
 
 
@@ -106,16 +181,20 @@ class LabelModel(nn.Module):
         self.activation = activation
 
     def set_prior(self, positives: np.ndarray) -> None:
-        """Start the head's biases at the classes' training prevalence (logit scale).
+        """Start the head's biases at the classes' training prevalence.
 
         With sigmoid + BCE a zero bias predicts 0.5 for every class; starting at the
-        prior removes the first epochs' work of learning that most labels are 0.
+        prior (logit scale) removes the first epochs' work of learning that most
+        labels are 0. The ReLU and Tanh heads start at the same prevalence in their
+        own output scale (bias ``r`` and ``atanh(r)``), so an activation comparison
+        differs only in the activation and its loss.
         """
-        if self.activation != "sigmoid":
+        prior = OUTPUTS[self.activation].prior
+        if prior is None:
             return
         rate = (np.asarray(positives, dtype=np.float64).sum(axis=0) + 0.5) / (len(positives) + 1)
         with torch.no_grad():
-            self.head.bias.copy_(torch.as_tensor(np.log(rate / (1 - rate)), dtype=torch.float32))
+            self.head.bias.copy_(torch.as_tensor(prior(rate), dtype=torch.float32))
 
     @property
     def num_features(self) -> int:

@@ -75,9 +75,11 @@ def test_sections_present(page: str) -> None:
         "agreement",
         "cleaning",
         "retrain",
+        "cells",
     ):
         assert f'<section id="{section}">' in page
     assert "classification_report" in page and "micro avg" in page
+    assert "Field-level scan: `labelaudit scan --level cell`" in page
     assert "Not run" not in page  # cleaning and retrain artifacts exist in the fixture
 
 

@@ -1,0 +1,285 @@
+"""The cell-level stage of ``labelaudit scan --level cell``.
+
+cells (segmented, or ``--masks``) -> cell cache -> cell cross-validation (folds by
+field, each cell inheriting its field's labels) -> cell findings -> ``cells.csv``,
+extra columns in ``issues.csv``, overlays of the most suspect fields, and
+``run.json["cells"]``.
+
+Artifacts, beside the field-level ones:
+
+``RUN/cells.csv``
+    one row per cell: ``cell_id``, ``id`` (its field), ``cell`` (mask label),
+    ``area``, box, ``fold``, ``predicted_labels`` (classes at p >= 0.5),
+    ``sibling_deviation``, ``odd``, ``outlier_score``, ``outlier``.
+``RUN/cells/``
+    the cell cross-validation's own run directory (``oof_probs.csv`` per cell,
+    ``embeddings.npy``, folds, checkpoints; resumable like the field level) and
+    ``overlays/{ID}.jpg``.
+``RUN/issues.csv``
+    gains ``n_cells``, ``label_support``, ``label_support_score``,
+    ``unsupported_labels``, ``cell_missing_labels``, ``n_odd_cells``,
+    ``n_outlier_cells`` (see :mod:`labelaudit.cells.findings`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from labelaudit.cells.findings import CellFindingParams, cell_findings
+from labelaudit.config import TrainSettings
+from labelaudit.data.dataset import Dataset
+from labelaudit.errors import RunDirError, SettingsError
+from labelaudit.io import update_run_json, write_csv
+from labelaudit.train.metrics import summary
+
+CELLS_DIR = "cells"
+#: Columns the cell stage adds to ``issues.csv``.
+ISSUE_COLUMNS: tuple[str, ...] = (
+    "n_cells",
+    "label_support",
+    "label_support_score",
+    "unsupported_labels",
+    "cell_missing_labels",
+    "n_odd_cells",
+    "n_outlier_cells",
+)
+#: Fields shown with overlays in the report (the most suspect first).
+N_OVERLAYS = 12
+
+
+def default_cell_size(field_size: int) -> int:
+    """Crop side for cells: half the field training size, a multiple of 8, at least 32."""
+    return max(32, (field_size // 2) // 8 * 8)
+
+
+def audit_cells(
+    run_dir: str | Path,
+    dataset: Dataset,
+    settings: TrainSettings,
+    *,
+    masks: str | Path | None = None,
+    cell_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    params: CellFindingParams | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Run the cell-level audit of a scanned run directory.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory; ``issues.csv`` (the field-level detect stage) must exist.
+    dataset
+        The scanned dataset.
+    settings
+        The field-level training settings; the cell models use them with
+        ``image_size = cell_size``.
+    masks
+        A directory of ``{ID}_predictedmask.png`` / ``{ID}.npz`` masks made
+        elsewhere (used as given); ``None`` segments every field
+        (:func:`labelaudit.cells.segment.segment_field`, border cells dropped).
+    cell_size
+        Side of the cell crops (:func:`default_cell_size` of the field size).
+    cache_dir
+        Where the cell cache lives.
+    params
+        Thresholds of the findings.
+    console
+        Where progress goes.
+
+    Returns
+    -------
+    dict
+        The ``run.json["cells"]`` section.
+
+    Raises
+    ------
+    SettingsError
+        No cells were found, or too few fields with cells for the folds.
+    DatasetError
+        A mask file is missing or unreadable (naming it).
+    """
+    from labelaudit.cells.crops import build_cell_cache
+    from labelaudit.train.cv import cross_validate
+
+    console = console or Console(quiet=True)
+    run_dir = Path(run_dir)
+    issues_path = run_dir / "issues.csv"
+    if not issues_path.is_file():
+        raise RunDirError(f"{issues_path}: not found; the cell stage runs after detection")
+    timings: dict[str, float] = {}
+    size = int(cell_size or default_cell_size(settings.image_size))
+
+    t = time.perf_counter()
+    cache = build_cell_cache(dataset, masks, size, cache_dir)
+    timings["cells_cache"] = time.perf_counter() - t
+    source = f"masks from {masks}" if masks is not None else "segmented (scikit-image)"
+    n_fields_with_cells = int(cache.cells["field"].nunique()) if len(cache) else 0
+    console.print(
+        f"cells: {len(cache)} cells in {n_fields_with_cells} of {len(dataset)} fields "
+        f"({source}); cell cache {'reused' if cache.reused else 'built'} {cache.path}"
+    )
+    if len(cache) == 0:
+        raise SettingsError(
+            "no cells found in any field" + ("" if masks else "; check the stains or pass --masks")
+        )
+    field_index = cache.cells["field_index"].to_numpy(dtype=np.int64)
+    cell_labels = dataset.labels[field_index]
+    cell_settings = settings.replace(image_size=size)
+
+    t = time.perf_counter()
+    cv = cross_validate(
+        cache.images,
+        cell_labels,
+        cache.ids,
+        dataset.class_names,
+        cell_settings,
+        run_dir / CELLS_DIR,
+        f"{dataset.fingerprint()}:{cache.path.name}",
+        groups=field_index,
+        console=console,
+    )
+    timings["cells_train"] = time.perf_counter() - t
+    if getattr(cv, "rank", 0) != 0 or not cv.complete:
+        return {}
+
+    t = time.perf_counter()
+    table = cache.cells.rename(columns={"id": "cell_id", "field": "id"})
+    per_cell, per_field = cell_findings(
+        table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
+        cv.oof_probs,
+        list(dataset.ids),
+        dataset.labels,
+        list(dataset.class_tokens),
+        dataset.label_sep,
+        embeddings=cv.embeddings,
+        params=params,
+        seed=settings.seed,
+    )
+    per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", cv.fold_of + 1)
+    write_csv(run_dir / "cells.csv", per_cell)
+    _join_issues(issues_path, per_field)
+    mask_source = masks if masks is not None else cache.masks_dir
+    overlays = write_overlays(run_dir, dataset, mask_source, per_cell, per_field)
+    timings["cells_findings"] = time.perf_counter() - t
+
+    section = {
+        "source": source,
+        "masks": str(Path(masks).resolve()) if masks is not None else str(cache.masks_dir),
+        "cell_size": size,
+        "n_cells": int(len(cache)),
+        "n_fields_with_cells": n_fields_with_cells,
+        "cells_per_field": _describe(per_field["n_cells"]),
+        "n_unsupported_labels": int(
+            sum(len(s.split(dataset.label_sep)) for s in per_field["unsupported_labels"] if s)
+        ),
+        "n_fields_with_unsupported_labels": int((per_field["unsupported_labels"] != "").sum()),
+        "n_fields_with_cell_missing_labels": int((per_field["cell_missing_labels"] != "").sum()),
+        "n_odd_cells": int(per_cell["odd"].sum()),
+        "n_outlier_cells": int(per_cell["outlier"].sum()),
+        "params": (params or CellFindingParams()).__dict__,
+        "metrics": summary(cv.metrics) if cv.metrics else {},
+        "overlays": overlays,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+    }
+    update_run_json(run_dir, "cells", section)
+    console.print(
+        f"cells: {section['n_fields_with_unsupported_labels']} fields with a label no cell "
+        f"shows, {section['n_fields_with_cell_missing_labels']} with a class most cells show "
+        f"but not labelled; {section['n_odd_cells']} odd cells (in {run_dir / 'cells.csv'})"
+    )
+    return section
+
+
+def _describe(values: pd.Series) -> dict[str, float]:
+    v = values.to_numpy(dtype=float)
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
+def _join_issues(path: Path, per_field: pd.DataFrame) -> None:
+    """Add (or replace) the cell columns of ``issues.csv``, keeping its rows and order."""
+    issues = pd.read_csv(path, dtype=str, keep_default_na=False)
+    issues = issues.drop(columns=[c for c in ISSUE_COLUMNS if c in issues.columns])
+    extra = per_field.reindex(issues["id"]).reset_index(drop=True)
+    write_csv(path, pd.concat([issues, extra[list(ISSUE_COLUMNS)]], axis=1))
+
+
+def suspect_fields(per_field: pd.DataFrame, n: int = N_OVERLAYS) -> list[str]:
+    """Fields to show first: unsupported labels, then missing labels, then odd cells.
+
+    Within each group, the lowest label support score first.
+    """
+    frame = per_field[per_field["n_cells"] > 0].copy()
+    frame["_u"] = frame["unsupported_labels"] != ""
+    frame["_m"] = frame["cell_missing_labels"] != ""
+    frame = frame.sort_values(
+        ["_u", "_m", "n_odd_cells", "label_support_score"],
+        ascending=[False, False, False, True],
+        na_position="last",
+        kind="stable",
+    )
+    return [str(i) for i in frame.index[:n]]
+
+
+def write_overlays(
+    run_dir: Path,
+    dataset: Dataset,
+    masks_dir: str | Path,
+    per_cell: pd.DataFrame,
+    per_field: pd.DataFrame,
+    n: int = N_OVERLAYS,
+) -> list[dict]:
+    """Overlays of the most suspect fields: cell outlines, each cell tagged with its classes.
+
+    Returns one ``{"id", "file", "given", "support", "unsupported", "missing"}`` per
+    picture (``file`` relative to the run directory).
+    """
+    from labelaudit.cells.dataset import read_field
+    from labelaudit.cells.masks import load_masks
+    from labelaudit.cells.overlay import overlay_image, save_image
+
+    chosen = suspect_fields(per_field, n)
+    if not chosen:
+        return []
+    masks = load_masks(masks_dir, chosen)
+    out_dir = run_dir / CELLS_DIR / "overlays"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    position = {fid: i for i, fid in enumerate(dataset.ids)}
+    names = dict(zip(dataset.class_tokens, dataset.class_names, strict=True))
+    pictures = []
+    for fid in chosen:
+        rows = per_cell[per_cell["id"] == fid]
+        tags = {
+            int(c): ", ".join(_short(names[t]) for t in p.split(dataset.label_sep) if t) or "-"
+            for c, p in zip(rows["cell"], rows["predicted_labels"], strict=True)
+        }
+        picture = overlay_image(read_field(dataset, position[fid]), masks[fid], tags=tags)
+        target = save_image(out_dir / f"{_safe(fid)}.jpg", picture)
+        info = per_field.loc[fid]
+        pictures.append(
+            {
+                "id": fid,
+                "file": str(target.relative_to(run_dir)),
+                "given": dataset.label_sep.join(
+                    dataset.class_tokens[k] for k in np.flatnonzero(dataset.labels[position[fid]])
+                ),
+                "support": info["label_support"],
+                "unsupported": info["unsupported_labels"],
+                "missing": info["cell_missing_labels"],
+            }
+        )
+    return pictures
+
+
+def _short(name: str) -> str:
+    """A class name short enough to tag a cell (first word, at most 12 characters)."""
+    return name.split()[0][:12]
+
+
+def _safe(image_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)

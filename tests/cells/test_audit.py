@@ -1,0 +1,110 @@
+"""``scan --level cell`` end to end on a tiny synthetic dataset with true cell masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.cells.audit import ISSUE_COLUMNS, default_cell_size, suspect_fields
+from labelaudit.io import read_json
+
+TINY = [
+    "--preset", "demo", "--backbone", "test_efficientnet", "--epochs", "1", "--folds", "2",
+    "--image-size", "32", "--allow-rare", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cell_run(tmp_path_factory):
+    """synth 40 fields (half with partial expression) + true masks, scanned at cell level."""
+    from labelaudit.cli import main
+    from labelaudit.data.synth import synthesize
+
+    tmp = tmp_path_factory.mktemp("cellscan")
+    data = tmp / "data"
+    synthesize(data, n=40, seed=5, size=64, partial_cells=0.5, write_masks=True)
+    run = tmp / "run"
+    before = sorted(p.name for p in data.rglob("*"))
+    try:
+        main(["scan", str(data), "--out", str(run), *TINY, "--level", "cell",
+              "--masks", str(data / "masks")])  # fmt: skip
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    assert sorted(p.name for p in data.rglob("*")) == before  # the input is untouched
+    return data, run
+
+
+@pytest.mark.slow
+def test_cell_artifacts(cell_run):
+    data, run = cell_run
+    cells = pd.read_csv(run / "cells.csv", dtype={"id": str, "cell_id": str})
+    masks = sorted((data / "masks").glob("*_predictedmask.png"))
+    from labelaudit.cells.masks import read_mask
+
+    n_cells = sum(len(np.unique(read_mask(p))) - 1 for p in masks)
+    assert len(cells) == n_cells  # every cell of every mask
+    for col in ("cell_id", "id", "cell", "fold", "predicted_labels", "sibling_deviation", "odd"):
+        assert col in cells.columns
+    # Folds are by field: no field has cells on both sides of a split.
+    assert (cells.groupby("id")["fold"].nunique() == 1).all()
+    oof = pd.read_csv(run / "cells" / "oof_probs.csv", dtype={"id": str})
+    assert list(oof["id"]) == list(cells["cell_id"]) and oof.shape[1] == 20
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    assert len(issues) == 40 and set(ISSUE_COLUMNS) <= set(issues.columns)
+    counts = cells.groupby("id").size()
+    got = issues.set_index("id")["n_cells"].astype(int)
+    assert (got.loc[counts.index] == counts).all()
+    section = read_json(run / "run.json")["cells"]
+    assert section["n_cells"] == n_cells and section["cell_size"] == default_cell_size(32)
+    assert section["overlays"] and (run / section["overlays"][0]["file"]).is_file()
+    html = (run / "report.html").read_text()
+    assert '<section id="cells">' in html and "data:image/jpeg;base64," in html
+
+
+@pytest.mark.slow
+def test_rescan_reuses_cell_folds_and_bench_scores_cells(cell_run, run_cli):
+    data, run = cell_run
+    code, out, err = run_cli(
+        "scan", data, "--out", run, *TINY[:-1], "--level", "cell", "--masks", data / "masks"
+    )
+    assert code == 0, err
+    assert out.count("fold 1/2: reused") == 2  # field level and cell level
+    code, out, err = run_cli("bench", run, "--truth", data / "truth.csv")
+    assert code == 0, err
+    assert "fields with a label no cell shows" in out and "cell_support" in out
+    bench = read_json(run / "bench.json")
+    assert bench["cells"]["n_pos"] > 0
+    assert set(bench["cells"]["metrics"]) >= {"cell_support", "field_weakest_label", "confident"}
+
+
+def test_suspect_fields_order():
+    frame = pd.DataFrame(
+        {
+            "n_cells": [3, 2, 4, 0, 5],
+            "unsupported_labels": ["", "2", "", "", "1"],
+            "cell_missing_labels": ["", "", "5", "", ""],
+            "n_odd_cells": [1, 0, 0, 0, 0],
+            "label_support_score": [0.9, 0.3, 0.8, np.nan, 0.1],
+        },
+        index=["a", "b", "c", "d", "e"],
+    )
+    assert suspect_fields(frame, 10) == ["e", "b", "c", "a"]  # d has no cells
+
+
+def test_bad_cell_options(make_hpa, run_cli, tmp_path):
+    root = make_hpa(n=12)
+    code, _, err = run_cli("scan", root, "--out", tmp_path / "r", "--masks", tmp_path)
+    assert code == 2 and "--level cell" in err
+    code, _, err = run_cli("scan", root, "--out", tmp_path / "r", "--level", "nuclei")
+    assert code == 2 and "level" in err
+    code, _, err = run_cli(
+        "scan", root, "--out", tmp_path / "r", "--level", "cell", "--masks", tmp_path / "nope"
+    )
+    assert code == 2 and "nope" in err
+    empty = tmp_path / "masks"
+    empty.mkdir()
+    code, _, err = run_cli(
+        "scan", root, "--out", tmp_path / "r2", *TINY, "--level", "cell", "--masks", empty
+    )
+    assert code == 2 and "mask" in err.lower() and "Traceback" not in err
