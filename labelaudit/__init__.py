@@ -5,6 +5,10 @@ The public Python API; the ``labelaudit`` command line is a thin layer over it.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+
 from labelaudit.data.cache import ImageCache, build_cache
 from labelaudit.data.check import CheckReport, check_dataset
 from labelaudit.data.dataset import Dataset, ImageSource
@@ -32,10 +36,26 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'labelaudit' has no attribute {name!r}")
+
+
+class _API(types.ModuleType):
+    """The package module, answering API names with functions, never submodules.
+
+    Importing ``labelaudit.scan`` (the module) sets the package attribute ``scan``
+    to that module, which would shadow the lazily loaded function of the same
+    name; this class looks such names up in their module instead.
+    """
+
+    def __getattribute__(self, name: str):
+        value = super().__getattribute__(name)
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return getattr(value, name)
+        return value
+
+
+sys.modules[__name__].__class__ = _API
 
 
 __all__ = [
