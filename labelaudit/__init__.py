@@ -34,24 +34,38 @@ _LAZY = {
 }
 
 
+class _CallableModule(types.ModuleType):
+    """A stage module that is also its entry point: ``labelaudit.scan(...)`` calls
+    ``labelaudit.scan.scan(...)`` while ``labelaudit.scan.LEVELS`` stays reachable."""
+
+    def __call__(self, *args, **kwargs):
+        return getattr(self, self.__name__.rpartition(".")[2])(*args, **kwargs)
+
+
+def _stage(module: types.ModuleType) -> types.ModuleType:
+    if not isinstance(module, _CallableModule):
+        module.__class__ = _CallableModule
+    return module
+
+
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        module = importlib.import_module(_LAZY[name])
+        if _LAZY[name] == f"{__name__}.{name}":
+            return _stage(module)
+        return getattr(module, name)
     raise AttributeError(f"module 'labelaudit' has no attribute {name!r}")
 
 
 class _API(types.ModuleType):
-    """The package module, answering API names with functions, never submodules.
-
-    Importing ``labelaudit.scan`` (the module) sets the package attribute ``scan``
-    to that module, which would shadow the lazily loaded function of the same
-    name; this class looks such names up in their module instead.
-    """
+    """The package module. A stage whose module has its name (``scan``, ``clean``,
+    ...) is reached as that module, made callable, however it was first imported
+    (importing ``labelaudit.scan`` sets the package attribute to the module)."""
 
     def __getattribute__(self, name: str):
         value = super().__getattribute__(name)
         if name in _LAZY and isinstance(value, types.ModuleType):
-            return getattr(value, name)
+            return _stage(value)
         return value
 
 

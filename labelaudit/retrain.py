@@ -842,6 +842,11 @@ def retrain(
             f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weights!r}"
         )
     settings = _settings(run, preset, overrides)
+    if class_weights == "pos" and settings.activation != "sigmoid":
+        raise SettingsError(
+            "class_weights 'pos' (BCE pos_weight) needs the sigmoid head, "
+            f"not {settings.activation!r}; use 'method' or 'none'"
+        )
     ids, given = load_given_labels(run_dir, info)
     names = list(info["class_names"])
     true = _read_truth(Path(truth), ids, info) if truth is not None else None

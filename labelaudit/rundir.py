@@ -16,7 +16,7 @@ import pandas as pd
 from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import label_separator
-from labelaudit.errors import RunDirError
+from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.io import read_json, update_run_json, write_csv
 
 DEFAULT_RUN = Path("labelaudit-out")
@@ -116,3 +116,19 @@ def load_audit_inputs(run_dir: str | Path):
         stats=stats,
         protein_channel=info.get("protein_channel", "green"),
     )
+
+
+def ensure_outside(dataset_root: Path, out_dir: Path, what: str = "run directory") -> None:
+    """Refuse an output directory inside the dataset: labelaudit never writes there.
+
+    Raises
+    ------
+    SettingsError
+        ``out_dir`` is ``dataset_root`` or below it.
+    """
+    root, out = Path(dataset_root).resolve(), Path(out_dir).resolve()
+    if out == root or root in out.parents:
+        raise SettingsError(
+            f"the {what} {out_dir} is inside the dataset directory {dataset_root}; "
+            "labelaudit never writes into a dataset: choose another --out"
+        )

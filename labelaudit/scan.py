@@ -7,6 +7,7 @@ stopped (finished folds are reused by the training stage).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, update_run_json
-from labelaudit.rundir import DEFAULT_RUN, load_audit_inputs, record_dataset
+from labelaudit.rundir import DEFAULT_RUN, ensure_outside, load_audit_inputs, record_dataset
 
 #: Audit levels of ``scan``.
 LEVELS: tuple[str, ...] = ("field", "cell")
@@ -35,15 +36,6 @@ class ScanResult:
     complete: bool
     timings: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
-
-
-def _ensure_outside(dataset_root: Path, run_dir: Path) -> None:
-    root, out = dataset_root.resolve(), run_dir.resolve()
-    if out == root or root in out.parents:
-        raise SettingsError(
-            f"the run directory {run_dir} is inside the dataset directory {dataset_root}; "
-            "labelaudit never writes into a dataset: choose another --out"
-        )
 
 
 def cache_with_progress(
@@ -136,10 +128,17 @@ def scan(
         raise SettingsError("--masks and --cell-size need --level cell")
     if masks is not None and not Path(masks).is_dir():
         raise SettingsError(f"the masks directory {masks} does not exist")
+    if cell_size is not None and not (isinstance(cell_size, int) and 16 <= cell_size <= 4096):
+        raise SettingsError(f"cell_size must be between 16 and 4096 pixels, got {cell_size!r}")
+    if level == "cell" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SettingsError(
+            "--level cell does not run under torchrun yet: scan at field level with torchrun, "
+            "then run the same scan with --level cell in one process (the field folds are reused)"
+        )
     t = time.perf_counter()
     ds = load_dataset(dataset, layout)
     settings = resolve_settings(preset, **overrides)
-    _ensure_outside(ds.root, run_dir)
+    ensure_outside(ds.root, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     timings["load"] = time.perf_counter() - t
     console.print(f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)")
@@ -176,7 +175,11 @@ def scan(
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}")
-    if level == "cell":
+    if level == "field":
+        from labelaudit.cells.audit import forget_cells
+
+        forget_cells(run_dir)
+    else:
         from labelaudit.cells.audit import audit_cells
 
         t = time.perf_counter()
@@ -187,6 +190,7 @@ def scan(
             masks=masks,
             cell_size=cell_size,
             cache_dir=cache_dir,
+            fold=fold,
             console=console,
         )
         timings["cells"] = time.perf_counter() - t

@@ -5,16 +5,32 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import pytest
+
 import labelaudit
 
 
-def test_lazy_names_stay_functions_after_their_modules_are_imported():
+def test_lazy_names_stay_callable_after_their_modules_are_imported():
     for name, module in labelaudit._LAZY.items():
-        importlib.import_module(module)  # sets the package attribute to the submodule
+        mod = importlib.import_module(module)  # sets the package attribute to the submodule
+        func = getattr(mod, name)
+        assert inspect.isfunction(func)
         for _ in range(2):
             value = getattr(labelaudit, name)
-            assert callable(value) and not inspect.ismodule(value), name
-            assert value is getattr(importlib.import_module(module), name)
+            assert callable(value), name
+            if inspect.ismodule(value):  # a stage module: callable, its contents reachable
+                assert value is mod and getattr(value, name) is func
+            else:
+                assert value is func
+
+
+def test_stage_module_calls_its_function_and_keeps_its_contents():
+    import labelaudit.scan as scan_module
+
+    assert scan_module.LEVELS == ("field", "cell")  # `import ... as` gets the module
+    assert labelaudit.scan is scan_module
+    with pytest.raises(labelaudit.SettingsError, match="level"):
+        labelaudit.scan("nowhere", level="nuclei")  # calls labelaudit.scan.scan
 
 
 def test_unknown_name_is_an_attribute_error():

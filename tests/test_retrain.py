@@ -229,3 +229,5 @@ def test_bad_inputs(run40, tmp_path):
         retrain(run, epoch=3)
     with pytest.raises(SettingsError, match="members"):
         retrain(run, members=0)
+    with pytest.raises(SettingsError, match="sigmoid"):
+        retrain(run, class_weights="pos", activation="relu")

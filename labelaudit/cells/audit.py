@@ -23,6 +23,8 @@ Artifacts, beside the field-level ones:
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from labelaudit.cells.findings import CellFindingParams, cell_findings
 from labelaudit.config import TrainSettings
 from labelaudit.data.dataset import Dataset
 from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.io import update_run_json, write_csv
+from labelaudit.io import read_json, update_run_json, write_csv, write_json
 from labelaudit.train.metrics import summary
 
 CELLS_DIR = "cells"
@@ -66,6 +68,7 @@ def audit_cells(
     cell_size: int | None = None,
     cache_dir: str | Path | None = None,
     params: CellFindingParams | None = None,
+    fold: int | None = None,
     console: Console | None = None,
 ) -> dict:
     """Run the cell-level audit of a scanned run directory.
@@ -89,13 +92,16 @@ def audit_cells(
         Where the cell cache lives.
     params
         Thresholds of the findings.
+    fold
+        Train only this cell fold (1-based), like ``scan --fold``; the findings are
+        made by the call that finds every cell fold finished.
     console
         Where progress goes.
 
     Returns
     -------
     dict
-        The ``run.json["cells"]`` section.
+        The ``run.json["cells"]`` section; empty while cell folds are unfinished.
 
     Raises
     ------
@@ -142,6 +148,7 @@ def audit_cells(
         run_dir / CELLS_DIR,
         f"{dataset.fingerprint()}:{cache.path.name}",
         groups=field_index,
+        fold=fold,
         console=console,
     )
     timings["cells_train"] = time.perf_counter() - t
@@ -259,7 +266,7 @@ def write_overlays(
             for c, p in zip(rows["cell"], rows["predicted_labels"], strict=True)
         }
         picture = overlay_image(read_field(dataset, position[fid]), masks[fid], tags=tags)
-        target = save_image(out_dir / f"{_safe(fid)}.jpg", picture)
+        target = save_image(out_dir / f"{_file_name(fid)}.jpg", picture)
         info = per_field.loc[fid]
         pictures.append(
             {
@@ -281,5 +288,27 @@ def _short(name: str) -> str:
     return name.split()[0][:12]
 
 
-def _safe(image_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+def _file_name(image_id: str) -> str:
+    """A file name for ``image_id``: readable, and unique (ids may hold ``/``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+    if safe == image_id:
+        return safe
+    return f"{safe[-60:]}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
+
+
+def forget_cells(run_dir: str | Path) -> None:
+    """Drop a previous cell-level audit's results from a run directory.
+
+    A field-level scan rewrites ``issues.csv`` without the cell columns; the old
+    ``cells.csv``, overlays and ``run.json["cells"]`` would otherwise describe
+    another scan. The cell cross-validation (``RUN/cells/`` folds) is kept, so a
+    later ``--level cell`` scan reuses it.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    if path.is_file():
+        data = read_json(path)
+        if data.pop("cells", None) is not None:
+            write_json(path, data)
+    (run_dir / "cells.csv").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / CELLS_DIR / "overlays", ignore_errors=True)

@@ -152,6 +152,10 @@ def cell_findings(
     np.add.at(shown_count, field_of, shown.astype(np.int64))
     strongest = np.zeros((n_fields, k))
     np.maximum.at(strongest, field_of, probs)
+    odd_count = np.bincount(field_of, weights=out["odd"].to_numpy(float), minlength=n_fields)
+    outlier_count = np.bincount(
+        field_of, weights=out["outlier"].to_numpy(float), minlength=n_fields
+    )
     rows = []
     for i in range(n_fields):
         given = np.flatnonzero(field_labels[i])
@@ -170,8 +174,8 @@ def cell_findings(
                 else np.nan,
                 "unsupported_labels": label_sep.join(class_tokens[c] for c in unsupported),
                 "cell_missing_labels": _tokens(extra, class_tokens, label_sep),
-                "n_odd_cells": int(out.loc[field_of == i, "odd"].sum()),
-                "n_outlier_cells": int(out.loc[field_of == i, "outlier"].sum()),
+                "n_odd_cells": int(odd_count[i]),
+                "n_outlier_cells": int(outlier_count[i]),
             }
         )
     fields = pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))

@@ -22,12 +22,24 @@ from labelaudit.io import atomic_path
 PNG_SUFFIX = "_predictedmask.png"
 NPZ_SUFFIX = ".npz"
 MASK_KEY = "mask"
+#: Image extensions dropped from generic-layout ids when looking for their masks.
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def mask_paths(mask_dir: str | Path, image_id: str) -> tuple[Path, Path]:
     """The two file names a field's mask may have: PNG first, then NPZ."""
     root = Path(mask_dir)
     return root / f"{image_id}{PNG_SUFFIX}", root / f"{image_id}{NPZ_SUFFIX}"
+
+
+def _candidates(mask_dir: str | Path, image_id: str) -> list[Path]:
+    """Where a mask may be: by the id, then (generic layout ids are image paths such as
+    ``plate1/A01.png``) by the id without its image extension."""
+    paths = list(mask_paths(mask_dir, image_id))
+    stem = Path(image_id)
+    if stem.suffix.lower() in IMAGE_SUFFIXES:
+        paths += mask_paths(mask_dir, str(stem.with_suffix("")))
+    return paths
 
 
 def find_mask(mask_dir: str | Path, image_id: str) -> Path:
@@ -38,12 +50,13 @@ def find_mask(mask_dir: str | Path, image_id: str) -> Path:
     DatasetError
         When neither ``{ID}_predictedmask.png`` nor ``{ID}.npz`` exists.
     """
-    png, npz = mask_paths(mask_dir, image_id)
-    for path in (png, npz):
+    candidates = _candidates(mask_dir, image_id)
+    for path in candidates:
         if path.is_file():
             return path
+    names = " or ".join(str(p.relative_to(mask_dir)) for p in candidates)
     raise DatasetError(
-        f"no cell mask for this image (expected {png.name} or {npz.name})",
+        f"no cell mask for this image (expected {names})",
         path=Path(mask_dir),
         image=image_id,
     )

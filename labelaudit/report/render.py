@@ -706,7 +706,8 @@ def _cells(art: RunArtifacts, figs: Figures) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
-def _environment():
+def template_environment():
+    """The jinja2 environment of the packaged templates (autoescaping, strict)."""
     import jinja2
 
     from labelaudit.report.loader import template_loader
@@ -726,7 +727,7 @@ def render_html(art: RunArtifacts, **kwargs: Any) -> str:
 
     ctx = build_context(art, **kwargs)
     plotly_js = get_plotlyjs().replace("</script", "<\\/script")
-    env = _environment()
+    env = template_environment()
     assert env.loader is not None
     page_css = env.loader.get_source(env, "report.css")[0].replace("</style", "<\\/style")
     page_js = env.loader.get_source(env, "report.js")[0].replace("</script", "<\\/script")

@@ -9,7 +9,6 @@ directory, so the page can be rewritten without training.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from markupsafe import Markup
 
 from labelaudit.errors import RunDirError
 from labelaudit.io import read_json, write_text
+from labelaudit.report.render import template_environment
 from labelaudit.sweep.plan import AXES, AXIS_TITLES, Config, Split, format_value
 from labelaudit.sweep.run import RESULT_NAME, sweep_tables
 from labelaudit.sweep.scores import SCORES
@@ -40,23 +40,8 @@ ACTIVATION_NOTES: dict[str, str] = {
 }
 
 
-@functools.lru_cache(maxsize=1)
-def _environment():
-    import jinja2
-
-    from labelaudit.report.loader import template_loader
-
-    return jinja2.Environment(
-        loader=template_loader(),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-
-
 def _source(name: str, closing: str) -> Markup:
-    env = _environment()
+    env = template_environment()
     assert env.loader is not None
     text = env.loader.get_source(env, name)[0]
     return Markup(text.replace(f"</{closing}", f"<\\/{closing}"))
@@ -232,7 +217,7 @@ def render_sweep_html(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     ctx = build_context(run_dir)
     return (
-        _environment()
+        template_environment()
         .get_template("sweep.html.j2")
         .render(
             **ctx,

@@ -47,6 +47,7 @@ from rich.text import Text
 from labelaudit.config import TrainSettings
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, write_csv, write_json, write_text
+from labelaudit.rundir import ensure_outside
 from labelaudit.sweep.plan import (
     AXES,
     AXIS_TITLES,
@@ -507,15 +508,6 @@ def _write_outputs(
     return runs, tables, markdown
 
 
-def _ensure_outside(dataset_root: Path, run_dir: Path) -> None:
-    root, out = dataset_root.resolve(), run_dir.resolve()
-    if out == root or root in out.parents:
-        raise SettingsError(
-            f"the sweep directory {run_dir} is inside the dataset directory {dataset_root}; "
-            "labelaudit never writes into a dataset: choose another --out"
-        )
-
-
 # ------------------------------------------------------------------ the entry point
 
 
@@ -617,7 +609,7 @@ def sweep(
     full_axes = {a: list(axes.get(a) or [base.value(a)]) for a in AXES}
 
     ds = load_dataset(dataset, layout)
-    _ensure_outside(ds.root, run_dir)
+    ensure_outside(ds.root, run_dir, "sweep directory")
     notes = check_folds(ds.labels, ds.class_names, split.folds, base_settings.allow_rare)
     run_dir.mkdir(parents=True, exist_ok=True)
     console.print(

@@ -78,6 +78,32 @@ def test_rescan_reuses_cell_folds_and_bench_scores_cells(cell_run, run_cli):
     assert set(bench["cells"]["metrics"]) >= {"cell_support", "field_weakest_label", "confident"}
 
 
+@pytest.mark.slow
+def test_field_level_rescan_forgets_the_cell_results(cell_run, run_cli, tmp_path):
+    import shutil
+
+    data, run = cell_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    code, _, err = run_cli("scan", data, "--out", copy, *TINY)
+    assert code == 0, err
+    assert "cells" not in read_json(copy / "run.json")
+    assert not (copy / "cells.csv").exists() and not (copy / "cells" / "overlays").exists()
+    assert (copy / "cells" / "oof_probs.csv").is_file()  # the cell folds stay for reuse
+    issues = pd.read_csv(copy / "issues.csv", dtype=str)
+    assert "label_support" not in issues.columns
+    assert 'id="cells"' in (copy / "report.html").read_text()
+    assert "Field-level scan" in (copy / "report.html").read_text()
+
+
+def test_overlay_file_names_are_unique():
+    from labelaudit.cells.audit import _file_name
+
+    assert _file_name("synth-00001-abc") == "synth-00001-abc"
+    names = {_file_name(i) for i in ("a/b.png", "a_b.png", "a b.png")}
+    assert len(names) == 3 and all("/" not in n for n in names)
+
+
 def test_suspect_fields_order():
     frame = pd.DataFrame(
         {
@@ -102,9 +128,21 @@ def test_bad_cell_options(make_hpa, run_cli, tmp_path):
         "scan", root, "--out", tmp_path / "r", "--level", "cell", "--masks", tmp_path / "nope"
     )
     assert code == 2 and "nope" in err
+    code, _, err = run_cli("scan", root, "--out", tmp_path / "r", "--level", "cell",
+                           "--cell-size", "8")  # fmt: skip
+    assert code == 2 and "cell_size" in err
     empty = tmp_path / "masks"
     empty.mkdir()
     code, _, err = run_cli(
         "scan", root, "--out", tmp_path / "r2", *TINY, "--level", "cell", "--masks", empty
     )
     assert code == 2 and "mask" in err.lower() and "Traceback" not in err
+
+
+def test_cell_level_refuses_torchrun(make_hpa, monkeypatch, tmp_path):
+    from labelaudit.errors import SettingsError
+    from labelaudit.scan import scan
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(SettingsError, match="torchrun"):
+        scan(make_hpa(n=12), tmp_path / "r", level="cell")

@@ -151,3 +151,15 @@ def test_summarize_pools_by_cells():
     assert pooled["n_matched"] == 24 and pooled["recall"] == pytest.approx(24 / 40)
     assert pooled["mean_iou"] == pytest.approx((8 * 0.9 + 16 * 0.6) / 24)
     assert pooled["precision"] == pytest.approx(24 / 28)
+
+
+def test_generic_ids_find_masks_without_their_image_extension(tmp_path):
+    from labelaudit.cells.masks import find_mask, write_mask
+
+    labels = np.zeros((8, 8), dtype=np.int32)
+    labels[2:5, 2:5] = 1
+    (tmp_path / "plate1").mkdir()
+    written = write_mask(tmp_path, "plate1/A01", labels)
+    assert find_mask(tmp_path, "plate1/A01.png") == written
+    with pytest.raises(DatasetError, match="A02_predictedmask.png"):
+        find_mask(tmp_path, "plate1/A02.tif")
