@@ -265,7 +265,9 @@ def write_overlays(
             int(c): ", ".join(_short(names[t]) for t in p.split(dataset.label_sep) if t) or "-"
             for c, p in zip(rows["cell"], rows["predicted_labels"], strict=True)
         }
-        picture = overlay_image(read_field(dataset, position[fid]), masks[fid], tags=tags)
+        picture = overlay_image(
+            read_field(dataset, position[fid]), masks[fid], tags=tags, min_side=384
+        )
         target = save_image(out_dir / f"{_file_name(fid)}.jpg", picture)
         info = per_field.loc[fid]
         pictures.append(

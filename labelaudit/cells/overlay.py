@@ -72,6 +72,7 @@ def overlay_image(
     *,
     tags: Mapping[int, str] | Sequence[str] | None = None,
     max_side: int = 768,
+    min_side: int = 0,
     outline: tuple[int, int, int] = (255, 255, 255),
     reference: np.ndarray | None = None,
     reference_outline: tuple[int, int, int] = (255, 0, 255),
@@ -91,6 +92,8 @@ def overlay_image(
         (e.g. the predicted classes of the cells).
     max_side
         The picture is downsized so its longer side is at most this.
+    min_side
+        A smaller field is enlarged so its longer side is this (0: never enlarged).
     outline
         Colour of the cell outlines.
     reference
@@ -107,6 +110,8 @@ def overlay_image(
     labels = np.asarray(labels)
     h, w = labels.shape
     scale = min(1.0, max_side / max(h, w))
+    if max(h, w) * scale < min_side:  # small fields: enlarge so the tags are legible
+        scale = min_side / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     rgb = composite(channels, size)
 
