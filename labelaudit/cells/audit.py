@@ -190,6 +190,9 @@ def audit_cells(
         "n_odd_cells": int(per_cell["odd"].sum()),
         "n_outlier_cells": int(per_cell["outlier"].sum()),
         "params": (params or CellFindingParams()).__dict__,
+        "class_thresholds": dict(
+            zip(dataset.class_tokens, per_field.attrs["class_thresholds"], strict=True)
+        ),
         "metrics": summary(cv.metrics) if cv.metrics else {},
         "overlays": overlays,
         "timings": {k: round(v, 3) for k, v in timings.items()},

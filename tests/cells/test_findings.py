@@ -34,15 +34,16 @@ def test_label_support_missing_and_odd_cells():
     cells, probs = make_cells()
     labels = np.array([[1, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=bool)
     ids = ["a", "b", "c", "d"]  # d has no cells
-    per_cell, per_field = cell_findings(cells, probs, ids, labels, TOKENS)
+    fixed = CellFindingParams(per_class_thresholds=False)  # every class read at 0.5
+    per_cell, per_field = cell_findings(cells, probs, ids, labels, TOKENS, params=fixed)
     assert list(per_field.index) == ids
     assert per_field.loc["a", "label_support"] == "0:4/4"
     assert per_field.loc["a", "unsupported_labels"] == ""
     assert per_field.loc["b", "label_support"] == "0:3/3;2:0/3"
     assert per_field.loc["b", "unsupported_labels"] == "2"
-    # the score is the strongest cell of the weakest label: 0.4 for class 2 in b
-    assert per_field.loc["b", "label_support_score"] == pytest.approx(0.4)
-    assert per_field.loc["a", "label_support_score"] == pytest.approx(0.9)
+    # the score is the strongest cell of the weakest label over its threshold
+    assert per_field.loc["b", "label_support_score"] == pytest.approx(0.4 / 0.5)
+    assert per_field.loc["a", "label_support_score"] == pytest.approx(0.9 / 0.5)
     assert per_field.loc["c", "cell_missing_labels"] == "3"
     assert per_field.loc["c", "n_odd_cells"] == 1
     assert per_field.loc["d", "n_cells"] == 0 and np.isnan(
@@ -58,7 +59,7 @@ def test_label_support_missing_and_odd_cells():
 def test_missing_fraction_and_separator():
     cells, probs = make_cells()
     labels = np.array([[1, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 0]], dtype=bool)
-    strict = CellFindingParams(missing_fraction=0.9)
+    strict = CellFindingParams(missing_fraction=0.9, per_class_thresholds=False)
     _, fields = cell_findings(cells, probs, ["a", "b", "c"], labels, TOKENS, " ", params=strict)
     assert fields.loc["c", "cell_missing_labels"] == ""  # 3 of 4 cells < 90 %
     assert fields.loc["b", "label_support"] == "0:3/3;2:0/3"
@@ -93,3 +94,31 @@ def test_unknown_field_is_an_error():
     cells = pd.DataFrame({"cell_id": ["x_1"], "id": ["x"]})
     with pytest.raises(ValueError, match="unknown fields"):
         cell_findings(cells, np.zeros((1, 4)), ["a"], np.zeros((1, 4), bool), TOKENS)
+
+
+def test_per_class_thresholds_read_weakly_learned_classes():
+    # Class 1 is learned weakly: its labelled cells stay well below 0.5.
+    rows, probs, labels = [], [], []
+    for f in range(6):
+        labelled = f < 4
+        labels.append([True, labelled])
+        for j in range(3):
+            rows.append((f"f{f}", j + 1))
+            p1 = (0.35 if j == 0 else 0.15) if labelled and f != 3 else 0.02
+            probs.append([0.9, p1])
+    cells = pd.DataFrame(rows, columns=["id", "cell"])
+    cells.insert(0, "cell_id", [f"{a}_{b}" for a, b in rows])
+    probs, labels = np.array(probs), np.array(labels)
+    ids = [f"f{f}" for f in range(6)]
+    _, fields = cell_findings(cells, probs, ids, labels, ["0", "1"])
+    t1 = fields.attrs["class_thresholds"][1]
+    assert t1 == pytest.approx(np.mean([0.35, 0.15, 0.15] * 3 + [0.02] * 3))
+    assert fields.attrs["class_thresholds"][0] == 0.5  # capped at the threshold
+    # Fields 0-2 have a cell above class 1's threshold; field 3's label has none.
+    assert fields.loc["f0", "label_support"] == "0:3/3;1:1/3"
+    assert fields.loc["f3", "unsupported_labels"] == "1"
+    assert fields.loc["f3", "label_support_score"] < 1 <= fields.loc["f0", "label_support_score"]
+    # With the fixed 0.5 every class-1 label would look unsupported.
+    fixed = CellFindingParams(per_class_thresholds=False)
+    _, plain = cell_findings(cells, probs, ids, labels, ["0", "1"], params=fixed)
+    assert (plain["unsupported_labels"].iloc[:4] == "1").all()
