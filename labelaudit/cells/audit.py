@@ -258,6 +258,7 @@ def write_overlays(
         return []
     masks = load_masks(masks_dir, chosen)
     out_dir = run_dir / CELLS_DIR / "overlays"
+    shutil.rmtree(out_dir, ignore_errors=True)  # pictures of an earlier selection
     out_dir.mkdir(parents=True, exist_ok=True)
     position = {fid: i for i, fid in enumerate(dataset.ids)}
     names = dict(zip(dataset.class_tokens, dataset.class_names, strict=True))
