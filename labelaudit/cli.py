@@ -308,6 +308,8 @@ def clean_cmd(
         f"{actions.get('remove', 0)} removed, {actions.get('relabel', 0)} relabelled; "
         f"see {escape(str(result.changes_file))})"
     )
+    if (run / "issues.csv").is_file():
+        _refresh_report(run)
 
 
 @app.command("retrain")
@@ -358,6 +360,14 @@ def retrain_cmd(
     for k in keys:
         table.add_row(k, f"{metrics['before'][k]:.3f}", f"{metrics['after'][k]:.3f}")
     console.print(table)
+    _refresh_report(run)
+
+
+def _refresh_report(run: Path) -> None:
+    """Re-render RUN/report.html so it shows what a command just added."""
+    from labelaudit.report import write_report
+
+    console.print(f"report: {escape(str(write_report(run)))}")
 
 
 @app.command("predict")

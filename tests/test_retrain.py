@@ -231,3 +231,18 @@ def test_bad_inputs(run40, tmp_path):
         retrain(run, members=0)
     with pytest.raises(SettingsError, match="sigmoid"):
         retrain(run, class_weights="pos", activation="relu")
+
+
+@pytest.mark.slow
+def test_cli_retrain_adds_the_section_to_the_report(run40, retrained, run_cli):
+    run, _, truth = run40
+    code, out, err = run_cli(
+        "retrain", "--run", run, "--truth", truth, "--policy", "consensus-drop"
+    )
+    assert code == 0, err
+    assert "macro_f1_true" in out and "report:" in out
+    page = (run / "report.html").read_text()
+    section = page[page.index('<section id="retrain">') :]
+    section = section[: section.index("</section>")]
+    assert "Not run" not in section and "macro_f1_true" in section
+    assert "Per-class F1 change" in page

@@ -633,7 +633,26 @@ def _retrain(art: RunArtifacts, figs: Figures) -> dict[str, Any]:
             out["figs"].append(
                 figs.add("retrain", fg.grouped_bars(frame, "Before and after", (0, 1)))
             )
-        out["raw"] = [(k, v) for k, v in _flatten(m) if not k.startswith(("before.", "after."))]
+        changes = _list(m.get("per_class_change"))
+        if changes:
+            frame = pd.DataFrame(changes).set_index("class")
+            true = "f1_true_change" in frame
+            cols = {"f1_change": "F1 change (given test labels)"}
+            if true:
+                cols["f1_true_change"] = "F1 change (true test labels)"
+            out["figs"].append(
+                figs.add(
+                    "retrain-per-class",
+                    fg.grouped_bars(
+                        frame[list(cols)].rename(columns=cols), "Per-class F1 change", (-1, 1)
+                    ),
+                )
+            )
+        out["raw"] = [
+            (k, v)
+            for k, v in _flatten(m)
+            if not k.startswith(("before.", "after.", "per_class_change"))
+        ]
     else:
         out["raw"] = _flatten(m)
     return out
