@@ -10,17 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
+from labelaudit.data.classes import CHANNEL_RGB
 from labelaudit.data.readers import to_unit_float
 from labelaudit.io import atomic_path
-
-# Display colour of each stain (RGB weights): HPA's convention, ER yellow.
-STAIN_COLOURS: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (0.5, 0.5, 0.0),
-    "gray": (1.0, 1.0, 1.0),
-}
 
 
 def _shrink(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -38,7 +30,7 @@ def composite(
 ) -> np.ndarray:
     """An RGB uint8 composite of the stains, each stretched to its ``percentile``.
 
-    Stains named in :data:`STAIN_COLOURS` get that colour; other channels are
+    Stains named in :data:`CHANNEL_RGB` get that colour; other channels are
     spread over red, green and blue in order. ``size`` = (width, height) downsizes.
     No stain is brightened more than ``max_gain`` times, so a nearly empty protein
     channel (an HPA "Negative" field) stays dark instead of showing amplified noise.
@@ -49,7 +41,7 @@ def composite(
     rgb = np.zeros((size[1], size[0], 3), dtype=np.float32)
     spare = iter([(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)])
     for name in names:
-        colour = STAIN_COLOURS.get(name) or next(spare, None)
+        colour = CHANNEL_RGB.get(name) or next(spare, None)
         if colour is None:
             continue
         plane = _shrink(to_unit_float(channels[name]), size)

@@ -59,3 +59,14 @@ HPA2018_CLASSES: tuple[str, ...] = (
 
 #: HPA stains, in the order labelaudit stores them.
 HPA_CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
+
+
+#: Display colour of each named stain in RGB composites (weights for R, G, B):
+#: HPA's convention, the ER (yellow) as half red + half green.
+CHANNEL_RGB: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (0.5, 0.5, 0.0),
+    "gray": (1.0, 1.0, 1.0),
+}

@@ -21,14 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-#: How each named channel enters the RGB composite (weights for R, G, B).
-CHANNEL_RGB: dict[str, tuple[float, float, float]] = {
-    "red": (1.0, 0.0, 0.0),
-    "green": (0.0, 1.0, 0.0),
-    "blue": (0.0, 0.0, 1.0),
-    "yellow": (0.5, 0.5, 0.0),
-    "gray": (1.0, 1.0, 1.0),
-}
+from labelaudit.data.classes import CHANNEL_RGB
+
 #: JPEG quality of the detail tiles (the largest part of a report).
 DETAIL_QUALITY = 82
 
