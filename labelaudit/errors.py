@@ -62,5 +62,14 @@ class SettingsError(LabelAuditError):
     """A setting (CLI flag, preset, argument) is invalid."""
 
 
+class TrainingDiverged(SettingsError, ValueError):
+    """Training produced non-finite outputs (usually a learning rate too high).
+
+    A :class:`SettingsError` for the command line (exit 2, one line) and a
+    :class:`ValueError` for code that treats divergence as a numerical result (the
+    sweep records such a configuration instead of stopping).
+    """
+
+
 class RunDirError(LabelAuditError):
     """A run directory is missing artifacts a stage needs, or is inconsistent."""

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from labelaudit.config import TrainSettings
-from labelaudit.errors import SettingsError
+from labelaudit.errors import SettingsError, TrainingDiverged
 from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json, write_npy
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_stats
@@ -539,6 +539,11 @@ def _run_finetune(
                 runtime,
                 seed=settings.seed * 1009 + k,
                 progress=progress,
+            )
+        if not np.isfinite(output.probs).all():
+            raise TrainingDiverged(
+                f"fold {k + 1}/{n_folds}: training diverged (non-finite outputs at learning "
+                f"rate {settings.lr:g}); lower it with --lr"
             )
         fold_metrics = multilabel_metrics(labels[held_idx], output.probs, class_names)
         meta = {

@@ -233,3 +233,22 @@ def test_sigkill_during_fold_2_leaves_fold_1_reusable(tmp_path):
     assert result.reused == [1] and result.trained == [2]
     state = json.loads((fold_dir(out, 1) / "state.json").read_text())
     assert state["status"] == "done"
+
+
+def test_diverged_fold_is_a_clear_settings_error(tmp_path, monkeypatch):
+    from labelaudit.errors import TrainingDiverged
+    from labelaudit.train import cv, loop
+
+    real = loop.train_fold
+
+    def diverging(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.probs[:] = np.nan
+        return out
+
+    monkeypatch.setattr(cv, "train_fold", diverging)
+    images, labels, ids = tiny_data()
+    with pytest.raises(TrainingDiverged, match="fold 1/2: training diverged.*--lr"):
+        cross_validate(images, labels, ids, CLASSES, tiny_settings(), tmp_path / "r", "fp")
+    assert issubclass(TrainingDiverged, SettingsError)  # exit status 2 on the command line
+    assert not (fold_dir(tmp_path / "r", 0) / "state.json").exists()  # nothing saved
