@@ -39,6 +39,7 @@ from labelaudit.data.cache import (
     STAT_NAMES,
     channel_stats,
     default_cache_dir,
+    publish_entry,
     resize_to_uint8,
 )
 from labelaudit.data.dataset import Dataset
@@ -474,11 +475,7 @@ def build_cell_cache(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same entry first
-            if not (final / "meta.json").is_file():
-                raise
+        publish_entry(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return CellCache.open(final, reused=False)

@@ -215,6 +215,19 @@ class ImageCache:
         )
 
 
+def publish_entry(tmp: Path, final: Path) -> None:
+    """Rename a finished entry directory into place (atomic on one file system).
+
+    If another process finished the same entry first, its entry is kept and ``tmp``
+    is left for the caller to remove.
+    """
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        if not (final / "meta.json").is_file():
+            raise
+
+
 def cache_key(dataset: Dataset, size: int) -> str:
     """The key of a dataset's cache entry at ``size``."""
     h = hashlib.sha256(
@@ -311,11 +324,7 @@ def build_cache(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        try:
-            os.rename(tmp, final)
-        except OSError:  # another process finished the same entry first
-            if not (final / "meta.json").is_file():
-                raise
+        publish_entry(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ImageCache.open(final, reused=False)
