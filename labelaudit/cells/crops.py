@@ -23,10 +23,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +41,7 @@ from labelaudit.data.cache import (
     resize_to_uint8,
 )
 from labelaudit.data.dataset import Dataset
+from labelaudit.data.parallel import map_fields
 from labelaudit.data.readers import full_scale
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
@@ -294,41 +293,29 @@ def cell_cache_key(
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _job(args: tuple) -> tuple[int, object, tuple[str, str | None] | None]:
-    i, image_id, paths, names, mask, size, pad, params, drop_border, masks_out = args
-    try:
-        channels = read_planes(paths, names)
-        planes = list(channels.values())
-        shape = planes[0].shape
-        if mask is None:
-            labels = segment_field(channels, params)
-            write_mask(masks_out, image_id, labels)
-        else:
-            mask_path = mask if isinstance(mask, Path) else None
-            labels = read_mask(mask, image_id) if mask_path else np.asarray(mask)
-            if labels.shape != shape:
-                raise DatasetError(
-                    f"mask is {labels.shape[1]} x {labels.shape[0]} px, the field "
-                    f"{shape[1]} x {shape[0]} px",
-                    path=mask_path,
-                    image=image_id,
-                )
-            if drop_border:
-                labels = drop_border_cells(labels)
-        crops, rows = crop_cells(planes, labels, size, pad)
-        depth = int(planes[0].dtype.itemsize * 8)
-        return i, (crops, rows, depth), None
-    except DatasetError as exc:  # returned: pickling exceptions loses their fields
-        return i, None, (exc.message, str(exc.path) if exc.path else None)
-
-
-def _iter_jobs(jobs: list[tuple], workers: int) -> Iterator[tuple]:
-    if workers <= 1 or len(jobs) < 4:
-        for job in jobs:
-            yield _job(job)
-        return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(_job, jobs, chunksize=max(1, min(8, len(jobs) // (workers * 8))))
+def _job(args: tuple) -> tuple[np.ndarray, list[dict], int]:
+    _, image_id, paths, names, mask, size, pad, params, drop_border, masks_out = args
+    channels = read_planes(paths, names)
+    planes = list(channels.values())
+    shape = planes[0].shape
+    if mask is None:
+        labels = segment_field(channels, params)
+        write_mask(masks_out, image_id, labels)
+    else:
+        mask_path = mask if isinstance(mask, Path) else None
+        labels = read_mask(mask, image_id) if mask_path else np.asarray(mask)
+        if labels.shape != shape:
+            raise DatasetError(
+                f"mask is {labels.shape[1]} x {labels.shape[0]} px, the field "
+                f"{shape[1]} x {shape[0]} px",
+                path=mask_path,
+                image=image_id,
+            )
+        if drop_border:
+            labels = drop_border_cells(labels)
+    crops, rows = crop_cells(planes, labels, size, pad)
+    depth = int(planes[0].dtype.itemsize * 8)
+    return crops, rows, depth
 
 
 def build_cell_cache(
@@ -424,11 +411,8 @@ def build_cell_cache(
         # Crops are appended field by field (the cell count is known only at the end),
         # then the file is mapped with its final shape.
         with open(tmp / "images.u8", "wb") as fh:
-            for done, (i, result, error) in enumerate(_iter_jobs(jobs, workers), start=1):
-                if error is not None:
-                    message, path = error
-                    raise DatasetError(message, path=path, image=dataset.ids[i])
-                crops, field_rows, depth = result
+            fields = map_fields(_job, jobs, dataset.ids, workers, min_parallel=4, max_chunk=8)
+            for done, (i, (crops, field_rows, depth)) in enumerate(fields, start=1):
                 fh.write(np.ascontiguousarray(crops).tobytes())
                 n_cells += len(crops)
                 for r in field_rows:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +34,7 @@ from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_f
 from labelaudit.data.cache import split_channels
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
+from labelaudit.data.parallel import map_fields
 from labelaudit.data.readers import read_array
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
@@ -94,47 +93,34 @@ def cell_table(labels: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["cell", "area", "y0", "x0", "y1", "x1"])
 
 
-def _job(args: tuple) -> tuple[int, dict | None, tuple[str, str | None] | None]:
-    i, image_id, paths, names, out_dir, params, ref_path, overlays, mask_format = args
-    try:
-        channels = read_planes(paths, names)
-        started = time.perf_counter()
-        full = segment_field(channels, params, drop_border=False)
-        labels = drop_border_cells(full) if params.drop_border else full
-        seconds = time.perf_counter() - started
-        write_mask(out_dir / "masks", image_id, labels, mask_format)
-        record: dict = {"id": image_id, "cells": int(labels.max()), "seconds": seconds}
-        ref = None
-        if ref_path is not None:
-            ref = read_mask(ref_path, image_id)
-            if ref.shape != labels.shape:
-                raise DatasetError(
-                    f"mask is {ref.shape[1]} x {ref.shape[0]} px, the field "
-                    f"{labels.shape[1]} x {labels.shape[0]} px",
-                    path=ref_path,
-                    image=image_id,
-                )
-            record["all"] = compare_masks(full, ref)
-            record["interior"] = compare_masks(labels, ref, exclude_border=True)
-        if overlays:
-            picture = overlay_image(channels, labels, reference=ref)
-            save_image(out_dir / "overlays" / f"{image_id}.jpg", picture)
-        table = cell_table(labels)
-        table.insert(0, "id", image_id)
-        record["table"] = table
-        return i, record, None
-    except DatasetError as exc:  # returned: pickling exceptions loses their fields
-        return i, None, (exc.message, str(exc.path) if exc.path else None)
-
-
-def _iter_jobs(jobs: list[tuple], workers: int) -> Iterator[tuple]:
-    if workers <= 1 or len(jobs) < 2:
-        for job in jobs:
-            yield _job(job)
-        return
-    # spawn, not fork: the parent may hold torch/OpenMP threads that fork would copy.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(_job, jobs)
+def _job(args: tuple) -> dict:
+    _, image_id, paths, names, out_dir, params, ref_path, overlays, mask_format = args
+    channels = read_planes(paths, names)
+    started = time.perf_counter()
+    full = segment_field(channels, params, drop_border=False)
+    labels = drop_border_cells(full) if params.drop_border else full
+    seconds = time.perf_counter() - started
+    write_mask(out_dir / "masks", image_id, labels, mask_format)
+    record: dict = {"id": image_id, "cells": int(labels.max()), "seconds": seconds}
+    ref = None
+    if ref_path is not None:
+        ref = read_mask(ref_path, image_id)
+        if ref.shape != labels.shape:
+            raise DatasetError(
+                f"mask is {ref.shape[1]} x {ref.shape[0]} px, the field "
+                f"{labels.shape[1]} x {labels.shape[0]} px",
+                path=ref_path,
+                image=image_id,
+            )
+        record["all"] = compare_masks(full, ref)
+        record["interior"] = compare_masks(labels, ref, exclude_border=True)
+    if overlays:
+        picture = overlay_image(channels, labels, reference=ref)
+        save_image(out_dir / "overlays" / f"{image_id}.jpg", picture)
+    table = cell_table(labels)
+    table.insert(0, "id", image_id)
+    record["table"] = table
+    return record
 
 
 def segment_dataset(
@@ -215,10 +201,7 @@ def segment_dataset(
     records: list[dict] = [{} for _ in jobs]
     started = time.perf_counter()
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    for done, (i, record, error) in enumerate(_iter_jobs(jobs, workers), start=1):
-        if error is not None:
-            message, path = error
-            raise DatasetError(message, path=path, image=dataset.ids[i])
+    for done, (i, record) in enumerate(map_fields(_job, jobs, dataset.ids, workers), start=1):
         records[i] = record
         if progress is not None:
             progress(done, len(jobs))

@@ -20,10 +20,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from labelaudit.data.dataset import Dataset
+from labelaudit.data.parallel import map_fields
 from labelaudit.data.readers import full_scale, read_array
 from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv, write_json
@@ -156,11 +155,8 @@ def decode_field(
 
 
 def _decode_job(args: tuple[int, tuple[Path, ...], int, int]):
-    i, paths, n_channels, size = args
-    try:
-        return i, decode_field(paths, n_channels, size), None
-    except DatasetError as exc:  # returned, not raised: pickling exceptions loses fields
-        return i, None, (exc.message, str(exc.path) if exc.path else None)
+    _, paths, n_channels, size = args
+    return decode_field(paths, n_channels, size)
 
 
 # ------------------------------------------------------------------------- cache
@@ -236,20 +232,6 @@ def cache_key(dataset: Dataset, size: int) -> str:
     return h.hexdigest()[:20]
 
 
-def _iter_decoded(
-    jobs: list[tuple[int, tuple[Path, ...], int, int]], workers: int
-) -> Iterator[tuple[int, object, object]]:
-    if workers <= 1 or len(jobs) < 8:
-        for job in jobs:
-            yield _decode_job(job)
-        return
-    # spawn, not fork: the parent may hold torch/OpenMP threads that fork would copy.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(
-            _decode_job, jobs, chunksize=max(1, min(16, len(jobs) // (workers * 8)))
-        )
-
-
 def build_cache(
     dataset: Dataset,
     size: int,
@@ -295,11 +277,8 @@ def build_cache(
         rows: list[dict[str, object]] = [{} for _ in range(n)]
         jobs = [(i, src.paths, c, size) for i, src in enumerate(dataset.sources)]
         workers = workers or os.cpu_count() or 1
-        for done, (i, result, error) in enumerate(_iter_decoded(jobs, workers), start=1):
-            if error is not None:
-                message, path = error
-                raise DatasetError(message, path=path, image=dataset.ids[i])
-            pixels, stats, info = result
+        decoded = map_fields(_decode_job, jobs, dataset.ids, workers, min_parallel=8, max_chunk=16)
+        for done, (i, (pixels, stats, info)) in enumerate(decoded, start=1):
             images[i] = pixels
             row: dict[str, object] = {"id": dataset.ids[i], **info}
             for name, st in zip(dataset.channels, stats, strict=True):
