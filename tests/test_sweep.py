@@ -170,6 +170,18 @@ TINY = [
     "--allow-rare",
 ]
 
+#: The same tiny settings for calls from Python.
+TINY_KWARGS = dict(
+    preset="demo",
+    backbone="test_efficientnet",
+    pretrained=False,
+    image_size=32,
+    epochs=1,
+    batch_size=8,
+    allow_rare=True,
+    html=False,
+)
+
 
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory):
@@ -264,14 +276,7 @@ def test_activation_study_holdout(synth_data, tmp_path):
         lrs=[0.01, 0.001],
         one_at_a_time=True,
         holdout=0.5,
-        preset="demo",
-        backbone="test_efficientnet",
-        pretrained=False,
-        image_size=32,
-        epochs=1,
-        batch_size=8,
-        allow_rare=True,
-        html=False,
+        **TINY_KWARGS,
     )
     assert result.split.holdout == 0.5 and result.split.folds == 2
     assert len(result.configs) == 4  # base (lr 0.001 nearest the preset's 2e-3), 1 lr, 2 heads
@@ -311,14 +316,7 @@ def test_a_diverged_configuration_is_a_result_not_a_crash(
         dataset=synth_data,
         out=tmp_path / "nan",
         folds=2,
-        preset="demo",
-        backbone="test_efficientnet",
-        pretrained=False,
-        image_size=32,
-        epochs=1,
-        batch_size=8,
-        allow_rare=True,
-        html=False,
+        **TINY_KWARGS,
     )
     result = sweep(**kwargs)
     row = result.runs.iloc[0]
