@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import DatasetError, RunDirError
-from labelaudit.io import read_json, write_json
+from labelaudit.io import write_json
+from labelaudit.rundir import load_audit_inputs
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
@@ -333,20 +334,12 @@ def cell_support_bench(
     score = np.nan_to_num(score, nan=-1.0)  # no cells: no evidence, least suspect
     flags = issues["unsupported_labels"].astype(str).str.len().to_numpy() > 0
     out["metrics"]["cell_support"] = score_metrics(positives, score, flags)
-    oof_path = Path(run_dir) / "oof_probs.csv"
-    if oof_path.is_file():
-        oof = pd.read_csv(oof_path, dtype={"id": str}).set_index("id").loc[issues["id"]]
-        names = list(oof.columns)
-        run = read_json(Path(run_dir) / "run.json").get("dataset", {})
-        tokens = [str(x) for x in run.get("class_tokens", range(len(names)))]
-        col = {tok: j for j, tok in enumerate(tokens)}
-        probs = oof.to_numpy(dtype=float)
-        weakest = np.array(
-            [
-                min((probs[i, col[tok]] for tok in _label_set(g) if tok in col), default=1.0)
-                for i, g in enumerate(issues["given_labels"])
-            ]
-        )
+    inputs = load_audit_inputs(run_dir)
+    if inputs.probs is not None:
+        rows = pd.Index(inputs.ids).get_indexer(issues["id"])
+        probs, labels = inputs.probs[rows], inputs.labels[rows]
+        weakest = np.where(labels, probs, np.inf).min(axis=1)
+        weakest[~labels.any(axis=1)] = 1.0  # no given label: nothing to doubt
         out["metrics"]["field_weakest_label"] = score_metrics(
             positives, 1.0 - weakest, weakest < 0.5
         )
