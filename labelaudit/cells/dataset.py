@@ -38,6 +38,7 @@ from labelaudit.data.parallel import map_fields
 from labelaudit.data.readers import read_array
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
+from labelaudit.rundir import ensure_outside
 
 # Which comparison the summary leads with: the reference masks keep the cells cut
 # by the field border, so "all" compares like with like (segmentation run with the
@@ -181,9 +182,7 @@ def segment_dataset(
     if mask_format not in ("png", "npz"):
         raise SettingsError(f"unknown mask format {mask_format!r}; choose png or npz")
     out = Path(out_dir)
-    root = dataset.root.resolve()
-    if out.resolve() == root or root in out.resolve().parents:
-        raise SettingsError(f"the output directory {out} is inside the dataset {dataset.root}")
+    ensure_outside(dataset.root, out, "output directory")
     ref_paths: list[Path | None] = [None] * len(dataset)
     if compare is not None:
         compare = Path(compare)
