@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from labelaudit.data.cache import (
     STAT_NAMES,
     channel_stats,
     default_cache_dir,
-    publish_entry,
     resize_to_uint8,
+    staged_entry,
 )
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.parallel import map_fields
@@ -385,13 +384,9 @@ def build_cell_cache(
     if (final / "meta.json").is_file():
         return CellCache.open(final, reused=True)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-cells-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     started = time.perf_counter()
     n_ch = len(dataset.channels)
-    try:
+    with staged_entry(final) as tmp:
 
         def mask_of(image_id: str) -> object:
             if masks is None:
@@ -459,7 +454,4 @@ def build_cell_cache(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        publish_entry(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return CellCache.open(final, reused=False)

@@ -15,12 +15,13 @@ and renamed into place, so a killed build never leaves a half-written entry.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,17 +212,27 @@ class ImageCache:
         )
 
 
-def publish_entry(tmp: Path, final: Path) -> None:
-    """Rename a finished entry directory into place (atomic on one file system).
+@contextlib.contextmanager
+def staged_entry(final: Path) -> Iterator[Path]:
+    """Build a cache entry in a temporary directory beside ``final``; rename it into place.
 
-    If another process finished the same entry first, its entry is kept and ``tmp``
-    is left for the caller to remove.
+    The block fills the yielded directory; on success it becomes ``final`` (atomic on
+    one file system). If another process finished the same entry first, its entry
+    is kept. The temporary directory is removed whatever happens.
     """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
-        os.rename(tmp, final)
-    except OSError:
-        if not (final / "meta.json").is_file():
-            raise
+        yield tmp
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "meta.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def cache_key(dataset: Dataset, size: int) -> str:
@@ -266,13 +277,9 @@ def build_cache(
     if (final / "meta.json").is_file():
         return ImageCache.open(final, reused=True)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".tmp-{key}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     n, c = len(dataset), len(dataset.channels)
     started = time.perf_counter()
-    try:
+    with staged_entry(final) as tmp:
         images = np.memmap(tmp / "images.u8", dtype=np.uint8, mode="w+", shape=(n, c, size, size))
         rows: list[dict[str, object]] = [{} for _ in range(n)]
         jobs = [(i, src.paths, c, size) for i, src in enumerate(dataset.sources)]
@@ -303,7 +310,4 @@ def build_cache(
                 "seconds": round(time.perf_counter() - started, 3),
             },
         )
-        publish_entry(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return ImageCache.open(final, reused=False)
