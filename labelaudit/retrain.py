@@ -602,7 +602,8 @@ def _train_one(
 
     runtime = make_runtime(settings)
     start = time.perf_counter()
-    outs = []
+    outs, trained = [], []
+    weight = torch.as_tensor(w) if kind == "method" else None
     with torch_threads(settings.threads, runtime.info, runtime.device):
         stats = channel_stats(images, seed=settings.seed)
         for member in range(members):
@@ -623,7 +624,6 @@ def _train_one(
                 wrapped.head.load_state_dict(model.head.state_dict())
                 wrapped.pos_weight = torch.as_tensor(w)
                 model = wrapped
-            weight = torch.as_tensor(w) if kind == "method" else None
             title = f"{name} ({len(train_idx)} images)"
             if members > 1:
                 title = f"{name} {member + 1}/{members} ({len(train_idx)} images)"
@@ -642,17 +642,12 @@ def _train_one(
                         class_weight=weight,
                     )
                 )
+            trained.append(model)  # train_fold left its best epoch's weights in it
         if members == 1:
             final: torch.nn.Module = model
             val_probs = outs[0].probs
         else:
-            final = ensemble_from_states(
-                [o.state_dict for o in outs],
-                settings.backbone,
-                images.shape[1],
-                labels.shape[1],
-                settings.activation,
-            ).to(runtime.device)
+            final = EnsembleModel(trained)
             val_probs, _, _ = predict_probs(
                 final, images, val_idx, settings.batch_size, runtime, tta=settings.tta
             )
