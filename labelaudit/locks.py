@@ -1,0 +1,112 @@
+"""Advisory file locks: one writer per run directory and per cache entry.
+
+A lock is an ``flock`` on a small file that labelaudit creates and owns. The kernel
+releases it when the holder exits, however it exits (SIGKILL included), so a
+crashed run never leaves a stale lock behind; the file itself may stay and is
+harmless. The holder writes its pid and command line into the file so that the
+process that is refused can name it.
+
+Shared locks let several cooperating processes in (``scan --fold k`` jobs of the
+same run directory); an exclusive lock keeps everyone else out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from labelaudit.errors import SettingsError
+
+
+class LockHeld(SettingsError):
+    """Another process holds the lock (exit status 2, one line naming its pid)."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "another process"
+    pid, _, command = text.partition(" ")
+    if not pid.isdigit():
+        return "another process"
+    return f"process {pid}" + (f" ({command[:120]})" if command else "")
+
+
+def _describe_self() -> str:
+    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))
+    return f"{os.getpid()} {command}".replace("\n", " ")
+
+
+@contextlib.contextmanager
+def hold_lock(
+    path: str | Path,
+    what: str,
+    *,
+    shared: bool = False,
+    wait: bool = False,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
+    """Hold an advisory lock on ``path`` for the duration of the block.
+
+    Parameters
+    ----------
+    path
+        The lock file (created if missing; labelaudit owns it).
+    what
+        What the lock protects, for the message (``"the run directory R"``).
+    shared
+        Take a shared lock (several holders) instead of an exclusive one.
+    wait
+        Wait for the holder to finish instead of refusing at once.
+    timeout
+        With ``wait``: give up after this many seconds (``None``: wait forever).
+    on_wait
+        With ``wait``: called once with a line naming the holder when waiting starts.
+
+    Raises
+    ------
+    LockHeld
+        The lock is held by another process (and ``wait`` is false, or ``timeout``
+        passed). The message names the holder's pid.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        started = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = _holder(path)
+                late = timeout is not None and time.monotonic() - started > timeout
+                if not wait or late:
+                    raise LockHeld(
+                        f"{what} is in use by {holder}; wait for it to finish "
+                        "(or stop it) and run again"
+                    ) from None
+                if on_wait is not None and not told:
+                    on_wait(f"waiting for {holder}, which is using {what}")
+                    told = True
+                time.sleep(0.2)
+        if not shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
+        elif os.fstat(fd).st_size == 0:
+            os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
