@@ -1,0 +1,82 @@
+"""The fold-job recipe of docs/scaling.md: ``scan --fold k`` jobs started at once, then a merge.
+
+Two ``labelaudit scan --fold`` processes share one run directory and one cache
+directory, as two tasks of a Slurm job array would; a last ``scan`` without
+``--fold`` must reuse both folds (train nothing) and write every image's
+out-of-fold probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.io import read_json
+
+FLAGS = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32",
+         "--allow-rare"]  # fmt: skip
+
+
+def _labelaudit(*args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "labelaudit", *map(str, args)]
+
+
+def _env() -> dict[str, str]:
+    # One thread each: two jobs share the machine, as array tasks share a node.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "LABELAUDIT_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path):
+    data, run, cache = tmp_path / "data", tmp_path / "run", tmp_path / "shared-cache"
+    made = subprocess.run(
+        _labelaudit("synth", data, "--n", "60", "--size", "32", "--seed", "1"),
+        capture_output=True, text=True, timeout=300, env=_env(),
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+
+    common = [data, "--out", run, "--cache-dir", cache, *FLAGS]
+    jobs = [
+        subprocess.Popen(
+            _labelaudit("scan", *common, "--fold", str(k)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
+        )  # fmt: skip
+        for k in (1, 2)
+    ]
+    logs = [job.communicate(timeout=600)[0] for job in jobs]
+    for k, (job, log) in enumerate(zip(jobs, logs, strict=True), start=1):
+        assert job.returncode == 0, f"fold {k} job failed:\n{log[-3000:]}"
+        assert f"fold {k}/2: trained" in log, log[-3000:]
+    for k in (1, 2):
+        assert (run / "folds" / f"fold_{k}" / "state.json").is_file()
+    # One cache entry, shared by both jobs (not one per job).
+    entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == 1, sorted(p.name for p in cache.iterdir())
+
+    merge = subprocess.run(
+        _labelaudit("scan", *common), capture_output=True, text=True, timeout=600, env=_env()
+    )
+    log = merge.stdout + merge.stderr
+    assert merge.returncode == 0, log[-3000:]
+    assert "fold 1/2: reused" in log and "fold 2/2: reused" in log, log[-3000:]
+    assert "trained in" not in log and "image cache: reused" in log, log[-3000:]
+
+    ids = pd.read_csv(data / "train.csv", dtype={"ID": str})["ID"].tolist()
+    probs = pd.read_csv(run / "oof_probs.csv", dtype={"id": str})
+    assert sorted(probs["id"]) == sorted(ids) and len(probs) == 60
+    values = probs.drop(columns="id").to_numpy()
+    assert values.shape == (60, 19) and np.isfinite(values).all()
+    assert ((values >= 0) & (values <= 1)).all()
+    train = read_json(run / "run.json")["train"]
+    assert train["complete"] and train["timings"]["reused_folds"] == [1, 2]
+    assert train["timings"]["trained_folds"] == []
+    assert (run / "issues.csv").is_file() and (run / "report.html").is_file()
