@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -109,8 +109,41 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """Read a JSON file (UTF-8)."""
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+
+
+#: The ``run.json["format"]`` section that marks a directory as a labelaudit run.
+RUN_FORMAT: dict[str, Any] = {"kind": "labelaudit-run", "version": 1}
+#: Lock file of the read-modify-write of ``run.json`` (separate from the run lock,
+#: which ``scan --fold`` jobs hold shared while each updates ``run.json``).
+RUN_JSON_LOCK = ".run.json.lock"
+
+
+@contextlib.contextmanager
+def _run_json_locked(run_dir: Path) -> Iterator[None]:
+    from labelaudit.locks import hold_lock  # locks imports errors only; no cycle
+
+    with hold_lock(run_dir / RUN_JSON_LOCK, f"{run_dir}/run.json", wait=True, timeout=120):
+        yield
+
+
+def edit_run_json(run_dir: str | Path, edit: Callable[[dict], None]) -> dict:
+    """Apply ``edit`` to the content of ``run.json`` and write it back atomically.
+
+    The read-modify-write holds a short exclusive lock, so processes that share a
+    run directory (``scan --fold k`` jobs) never lose each other's sections. The
+    ``format`` marker that makes the directory a labelaudit run is kept (or added).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "run.json"
+    with _run_json_locked(run_dir):
+        data = read_json(path) if path.exists() else {"format": dict(RUN_FORMAT)}
+        edit(data)
+        data.setdefault("format", dict(RUN_FORMAT))
+        write_json(path, data)
+    return data
 
 
 def update_run_json(run_dir: str | Path, section: str, value: Any) -> dict:
@@ -119,8 +152,4 @@ def update_run_json(run_dir: str | Path, section: str, value: Any) -> dict:
     Each stage owns one top-level section (``"dataset"``, ``"train"``,
     ``"detect"``, ``"compare"``, ...), so stages can be re-run independently.
     """
-    path = Path(run_dir) / "run.json"
-    data = read_json(path) if path.exists() else {}
-    data[section] = value
-    write_json(path, data)
-    return data
+    return edit_run_json(run_dir, lambda data: data.__setitem__(section, value))

@@ -8,6 +8,11 @@ work from the run directory alone, without decoding images again.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +22,16 @@ from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import label_separator
 from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.io import read_json, update_run_json, write_csv
+from labelaudit.io import (
+    RUN_FORMAT,
+    RUN_JSON_LOCK,
+    edit_run_json,
+    read_json,
+    update_run_json,
+    write_csv,
+    write_json,
+)
+from labelaudit.locks import hold_lock
 
 DEFAULT_RUN = Path("labelaudit-out")
 
@@ -47,7 +61,7 @@ def record_dataset(run_dir: Path, dataset: Dataset, cache: ImageCache) -> dict:
 
 
 def read_run(run_dir: str | Path) -> dict:
-    """Read ``run.json``; a missing run directory is a user error."""
+    """Read ``run.json``; a missing, unreadable or invalid one is a user error."""
     run_dir = Path(run_dir)
     path = run_dir / "run.json"
     if not path.is_file():
@@ -55,7 +69,7 @@ def read_run(run_dir: str | Path) -> dict:
             f"{run_dir}: not a labelaudit run directory (no run.json); "
             "run `labelaudit scan DATASET --out RUN` first"
         )
-    return read_json(path)
+    return read_marker(path)
 
 
 def parse_labels(values: pd.Series, tokens: list[str], sep: str) -> np.ndarray:
@@ -118,17 +132,320 @@ def load_audit_inputs(run_dir: str | Path):
     )
 
 
-def ensure_outside(dataset_root: Path, out_dir: Path, what: str = "run directory") -> None:
-    """Refuse an output directory inside the dataset: labelaudit never writes there.
+# ------------------------------------------------------------------ output ownership
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of directory labelaudit writes, recognised by its marker file.
+
+    Attributes
+    ----------
+    marker
+        The JSON file inside the directory that says it is labelaudit's.
+    format
+        The ``"format"`` section labelaudit writes into the marker.
+    legacy
+        Keys of a marker written before the ``format`` section existed: a marker
+        with one of them is accepted (and the section added).
+    what
+        The directory's name in messages.
+    """
+
+    marker: str
+    format: dict
+    legacy: tuple[str, ...]
+    what: str
+
+
+OUTPUT_KINDS: dict[str, OutputKind] = {
+    "run": OutputKind("run.json", RUN_FORMAT, ("dataset", "train"), "run directory"),
+    "segment": OutputKind(
+        "segment.json",
+        {"kind": "labelaudit-segment", "version": 1},
+        ("fields", "params"),
+        "segment output directory",
+    ),
+    "sweep": OutputKind(
+        "sweep.json", {"kind": "labelaudit-sweep", "version": 1}, ("axes",), "sweep directory"
+    ),
+}
+#: The run lock (exclusive for a scan/clean/retrain/report; shared by ``--fold`` jobs).
+RUN_LOCK = ".labelaudit.lock"
+#: Taken (waiting) by a ``--fold`` job that finds every fold finished: detection,
+#: cleaning and the report are written by one such job at a time.
+FINISH_LOCK = ".labelaudit-finish.lock"
+#: Top-level entries a run directory's stages write (what ``--force`` may replace).
+RUN_OUTPUTS: tuple[str, ...] = (
+    "run.json",
+    "dataset.csv",
+    "image_stats.csv",
+    "oof_probs.csv",
+    "embeddings.npy",
+    "findings.csv",
+    "issues.csv",
+    "report.html",
+    "changes.csv",
+    "cells.csv",
+    "bench.json",
+    "cleaned",
+    "folds",
+    "cells",
+    "retrain",
+)
+
+
+def _bookkeeping(name: str) -> bool:
+    """Lock files and in-flight temporary files of labelaudit's own writers."""
+    return (
+        name in (RUN_LOCK, FINISH_LOCK, RUN_JSON_LOCK)
+        or (name.startswith(".labelaudit-fold-") and name.endswith(".lock"))
+        or (name.startswith(".") and name.endswith(".tmp"))
+    )
+
+
+def read_marker(path: Path, kind: OutputKind | None = None) -> dict:
+    """Read a marker file (``run.json``, ``segment.json``, ...) as a dict.
+
+    Raises
+    ------
+    RunDirError
+        The file cannot be read, is not JSON, or is not an object. The message
+        names the file and never quotes its content.
+    """
+    kind = kind or OUTPUT_KINDS["run"]
+    hint = f"it is not a labelaudit {kind.marker} or it is damaged: move it away"
+    try:
+        data = read_json(path)
+    except json.JSONDecodeError as exc:
+        raise RunDirError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {hint}"
+        ) from None
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path}: not UTF-8 text; {hint}") from None
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot be read ({exc.strerror}); {hint}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not a JSON object; {hint}")
+    return data
+
+
+def _is_ours(data: dict, kind: OutputKind) -> bool:
+    fmt = data.get("format")
+    if isinstance(fmt, dict) and fmt.get("kind") == kind.format["kind"]:
+        return True
+    return any(key in data for key in kind.legacy)
+
+
+def _check_marker(path: Path, kind: OutputKind) -> dict:
+    data = read_marker(path, kind)
+    if not _is_ours(data, kind):
+        raise RunDirError(
+            f"{path} was not written by labelaudit, so {path.parent} is not a labelaudit "
+            f"{kind.what}: choose another --out"
+        )
+    fmt = data.get("format")
+    version = fmt.get("version") if isinstance(fmt, dict) else None
+    if isinstance(version, int) and version > kind.format["version"]:
+        raise RunDirError(
+            f"{path} was written by a newer labelaudit (format version {version}); "
+            "upgrade labelaudit or choose another --out"
+        )
+    return data
+
+
+def _write_marker(out: Path, kind: OutputKind) -> None:
+    """Add the ``format`` section to the marker (creating it when absent)."""
+    path = out / kind.marker
+    if kind.marker == "run.json":
+        edit_run_json(out, lambda data: data.__setitem__("format", dict(kind.format)))
+        return
+    data = _check_marker(path, kind) if path.exists() else {}
+    if data.get("format") != kind.format:
+        data["format"] = dict(kind.format)
+        write_json(path, data)
+
+
+def open_output_dir(
+    out: str | Path,
+    inputs: Iterable[tuple[str, str | Path]] = (),
+    *,
+    kind: str = "run",
+    force: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> Path:
+    """Validate, create or adopt the directory a command writes into.
+
+    A directory is labelaudit's when labelaudit creates it (absent or empty) or
+    when its marker file (``run.json`` for a run) says so; a marker written by an
+    older labelaudit (no ``format`` section) is accepted and upgraded.
+
+    Parameters
+    ----------
+    out
+        The output directory.
+    inputs
+        ``(description, path)`` of every input of the command: the output must not
+        be on or inside any of them, nor contain any (see :func:`ensure_outside`).
+    kind
+        A key of :data:`OUTPUT_KINDS`.
+    force
+        Accept an existing non-empty directory that is not labelaudit's: the files
+        there whose names labelaudit writes are replaced (``say`` lists them); a
+        directory labelaudit would replace is still refused.
+    say
+        Where ``force`` reports what it will replace.
+
+    Returns
+    -------
+    Path
+        ``out``, existing and marked.
 
     Raises
     ------
     SettingsError
-        ``out_dir`` is ``dataset_root`` or below it.
+        ``out`` is a file, overlaps an input, or is a non-empty directory that is
+        not labelaudit's (without ``force``).
+    RunDirError
+        The marker file is unreadable or invalid.
     """
-    root, out = Path(dataset_root).resolve(), Path(out_dir).resolve()
-    if out == root or root in out.parents:
+    out = Path(out)
+    spec = OUTPUT_KINDS[kind]
+    if out.exists() and not out.is_dir():
         raise SettingsError(
-            f"the {what} {out_dir} is inside the dataset directory {dataset_root}; "
-            "labelaudit never writes into a dataset: choose another --out"
+            f"--out {out} is a file, not a directory; labelaudit does not replace it: "
+            "choose a directory (a new one is created)"
         )
+    ensure_outside(list(inputs), out, spec.what)
+    if out.is_dir():
+        entries = sorted(n for n in os.listdir(out) if not _bookkeeping(n))
+        if spec.marker in entries:
+            _check_marker(out / spec.marker, spec)
+        elif entries and not force:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise SettingsError(
+                f"{out} is not empty ({shown}) and is not a labelaudit {spec.what} "
+                f"(no {spec.marker}); labelaudit only writes into a directory it created: "
+                "choose a new or empty --out"
+                + (" (or pass --force to replace its files)" if kind == "run" else "")
+            )
+        elif entries:
+            _force_into(out, entries, say)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_marker(out, spec)
+    return out
+
+
+def _force_into(out: Path, entries: list[str], say: Callable[[str], None] | None) -> None:
+    """``--force``: say which files get replaced; refuse directories in the way."""
+    clash = [n for n in entries if n in RUN_OUTPUTS]
+    dirs = [n for n in clash if (out / n).is_dir() and not (out / n).is_symlink()]
+    if dirs:
+        raise SettingsError(
+            f"{out / dirs[0]} is a directory labelaudit did not create; --force replaces "
+            "files only: move it away or choose another --out"
+        )
+    if say is not None:
+        listed = ", ".join(clash) if clash else "nothing (no file has an output's name)"
+        say(f"--force: writing into {out}, which labelaudit did not create; replacing {listed}")
+
+
+def dataset_inputs(dataset: Dataset) -> list[tuple[str, Path]]:
+    """A dataset's inputs for :func:`ensure_outside`: root, label file, image folders."""
+    found = [("the dataset directory", dataset.root), ("the label file", dataset.label_file)]
+    folders = {os.path.dirname(p) for src in dataset.sources for p in src.paths}
+    real = sorted({os.path.realpath(f) for f in folders})
+    found += [("the image directory", Path(f)) for f in real]
+    return found
+
+
+def ensure_outside(
+    inputs: str | Path | Iterable[tuple[str, str | Path]],
+    out_dir: str | Path,
+    what: str = "run directory",
+) -> None:
+    """Refuse an output that is on, inside, or around one of the inputs.
+
+    Paths are compared with symbolic links resolved, in both directions: the
+    output may not be an input or lie inside one (labelaudit never writes into its
+    inputs), and may not contain one (its outputs could land on it).
+
+    Parameters
+    ----------
+    inputs
+        A dataset directory, or ``(description, path)`` pairs (a label file, an
+        image folder, a masks folder, a checkpoint, a decisions file, ...).
+    out_dir
+        The output (directory or file).
+    what
+        The output's name in the message.
+
+    Raises
+    ------
+    SettingsError
+        The output and an input overlap.
+    """
+    if isinstance(inputs, str | Path):
+        inputs = [("the dataset directory", inputs)]
+    out = Path(out_dir).resolve()
+    for description, path in inputs:
+        inp = Path(path).resolve()
+        if out == inp or inp in out.parents:
+            where = "is" if out == inp else "is inside"
+            raise SettingsError(
+                f"the {what} {out_dir} {where} {description} {path}; labelaudit never "
+                "writes into its inputs: choose another --out"
+            )
+        if out in inp.parents:
+            raise SettingsError(
+                f"{description} {path} is inside the {what} {out_dir}; labelaudit would "
+                "write over its own input: choose an --out that does not contain it"
+            )
+
+
+# ------------------------------------------------------------------ one writer at a time
+
+_HELD: set[Path] = set()  # run directories whose lock this process holds
+
+
+def _secondary_rank() -> bool:
+    """True in a torchrun process other than rank 0 (rank 0 holds the lock for all)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path, *, fold: int | None = None) -> Iterator[None]:
+    """Hold the run directory's lock: one writer at a time.
+
+    A scan, clean, retrain or report takes it exclusively; a ``scan --fold k`` job
+    takes it shared (fold jobs of one run directory run at the same time) plus an
+    exclusive lock of its fold. Re-entrant within a process (a scan's clean and
+    report run under the scan's lock); under torchrun only rank 0 takes it.
+
+    Raises
+    ------
+    LockHeld
+        Another process holds it (the message names the holder's pid).
+    """
+    run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _HELD or _secondary_rank():
+        yield
+        return
+    what = f"the run directory {run_dir}"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(hold_lock(run_dir / RUN_LOCK, what, shared=fold is not None))
+        if fold is not None:
+            lock = run_dir / f".labelaudit-fold-{fold}.lock"
+            stack.enter_context(hold_lock(lock, f"fold {fold} of {what}"))
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def finish_lock(run_dir: str | Path, say: Callable[[str], None] | None = None):
+    """The lock a ``--fold`` job waits for before writing detection, cleaning and report."""
+    run_dir = Path(run_dir)
+    return hold_lock(run_dir / FINISH_LOCK, f"the run directory {run_dir}", wait=True, on_wait=say)

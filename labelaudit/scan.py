@@ -7,9 +7,11 @@ stopped (finished folds are reused by the training stage).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +22,16 @@ from labelaudit.data.cache import ImageCache, build_cache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.errors import SettingsError
-from labelaudit.io import read_json, update_run_json
-from labelaudit.rundir import DEFAULT_RUN, ensure_outside, load_audit_inputs, record_dataset
+from labelaudit.io import edit_run_json
+from labelaudit.rundir import (
+    DEFAULT_RUN,
+    dataset_inputs,
+    finish_lock,
+    load_audit_inputs,
+    open_output_dir,
+    record_dataset,
+    run_lock,
+)
 
 #: Audit levels of ``scan``.
 LEVELS: tuple[str, ...] = ("field", "cell")
@@ -60,6 +70,28 @@ def cache_with_progress(
     return cache
 
 
+def _one_writer(func: Callable[..., ScanResult]) -> Callable[..., ScanResult]:
+    """Give ``func`` an ExitStack (``_locks``) whose locks are released when it returns."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs) -> ScanResult:
+        with contextlib.ExitStack() as locks:
+            return func(*args, _locks=locks, **kwargs)
+
+    return wrapper
+
+
+def scan_inputs(ds: Dataset, masks: str | Path | None, weights: str | Path | None) -> list:
+    """Everything a scan reads: no output may land on or inside any of it."""
+    inputs = dataset_inputs(ds)
+    if masks is not None:
+        inputs.append(("the masks directory", Path(masks)))
+    if weights is not None:
+        inputs.append(("the weights file", Path(weights)))
+    return inputs
+
+
+@_one_writer
 def scan(
     dataset: str | Path,
     out: str | Path = DEFAULT_RUN,
@@ -74,6 +106,8 @@ def scan(
     masks: str | Path | None = None,
     cell_size: int | None = None,
     console: Console | None = None,
+    force: bool = False,
+    _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
     """Audit a dataset: train cross-validated models, run the detectors, write the report.
@@ -110,6 +144,9 @@ def scan(
         With ``level="cell"``: side of the cell crops (default: half the field size).
     console
         Where to print progress; silent when ``None``.
+    force
+        Write into an existing non-empty directory that is not a run directory,
+        replacing its files that have an output's name (it says which).
 
     Returns
     -------
@@ -138,8 +175,15 @@ def scan(
     t = time.perf_counter()
     ds = load_dataset(dataset, layout)
     settings = resolve_settings(preset, **overrides)
-    ensure_outside(ds.root, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # The run directory is labelaudit's (new, empty or marked) and overlaps no input;
+    # one writer at a time (fold jobs share it, one job per fold).
+    open_output_dir(
+        run_dir,
+        scan_inputs(ds, masks, overrides.get("weights")),
+        force=force,
+        say=lambda m: console.print(m, markup=False),
+    )
+    _locks.enter_context(run_lock(run_dir, fold=fold))
     timings["load"] = time.perf_counter() - t
     console.print(f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)")
 
@@ -167,6 +211,8 @@ def scan(
     if not cv.complete:
         _record_timings(run_dir, timings)
         return result
+    if fold is not None:  # the last fold jobs to finish write the rest one at a time
+        _locks.enter_context(finish_lock(run_dir, say=console.print))
 
     from labelaudit.compare import detect_and_compare
 
@@ -215,7 +261,9 @@ def scan(
 
 
 def _record_timings(run_dir: Path, timings: dict[str, float]) -> None:
-    path = run_dir / "run.json"
-    previous = read_json(path).get("timings", {}) if path.is_file() else {}
-    previous.update({k: round(v, 3) for k, v in timings.items()})
-    update_run_json(run_dir, "timings", previous)
+    def merge(data: dict) -> None:  # one read-modify-write: fold jobs record concurrently
+        previous = data.get("timings") or {}
+        previous.update({k: round(v, 3) for k, v in timings.items()})
+        data["timings"] = previous
+
+    edit_run_json(run_dir, merge)
