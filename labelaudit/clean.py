@@ -44,6 +44,7 @@ built beside the old one and swapped in when complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -57,8 +58,15 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import atomic_open, update_run_json, write_csv
-from labelaudit.rundir import load_given_labels, read_run
+from labelaudit.io import atomic_open, read_json, update_run_json, write_csv, write_json
+from labelaudit.rundir import (
+    dataset_inputs,
+    ensure_outside,
+    load_given_labels,
+    read_marker,
+    read_run,
+    run_lock,
+)
 
 #: The cleaning policies; ``DEFAULT_POLICY`` is used by ``scan`` and ``clean``.
 POLICIES: tuple[str, ...] = ("relabel", "consensus-drop", "intensity", "none")
@@ -79,6 +87,11 @@ CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail
 DECISIONS = ("accept", "reject")
 CLEANED_DIR = "cleaned"
 CHANGES_FILE = "changes.csv"
+#: A regular file inside ``cleaned/``: ``{"source": <resolved original dataset root>,
+#: "entries": [what labelaudit wrote there]}``. It marks the directory as labelaudit's
+#: (only then is an old one replaced), and the dataset loader trusts links that
+#: resolve inside ``source``.
+CLEANED_MARKER = ".labelaudit-cleaned.json"
 
 
 @dataclass
@@ -428,8 +441,12 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
     except csv.Error as exc:
         raise DatasetError(f"malformed CSV ({exc})", path=path, row=reader.line_num) from None
     if "id" not in header or "decision" not in header:
+        # Name what is missing, never the line itself: the file may be anything
+        # (a password file, a key), and messages end up in logs.
+        missing = " and ".join(c for c in ("id", "decision") if c not in header)
         raise DatasetError(
-            f"expected columns id,decision[,labels]; found {','.join(header) or 'nothing'}",
+            f"expected columns id,decision[,labels]: no {missing} column in the first line "
+            "(not a decisions file?)",
             path=path,
             row=1,
         )
@@ -535,11 +552,13 @@ def _link(target: Path, link: Path) -> None:
         ) from None
 
 
-def _write_dataset(view: _RunView, plan: _Plan, out: Path) -> int:
-    """Write the cleaned dataset into the empty directory ``out``; returns rows written."""
+def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray) -> int:
+    """Write the cleaned dataset into the empty directory ``out``; returns rows written.
+
+    The marker file (:data:`CLEANED_MARKER`) lists every entry written there.
+    """
     from labelaudit.data.layouts import read_label_table
 
-    ds, rows = _load_source(view)
     header, table = read_label_table(ds.label_file)
     layout = ds.layout
     label_name = {"hpa2021": "Label", "hpa2018": "Target", "generic": "labels"}[layout]
@@ -561,17 +580,74 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path) -> int:
         writer.writerows(kept_rows)
 
     root = ds.root.resolve()
+    written = [ds.label_file.name]
     if layout in ("hpa2021", "hpa2018"):
         _link((root / "train").resolve(), out / "train")
+        written.append("train")
     else:
         if (root / "classes.txt").is_file():
             shutil.copyfile(root / "classes.txt", out / "classes.txt")
+            written.append("classes.txt")
         tops = sorted({PurePosixPath(view.ids[i]).parts[0] for i in np.flatnonzero(plan.kept)})
         for top in tops:
-            if top in (ds.label_file.name, "classes.txt"):
+            if top in (ds.label_file.name, "classes.txt", CLEANED_MARKER):
                 raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
             _link((root / top).resolve(), out / top)
+            written.append(top)
+    write_json(out / CLEANED_MARKER, {"source": str(_source_root(root)), "entries": written})
     return len(kept_rows)
+
+
+def _source_root(root: Path) -> Path:
+    """Where the images of ``root`` really live: a cleaned dataset's own source."""
+    marker = root / CLEANED_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            source = read_json(marker).get("source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+        if isinstance(source, str) and source:
+            return Path(source)
+    return root
+
+
+def _owned_entries(final: Path) -> set[str] | None:
+    """What labelaudit wrote into an existing ``cleaned/`` (``None``: not labelaudit's)."""
+    marker = final / CLEANED_MARKER
+    if final.is_symlink() or not final.is_dir() or marker.is_symlink() or not marker.is_file():
+        return None
+    try:
+        entries = read_marker(marker).get("entries")
+    except RunDirError:
+        return None
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        return None
+    return {*entries, CLEANED_MARKER}
+
+
+def _check_replaceable(final: Path) -> None:
+    """Refuse to replace a ``cleaned`` that labelaudit did not write, or that holds foreign files.
+
+    Raises
+    ------
+    RunDirError
+        ``final`` exists and is not labelaudit's (no marker, a file, a link), or
+        holds entries labelaudit did not write there.
+    """
+    if not (final.exists() or final.is_symlink()):
+        return
+    owned = _owned_entries(final)
+    if owned is None:
+        raise RunDirError(
+            f"{final} was not written by labelaudit (no {CLEANED_MARKER} in it); labelaudit "
+            "does not replace it: move it away and run again"
+        )
+    foreign = sorted(set(os.listdir(final)) - owned)
+    if foreign:
+        raise RunDirError(
+            f"{final} holds files labelaudit did not write ({', '.join(foreign[:3])}); "
+            "labelaudit does not delete them: move them away and run again"
+        )
 
 
 def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
@@ -585,16 +661,32 @@ def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
 
 
 def _swap_in(tmp: Path, final: Path) -> None:
-    """Replace ``final`` by ``tmp``; links inside the old directory are unlinked, not followed."""
+    """Replace ``final`` (labelaudit's, see :func:`_check_replaceable`) by ``tmp``.
+
+    The old directory is renamed aside, the new one renamed into place, then the
+    old one's entries that labelaudit wrote are removed (links unlinked, never
+    followed) and the directory itself if nothing else is left.
+    """
+    _check_replaceable(final)
     old = None
-    if final.is_symlink() or final.is_file():
-        final.unlink()
-    elif final.exists():
+    if final.exists():
         old = final.with_name(f".{final.name}-old-{os.getpid()}")
         os.replace(final, old)
     os.replace(tmp, final)
     if old is not None:
-        shutil.rmtree(old)  # rmtree removes symlinks without following them
+        _remove_owned(old, _owned_entries(old) or set())
+
+
+def _remove_owned(directory: Path, owned: set[str]) -> None:
+    """Remove the named entries of ``directory`` (labelaudit's), then the directory if empty."""
+    for name in sorted(owned):
+        path = directory / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)  # hard-link fallback copies; rmtree never follows links
+    with contextlib.suppress(OSError):
+        directory.rmdir()
 
 
 # ------------------------------------------------------------------ entry point
@@ -684,8 +776,27 @@ def clean(
     RunDirError
         Missing run artifacts, or a dataset that changed since the scan.
     """
-    start = time.perf_counter()
     run_dir = Path(run_dir)
+    read_run(run_dir)  # a run directory (before the lock file is created in it)
+    with run_lock(run_dir):
+        return _clean(
+            run_dir,
+            policy=policy,
+            decisions=decisions,
+            confidence=confidence,
+            min_class_ap=min_class_ap,
+        )
+
+
+def _clean(
+    run_dir: Path,
+    *,
+    policy: str,
+    decisions: str | Path | None,
+    confidence: float,
+    min_class_ap: float,
+) -> CleanResult:
+    start = time.perf_counter()
     view, plan, n_decisions = plan_changes(
         run_dir,
         policy=policy,
@@ -693,12 +804,6 @@ def clean(
         confidence=confidence,
         min_class_ap=min_class_ap,
     )
-    root, out = Path(view.info["path"]).resolve(), run_dir.resolve()
-    if out == root or root in out.parents:
-        raise SettingsError(
-            f"the run directory {run_dir} is inside the dataset {root}; "
-            "labelaudit never writes into a dataset"
-        )
     if not plan.kept.any():
         raise SettingsError(
             f"cleaning policy {policy!r} would remove all {len(view.ids)} images; "
@@ -707,18 +812,28 @@ def clean(
     changes = changes_table(view, plan)
 
     final = run_dir / CLEANED_DIR
+    changes_file = run_dir / CHANGES_FILE
+    ds, rows = _load_source(view)
+    # No output on, inside or around an input (the scanned dataset may be this
+    # run's own cleaned/ when an older labelaudit scanned it; a decisions file
+    # may sit in the run directory).
+    inputs = dataset_inputs(ds)
+    if decisions is not None:
+        inputs.append(("the decisions file", Path(decisions)))
+    for output, what in ((final, "cleaned dataset"), (changes_file, "changes file")):
+        ensure_outside(inputs, output, what)
+    _check_replaceable(final)
     tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
-    if tmp.exists():
+    if tmp.exists():  # our own leftover (same pid, hidden name of our pattern)
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        n_rows = _write_dataset(view, plan, tmp)
+        n_rows = _write_dataset(view, plan, tmp, ds, rows)
         _verify(tmp, view, plan)
         _swap_in(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    changes_file = run_dir / CHANGES_FILE
     write_csv(changes_file, changes)
     params = {}
     if policy == "relabel":
