@@ -26,9 +26,10 @@ import pandas as pd
 from labelaudit.data.classes import HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
-from labelaudit.errors import DatasetError
+from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv
 from labelaudit.retrain import load_checkpoint
+from labelaudit.rundir import dataset_inputs, ensure_outside
 from labelaudit.train.loop import Runtime, pick_device
 from labelaudit.train.loop import predict as predict_probs
 
@@ -117,6 +118,40 @@ def open_input(path: str | Path, meta: dict, layout: str | None = None) -> tuple
     return _unlabelled(path, meta), False
 
 
+def _own_output(path: Path) -> bool:
+    """True when ``path`` looks like a table :func:`predict` wrote (its exact header shape)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            header = fh.readline(1 << 16).rstrip("\r\n").split(",")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if header[:1] != ["id"] or "labels" not in header:
+        return False
+    i = header.index("labels")
+    return header[i + 1 : i + 2] == ["label_names"] and header[i + 2 :] in ([], ["given_labels"])
+
+
+def check_output(out_csv: str | Path, inputs: list[tuple[str, Path]]) -> None:
+    """Refuse an output table that would land on an input or on a file predict did not write.
+
+    Raises
+    ------
+    SettingsError
+        ``out_csv`` is a directory, is on, inside or around an input, or is an
+        existing file without the header :func:`predict` writes (it is never
+        quoted in the message).
+    """
+    out = Path(out_csv)
+    ensure_outside(inputs, out, "output file")
+    if out.is_dir():
+        raise SettingsError(f"--out {out} is a directory; give the path of a CSV file")
+    if (out.exists() or out.is_symlink()) and not (out.is_file() and _own_output(out)):
+        raise SettingsError(
+            f"--out {out} exists and is not a predictions table labelaudit wrote; "
+            "labelaudit does not overwrite it: choose another --out or move the file away"
+        )
+
+
 def predict(
     model_path: str | Path,
     dataset_or_dir: str | Path,
@@ -137,7 +172,8 @@ def predict(
     dataset_or_dir
         A dataset directory (any layout) or a folder of unlabelled images.
     out_csv
-        Where to write the table (atomically); not written when ``None``.
+        Where to write the table (atomically); not written when ``None``. It may
+        replace only an earlier predictions table, never an input or another file.
     layout
         Force a dataset layout.
     device
@@ -157,7 +193,8 @@ def predict(
     Raises
     ------
     SettingsError
-        The model file is missing or not a labelaudit model.
+        The model file is missing or not a labelaudit model, or ``out_csv`` is not
+        a place predict may write (see :func:`check_output`).
     DatasetError
         The images cannot be read, or their channel count differs from the model's.
     """
@@ -166,6 +203,8 @@ def predict(
     dev = pick_device(device)
     model, meta = load_checkpoint(model_path, dev)
     ds, labelled = open_input(dataset_or_dir, meta, layout)
+    if out_csv is not None:  # before any work: no output on an input or a foreign file
+        check_output(out_csv, [*dataset_inputs(ds), ("the model", Path(model_path))])
     in_chans = int(meta["in_chans"])
     if len(ds.channels) != in_chans:
         raise DatasetError(
