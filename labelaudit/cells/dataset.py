@@ -38,7 +38,7 @@ from labelaudit.data.parallel import map_fields
 from labelaudit.data.readers import read_array
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
-from labelaudit.rundir import ensure_outside
+from labelaudit.rundir import OUTPUT_KINDS, dataset_inputs, open_output_dir
 
 # Which comparison the summary leads with: the reference masks keep the cells cut
 # by the field border, so "all" compares like with like (segmentation run with the
@@ -175,21 +175,25 @@ def segment_dataset(
         On an unreadable field, or a missing, unreadable or wrongly sized mask in
         ``compare`` (the message names the file).
     SettingsError
-        On a bad setting, or an output directory inside the dataset.
+        On a bad setting, an output directory on, inside or around an input, or
+        an existing non-empty directory that is not a segment output.
     """
     dataset = dataset_dir if isinstance(dataset_dir, Dataset) else load_dataset(dataset_dir, layout)
     params = params or SegmentParams()
     if mask_format not in ("png", "npz"):
         raise SettingsError(f"unknown mask format {mask_format!r}; choose png or npz")
     out = Path(out_dir)
-    ensure_outside(dataset.root, out, "output directory")
+    inputs = dataset_inputs(dataset)
     ref_paths: list[Path | None] = [None] * len(dataset)
     if compare is not None:
         compare = Path(compare)
         if not compare.is_dir():
             raise DatasetError("mask directory not found", path=compare)
+        inputs.append(("the reference masks directory", compare))
         ref_paths = [find_mask(compare, image_id) for image_id in dataset.ids]
-    out.mkdir(parents=True, exist_ok=True)
+    # New, empty, or an earlier segment output (segment.json): never a directory
+    # holding someone else's cells.csv or masks, never on or around an input.
+    open_output_dir(out, inputs, kind="segment")
 
     jobs = [
         (i, image_id, src.paths, dataset.channels, out, params, ref, overlays, mask_format)
@@ -217,6 +221,7 @@ def segment_dataset(
         "workers": workers,
         "params": params.to_dict(),
         "mask_format": mask_format,
+        "format": dict(OUTPUT_KINDS["segment"].format),
     }
     if compare is not None:
         rows = []
