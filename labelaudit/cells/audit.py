@@ -23,8 +23,8 @@ Artifacts, beside the field-level ones:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from labelaudit.cells.findings import CellFindingParams, cell_findings
 from labelaudit.config import TrainSettings
 from labelaudit.data.dataset import Dataset
 from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.io import read_json, update_run_json, write_csv, write_json
+from labelaudit.io import edit_run_json, read_json, update_run_json, write_csv
 from labelaudit.train.metrics import summary
 
 CELLS_DIR = "cells"
@@ -258,7 +258,7 @@ def write_overlays(
         return []
     masks = load_masks(masks_dir, chosen)
     out_dir = run_dir / CELLS_DIR / "overlays"
-    shutil.rmtree(out_dir, ignore_errors=True)  # pictures of an earlier selection
+    _remove_recorded_overlays(run_dir)  # pictures of an earlier selection (ours only)
     out_dir.mkdir(parents=True, exist_ok=True)
     position = {fid: i for i, fid in enumerate(dataset.ids)}
     names = dict(zip(dataset.class_tokens, dataset.class_names, strict=True))
@@ -302,19 +302,47 @@ def _file_name(image_id: str) -> str:
     return f"{safe[-60:]}-{hashlib.sha1(image_id.encode()).hexdigest()[:8]}"
 
 
+def _recorded_cells(run_dir: Path) -> dict | None:
+    """``run.json["cells"]``: what the last cell-level audit wrote (``None``: none)."""
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return None
+    section = read_json(path).get("cells")
+    return section if isinstance(section, dict) else None
+
+
+def _remove_recorded_overlays(run_dir: Path) -> None:
+    """Delete the overlay pictures ``run.json["cells"]`` records, and nothing else.
+
+    Files someone else put into ``RUN/cells/overlays`` stay (and so does the
+    folder then).
+    """
+    section = _recorded_cells(run_dir) or {}
+    out_dir = (run_dir / CELLS_DIR / "overlays").resolve()
+    for entry in section.get("overlays") or []:
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            continue
+        path = run_dir / name
+        if path.resolve().parent == out_dir and not path.is_symlink():
+            path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # only when empty
+        (run_dir / CELLS_DIR / "overlays").rmdir()
+
+
 def forget_cells(run_dir: str | Path) -> None:
     """Drop a previous cell-level audit's results from a run directory.
 
     A field-level scan rewrites ``issues.csv`` without the cell columns; the old
     ``cells.csv``, overlays and ``run.json["cells"]`` would otherwise describe
-    another scan. The cell cross-validation (``RUN/cells/`` folds) is kept, so a
+    another scan. Only what that audit recorded in ``run.json["cells"]`` is
+    removed (``cells.csv`` and its overlay pictures); without that section nothing
+    is deleted. The cell cross-validation (``RUN/cells/`` folds) is kept, so a
     later ``--level cell`` scan reuses it.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
-    if path.is_file():
-        data = read_json(path)
-        if data.pop("cells", None) is not None:
-            write_json(path, data)
+    if _recorded_cells(run_dir) is None:
+        return
     (run_dir / "cells.csv").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / CELLS_DIR / "overlays", ignore_errors=True)
+    _remove_recorded_overlays(run_dir)
+    edit_run_json(run_dir, lambda data: data.pop("cells", None))
