@@ -51,7 +51,13 @@ from sklearn.metrics import precision_recall_fscore_support
 from labelaudit.config import TrainSettings, resolve_settings, validate
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json
-from labelaudit.rundir import DEFAULT_RUN, load_given_labels, parse_labels, read_run
+from labelaudit.rundir import (
+    DEFAULT_RUN,
+    load_given_labels,
+    parse_labels,
+    read_run,
+    with_run_lock,
+)
 from labelaudit.train.backbones import LabelModel, build_model, channel_stats
 from labelaudit.train.folds import indices_digest, make_folds
 from labelaudit.train.loop import make_runtime, train_fold
@@ -766,6 +772,7 @@ def _update_table(path: Path, rows: list[dict]) -> pd.DataFrame:
 # ------------------------------------------------------------------ entry point
 
 
+@with_run_lock  # one writer at a time: retrain/, clean, run.json
 def retrain(
     run_dir: str | Path = DEFAULT_RUN,
     *,

@@ -9,6 +9,7 @@ work from the run directory alone, without decoding images again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -449,3 +450,18 @@ def finish_lock(run_dir: str | Path, say: Callable[[str], None] | None = None):
     """The lock a ``--fold`` job waits for before writing detection, cleaning and report."""
     run_dir = Path(run_dir)
     return hold_lock(run_dir / FINISH_LOCK, f"the run directory {run_dir}", wait=True, on_wait=say)
+
+
+def with_run_lock(func: Callable) -> Callable:
+    """Decorate a command whose first argument is a run directory: hold its lock.
+
+    The run directory must exist (``run.json``) before its lock file is created.
+    """
+
+    @functools.wraps(func)
+    def wrapper(run_dir: str | Path = DEFAULT_RUN, *args, **kwargs):
+        read_run(run_dir)
+        with run_lock(run_dir):
+            return func(run_dir, *args, **kwargs)
+
+    return wrapper
