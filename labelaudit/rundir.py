@@ -261,10 +261,8 @@ def _write_marker(out: Path, kind: OutputKind) -> None:
     if kind.marker == "run.json":
         edit_run_json(out, lambda data: data.__setitem__("format", dict(kind.format)))
         return
-    data = _check_marker(path, kind) if path.exists() else {}
-    if data.get("format") != kind.format:
-        data["format"] = dict(kind.format)
-        write_json(path, data)
+    if not path.exists():  # an existing one was checked; its writer keeps it current
+        write_json(path, {"format": dict(kind.format)})
 
 
 def open_output_dir(

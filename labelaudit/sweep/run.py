@@ -47,7 +47,7 @@ from rich.text import Text
 from labelaudit.config import TrainSettings
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, write_csv, write_json, write_text
-from labelaudit.rundir import ensure_outside
+from labelaudit.rundir import dataset_inputs, open_output_dir
 from labelaudit.sweep.plan import (
     AXES,
     AXIS_TITLES,
@@ -609,9 +609,8 @@ def sweep(
     full_axes = {a: list(axes.get(a) or [base.value(a)]) for a in AXES}
 
     ds = load_dataset(dataset, layout)
-    ensure_outside(ds.root, run_dir, "sweep directory")
     notes = check_folds(ds.labels, ds.class_names, split.folds, base_settings.allow_rare)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    open_output_dir(run_dir, dataset_inputs(ds), kind="sweep")  # new, empty or a sweep's
     console.print(
         f"dataset: {escape(str(ds.root))} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",
         highlight=False,
