@@ -13,7 +13,13 @@ import numpy as np
 
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import LoadReport, load_dataset
-from labelaudit.data.readers import ImageInfo, read_array, read_header
+from labelaudit.data.readers import (
+    DEFAULT_MAX_PIXELS,
+    ImageInfo,
+    quick_integrity,
+    read_array,
+    read_header,
+)
 from labelaudit.errors import DatasetError
 
 
@@ -76,9 +82,9 @@ class CheckReport:
         }
 
 
-def _deep_job(path: Path) -> str | None:
+def _deep_job(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> str | None:
     try:
-        read_array(path)
+        read_array(path, max_pixels=max_pixels)
     except DatasetError as exc:
         return exc.message
     return None
@@ -90,6 +96,8 @@ def check_dataset(
     *,
     deep: bool = False,
     workers: int | None = None,
+    follow_symlinks: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> CheckReport:
     """Validate the label file and every image, collecting all problems.
 
@@ -100,9 +108,16 @@ def check_dataset(
     layout
         Force a layout instead of detecting it.
     deep
-        Decode every image fully (finds truncated files); otherwise read headers only.
+        Decode every image fully (finds any damage); otherwise read each file's
+        header and its first and last bytes (:func:`quick_integrity`: truncated
+        PNG, JPEG and TIFF files, empty files, garbage).
     workers
         Processes for ``deep`` decoding; all cores when ``None``.
+    follow_symlinks
+        Admit image paths that resolve outside the dataset directory.
+    max_pixels
+        Pixels per channel an image may have; a larger one is a problem, found
+        from its header (``None``: no limit).
 
     Raises
     ------
@@ -111,7 +126,14 @@ def check_dataset(
         wrong columns, binary content); row and image problems are collected.
     """
     load = LoadReport()
-    dataset = load_dataset(path, layout, strict=False, report=load)
+    dataset = load_dataset(
+        path,
+        layout,
+        strict=False,
+        report=load,
+        follow_symlinks=follow_symlinks,
+        max_pixels=max_pixels,
+    )
     report = CheckReport(dataset=dataset, errors=list(load.errors), warnings=list(load.warnings))
 
     bad: set[int] = set()
@@ -119,7 +141,10 @@ def check_dataset(
         infos: list[ImageInfo] = []
         for p in source.paths:
             try:
-                info = read_header(p)
+                problem = quick_integrity(p)
+                if problem is not None:
+                    raise DatasetError(problem, path=p)
+                info = read_header(p, max_pixels=dataset.max_pixels)
             except DatasetError as exc:
                 report.errors.append(DatasetError(exc.message, path=p, image=image_id))
                 bad.add(i)
@@ -159,9 +184,16 @@ def check_dataset(
         n_workers = workers or os.cpu_count() or 1
         if n_workers > 1 and len(files) >= 16:
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
-                results = list(pool.map(_deep_job, [p for _, p in files], chunksize=8))
+                results = list(
+                    pool.map(
+                        _deep_job,
+                        [p for _, p in files],
+                        [dataset.max_pixels] * len(files),
+                        chunksize=8,
+                    )
+                )
         else:
-            results = [_deep_job(p) for _, p in files]
+            results = [_deep_job(p, dataset.max_pixels) for _, p in files]
         for (i, p), message in zip(files, results, strict=True):
             if message is not None:
                 report.errors.append(DatasetError(message, path=p, image=dataset.ids[i]))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelaudit.data.readers import DEFAULT_MAX_PIXELS
+
 
 @dataclass(frozen=True)
 class ImageSource:
@@ -55,6 +57,13 @@ class Dataset:
     protein_channel
         Index into ``channels`` of the channel whose intensity the labels describe
         (HPA: green).
+    rows
+        For each image, its line in the label file.
+    max_pixels
+        Pixels per channel an image may have; every reader (``check``, the cache)
+        refuses a larger one from its header, before decoding (``None``: no limit).
+    follow_symlinks
+        Whether image paths were allowed to resolve outside the dataset directory.
     """
 
     root: Path
@@ -68,6 +77,8 @@ class Dataset:
     sources: list[ImageSource]
     protein_channel: int = 1
     rows: list[int] = field(default_factory=list)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    follow_symlinks: bool = False
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=bool)

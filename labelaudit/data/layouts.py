@@ -9,13 +9,23 @@ Layouts (see DESIGN.md):
   (``|``-separated class names or integer ids), optional ``DIR/classes.txt``.
 
 Every problem is reported as a :class:`DatasetError` naming the file and line.
+
+Image paths are resolved (symbolic links included) and must stay inside the dataset
+directory unless ``follow_symlinks`` is given: a dataset is input a user may not have
+made, and a link in it must not make labelaudit read (and show in a report) files
+elsewhere. A dataset written by ``labelaudit clean`` links to its source dataset's
+images and says so in :data:`CLEANED_MARKER`; paths inside that source are admitted.
+Only regular files are accepted as images (a FIFO would block the reader).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -23,8 +33,13 @@ import numpy as np
 
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
-from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
-from labelaudit.errors import DatasetError
+from labelaudit.data.readers import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    file_problem,
+    read_header,
+)
+from labelaudit.errors import DatasetError, SettingsError
 
 LAYOUTS = ("hpa2021", "hpa2018", "generic")
 
@@ -55,8 +70,9 @@ def read_label_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]
     Handles a UTF-8 byte-order mark and CRLF line endings; rejects binary files,
     non-UTF-8 text and empty files with a :class:`DatasetError`.
     """
-    if not path.is_file():
-        raise DatasetError("label file not found", path=path)
+    problem = file_problem(path, what="label file")
+    if problem is not None:
+        raise DatasetError(problem, path=path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -85,12 +101,112 @@ def read_label_table(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]
     return header, rows
 
 
+_HEADER_FIELD = re.compile(r"[\w .()#/-]{1,64}")
+
+
+def _describe_header(header: list[str]) -> str:
+    """The header found, quoted only when it looks like one (never a foreign file's text).
+
+    A user who points at ``/etc/passwd`` or a binary must not see its first line
+    echoed: only a line of two or more short, name-like fields is quoted.
+    """
+    if 2 <= len(header) <= 50 and all(_HEADER_FIELD.fullmatch(h) for h in header):
+        return f"found {','.join(header)}"
+    return f"the first line is not a CSV header of this layout ({len(header)} field(s))"
+
+
 def _column_index(header: list[str], name: str) -> int | None:
     for i, h in enumerate(header):
         if h == name:
             return i
     lowered = [h.lower() for h in header]
     return lowered.index(name.lower()) if name.lower() in lowered else None
+
+
+# ------------------------------------------------------------------ containment
+
+#: A regular file ``labelaudit clean`` writes into a cleaned dataset:
+#: ``{"source": "<resolved original dataset root>"}``.
+CLEANED_MARKER = ".labelaudit-cleaned.json"
+_MARKER_MAX_BYTES = 65536
+_MARKER_MAX_DEPTH = 8  # a cleaned dataset of a cleaned dataset of ...
+
+
+def _marker_source(root: Path) -> Path | None:
+    """The source directory a cleaned dataset's marker names, or None.
+
+    The marker must be a regular file (not a link) and name an existing dataset
+    directory (one with a label file); anything else is ignored, so a malformed or
+    planted marker admits nothing.
+    """
+    marker = root / CLEANED_MARKER
+    try:
+        st = os.lstat(marker)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
+            return None
+        source = json.loads(marker.read_bytes().decode("utf-8")).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(source, str) or not os.path.isabs(source):
+        return None
+    source_dir = Path(os.path.realpath(source))
+    if not any((source_dir / name).is_file() for name in ("train.csv", "labels.csv")):
+        return None
+    return source_dir
+
+
+def admitted_roots(root: str | Path) -> tuple[Path, ...]:
+    """The directories a dataset's image paths may resolve into.
+
+    The dataset directory itself (resolved) and, for a dataset written by
+    ``labelaudit clean``, the source dataset its marker names (followed through
+    cleaned-of-cleaned chains).
+    """
+    roots = [Path(os.path.realpath(root))]
+    while len(roots) <= _MARKER_MAX_DEPTH:
+        source = _marker_source(roots[-1])
+        if source is None or source in roots:
+            break
+        roots.append(source)
+    return tuple(roots)
+
+
+class _Resolver:
+    """Resolves image paths cheaply: one ``realpath`` per directory, one ``lstat`` per file.
+
+    Only a file that is itself a symbolic link needs a full ``realpath``; an HPA
+    image directory of 87k plain files costs 87k ``lstat`` calls.
+    """
+
+    def __init__(self, roots: tuple[Path, ...]) -> None:
+        self.roots = tuple(str(r) for r in roots)
+        self._dirs: dict[str, str] = {}
+
+    def resolve(self, path: Path) -> str:
+        if os.path.islink(path):
+            return os.path.realpath(path)
+        parent = str(path.parent)
+        real_parent = self._dirs.get(parent)
+        if real_parent is None:
+            real_parent = self._dirs[parent] = os.path.realpath(parent)
+        return os.path.join(real_parent, path.name)
+
+    def inside(self, real: str) -> bool:
+        return any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in self.roots)
+
+
+def _image_problem(path: Path, resolver: _Resolver | None) -> str | None:
+    """What makes ``path`` unusable as an image file: escaping the dataset, not a file."""
+    # A broken or looping link is named as such, wherever it points.
+    if resolver is not None and os.path.exists(path):
+        real = resolver.resolve(path)
+        if not resolver.inside(real):
+            return (
+                f"image file {path} resolves to {real}, outside the dataset directory "
+                "(symbolic links may not leave it; pass --follow-symlinks to allow)"
+            )
+    problem = file_problem(path)
+    return None if problem is None else f"{problem}: {path}"
 
 
 # ----------------------------------------------------------------------- detection
@@ -166,7 +282,13 @@ def _parse_int_labels(
     return out
 
 
-def _load_hpa(root: Path, layout: str, report: LoadReport, image_dir: Path | None) -> Dataset:
+def _load_hpa(
+    root: Path,
+    layout: str,
+    report: LoadReport,
+    image_dir: Path | None,
+    resolver: _Resolver | None,
+) -> Dataset:
     label_file = root / "train.csv"
     id_col, label_col = _HPA_COLUMNS[layout]
     classes = _HPA_CLASSES[layout]
@@ -174,7 +296,7 @@ def _load_hpa(root: Path, layout: str, report: LoadReport, image_dir: Path | Non
     i_id, i_label = _column_index(header, id_col), _column_index(header, label_col)
     if i_id is None or i_label is None:
         raise DatasetError(
-            f"expected columns {id_col},{label_col} ({layout}); found {','.join(header)}",
+            f"expected columns {id_col},{label_col} ({layout}); {_describe_header(header)}",
             path=label_file,
             row=1,
         )
@@ -245,6 +367,10 @@ def _load_hpa(root: Path, layout: str, report: LoadReport, image_dir: Path | Non
                     image=image_id,
                 )
             )
+            continue
+        problem = next(filter(None, (_image_problem(p, resolver) for p in paths)), None)
+        if problem is not None:
+            report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
             continue
         ids.append(image_id)
         label_rows.append(labels)
@@ -320,13 +446,15 @@ def _generic_channels(n: int) -> tuple[tuple[str, ...], int]:
     return tuple(f"ch{i}" for i in range(n)), min(1, n - 1)
 
 
-def _load_generic(root: Path, report: LoadReport) -> Dataset:
+def _load_generic(
+    root: Path, report: LoadReport, resolver: _Resolver | None, max_pixels: int | None
+) -> Dataset:
     label_file = root / "labels.csv"
     header, rows = read_label_table(label_file)
     i_image, i_labels = _column_index(header, "image"), _column_index(header, "labels")
     if i_image is None or i_labels is None:
         raise DatasetError(
-            f"expected columns image,labels (generic layout); found {','.join(header)}",
+            f"expected columns image,labels (generic layout); {_describe_header(header)}",
             path=label_file,
             row=1,
         )
@@ -407,16 +535,13 @@ def _load_generic(root: Path, report: LoadReport) -> Dataset:
         if bad:
             report.errors.append(DatasetError(bad, path=label_file, row=line, image=image_id))
             continue
-        if not path.is_file():
-            report.errors.append(
-                DatasetError(
-                    f"image file not found: {path}", path=label_file, row=line, image=image_id
-                )
-            )
+        problem = _image_problem(path, resolver)
+        if problem is not None:
+            report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
             continue
         if n_channels is None:
             try:
-                n_channels = read_header(path).channels
+                n_channels = read_header(path, max_pixels=max_pixels).channels
             except DatasetError as exc:
                 report.errors.append(exc)
                 continue
@@ -453,6 +578,8 @@ def load_dataset(
     strict: bool = True,
     report: LoadReport | None = None,
     image_dir: str | Path | None = None,
+    follow_symlinks: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Dataset:
     """Load a dataset directory, detecting its layout unless ``layout`` is given.
 
@@ -468,7 +595,15 @@ def load_dataset(
     report
         Collects row-level problems and warnings when given.
     image_dir
-        HPA layouts only: read channel files from here instead of ``path/train``.
+        HPA layouts only: read channel files from here instead of ``path/train``
+        (a directory the caller chose: paths may resolve inside it too).
+    follow_symlinks
+        Admit image paths that resolve outside the dataset directory (by default
+        such a row is a problem, except for paths inside the source dataset of a
+        cleaned dataset, see :data:`CLEANED_MARKER`).
+    max_pixels
+        Pixels per channel an image may have (``None``: no limit); stored on the
+        dataset for every reader, and checked here on the generic layout's first image.
 
     Returns
     -------
@@ -479,9 +614,16 @@ def load_dataset(
     DatasetError
         On a missing or unreadable label file, wrong columns, and (when ``strict``)
         on any bad row: unparseable or out-of-range labels, duplicate ids, missing
-        channel files, paths escaping the directory.
+        channel files, paths escaping the directory, image paths that are not
+        regular files (FIFOs, devices, broken or looping links).
+    SettingsError
+        When ``max_pixels`` is not a positive integer.
     """
     root = Path(path)
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
+    ):
+        raise SettingsError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
     if not root.exists():
         raise DatasetError("dataset directory not found", path=root)
     if root.is_file():
@@ -491,10 +633,17 @@ def load_dataset(
     elif layout not in LAYOUTS:
         raise DatasetError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     report = report if report is not None else LoadReport()
+    image_dir = Path(image_dir) if image_dir else None
+    resolver = None
+    if not follow_symlinks:
+        extra = (Path(os.path.realpath(image_dir)),) if image_dir else ()
+        resolver = _Resolver(admitted_roots(root) + extra)
     if layout == "generic":
-        dataset = _load_generic(root, report)
+        dataset = _load_generic(root, report, resolver, max_pixels)
     else:
-        dataset = _load_hpa(root, layout, report, Path(image_dir) if image_dir else None)
+        dataset = _load_hpa(root, layout, report, image_dir, resolver)
+    dataset.max_pixels = max_pixels
+    dataset.follow_symlinks = follow_symlinks
     if strict and report.errors:
         first = report.errors[0]
         more = len(report.errors) - 1
