@@ -2,13 +2,19 @@
 
 Known user errors (:class:`~labelaudit.errors.LabelAuditError`) print one line and
 exit with status 2; usage errors exit 2 as well (click's convention); anything
-else is an internal failure and exits 1.
+else is an internal failure and exits 1. Ctrl-C and SIGTERM print one line and exit
+with status 130 after the ``finally`` blocks on the way out have cleaned up.
+Messages and paths are printed without rich's emoji codes (``:x:`` stays ``:x:``)
+and with markup escaped (``[red]`` in a path prints as ``[red]``).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -27,8 +33,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, soft_wrap=True, emoji=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
+#: The one line an interrupted command prints (stderr); the exit status is 130.
+INTERRUPTED = "interrupted; rerun to resume"
+INTERRUPT_STATUS = 130
 
 LayoutOption = Annotated[
     str | None,
@@ -153,8 +163,15 @@ def scan(
     detectors: Annotated[
         str | None, typer.Option(help="Comma-separated detectors (default: all three).")
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Stop when a class has fewer images than folds (default: audit it with a"
+            " warning, its findings marked unreliable)."
+        ),
+    ] = False,
     allow_rare: Annotated[
-        bool, typer.Option(help="Audit even when a class has fewer images than folds.")
+        bool, typer.Option(hidden=True, help="Deprecated, no effect (rare classes only warn).")
     ] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
     level: Annotated[
@@ -188,8 +205,9 @@ def scan(
         ).items()
         if v is not None
     }
-    if allow_rare:
-        overrides["allow_rare"] = True
+    if strict:
+        overrides["strict"] = True
+    del allow_rare  # deprecated no-op: rare classes are a warning unless --strict
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
     result = run_scan(
         dataset,
@@ -418,8 +436,12 @@ def sweep_cmd(
         bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet weights.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Stop when a class has fewer images than folds (default: a warning)."),
+    ] = False,
     allow_rare: Annotated[
-        bool, typer.Option(help="Run even when a class has fewer images than folds.")
+        bool, typer.Option(hidden=True, help="Deprecated, no effect (rare classes only warn).")
     ] = False,
     keep_models: Annotated[bool, typer.Option(help="Keep every fold's model.pt.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
@@ -437,8 +459,9 @@ def sweep_cmd(
         seed=seed,
         pretrained=pretrained,
         device=device,
-        allow_rare=True if allow_rare else None,
+        strict=True if strict else None,
     )
+    del allow_rare  # deprecated no-op
     result = sweep(
         dataset,
         out,
@@ -460,10 +483,82 @@ def sweep_cmd(
         console.print(f"sweep page: {escape(str(result.html))}")
 
 
+class _Interrupts:
+    """SIGINT and SIGTERM while a command runs: unwind once, then leave at once.
+
+    The first signal raises :class:`KeyboardInterrupt` in the main thread, so the
+    ``finally`` blocks and context managers on the way out (temporary files, locks,
+    worker pools) clean up; :func:`main` then prints :data:`INTERRUPTED` and exits
+    130. A second signal during that clean-up ends the process immediately (with
+    the line, if it was not printed yet): a user pressing Ctrl-C twice wants out.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.raised = False
+        self.reported = False
+        self.previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        for sig in self.SIGNALS:
+            self.previous[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        self.previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if not self.raised:
+            self.raised = True
+            raise KeyboardInterrupt
+        self.report()
+        os._exit(INTERRUPT_STATUS)
+
+    def report(self) -> None:
+        if not self.reported:
+            self.reported = True
+            try:
+                sys.stderr.write(INTERRUPTED + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):  # stderr closed: the status still says it
+                pass
+
+
+def _print_error(exc: LabelAuditError) -> None:
+    """``error: message`` on stderr: markup escaped, no emoji codes, not wrapped."""
+    err_console.print(f"[red]error:[/] {escape(str(exc))}")
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``labelaudit`` console script."""
+    """Entry point of the ``labelaudit`` console script.
+
+    Exit status: 0 success, 2 a user error (one line), 130 interrupted (Ctrl-C or
+    SIGTERM; one line), 1 an internal failure.
+    """
+    interrupts = _Interrupts()
+    interrupts.install()
     try:
-        app(args=argv, prog_name="labelaudit")
-    except LabelAuditError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}")
-        sys.exit(exc.exit_code)
+        try:
+            app(args=argv, prog_name="labelaudit")
+        except SystemExit as exc:
+            # typer turns a KeyboardInterrupt inside the command into Exit(130)
+            if exc.code == INTERRUPT_STATUS or interrupts.raised:
+                raise KeyboardInterrupt from None
+            raise
+        except LabelAuditError as exc:
+            if interrupts.raised:  # an error caused by the interrupt's unwinding
+                raise KeyboardInterrupt from None
+            _print_error(exc)
+            sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        interrupts.report()
+        sys.exit(INTERRUPT_STATUS)
+    finally:
+        # A Python caller (argv given) gets its handlers back; the console script keeps
+        # them while the interpreter exits, so a late signal cannot print a traceback.
+        if argv is not None:
+            interrupts.restore()

@@ -7,7 +7,11 @@ consensus across detectors:
 * ``consensus_score`` = mean over the detectors that ran of the image's rank
   percentile of suspiciousness (0 = least suspicious, 1 = most; ties share their
   mean rank), so detectors with different score scales count equally;
-* ``consensus_flag`` = flagged by at least ``min_methods`` detectors.
+* ``consensus_flag`` = flagged by at least ``min_methods`` detectors;
+* ``unreliable_classes`` = the classes the image's findings involve (its given
+  labels and the classes of its flagged findings) whose out-of-fold probabilities
+  are unreliable: classes with fewer positive images than folds, which some fold's
+  model never saw (``;``-separated class names; empty for most images).
 
 ``agreement`` (``run.json["compare"]``) has, for an UpSet chart, the number of images
 flagged by exactly each combination of detectors (``"none"`` included; they add
@@ -55,6 +59,7 @@ ISSUES_COLUMNS = [
     "consensus_score",
     "consensus_flag",
     "label_changes",
+    "unreliable_classes",
 ]
 
 
@@ -81,6 +86,25 @@ class ComparisonResult:
     agreement: dict[str, Any]
     results: dict[str, DetectorResult]
     skipped: dict[str, str] = field(default_factory=dict)
+
+
+def check_detectors(detectors: Sequence[str] | str | None) -> list[str]:
+    """The detector names to run, each checked against the registry (``None``: defaults).
+
+    Raises
+    ------
+    SettingsError
+        An unknown detector name (the message lists the available ones).
+    """
+    if detectors is None:
+        return list(DEFAULT_DETECTORS)
+    names = [detectors] if isinstance(detectors, str) else list(detectors)
+    for name in names:
+        if name not in REGISTRY:
+            get_detector(name)  # raises the registry's one-line message
+    if not names:
+        raise SettingsError(f"no detector given (available: {', '.join(REGISTRY)})")
+    return list(dict.fromkeys(names))
 
 
 def run_detectors(
@@ -157,6 +181,7 @@ def build_issues(
     *,
     min_methods: int = 2,
     suggest_from: Iterable[str] = ("confident",),
+    unreliable: Sequence[str] = (),
 ) -> pd.DataFrame:
     """The per-image issues table.
 
@@ -174,6 +199,9 @@ def build_issues(
         embedding space is a reason to look, not evidence of which label is right.
         Each change is listed in ``label_changes`` as ``+token`` / ``-token`` with the
         finding's ``value`` (for confident, the probability: ``-3 (p=0.04)``).
+    unreliable
+        Class names whose findings are unreliable (rare classes); listed per image
+        in ``unreliable_classes`` where the image's labels or findings involve them.
 
     Returns
     -------
@@ -235,12 +263,39 @@ def build_issues(
         table["consensus_score"] = np.zeros(n)
     table["consensus_flag"] = table["n_flags"] >= min_methods
     table["label_changes"] = [";".join(c) for c in changes]
+    table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
     issues = pd.DataFrame(table)
     extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
     issues = issues[ISSUES_COLUMNS + extra]
     return issues.sort_values(
         ["consensus_score", "n_flags"], ascending=False, kind="mergesort"
     ).reset_index(drop=True)
+
+
+def _unreliable_column(
+    inputs: AuditInputs, results: dict[str, DetectorResult], unreliable: Sequence[str]
+) -> list[str]:
+    """Per image, the unreliable classes among its given labels and flagged findings."""
+    cols = [k for k, c in enumerate(inputs.class_names) if c in set(unreliable)]
+    if not cols:
+        return [""] * inputs.n_images
+    involved = inputs.labels.copy()
+    for result in results.values():
+        involved |= _class_flag_matrix(inputs, result)
+    names = [inputs.class_names[k] for k in cols]
+    return [
+        ";".join(name for name, hit in zip(names, row, strict=True) if hit)
+        for row in involved[:, cols]
+    ]
+
+
+def unreliable_from_run(run_dir: str | Path) -> list[str]:
+    """The unreliable classes the training stage recorded in ``run.json`` (or none)."""
+    from labelaudit.io import read_json
+
+    path = Path(run_dir) / "run.json"
+    train = read_json(path).get("train", {}) if path.is_file() else {}
+    return [str(c) for c in train.get("unreliable_classes") or []]
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -332,6 +387,7 @@ def detect_and_compare(
     *,
     min_methods: int = 2,
     suggest_from: Iterable[str] = ("confident",),
+    unreliable: Sequence[str] | None = None,
 ) -> ComparisonResult:
     """The detect and compare stages: run detectors, write findings, issues, run.json.
 
@@ -351,6 +407,9 @@ def detect_and_compare(
         Detectors that must agree for ``consensus_flag``.
     suggest_from
         Detectors whose add/remove suggestions change ``suggested_labels``.
+    unreliable
+        Classes whose findings are unreliable; ``None`` reads the ones the training
+        stage recorded (``run.json["train"]["unreliable_classes"]``).
 
     Returns
     -------
@@ -368,7 +427,15 @@ def detect_and_compare(
     write_csv(run_dir / "findings.csv", findings)
 
     start = time.perf_counter()
-    issues = build_issues(inputs, results, min_methods=min_methods, suggest_from=suggest_from)
+    if unreliable is None:
+        unreliable = unreliable_from_run(run_dir)
+    issues = build_issues(
+        inputs,
+        results,
+        min_methods=min_methods,
+        suggest_from=suggest_from,
+        unreliable=unreliable,
+    )
     agree = agreement(inputs, results)
     t_compare = time.perf_counter() - start
     write_csv(run_dir / "issues.csv", issues)
@@ -404,6 +471,8 @@ def detect_and_compare(
             "suggest_from": [m for m in suggest_from],
             "n_consensus_flagged": int(issues["consensus_flag"].sum()),
             "n_label_changes": int((issues["label_changes"] != "").sum()),
+            "unreliable_classes": list(unreliable),
+            "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
             "agreement": agree,
             "seconds": round(t_compare, 3),
         },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -26,7 +27,16 @@ SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 #: Settings that change how fast a run goes but not what it computes; changing
 #: them does not invalidate finished folds.
 RUNTIME_ONLY: frozenset[str] = frozenset(
-    {"num_workers", "threads", "device", "offline", "allow_rare", "progress", "channels_last"}
+    {
+        "num_workers",
+        "threads",
+        "device",
+        "offline",
+        "allow_rare",
+        "strict",
+        "progress",
+        "channels_last",
+    }
 )
 
 
@@ -87,7 +97,11 @@ class TrainSettings:
     offline
         Never touch the network (also ``LABELAUDIT_OFFLINE=1``).
     allow_rare
-        Accept classes with fewer positive images than folds (warn instead of fail).
+        Deprecated, no effect: rare classes (fewer positive images than folds) are a
+        warning unless ``strict``. Kept so old calls and commands keep working.
+    strict
+        Stop on classes with fewer positive images than folds instead of auditing
+        them with a warning (their findings are marked unreliable).
     progress
         Show a progress bar per fold.
     """
@@ -115,6 +129,7 @@ class TrainSettings:
     probe_c: float = 0.1
     offline: bool = False
     allow_rare: bool = False
+    strict: bool = False
     progress: bool = True
 
     def replace(self, **changes: Any) -> TrainSettings:
@@ -283,7 +298,10 @@ def validate(s: TrainSettings) -> TrainSettings:
         return isinstance(v, int | float) and not isinstance(v, bool)
 
     need(isinstance(s.backbone, str) and bool(s.backbone), "backbone must be a timm model name")
-    need(is_num(s.lr) and 0 < s.lr < 10, f"lr must be a positive number, got {s.lr!r}")
+    need(
+        is_num(s.lr) and math.isfinite(s.lr) and 0 < s.lr < 10,
+        f"lr must be a positive number below 10, got {s.lr!r}",
+    )
     need(is_int(s.epochs) and s.epochs >= 1, f"epochs must be at least 1, got {s.epochs!r}")
     need(
         is_int(s.batch_size) and s.batch_size >= 1,
@@ -294,7 +312,10 @@ def validate(s: TrainSettings) -> TrainSettings:
         f"image_size must be between 16 and 4096 pixels, got {s.image_size!r}",
     )
     need(is_int(s.folds) and s.folds >= 2, f"folds must be at least 2, got {s.folds!r}")
-    need(is_int(s.seed), f"seed must be an integer, got {s.seed!r}")
+    need(
+        is_int(s.seed) and 0 <= s.seed < 2**32,
+        f"seed must be an integer from 0 to 2**32 - 1, got {s.seed!r}",
+    )
     need(is_int(s.patience) and s.patience >= 0, f"patience must be >= 0, got {s.patience!r}")
     need(
         is_int(s.num_workers) and s.num_workers >= 0,
@@ -305,7 +326,10 @@ def validate(s: TrainSettings) -> TrainSettings:
         is_int(s.warmup_epochs) and s.warmup_epochs >= 0,
         f"warmup_epochs must be >= 0, got {s.warmup_epochs!r}",
     )
-    need(is_num(s.probe_c) and s.probe_c > 0, f"probe_c must be positive, got {s.probe_c!r}")
+    need(
+        is_num(s.probe_c) and math.isfinite(s.probe_c) and s.probe_c > 0,
+        f"probe_c must be positive, got {s.probe_c!r}",
+    )
     need(
         s.schedule in SCHEDULES,
         f"schedule must be one of {', '.join(SCHEDULES)}, got {s.schedule!r}",
@@ -322,18 +346,211 @@ def validate(s: TrainSettings) -> TrainSettings:
         dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
         f"device must be auto, cpu, cuda, cuda:N or mps, got {s.device!r}",
     )
-    for flag in ("pretrained", "amp", "channels_last", "tta", "offline", "allow_rare", "progress"):
+    flags = ("pretrained", "amp", "channels_last", "tta", "offline", "allow_rare", "strict")
+    for flag in (*flags, "progress"):
         need(isinstance(getattr(s, flag), bool), f"{flag} must be true or false")
     if s.weights is not None:
         path = Path(s.weights)
-        need(path.is_file(), f"weights file {s.weights} does not exist")
+        need(path.is_file(), f"weights file {s.weights} does not exist or is not a file")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     _check_backbone(s.backbone)
+    check_device(dev)
     return s
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before any work is done.
+
+    Parameters
+    ----------
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises
+    ------
+    SettingsError
+        Not a device name, CUDA asked for without a usable CUDA GPU (or ``cuda:N``
+        beyond the GPUs present), or ``mps`` without Apple's Metal backend.
+    """
+    dev = str(device)
+    if dev in ("auto", "cpu"):
+        return
+    if dev == "cuda" or (dev.startswith("cuda:") and dev[5:].isdigit()):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SettingsError(
+                f"--device {dev}: no CUDA GPU is available here; use --device cpu or auto"
+            )
+        count = torch.cuda.device_count()
+        if dev != "cuda" and int(dev[5:]) >= count:
+            raise SettingsError(
+                f"--device {dev}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+            )
+        return
+    if dev == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise SettingsError("--device mps: Apple's Metal backend is not available here")
+        return
+    raise SettingsError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
+
+
+def check_weights(settings: TrainSettings, in_chans: int) -> None:
+    """Load an explicit ``settings.weights`` file now and check it fits the backbone.
+
+    Called before the image cache is built, so a wrong file costs seconds, not a
+    cache build; training loads it again (:func:`labelaudit.train.weights.resolve_weights`).
+
+    Parameters
+    ----------
+    settings
+        Uses ``weights`` and ``backbone``; nothing to do when ``weights`` is ``None``.
+    in_chans
+        Input channels of the dataset.
+
+    Raises
+    ------
+    SettingsError
+        The file is missing, is not a PyTorch file of tensors (loaded with
+        ``weights_only=True``), or its keys or shapes do not match the backbone.
+    """
+    if not settings.weights:
+        return
+    import torch
+
+    from labelaudit.train.weights import _unwrap, create_backbone, fit_to_backbone
+
+    path = Path(settings.weights)
+    if not path.is_file():
+        raise SettingsError(f"weights file {path} does not exist or is not a file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types, with long texts
+        raise SettingsError(
+            f"weights file {path}: not a PyTorch state dict that loads safely "
+            f"({type(exc).__name__})"
+        ) from None
+    try:
+        sd = _unwrap(raw)
+    except SettingsError:
+        raise SettingsError(
+            f"weights file {path} does not contain a state dict of tensors"
+        ) from None
+    fit_to_backbone(
+        sd, create_backbone(settings.backbone, in_chans), in_chans, f"weights file {path}"
+    )
 
 
 def offline_requested(settings: TrainSettings | None = None) -> bool:
     """True when the network must not be used (setting or ``LABELAUDIT_OFFLINE``)."""
     env = os.environ.get("LABELAUDIT_OFFLINE", "").strip().lower()
     return bool(settings is not None and settings.offline) or env in ("1", "true", "yes", "on")
+
+
+def check_fold(fold: int | None, settings: TrainSettings) -> None:
+    """Refuse a ``--fold`` outside ``1 .. settings.folds`` (``None``: all folds)."""
+    if fold is None:
+        return
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= settings.folds:
+        raise SettingsError(f"--fold must be between 1 and {settings.folds}, got {fold!r}")
+
+
+def preflight(
+    settings: TrainSettings,
+    labels: Any,
+    class_names: list[str],
+    in_chans: int,
+    *,
+    fold: int | None = None,
+    detectors: Any = None,
+) -> list[str]:
+    """Every check an audit can make before decoding an image or creating a directory.
+
+    ``settings`` are already validated (:func:`validate`, which includes the device);
+    this adds what needs the dataset's labels and channels or the other options: the
+    ``fold`` number, the detector names, rare classes (an error only with
+    ``settings.strict``) and an explicit weights file.
+
+    Parameters
+    ----------
+    settings
+        The training settings.
+    labels
+        Bool (N, K) label matrix of the dataset (or of the groups folds are made of).
+    class_names
+        K class names.
+    in_chans
+        Channels per image.
+    fold
+        ``--fold`` (1-based) or ``None``.
+    detectors
+        Detector names, or ``None`` for the defaults.
+
+    Returns
+    -------
+    list[str]
+        Warnings (rare or absent classes); cross-validation repeats them when it runs.
+
+    Raises
+    ------
+    SettingsError
+        The first problem found, in one line.
+    """
+    from labelaudit.compare import check_detectors
+    from labelaudit.train.folds import check_folds
+
+    check_fold(fold, settings)
+    check_detectors(detectors)
+    notes = check_folds(labels, class_names, settings.folds, strict=settings.strict)
+    check_weights(settings, in_chans)
+    return notes
+
+
+def check_model_meta(meta: Any, path: str | Path) -> None:
+    """Refuse a saved model whose metadata cannot describe a usable model.
+
+    Parameters
+    ----------
+    meta
+        The ``meta`` dict of a checkpoint written by ``labelaudit retrain``.
+    path
+        The model file, for the message.
+
+    Raises
+    ------
+    SettingsError
+        ``image_size``, ``in_chans``, ``num_classes``, the class lists or the
+        thresholds are missing or invalid (one line naming the field and the file).
+    """
+
+    def bad(what: str) -> SettingsError:
+        return SettingsError(f"model file {path}: invalid metadata: {what}")
+
+    if not isinstance(meta, dict):
+        raise bad("not a mapping")
+
+    def whole(name: str, low: int, high: int) -> int:
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise bad(f"{name} must be an integer from {low} to {high}, got {value!r}")
+        return value
+
+    whole("image_size", 16, 4096)
+    whole("in_chans", 1, 64)
+    k = whole("num_classes", 1, 100_000)
+    for name in ("class_names", "class_tokens"):
+        value = meta.get(name)
+        if not isinstance(value, list | tuple) or len(value) != k:
+            raise bad(f"{name} must list the {k} classes")
+    thresholds = meta.get("thresholds")
+    if thresholds is not None:
+        ok = isinstance(thresholds, list | tuple) and len(thresholds) == k
+        ok = ok and all(
+            isinstance(t, int | float) and not isinstance(t, bool) and math.isfinite(t)
+            for t in thresholds
+        )
+        if not ok:
+            raise bad(f"thresholds must be {k} finite numbers")

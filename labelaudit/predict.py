@@ -198,10 +198,13 @@ def predict(
     DatasetError
         The images cannot be read, or their channel count differs from the model's.
     """
+    from labelaudit.config import check_device, check_model_meta
     from labelaudit.data.cache import build_cache
 
+    check_device(device)  # before any work: one clear line when the GPU is absent
     dev = pick_device(device)
     model, meta = load_checkpoint(model_path, dev)
+    check_model_meta(meta, model_path)
     ds, labelled = open_input(dataset_or_dir, meta, layout)
     if out_csv is not None:  # before any work: no output on an input or a foreign file
         check_output(out_csv, [*dataset_inputs(ds), ("the model", Path(model_path))])

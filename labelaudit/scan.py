@@ -152,7 +152,7 @@ def scan(
     -------
     ScanResult
     """
-    from labelaudit.config import resolve_settings
+    from labelaudit.config import preflight, resolve_settings
     from labelaudit.train.cv import cross_validate
 
     console = console or Console(quiet=True)
@@ -175,6 +175,8 @@ def scan(
     t = time.perf_counter()
     ds = load_dataset(dataset, layout)
     settings = resolve_settings(preset, **overrides)
+    # Every option is checked before a directory is created or an image decoded.
+    preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
     # The run directory is labelaudit's (new, empty or marked) and overlaps no input;
     # one writer at a time (fold jobs share it, one job per fold).
     open_output_dir(
@@ -185,7 +187,10 @@ def scan(
     )
     _locks.enter_context(run_lock(run_dir, fold=fold))
     timings["load"] = time.perf_counter() - t
-    console.print(f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)")
+    console.print(
+        f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",
+        markup=False,
+    )
 
     t = time.perf_counter()
     cache = cache_with_progress(ds, settings.image_size, cache_dir, console)
@@ -220,7 +225,7 @@ def scan(
     detect_and_compare(load_audit_inputs(run_dir), run_dir, detectors=detectors)
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
-    console.print(f"detectors: issues in {run_dir / 'issues.csv'}")
+    console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
     if level == "field":
         from labelaudit.cells.audit import forget_cells
 
@@ -249,7 +254,10 @@ def scan(
     t = time.perf_counter()
     cleaned = clean(run_dir)  # the default policy; `labelaudit clean` re-runs it
     timings["clean"] = time.perf_counter() - t
-    console.print(f"cleaned dataset: {cleaned.cleaned_dir} (changes in {cleaned.changes_file})")
+    console.print(
+        f"cleaned dataset: {cleaned.cleaned_dir} (changes in {cleaned.changes_file})",
+        markup=False,
+    )
     if report:
         from labelaudit.report import write_report
 

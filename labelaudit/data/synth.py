@@ -1410,6 +1410,12 @@ def parse_cells_column(text: str) -> dict[int, tuple[int, int]]:
 # dataset
 
 
+#: Largest field side and field count ``synthesize`` accepts: checked before anything
+#: is written (a 100,000 px field would need 37 GiB per float32 channel).
+MAX_SIZE = 4096
+MAX_FIELDS = 1_000_000
+
+
 def _check_args(
     out_dir: Path,
     n: int,
@@ -1425,8 +1431,10 @@ def _check_args(
             raise SettingsError(f"synth: {name} must be an integer, got {v!r}")
     if n < 1:
         raise SettingsError(f"synth: n must be at least 1 field, got {n}")
-    if size < 32:
-        raise SettingsError(f"synth: size must be at least 32 pixels, got {size}")
+    if size < 32 or size > MAX_SIZE:
+        raise SettingsError(f"synth: size must be from 32 to {MAX_SIZE} pixels, got {size}")
+    if n > MAX_FIELDS:
+        raise SettingsError(f"synth: n must be at most {MAX_FIELDS:,} fields, got {n}")
     if seed < 0:
         raise SettingsError(f"synth: seed must be a non-negative integer, got {seed}")
     for name, v in (

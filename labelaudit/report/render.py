@@ -170,6 +170,15 @@ def _summary(art: RunArtifacts, issues: pd.DataFrame | None, methods: list[str])
         )
     if "n_label_changes" in compare:
         problems.append(("suggested label changes", "", _count(compare["n_label_changes"])))
+    unreliable = [str(c) for c in _list(compare.get("unreliable_classes"))]
+    if unreliable:  # rare classes: some fold's model never saw them
+        problems.append(
+            (
+                "findings on unreliable classes (fewer images than folds)",
+                ", ".join(unreliable),
+                _count(compare.get("n_unreliable")),
+            )
+        )
     timings = [(k, f"{v:.1f} s") for k, v in art.section("timings").items() if _num(v)]
     settings = train.get("settings") if isinstance(train.get("settings"), dict) else {}
     setting_rows = _flatten(settings) + [
@@ -231,7 +240,8 @@ def _table_rows(
 
     A row is ``[id, given, suggested, detector bitmask, n_flags, consensus_score,
     consensus_flag, [scores], thumbnail index, detail index, label_changes,
-    dataset index]`` (class indices for the labels; report.js reads it by position).
+    dataset index, unreliable classes]`` (class indices for the labels; report.js
+    reads it by position).
     """
     ids = art.ids or []
     index = {i: r for r, i in enumerate(ids)}
@@ -253,6 +263,7 @@ def _table_rows(
     }
     cflag = _column(ranked, "consensus_flag", False).astype(str).str.lower().isin(["true", "1"])
     changes = _column(ranked, "label_changes", "").fillna("").astype(str).tolist()
+    unreliable = _column(ranked, "unreliable_classes", "").fillna("").astype(str).tolist()
     given_text = _column(ranked, "given_labels", "").tolist()
     sugg_text = _column(ranked, "suggested_labels", None).tolist()
     row_of = np.full(len(ids), -1, dtype=np.int64)
@@ -276,6 +287,7 @@ def _table_rows(
         rows.append(
             [image_id, given, sugg, int(mask[r]), n_flags, cons, int(cf), score_lists[r]]
             + [-1, -1, changes[r], i]  # thumbnail and detail indices are filled in later
+            + [unreliable[r]]
         )
     return rows, row_of
 

@@ -128,7 +128,7 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
     Raises
     ------
     SettingsError
-        A learning rate that is not a number.
+        A learning rate that is not a positive number below 10.
     """
     if values is None:
         return None
@@ -143,6 +143,10 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
                 text = float(text)
             except (TypeError, ValueError):
                 raise SettingsError(f"learning rate {item!r} is not a number") from None
+            if not (math.isfinite(text) and 0 < text < 10):  # the log-scale base needs > 0
+                raise SettingsError(
+                    f"--lrs: learning rate {item!r} must be a positive number below 10"
+                )
         if text not in out:
             out.append(text)
     return out or None

@@ -609,7 +609,7 @@ def sweep(
     full_axes = {a: list(axes.get(a) or [base.value(a)]) for a in AXES}
 
     ds = load_dataset(dataset, layout)
-    notes = check_folds(ds.labels, ds.class_names, split.folds, base_settings.allow_rare)
+    notes = check_folds(ds.labels, ds.class_names, split.folds, strict=base_settings.strict)
     open_output_dir(run_dir, dataset_inputs(ds), kind="sweep")  # new, empty or a sweep's
     console.print(
         f"dataset: {escape(str(ds.root))} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",

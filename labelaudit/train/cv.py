@@ -48,6 +48,7 @@ from labelaudit.train.folds import (
     indices_digest,
     make_folds,
     make_group_folds,
+    rare_classes,
 )
 from labelaudit.train.loop import FoldOutput, Runtime, make_runtime, pick_device, train_fold
 from labelaudit.train.metrics import multilabel_metrics, summary
@@ -83,6 +84,9 @@ class CVResult:
         1-based fold numbers reused from disk / trained in this call.
     weight_source
         One line: where the starting weights came from.
+    unreliable_classes
+        Classes with fewer positive images (groups) than folds: some fold's model
+        never saw them, so their out-of-fold probabilities are unreliable.
     """
 
     fold_of: np.ndarray
@@ -96,6 +100,7 @@ class CVResult:
     weight_source: str = ""
     seconds: float = 0.0
     rank: int = 0
+    unreliable_classes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -389,7 +394,8 @@ def cross_validate(
     ------
     SettingsError
         Invalid fold number, image size mismatch, too few images for the folds,
-        rare classes (see :func:`labelaudit.train.folds.check_folds`), or weights
+        rare classes with ``settings.strict`` (see
+        :func:`labelaudit.train.folds.check_folds`), or weights
         that do not fit the backbone.
     """
     start = time.perf_counter()
@@ -398,7 +404,8 @@ def cross_validate(
     if groups is not None and len(groups) != len(labels):
         raise SettingsError(f"groups has {len(groups)} entries for {len(labels)} images")
     fold_rows = labels if groups is None else group_labels(labels, groups)[0]
-    notes = check_folds(fold_rows, class_names, settings.folds, settings.allow_rare)
+    notes = check_folds(fold_rows, class_names, settings.folds, strict=settings.strict)
+    unreliable = rare_classes(fold_rows, class_names, settings.folds)
 
     info, created = ddp.setup(pick_device(settings.device).type)
     out = console if console is not None and info.is_main else None
@@ -448,6 +455,7 @@ def cross_validate(
                 result = _run_finetune(fold=fold, **context)
             result.seconds = time.perf_counter() - start
             result.rank = info.rank
+            result.unreliable_classes = unreliable
             if result.complete and info.is_main:
                 _record(run_dir, result, settings, key, weights, runtime, notes, fingerprint)
             elif info.is_main:
@@ -748,6 +756,7 @@ def _record(
             "folds": folds,
             "metrics": result.metrics,
             "warnings": notes,
+            "unreliable_classes": list(result.unreliable_classes),
             "timings": {
                 "total_s": round(result.seconds, 3),
                 "trained_folds": result.trained,

@@ -16,17 +16,36 @@ from sklearn.utils.multiclass import type_of_target
 from labelaudit.errors import SettingsError
 
 
+def rare_classes(labels: np.ndarray, class_names: list[str], n_folds: int) -> list[str]:
+    """Classes with at least one but fewer positive images than ``n_folds``.
+
+    Some fold's model never sees such a class in training, so its out-of-fold
+    probabilities for the class (and the findings built on them) are unreliable.
+    """
+    return [class_names[k] for k in _rare_indices(labels, n_folds)]
+
+
+def _rare_indices(labels: np.ndarray, n_folds: int) -> np.ndarray:
+    counts = np.asarray(labels, dtype=bool).sum(axis=0)
+    return np.flatnonzero((counts > 0) & (counts < n_folds))
+
+
 def check_folds(
-    labels: np.ndarray, class_names: list[str], n_folds: int, allow_rare: bool = False
+    labels: np.ndarray,
+    class_names: list[str],
+    n_folds: int,
+    allow_rare: bool = False,
+    *,
+    strict: bool = False,
 ) -> list[str]:
     """Check that K-fold cross-validation makes sense for these labels.
 
     Policy for rare classes: a class with at least one but fewer positive images
-    than folds is an error unless ``allow_rare``: some fold's model would then see
-    one or no example of the class, and its out-of-fold probabilities for that
-    class would read as label errors. With ``allow_rare`` it becomes a warning. A
-    class with no positive image at all is only a warning (nothing to stratify,
-    its probabilities carry no information; common when auditing a subset).
+    than folds is a warning: the audit proceeds, and the class's findings are
+    marked unreliable (:func:`rare_classes`), because some fold's model sees one or
+    no example of it and its out-of-fold probabilities may read as label errors.
+    With ``strict`` it is an error. A class with no positive image at all is only
+    a warning (nothing to stratify; common when auditing a subset).
 
     Parameters
     ----------
@@ -37,7 +56,9 @@ def check_folds(
     n_folds
         K of K-fold.
     allow_rare
-        Downgrade the rare-class error to a warning.
+        Deprecated, no effect (rare classes are a warning unless ``strict``).
+    strict
+        Make rare classes an error.
 
     Returns
     -------
@@ -47,7 +68,7 @@ def check_folds(
     Raises
     ------
     SettingsError
-        Too few images for the folds, or rare classes (without ``allow_rare``).
+        Too few images for the folds, or rare classes with ``strict``.
     """
     n = labels.shape[0]
     if n < 2 * n_folds:
@@ -63,23 +84,24 @@ def check_folds(
             f"{len(absent)} class(es) have no positive image and cannot be learned: "
             + ", ".join(absent)
         )
-    rare = [
-        (class_names[k], int(counts[k])) for k in np.flatnonzero((counts > 0) & (counts < n_folds))
-    ]
+    rare = [(class_names[k], int(counts[k])) for k in _rare_indices(labels, n_folds)]
     if rare:
         listed = ", ".join(f"{name!r} ({c} image{'s' if c != 1 else ''})" for name, c in rare)
         message = (
             f"{len(rare)} class(es) have fewer positive images than the {n_folds} folds: {listed}"
         )
-        if not allow_rare:
+        if strict:
             smallest = min(c for _, c in rare)
-            hint = f"use --folds {smallest} or fewer, " if smallest >= 2 else ""
+            hint = f"use --folds {smallest} or fewer, or " if smallest >= 2 else ""
             raise SettingsError(
                 f"{message}; some folds' models would never see them, so their "
-                f"out-of-fold probabilities would be meaningless. {hint}"
-                "or pass --allow-rare to audit anyway"
+                f"out-of-fold probabilities would be meaningless ({hint}"
+                "leave out --strict to audit anyway, their findings marked unreliable)"
             )
-        warnings.append(message + "; their out-of-fold probabilities are unreliable")
+        warnings.append(
+            message + "; their out-of-fold probabilities are unreliable and their findings "
+            "are marked so in issues.csv (--strict stops instead)"
+        )
     return warnings
 
 

@@ -9,7 +9,7 @@
   const TEMPLATE = JSON.parse(document.getElementById("plotly-template").textContent);
   const ROWS = DATA.rows;
   const ID = 0, GIVEN = 1, SUGG = 2, MASK = 3, NFLAGS = 4, CONS = 5, CFLAG = 6, SCORES = 7,
-    THUMB = 8, DETAIL = 9, CHANGES = 10;
+    THUMB = 8, DETAIL = 9, CHANGES = 10, UNRELIABLE = 12;
   const CONFIG = {
     responsive: true,
     displaylogo: false,
@@ -321,7 +321,13 @@
       tdThumb.appendChild(el("div", "nothumb"));
     }
     tr.appendChild(tdThumb);
-    tr.appendChild(el("td", "id", row[ID]));
+    const tdId = el("td", "id", row[ID]);
+    if (row[UNRELIABLE]) {  // findings on a class with fewer images than folds
+      const mark = el("span", "unreliable", " (unreliable)");
+      mark.title = "unreliable classes: " + row[UNRELIABLE];
+      tdId.appendChild(mark);
+    }
+    tr.appendChild(tdId);
     const tdGiven = el("td", "labels");
     chips(tdGiven, names(row[GIVEN]));
     tr.appendChild(tdGiven);
@@ -446,6 +452,7 @@
     fact(dl, "given", (names(row[GIVEN]).join(", ") || "(none)") + "   [" + tokens(row[GIVEN]) + "]");
     fact(dl, "suggested", (names(row[SUGG]).join(", ") || "(none)") + "   [" + tokens(row[SUGG]) + "]");
     if (row[CHANGES]) fact(dl, "changes", row[CHANGES]);
+    if (row[UNRELIABLE]) fact(dl, "unreliable", row[UNRELIABLE] + " (fewer images than folds)");
     fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
     DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row[SCORES][i])); });
     fact(dl, "consensus", fmt(row[CONS]) + (row[CFLAG] ? " (consensus flag)" : ""));

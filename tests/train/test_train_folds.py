@@ -67,24 +67,28 @@ def test_too_few_images_for_folds():
         check_folds(y, ["a", "b", "c"], 5)
 
 
-def test_rare_class_is_an_error_naming_the_class_and_count():
+def test_rare_class_with_strict_is_an_error_naming_the_class_and_count():
     y = np.zeros((40, 3), dtype=bool)
     y[:, 0] = True
     y[:3, 1] = True  # 3 positives < 5 folds
     with pytest.raises(SettingsError) as info:
-        check_folds(y, ["common", "rare", "absent"], 5)
+        check_folds(y, ["common", "rare", "absent"], 5, strict=True)
     message = str(info.value)
-    assert "'rare' (3 images)" in message and "--allow-rare" in message
+    assert "'rare' (3 images)" in message and "--strict" in message
     assert "--folds 3" in message and "common" not in message
 
 
-def test_allow_rare_downgrades_to_warning_and_absent_class_warns():
+def test_rare_class_is_a_warning_by_default_and_absent_class_warns():
+    from labelaudit.train.folds import rare_classes
+
     y = np.zeros((40, 3), dtype=bool)
     y[:, 0] = True
     y[:1, 1] = True
-    notes = check_folds(y, ["common", "rare", "absent"], 5, allow_rare=True)
-    assert any("'rare' (1 image)" in n for n in notes)
-    assert any("absent" in n and "no positive image" in n for n in notes)
+    for kwargs in ({}, {"allow_rare": True}):  # allow_rare: the deprecated no-op
+        notes = check_folds(y, ["common", "rare", "absent"], 5, **kwargs)
+        assert any("'rare' (1 image)" in n and "unreliable" in n for n in notes)
+        assert any("absent" in n and "no positive image" in n for n in notes)
+    assert rare_classes(y, ["common", "rare", "absent"], 5) == ["rare"]
 
 
 def test_group_folds_never_split_a_group():
