@@ -44,6 +44,22 @@ LayoutOption = Annotated[
     str | None,
     typer.Option("--layout", help="hpa2021, hpa2018 or generic (detected when omitted)."),
 ]
+FollowSymlinksOption = Annotated[
+    bool,
+    typer.Option(
+        "--follow-symlinks",
+        help="Read images whose paths (symbolic links) lead outside the dataset directory.",
+    ),
+]
+MaxPixelsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Largest image accepted, in pixels per channel (default 20000 x 20000);"
+        " checked from each file's header before decoding.",
+    ),
+]
 
 
 def _print_check(summary: dict) -> None:
@@ -80,11 +96,20 @@ def check(
         bool, typer.Option(help="Decode every image fully (finds truncated files).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    follow_symlinks: FollowSymlinksOption = False,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Validate a dataset and print a summary; exit 2 when problems are found."""
     from labelaudit.data.check import check_dataset
+    from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 
-    report = check_dataset(dataset, layout, deep=deep)
+    report = check_dataset(
+        dataset,
+        layout,
+        deep=deep,
+        follow_symlinks=follow_symlinks,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+    )
     summary = report.summary()
     if as_json:
         console.print_json(json.dumps(summary))
@@ -185,6 +210,8 @@ def scan(
         int | None, typer.Option(help="--level cell: cell crop size (default half the image size).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+    follow_symlinks: FollowSymlinksOption = False,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     from labelaudit.scan import scan as run_scan
@@ -221,6 +248,8 @@ def scan(
         masks=masks,
         cell_size=cell_size,
         console=Console(quiet=True) if quiet else console,
+        follow_symlinks=follow_symlinks,
+        max_pixels=max_pixels,
         **overrides,
     )
     if not result.complete:

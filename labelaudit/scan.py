@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from labelaudit.data.cache import ImageCache, build_cache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
+from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 from labelaudit.errors import SettingsError
 from labelaudit.io import edit_run_json
 from labelaudit.rundir import (
@@ -107,6 +108,8 @@ def scan(
     cell_size: int | None = None,
     console: Console | None = None,
     force: bool = False,
+    follow_symlinks: bool = False,
+    max_pixels: int | None = None,
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -147,6 +150,11 @@ def scan(
     force
         Write into an existing non-empty directory that is not a run directory,
         replacing its files that have an output's name (it says which).
+    follow_symlinks
+        Read images whose paths resolve outside the dataset directory.
+    max_pixels
+        Largest image accepted, pixels per channel (default
+        :data:`~labelaudit.data.readers.DEFAULT_MAX_PIXELS`), checked from headers.
 
     Returns
     -------
@@ -173,7 +181,12 @@ def scan(
             "then run the same scan with --level cell in one process (the field folds are reused)"
         )
     t = time.perf_counter()
-    ds = load_dataset(dataset, layout)
+    ds = load_dataset(
+        dataset,
+        layout,
+        follow_symlinks=follow_symlinks,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+    )
     settings = resolve_settings(preset, **overrides)
     # Every option is checked before a directory is created or an image decoded.
     preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
