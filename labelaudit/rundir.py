@@ -70,7 +70,7 @@ def read_run(run_dir: str | Path) -> dict:
             f"{run_dir}: not a labelaudit run directory (no run.json); "
             "run `labelaudit scan DATASET --out RUN` first"
         )
-    return read_marker(path)
+    return _check_marker(path, OUTPUT_KINDS["run"])  # labelaudit's, or refused
 
 
 def parse_labels(values: pd.Series, tokens: list[str], sep: str) -> np.ndarray:
@@ -387,12 +387,17 @@ def ensure_outside(
     if isinstance(inputs, str | Path):
         inputs = [("the dataset directory", inputs)]
     out = Path(out_dir).resolve()
-    for description, path in inputs:
-        inp = Path(path).resolve()
-        if out == inp or inp in out.parents:
-            where = "is" if out == inp else "is inside"
+    pairs = [(d, p, Path(p).resolve()) for d, p in inputs]
+    for description, path, inp in pairs:  # the output is an input: the plainest message
+        if out == inp:
             raise SettingsError(
-                f"the {what} {out_dir} {where} {description} {path}; labelaudit never "
+                f"the {what} {out_dir} is {description} {path}; labelaudit never "
+                "overwrites its inputs: choose another --out"
+            )
+    for description, path, inp in pairs:
+        if inp in out.parents:
+            raise SettingsError(
+                f"the {what} {out_dir} is inside {description} {path}; labelaudit never "
                 "writes into its inputs: choose another --out"
             )
         if out in inp.parents:

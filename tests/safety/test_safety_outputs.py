@@ -1,0 +1,327 @@
+"""Output ownership: labelaudit writes only into what it created, never onto its inputs.
+
+Issue 12, data-loss cases 1-4 and the `--out` tracebacks: each case is a real CLI run
+(or an API call where the CLI adds nothing) on tiny data; every input file keeps its
+checksum and every foreign file stays where it was.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from la_testutils import snapshot
+
+from labelaudit.data.classes import HPA2021_CLASSES
+from labelaudit.errors import RunDirError, SettingsError
+from labelaudit.rundir import RUN_LOCK, open_output_dir
+
+FAST = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32", "--quiet"]
+TINY = [*FAST[:-1], "--backbone", "test_efficientnet", "--allow-rare", "--quiet"]
+
+
+def _files(root: Path) -> dict:
+    """``snapshot`` without labelaudit's lock files (taking a lock writes a pid into one)."""
+    return {k: v for k, v in snapshot(root).items() if not Path(k).name.endswith(".lock")}
+
+
+def _one_line_error(code: int, err: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    from labelaudit.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("safety-out") / "data"
+    synthesize(root, n=60, size=32, seed=1)
+    return root
+
+
+@pytest.fixture(scope="module")
+def scanned(data, tmp_path_factory) -> Path:
+    """A real run directory (tiny scan), shared by the slow tests of this module."""
+    from labelaudit.cli import main
+
+    run = tmp_path_factory.mktemp("safety-run") / "run"
+    try:
+        main(["scan", str(data), "--out", str(run), *TINY])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    return run
+
+
+# ------------------------------------------------------------------ case 1: a dataset named cleaned
+
+
+def test_dataset_named_cleaned_under_out_is_refused(data, tmp_path, run_cli):
+    proj = tmp_path / "proj"
+    shutil.copytree(data, proj / "cleaned")  # the user's own dataset, named cleaned
+    before = snapshot(proj)
+    code, _, err = run_cli("scan", proj / "cleaned", "--out", proj, *TINY)
+    err = _one_line_error(code, err)
+    assert "inside the run directory" in err and "cleaned" in err
+    assert snapshot(proj) == before  # not one file touched, no lock file created
+
+
+# ------------------------------------------------------------------ case 2: foreign files in --out
+
+
+def test_foreign_files_in_out_are_kept(data, tmp_path, run_cli):
+    out = tmp_path / "d"
+    (out / "cleaned").mkdir(parents=True)
+    (out / "cleaned" / "a").write_text("x\n")
+    (out / "cells" / "overlays").mkdir(parents=True)
+    (out / "cells" / "overlays" / "mine.jpg").write_bytes(b"\xff\xd8 mine")
+    (out / "cells.csv").write_text("my,own\n1,2\n")
+    (out / "report.html").write_text("<p>my report</p>")
+    before, data_before = snapshot(out), snapshot(data)
+    code, _, err = run_cli("scan", data, "--out", out, *TINY)
+    err = _one_line_error(code, err)
+    assert "not empty" in err and "not a labelaudit run directory" in err and "--force" in err
+    assert snapshot(out) == before and snapshot(data) == data_before
+
+
+def test_force_lists_what_it_replaces_and_never_a_foreign_directory(tmp_path):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "report.html").write_text("<p>mine</p>")
+    (out / "notes.txt").write_text("keep")
+    said: list[str] = []
+    open_output_dir(out, force=True, say=said.append)
+    assert len(said) == 1 and "replacing report.html" in said[0] and "notes.txt" not in said[0]
+    assert json.loads((out / "run.json").read_text())["format"]["kind"] == "labelaudit-run"
+    assert (out / "notes.txt").read_text() == "keep"
+    other = tmp_path / "e"
+    (other / "cleaned").mkdir(parents=True)
+    (other / "cleaned" / "a").write_text("x")
+    with pytest.raises(SettingsError, match="replaces files only"):
+        open_output_dir(other, force=True)
+    assert (other / "cleaned" / "a").read_text() == "x" and not (other / "run.json").exists()
+
+
+# ------------------------------------------------------------------ case 3: predict, segment
+
+
+def _write_model(path: Path) -> None:
+    from labelaudit.retrain import MODEL_FORMAT, save_checkpoint
+    from labelaudit.train.backbones import build_model
+
+    names = list(HPA2021_CLASSES)
+    stats = np.array([[0.3] * 4, [0.2] * 4], dtype=np.float32)
+    torch.manual_seed(0)
+    model = build_model("test_efficientnet", 4, len(names), stats)
+    meta = {
+        "format": MODEL_FORMAT,
+        "version": 1,
+        "backbone": "test_efficientnet",
+        "in_chans": 4,
+        "num_classes": len(names),
+        "class_names": names,
+        "class_tokens": [str(k) for k in range(len(names))],
+        "label_sep": "|",
+        "layout": "hpa2021",
+        "channels": ["red", "green", "blue", "yellow"],
+        "activation": "sigmoid",
+        "image_size": 32,
+        "tta": False,
+        "thresholds": [0.5] * len(names),
+    }
+    save_checkpoint(path, model.state_dict(), meta)
+
+
+def test_predict_out_never_lands_on_an_input_or_a_foreign_file(make_hpa, tmp_path, run_cli):
+    dataset = make_hpa(n=4)
+    model = tmp_path / "model.pt"
+    _write_model(model)
+    foreign = tmp_path / "results.csv"
+    foreign.write_text("sample,score\nSECRET-ROW,1\n")
+    (tmp_path / "hpa-2").mkdir()
+    before, model_before = snapshot(dataset), model.read_bytes()
+    for out, words in [
+        (dataset / "train.csv", "is the label file"),  # case 3: the dataset's own label file
+        (dataset / "preds.csv", "inside the dataset directory"),
+        (model, "is the model"),
+        (foreign, "not a predictions table"),
+        (tmp_path / "hpa-2", "is a directory"),
+    ]:
+        code, _, err = run_cli("predict", model, dataset, "--out", out, "--device", "cpu")
+        err = _one_line_error(code, err)
+        assert words in err and "SECRET" not in err
+    assert snapshot(dataset) == before and model.read_bytes() == model_before
+    assert foreign.read_text() == "sample,score\nSECRET-ROW,1\n"
+    # Its own earlier output is replaced.
+    mine = tmp_path / "preds.csv"
+    for _ in range(2):
+        code, _, err = run_cli("predict", model, dataset, "--out", mine, "--device", "cpu")
+        assert code == 0, err
+    assert mine.read_text().startswith("id,") and snapshot(dataset) == before
+
+
+def test_segment_out_over_a_foreign_cells_csv_is_refused(make_hpa, tmp_path, run_cli):
+    dataset = make_hpa(n=2)
+    out = tmp_path / "seg"
+    out.mkdir()
+    (out / "cells.csv").write_text("my cells\n")
+    before = snapshot(dataset)
+    code, _, err = run_cli("segment", dataset, "--out", out, "--no-overlays", "--workers", "1")
+    err = _one_line_error(code, err)
+    assert "not a labelaudit segment output directory" in err
+    assert (out / "cells.csv").read_text() == "my cells\n" and snapshot(dataset) == before
+    # Into the dataset, or around it: refused too.
+    code, _, err = run_cli("segment", dataset, "--out", dataset / "seg", "--workers", "1")
+    assert "inside the dataset directory" in _one_line_error(code, err)
+    # A segment output directory is its own: segmenting again replaces its files.
+    mine = tmp_path / "mine"
+    for _ in range(2):
+        code, _, err = run_cli("segment", dataset, "--out", mine, "--no-overlays", "--workers", "1")
+        assert code == 0, err
+    assert json.loads((mine / "segment.json").read_text())["format"]["kind"] == (
+        "labelaudit-segment"
+    )
+    assert snapshot(dataset) == before
+
+
+# ------------------------------------------------------------------ --out mistakes: one line
+
+
+def test_out_is_a_file(data, tmp_path, run_cli):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine\n")
+    code, _, err = run_cli("scan", data, "--out", target, *TINY)
+    assert "is a file, not a directory" in _one_line_error(code, err)
+    assert target.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        ("{oops SECRET", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (b"\xff\xfeSECRET", "not UTF-8"),
+        ('{"name": "SECRET project"}', "not written by labelaudit"),
+    ],
+)
+def test_invalid_or_foreign_run_json(data, tmp_path, run_cli, content, words):
+    out = tmp_path / "d"
+    out.mkdir()
+    path = out / "run.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = snapshot(out)
+    code, _, err = run_cli("scan", data, "--out", out, *TINY)
+    err = _one_line_error(code, err)
+    assert words in err and "run.json" in err and "SECRET" not in err
+    assert snapshot(out) == before
+    code, _, err = run_cli("report", out)  # readers of run.json say the same
+    assert words in _one_line_error(code, err)
+
+
+def test_run_json_of_an_older_labelaudit_is_adopted(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"dataset": {"path": "/x"}}))
+    (out / "issues.csv").write_text("id\n")
+    open_output_dir(out)
+    data = json.loads((out / "run.json").read_text())
+    assert data["dataset"] == {"path": "/x"} and data["format"]["version"] == 1
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "run.json").write_text(
+        json.dumps({"format": {"kind": "labelaudit-run", "version": 9}})
+    )
+    with pytest.raises(RunDirError, match="newer labelaudit"):
+        open_output_dir(newer)
+
+
+# ------------------------------------------------------------------ cells outputs
+
+
+def test_forget_cells_removes_only_what_the_cell_audit_recorded(tmp_path):
+    from labelaudit.cells.audit import forget_cells
+    from labelaudit.io import update_run_json
+
+    run = tmp_path / "run"
+    open_output_dir(run)
+    (run / "cells.csv").write_text("someone's table\n")
+    forget_cells(run)  # no cell audit recorded: nothing is labelaudit's to delete
+    assert (run / "cells.csv").read_text() == "someone's table\n"
+    overlays = run / "cells" / "overlays"
+    overlays.mkdir(parents=True)
+    (overlays / "f1.jpg").write_bytes(b"ours")
+    (overlays / "mine.jpg").write_bytes(b"theirs")
+    update_run_json(run, "cells", {"overlays": [{"id": "f1", "file": "cells/overlays/f1.jpg"}]})
+    forget_cells(run)
+    assert not (run / "cells.csv").exists() and not (overlays / "f1.jpg").exists()
+    assert (overlays / "mine.jpg").read_bytes() == b"theirs"
+    assert "cells" not in json.loads((run / "run.json").read_text())
+
+
+# ------------------------------------------------------------------ with a real run
+
+
+@pytest.mark.slow
+def test_scan_of_the_runs_own_cleaned_into_the_run_is_refused(scanned, run_cli):
+    before = _files(scanned)
+    code, _, err = run_cli("scan", scanned / "cleaned", "--out", scanned, *TINY)  # case 4
+    err = _one_line_error(code, err)
+    assert "inside the run directory" in err
+    assert _files(scanned) == before
+
+
+@pytest.mark.slow
+def test_decisions_file_content_is_never_echoed(scanned, tmp_path, run_cli):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:SECRET-LINE:/root:/bin/bash\ndaemon:x:1:1::/:/bin/sh\n")
+    before = _files(scanned)
+    code, _, err = run_cli("clean", scanned, "--decisions", secret)
+    err = _one_line_error(code, err)
+    assert str(secret) in err and "no id and decision column" in err
+    assert "SECRET" not in err and "/bin/bash" not in err
+    assert _files(scanned) == before
+    # A decisions file where clean writes its output is refused before anything is written.
+    first = (scanned / "dataset.csv").read_text().splitlines()[1].split(",")[0]
+    own = scanned / "changes.csv"
+    own.write_text(f"id,decision\n{first},reject\n")
+    before = _files(scanned)
+    code, _, err = run_cli("clean", scanned, "--decisions", own)
+    assert "is the decisions file" in _one_line_error(code, err)
+    assert _files(scanned) == before
+
+
+@pytest.mark.slow
+def test_rescan_and_clean_replace_their_own_outputs_and_keep_foreign_files(data, scanned, run_cli):
+    data_before = snapshot(data)
+    (scanned / "notes.txt").write_text("my notes\n")
+    marker = json.loads((scanned / "cleaned" / ".labelaudit-cleaned.json").read_text())
+    assert marker["source"] == str(data.resolve()) and "train.csv" in marker["entries"]
+    (scanned / "report.html").write_text("stale")
+    code, _, err = run_cli("scan", data, "--out", scanned, *TINY)
+    assert code == 0, err
+    assert "plotly" in (scanned / "report.html").read_text().lower()
+    assert (scanned / "notes.txt").read_text() == "my notes\n"
+    code, out, err = run_cli("clean", scanned, "--policy", "consensus-drop")
+    assert code == 0, err
+    assert (scanned / "cleaned" / "train").is_symlink()
+    code, _, err = run_cli("check", scanned / "cleaned")
+    assert code == 0, err
+    # Someone's file inside cleaned/: clean refuses to replace the folder, keeps the file.
+    (scanned / "cleaned" / "mine.txt").write_text("keep me")
+    cleaned_before = snapshot(scanned / "cleaned")
+    code, _, err = run_cli("clean", scanned, "--policy", "none")
+    assert "mine.txt" in _one_line_error(code, err)
+    assert snapshot(scanned / "cleaned") == cleaned_before
+    (scanned / "cleaned" / "mine.txt").unlink()
+    # A cleaned/ labelaudit did not write at all (no marker) is not replaced either.
+    (scanned / "cleaned" / ".labelaudit-cleaned.json").unlink()
+    code, _, err = run_cli("clean", scanned, "--policy", "none")
+    assert "not written by labelaudit" in _one_line_error(code, err)
+    assert (scanned / "cleaned" / "train.csv").is_file()
+    assert snapshot(data) == data_before
+    assert not [p for p in scanned.iterdir() if p.name.startswith((".cleaned-", ".cleaned"))]
+    assert RUN_LOCK in {p.name for p in scanned.iterdir()}
