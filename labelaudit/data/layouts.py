@@ -26,8 +26,10 @@ import json
 import os
 import re
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
@@ -569,6 +571,20 @@ def _load_generic(
 
 
 # ------------------------------------------------------------------------ public
+
+
+def recorded_load_options(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The loader options a run recorded for its dataset (run.json's dataset section).
+
+    Stages that re-read a scanned dataset (clean, retrain, the report) pass these to
+    :func:`load_dataset`, so a dataset scanned with ``--follow-symlinks`` or
+    ``--max-pixels`` reads back with the same rows. Runs that predate them get the
+    defaults.
+    """
+    return {
+        "follow_symlinks": bool(info.get("follow_symlinks", False)),
+        "max_pixels": info.get("max_pixels", DEFAULT_MAX_PIXELS),
+    }
 
 
 def load_dataset(
