@@ -509,11 +509,13 @@ def _column(header: list[str], name: str) -> int | None:
 
 def _load_source(view: _RunView):
     """The scanned dataset, re-read; checks it still has the scanned ids and labels."""
-    from labelaudit.data.layouts import LoadReport, load_dataset
+    from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
 
     info = view.info
     root = Path(info["path"])
-    ds = load_dataset(root, info["layout"], strict=False, report=LoadReport())
+    ds = load_dataset(
+        root, info["layout"], strict=False, report=LoadReport(), **recorded_load_options(info)
+    )
     index = {image_id: i for i, image_id in enumerate(ds.ids)}
     missing = [image_id for image_id in view.ids if image_id not in index]
     if missing:

@@ -421,9 +421,15 @@ def _settings(run: dict, preset: str | None, overrides: dict[str, Any]) -> Train
 def _open_images(info: dict, ids: list[str], size: int, cache_dir):
     """The scanned dataset's images at ``size`` (the cache), rows in ``ids`` order."""
     from labelaudit.data.cache import build_cache
-    from labelaudit.data.layouts import LoadReport, load_dataset
+    from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
 
-    ds = load_dataset(info["path"], info["layout"], strict=False, report=LoadReport())
+    ds = load_dataset(
+        info["path"],
+        info["layout"],
+        strict=False,
+        report=LoadReport(),
+        **recorded_load_options(info),
+    )
     index = {image_id: i for i, image_id in enumerate(ds.ids)}
     missing = [image_id for image_id in ids if image_id not in index]
     if missing:

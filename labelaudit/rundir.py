@@ -53,6 +53,8 @@ def record_dataset(run_dir: Path, dataset: Dataset, cache: ImageCache) -> dict:
         "protein_channel": dataset.channels[dataset.protein_channel],
         "cache": str(cache.path),
         "image_size": cache.size,
+        "follow_symlinks": dataset.follow_symlinks,
+        "max_pixels": dataset.max_pixels,
     }
     given = [dataset.format_labels(row) for row in dataset.labels]
     write_csv(run_dir / "dataset.csv", pd.DataFrame({"id": dataset.ids, "labels": given}))

@@ -92,14 +92,15 @@ def _cache_fetcher(art: RunArtifacts):
 
 def _dataset_fetcher(art: RunArtifacts):
     from labelaudit.data.cache import decode_field
-    from labelaudit.data.layouts import load_dataset
+    from labelaudit.data.layouts import load_dataset, recorded_load_options
     from labelaudit.errors import LabelAuditError
 
     path = art.section("dataset").get("path")
     if not path or not Path(path).is_dir():
         return None, "The dataset directory is not available either, so no images are shown."
     try:
-        ds = load_dataset(path, art.section("dataset").get("layout"))
+        section = art.section("dataset")
+        ds = load_dataset(path, section.get("layout"), **recorded_load_options(section))
     except LabelAuditError as exc:
         return None, f"The dataset cannot be read ({exc}), so no images are shown."
     index = {i: r for r, i in enumerate(ds.ids)}
