@@ -1,0 +1,211 @@
+"""Every mistake one line, early (issue 12): each bad option value gives exit 2, one
+line on stderr naming the value, no traceback, and nothing created (no run
+directory, no cache entry); paths print literally (no emoji codes, no markup); rare
+classes are a warning (issue 16 item 4), ``--strict`` restores the stop."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from labelaudit.errors import SettingsError
+
+TINY = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32"]
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    """60 tiny synthetic fields (two classes have one image: fewer than 2 folds)."""
+    from labelaudit.data.synth import synthesize
+
+    root = tmp_path_factory.mktemp("validation") / "ds"
+    synthesize(root, n=60, size=32, seed=1)
+    return root
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """Write a labelaudit model file (untrained tiny model) with ``meta`` changes."""
+    import numpy as np
+
+    from labelaudit.data.classes import HPA2021_CLASSES
+    from labelaudit.retrain import MODEL_FORMAT, save_checkpoint
+    from labelaudit.train.backbones import build_model
+
+    names = list(HPA2021_CLASSES)
+
+    def write(**changes) -> str:
+        stats = np.array([[0.3] * 4, [0.2] * 4], dtype=np.float32)
+        model = build_model("test_efficientnet", 4, len(names), stats)
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": 1,
+            "backbone": "test_efficientnet",
+            "in_chans": 4,
+            "num_classes": len(names),
+            "class_names": names,
+            "class_tokens": [str(k) for k in range(len(names))],
+            "label_sep": "|",
+            "layout": "hpa2021",
+            "channels": ["red", "green", "blue", "yellow"],
+            "activation": "sigmoid",
+            "image_size": 32,
+            "tta": False,
+            "thresholds": [0.5] * len(names),
+            **changes,
+        }
+        path = tmp_path / "model.pt"
+        save_checkpoint(path, model.state_dict(), meta)
+        return str(path)
+
+    return write
+
+
+def _one_line_error(code: int, err: str, *needles: str) -> str:
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def _nothing_created(tmp_path) -> None:
+    assert not (tmp_path / "run").exists(), "a run directory was created before the check"
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not any(cache.iterdir()), "the image cache was built"
+
+
+SCAN_CASES = {
+    "seed": (["--seed", "-1"], ["seed", "-1"]),
+    "detector typo": (["--detectors", "confident,isolaton"], ["'isolaton'", "isolation"]),
+    "fold out of range": (["--fold", "3"], ["--fold", "between 1 and 2", "3"]),
+    "fold zero": (["--fold", "0"], ["--fold", "0"]),
+    "epochs": (["--epochs", "0"], ["epochs", "0"]),
+    "folds": (["--folds", "1"], ["folds", "1"]),
+    "batch size": (["--batch-size", "0"], ["batch_size", "0"]),
+    "image size": (["--image-size", "8"], ["image_size", "8"]),
+    "learning rate": (["--lr", "-1"], ["lr", "-1"]),
+    "device name": (["--device", "gpu"], ["device", "'gpu'"]),
+    "missing weights": (["--weights", "nowhere.pt"], ["nowhere.pt", "does not exist"]),
+    "cell size": (["--level", "cell", "--cell-size", "5"], ["cell_size", "5"]),
+    "rare classes with --strict": (["--strict"], ["fewer positive images", "--strict"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SCAN_CASES))
+def test_scan_option_refused_in_one_line_before_any_work(case, synth_data, run_cli, tmp_path):
+    args, needles = SCAN_CASES[case]
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    code, _, err = run_cli("scan", synth_data, "--out", out, "--cache-dir", cache, *TINY, *args)
+    _one_line_error(code, err, *needles)
+    _nothing_created(tmp_path)
+
+
+@NO_GPU
+@pytest.mark.parametrize("command", ["scan", "sweep"])
+def test_cuda_without_a_gpu_is_one_line_before_the_cache(command, synth_data, run_cli, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    code, _, err = run_cli(
+        command, synth_data, "--out", out, "--cache-dir", cache, *TINY, "--device", "cuda"
+    )
+    _one_line_error(code, err, "--device cuda", "no CUDA GPU")
+    _nothing_created(tmp_path)
+
+
+@NO_GPU
+def test_predict_cuda_without_a_gpu(synth_data, run_cli, checkpoint, tmp_path):
+    code, _, err = run_cli(
+        "predict", checkpoint(), synth_data, "--out", tmp_path / "p.csv", "--device", "cuda"
+    )
+    _one_line_error(code, err, "--device cuda")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_predict_checkpoint_with_a_negative_image_size(synth_data, run_cli, checkpoint, tmp_path):
+    model = checkpoint(image_size=-5)
+    code, _, err = run_cli("predict", model, synth_data, "--out", tmp_path / "p.csv")
+    _one_line_error(code, err, "model.pt", "image_size", "-5")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_weights_file_not_loadable_or_not_fitting(synth_data, run_cli, tmp_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint\n")
+    alien = tmp_path / "alien.pt"
+    torch.save({"conv.weight": torch.zeros(2, 2)}, alien)
+    for path, needle in ((garbage, "loads safely"), (alien, "does not match the backbone")):
+        out, cache = tmp_path / "run", tmp_path / "cache"
+        code, _, err = run_cli(
+            "scan", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--weights", path
+        )
+        _one_line_error(code, err, str(path), needle)
+        _nothing_created(tmp_path)
+
+
+def test_sweep_negative_or_zero_learning_rate(synth_data, run_cli, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    code, _, err = run_cli(
+        "sweep", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--lrs", "-1,0"
+    )
+    _one_line_error(code, err, "--lrs", "'-1'")
+    _nothing_created(tmp_path)
+
+
+def test_synth_huge_size_leaves_no_directory(run_cli, tmp_path):
+    code, _, err = run_cli("synth", tmp_path / "big", "--size", "100000", "--n", "2")
+    _one_line_error(code, err, "size", "100000")
+    assert not (tmp_path / "big").exists()
+
+
+def test_python_callers_get_the_same_settings_errors(synth_data, tmp_path):
+    from labelaudit.config import check_fold, resolve_settings
+    from labelaudit.scan import scan
+
+    with pytest.raises(SettingsError, match="seed"):
+        resolve_settings("demo", seed=-1)
+    with pytest.raises(SettingsError, match="--fold"):
+        check_fold(3, resolve_settings("demo", folds=2))
+    with pytest.raises(SettingsError, match="unknown detector 'bogus'"):
+        scan(synth_data, tmp_path / "run", preset="demo", folds=2, detectors=["bogus"])
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("name", [":x:[red]data", "[bold]a[/bold]:thumbs_up:"])
+def test_paths_print_literally_without_emoji_or_markup(name, run_cli, tmp_path):
+    missing = tmp_path / name
+    code, _, err = run_cli("scan", missing, "--out", tmp_path / "run", *TINY)
+    line = _one_line_error(code, err)
+    assert name in line  # not an emoji, not a style
+    code, out, _ = run_cli("synth", tmp_path / name, "--n", "20", "--size", "32")
+    assert code == 0 and f"{tmp_path / name}" in out
+
+
+@pytest.mark.slow
+def test_rare_classes_warn_and_are_marked_unreliable(synth_data, run_cli, tmp_path):
+    """A scan proceeds past a class with fewer images than folds; --allow-rare is a no-op."""
+    from labelaudit.train.folds import rare_classes
+
+    labels = pd.read_csv(synth_data / "train.csv", dtype=str)["Label"]
+    out = tmp_path / "run"
+    code, stdout, err = run_cli(
+        "scan", synth_data, "--out", out, "--cache-dir", tmp_path / "cache", *TINY, "--allow-rare"
+    )
+    assert code == 0, err
+    assert "warning:" in stdout and "fewer positive images than the 2 folds" in stdout
+    issues = pd.read_csv(out / "issues.csv", dtype=str, keep_default_na=False)
+    marked = issues[issues["unreliable_classes"] != ""]
+    assert len(marked) >= 1
+    from labelaudit.data.classes import HPA2021_CLASSES
+
+    names = list(HPA2021_CLASSES)
+    y = [[str(k) in set(lab.split("|")) for k in range(len(names))] for lab in labels]
+    import numpy as np
+
+    rare = rare_classes(np.array(y), names, 2)
+    assert rare and set(";".join(marked["unreliable_classes"]).split(";")) <= set(rare)
+    assert "unreliable classes" in (out / "report.html").read_text()
