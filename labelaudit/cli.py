@@ -212,6 +212,13 @@ def scan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
     follow_symlinks: FollowSymlinksOption = False,
     max_pixels: MaxPixelsOption = None,
+    skip_broken: Annotated[
+        bool,
+        typer.Option(
+            help="Audit the readable images when some cannot be decoded (listed in run.json"
+            " and the report) instead of stopping with the list of them."
+        ),
+    ] = False,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     from labelaudit.scan import scan as run_scan
@@ -250,6 +257,7 @@ def scan(
         console=Console(quiet=True) if quiet else console,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels,
+        skip_broken=skip_broken,
         **overrides,
     )
     if not result.complete:

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from labelaudit.data.cache import ImageCache, build_cache
+from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
@@ -50,11 +50,19 @@ class ScanResult:
 
 
 def cache_with_progress(
-    dataset: Dataset, size: int, cache_dir: Path | None, console: Console | None
+    dataset: Dataset,
+    size: int,
+    cache_dir: Path | None,
+    console: Console | None,
+    skip_broken: bool = False,
 ) -> ImageCache:
-    """Build (or reuse) the image cache, showing a progress bar on ``console``."""
+    """Build (or reuse) the image cache, showing a progress bar on ``console``.
+
+    With ``skip_broken`` unreadable images are left out (``cache.skipped``)
+    instead of stopping the scan with the list of them.
+    """
     if console is None or console.quiet:
-        return build_cache(dataset, size, cache_dir)
+        return build_cache(dataset, size, cache_dir, skip_broken=skip_broken)
     with Progress(
         TextColumn("decoding images"),
         BarColumn(),
@@ -65,9 +73,24 @@ def cache_with_progress(
     ) as bar:
         task = bar.add_task("decode", total=len(dataset))
         cache = build_cache(
-            dataset, size, cache_dir, progress=lambda done, total: bar.update(task, completed=done)
+            dataset,
+            size,
+            cache_dir,
+            progress=lambda done, total: bar.update(task, completed=done),
+            skip_broken=skip_broken,
+            on_wait=lambda line: console.print(f"image cache: {line}", markup=False),
         )
-    console.print(f"image cache: {'reused' if cache.reused else 'built'} {cache.path}")
+    resumed = f" ({cache.resumed} of {len(dataset)} fields reused from an interrupted build)"
+    console.print(
+        f"image cache: {'reused' if cache.reused else 'built'} {cache.path}"
+        + (resumed if cache.resumed else ""),
+        markup=False,
+    )
+    for skipped in cache.skipped:
+        console.print(
+            f"skipped unreadable image {skipped['id']!r}: {skipped['file']}: {skipped['reason']}",
+            markup=False,
+        )
     return cache
 
 
@@ -110,6 +133,7 @@ def scan(
     force: bool = False,
     follow_symlinks: bool = False,
     max_pixels: int | None = None,
+    skip_broken: bool = False,
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -155,6 +179,9 @@ def scan(
     max_pixels
         Largest image accepted, pixels per channel (default
         :data:`~labelaudit.data.readers.DEFAULT_MAX_PIXELS`), checked from headers.
+    skip_broken
+        Audit the readable images when some cannot be decoded (recorded in
+        ``run.json["skipped_images"]``) instead of stopping with the list of them.
 
     Returns
     -------
@@ -206,7 +233,10 @@ def scan(
     )
 
     t = time.perf_counter()
-    cache = cache_with_progress(ds, settings.image_size, cache_dir, console)
+    cache = cache_with_progress(ds, settings.image_size, cache_dir, console, skip_broken)
+    if cache.skipped:  # audit the readable images: the dataset's rows follow the cache's
+        ds = subset_dataset(ds, cache.ids)
+    edit_run_json(run_dir, lambda data: data.__setitem__("skipped_images", cache.skipped))
     record_dataset(run_dir, ds, cache)
     timings["cache"] = time.perf_counter() - t
 

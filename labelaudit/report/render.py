@@ -179,6 +179,14 @@ def _summary(art: RunArtifacts, issues: pd.DataFrame | None, methods: list[str])
                 _count(compare.get("n_unreliable")),
             )
         )
+    # Unreadable images that scan --skip-broken left out: image problems of their own.
+    skipped = [
+        (str(s.get("id", "?")), str(s.get("file", "?")), str(s.get("reason", "")))
+        for s in _list(art.run.get("skipped_images"))
+        if isinstance(s, dict)
+    ]
+    if skipped:
+        problems.append(("unreadable images (not audited)", "skipped", _count(len(skipped))))
     timings = [(k, f"{v:.1f} s") for k, v in art.section("timings").items() if _num(v)]
     settings = train.get("settings") if isinstance(train.get("settings"), dict) else {}
     setting_rows = _flatten(settings) + [
@@ -198,6 +206,7 @@ def _summary(art: RunArtifacts, issues: pd.DataFrame | None, methods: list[str])
         "weights": weights,
         "versions": versions,
         "warnings": [str(w) for w in _list(train.get("warnings")) + _list(detect.get("warnings"))],
+        "skipped_images": skipped,
     }
 
 
