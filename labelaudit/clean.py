@@ -654,9 +654,10 @@ def _check_replaceable(final: Path) -> None:
 
 def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
     """The cleaned dataset must load, with exactly the kept images and new labels."""
-    from labelaudit.data.layouts import load_dataset
+    from labelaudit.data.layouts import load_dataset, recorded_load_options
 
-    ds = load_dataset(out, view.info["layout"])
+    # The cleaned dataset links to the scanned one's images: read them as the scan did.
+    ds = load_dataset(out, view.info["layout"], **recorded_load_options(view.info))
     kept = [view.ids[i] for i in np.flatnonzero(plan.kept)]
     if ds.ids != kept or not np.array_equal(ds.labels, plan.labels[plan.kept]):
         raise AssertionError("the cleaned dataset does not read back as written")
