@@ -402,3 +402,23 @@ def test_fifo_label_file_does_not_hang(tmp_path):
     os.mkfifo(root / "train.csv")
     proc = _run("check", root, "--layout", "hpa2021", timeout=60)
     _one_clear_line(proc.returncode, proc.stdout, proc.stderr, "train.csv", "FIFO")
+
+
+# ------------------------------------------------------- a whole scan through a link
+
+
+@pytest.mark.slow
+def test_scan_follow_symlinks_end_to_end(hpa, tmp_path, run_cli):
+    # The image directory lives elsewhere, linked in: refused, then admitted by the flag
+    # through every stage that re-reads the dataset (clean, report).
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(hpa / "train", elsewhere)
+    os.symlink(elsewhere, hpa / "train")
+    run = tmp_path / "run"
+    _one_clear_line(*run_cli("check", hpa), "train.csv, line 2", "outside the dataset directory")
+    _one_clear_line(*run_cli("scan", hpa, "--out", run, *SCAN_FLAGS), "--follow-symlinks")
+    code, out, err = run_cli("scan", hpa, "--out", run, *SCAN_FLAGS, "--follow-symlinks")
+    assert code == 0, out + err
+    info = json.loads((run / "run.json").read_text())["dataset"]
+    assert info["follow_symlinks"] is True and info["n_images"] == 60
+    assert (run / "cleaned" / "train.csv").is_file() and (run / "report.html").is_file()
