@@ -185,3 +185,28 @@ def test_bad_input_subprocess_has_no_traceback(make_hpa):
 def test_usage_error_exits_2(run_cli):
     code, _, _ = run_cli("check")
     assert code == 2
+
+
+def test_truncated_png_found_without_deep(make_hpa, run_cli):
+    # The cheap tail check (IEND must be the last chunk) finds what a header read misses.
+    root = make_hpa(n=2, size=64)
+    path = root / "train" / "field001_blue.png"
+    path.write_bytes(path.read_bytes()[:-12])  # only the IEND chunk is missing
+    _expect_problem(run_cli, root, "field001_blue.png", "image 'field001'", "truncated PNG")
+
+
+def test_every_broken_file_is_listed(make_hpa):
+    root = make_hpa(n=4, size=32)
+    broken = [root / "train" / f"field00{i}_{c}.png" for i, c in ((0, "red"), (2, "yellow"))]
+    broken[0].write_bytes(b"")
+    broken[1].write_bytes(broken[1].read_bytes()[:70])
+    report = check_dataset(root)
+    assert sorted(e.path for e in report.errors) == sorted(broken)
+    assert {e.image for e in report.errors} == {"field000", "field002"}
+
+
+def test_tiff_truncation_found_without_deep(make_hpa, run_cli):
+    root = make_hpa(n=2, dtype=np.uint16, ext=".tif")
+    path = root / "train" / "field000_green.tif"
+    path.write_bytes(path.read_bytes()[:300])
+    _expect_problem(run_cli, root, "field000_green.tif", "truncated TIFF")

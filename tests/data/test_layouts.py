@@ -101,3 +101,48 @@ def test_real_hpa_samples():
     row = ds.ids.index("000a6c98-bb9b-11e8-b2b9-ac1f6b6435d0")
     assert ds.label_tokens(row) == ["0", "1", "2", "7"]
     assert ds.labels.sum() == 8
+
+
+def test_symlinked_image_directory_is_refused_unless_followed(make_hpa, tmp_path):
+    import os
+    import shutil
+
+    root = make_hpa(n=3)
+    shutil.move(root / "train", tmp_path / "images")
+    os.symlink(tmp_path / "images", root / "train")
+    with pytest.raises(DatasetError, match="outside the dataset directory") as info:
+        load_dataset(root)
+    assert info.value.row == 2 and info.value.path == root / "train.csv"
+    ds = load_dataset(root, follow_symlinks=True)
+    assert len(ds) == 3 and ds.follow_symlinks
+
+
+def test_image_dir_argument_is_admitted(make_hpa, tmp_path):
+    import shutil
+
+    root = make_hpa(n=2)
+    shutil.move(root / "train", tmp_path / "images")
+    (root / "train").mkdir()
+    ds = load_dataset(root, image_dir=tmp_path / "images")
+    assert len(ds) == 2
+
+
+def test_recorded_load_options_round_trip(make_hpa):
+    from labelaudit.data.layouts import recorded_load_options
+    from labelaudit.data.readers import DEFAULT_MAX_PIXELS
+
+    assert recorded_load_options({}) == {
+        "follow_symlinks": False,
+        "max_pixels": DEFAULT_MAX_PIXELS,
+    }
+    ds = load_dataset(make_hpa(n=2), max_pixels=5000, follow_symlinks=True)
+    options = recorded_load_options({"follow_symlinks": True, "max_pixels": 5000})
+    assert options == {"follow_symlinks": ds.follow_symlinks, "max_pixels": ds.max_pixels}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "many"])
+def test_max_pixels_must_be_a_positive_integer(make_hpa, bad):
+    from labelaudit.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="max_pixels"):
+        load_dataset(make_hpa(n=1), max_pixels=bad)
