@@ -161,8 +161,10 @@ class OutputKind:
     what: str
 
 
+#: Sections an older labelaudit wrote into run.json (one of them marks its run.json).
+RUN_SECTIONS = ("dataset", "train", "detect", "compare", "timings", "clean", "cells", "retrain")
 OUTPUT_KINDS: dict[str, OutputKind] = {
-    "run": OutputKind("run.json", RUN_FORMAT, ("dataset", "train"), "run directory"),
+    "run": OutputKind("run.json", RUN_FORMAT, RUN_SECTIONS, "run directory"),
     "segment": OutputKind(
         "segment.json",
         {"kind": "labelaudit-segment", "version": 1},
@@ -218,18 +220,19 @@ def read_marker(path: Path, kind: OutputKind | None = None) -> dict:
     """
     kind = kind or OUTPUT_KINDS["run"]
     hint = f"it is not a labelaudit {kind.marker} or it is damaged: move it away"
+    what = f"cannot read {kind.marker}: {path} is"
     try:
         data = read_json(path)
     except json.JSONDecodeError as exc:
         raise RunDirError(
-            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); {hint}"
+            f"{what} not valid JSON ({exc.msg} at line {exc.lineno}); {hint}"
         ) from None
     except UnicodeDecodeError:
-        raise RunDirError(f"{path}: not UTF-8 text; {hint}") from None
+        raise RunDirError(f"{what} not UTF-8 text; {hint}") from None
     except OSError as exc:
-        raise RunDirError(f"{path}: cannot be read ({exc.strerror}); {hint}") from None
+        raise RunDirError(f"{what} unreadable ({exc.strerror}); {hint}") from None
     if not isinstance(data, dict):
-        raise RunDirError(f"{path}: not a JSON object; {hint}")
+        raise RunDirError(f"{what} not a JSON object; {hint}")
     return data
 
 
