@@ -627,8 +627,10 @@ def _owned_entries(final: Path) -> set[str] | None:
     return {*entries, CLEANED_MARKER}
 
 
-def _check_replaceable(final: Path) -> None:
+def check_replaceable(final: Path) -> None:
     """Refuse to replace a ``cleaned`` that labelaudit did not write, or that holds foreign files.
+
+    ``scan`` calls it before any work, :func:`clean` before writing.
 
     Raises
     ------
@@ -670,7 +672,7 @@ def _swap_in(tmp: Path, final: Path) -> None:
     old one's entries that labelaudit wrote are removed (links unlinked, never
     followed) and the directory itself if nothing else is left.
     """
-    _check_replaceable(final)
+    check_replaceable(final)
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}-old-{os.getpid()}")
@@ -825,7 +827,7 @@ def _clean(
         inputs.append(("the decisions file", Path(decisions)))
     for output, what in ((final, "cleaned dataset"), (changes_file, "changes file")):
         ensure_outside(inputs, output, what)
-    _check_replaceable(final)
+    check_replaceable(final)
     tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
     if tmp.exists():  # our own leftover (same pid, hidden name of our pattern)
         shutil.rmtree(tmp)
@@ -900,6 +902,7 @@ __all__ = [
     "POLICIES",
     "CleanResult",
     "changes_table",
+    "check_replaceable",
     "class_reliability",
     "clean",
     "plan_changes",

@@ -212,6 +212,13 @@ def scan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
     follow_symlinks: FollowSymlinksOption = False,
     max_pixels: MaxPixelsOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Write into a non-empty --out that is not a run directory, replacing its"
+            " files named like outputs (they are listed)."
+        ),
+    ] = False,
     skip_broken: Annotated[
         bool,
         typer.Option(
@@ -257,6 +264,7 @@ def scan(
         console=Console(quiet=True) if quiet else console,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels,
+        force=force,
         skip_broken=skip_broken,
         **overrides,
     )

@@ -226,6 +226,9 @@ def scan(
         say=lambda m: console.print(m, markup=False),
     )
     _locks.enter_context(run_lock(run_dir, fold=fold))
+    from labelaudit.clean import CLEANED_DIR, check_replaceable
+
+    check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
     timings["load"] = time.perf_counter() - t
     console.print(
         f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",

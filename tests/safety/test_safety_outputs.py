@@ -321,7 +321,23 @@ def test_rescan_and_clean_replace_their_own_outputs_and_keep_foreign_files(data,
     (scanned / "cleaned" / ".labelaudit-cleaned.json").unlink()
     code, _, err = run_cli("clean", scanned, "--policy", "none")
     assert "not written by labelaudit" in _one_line_error(code, err)
-    assert (scanned / "cleaned" / "train.csv").is_file()
+    before = _files(scanned)
+    code, _, err = run_cli("scan", data, "--out", scanned, *TINY)  # refused before any work
+    assert "not written by labelaudit" in _one_line_error(code, err)
+    assert _files(scanned) == before and (scanned / "cleaned" / "train.csv").is_file()
     assert snapshot(data) == data_before
     assert not [p for p in scanned.iterdir() if p.name.startswith((".cleaned-", ".cleaned"))]
     assert RUN_LOCK in {p.name for p in scanned.iterdir()}
+
+
+@pytest.mark.slow
+def test_scan_force_says_what_it_replaces_and_keeps_other_files(data, tmp_path, run_cli):
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "report.html").write_text("<p>my report</p>")
+    (out / "notes.txt").write_text("keep")
+    code, stdout, err = run_cli("scan", data, "--out", out, *TINY[:-1], "--force")
+    assert code == 0, err
+    assert f"--force: writing into {out}" in stdout and "replacing report.html" in stdout
+    assert (out / "notes.txt").read_text() == "keep"
+    assert "plotly" in (out / "report.html").read_text().lower()
