@@ -145,19 +145,23 @@ def _percentile_uint(arr: np.ndarray, q: float, top: int) -> int:
     2-3 counts on real fields) find the smallest ``v`` with ``count(<= v) >= q*n``.
     """
     target = q * arr.size
-    sample = arr[::16]
-    hist = np.bincount(sample.ravel(), minlength=top + 1)
-    guess = int(np.searchsorted(np.cumsum(hist), q * sample.size))
+    sample = arr[::16]  # a view: OpenCV reads it in place
+    hist = cv2.calcHist([sample], [0], None, [top + 1], [0, top + 1]).ravel()
+    guess = int(np.searchsorted(np.cumsum(hist, dtype=np.float64), q * sample.size))
     guess = min(max(guess, 0), top)
+    # Steps 1, 1, 2, 4, ...: the guess is mostly within one level of the answer.
+    moves = 0
     if _count_at_most(arr, guess) >= target:  # the answer is <= guess
         hi, step = guess, 1
         while hi - step >= 0 and _count_at_most(arr, hi - step) >= target:
-            hi, step = hi - step, step * 2
+            hi, moves = hi - step, moves + 1
+            step = 1 << max(0, moves - 1)
         lo = hi - step  # count(<= lo) < target, or lo < 0
     else:  # the answer is > guess
         lo, step = guess, 1
         while lo + step < top and _count_at_most(arr, lo + step) < target:
-            lo, step = lo + step, step * 2
+            lo, moves = lo + step, moves + 1
+            step = 1 << max(0, moves - 1)
         hi = min(lo + step, top)
     while hi - lo > 1:
         mid = (lo + hi) // 2

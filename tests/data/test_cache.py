@@ -226,3 +226,26 @@ def test_opencv_kernels_match_v1_on_real_fields():
         # A fractional factor (the demo preset's 80 px): small per-pixel differences.
         a, b = resize_to_uint8(arr, 80).astype(int), _v1_resize_to_uint8(arr, 80).astype(int)
         assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() <= 0.5
+
+
+def test_percentile_search_equals_the_histogram_percentile():
+    from labelaudit.data.cache import _percentile_uint
+
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        dtype = np.uint8 if trial % 3 else np.uint16
+        hi = int(np.iinfo(dtype).max)
+        shape = tuple(rng.integers(1, 120, 2))
+        kind = trial % 4
+        if kind == 0:  # uniform
+            arr = rng.integers(0, hi + 1, shape)
+        elif kind == 1:  # mostly dark with bright spots: the sample misses the tail
+            arr = np.where(rng.random(shape) < 0.03, rng.integers(0, hi + 1, shape), 0)
+        elif kind == 2:  # few levels
+            arr = rng.choice([0, 5, hi // 2, hi], shape)
+        else:  # skewed
+            arr = np.clip(rng.exponential(hi / 20, shape), 0, hi)
+        arr = arr.astype(dtype)
+        cdf = np.cumsum(np.bincount(arr.ravel(), minlength=hi + 1))
+        expected = int(np.searchsorted(cdf, 0.99 * arr.size))
+        assert _percentile_uint(arr, 0.99, int(arr.max())) == expected, trial
