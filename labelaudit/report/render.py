@@ -272,7 +272,9 @@ def _table_rows(
     }
     cflag = _column(ranked, "consensus_flag", False).astype(str).str.lower().isin(["true", "1"])
     changes = _column(ranked, "label_changes", "").fillna("").astype(str).tolist()
-    unreliable = _column(ranked, "unreliable_classes", "").fillna("").astype(str).tolist()
+    unreliable = [  # read with na_values=[""]: an all-empty column is float NaN
+        "" if pd.isna(v) else str(v) for v in _column(ranked, "unreliable_classes", "")
+    ]
     given_text = _column(ranked, "given_labels", "").tolist()
     sugg_text = _column(ranked, "suggested_labels", None).tolist()
     row_of = np.full(len(ids), -1, dtype=np.int64)
