@@ -45,7 +45,7 @@ from labelaudit.data.readers import full_scale
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
 
-CELL_CACHE_VERSION = 1
+CELL_CACHE_VERSION = 2  # 2: OpenCV statistics and resize (data.cache v2)
 # Bump when segment_field's algorithm changes: cached segmentations go stale.
 SEGMENT_VERSION = 1
 TABLE_COLUMNS: tuple[str, ...] = (

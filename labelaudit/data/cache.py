@@ -483,6 +483,9 @@ class _Partial:
     images: np.memmap
     rows: dict[int, dict[str, object]]
     broken: dict[int, dict[str, str]]
+    #: Per field, its files' [size, mtime_ns], taken before decoding: a file that
+    #: changes while it is decoded is decoded again by the next build.
+    stamps: list[list[list[int]]]
 
     @property
     def journal(self) -> Path:
@@ -495,6 +498,7 @@ def _open_partial(path: Path, dataset: Dataset, size: int) -> _Partial:
     shape = [n, c, size, size]
     plan = {"version": CACHE_VERSION, "shape": shape, "ids": dataset.ids}
     plan_file = path / "plan.json"
+    stamps = [_file_stamps(src.paths) for src in dataset.sources]
     fresh = True
     if plan_file.is_file() and (path / "images.u8").is_file():
         with contextlib.suppress(ValueError, OSError):
@@ -505,10 +509,9 @@ def _open_partial(path: Path, dataset: Dataset, size: int) -> _Partial:
         path.mkdir(parents=True)
         images = np.memmap(path / "images.u8", dtype=np.uint8, mode="w+", shape=tuple(shape))
         write_json(plan_file, plan)
-        return _Partial(path, images, {}, {})
+        return _Partial(path, images, {}, {}, stamps)
     images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r+", shape=tuple(shape))
-    part = _Partial(path, images, {}, {})
-    stamps = [_file_stamps(src.paths) for src in dataset.sources]
+    part = _Partial(path, images, {}, {}, stamps)
     with contextlib.suppress(OSError):
         for line in part.journal.read_text(encoding="utf-8").splitlines():
             try:
@@ -589,7 +592,7 @@ def _decode_missing(
         )
         for i, result in results:
             paths = dataset.sources[i].paths
-            entry: dict[str, object] = {"i": i, "files": _file_stamps(paths)}
+            entry: dict[str, object] = {"i": i, "files": part.stamps[i]}
             if isinstance(result, DatasetError):
                 bad = result.path if result.path is not None else paths[0]
                 entry["error"] = {"id": dataset.ids[i], "file": str(bad), "reason": result.message}
