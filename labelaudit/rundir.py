@@ -264,7 +264,9 @@ def _write_marker(out: Path, kind: OutputKind) -> None:
     """Add the ``format`` section to the marker (creating it when absent)."""
     path = out / kind.marker
     if kind.marker == "run.json":
-        edit_run_json(out, lambda data: data.__setitem__("format", dict(kind.format)))
+        # A marked run.json is left alone: another writer may hold the run's lock.
+        if not path.exists() or read_marker(path, kind).get("format") != kind.format:
+            edit_run_json(out, lambda data: data.__setitem__("format", dict(kind.format)))
         return
     if not path.exists():  # an existing one was checked; its writer keeps it current
         write_json(path, {"format": dict(kind.format)})

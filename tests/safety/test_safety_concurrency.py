@@ -170,3 +170,15 @@ def test_two_fold_jobs_at_once_then_a_merge(tmp_path):
     merge = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert merge.returncode == 0, merge.stderr
     assert (run / "report.html").is_file() and (run / "cleaned" / "train.csv").is_file()
+
+
+def test_a_refused_scan_does_not_touch_run_json(make_hpa, run, run_cli):
+    dataset = make_hpa(n=8)
+    holder = Holder(run)
+    try:
+        stamp = (run / "run.json").stat().st_mtime_ns
+        code, _, err = run_cli("scan", dataset, "--out", run, *TINY)
+        assert code == 2 and f"process {holder.pid}" in err, err
+        assert (run / "run.json").stat().st_mtime_ns == stamp  # not even rewritten
+    finally:
+        holder.close()
