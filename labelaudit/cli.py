@@ -36,6 +36,10 @@ app = typer.Typer(
 console = Console(highlight=False, soft_wrap=True, emoji=False)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
+#: click's base of usage errors: typer vendors click (``typer._click``) in recent versions,
+#: so take the class from a public typer exception rather than from the click package.
+ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
 #: The one line an interrupted command prints (stderr); the exit status is 130.
 INTERRUPTED = "interrupted; rerun to resume"
 INTERRUPT_STATUS = 130
@@ -284,9 +288,14 @@ def demo(
 ) -> None:
     """Synthesise a dataset with known label errors, scan it and score the detectors."""
     from labelaudit.bench import bench, format_bench_table
+    from labelaudit.config import PRESETS
     from labelaudit.data.synth import synthesize
+    from labelaudit.errors import SettingsError
     from labelaudit.scan import scan as run_scan
 
+    folds = PRESETS["demo"].folds
+    if n < 2 * folds:  # checked before synthesising: demo has no --folds to lower
+        raise SettingsError(f"demo: --n must be at least {2 * folds} (two per fold), got {n}")
     data = out / "dataset"
     if not (data / "train.csv").is_file():
         console.print(f"synthesising {n} fields into {escape(str(data))}")
@@ -310,7 +319,9 @@ def segment(
     ] = None,
     layout: LayoutOption = None,
     overlays: Annotated[bool, typer.Option(help="Write overlay pictures.")] = True,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: all cores).")] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: all cores).")
+    ] = None,
 ) -> None:
     """Segment every field into cells: OUT/masks/{ID}_predictedmask.png and overlays."""
     from labelaudit.cells.dataset import format_comparison, segment_dataset
@@ -342,7 +353,7 @@ def bench_cmd(
 def report(
     run: Annotated[Path, typer.Argument(help="The run directory.")] = DEFAULT_RUN,
     open_: Annotated[bool, typer.Option("--open", help="Open it in the browser.")] = False,
-    max_thumbnails: Annotated[int, typer.Option(help="Images with a thumbnail.")] = 300,
+    max_thumbnails: Annotated[int, typer.Option(min=0, help="Images with a thumbnail.")] = 300,
 ) -> None:
     """Write RUN/report.html from the run directory (no training)."""
     from labelaudit.report import write_report
@@ -578,6 +589,17 @@ def _print_error(exc: LabelAuditError) -> None:
     err_console.print(f"[red]error:[/] {escape(str(exc))}")
 
 
+def _print_usage_error(exc: Exception) -> None:
+    """A bad command line in one line (``error: ... (see `labelaudit scan --help`)``)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `labelaudit` alone: show the help
+        exc.show()
+        return
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    err_console.print(f"[red]error:[/] {escape(message + hint)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``labelaudit`` console script.
 
@@ -588,17 +610,26 @@ def main(argv: list[str] | None = None) -> None:
     interrupts.install()
     try:
         try:
-            app(args=argv, prog_name="labelaudit")
-        except SystemExit as exc:
-            # typer turns a KeyboardInterrupt inside the command into Exit(130)
-            if exc.code == INTERRUPT_STATUS or interrupts.raised:
+            # Not standalone: click's usage errors come back here, to print in one line.
+            code = app(args=argv, prog_name="labelaudit", standalone_mode=False)
+        except ClickException as exc:
+            if interrupts.raised:
                 raise KeyboardInterrupt from None
-            raise
+            _print_usage_error(exc)
+            sys.exit(exc.exit_code)
+        except typer.Abort:  # end of input at a prompt
+            err_console.print("error: aborted", markup=False)
+            sys.exit(1)
         except LabelAuditError as exc:
             if interrupts.raised:  # an error caused by the interrupt's unwinding
                 raise KeyboardInterrupt from None
             _print_error(exc)
             sys.exit(exc.exit_code)
+        # typer turns a KeyboardInterrupt inside the command into Exit(130), returned here
+        if code == INTERRUPT_STATUS or interrupts.raised:
+            raise KeyboardInterrupt
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)  # typer.Exit(2) from a command (e.g. check finding problems)
     except KeyboardInterrupt:
         interrupts.report()
         sys.exit(INTERRUPT_STATUS)

@@ -209,3 +209,28 @@ def test_rare_classes_warn_and_are_marked_unreliable(synth_data, run_cli, tmp_pa
     rare = rare_classes(np.array(y), names, 2)
     assert rare and set(";".join(marked["unreliable_classes"]).split(";")) <= set(rare)
     assert "unreliable classes" in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["scan", "DS", "--epochs", "abc"], "'--epochs'"),
+        (["scan", "DS", "--bogus"], "--bogus"),
+        (["scan"], "Missing argument"),
+        (["bogus"], "No such command 'bogus'"),
+        (["report", "DS", "--max-thumbnails", "-1"], "'--max-thumbnails'"),
+        (["segment", "DS", "--out", "OUT", "--workers", "0"], "'--workers'"),
+    ],
+)
+def test_usage_errors_are_one_line(args, needle, run_cli, tmp_path):
+    args = [str(tmp_path / a) if a in ("DS", "OUT") else a for a in args]
+    code, _, err = run_cli(*args)
+    line = _one_line_error(code, err, needle)
+    assert "--help" in line  # says where to look
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_demo_too_few_fields_is_refused_before_synthesising(run_cli, tmp_path):
+    code, _, err = run_cli("demo", "--n", "5", "--out", tmp_path / "demo")
+    _one_line_error(code, err, "--n", "5")
+    assert not (tmp_path / "demo").exists()
