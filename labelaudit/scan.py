@@ -80,7 +80,7 @@ def cache_with_progress(
             skip_broken=skip_broken,
             on_wait=lambda line: console.print(f"image cache: {line}", markup=False),
         )
-    resumed = f" ({cache.resumed} of {len(dataset)} fields reused from an interrupted build)"
+    resumed = f" ({cache.resumed} of {len(dataset)} fields decoded by an earlier, unfinished build)"
     console.print(
         f"image cache: {'reused' if cache.reused else 'built'} {cache.path}"
         + (resumed if cache.resumed else ""),

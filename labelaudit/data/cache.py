@@ -595,7 +595,9 @@ def _decode_missing(
             entry: dict[str, object] = {"i": i, "files": part.stamps[i]}
             if isinstance(result, DatasetError):
                 bad = result.path if result.path is not None else paths[0]
-                entry["error"] = {"id": dataset.ids[i], "file": str(bad), "reason": result.message}
+                # Absolute: the journal outlives this working directory.
+                file = str(Path(bad).absolute())
+                entry["error"] = {"id": dataset.ids[i], "file": file, "reason": result.message}
                 part.broken[i] = entry["error"]  # type: ignore[assignment]
             else:
                 pixels, stats, info = result
