@@ -5,11 +5,14 @@ classes are a warning (issue 16 item 4), ``--strict`` restores the stop."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from labelaudit.data.classes import HPA2021_CLASSES
 from labelaudit.errors import SettingsError
+from labelaudit.train.folds import rare_classes
 
 TINY = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32"]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -28,9 +31,6 @@ def synth_data(tmp_path_factory):
 @pytest.fixture
 def checkpoint(tmp_path):
     """Write a labelaudit model file (untrained tiny model) with ``meta`` changes."""
-    import numpy as np
-
-    from labelaudit.data.classes import HPA2021_CLASSES
     from labelaudit.retrain import MODEL_FORMAT, save_checkpoint
     from labelaudit.train.backbones import build_model
 
@@ -188,8 +188,6 @@ def test_paths_print_literally_without_emoji_or_markup(name, run_cli, tmp_path):
 @pytest.mark.slow
 def test_rare_classes_warn_and_are_marked_unreliable(synth_data, run_cli, tmp_path):
     """A scan proceeds past a class with fewer images than folds; --allow-rare is a no-op."""
-    from labelaudit.train.folds import rare_classes
-
     labels = pd.read_csv(synth_data / "train.csv", dtype=str)["Label"]
     out = tmp_path / "run"
     code, stdout, err = run_cli(
@@ -200,12 +198,8 @@ def test_rare_classes_warn_and_are_marked_unreliable(synth_data, run_cli, tmp_pa
     issues = pd.read_csv(out / "issues.csv", dtype=str, keep_default_na=False)
     marked = issues[issues["unreliable_classes"] != ""]
     assert len(marked) >= 1
-    from labelaudit.data.classes import HPA2021_CLASSES
-
     names = list(HPA2021_CLASSES)
     y = [[str(k) in set(lab.split("|")) for k in range(len(names))] for lab in labels]
-    import numpy as np
-
     rare = rare_classes(np.array(y), names, 2)
     assert rare and set(";".join(marked["unreliable_classes"]).split(";")) <= set(rare)
     assert "unreliable classes" in (out / "report.html").read_text()
@@ -234,3 +228,12 @@ def test_demo_too_few_fields_is_refused_before_synthesising(run_cli, tmp_path):
     code, _, err = run_cli("demo", "--n", "5", "--out", tmp_path / "demo")
     _one_line_error(code, err, "--n", "5")
     assert not (tmp_path / "demo").exists()
+
+
+def test_sweep_strict_stops_on_rare_classes_before_any_work(synth_data, run_cli, tmp_path):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    code, _, err = run_cli(
+        "sweep", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--strict"
+    )
+    _one_line_error(code, err, "fewer positive images than the 2 folds", "--strict")
+    _nothing_created(tmp_path)
