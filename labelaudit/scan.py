@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from labelaudit.clean import CLEANED_DIR, check_replaceable
 from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
@@ -27,6 +28,7 @@ from labelaudit.io import edit_run_json
 from labelaudit.rundir import (
     DEFAULT_RUN,
     dataset_inputs,
+    ensure_outside,
     finish_lock,
     load_audit_inputs,
     open_output_dir,
@@ -103,6 +105,29 @@ def _one_writer(func: Callable[..., ScanResult]) -> Callable[..., ScanResult]:
             return func(*args, _locks=locks, **kwargs)
 
     return wrapper
+
+
+def _claim_outputs(
+    run_dir: Path,
+    ds: Dataset,
+    cache_dir: str | Path | None,
+    masks: str | Path | None,
+    weights: str | Path | None,
+    force: bool,
+    console: Console,
+) -> None:
+    """Check the scan's outputs against its inputs; create or adopt the run directory.
+
+    The image cache is an output too; the run directory must be labelaudit's
+    (new, empty or marked, see :func:`~labelaudit.rundir.open_output_dir`).
+    """
+    from labelaudit.data.cache import default_cache_dir
+
+    inputs = scan_inputs(ds, masks, weights)
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    ensure_outside(inputs, cache_root, "image cache directory")
+    say = functools.partial(console.print, markup=False)
+    open_output_dir(run_dir, inputs, force=force, say=say)
 
 
 def scan_inputs(ds: Dataset, masks: str | Path | None, weights: str | Path | None) -> list:
@@ -217,17 +242,8 @@ def scan(
     settings = resolve_settings(preset, **overrides)
     # Every option is checked before a directory is created or an image decoded.
     preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
-    # The run directory is labelaudit's (new, empty or marked) and overlaps no input;
-    # one writer at a time (fold jobs share it, one job per fold).
-    open_output_dir(
-        run_dir,
-        scan_inputs(ds, masks, overrides.get("weights")),
-        force=force,
-        say=lambda m: console.print(m, markup=False),
-    )
-    _locks.enter_context(run_lock(run_dir, fold=fold))
-    from labelaudit.clean import CLEANED_DIR, check_replaceable
-
+    _claim_outputs(run_dir, ds, cache_dir, masks, overrides.get("weights"), force, console)
+    _locks.enter_context(run_lock(run_dir, fold=fold))  # one writer (fold jobs: one per fold)
     check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
     timings["load"] = time.perf_counter() - t
     console.print(

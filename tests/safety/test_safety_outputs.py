@@ -341,3 +341,13 @@ def test_scan_force_says_what_it_replaces_and_keeps_other_files(data, tmp_path, 
     assert f"--force: writing into {out}" in stdout and "replacing report.html" in stdout
     assert (out / "notes.txt").read_text() == "keep"
     assert "plotly" in (out / "report.html").read_text().lower()
+
+
+def test_image_cache_inside_the_dataset_is_refused(make_hpa, tmp_path, run_cli):
+    dataset = make_hpa(n=4)
+    before = snapshot(dataset)
+    code, _, err = run_cli(
+        "scan", dataset, "--out", tmp_path / "run", "--cache-dir", dataset / "cache", *TINY
+    )
+    assert "image cache directory" in _one_line_error(code, err)
+    assert snapshot(dataset) == before and not (tmp_path / "run").exists()
