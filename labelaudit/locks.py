@@ -102,11 +102,9 @@ def hold_lock(
                     on_wait(f"waiting for {holder}, which is using {what}")
                     told = True
                 time.sleep(0.2)
-        if not shared:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
-        elif os.fstat(fd).st_size == 0:
-            os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
+        # The latest holder names itself (with shared holders, one of them is named).
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
