@@ -44,6 +44,32 @@ def _describe_self() -> str:
     return f"{os.getpid()} {command}".replace("\n", " ")
 
 
+def _try_lock(fd: int, shared: bool) -> bool:
+    """Take the lock without waiting; True when this process should name itself.
+
+    A shared holder first tries an exclusive lock: when that succeeds it is alone and
+    names itself before converting to shared; otherwise it joins the live shared
+    holders and leaves the name of the first. (Probing by converting a held shared
+    lock would drop it on failure: ``flock`` removes the old lock first.)
+    """
+    if shared:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        _write_name(fd)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return True
+
+
+def _write_name(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
+
+
 @contextlib.contextmanager
 def hold_lock(
     path: str | Path,
@@ -81,12 +107,12 @@ def hold_lock(
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         started = time.monotonic()
         told = False
         while True:
             try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                if _try_lock(fd, shared):
+                    _write_name(fd)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
@@ -102,9 +128,6 @@ def hold_lock(
                     on_wait(f"waiting for {holder}, which is using {what}")
                     told = True
                 time.sleep(0.2)
-        # The latest holder names itself (with shared holders, one of them is named).
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
         yield path
     finally:
         os.close(fd)  # closing the descriptor releases the flock
