@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -550,10 +551,14 @@ class _Interrupts:
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    #: Retries of a signal that arrived while a worker process was being started.
+    MAX_DEFERRALS = 40
+    DEFER_S = 0.025
 
     def __init__(self) -> None:
         self.raised = False
         self.reported = False
+        self.deferred = 0
         self.previous: dict[int, object] = {}
 
     def install(self) -> None:
@@ -567,12 +572,29 @@ class _Interrupts:
             signal.signal(sig, handler)
         self.previous.clear()
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         if not self.raised:
+            if _starting_a_process(frame) and self.deferred < self.MAX_DEFERRALS:
+                self._defer(signum)
+                return
             self.raised = True
             raise KeyboardInterrupt
         self.report()
         os._exit(INTERRUPT_STATUS)
+
+    def _defer(self, signum: int) -> None:
+        """Deliver ``signum`` again shortly, once the process start-up is done.
+
+        Blocking the signal around worker start-up is not enough: CPython runs the
+        handler in the main thread whichever thread received the signal (a progress
+        bar's refresh thread, for one). Interrupting ``Process.start`` between the
+        spawn and the hand-over of its start-up data leaves a child that prints an
+        ``EOFError`` traceback; so the interrupt waits a few milliseconds.
+        """
+        self.deferred += 1
+        timer = threading.Timer(self.DEFER_S, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
 
     def report(self) -> None:
         if not self.reported:
@@ -582,6 +604,23 @@ class _Interrupts:
                 sys.stderr.flush()
             except (OSError, ValueError):  # stderr closed: the status still says it
                 pass
+
+
+#: multiprocessing modules that start a process and hand it its start-up data.
+_PROCESS_START = frozenset({"popen_spawn_posix.py", "popen_fork.py", "popen_forkserver.py"})
+_PROCESS_START |= {"process.py", "spawn.py", "reduction.py"}
+
+
+def _starting_a_process(frame: FrameType | None) -> bool:
+    """Whether the interrupted code is inside multiprocessing's start of a process."""
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if os.path.basename(path) in _PROCESS_START and (
+            os.path.basename(os.path.dirname(path)) == "multiprocessing"
+        ):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _print_error(exc: LabelAuditError) -> None:

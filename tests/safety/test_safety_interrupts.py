@@ -114,3 +114,29 @@ def test_interrupt_during_cache_build_and_training_then_resume(sig, slow_data, t
         assert proc.returncode == 0, err
         assert "Traceback" not in err
         assert (out / "issues.csv").is_file() and (out / "report.html").is_file()
+
+
+def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeypatch):
+    """A signal landing inside multiprocessing's Process.start is re-sent shortly, so the
+    half-started child never reads a closed pipe (its EOFError traceback)."""
+    import threading
+
+    from labelaudit import cli
+
+    code = compile(
+        "import sys\ndef here():\n    return sys._getframe()\n",
+        "/usr/lib/python3/multiprocessing/popen_spawn_posix.py",
+        "exec",
+    )
+    space: dict = {}
+    exec(code, space)
+    starting = space["here"]()
+    sent = threading.Event()
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.set())
+
+    interrupts = cli._Interrupts()
+    interrupts._handle(signal.SIGINT, starting)  # deferred: no KeyboardInterrupt now
+    assert not interrupts.raised and sent.wait(5)
+    with pytest.raises(KeyboardInterrupt):  # elsewhere it interrupts at once
+        interrupts._handle(signal.SIGINT, sys._getframe())
+    assert interrupts.raised
