@@ -104,12 +104,14 @@ def _leftovers(cache: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups")
-@pytest.mark.parametrize("fields", [0, 8])
-def test_ctrl_c_during_the_cache_build_one_line_no_traceback(big_fields, tmp_path, fields):
+@pytest.mark.parametrize(
+    ("sig", "fields"), [(signal.SIGINT, 0), (signal.SIGINT, 8), (signal.SIGTERM, 8)]
+)
+def test_ctrl_c_during_the_cache_build_one_line_no_traceback(big_fields, tmp_path, sig, fields):
     cache = tmp_path / "cache"
     proc = _scan_process(big_fields, tmp_path / "run", cache)
     _wait_for_build(cache, proc, fields)  # 0: the workers are starting
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C (or a job manager's SIGTERM) does
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
