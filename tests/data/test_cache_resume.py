@@ -178,11 +178,11 @@ def test_stale_temporary_entries_removed_only_when_unlocked(make_hpa, tmp_path):
 def test_concurrent_builders_one_waits_then_reuses(make_hpa, tmp_path):
     root = make_hpa(n=20, size=32)
     cache_dir = tmp_path / "c"
-    first = _start_build(tmp_path, root, cache_dir, delay=0.2)
+    first = _start_build(tmp_path, root, cache_dir, delay=0.3)
     deadline = time.monotonic() + 60
     while _journal_lines(cache_dir) < 1 and time.monotonic() < deadline:
         time.sleep(0.02)
-    second = _start_build(tmp_path, root, cache_dir, delay=0.2)
+    second = _start_build(tmp_path, root, cache_dir, delay=0.3)
     out1, err1 = first.communicate(timeout=120)
     out2, err2 = second.communicate(timeout=120)
     assert first.returncode == 0 == second.returncode, err1 + err2
