@@ -105,8 +105,8 @@ def laplacian_variance(arr: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian over the interior (a focus measure).
 
     8- and 16-bit channels go through OpenCV's ``Laplacian`` (kernel size 1 is the
-    4-neighbour kernel, exact in int16 / float32 for these depths) and
-    ``meanStdDev``; other dtypes through NumPy.
+    4-neighbour kernel, exact in int16 / float32 for these depths), reduced by its
+    sum and sum of squares; other dtypes through NumPy.
     """
     if arr.shape[0] < 3 or arr.shape[1] < 3:
         return 0.0
@@ -217,7 +217,7 @@ def resize_to_uint8(arr: np.ndarray, size: int) -> np.ndarray:
         small = cv2.resize(_contiguous(arr), (size, size), interpolation=method)
         if small.dtype == np.uint8:
             return small
-        # 16 -> 8 bits: multiply-add in fixed point, the same rounding as rint(v * 255/65535).
+        # 16 -> 8 bits: v * 255/65535 rounded to the nearest level, no float copy kept.
         return cv2.convertScaleAbs(small, alpha=255.0 / 65535.0)
     unit = arr.astype(np.float32) * np.float32(1.0 / full_scale(arr.dtype))
     resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
