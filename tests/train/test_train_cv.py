@@ -196,7 +196,7 @@ def test_bad_inputs_are_settings_errors(tmp_path):
     rare[:, 2] = False
     rare[0, 2] = True
     with pytest.raises(SettingsError, match="'Mitochondria' \\(1 image\\)"):
-        cross_validate(images, rare, ids, CLASSES, tiny_settings(), tmp_path, "f")
+        cross_validate(images, rare, ids, CLASSES, tiny_settings(strict=True), tmp_path, "f")
 
 
 KILL_SCRIPT = textwrap.dedent(
