@@ -387,6 +387,8 @@ def build_cell_cache(
     started = time.perf_counter()
     n_ch = len(dataset.channels)
     with staged_entry(final) as tmp:
+        if (final / "meta.json").is_file():  # built by the process we waited for
+            return CellCache.open(final, reused=True)
 
         def mask_of(image_id: str) -> object:
             if masks is None:

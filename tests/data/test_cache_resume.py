@@ -191,3 +191,30 @@ def test_concurrent_builders_one_waits_then_reuses(make_hpa, tmp_path):
     assert not r1["reused"] and r2["reused"] and r1["path"] == r2["path"]
     assert "WAIT waiting for process" in out2  # it said whom it waited for
     assert _leftovers(cache_dir) == []
+
+
+def test_staged_entry_second_builder_waits_then_finds_the_entry(tmp_path):
+    import threading
+
+    from labelaudit.data.cache import staged_entry
+
+    final = tmp_path / "c" / "cells-abc"
+    inside = threading.Event()
+
+    def first() -> None:
+        with staged_entry(final) as tmp:
+            (tmp / "meta.json").write_text("{}")
+            inside.set()
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(10)
+    waited: list[str] = []
+    with staged_entry(final, on_wait=waited.append) as tmp:
+        assert (final / "meta.json").is_file()  # the first builder finished meanwhile
+        (tmp / "meta.json").write_text('{"second": true}')
+    thread.join()
+    assert waited and "waiting for process" in waited[0]
+    assert (final / "meta.json").read_text() == "{}"  # the first entry is kept
+    assert _leftovers(final.parent) == []
