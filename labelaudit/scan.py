@@ -212,7 +212,8 @@ def scan(
     -------
     ScanResult
     """
-    from labelaudit.config import preflight, resolve_settings
+    from labelaudit.config import resolve_settings
+    from labelaudit.preflight import preflight
     from labelaudit.train.cv import cross_validate
 
     console = console or Console(quiet=True)
