@@ -28,8 +28,8 @@ from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv
-from labelaudit.retrain import load_checkpoint
 from labelaudit.rundir import dataset_inputs, ensure_outside
+from labelaudit.train.checkpoint import load_checkpoint
 from labelaudit.train.loop import Runtime, pick_device
 from labelaudit.train.loop import predict as predict_probs
 

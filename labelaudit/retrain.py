@@ -38,13 +38,13 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from sklearn.metrics import precision_recall_fscore_support
 
@@ -59,15 +59,23 @@ from labelaudit.rundir import (
     with_run_lock,
 )
 from labelaudit.train.backbones import LabelModel, build_model, channel_stats
+
+# The checkpoint format lives in labelaudit.train.checkpoint; these names stay
+# importable from here for callers of earlier versions.
+from labelaudit.train.checkpoint import MODEL_FORMAT as MODEL_FORMAT
+from labelaudit.train.checkpoint import MODEL_VERSION as MODEL_VERSION
+from labelaudit.train.checkpoint import EnsembleModel as EnsembleModel
+from labelaudit.train.checkpoint import ensemble_from_states as ensemble_from_states
+from labelaudit.train.checkpoint import load_checkpoint as load_checkpoint
+from labelaudit.train.checkpoint import save_checkpoint
 from labelaudit.train.folds import indices_digest, make_folds
-from labelaudit.train.loop import make_runtime, train_fold
+from labelaudit.train.loop import FoldOutput, Runtime, make_runtime, train_fold
 from labelaudit.train.loop import predict as predict_probs
+from labelaudit.train.loss import TrainLoss, training_loss
 from labelaudit.train.metrics import multilabel_metrics, summary
 
 CLASS_WEIGHTS: tuple[str, ...] = ("method", "none", "pos")
 RETRAIN_DIR = "retrain"
-MODEL_FORMAT = "labelaudit-model"
-MODEL_VERSION = 1
 #: Bump when what a saved retrain model means changes (keys stop matching).
 RETRAIN_FORMAT = 1
 #: Below this many training images ``retrain`` ensembles 3 models per side by default.
@@ -215,161 +223,6 @@ def model_metrics(
         for key, value in thresholded_metrics(truth, probs, thresholds).items():
             out["tuned"][f"{key}_true"] = value
     return out
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-class PosWeightedModel(LabelModel):
-    """A :class:`LabelModel` whose training loss uses BCE ``pos_weight``.
-
-    The training loop's loss hook only takes a per-class ``weight``; this wrapper
-    applies ``pos_weight`` while the model is in training mode (validation loss,
-    used for early stopping, stays the plain BCE). Its state dict is a plain
-    LabelModel's.
-    """
-
-    pos_weight: torch.Tensor | None = None
-
-    def loss(
-        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if self.training and self.pos_weight is not None:
-            return F.binary_cross_entropy_with_logits(
-                logits.float(),
-                targets,
-                weight=weight,
-                pos_weight=self.pos_weight.to(logits.device),
-            )
-        return super().loss(logits, targets, weight)
-
-
-def save_checkpoint(
-    path: str | Path,
-    state_dict: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]],
-    meta: dict,
-) -> None:
-    """Write ``{"state_dict": tensors, "meta": plain JSON-able dict}`` atomically.
-
-    A list of state dicts is an ensemble: the first is stored as ``state_dict``
-    (so a reader that knows only single models still gets a working member) and
-    the rest as ``extra_state_dicts``. ``meta`` is round-tripped through JSON
-    first, so the file always loads with ``torch.load(weights_only=True)``.
-    """
-    plain = json.loads(json.dumps(meta, default=str))
-    states = state_dict if isinstance(state_dict, list) else [state_dict]
-    tensors = [{k: v.detach().cpu().contiguous() for k, v in s.items()} for s in states]
-    payload = {"format": MODEL_FORMAT, "state_dict": tensors[0], "meta": plain}
-    if len(tensors) > 1:
-        payload["extra_state_dicts"] = tensors[1:]
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[LabelModel, dict]:
-    """Load a retrained model: ``(LabelModel in eval mode, metadata)``.
-
-    Raises
-    ------
-    SettingsError
-        Missing file, not a labelaudit model, or weights that do not fit the metadata.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"model file {path} does not exist")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise SettingsError(f"model file {path}: cannot be loaded safely: {exc}") from None
-    if not isinstance(raw, dict) or raw.get("format") != MODEL_FORMAT or "meta" not in raw:
-        raise SettingsError(
-            f"model file {path} is not a labelaudit model (write one with `labelaudit retrain`)"
-        )
-    meta = raw["meta"]
-    if int(meta.get("version", 0)) > MODEL_VERSION:
-        raise SettingsError(
-            f"model file {path} is from a newer labelaudit (format {meta['version']})"
-        )
-    states = [raw["state_dict"], *raw.get("extra_state_dicts", [])]
-    try:
-        model = ensemble_from_states(
-            states,
-            meta["backbone"],
-            int(meta["in_chans"]),
-            int(meta["num_classes"]),
-            meta.get("activation", "sigmoid"),
-        )
-    except RuntimeError as exc:
-        raise SettingsError(f"model file {path}: weights do not fit its metadata: {exc}") from None
-    model.eval()
-    return model.to(device), meta
-
-
-class EnsembleModel(torch.nn.Module):
-    """Several :class:`LabelModel` members that answer as one: averaged logits.
-
-    Averaging logits (rather than probabilities) keeps one forward signature, so
-    the ensemble goes everywhere a single model does (prediction with flip TTA,
-    the loss); the embedding is the members' mean embedding.
-    """
-
-    def __init__(self, members: list[LabelModel]) -> None:
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-
-    @property
-    def head(self) -> torch.nn.Linear:
-        return self.members[0].head
-
-    @property
-    def num_features(self) -> int:
-        return self.members[0].num_features
-
-    @property
-    def activation(self) -> str:
-        return self.members[0].activation
-
-    def forward(
-        self, x: torch.Tensor, frozen: bool = False, with_features: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        outs = [m(x, frozen=frozen, with_features=True) for m in self.members]
-        logits = torch.stack([o[0].float() for o in outs]).mean(0)
-        feats = torch.stack([o[1].float() for o in outs]).mean(0)
-        return (logits, feats) if with_features else logits
-
-    def to_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.members[0].to_probs(logits)
-
-    def loss(
-        self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        return self.members[0].loss(logits, targets, weight)
-
-
-def ensemble_from_states(
-    states: list[dict[str, torch.Tensor]],
-    backbone: str,
-    in_chans: int,
-    num_classes: int,
-    activation: str = "sigmoid",
-) -> LabelModel | EnsembleModel:
-    """Rebuild a saved model (one state dict) or ensemble (several), strictly.
-
-    Raises
-    ------
-    RuntimeError
-        A state dict does not fit the architecture.
-    """
-    stats = np.zeros((2, in_chans), dtype=np.float32)
-    stats[1] = 1.0  # placeholders; the real statistics are buffers in the state dict
-    models = []
-    for state in states:
-        model = build_model(backbone, in_chans, num_classes, stats, activation=activation)
-        model.load_state_dict(state, strict=True)
-        models.append(model)
-    return models[0] if len(models) == 1 else EnsembleModel(models)
 
 
 def member_seed(seed: int, member: int) -> int:
@@ -550,167 +403,242 @@ def _find_trained(out_dir: Path, key: str) -> tuple[Path, Path, dict] | None:
     return None
 
 
-def _train_one(
-    name: str,
-    *,
-    out_dir: Path,
-    images: np.ndarray,
-    labels: np.ndarray,
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    test_idx: np.ndarray,
-    kind: str,
-    settings: TrainSettings,
-    weights,
-    meta: dict,
-    fingerprint: str,
-    console: Console,
-    members: int = 1,
-) -> dict:
-    """Train (or reuse) one model; returns its test/val probabilities and metadata.
+@dataclass(frozen=True)
+class Side:
+    """One model of the comparison: its file, labels, images and class weights.
 
-    With ``members > 1`` the model is an ensemble: that many networks trained on the
-    same images from the same starting weights with different seeds (initialisation
-    of the head, shuffling, augmentation), whose logits are averaged
-    (:class:`EnsembleModel`).
+    ``name`` is the file stem under ``RUN/retrain/`` (``before`` or ``model``),
+    ``label_kind`` what its labels are (``original`` or ``cleaned``).
     """
-    from labelaudit.train.cv import torch_threads
-    from labelaudit.train.progress import fold_progress
 
-    w = class_weights(labels[train_idx], kind)
-    key = _key(
+    name: str
+    labels: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    kind: str
+    label_kind: str
+
+
+@dataclass(frozen=True)
+class TrainContext:
+    """What both models of one retrain share: images, settings, test split, metadata."""
+
+    out_dir: Path
+    images: np.ndarray
+    test_idx: np.ndarray
+    settings: TrainSettings
+    weights: Any
+    meta: dict
+    fingerprint: str
+    console: Console
+    members: int
+
+
+@dataclass
+class Fitted:
+    """A freshly trained model (or ensemble): per-member outputs and its predictions."""
+
+    outs: list[FoldOutput]
+    val_probs: np.ndarray
+    test_probs: np.ndarray
+    seconds: float
+
+    @property
+    def best_epoch(self) -> int | list[int]:
+        epochs = [o.best_epoch for o in self.outs]
+        return epochs[0] if len(epochs) == 1 else epochs
+
+
+def model_key(side: Side, ctx: TrainContext) -> str:
+    """The key a saved model must carry to be reused for ``side`` (a pure function)."""
+    settings = ctx.settings
+    return _key(
         {
             "format": RETRAIN_FORMAT,
             "settings": {k: v for k, v in settings.result_fields().items() if k != "weights"},
-            "weights": weights.identity,
-            "fingerprint": fingerprint,
-            "train": indices_digest(train_idx),
-            "val": indices_digest(val_idx),
-            "test": indices_digest(test_idx),
-            "labels": _label_digest(labels, np.concatenate([train_idx, val_idx])),
-            "class_weights": kind,
-            **({"members": members} if members > 1 else {}),
+            "weights": ctx.weights.identity,
+            "fingerprint": ctx.fingerprint,
+            "train": indices_digest(side.train_idx),
+            "val": indices_digest(side.val_idx),
+            "test": indices_digest(ctx.test_idx),
+            "labels": _label_digest(side.labels, np.concatenate([side.train_idx, side.val_idx])),
+            "class_weights": side.kind,
+            **({"members": ctx.members} if ctx.members > 1 else {}),
         }
     )
-    ckpt, arrays = out_dir / f"{name}.pt", out_dir / f"{name}.npz"
-    found = _find_trained(out_dir, key)
-    if found is not None:
-        src_ckpt, src_arrays, z = found
-        for src, dst in ((src_ckpt, ckpt), (src_arrays, arrays)):
-            if src != dst:
-                with atomic_path(dst) as tmp:
-                    shutil.copyfile(src, tmp)
-        console.print(f"{name}: reused (same settings, split, labels and class weights)")
-        return {
-            "key": key,
-            "reused": True,
-            "val_probs": z["val_probs"],
-            "test_probs": z["test_probs"],
-            "thresholds": z["thresholds"],
-            "class_weights": w,
-            "best_epoch": _best_epoch(z["best_epoch"]),
-            "seconds": float(z["seconds"]),
-        }
 
+
+def side_loss(kind: str, values: np.ndarray | None, activation: str) -> TrainLoss:
+    """The training loss of a class-weight kind: ``weight``, ``pos_weight`` or neither."""
+    return training_loss(
+        activation,
+        weight=values if kind == "method" else None,
+        pos_weight=values if kind == "pos" else None,
+    )
+
+
+def _reuse(side: Side, ctx: TrainContext, key: str, w: np.ndarray | None) -> dict | None:
+    """A model already trained with ``key``, copied to ``side``'s files; else ``None``."""
+    found = _find_trained(ctx.out_dir, key)
+    if found is None:
+        return None
+    src_ckpt, src_arrays, z = found
+    ckpt, arrays = ctx.out_dir / f"{side.name}.pt", ctx.out_dir / f"{side.name}.npz"
+    for src, dst in ((src_ckpt, ckpt), (src_arrays, arrays)):
+        if src != dst:
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
+    ctx.console.print(f"{side.name}: reused (same settings, split, labels and class weights)")
+    return {
+        "key": key,
+        "reused": True,
+        "val_probs": z["val_probs"],
+        "test_probs": z["test_probs"],
+        "thresholds": z["thresholds"],
+        "class_weights": w,
+        "best_epoch": _best_epoch(z["best_epoch"]),
+        "seconds": float(z["seconds"]),
+    }
+
+
+def _train_member(
+    side: Side, ctx: TrainContext, member: int, stats: np.ndarray, runtime: Runtime, loss
+) -> tuple[FoldOutput, LabelModel]:
+    """Train ensemble member ``member``; the model comes back with its best epoch's weights."""
+    from labelaudit.train.progress import fold_progress
+
+    settings = ctx.settings
+    seed = member_seed(settings.seed, member)
+    torch.manual_seed(seed)
+    model = build_model(
+        settings.backbone,
+        ctx.images.shape[1],
+        side.labels.shape[1],
+        stats,
+        ctx.weights,
+        settings.activation,
+    )
+    title = f"{side.name} ({len(side.train_idx)} images)"
+    if ctx.members > 1:
+        title = f"{side.name} {member + 1}/{ctx.members} ({len(side.train_idx)} images)"
+    with fold_progress(ctx.console, title, settings.progress) as cb:
+        out = train_fold(
+            model,
+            ctx.images,
+            side.labels,
+            side.train_idx,
+            side.val_idx,
+            settings,
+            runtime,
+            seed=seed,
+            progress=cb,
+            loss=loss,
+        )
+    return out, model
+
+
+def _fit(side: Side, ctx: TrainContext, loss) -> Fitted:
+    """Train ``ctx.members`` models for ``side``; predict its validation and test images.
+
+    With several members the model is an ensemble: networks trained on the same
+    images from the same starting weights with different seeds (initialisation of
+    the head, shuffling, augmentation), whose logits are averaged
+    (:class:`~labelaudit.train.checkpoint.EnsembleModel`).
+    """
+    from labelaudit.train.cv import torch_threads
+
+    settings = ctx.settings
     runtime = make_runtime(settings)
     start = time.perf_counter()
-    outs, trained = [], []
-    weight = torch.as_tensor(w) if kind == "method" else None
     with torch_threads(settings.threads, runtime.info, runtime.device):
-        stats = channel_stats(images, seed=settings.seed)
-        for member in range(members):
-            seed = member_seed(settings.seed, member)
-            torch.manual_seed(seed)
-            model = build_model(
-                settings.backbone,
-                images.shape[1],
-                labels.shape[1],
-                stats,
-                weights,
-                settings.activation,
-            )
-            if kind == "pos":
-                wrapped = PosWeightedModel(
-                    model.backbone, labels.shape[1], stats, settings.activation
-                )
-                wrapped.head.load_state_dict(model.head.state_dict())
-                wrapped.pos_weight = torch.as_tensor(w)
-                model = wrapped
-            title = f"{name} ({len(train_idx)} images)"
-            if members > 1:
-                title = f"{name} {member + 1}/{members} ({len(train_idx)} images)"
-            with fold_progress(console, title, settings.progress) as cb:
-                outs.append(
-                    train_fold(
-                        model,
-                        images,
-                        labels,
-                        train_idx,
-                        val_idx,
-                        settings,
-                        runtime,
-                        seed=seed,
-                        progress=cb,
-                        class_weight=weight,
-                    )
-                )
-            trained.append(model)  # train_fold left its best epoch's weights in it
-        if members == 1:
-            final: torch.nn.Module = model
-            val_probs = outs[0].probs
-        else:
-            final = EnsembleModel(trained)
-            val_probs, _, _ = predict_probs(
-                final, images, val_idx, settings.batch_size, runtime, tta=settings.tta
-            )
-        test_probs, _, _ = predict_probs(
-            final, images, test_idx, settings.batch_size, runtime, tta=settings.tta
-        )
-    seconds = time.perf_counter() - start
-    thresholds = tune_thresholds(labels[val_idx], val_probs)
-    best_epochs = [o.best_epoch for o in outs]
-    save_checkpoint(
-        ckpt,
-        [o.state_dict for o in outs],
-        {
-            **meta,
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "name": name,
-            "key": key,
-            "thresholds": thresholds.tolist(),
-            "thresholds_from": f"validation ({len(val_idx)} images, F1-optimal per class)",
-            "class_weights": {"kind": kind, "values": None if w is None else w.tolist()},
-            "members": members,
-            "best_epoch": best_epochs[0] if members == 1 else best_epochs,
-            "history": outs[0].history if members == 1 else [o.history for o in outs],
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
-        },
-    )
-    with atomic_path(arrays) as tmp, open(tmp, "wb") as fh:
+        stats = channel_stats(ctx.images, seed=settings.seed)
+        trained = [_train_member(side, ctx, m, stats, runtime, loss) for m in range(ctx.members)]
+        outs = [out for out, _ in trained]
+        models = [model for _, model in trained]
+        final = models[0] if ctx.members == 1 else EnsembleModel(models)
+
+        def probs_of(rows: np.ndarray) -> np.ndarray:
+            return predict_probs(
+                final, ctx.images, rows, settings.batch_size, runtime, tta=settings.tta
+            )[0]
+
+        val_probs = outs[0].probs if ctx.members == 1 else probs_of(side.val_idx)
+        test_probs = probs_of(ctx.test_idx)
+    return Fitted(outs, val_probs, test_probs, time.perf_counter() - start)
+
+
+def checkpoint_meta(
+    side: Side,
+    ctx: TrainContext,
+    key: str,
+    fitted: Fitted,
+    thresholds: np.ndarray,
+    w: np.ndarray | None,
+) -> dict:
+    """The metadata saved with a trained model (a pure function)."""
+    outs = fitted.outs
+    return {
+        **ctx.meta,
+        "labels": side.label_kind,
+        "format": MODEL_FORMAT,
+        "version": MODEL_VERSION,
+        "name": side.name,
+        "key": key,
+        "thresholds": thresholds.tolist(),
+        "thresholds_from": f"validation ({len(side.val_idx)} images, F1-optimal per class)",
+        "class_weights": {"kind": side.kind, "values": None if w is None else w.tolist()},
+        "members": ctx.members,
+        "best_epoch": fitted.best_epoch,
+        "history": outs[0].history if ctx.members == 1 else [o.history for o in outs],
+        "n_train": len(side.train_idx),
+        "n_val": len(side.val_idx),
+    }
+
+
+def _save_trained(
+    side: Side, ctx: TrainContext, key: str, fitted: Fitted, thresholds: np.ndarray, meta: dict
+) -> None:
+    """Write ``NAME.pt`` (the checkpoint) and ``NAME.npz`` (its key and predictions)."""
+    save_checkpoint(ctx.out_dir / f"{side.name}.pt", [o.state_dict for o in fitted.outs], meta)
+    with atomic_path(ctx.out_dir / f"{side.name}.npz") as tmp, open(tmp, "wb") as fh:
         np.savez(
             fh,
             key=np.array(key),
-            val_probs=val_probs,
-            test_probs=test_probs,
+            val_probs=fitted.val_probs,
+            test_probs=fitted.test_probs,
             thresholds=thresholds,
-            best_epoch=np.array(best_epochs),
-            seconds=np.array(seconds),
+            best_epoch=np.array([o.best_epoch for o in fitted.outs]),
+            seconds=np.array(fitted.seconds),
         )
-    what = f"best epoch {best_epochs[0]}"
-    if members > 1:
-        what = f"{members} members, best epochs {', '.join(map(str, best_epochs))}"
-    console.print(f"{name}: trained in {seconds:.0f} s on {len(train_idx)} images, {what}")
+
+
+def _train_one(side: Side, ctx: TrainContext) -> dict:
+    """Train (or reuse) one model; returns its test/val probabilities and metadata."""
+    w = class_weights(side.labels[side.train_idx], side.kind)
+    key = model_key(side, ctx)
+    reused = _reuse(side, ctx, key, w)
+    if reused is not None:
+        return reused
+    fitted = _fit(side, ctx, side_loss(side.kind, w, ctx.settings.activation))
+    thresholds = tune_thresholds(side.labels[side.val_idx], fitted.val_probs)
+    meta = checkpoint_meta(side, ctx, key, fitted, thresholds, w)
+    _save_trained(side, ctx, key, fitted, thresholds, meta)
+    epochs = [o.best_epoch for o in fitted.outs]
+    what = f"best epoch {epochs[0]}"
+    if ctx.members > 1:
+        what = f"{ctx.members} members, best epochs {', '.join(map(str, epochs))}"
+    ctx.console.print(
+        f"{side.name}: trained in {fitted.seconds:.0f} s on {len(side.train_idx)} images, {what}"
+    )
     return {
         "key": key,
         "reused": False,
-        "val_probs": val_probs,
-        "test_probs": test_probs,
+        "val_probs": fitted.val_probs,
+        "test_probs": fitted.test_probs,
         "thresholds": thresholds,
         "class_weights": w,
-        "best_epoch": best_epochs[0] if members == 1 else best_epochs,
-        "seconds": seconds,
+        "best_epoch": fitted.best_epoch,
+        "seconds": fitted.seconds,
     }
 
 
@@ -775,6 +703,360 @@ def _update_table(path: Path, rows: list[dict]) -> pd.DataFrame:
     return new
 
 
+# ------------------------------------------------------------------ the steps of retrain
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """What to compare and how to split: :func:`retrain`'s parameters besides settings."""
+
+    clean: bool = True
+    class_weights: str = "method"
+    truth: str | Path | None = None
+    policy: str | None = None
+    decisions: str | Path | None = None
+    preset: str | None = None
+    test_fraction: float = 0.2
+    val_fraction: float = 0.2
+    members: int | None = None
+    cache_dir: str | Path | None = None
+
+    @property
+    def before_kind(self) -> str:
+        """``before``'s class weights: the same as ``after``'s unless only weights differ."""
+        return self.class_weights if self.clean else "none"
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What retrain reads from the run: dataset, settings, given (and true) labels."""
+
+    info: dict
+    settings: TrainSettings
+    ids: list[str]
+    given: np.ndarray
+    names: list[str]
+    true: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Split:
+    """The fixed train/validation/test split (made before cleaning)."""
+
+    parts: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+@dataclass(frozen=True)
+class CleanPlan:
+    """The ``after`` model's labels and images: cleaning applied to train/val only."""
+
+    labels: np.ndarray
+    removed: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    counts: dict[str, int]
+
+
+def make_split(labels: np.ndarray, seed: int, test_fraction: float, val_fraction: float) -> Split:
+    """:func:`split_parts` and the row indices of each part (a pure function)."""
+    parts = split_parts(labels, seed, test_fraction, val_fraction)
+    return Split(
+        parts,
+        train_idx=np.flatnonzero(parts == "train"),
+        val_idx=np.flatnonzero(parts == "val"),
+        test_idx=np.flatnonzero(parts == "test"),
+    )
+
+
+def plan_cleaning(
+    given: np.ndarray, cleaned: np.ndarray, removed: np.ndarray, split: Split
+) -> CleanPlan:
+    """Apply cleaning to the training part only: test images keep their given labels.
+
+    Raises
+    ------
+    SettingsError
+        Cleaning left fewer than 2 training or no validation images.
+    """
+    changed = removed | (cleaned != given).any(axis=1)
+    test = split.test_idx
+    labels = cleaned.copy()
+    labels[test] = given[test]
+    removed = removed.copy()
+    removed[test] = False
+    relabelled = (labels != given).any(axis=1)
+    train = split.train_idx[~removed[split.train_idx]]
+    val = split.val_idx[~removed[split.val_idx]]
+    if len(train) < 2 or len(val) < 1:
+        raise SettingsError("cleaning left too few training or validation images to retrain")
+    counts = {
+        "n_removed_train": int(removed[split.train_idx].sum()),
+        "n_removed_val": int(removed[split.val_idx].sum()),
+        "n_relabelled_train": int(relabelled[split.train_idx].sum()),
+        "n_relabelled_val": int(relabelled[split.val_idx].sum()),
+        "n_changes_ignored_in_test": int(changed[test].sum()),
+    }
+    return CleanPlan(labels, removed, train, val, counts)
+
+
+def resolve_members(members: int | None, n_train: int) -> int:
+    """Models per side: ``members``, or :func:`default_members` of the training size."""
+    if members is None:
+        members = default_members(n_train)
+    if int(members) < 1:
+        raise SettingsError(f"members must be at least 1, got {members}")
+    return int(members)
+
+
+def comparison_sides(
+    given: np.ndarray, plan: CleanPlan, split: Split, opts: RetrainOptions
+) -> dict[str, Side]:
+    """The two models: ``before`` (given labels) and ``after`` (saved as ``model``)."""
+    return {
+        "before": Side(
+            "before", given, split.train_idx, split.val_idx, opts.before_kind, "original"
+        ),
+        "after": Side(
+            "model",
+            plan.labels,
+            plan.train_idx,
+            plan.val_idx,
+            opts.class_weights,
+            "cleaned" if opts.clean else "original",
+        ),
+    }
+
+
+def side_metrics(m: dict, side: Side, members: int, names: list[str], test: tuple) -> dict:
+    """One model's ``metrics.json`` entry; ``test`` is ``(test_idx, given, true or None)``."""
+    test_idx, test_given, test_true = test
+    metrics = model_metrics(test_given, m["test_probs"], names, m["thresholds"], test_true)
+    metrics.update(
+        {
+            "labels": side.label_kind,
+            "class_weights": side.kind,
+            "class_weight_values": None if m["class_weights"] is None else m["class_weights"],
+            "n_train": len(side.train_idx),
+            "n_val": len(side.val_idx),
+            "n_test": int(len(test_idx)),
+            "test_digest": indices_digest(test_idx),
+            "thresholds": m["thresholds"],
+            "best_epoch": m["best_epoch"],
+            "members": members,
+            "seconds": round(m["seconds"], 3),
+            "reused": m["reused"],
+            "key": m["key"],
+        }
+    )
+    return metrics
+
+
+def split_summary(split: Split, seed: int, opts: RetrainOptions) -> dict:
+    """``metrics.json["split"]``: how the fixed split was made and its sizes."""
+    return {
+        "seed": seed,
+        "test_fraction": opts.test_fraction,
+        "val_fraction": opts.val_fraction,
+        "n_train": int(len(split.train_idx)),
+        "n_val": int(len(split.val_idx)),
+        "n_test": int(len(split.test_idx)),
+        "test_digest": indices_digest(split.test_idx),
+        "file": "retrain/split.csv",
+    }
+
+
+def assemble_result(
+    scored: dict[str, dict],
+    sides: dict[str, Side],
+    names: list[str],
+    clean_info: dict,
+    opts: RetrainOptions,
+) -> dict[str, Any]:
+    """``metrics.json`` (without paths, split and timing) from both models' metrics."""
+    b, a = scored["before"], scored["after"]
+    return {
+        "before": b,
+        "after": a,
+        "delta": {k: a[k] - b[k] for k in DELTA_KEYS if k in b},
+        "per_class_change": per_class_change(b, a, names),
+        "config": {
+            **clean_info,
+            "before": {"labels": b["labels"], "class_weights": sides["before"].kind},
+            "after": {"labels": a["labels"], "class_weights": sides["after"].kind},
+            "truth": str(Path(opts.truth).resolve()) if opts.truth is not None else None,
+        },
+    }
+
+
+def _read_inputs(run_dir: Path, opts: RetrainOptions, overrides: dict[str, Any]) -> RunInputs:
+    """The run's dataset, settings and labels; every option checked before any work."""
+    run = read_run(run_dir)
+    if "dataset" not in run:
+        raise RunDirError(f"{run_dir}/run.json has no dataset section; re-run the scan")
+    info = run["dataset"]
+    if opts.class_weights not in CLASS_WEIGHTS:
+        raise SettingsError(
+            f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {opts.class_weights!r}"
+        )
+    settings = _settings(run, opts.preset, overrides)
+    if opts.class_weights == "pos" and settings.activation != "sigmoid":
+        raise SettingsError(
+            "class_weights 'pos' (BCE pos_weight) needs the sigmoid head, "
+            f"not {settings.activation!r}; use 'method' or 'none'"
+        )
+    ids, given = load_given_labels(run_dir, info)
+    true = _read_truth(Path(opts.truth), ids, info) if opts.truth is not None else None
+    return RunInputs(info, settings, ids, given, list(info["class_names"]), true)
+
+
+def _apply_cleaning(
+    run_dir: Path, opts: RetrainOptions, inputs: RunInputs
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(cleaned labels, removed mask, config) — re-running ``clean`` when asked."""
+    from labelaudit.clean import DEFAULT_POLICY
+    from labelaudit.clean import clean as run_clean
+
+    clean_info: dict[str, Any] = {"clean": bool(opts.clean)}
+    if not opts.clean:
+        return inputs.given.copy(), np.zeros(len(inputs.ids), dtype=bool), clean_info
+    if (
+        opts.policy is not None
+        or opts.decisions is not None
+        or not (run_dir / "changes.csv").is_file()
+    ):
+        run_clean(run_dir, policy=opts.policy or DEFAULT_POLICY, decisions=opts.decisions)
+    cleaned, removed, _ = _cleaned_labels(run_dir, inputs.ids, inputs.given, inputs.info)
+    section = read_run(run_dir).get("clean", {})
+    clean_info["policy"] = section.get("policy")
+    clean_info["decisions"] = section.get("decisions")
+    return cleaned, removed, clean_info
+
+
+def model_meta(
+    inputs: RunInputs, in_chans: int, channels: list[str], run_dir: Path, weights, versions: dict
+) -> dict:
+    """The metadata both checkpoints share (a pure function)."""
+    info, settings = inputs.info, inputs.settings
+    return {
+        "backbone": settings.backbone,
+        "in_chans": in_chans,
+        "num_classes": len(inputs.names),
+        "class_names": inputs.names,
+        "class_tokens": list(info["class_tokens"]),
+        "label_sep": info["label_sep"],
+        "layout": info["layout"],
+        "channels": list(info.get("channels", channels)),
+        "activation": settings.activation,
+        "image_size": int(settings.image_size),
+        "tta": bool(settings.tta),
+        "settings": settings.to_dict(),
+        "weights_source": weights.detail,
+        "versions": versions,
+        "run_dir": str(run_dir.resolve()),
+    }
+
+
+def _context(
+    run_dir: Path,
+    inputs: RunInputs,
+    opts: RetrainOptions,
+    members: int,
+    test_idx: np.ndarray,
+    console: Console,
+) -> TrainContext:
+    """Open the images, resolve the starting weights, and describe the models."""
+    from labelaudit.train.cv import package_versions
+    from labelaudit.train.weights import resolve_weights
+
+    settings = inputs.settings
+    ds, cache = _open_images(inputs.info, inputs.ids, settings.image_size, opts.cache_dir)
+    in_chans = int(cache.images.shape[1])
+    weights = resolve_weights(settings, in_chans, log=lambda m: console.print(m))
+    console.print(f"weights: {weights.detail}")
+    meta = model_meta(inputs, in_chans, ds.channels, run_dir, weights, package_versions())
+    return TrainContext(
+        out_dir=run_dir / RETRAIN_DIR,
+        images=cache.images,
+        test_idx=test_idx,
+        settings=settings,
+        weights=weights,
+        meta=meta,
+        fingerprint=inputs.info.get("fingerprint", ""),
+        console=console,
+        members=members,
+    )
+
+
+def _write_outputs(run_dir: Path, result: dict, policy: str | None) -> None:
+    """``metrics.json``, the ``table.csv`` rows and ``run.json["retrain"]``."""
+    out_dir = run_dir / RETRAIN_DIR
+    write_json(out_dir / "metrics.json", result)
+    seed = result["split"]["seed"]
+    _update_table(
+        out_dir / "table.csv", [_table_row(result[w], policy, seed) for w in ("before", "after")]
+    )
+    b, a = result["before"], result["after"]
+    update_run_json(
+        run_dir,
+        "retrain",
+        {
+            "config": result["config"],
+            "split": result["split"],
+            "before": summary({k: v for k, v in b.items() if k not in ("per_class_true",)}),
+            "after": summary({k: v for k, v in a.items() if k not in ("per_class_true",)}),
+            "delta": result["delta"],
+            "metrics": str((out_dir / "metrics.json").resolve()),
+            "checkpoint": result["checkpoint"],
+            "seconds": result["seconds"],
+        },
+    )
+
+
+def _run_retrain(
+    run_dir: Path, opts: RetrainOptions, console: Console, overrides: dict[str, Any]
+) -> dict:
+    """:func:`retrain`'s steps, in order."""
+    start = time.perf_counter()
+    inputs = _read_inputs(run_dir, opts, overrides)
+    # Cleaning first (cheap), so a bad decisions file fails before any decoding.
+    cleaned, removed, clean_info = _apply_cleaning(run_dir, opts, inputs)
+    given, seed = inputs.given, inputs.settings.seed
+    split = make_split(given, seed, opts.test_fraction, opts.val_fraction)
+    out_dir = run_dir / RETRAIN_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "split.csv", pd.DataFrame({"id": inputs.ids, "part": split.parts}))
+    plan = plan_cleaning(given, cleaned, removed, split)
+    members = resolve_members(opts.members, len(split.train_idx))
+    clean_info.update(plan.counts)
+    if inputs.true is not None:
+        rows = np.concatenate([split.train_idx, split.val_idx])
+        errors = _label_errors(given, plan.labels, plan.removed, inputs.true, rows)
+        clean_info["train_label_errors_true"] = errors
+    ctx = _context(run_dir, inputs, opts, members, split.test_idx, console)
+    sides = comparison_sides(given, plan, split, opts)
+    trained = {which: _train_one(side, ctx) for which, side in sides.items()}
+    true = inputs.true[split.test_idx] if inputs.true is not None else None
+    test = (split.test_idx, given[split.test_idx], true)
+    scored = {w: side_metrics(trained[w], sides[w], members, inputs.names, test) for w in sides}
+    result = assemble_result(scored, sides, inputs.names, clean_info, opts)
+    result["split"] = split_summary(split, seed, opts)
+    result["settings"] = inputs.settings.to_dict()
+    result["checkpoint"] = str((out_dir / "model.pt").resolve())
+    result["checkpoint_before"] = str((out_dir / "before.pt").resolve())
+    result["note"] = TEST_NOTE
+    result["seconds"] = round(time.perf_counter() - start, 3)
+    _write_outputs(run_dir, result, clean_info.get("policy"))
+    b, a = result["before"], result["after"]
+    headline = ", ".join(
+        f"{k} {b[k]:.3f} -> {a[k]:.3f}" for k in ("micro_f1", "macro_f1", "macro_f1_true") if k in b
+    )
+    console.print(f"retrain: {headline}")
+    return read_json(out_dir / "metrics.json")
+
+
 # ------------------------------------------------------------------ entry point
 
 
@@ -833,208 +1115,16 @@ def retrain(
     dict
         The contents of ``metrics.json``.
     """
-    from labelaudit.clean import DEFAULT_POLICY
-    from labelaudit.clean import clean as run_clean
-    from labelaudit.train.cv import package_versions
-    from labelaudit.train.weights import resolve_weights
-
-    start = time.perf_counter()
-    console = console or Console(quiet=True)
-    run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if "dataset" not in run:
-        raise RunDirError(f"{run_dir}/run.json has no dataset section; re-run the scan")
-    info = run["dataset"]
-    if class_weights not in CLASS_WEIGHTS:
-        raise SettingsError(
-            f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {class_weights!r}"
-        )
-    settings = _settings(run, preset, overrides)
-    if class_weights == "pos" and settings.activation != "sigmoid":
-        raise SettingsError(
-            "class_weights 'pos' (BCE pos_weight) needs the sigmoid head, "
-            f"not {settings.activation!r}; use 'method' or 'none'"
-        )
-    ids, given = load_given_labels(run_dir, info)
-    names = list(info["class_names"])
-    true = _read_truth(Path(truth), ids, info) if truth is not None else None
-
-    # Cleaning first (cheap), so a bad decisions file fails before any decoding.
-    clean_info: dict[str, Any] = {"clean": bool(clean)}
-    if clean:
-        if policy is not None or decisions is not None or not (run_dir / "changes.csv").is_file():
-            run_clean(run_dir, policy=policy or DEFAULT_POLICY, decisions=decisions)
-        cleaned, removed, _ = _cleaned_labels(run_dir, ids, given, info)
-        section = read_run(run_dir).get("clean", {})
-        clean_info["policy"] = section.get("policy")
-        clean_info["decisions"] = section.get("decisions")
-    else:
-        cleaned, removed = given.copy(), np.zeros(len(ids), dtype=bool)
-    changed = removed | (cleaned != given).any(axis=1)
-
-    parts = split_parts(given, settings.seed, test_fraction, val_fraction)
-    test_idx = np.flatnonzero(parts == "test")
-    train_idx = np.flatnonzero(parts == "train")
-    val_idx = np.flatnonzero(parts == "val")
-    out_dir = run_dir / RETRAIN_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "split.csv", pd.DataFrame({"id": ids, "part": parts}))
-
-    # Cleaning touches only the training part: test images keep their given labels.
-    after_labels = cleaned.copy()
-    after_labels[test_idx] = given[test_idx]
-    removed[test_idx] = False
-    relabelled = (after_labels != given).any(axis=1)
-    after_train = train_idx[~removed[train_idx]]
-    after_val = val_idx[~removed[val_idx]]
-    if len(after_train) < 2 or len(after_val) < 1:
-        raise SettingsError("cleaning left too few training or validation images to retrain")
-    if members is None:
-        members = default_members(len(train_idx))
-    if int(members) < 1:
-        raise SettingsError(f"members must be at least 1, got {members}")
-    members = int(members)
-    clean_info.update(
-        {
-            "n_removed_train": int(removed[train_idx].sum()),
-            "n_removed_val": int(removed[val_idx].sum()),
-            "n_relabelled_train": int(relabelled[train_idx].sum()),
-            "n_relabelled_val": int(relabelled[val_idx].sum()),
-            "n_changes_ignored_in_test": int(changed[test_idx].sum()),
-        }
-    )
-    if true is not None:
-        clean_info["train_label_errors_true"] = _label_errors(
-            given, after_labels, removed, true, np.concatenate([train_idx, val_idx])
-        )
-
-    ds, cache = _open_images(info, ids, settings.image_size, cache_dir)
-    weights = resolve_weights(settings, cache.images.shape[1], log=lambda m: console.print(m))
-    console.print(f"weights: {weights.detail}")
-    meta = {
-        "backbone": settings.backbone,
-        "in_chans": int(cache.images.shape[1]),
-        "num_classes": len(names),
-        "class_names": names,
-        "class_tokens": list(info["class_tokens"]),
-        "label_sep": info["label_sep"],
-        "layout": info["layout"],
-        "channels": list(info.get("channels", ds.channels)),
-        "activation": settings.activation,
-        "image_size": int(settings.image_size),
-        "tta": bool(settings.tta),
-        "settings": settings.to_dict(),
-        "weights_source": weights.detail,
-        "versions": package_versions(),
-        "run_dir": str(run_dir.resolve()),
-    }
-    before_kind = class_weights if clean else "none"
-    common = dict(
-        out_dir=out_dir,
-        images=cache.images,
-        test_idx=test_idx,
-        settings=settings,
-        weights=weights,
-        fingerprint=info.get("fingerprint", ""),
-        console=console,
+    opts = RetrainOptions(
+        clean=clean,
+        class_weights=class_weights,
+        truth=truth,
+        policy=policy,
+        decisions=decisions,
+        preset=preset,
+        test_fraction=test_fraction,
+        val_fraction=val_fraction,
         members=members,
+        cache_dir=cache_dir,
     )
-    models = {
-        "before": _train_one(
-            "before",
-            labels=given,
-            train_idx=train_idx,
-            val_idx=val_idx,
-            kind=before_kind,
-            meta={**meta, "labels": "original"},
-            **common,
-        ),
-        "after": _train_one(
-            "model",
-            labels=after_labels,
-            train_idx=after_train,
-            val_idx=after_val,
-            kind=class_weights,
-            meta={**meta, "labels": "cleaned" if clean else "original"},
-            **common,
-        ),
-    }
-    sizes = {
-        "before": (len(train_idx), len(val_idx)),
-        "after": (len(after_train), len(after_val)),
-    }
-    kinds = {"before": before_kind, "after": class_weights}
-    result: dict[str, Any] = {}
-    test_given = given[test_idx]
-    test_true = true[test_idx] if true is not None else None
-    for which, m in models.items():
-        metrics = model_metrics(test_given, m["test_probs"], names, m["thresholds"], test_true)
-        metrics.update(
-            {
-                "labels": "cleaned" if which == "after" and clean else "original",
-                "class_weights": kinds[which],
-                "class_weight_values": None if m["class_weights"] is None else m["class_weights"],
-                "n_train": sizes[which][0],
-                "n_val": sizes[which][1],
-                "n_test": int(len(test_idx)),
-                "test_digest": indices_digest(test_idx),
-                "thresholds": m["thresholds"],
-                "best_epoch": m["best_epoch"],
-                "members": members,
-                "seconds": round(m["seconds"], 3),
-                "reused": m["reused"],
-                "key": m["key"],
-            }
-        )
-        result[which] = metrics
-    b, a = result["before"], result["after"]
-    result["delta"] = {k: a[k] - b[k] for k in DELTA_KEYS if k in b}
-    result["per_class_change"] = per_class_change(b, a, names)
-    result["config"] = {
-        **clean_info,
-        "before": {"labels": b["labels"], "class_weights": kinds["before"]},
-        "after": {"labels": a["labels"], "class_weights": kinds["after"]},
-        "truth": str(Path(truth).resolve()) if truth is not None else None,
-    }
-    result["split"] = {
-        "seed": settings.seed,
-        "test_fraction": test_fraction,
-        "val_fraction": val_fraction,
-        "n_train": int(len(train_idx)),
-        "n_val": int(len(val_idx)),
-        "n_test": int(len(test_idx)),
-        "test_digest": indices_digest(test_idx),
-        "file": "retrain/split.csv",
-    }
-    result["settings"] = settings.to_dict()
-    result["checkpoint"] = str((out_dir / "model.pt").resolve())
-    result["checkpoint_before"] = str((out_dir / "before.pt").resolve())
-    result["note"] = TEST_NOTE
-    result["seconds"] = round(time.perf_counter() - start, 3)
-    write_json(out_dir / "metrics.json", result)
-
-    table_rows = [
-        _table_row(result[which], clean_info.get("policy"), settings.seed)
-        for which in ("before", "after")
-    ]
-    _update_table(out_dir / "table.csv", table_rows)
-
-    update_run_json(
-        run_dir,
-        "retrain",
-        {
-            "config": result["config"],
-            "split": result["split"],
-            "before": summary({k: v for k, v in b.items() if k not in ("per_class_true",)}),
-            "after": summary({k: v for k, v in a.items() if k not in ("per_class_true",)}),
-            "delta": result["delta"],
-            "metrics": str((out_dir / "metrics.json").resolve()),
-            "checkpoint": result["checkpoint"],
-            "seconds": result["seconds"],
-        },
-    )
-    headline = ", ".join(
-        f"{k} {b[k]:.3f} -> {a[k]:.3f}" for k in ("micro_f1", "macro_f1", "macro_f1_true") if k in b
-    )
-    console.print(f"retrain: {headline}")
-    return read_json(out_dir / "metrics.json")
+    return _run_retrain(Path(run_dir), opts, console or Console(quiet=True), overrides)

@@ -15,8 +15,8 @@ from la_testutils import write_image
 from labelaudit.data.classes import HPA2021_CLASSES
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.predict import predict
-from labelaudit.retrain import MODEL_FORMAT, load_checkpoint, save_checkpoint
 from labelaudit.train.backbones import build_model
+from labelaudit.train.checkpoint import MODEL_FORMAT, load_checkpoint, save_checkpoint
 
 NAMES = list(HPA2021_CLASSES)
 TOKENS = [str(k) for k in range(len(NAMES))]

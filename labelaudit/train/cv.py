@@ -40,6 +40,7 @@ from labelaudit.errors import SettingsError, TrainingDiverged
 from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json, write_npy
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_stats
+from labelaudit.train.checkpoint import FOLD_META, save_checkpoint
 from labelaudit.train.ddp import DistInfo
 from labelaudit.train.folds import (
     check_folds,
@@ -176,10 +177,15 @@ def fold_dir(run_dir: Path, k: int) -> Path:
 def save_fold(
     directory: Path, key: str, k: int, out: FoldOutput, meta: dict, model_meta: dict
 ) -> None:
-    """Write model.pt, oof.npz, then state.json (the commit marker), each atomically."""
+    """Write model.pt, oof.npz, then state.json (the commit marker), each atomically.
+
+    ``model.pt`` is a :mod:`labelaudit.train.checkpoint` file (its descriptive keys
+    repeated at the top level, as fold files always had them).
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / "model.pt") as tmp:
-        torch.save({"state_dict": out.state_dict, **model_meta}, tmp)
+    save_checkpoint(
+        directory / "model.pt", out.state_dict, model_meta, flat_keys=(*FOLD_META, "fold", "key")
+    )
     with atomic_path(directory / "oof.npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(

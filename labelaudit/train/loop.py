@@ -25,6 +25,7 @@ from labelaudit.train import ddp
 from labelaudit.train.backbones import LabelModel
 from labelaudit.train.batches import TTA_CODES, augment, dihedral, make_loader, set_epoch
 from labelaudit.train.ddp import DistInfo
+from labelaudit.train.loss import LossFn, training_loss
 
 
 @dataclass
@@ -122,6 +123,7 @@ def predict(
     runtime: Runtime,
     tta: bool = False,
     labels: np.ndarray | None = None,
+    loss_fn: LossFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Probabilities and embeddings of ``images[indices]`` (rows in ``indices`` order).
 
@@ -140,12 +142,17 @@ def predict(
         (:data:`~labelaudit.train.batches.TTA_CODES`).
     labels
         When given, the mean loss (without TTA) is returned too.
+    loss_fn
+        The loss of that mean; by default the head's own unweighted loss
+        (:func:`~labelaudit.train.loss.training_loss` of its activation).
 
     Returns
     -------
     (probs (n, K) float32, embeddings (n, D) float32, mean loss or nan)
     """
     model.eval()
+    if labels is not None and loss_fn is None:
+        loss_fn = training_loss(model.activation).to(runtime.device)
     indices = np.asarray(indices, dtype=np.int64)
     order = np.argsort(indices, kind="stable")
     sorted_idx = indices[order]
@@ -171,7 +178,7 @@ def predict(
             with runtime.autocast():
                 logits, f = model(dihedral(x, code), with_features=True)
             if code == 0 and labels is not None:
-                loss = model.loss(logits, y.to(runtime.device))
+                loss = loss_fn(logits, y.to(runtime.device))
                 loss_sum += float(loss) * len(y)
                 count += len(y)
             p_acc = p_acc + model.to_probs(logits)
@@ -216,7 +223,7 @@ def train_fold(
     *,
     seed: int,
     progress: ProgressFn | None = None,
-    class_weight: torch.Tensor | None = None,
+    loss: LossFn | None = None,
 ) -> FoldOutput:
     """Train on ``train_idx``, keep the best epoch by held-out loss, predict ``held_idx``.
 
@@ -236,8 +243,12 @@ def train_fold(
         Seeds shuffling and augmentation (the caller mixes in the fold number).
     progress
         Called with progress events (rank 0 only shows them).
-    class_weight
-        Optional per-class loss weights (K,).
+    loss
+        The training loss, ``loss(logits, targets) -> scalar`` (a
+        :class:`~labelaudit.train.loss.TrainLoss` or any callable; a module is moved
+        to the device). Default: the head's unweighted loss. Early stopping always
+        uses the head's unweighted loss on the held-out fold, whatever the
+        training loss weights.
 
     Returns
     -------
@@ -256,7 +267,9 @@ def train_fold(
     net = ddp.wrap(model, info, runtime.device, find_unused=warmup > 0)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
     scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
-    weight = class_weight.to(runtime.device) if class_weight is not None else None
+    loss_fn = loss if loss is not None else training_loss(model.activation)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(runtime.device)
     loader = make_loader(
         images,
         labels_f,
@@ -290,14 +303,14 @@ def train_fold(
             y = y.to(runtime.device, non_blocking=runtime.pin_memory)
             with runtime.autocast():
                 logits = net(x, frozen=frozen)
-            loss = model.loss(logits, y, weight)
+            batch_loss = loss_fn(logits, y)
             optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(batch_loss).backward()
             scaler.step(optimiser)
             scaler.update()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += float(batch_loss.detach()) * len(y)
             seen += len(y)
             elapsed = time.perf_counter() - t0
             say(
