@@ -21,6 +21,11 @@ from labelaudit.errors import SettingsError
 #: Training modes: the method's full fine-tuning, or the frozen-embedding probe.
 MODES: tuple[str, ...] = ("finetune", "probe")
 
+#: Output activations of the head, by name. The head's registry
+#: (``labelaudit.train.backbones.OUTPUTS``) implements exactly these; the names live
+#: here so that validating settings needs neither the model code nor torch.
+ACTIVATIONS: tuple[str, ...] = ("sigmoid", "relu", "tanh")
+
 #: Learning-rate schedules within a fold.
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
@@ -335,11 +340,9 @@ def validate(s: TrainSettings) -> TrainSettings:
         f"schedule must be one of {', '.join(SCHEDULES)}, got {s.schedule!r}",
     )
     need(s.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {s.mode!r}")
-    from labelaudit.train.backbones import OUTPUTS  # the head's registry is the truth
-
     need(
-        s.activation in OUTPUTS,
-        f"activation must be one of {', '.join(OUTPUTS)}, got {s.activation!r}",
+        s.activation in ACTIVATIONS,
+        f"activation must be one of {', '.join(ACTIVATIONS)}, got {s.activation!r}",
     )
     dev = str(s.device)
     need(
@@ -398,52 +401,6 @@ def check_device(device: str) -> None:
     raise SettingsError(f"device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")
 
 
-def check_weights(settings: TrainSettings, in_chans: int) -> None:
-    """Load an explicit ``settings.weights`` file now and check it fits the backbone.
-
-    Called before the image cache is built, so a wrong file costs seconds, not a
-    cache build; training loads it again (:func:`labelaudit.train.weights.resolve_weights`).
-
-    Parameters
-    ----------
-    settings
-        Uses ``weights`` and ``backbone``; nothing to do when ``weights`` is ``None``.
-    in_chans
-        Input channels of the dataset.
-
-    Raises
-    ------
-    SettingsError
-        The file is missing, is not a PyTorch file of tensors (loaded with
-        ``weights_only=True``), or its keys or shapes do not match the backbone.
-    """
-    if not settings.weights:
-        return
-    import torch
-
-    from labelaudit.train.weights import _unwrap, create_backbone, fit_to_backbone
-
-    path = Path(settings.weights)
-    if not path.is_file():
-        raise SettingsError(f"weights file {path} does not exist or is not a file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types, with long texts
-        raise SettingsError(
-            f"weights file {path}: not a PyTorch state dict that loads safely "
-            f"({type(exc).__name__})"
-        ) from None
-    try:
-        sd = _unwrap(raw)
-    except SettingsError:
-        raise SettingsError(
-            f"weights file {path} does not contain a state dict of tensors"
-        ) from None
-    fit_to_backbone(
-        sd, create_backbone(settings.backbone, in_chans), in_chans, f"weights file {path}"
-    )
-
-
 def offline_requested(settings: TrainSettings | None = None) -> bool:
     """True when the network must not be used (setting or ``LABELAUDIT_OFFLINE``)."""
     env = os.environ.get("LABELAUDIT_OFFLINE", "").strip().lower()
@@ -456,57 +413,6 @@ def check_fold(fold: int | None, settings: TrainSettings) -> None:
         return
     if isinstance(fold, bool) or not isinstance(fold, int) or not 1 <= fold <= settings.folds:
         raise SettingsError(f"--fold must be between 1 and {settings.folds}, got {fold!r}")
-
-
-def preflight(
-    settings: TrainSettings,
-    labels: Any,
-    class_names: list[str],
-    in_chans: int,
-    *,
-    fold: int | None = None,
-    detectors: Any = None,
-) -> list[str]:
-    """Every check an audit can make before decoding an image or creating a directory.
-
-    ``settings`` are already validated (:func:`validate`, which includes the device);
-    this adds what needs the dataset's labels and channels or the other options: the
-    ``fold`` number, the detector names, rare classes (an error only with
-    ``settings.strict``) and an explicit weights file.
-
-    Parameters
-    ----------
-    settings
-        The training settings.
-    labels
-        Bool (N, K) label matrix of the dataset (or of the groups folds are made of).
-    class_names
-        K class names.
-    in_chans
-        Channels per image.
-    fold
-        ``--fold`` (1-based) or ``None``.
-    detectors
-        Detector names, or ``None`` for the defaults.
-
-    Returns
-    -------
-    list[str]
-        Warnings (rare or absent classes); cross-validation repeats them when it runs.
-
-    Raises
-    ------
-    SettingsError
-        The first problem found, in one line.
-    """
-    from labelaudit.compare import check_detectors
-    from labelaudit.train.folds import check_folds
-
-    check_fold(fold, settings)
-    check_detectors(detectors)
-    notes = check_folds(labels, class_names, settings.folds, strict=settings.strict)
-    check_weights(settings, in_chans)
-    return notes
 
 
 def check_model_meta(meta: Any, path: str | Path) -> None:

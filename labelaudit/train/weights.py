@@ -297,6 +297,48 @@ def _has_pretrained(backbone: str) -> bool:
 # ------------------------------------------------------------------ resolution
 
 
+def check_weights(settings: TrainSettings, in_chans: int) -> None:
+    """Load an explicit ``settings.weights`` file now and check it fits the backbone.
+
+    Called before the image cache is built, so a wrong file costs seconds, not a
+    cache build; training loads it again (:func:`resolve_weights`).
+
+    Parameters
+    ----------
+    settings
+        Uses ``weights`` and ``backbone``; nothing to do when ``weights`` is ``None``.
+    in_chans
+        Input channels of the dataset.
+
+    Raises
+    ------
+    SettingsError
+        The file is missing, is not a PyTorch file of tensors (loaded with
+        ``weights_only=True``), or its keys or shapes do not match the backbone.
+    """
+    if not settings.weights:
+        return
+    path = Path(settings.weights)
+    if not path.is_file():
+        raise SettingsError(f"weights file {path} does not exist or is not a file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types, with long texts
+        raise SettingsError(
+            f"weights file {path}: not a PyTorch state dict that loads safely "
+            f"({type(exc).__name__})"
+        ) from None
+    try:
+        sd = _unwrap(raw)
+    except SettingsError:
+        raise SettingsError(
+            f"weights file {path} does not contain a state dict of tensors"
+        ) from None
+    fit_to_backbone(
+        sd, create_backbone(settings.backbone, in_chans), in_chans, f"weights file {path}"
+    )
+
+
 def resolve_weights(
     settings: TrainSettings, in_chans: int, log: callable | None = None
 ) -> ResolvedWeights:
