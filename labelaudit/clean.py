@@ -57,12 +57,15 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import atomic_open, read_json, update_run_json, write_csv, write_json
+from labelaudit.io import atomic_open, read_json, write_json
 from labelaudit.rundir import (
+    FINDINGS_CSV,
+    ISSUES_CSV,
+    RunDir,
     dataset_inputs,
     ensure_outside,
-    load_given_labels,
     read_marker,
     read_run,
     run_lock,
@@ -158,35 +161,16 @@ class _RunView:
     sep: str
     probs: np.ndarray | None = None  # out-of-fold probabilities (N, K), if the run has them
 
+    @property
+    def codec(self) -> LabelCodec:
+        return LabelCodec(self.tokens, self.sep, self.names)
+
     def fmt(self, row: np.ndarray) -> str:
-        return self.sep.join(self.tokens[k] for k in np.flatnonzero(row))
+        return self.codec.format(row)
 
     def parse(self, text: str, *, where: Callable[[str], Exception]) -> np.ndarray:
         """Labels in the dataset's notation (class names accepted too) -> bool row."""
-        by_token = {t: k for k, t in enumerate(self.tokens)}
-        by_name = {n: k for k, n in enumerate(self.names)}
-        row = np.zeros(len(self.tokens), dtype=bool)
-        parts = text.split() if self.sep == " " else text.split(self.sep)
-        for tok in (p.strip() for p in parts):
-            if not tok:
-                continue
-            k = by_token.get(tok, by_name.get(tok))
-            if k is None:
-                raise where(
-                    f"unknown label {tok!r} (labels are written as "
-                    f"{self.sep.join(self.tokens[:3])}{self.sep}...)"
-                )
-            row[k] = True
-        return row
-
-
-def _read_table(path: Path, what: str) -> pd.DataFrame:
-    if not path.is_file():
-        raise RunDirError(f"{path}: not found; {what}")
-    try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot be read ({exc})") from None
+        return self.codec.parse(text, where=where)
 
 
 def _truthy(values: pd.Series) -> np.ndarray:
@@ -200,13 +184,10 @@ def _floats(values: pd.Series) -> np.ndarray:
 def read_run_view(run_dir: str | Path) -> _RunView:
     """Read run.json, dataset.csv, issues.csv and findings.csv of a scanned run."""
     run_dir = Path(run_dir)
-    run = read_run(run_dir)
-    if "dataset" not in run:
-        raise RunDirError(f"{run_dir}/run.json has no dataset section; re-run the scan")
-    info = run["dataset"]
-    ids, given = load_given_labels(run_dir, info)
-    hint = "run `labelaudit scan` (the detect stage writes it)"
-    issues = _read_table(run_dir / "issues.csv", hint)
+    run = RunDir(run_dir)
+    info = run.dataset_info()
+    ids, given = run.read_given(info)
+    issues = run.read_table(ISSUES_CSV)
     for col in ("id", "suggested_labels", "flagged_by", "consensus_flag"):
         if col not in issues.columns:
             raise RunDirError(f"{run_dir}/issues.csv: column {col!r} missing")
@@ -215,18 +196,11 @@ def read_run_view(run_dir: str | Path) -> _RunView:
             f"{run_dir}/issues.csv: its ids do not match dataset.csv; re-run the detect stage"
         )
     issues = issues.set_index("id").loc[ids]
-    path = run_dir / "findings.csv"
-    findings = _read_table(path, hint) if path.is_file() else pd.DataFrame()
+    findings = run.read_table(FINDINGS_CSV) if run.has(FINDINGS_CSV) else pd.DataFrame()
     for col in ("id", "class", "detector", "flagged", "suggestion", "value"):
         if col not in findings.columns:
             findings[col] = pd.Series(dtype=str)
-    probs = None
-    if (run_dir / "oof_probs.csv").is_file():
-        frame = pd.read_csv(run_dir / "oof_probs.csv", dtype={"id": str}, keep_default_na=False)
-        missing = [c for c in ["id", *info["class_names"]] if c not in frame.columns]
-        if missing or sorted(frame["id"]) != sorted(ids):
-            raise RunDirError(f"{run_dir}/oof_probs.csv does not match dataset.csv")
-        probs = frame.set_index("id").loc[ids, info["class_names"]].to_numpy(dtype=float)
+    probs = run.read_probs(info["class_names"], ids, aligned=False)
     return _RunView(
         probs=probs,
         run_dir=run_dir,
@@ -509,21 +483,7 @@ def _column(header: list[str], name: str) -> int | None:
 
 def _load_source(view: _RunView):
     """The scanned dataset, re-read; checks it still has the scanned ids and labels."""
-    from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
-
-    info = view.info
-    root = Path(info["path"])
-    ds = load_dataset(
-        root, info["layout"], strict=False, report=LoadReport(), **recorded_load_options(info)
-    )
-    index = {image_id: i for i, image_id in enumerate(ds.ids)}
-    missing = [image_id for image_id in view.ids if image_id not in index]
-    if missing:
-        raise RunDirError(
-            f"the dataset {root} no longer has {len(missing)} scanned image(s) "
-            f"(e.g. {missing[0]!r}); re-run the scan"
-        )
-    rows = np.array([index[image_id] for image_id in view.ids])
+    ds, rows = RunDir(view.run_dir).load_scanned_dataset(view.info, view.ids)
     if not np.array_equal(ds.labels[rows], view.given):
         raise RunDirError(f"the labels in {ds.label_file} changed since the scan; re-run the scan")
     return ds, rows
@@ -839,7 +799,7 @@ def _clean(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    write_csv(changes_file, changes)
+    RunDir(run_dir).write_table(CHANGES_FILE, changes)
     params = {}
     if policy == "relabel":
         params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
@@ -848,8 +808,7 @@ def _clean(
             n: (None if np.isnan(a) else round(float(a), 4))
             for n, a in zip(view.names, ap, strict=True)
         }
-    update_run_json(
-        run_dir,
+    RunDir(run_dir).write_section(
         "clean",
         {
             "policy": policy,
@@ -884,7 +843,7 @@ def _clean(
 def read_changes(run_dir: str | Path) -> pd.DataFrame:
     """Read ``RUN/changes.csv`` (every column as text, empty strings kept)."""
     path = Path(run_dir) / CHANGES_FILE
-    frame = _read_table(path, "run `labelaudit clean RUN` first")
+    frame = RunDir(run_dir).read_table(CHANGES_FILE)
     missing = [c for c in CHANGES_COLUMNS[:5] if c not in frame.columns]
     if missing:
         raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")

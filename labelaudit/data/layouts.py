@@ -35,6 +35,7 @@ import numpy as np
 
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
+from labelaudit.data.labels import parse_class_ids, split_labels
 from labelaudit.data.readers import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -261,27 +262,9 @@ def _hpa_image_index(image_dir: Path) -> dict[str, Path]:
 def _parse_int_labels(
     value: str, sep: str, n_classes: int, path: Path, row: int, image: str
 ) -> list[int]:
-    tokens = [t.strip() for t in value.strip().split(sep if sep != " " else None)]
-    tokens = [t for t in tokens if t]
-    if not tokens:
-        raise DatasetError("no labels given", path=path, row=row, image=image)
-    out = []
-    for tok in tokens:
-        try:
-            k = int(tok)
-        except ValueError:
-            raise DatasetError(
-                f"label {tok!r} is not an integer class id", path=path, row=row, image=image
-            ) from None
-        if not 0 <= k < n_classes:
-            raise DatasetError(
-                f"label {k} is out of range (class ids are 0..{n_classes - 1})",
-                path=path,
-                row=row,
-                image=image,
-            )
-        out.append(k)
-    return out
+    return parse_class_ids(
+        value, sep, n_classes, lambda m: DatasetError(m, path=path, row=row, image=image)
+    )
 
 
 def _load_hpa(
@@ -496,7 +479,7 @@ def _load_generic(
             )
             continue
         seen[image_id] = line
-        tokens = [t.strip() for t in fields[i_labels].split("|") if t.strip()]
+        tokens = split_labels(fields[i_labels], "|")
         parsed.append((line, image_id, root / rel, tokens))
 
     # Class vocabulary: classes.txt, else integer ids 0..max, else sorted names.
