@@ -74,3 +74,29 @@ def test_result_fields_exclude_runtime_only_settings():
     assert "lr" in fields and "backbone" in fields
     assert s.replace(threads=1).result_fields() == fields
     assert s.replace(lr=0.01).result_fields() != fields
+
+
+def test_config_imports_neither_torch_nor_the_training_code():
+    """Settings are checked without the model code: ``import labelaudit.config`` loads
+    no torch, and validating does not reach into ``labelaudit.train`` (no cycle)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, labelaudit.config as c\n"
+        "assert 'torch' not in sys.modules, 'torch imported by labelaudit.config'\n"
+        "c.resolve_settings('demo', activation='tanh')\n"
+        "loaded = [m for m in sys.modules if m.startswith('labelaudit.train')]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_activation_names_match_the_heads_registry():
+    from labelaudit.config import ACTIVATIONS
+    from labelaudit.train.backbones import OUTPUTS
+
+    assert tuple(OUTPUTS) == ACTIVATIONS
+    with pytest.raises(SettingsError, match="activation must be one of sigmoid, relu, tanh"):
+        resolve_settings("demo", activation="softmax")

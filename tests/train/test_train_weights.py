@@ -98,3 +98,21 @@ def test_random_fallback_warns(monkeypatch):
     assert "WARNING" in resolved.detail and "random initialisation" in resolved.detail
     off = W.resolve_weights(s.replace(pretrained=False), in_chans=4)
     assert off.source == "random" and "pretrained=False" in off.detail
+
+
+def test_check_weights_refuses_before_any_work(tmp_path):
+    """``check_weights`` (run by the preflight, before the cache is built) names the file."""
+    from labelaudit.preflight import preflight
+
+    path = tmp_path / "w.pt"
+    torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), path)
+    s = resolve_settings("demo", backbone="test_efficientnet", weights=str(path))
+    with pytest.raises(SettingsError, match=f"weights file {path} does not match the backbone"):
+        W.check_weights(s, in_chans=4)
+    labels = np.eye(2, dtype=bool)[np.arange(10) % 2]
+    with pytest.raises(SettingsError, match="does not match the backbone"):
+        preflight(s.replace(folds=2), labels, ["a", "b"], 4)
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(SettingsError, match="not a PyTorch state dict that loads safely"):
+        W.check_weights(s, in_chans=4)
+    W.check_weights(resolve_settings("demo"), in_chans=4)  # no file: nothing to check
