@@ -1,10 +1,12 @@
 # Set-up contract: `make demo` and `make test` work on a fresh clone.
+# `make test` is the complete suite (what .ci/run calls); `make test-fast` skips the
+# tests marked slow; `make lint` also checks the import layers (pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_OUT ?= labelaudit-demo
 
-.PHONY: demo test lint format screenshots clean-venv
+.PHONY: demo test test-fast lint format screenshots clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +29,17 @@ test: $(VENV)/.installed-test
 		|| echo "no chromium: the browser test will be skipped"
 	$(PY) -m pytest
 
+# The developer's lane: every test not marked slow (no model trained end to end).
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -m "not slow" -q
+
 screenshots: $(VENV)/.installed-test
 	LABELAUDIT_SCREENSHOTS=docs/img $(PY) -m pytest tests/report/test_report_browser.py
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check labelaudit tests benchmarks examples
 	$(VENV)/bin/ruff check labelaudit tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format labelaudit tests benchmarks examples

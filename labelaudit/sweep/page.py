@@ -20,9 +20,8 @@ from markupsafe import Markup
 from labelaudit.errors import RunDirError
 from labelaudit.io import read_json, write_text
 from labelaudit.report.render import template_environment
-from labelaudit.sweep.plan import AXES, AXIS_TITLES, Config, Split, format_value
-from labelaudit.sweep.run import RESULT_NAME, sweep_tables
-from labelaudit.sweep.scores import SCORES
+from labelaudit.sweep.plan import AXES, AXIS_TITLES, RESULT_NAME, Config, Split, format_value
+from labelaudit.sweep.scores import SCORES, sweep_tables
 
 PAGE_NAME = "sweep.html"
 

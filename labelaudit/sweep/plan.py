@@ -19,6 +19,9 @@ from itertools import product
 from labelaudit.config import TrainSettings
 from labelaudit.errors import SettingsError
 
+#: Each configuration's stored result (scores, per-class F1, curves), in ``runs/NAME/``.
+RESULT_NAME = "sweep_result.json"
+
 #: The swept settings, in table order.
 AXES: tuple[str, ...] = ("backbone", "lr", "activation")
 

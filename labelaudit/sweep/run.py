@@ -51,6 +51,7 @@ from labelaudit.rundir import dataset_inputs, open_output_dir
 from labelaudit.sweep.plan import (
     AXES,
     AXIS_TITLES,
+    RESULT_NAME,
     Config,
     Split,
     format_value,
@@ -59,13 +60,12 @@ from labelaudit.sweep.plan import (
     resolve_split,
     varied_axes,
 )
-from labelaudit.sweep.scores import axis_table, markdown_table, method_scores
+from labelaudit.sweep.scores import markdown_table, method_scores, sweep_tables
 
 #: Default sweep directory.
 DEFAULT_SWEEP = Path("labelaudit-sweep")
 #: Bump when ``sweep_result.json`` changes meaning.
 SWEEP_FORMAT = 1
-RESULT_NAME = "sweep_result.json"
 #: Columns of ``sweep_runs.csv``, in order (the rest follow).
 RUN_COLUMNS = [
     "config",
@@ -453,16 +453,6 @@ def curves_frame(results: list[ConfigResult]) -> pd.DataFrame:
     ]
     columns = ["config", *AXES, "fold", "epoch", "train_loss", "held_out_loss"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def sweep_tables(
-    runs: pd.DataFrame, axes: dict[str, list[object]], base: Config
-) -> dict[str, pd.DataFrame]:
-    """The method's table per varied axis (all runs in one table when none varies)."""
-    varied = varied_axes(axes)
-    if not varied and len(runs):
-        return {"backbone": axis_table(runs, "backbone", [base.backbone], base)}
-    return {a: axis_table(runs, a, axes[a], base) for a in varied}
 
 
 def tables_markdown(

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from labelaudit.sweep.plan import AXES, AXIS_TITLES, Config, format_value
+from labelaudit.sweep.plan import AXES, AXIS_TITLES, Config, format_value, varied_axes
 
 #: The three averaged scores of the method's table, in its column order.
 SCORES: tuple[str, ...] = ("f1", "recall", "precision")
@@ -167,3 +167,13 @@ def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
                 cells.append(str(v).replace("|", "\\|"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sweep_tables(
+    runs: pd.DataFrame, axes: dict[str, list[object]], base: Config
+) -> dict[str, pd.DataFrame]:
+    """The method's table per varied axis (all runs in one table when none varies)."""
+    varied = varied_axes(axes)
+    if not varied and len(runs):
+        return {"backbone": axis_table(runs, "backbone", [base.backbone], base)}
+    return {a: axis_table(runs, a, axes[a], base) for a in varied}
