@@ -41,7 +41,7 @@ from labelaudit.detect import (
 )
 from labelaudit.detect.base import empty_findings
 from labelaudit.errors import SettingsError
-from labelaudit.io import update_run_json, write_csv
+from labelaudit.rundir import FINDINGS_CSV, ISSUES_CSV, RunDir
 
 DEFAULT_DETECTORS = ("confident", "isolation", "intensity")
 
@@ -291,10 +291,7 @@ def _unreliable_column(
 
 def unreliable_from_run(run_dir: str | Path) -> list[str]:
     """The unreliable classes the training stage recorded in ``run.json`` (or none)."""
-    from labelaudit.io import read_json
-
-    path = Path(run_dir) / "run.json"
-    train = read_json(path).get("train", {}) if path.is_file() else {}
+    train = RunDir(run_dir).section("train") or {}
     return [str(c) for c in train.get("unreliable_classes") or []]
 
 
@@ -424,7 +421,7 @@ def detect_and_compare(
 
     frames = [r.findings for r in results.values() if len(r.findings)]
     findings = pd.concat(frames, ignore_index=True) if frames else empty_findings()
-    write_csv(run_dir / "findings.csv", findings)
+    RunDir(run_dir).write_table(FINDINGS_CSV, findings)
 
     start = time.perf_counter()
     if unreliable is None:
@@ -438,7 +435,7 @@ def detect_and_compare(
     )
     agree = agreement(inputs, results)
     t_compare = time.perf_counter() - start
-    write_csv(run_dir / "issues.csv", issues)
+    RunDir(run_dir).write_table(ISSUES_CSV, issues)
 
     detect_section = {
         "n_images": inputs.n_images,
@@ -462,9 +459,8 @@ def detect_and_compare(
         "warnings": [f"detector {name!r} {why}" for name, why in skipped.items()],
         "seconds": round(t_detect, 3),
     }
-    update_run_json(run_dir, "detect", detect_section)
-    update_run_json(
-        run_dir,
+    RunDir(run_dir).write_section("detect", detect_section)
+    RunDir(run_dir).write_section(
         "compare",
         {
             "min_methods": int(min_methods),

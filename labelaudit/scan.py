@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -27,12 +28,12 @@ from labelaudit.errors import SettingsError
 from labelaudit.io import edit_run_json
 from labelaudit.rundir import (
     DEFAULT_RUN,
+    RunDir,
     dataset_inputs,
     ensure_outside,
     finish_lock,
-    load_audit_inputs,
+    make_audit_inputs,
     open_output_dir,
-    record_dataset,
     run_lock,
 )
 
@@ -257,7 +258,7 @@ def scan(
     if cache.skipped:  # audit the readable images: the dataset's rows follow the cache's
         ds = subset_dataset(ds, cache.ids)
     edit_run_json(run_dir, lambda data: data.__setitem__("skipped_images", cache.skipped))
-    record_dataset(run_dir, ds, cache)
+    info = RunDir(run_dir).write_dataset(ds, cache)
     timings["cache"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -285,7 +286,7 @@ def scan(
     from labelaudit.compare import detect_and_compare
 
     t = time.perf_counter()
-    detect_and_compare(load_audit_inputs(run_dir), run_dir, detectors=detectors)
+    detect_and_compare(_audit_inputs(run_dir, info, ds, cache, cv), run_dir, detectors=detectors)
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
@@ -329,6 +330,20 @@ def scan(
         timings["report"] = time.perf_counter() - t
         _record_timings(run_dir, timings)
     return result
+
+
+def _audit_inputs(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, cv):
+    """The detectors' inputs from what the scan holds in memory (the files are written).
+
+    The same values the run directory's files read back to: labels and ids of
+    ``dataset.csv``, the cache's statistics, the out-of-fold probabilities and
+    embeddings of the cross-validation.
+    """
+    if cv.oof_probs is None or cv.embeddings is None:  # not this process's: read them
+        return RunDir(run_dir).audit_inputs()
+    emb = np.ascontiguousarray(cv.embeddings, dtype=np.float32)
+    probs = np.asarray(cv.oof_probs).astype(np.float64)
+    return make_audit_inputs(info, list(ds.ids), ds.labels, probs, emb, cache.stats)
 
 
 def _record_timings(run_dir: Path, timings: dict[str, float]) -> None:

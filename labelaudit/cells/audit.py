@@ -35,8 +35,9 @@ from rich.console import Console
 from labelaudit.cells.findings import CellFindingParams, cell_findings
 from labelaudit.config import TrainSettings
 from labelaudit.data.dataset import Dataset
+from labelaudit.data.labels import split_labels
 from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.io import edit_run_json, read_json, update_run_json, write_csv
+from labelaudit.rundir import CELLS_CSV, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
 
 CELLS_DIR = "cells"
@@ -115,7 +116,8 @@ def audit_cells(
 
     console = console or Console(quiet=True)
     run_dir = Path(run_dir)
-    issues_path = run_dir / "issues.csv"
+    run = RunDir(run_dir)
+    issues_path = run.file(ISSUES_CSV)
     if not issues_path.is_file():
         raise RunDirError(f"{issues_path}: not found; the cell stage runs after detection")
     timings: dict[str, float] = {}
@@ -169,8 +171,8 @@ def audit_cells(
         seed=settings.seed,
     )
     per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", cv.fold_of + 1)
-    write_csv(run_dir / "cells.csv", per_cell)
-    _join_issues(issues_path, per_field)
+    run.write_table(CELLS_CSV, per_cell)
+    run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns
     mask_source = masks if masks is not None else cache.masks_dir
     overlays = write_overlays(run_dir, dataset, mask_source, per_cell, per_field)
     timings["cells_findings"] = time.perf_counter() - t
@@ -183,7 +185,7 @@ def audit_cells(
         "n_fields_with_cells": n_fields_with_cells,
         "cells_per_field": _describe(per_field["n_cells"]),
         "n_unsupported_labels": int(
-            sum(len(s.split(dataset.label_sep)) for s in per_field["unsupported_labels"] if s)
+            sum(len(split_labels(s, dataset.label_sep)) for s in per_field["unsupported_labels"])
         ),
         "n_fields_with_unsupported_labels": int((per_field["unsupported_labels"] != "").sum()),
         "n_fields_with_cell_missing_labels": int((per_field["cell_missing_labels"] != "").sum()),
@@ -197,7 +199,7 @@ def audit_cells(
         "overlays": overlays,
         "timings": {k: round(v, 3) for k, v in timings.items()},
     }
-    update_run_json(run_dir, "cells", section)
+    run.write_section("cells", section)
     console.print(
         f"cells: {section['n_fields_with_unsupported_labels']} fields with a label no cell "
         f"shows, {section['n_fields_with_cell_missing_labels']} with a class most cells show "
@@ -209,14 +211,6 @@ def audit_cells(
 def _describe(values: pd.Series) -> dict[str, float]:
     v = values.to_numpy(dtype=float)
     return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
-
-
-def _join_issues(path: Path, per_field: pd.DataFrame) -> None:
-    """Add (or replace) the cell columns of ``issues.csv``, keeping its rows and order."""
-    issues = pd.read_csv(path, dtype=str, keep_default_na=False)
-    issues = issues.drop(columns=[c for c in ISSUE_COLUMNS if c in issues.columns])
-    extra = per_field.reindex(issues["id"]).reset_index(drop=True)
-    write_csv(path, pd.concat([issues, extra[list(ISSUE_COLUMNS)]], axis=1))
 
 
 def suspect_fields(per_field: pd.DataFrame, n: int = N_OVERLAYS) -> list[str]:
@@ -266,7 +260,7 @@ def write_overlays(
     for fid in chosen:
         rows = per_cell[per_cell["id"] == fid]
         tags = {
-            int(c): ", ".join(_short(names[t]) for t in p.split(dataset.label_sep) if t) or "-"
+            int(c): ", ".join(_short(names[t]) for t in split_labels(p, dataset.label_sep)) or "-"
             for c, p in zip(rows["cell"], rows["predicted_labels"], strict=True)
         }
         picture = overlay_image(
@@ -304,11 +298,7 @@ def _file_name(image_id: str) -> str:
 
 def _recorded_cells(run_dir: Path) -> dict | None:
     """``run.json["cells"]``: what the last cell-level audit wrote (``None``: none)."""
-    path = run_dir / "run.json"
-    if not path.is_file():
-        return None
-    section = read_json(path).get("cells")
-    return section if isinstance(section, dict) else None
+    return RunDir(run_dir).section("cells")
 
 
 def _remove_recorded_overlays(run_dir: Path) -> None:
@@ -343,6 +333,6 @@ def forget_cells(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     if _recorded_cells(run_dir) is None:
         return
-    (run_dir / "cells.csv").unlink(missing_ok=True)
+    (run_dir / CELLS_CSV).unlink(missing_ok=True)
     _remove_recorded_overlays(run_dir)
-    edit_run_json(run_dir, lambda data: data.pop("cells", None))
+    RunDir(run_dir).edit_run(lambda data: data.pop("cells", None))

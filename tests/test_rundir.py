@@ -1,0 +1,135 @@
+"""RunDir: round-trips of the run files, one validation, scan's in-memory inputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.errors import RunDirError
+from labelaudit.io import write_json
+from labelaudit.rundir import RUN_FORMAT, RunDir
+
+
+def _run(tmp_path, info=None):
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    write_json(run.file("run.json"), {"format": dict(RUN_FORMAT)})
+    if info is not None:
+        run.write_section("dataset", info)
+    return run
+
+
+INFO = {
+    "class_names": ["a", "b", "c"],
+    "class_tokens": ["0", "1", "2"],
+    "label_sep": " ",
+    "protein_channel": "green",
+}
+
+
+def test_missing_dataset_section_is_one_message(tmp_path):
+    from labelaudit.clean import read_run_view
+
+    run = _run(tmp_path)
+    expected = f"{run.path}/run.json has no dataset section; re-run the scan"
+    for read in (run.dataset_info, run.audit_inputs, lambda: read_run_view(run.path)):
+        with pytest.raises(RunDirError) as exc:
+            read()
+        assert str(exc.value) == expected
+
+
+def test_changed_dataset_is_one_message(tmp_path, make_hpa):
+    from labelaudit.data.layouts import load_dataset
+
+    root = make_hpa(n=6)
+    ds = load_dataset(root)
+    run = _run(tmp_path)
+    info = {"path": str(root), "layout": ds.layout}
+    with pytest.raises(RunDirError, match=r"no longer has 1 scanned image\(s\) \(e.g. 'gone'\)"):
+        run.load_scanned_dataset(info, [*ds.ids, "gone"])
+    _, rows = run.load_scanned_dataset(info, ds.ids[::-1])
+    assert rows.tolist() == list(range(len(ds)))[::-1]
+
+
+def test_round_trips(tmp_path):
+    run = _run(tmp_path, INFO)
+    ids = ["x", "y"]
+    labels = np.array([[True, False, True], [False, True, False]])
+    run.write_table("dataset.csv", pd.DataFrame({"id": ids, "labels": ["0 2", "1"]}))
+    got_ids, got = run.read_given(INFO)
+    assert got_ids == ids and np.array_equal(got, labels)
+
+    probs = np.random.default_rng(0).random((2, 3)).astype(np.float32)
+    emb = np.arange(8, dtype=np.float32).reshape(2, 4)
+    run.write_oof(ids, INFO["class_names"], probs, emb)
+    assert np.array_equal(run.read_probs(INFO["class_names"], ids), probs.astype(np.float64))
+    assert np.array_equal(run.read_embeddings(2), emb)
+    with pytest.raises(RunDirError, match="embeddings.npy: 2 rows, expected 3"):
+        run.read_embeddings(3)
+    with pytest.raises(RunDirError, match="ids do not match"):
+        run.read_probs(INFO["class_names"], ids[::-1])
+    flipped = run.read_probs(INFO["class_names"], ids[::-1], aligned=False)
+    assert np.array_equal(flipped, probs[::-1].astype(np.float64))
+
+    stats = pd.DataFrame({"id": ids, "green_mean": [0.5, 1.25]})
+    run.write_table("image_stats.csv", stats)
+    pd.testing.assert_frame_equal(run.read_stats(), stats)
+
+    inputs = run.audit_inputs()
+    assert inputs.ids == ids and np.array_equal(inputs.labels, labels)
+
+    for name in ("findings.csv", "issues.csv", "cells.csv", "changes.csv"):
+        frame = pd.DataFrame({"id": ids, "v": ["", "1"]})
+        run.write_table(name, frame)
+        pd.testing.assert_frame_equal(run.read_table(name), frame)
+    run.write_json_file("retrain/metrics.json", {"after": {"f1": 0.5}})
+    assert run.read_json_file("retrain/metrics.json") == {"after": {"f1": 0.5}}
+
+
+def test_add_issue_columns_keeps_rows_and_replaces(tmp_path):
+    run = _run(tmp_path, INFO)
+    run.write_table("issues.csv", pd.DataFrame({"id": ["b", "a"], "score": ["2", "1"]}))
+    extra = pd.DataFrame({"n_cells": [3, 4]}, index=pd.Index(["a", "b"], name="id"))
+    run.add_issue_columns(extra, ["n_cells"])
+    run.add_issue_columns(extra * 10, ["n_cells"])  # replaced, not duplicated
+    out = run.read_table("issues.csv")
+    assert out.columns.tolist() == ["id", "score", "n_cells"]
+    assert out["n_cells"].tolist() == ["40", "30"]
+
+
+def test_missing_table_names_the_file_and_stage(tmp_path):
+    run = _run(tmp_path, INFO)
+    with pytest.raises(RunDirError, match=r"issues.csv: not found; run `labelaudit scan`"):
+        run.read_table("issues.csv")
+
+
+@pytest.mark.slow
+def test_scan_hands_the_same_inputs_it_writes(tmp_path, make_hpa, monkeypatch):
+    import labelaudit.compare as compare
+    from labelaudit.scan import scan
+
+    seen = []
+    real = compare.detect_and_compare
+
+    def spy(inputs, run_dir, **kwargs):
+        seen.append(inputs)
+        return real(inputs, run_dir, **kwargs)
+
+    monkeypatch.setattr(compare, "detect_and_compare", spy)
+    out = tmp_path / "run"
+    scan(
+        make_hpa(n=16),
+        out,
+        preset="demo",
+        epochs=1,
+        folds=2,
+        image_size=32,
+        report=False,
+    )
+    (given,) = seen
+    back = RunDir(out).audit_inputs()
+    assert given.ids == back.ids
+    assert np.array_equal(given.labels, back.labels)
+    assert given.probs.dtype == back.probs.dtype and np.array_equal(given.probs, back.probs)
+    assert given.embeddings.dtype == back.embeddings.dtype
+    assert np.array_equal(given.embeddings, back.embeddings)
+    pd.testing.assert_frame_equal(given.stats, back.stats)
