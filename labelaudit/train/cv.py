@@ -88,6 +88,12 @@ class CVResult:
     unreliable_classes
         Classes with fewer positive images (groups) than folds: some fold's model
         never saw them, so their out-of-fold probabilities are unreliable.
+    warnings
+        The label warnings of :func:`~labelaudit.train.folds.check_folds` (rare or
+        absent classes), as printed unless ``echo_warnings=False``.
+    records
+        The finished folds, in fold order (trained, reused or finished by other
+        jobs): held-out rows, probabilities and state (history, best epoch, time).
     """
 
     fold_of: np.ndarray
@@ -102,6 +108,8 @@ class CVResult:
     seconds: float = 0.0
     rank: int = 0
     unreliable_classes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    records: list[FoldRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -362,6 +370,8 @@ def cross_validate(
     fold: int | None = None,
     groups: np.ndarray | None = None,
     console: Console | None = None,
+    echo_warnings: bool = True,
+    merge_hint: bool = True,
 ) -> CVResult:
     """Train K cross-validated models; write out-of-fold probabilities and embeddings.
 
@@ -391,6 +401,12 @@ def cross_validate(
         group has rows on both sides of a split.
     console
         Where messages and progress bars go; silent when ``None`` or quiet.
+    echo_warnings
+        Print the label warnings (always returned in :attr:`CVResult.warnings`); a
+        caller that cross-validates the same labels many times prints them once.
+    merge_hint
+        Print the "re-run without --fold to merge" line when folds remain (a
+        hold-out trains one fold on purpose).
 
     Returns
     -------
@@ -423,7 +439,7 @@ def cross_validate(
     try:
         runtime = make_runtime(settings, info)
         with torch_threads(settings.threads, info, runtime.device):
-            for note in notes:
+            for note in notes if echo_warnings else []:
                 say(f"[yellow]warning:[/] {escape(note)}")
             if groups is None:
                 fold_of = make_folds(labels, settings.folds, settings.seed)
@@ -462,6 +478,7 @@ def cross_validate(
             result.seconds = time.perf_counter() - start
             result.rank = info.rank
             result.unreliable_classes = unreliable
+            result.warnings = list(notes)
             if result.complete and info.is_main:
                 _record(run_dir, result, settings, key, weights, runtime, notes, fingerprint)
             elif info.is_main:
@@ -477,10 +494,11 @@ def cross_validate(
                         "settings": settings.to_dict(),
                     },
                 )
-                say(
-                    f"folds finished: {done or 'none'} of {settings.folds}; "
-                    "re-run without --fold (or the remaining folds) to merge"
-                )
+                if merge_hint:
+                    say(
+                        f"folds finished: {done or 'none'} of {settings.folds}; "
+                        "re-run without --fold (or the remaining folds) to merge"
+                    )
             ddp.barrier(info)
             return result
     finally:
@@ -495,6 +513,32 @@ def _fold_message(k: int, n: int, rec: FoldRecord, reused: bool) -> str:
         f"fold {k + 1}/{n}: trained in {st['seconds']:.0f} s, best epoch {st['best_epoch']}, "
         f"held-out loss {st['held_out_loss']:.4f}, micro F1 {st['metrics']['micro_f1']:.3f}"
     )
+
+
+def finished_folds(run_dir: Path, folds: list[int]) -> dict[int, FoldRecord | None]:
+    """The records of folds (0-based) whose files are complete, ``None`` for the others.
+
+    For a caller that needs what a failed :func:`cross_validate` left behind (the
+    sweep scores a diverged configuration); keys are not checked.
+    """
+    out: dict[int, FoldRecord | None] = {}
+    for k in folds:
+        directory = fold_dir(run_dir, k)
+        try:
+            state = read_json(directory / "state.json")
+            with np.load(directory / "oof.npz") as z:
+                out[k] = FoldRecord(
+                    k, z["train_idx"], z["held_idx"], z["probs"], z["embeddings"], state
+                )
+        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            out[k] = None
+    return out
+
+
+def fold_assignment(run_dir: Path) -> np.ndarray:
+    """The 0-based fold of each image, as the last :func:`cross_validate` assigned them."""
+    frame = pd.read_csv(run_dir / "folds" / "folds.csv", dtype={"id": str})
+    return frame["fold"].to_numpy() - 1
 
 
 def _run_finetune(
@@ -619,6 +663,7 @@ def _run_finetune(
         reused=reused,
         trained=trained,
         weight_source=weights.detail,
+        records=[records[k] for k in sorted(records)],
     )
     if result.complete:
         _merge(result, [records[k] for k in range(n_folds)], labels, class_names)
