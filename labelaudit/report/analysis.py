@@ -224,48 +224,30 @@ def consensus_order(issues: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def combinations(flags: dict[str, np.ndarray]) -> list[tuple[tuple[str, ...], int]]:
-    """Images flagged by exactly each non-empty combination of detectors, largest first."""
-    names = list(flags)
-    if not names:
-        return []
-    n = len(next(iter(flags.values())))
-    matrix = np.column_stack([flags[m] for m in names]) if n else np.zeros((0, len(names)), bool)
-    codes = matrix.astype(np.int64) @ (1 << np.arange(len(names), dtype=np.int64))
-    counts = np.bincount(codes, minlength=1 << len(names))
+def combinations(counts: dict[str, Any], names: list[str]) -> list[tuple[tuple[str, ...], int]]:
+    """UpSet bars from the comparison's counts, largest first (``"none"`` left out).
+
+    ``counts`` is ``run.json["compare"]["agreement"]["combinations"]``: detector names
+    joined with ``"+"`` (in the order of ``names``) -> images flagged by exactly them.
+    """
     out = []
     for size in range(1, len(names) + 1):
-        for combo in itertools.combinations(range(len(names)), size):
-            out.append((tuple(names[i] for i in combo), int(counts[sum(1 << i for i in combo)])))
+        for combo in itertools.combinations(names, size):
+            n = counts.get("+".join(combo), 0)
+            out.append((combo, int(n) if isinstance(n, int | float) else 0))
     return sorted(out, key=lambda c: (-c[1], len(c[0])))
 
 
-def jaccard_matrix(flags: dict[str, np.ndarray]) -> np.ndarray:
-    """Pairwise Jaccard indices of the flagged sets (1 for two empty sets)."""
-    names = list(flags)
-    out = np.ones((len(names), len(names)))
+def pairwise_matrix(pairs: dict[str, Any], names: list[str]) -> np.ndarray:
+    """A names x names matrix from the comparison's ``{a: {b: value}}`` (NaN: missing/None)."""
+    out = np.full((len(names), len(names)), np.nan)
     for i, a in enumerate(names):
+        row = pairs.get(a) if isinstance(pairs.get(a), dict) else {}
         for j, b in enumerate(names):
-            union = np.count_nonzero(flags[a] | flags[b])
-            out[i, j] = 1.0 if union == 0 else np.count_nonzero(flags[a] & flags[b]) / union
+            value = row.get(b)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                out[i, j] = float(value)
     return out
-
-
-def suspicion(issues: pd.DataFrame, cols: list[ScoreColumn]) -> dict[str, np.ndarray]:
-    """Each score column oriented so that higher = more suspicious."""
-    out = {}
-    for s in cols:
-        v = pd.to_numeric(issues[s.key], errors="coerce").to_numpy(dtype=float)
-        out[s.key] = v if s.higher_is_worse else -v
-    return out
-
-
-def spearman_matrix(values: dict[str, np.ndarray]) -> np.ndarray:
-    """Pairwise Spearman rank correlations (NaN where a score is constant)."""
-    frame = pd.DataFrame(values)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return frame.corr(method="spearman").to_numpy(dtype=float)
 
 
 # ---------------------------------------------------------------------- intensity

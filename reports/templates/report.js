@@ -7,9 +7,11 @@
 
   const DATA = JSON.parse(document.getElementById("report-data").textContent);
   const TEMPLATE = JSON.parse(document.getElementById("plotly-template").textContent);
+  /* One record per image, most suspicious first (labelaudit/report/table.py, TableRow):
+   * id, given and suggested (class indices), detectors (bitmask over DATA.methods),
+   * n_flags, consensus, consensus_flag, scores (in the order of DATA.scores), thumb and
+   * detail (indices into DATA.thumbs / DATA.details, -1: none), changes, unreliable. */
   const ROWS = DATA.rows;
-  const ID = 0, GIVEN = 1, SUGG = 2, MASK = 3, NFLAGS = 4, CONS = 5, CFLAG = 6, SCORES = 7,
-    THUMB = 8, DETAIL = 9, CHANGES = 10, UNRELIABLE = 12;
   const CONFIG = {
     responsive: true,
     displaylogo: false,
@@ -39,7 +41,7 @@
   function fmt(v) { return v === null || v === undefined ? "" : Number(v).toFixed(3); }
   function sameSet(a, b) { return a.length === b.length && a.every(function (x, i) { return x === b[i]; }); }
   function methodsOf(row) {
-    return DATA.methods.filter(function (m, b) { return (row[MASK] >> b) & 1; });
+    return DATA.methods.filter(function (m, b) { return (row.detectors >> b) & 1; });
   }
 
   // -------------------------------------------------------------------- plots
@@ -86,15 +88,15 @@
       if (!p || typeof p.customdata !== "number" || p.customdata < 0) return;
       const row = ROWS[p.customdata];
       const img = card.querySelector("img");
-      if (row[THUMB] >= 0) {
-        img.src = DATA.thumbs[row[THUMB]];
+      if (row.thumb >= 0) {
+        img.src = DATA.thumbs[row.thumb];
         img.hidden = false;
       } else {
         img.hidden = true;
         img.removeAttribute("src");
       }
-      card.querySelector(".hc-id").textContent = row[ID];
-      card.querySelector(".hc-labels").textContent = names(row[GIVEN]).join(", ") || "(no label)";
+      card.querySelector(".hc-id").textContent = row.id;
+      card.querySelector(".hc-labels").textContent = names(row.given).join(", ") || "(no label)";
       card.hidden = false;
       const e = ev.event || {};
       const x = (e.clientX || 0) + 16, y = (e.clientY || 0) + 16;
@@ -138,7 +140,7 @@
   }
 
   function decide(r, what) {
-    const id = ROWS[r][ID];
+    const id = ROWS[r].id;
     if (what) decisions.set(id, what); else decisions.delete(id);
     saveDecisions();
     refreshRow(r);
@@ -161,10 +163,10 @@
   function decisionsCsv() {
     const lines = ["id,decision,labels"];
     ROWS.forEach(function (row) {
-      const d = decisions.get(row[ID]);
+      const d = decisions.get(row.id);
       if (!d) return;
-      const labels = tokens(d === "accept" ? row[SUGG] : row[GIVEN]);
-      lines.push([row[ID], d, labels].map(csvField).join(","));
+      const labels = tokens(d === "accept" ? row.suggested : row.given);
+      lines.push([row.id, d, labels].map(csvField).join(","));
     });
     return lines.join("\n") + "\n";
   }
@@ -205,11 +207,11 @@
   function sortValue(r, key) {
     const row = ROWS[r];
     if (key === "rank") return r;
-    if (key === "id") return row[ID];
-    if (key === "cons") return row[CONS];
-    if (key === "flags") return row[NFLAGS];
+    if (key === "id") return row.id;
+    if (key === "cons") return row.consensus;
+    if (key === "flags") return row.n_flags;
     if (key[0] === "s") {
-      const v = row[SCORES][Number(key.slice(1))];
+      const v = row.scores[Number(key.slice(1))];
       return v === null ? null : v;
     }
     return r;
@@ -252,23 +254,23 @@
 
   function matches(r, f) {
     const row = ROWS[r];
-    if (f.id && row[ID].toLowerCase().indexOf(f.id) < 0) return false;
-    if (f.method === "@any" && !row[MASK]) return false;
-    if (f.method === "@none" && row[MASK]) return false;
-    if (f.method === "@consensus" && !row[CFLAG]) return false;
-    if (f.method && f.method[0] !== "@" && !((row[MASK] >> Number(f.method)) & 1)) return false;
+    if (f.id && row.id.toLowerCase().indexOf(f.id) < 0) return false;
+    if (f.method === "@any" && !row.detectors) return false;
+    if (f.method === "@none" && row.detectors) return false;
+    if (f.method === "@consensus" && !row.consensus_flag) return false;
+    if (f.method && f.method[0] !== "@" && !((row.detectors >> Number(f.method)) & 1)) return false;
     if (f.cls !== "") {
       const k = Number(f.cls);
-      if (row[GIVEN].indexOf(k) < 0 && row[SUGG].indexOf(k) < 0) return false;
+      if (row.given.indexOf(k) < 0 && row.suggested.indexOf(k) < 0) return false;
     }
     if (f.score !== "" && f.value !== null && !isNaN(f.value)) {
-      const s = f.score === "@consensus" ? row[CONS] : row[SCORES][Number(f.score)];
+      const s = f.score === "@consensus" ? row.consensus : row.scores[Number(f.score)];
       if (s === null || s === undefined) return false;
       if (f.op === "ge" ? s < f.value : s > f.value) return false;
     }
-    if (f.changed && sameSet(row[GIVEN], row[SUGG])) return false;
+    if (f.changed && sameSet(row.given, row.suggested)) return false;
     if (f.decision) {
-      const d = decisions.get(row[ID]) || "none";
+      const d = decisions.get(row.id) || "none";
       if (d !== f.decision) return false;
     }
     return true;
@@ -310,9 +312,9 @@
     tr.tabIndex = -1;
     tr.appendChild(el("td", "num", r + 1));
     const tdThumb = el("td", "thumb");
-    if (row[THUMB] >= 0) {
+    if (row.thumb >= 0) {
       const img = el("img", "thumb");
-      img.src = DATA.thumbs[row[THUMB]];
+      img.src = DATA.thumbs[row.thumb];
       img.alt = "";
       img.width = 56;
       img.height = 56;
@@ -321,30 +323,30 @@
       tdThumb.appendChild(el("div", "nothumb"));
     }
     tr.appendChild(tdThumb);
-    const tdId = el("td", "id", row[ID]);
-    if (row[UNRELIABLE]) {  // findings on a class with fewer images than folds
+    const tdId = el("td", "id", row.id);
+    if (row.unreliable) {  // findings on a class with fewer images than folds
       const mark = el("span", "unreliable", " (unreliable)");
-      mark.title = "unreliable classes: " + row[UNRELIABLE];
+      mark.title = "unreliable classes: " + row.unreliable;
       tdId.appendChild(mark);
     }
     tr.appendChild(tdId);
     const tdGiven = el("td", "labels");
-    chips(tdGiven, names(row[GIVEN]));
+    chips(tdGiven, names(row.given));
     tr.appendChild(tdGiven);
     const tdSugg = el("td", "labels");
-    if (sameSet(row[GIVEN], row[SUGG])) {
+    if (sameSet(row.given, row.suggested)) {
       tdSugg.appendChild(el("span", "muted", "unchanged"));
     } else {
-      row[SUGG].forEach(function (k) {
-        tdSugg.appendChild(el("span", "chip" + (row[GIVEN].indexOf(k) < 0 ? " add" : ""), DATA.classes[k]));
+      row.suggested.forEach(function (k) {
+        tdSugg.appendChild(el("span", "chip" + (row.given.indexOf(k) < 0 ? " add" : ""), DATA.classes[k]));
       });
-      row[GIVEN].forEach(function (k) {
-        if (row[SUGG].indexOf(k) < 0) tdSugg.appendChild(el("span", "chip del", DATA.classes[k]));
+      row.given.forEach(function (k) {
+        if (row.suggested.indexOf(k) < 0) tdSugg.appendChild(el("span", "chip del", DATA.classes[k]));
       });
     }
     tr.appendChild(tdSugg);
-    row[SCORES].forEach(function (v) { tr.appendChild(el("td", "num", fmt(v))); });
-    tr.appendChild(el("td", "num", fmt(row[CONS])));
+    row.scores.forEach(function (v) { tr.appendChild(el("td", "num", fmt(v))); });
+    tr.appendChild(el("td", "num", fmt(row.consensus)));
     const tdFlags = el("td");
     chips(tdFlags, methodsOf(row), "m");
     tr.appendChild(tdFlags);
@@ -357,10 +359,10 @@
     acc.setAttribute("aria-label", "accept");
     rej.setAttribute("aria-label", "reject");
     acc.addEventListener("click", function (e) {
-      e.stopPropagation(); select(r); decide(r, decisions.get(row[ID]) === "accept" ? null : "accept");
+      e.stopPropagation(); select(r); decide(r, decisions.get(row.id) === "accept" ? null : "accept");
     });
     rej.addEventListener("click", function (e) {
-      e.stopPropagation(); select(r); decide(r, decisions.get(row[ID]) === "reject" ? null : "reject");
+      e.stopPropagation(); select(r); decide(r, decisions.get(row.id) === "reject" ? null : "reject");
     });
     tdDec.appendChild(acc);
     tdDec.appendChild(rej);
@@ -371,7 +373,7 @@
   }
 
   function styleRow(tr, r) {
-    const d = decisions.get(ROWS[r][ID]);
+    const d = decisions.get(ROWS[r].id);
     tr.classList.toggle("accepted", d === "accept");
     tr.classList.toggle("rejected", d === "reject");
     tr.classList.toggle("selected", state.selected === r);
@@ -426,7 +428,7 @@
   let tileToken = 0;
 
   function fillDecision(r) {
-    const d = decisions.get(ROWS[r][ID]);
+    const d = decisions.get(ROWS[r].id);
     $("detail-decision").textContent = d ? (d === "accept" ? "accepted" : "rejected") : "undecided";
     $("detail-accept").classList.toggle("on", d === "accept");
     $("detail-reject").classList.toggle("on", d === "reject");
@@ -445,17 +447,17 @@
     const wasHidden = box.hidden;
     box.hidden = false;
     if (wasHidden) box.querySelector(".detail-box").focus({ preventScroll: true });
-    $("detail-title").textContent = row[ID];
+    $("detail-title").textContent = row.id;
     const dl = $("detail-facts");
     dl.replaceChildren();
     fact(dl, "rank", (r + 1) + " of " + ROWS.length);
-    fact(dl, "given", (names(row[GIVEN]).join(", ") || "(none)") + "   [" + tokens(row[GIVEN]) + "]");
-    fact(dl, "suggested", (names(row[SUGG]).join(", ") || "(none)") + "   [" + tokens(row[SUGG]) + "]");
-    if (row[CHANGES]) fact(dl, "changes", row[CHANGES]);
-    if (row[UNRELIABLE]) fact(dl, "unreliable", row[UNRELIABLE] + " (fewer images than folds)");
+    fact(dl, "given", (names(row.given).join(", ") || "(none)") + "   [" + tokens(row.given) + "]");
+    fact(dl, "suggested", (names(row.suggested).join(", ") || "(none)") + "   [" + tokens(row.suggested) + "]");
+    if (row.changes) fact(dl, "changes", row.changes);
+    if (row.unreliable) fact(dl, "unreliable", row.unreliable + " (fewer images than folds)");
     fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
-    DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row[SCORES][i])); });
-    fact(dl, "consensus", fmt(row[CONS]) + (row[CFLAG] ? " (consensus flag)" : ""));
+    DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row.scores[i])); });
+    fact(dl, "consensus", fmt(row.consensus) + (row.consensus_flag ? " (consensus flag)" : ""));
     fillDecision(r);
     drawImages(row);
     drawProbs(r);
@@ -476,9 +478,9 @@
     const chans = $("detail-channels");
     chans.replaceChildren();
     comp.hidden = fallback.hidden = none.hidden = true;
-    if (row[DETAIL] < 0) {
-      if (row[THUMB] >= 0) {
-        fallback.src = DATA.thumbs[row[THUMB]];
+    if (row.detail < 0) {
+      if (row.thumb >= 0) {
+        fallback.src = DATA.thumbs[row.thumb];
         fallback.hidden = false;
       } else {
         none.textContent = "No image embedded for this row: only the images ranked highest are embedded.";
@@ -534,7 +536,7 @@
       cctx.putImageData(out, 0, 0);
       comp.hidden = false;
     };
-    img.src = DATA.details[row[DETAIL]];
+    img.src = DATA.details[row.detail];
   }
 
   function drawProbs(r) {
@@ -547,8 +549,8 @@
     }
     const p = DATA.probs[r].map(function (v) { return v / 1000; });
     const x = DATA.classes.map(esc);
-    const given = DATA.classes.map(function (_, k) { return row[GIVEN].indexOf(k) >= 0; });
-    const sugg = DATA.classes.map(function (_, k) { return row[SUGG].indexOf(k) >= 0; });
+    const given = DATA.classes.map(function (_, k) { return row.given.indexOf(k) >= 0; });
+    const sugg = DATA.classes.map(function (_, k) { return row.suggested.indexOf(k) >= 0; });
     const traces = [{
       type: "bar", x: x, y: p, name: "probability",
       marker: {

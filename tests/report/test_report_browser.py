@@ -234,10 +234,10 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert [r["decision"] for r in rows] == ["accept", "reject"]
     data = w.js("JSON.parse(document.getElementById('report-data').textContent)")
-    by_id = {r[0]: r for r in data["rows"]}
+    by_id = {r["id"]: r for r in data["rows"]}
     for r in rows:
         row = by_id[r["id"]]
-        expect = row[2] if r["decision"] == "accept" else row[1]
+        expect = row["suggested"] if r["decision"] == "accept" else row["given"]
         assert r["labels"] == "|".join(data["tokens"][k] for k in expect)
 
     # Decisions survive a reload (localStorage, keyed by run).
@@ -294,7 +294,7 @@ def test_hostile_names_stay_text(browser, hostile_run: Path) -> None:
         """(id) => {
         const gd = document.querySelector('[data-role="embedding"]');
         const rows = JSON.parse(document.getElementById('report-data').textContent).rows;
-        const r = rows.findIndex(row => row[0] === id);
+        const r = rows.findIndex(row => row.id === id);
         const box = gd.getBoundingClientRect(), L = gd._fullLayout;
         for (const t of gd._fullData) {
             if (t.visible !== true) continue;

@@ -13,7 +13,7 @@ from PIL import Image
 from labelaudit.report import analysis as an
 from labelaudit.report.figures import esc
 from labelaudit.report.loader import template_loader
-from labelaudit.report.render import bench_table, bench_tables
+from labelaudit.report.sections import bench_table, bench_tables
 from labelaudit.report.thumbnails import composite, detail_uri, stretch, thumbnail_uri
 
 
@@ -92,14 +92,26 @@ def test_learning_curves_found_in_any_nesting() -> None:
     assert an.learning_curves({}) == {}
 
 
+def agreement_of(flags: dict[str, np.ndarray]) -> dict:
+    """The comparison's agreement counts and Jaccard indices for ``flags``."""
+    from labelaudit.compare import _jaccard, _pairwise, combination_counts
+
+    n = len(next(iter(flags.values())))
+    return {
+        "combinations": combination_counts(flags, n),
+        "jaccard": _pairwise(list(flags), _jaccard, flags),
+    }
+
+
 def test_combinations_and_jaccard() -> None:
     flags = {
         "a": np.array([1, 1, 0, 0, 1], bool),
         "b": np.array([1, 0, 0, 1, 1], bool),
     }
-    combos = dict(an.combinations(flags))
+    agree = agreement_of(flags)  # the report reads what the comparison recorded
+    combos = dict(an.combinations(agree["combinations"], ["a", "b"]))
     assert combos == {("a", "b"): 2, ("a",): 1, ("b",): 1}
-    jac = an.jaccard_matrix(flags)
+    jac = an.pairwise_matrix(agree["jaccard"], ["a", "b"])
     assert jac[0, 1] == pytest.approx(2 / 4) and jac[0, 0] == 1
 
 

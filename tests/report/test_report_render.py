@@ -60,7 +60,7 @@ def test_embedded_data(page: str) -> None:
     for key in figs:
         assert "data" in blocks[key] and "template" not in blocks[key]["layout"]
     # ranked most suspicious first, as issues.csv's consensus_score says
-    cons = [row[5] for row in data["rows"]]
+    cons = [row["consensus"] for row in data["rows"]]
     assert cons == sorted(cons, reverse=True)
 
 
@@ -92,9 +92,9 @@ def test_limits_on_embedded_images(report_run: Path, tmp_path: Path) -> None:
     data = scripts(write_report(run, max_thumbnails=12, max_details=3).read_text())["report-data"]
     assert sum(1 for t in data["thumbs"] if t) == 12
     assert sum(1 for d in data["details"] if d) == 3
-    assert [r[8] for r in data["rows"][:13]] == [*range(12), -1]
+    assert [r["thumb"] for r in data["rows"][:13]] == [*range(12), -1]
     data = scripts(write_report(run, max_thumbnails=0).read_text())["report-data"]
-    assert data["thumbs"] == [] and all(r[8] == -1 for r in data["rows"])
+    assert data["thumbs"] == [] and all(r["thumb"] == -1 for r in data["rows"])
 
 
 def test_missing_artifacts_are_explained(report_run: Path, tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_hostile_strings_never_become_markup(hostile_run: Path) -> None:
     assert "<img src=x" not in text
     assert "&lt;img src=x onerror=alert(1)&gt;" in text  # autoescaped in the HTML
     data = scripts(text)["report-data"]
-    assert data["rows"][[r[0] for r in data["rows"]].index(HOSTILE)][0] == HOSTILE
+    assert data["rows"][[r["id"] for r in data["rows"]].index(HOSTILE)]["id"] == HOSTILE
     assert HOSTILE in data["classes"]
 
 
@@ -218,6 +218,7 @@ def test_a_failing_section_is_reported_in_place(report_run: Path, tmp_path: Path
         raise RuntimeError("no upset today")
 
     monkeypatch.setattr(figures, "upset", boom)
+    monkeypatch.setenv("LABELAUDIT_REPORT_LENIENT", "1")  # the opt-in: failures become text
     run = copy_run(report_run, tmp_path / "run", {"run.json", "dataset.csv", "issues.csv"})
     text = write_report(run, max_thumbnails=0).read_text()
     assert "could not be built (RuntimeError: no upset today)" in text

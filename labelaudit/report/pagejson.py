@@ -1,0 +1,72 @@
+"""JSON embedded in the report page: escaped for ``<script>`` and free of NaN.
+
+Each figure is embedded as JSON in a ``<script type="application/json">`` element;
+``<``, ``>`` and ``&`` are escaped as ``\\u003c`` etc., so no string can close the
+script element.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+
+from labelaudit.report import figures as fg
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def script_json(text_or_obj: Any) -> Markup:
+    """JSON safe inside ``<script type="application/json">``: ``<``, ``>``, ``&`` escaped."""
+    text = (
+        text_or_obj
+        if isinstance(text_or_obj, str)
+        else json.dumps(text_or_obj, default=_plain, separators=(",", ":"), allow_nan=False)
+    )
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
+class Figures:
+    """Collects the page's figures as JSON, with the shared template stored once."""
+
+    def __init__(self) -> None:
+        self.template = fg.page_template()
+        self.items: list[dict[str, Any]] = []
+
+    def add(self, name: str, fig: Any, role: str = "") -> dict[str, Any]:
+        """Embed ``fig`` as ``fig-<name>`` (``role`` wires page behaviour such as clicks)."""
+        spec = json.loads(fig.to_json())
+        spec.setdefault("layout", {}).pop("template", None)
+        item = {
+            "id": f"fig-{name}",
+            "json": script_json(json.dumps(_finite(spec), separators=(",", ":"))),
+            "role": role,
+        }
+        self.items.append(item)
+        return item

@@ -1,0 +1,730 @@
+"""The report's sections: a registry of small builders, rendered in page order.
+
+A section is a name (its ``<section id>``, its key in the template context and its
+macro in ``reports/templates/sections.html.j2``), a title for the navigation bar and
+a builder that turns a :class:`ReportState` into the dict its template block reads.
+Adding a section is one builder decorated with :func:`register` and one macro of
+the same name; the page renders :data:`SECTIONS` in registration order.
+
+A builder explains missing artifacts itself (``{"available": False, "why": ...}``).
+Anything else it raises is a bug: :func:`build_sections` re-raises it, naming the
+section, unless the lenient mode is asked for (``lenient=True`` or the environment
+variable ``LABELAUDIT_REPORT_LENIENT=1``), which puts "This section could not be
+built" in that section only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.report import analysis as an
+from labelaudit.report import figures as fg
+from labelaudit.report.artifacts import RunArtifacts
+from labelaudit.report.images import collect_field_images
+from labelaudit.report.pagejson import Figures
+from labelaudit.report.table import TableRow
+
+#: Environment variable that turns a failing section into a message on the page.
+LENIENT_ENV = "LABELAUDIT_REPORT_LENIENT"
+
+
+@dataclass
+class ReportState:
+    """What the section builders share: the run, the figures and the issue table.
+
+    Attributes
+    ----------
+    art
+        The run directory's artifacts.
+    figs
+        The page's figures (builders add theirs).
+    methods
+        Detector names, in the order the detect stage ran them.
+    ranked
+        ``issues.csv`` most suspicious first (``None`` when missing or unusable).
+    cols
+        The per-image score columns of ``ranked``.
+    rows, row_of
+        The issue table's records and each dataset image's row in it (``-1``: none).
+    max_thumbnails, max_details
+        How many thumbnails and detail tiles to embed.
+    thumbs, details, probs
+        What the issues section embeds for the table (filled by it).
+    """
+
+    art: RunArtifacts
+    figs: Figures
+    methods: list[str]
+    ranked: pd.DataFrame | None
+    cols: list[an.ScoreColumn]
+    rows: list[TableRow]
+    row_of: np.ndarray
+    max_thumbnails: int = 300
+    max_details: int = 100
+    thumbs: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+
+Builder = Callable[[ReportState], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A registered report section (see the module docstring).
+
+    Attributes
+    ----------
+    name
+        ``<section id>``, context key and template macro name.
+    title
+        The navigation bar's link text.
+    build
+        The builder.
+    defaults
+        Keys the template block reads even when the section is unavailable.
+    """
+
+    name: str
+    title: str
+    build: Builder
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+#: The registered sections, in page order.
+SECTIONS: dict[str, Section] = {}
+
+
+def register(name: str, title: str, **defaults: Any) -> Callable[[Builder], Builder]:
+    """Register ``build`` as the section ``name`` (after those registered before it)."""
+
+    def add(build: Builder) -> Builder:
+        if name in SECTIONS:
+            raise ValueError(f"report section {name!r} is registered twice")
+        SECTIONS[name] = Section(name, title, build, defaults)
+        return build
+
+    return add
+
+
+def lenient_default() -> bool:
+    """Whether ``LABELAUDIT_REPORT_LENIENT`` asks for failing sections to become text."""
+    return os.environ.get(LENIENT_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def build_sections(state: ReportState, lenient: bool | None = None) -> dict[str, dict[str, Any]]:
+    """Build every registered section in order.
+
+    Parameters
+    ----------
+    state
+        The shared state.
+    lenient
+        ``True``: a section that raises shows "This section could not be built"
+        instead; ``None``: read :data:`LENIENT_ENV`; ``False``: re-raise.
+
+    Raises
+    ------
+    Exception
+        Whatever a builder raised (not lenient), with a note naming the section.
+    """
+    lenient = lenient_default() if lenient is None else lenient
+    out: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS.values():
+        try:
+            built = section.build(state)
+        except Exception as exc:
+            if not lenient:
+                exc.add_note(f"while building the report section {section.name!r}")
+                raise
+            why = f"This section could not be built ({type(exc).__name__}: {exc})."
+            built = {"available": False, "figs": [], "why": why}
+        out[section.name] = {**section.defaults, **built}
+    return out
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list | tuple):
+        return ", ".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "", depth: int = 2) -> list[tuple[str, str]]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and depth > 0 and v:
+            out += _flatten(v, key + ".", depth - 1)
+        elif isinstance(v, list) and len(v) > 20:
+            out.append((key, f"[{len(v)} values]"))
+        else:
+            out.append((key, _fmt(v)))
+    return out
+
+
+def _flatten_num(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_num(v, f"{prefix}{k}."))
+        elif _num(v):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _count(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else "?"
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list | tuple) else []
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _scalar(v: Any) -> bool:
+    return isinstance(v, str | int | float | bool) or v is None
+
+
+def run_versions(art: RunArtifacts) -> list[tuple[str, str]]:
+    """Package versions recorded in ``run.json`` (top level, else the train section)."""
+    for where in (art.run, art.section("train")):
+        v = where.get("versions") or where.get("packages")
+        if isinstance(v, dict):
+            return [(str(k), _fmt(x)) for k, x in v.items()]
+    return []
+
+
+# ------------------------------------------------------------------------ summary
+
+
+def _dataset_facts(art: RunArtifacts, issues: pd.DataFrame | None) -> list[tuple[str, str]]:
+    ds, compare = art.section("dataset"), art.section("compare")
+    facts: list[tuple[str, str]] = []
+    if ds:
+        facts += [
+            ("dataset", str(ds.get("path", "?"))),
+            ("layout", str(ds.get("layout", "?"))),
+            ("images", f"{art.n_images:,}"),
+            ("classes", str(art.n_classes)),
+            ("channels", ", ".join(art.channels)),
+            ("fingerprint", str(ds.get("fingerprint", "?"))),
+        ]
+    if art.given is not None and art.n_images:
+        per = an.labels_per_image(art.given)
+        dist = ", ".join(f"{k}: {v:,}" for k, v in per.items())
+        facts.append(("labels per image", f"mean {art.given.sum(1).mean():.2f} ({dist})"))
+    detectors = _dict(art.section("detect").get("detectors"))
+    health = _dict(_dict(detectors.get("confident")).get("summary")).get("health")
+    if isinstance(health, int | float):
+        facts.append(("label health (cleanlab)", f"{health:.3f}"))
+    if issues is not None and len(issues) and "consensus_flag" in issues:
+        flagged = issues["consensus_flag"].astype(str).str.lower().isin(["true", "1"])
+        k = compare.get("min_methods", 2)
+        facts.append(
+            (
+                "health score",
+                f"{1 - flagged.mean():.1%} of images have no consensus problem "
+                f"({int(flagged.sum()):,} flagged by at least {k} detectors)",
+            )
+        )
+    return facts
+
+
+def _skipped_images(art: RunArtifacts) -> list[tuple[str, str, str]]:
+    """Unreadable images that ``scan --skip-broken`` left out."""
+    return [
+        (str(s.get("id", "?")), str(s.get("file", "?")), str(s.get("reason", "")))
+        for s in _list(art.run.get("skipped_images"))
+        if isinstance(s, dict)
+    ]
+
+
+def _problems(
+    art: RunArtifacts, issues: pd.DataFrame | None, methods: list[str]
+) -> list[tuple[str, str, str]]:
+    detect, compare = art.section("detect"), art.section("compare")
+    problems = []
+    det = _dict(detect.get("detectors"))
+    flags = an.method_flags(issues, methods) if issues is not None else {}
+    for m in methods:
+        n = _dict(det.get(m)).get("n_flagged_images")
+        if n is None and m in flags:
+            n = int(flags[m].sum())
+        problems.append((m, "ran", _count(n)))
+    for m, info in _dict(detect.get("skipped")).items():
+        problems.append((m, "skipped", str(_dict(info).get("reason", ""))))
+    if "n_consensus_flagged" in compare:
+        k = compare.get("min_methods", 2)
+        problems.append(
+            (f"consensus (>= {k} detectors)", "", _count(compare["n_consensus_flagged"]))
+        )
+    if "n_label_changes" in compare:
+        problems.append(("suggested label changes", "", _count(compare["n_label_changes"])))
+    unreliable = [str(c) for c in _list(compare.get("unreliable_classes"))]
+    if unreliable:  # rare classes: some fold's model never saw them
+        problems.append(
+            (
+                "findings on unreliable classes (fewer images than folds)",
+                ", ".join(unreliable),
+                _count(compare.get("n_unreliable")),
+            )
+        )
+    n_skipped = len(_skipped_images(art))
+    if n_skipped:  # image problems of their own
+        problems.append(("unreadable images (not audited)", "skipped", _count(n_skipped)))
+    return problems
+
+
+@register(
+    "summary",
+    "Summary",
+    **dict.fromkeys(
+        ("facts", "problems", "timings", "settings", "weights", "versions", "warnings"), []
+    ),
+)
+def summary_section(state: ReportState) -> dict[str, Any]:
+    """Dataset facts, problems found, timings, settings, weight source and versions."""
+    art = state.art
+    train, detect = art.section("train"), art.section("detect")
+    settings = train.get("settings") if isinstance(train.get("settings"), dict) else {}
+    setting_rows = _flatten(settings) + [
+        (k, _fmt(v)) for k, v in train.items() if _scalar(v) and k not in ("key", "fingerprint")
+    ]
+    weights = [
+        (k, v)
+        for k, v in _flatten(train)
+        if any(w in k.lower() for w in ("weight", "pretrained", "backbone", "checkpoint"))
+    ]
+    return {
+        "facts": _dataset_facts(art, state.ranked),
+        "problems": _problems(art, state.ranked, state.methods),
+        "timings": [(k, f"{v:.1f} s") for k, v in art.section("timings").items() if _num(v)],
+        "settings": setting_rows,
+        "weights": weights,
+        "versions": run_versions(art),
+        "warnings": [str(w) for w in _list(train.get("warnings")) + _list(detect.get("warnings"))],
+        "skipped_images": _skipped_images(art),
+    }
+
+
+# ---------------------------------------------------------------- classes, model
+
+
+@register("classes", "Classes")
+def classes_section(state: ReportState) -> dict[str, Any]:
+    """Images per class, co-occurrence and the retraining class weights."""
+    art, figs = state.art, state.figs
+    if not (art.n_images and art.given is not None):
+        return {"available": False, "why": art.why("dataset", "dataset.csv")}
+    table = an.class_table(art)
+    co = an.cooccurrence(art.given)
+    return {
+        "available": True,
+        "table": table.to_dict("records"),
+        "figs": [
+            figs.add("class-counts", fg.class_counts(table)),
+            figs.add("cooccurrence", fg.cooccurrence_heatmap(co, art.class_names)),
+            figs.add("class-weights", fg.class_weights(table)),
+        ],
+    }
+
+
+def _fold_table(train: dict[str, Any]) -> dict[str, Any]:
+    folds = an.fold_metrics(train)
+    keep = [c for c in folds.columns if str(c).endswith(("_f1", "_ap", "accuracy"))]
+    keep = keep or list(folds.columns)
+    return {
+        "columns": [str(c).replace("_", " ") for c in keep],
+        "rows": [(str(i), [_fmt(v) for v in r]) for i, r in folds[keep].iterrows()],
+    }
+
+
+@register("model", "Model", folds={"columns": [], "rows": []}, recorded=[])
+def model_section(state: ReportState) -> dict[str, Any]:
+    """Out-of-fold scores, learning curves, per-fold and recorded metrics."""
+    art, figs = state.art, state.figs
+    train = art.section("train")
+    model: dict[str, Any] = {"available": art.probs is not None and bool(art.n_images)}
+    model["figs"] = []
+    if model["available"]:
+        rep = an.oof_report(art.given, art.probs, art.class_names, an.oof_threshold(train))
+        model.update(averages=rep["averages"], text=rep["text"], threshold=rep["threshold"])
+        model["figs"].append(figs.add("per-class", fg.per_class_scores(rep["per_class"])))
+    else:
+        model["why"] = art.why("dataset", "dataset.csv", "oof_probs.csv")
+    curves = an.learning_curves(train)
+    if curves:
+        model["figs"].append(figs.add("learning", fg.learning_curves(curves)))
+    else:
+        model["no_curves"] = "No per-fold training history in run.json's train section" + (
+            "." if train else f"; {art.why('train')}"
+        )
+    recorded = train.get("metrics")
+    model["recorded"] = (
+        [(k, _fmt(v)) for k, v in recorded.items() if _scalar(v)]
+        if isinstance(recorded, dict)
+        else []
+    )
+    model["folds"] = _fold_table(train)
+    return model
+
+
+# ------------------------------------------------------------------------- issues
+
+
+@register("issues", "Label issues", n=0)
+def issues_section(state: ReportState) -> dict[str, Any]:
+    """The issue table: embeds the top images' thumbnails and detail tiles for it."""
+    art, rows = state.art, state.rows
+    images_note = ""
+    if rows:
+        state.thumbs, state.details, images_note = collect_field_images(
+            art, [row.image for row in rows], state.max_thumbnails, state.max_details
+        )
+        for r, row in enumerate(rows):
+            row.thumb = r if r < len(state.thumbs) and state.thumbs[r] else -1
+            row.detail = r if r < len(state.details) and state.details[r] else -1
+    return {
+        "available": state.ranked is not None and bool(rows),
+        "why": art.why("dataset", "dataset.csv", "issues.csv"),
+        "n": len(rows),
+        "n_thumbs": sum(1 for t in state.thumbs if t),
+        "n_details": sum(1 for d in state.details if d),
+        "images_note": images_note,
+        "score_cols": state.cols,
+    }
+
+
+# ------------------------------------------------------------ embedding, intensity
+
+
+@register("embedding", "Embedding map")
+def embedding_section(state: ReportState) -> dict[str, Any]:
+    """The embeddings in two dimensions, coloured by class or score."""
+    art, ranked, row_of = state.art, state.ranked, state.row_of
+    if art.embeddings is None or not art.n_images or art.given is None:
+        why = art.why("dataset", "dataset.csv", "oof_probs.csv", "embeddings.npy")
+        return {"available": False, "why": why}
+    xy, how = an.project_2d(art.embeddings)
+    scores: dict[str, np.ndarray] = {}
+    for key, label in (("outlier_score", "outlier score"), ("consensus_score", "consensus")):
+        if ranked is not None and key in ranked:
+            s = pd.to_numeric(ranked[key], errors="coerce").to_numpy(float)
+            scores[label] = np.full(len(row_of), np.nan)
+            scores[label][row_of >= 0] = s[row_of[row_of >= 0]]
+    fig = fg.embedding_map(xy, art.given, art.class_names, row_of, scores, how)
+    return {
+        "available": True,
+        "method": how,
+        "figs": [state.figs.add("embedding", fig, "embedding")],
+    }
+
+
+@register("intensity", "Intensity")
+def intensity_section(state: ReportState) -> dict[str, Any]:
+    """Per-class protein intensity, bounds and flagged (image, class) pairs."""
+    art = state.art
+    inten = an.intensity_data(art) if art.n_images else None
+    if inten is None:
+        why = art.why("dataset", "dataset.csv", "image_stats.csv") or (
+            f"image_stats.csv has no {art.protein_channel}_mean column; re-run the scan."
+        )
+        return {"available": False, "why": why}
+    if len(inten.flagged):
+        inten.flagged["row"] = state.row_of[inten.flagged["row"].to_numpy()]
+    return {
+        "available": True,
+        "source": inten.source,
+        "n_flagged": len(inten.flagged),
+        "column": inten.column,
+        "figs": [state.figs.add("intensity", fg.intensity_plot(inten), role="intensity")],
+    }
+
+
+# ---------------------------------------------------------------------- agreement
+
+
+def _score_label(detector: str, cols: list[an.ScoreColumn]) -> str:
+    for c in cols:
+        if c.method == detector:
+            return f"{c.label} ({c.method})"
+    return detector
+
+
+def _agreement_figures(state: ReportState, agree: dict[str, Any]) -> list[dict[str, Any]]:
+    """UpSet bars, Jaccard and Spearman heatmaps from ``run.json["compare"]["agreement"]``."""
+    figs = state.figs
+    names = [str(m) for m in _list(agree.get("detectors"))]
+    combos = an.combinations(_dict(agree.get("combinations")), names)
+    out = [figs.add("upset", fg.upset(combos, names))]
+    if len(names) > 1:
+        jac = an.pairwise_matrix(_dict(agree.get("jaccard")), names)
+        out.append(figs.add("jaccard", fg.method_heatmap(jac, names, "Jaccard index of flags", 0)))
+        sp = an.pairwise_matrix(_dict(agree.get("spearman")), names)
+        labels = [_score_label(m, state.cols) for m in names]
+        title = "Spearman rank correlation of scores"
+        out.append(figs.add("spearman", fg.method_heatmap(sp, labels, title, -1)))
+    return out
+
+
+def _bench_section(art: RunArtifacts, figs: Figures) -> tuple[dict[str, Any], list[dict]]:
+    """The bench table and its figures (``bench.json``)."""
+    table, groups = bench_tables(art.bench)
+    bench = {
+        "rows": [(str(i), [_fmt(v) for v in r]) for i, r in table.iterrows()],
+        "columns": [str(c) for c in table.columns],
+        "raw": _flatten(art.bench, depth=3) if table.empty else [],
+    }
+    out = []
+    main = [c for c in table.columns if _main_metric(c)]
+    if main and not table.empty:
+        bars = table[main].apply(pd.to_numeric, errors="coerce")
+        title = "Detection scores (any problem)"
+        out.append(figs.add("bench", fg.grouped_bars(bars, title, (0, 1))))
+    if not groups.empty:
+        title = "AUROC per detector and kind of problem"
+        out.append(figs.add("bench-groups", fg.score_heatmap(groups, title)))
+    return bench, out
+
+
+@register("agreement", "Agreement", bench=None, bench_why="")
+def agreement_section(state: ReportState) -> dict[str, Any]:
+    """How the detectors agree (as the comparison recorded it) and scores against the truth."""
+    art = state.art
+    agree = _dict(art.section("compare").get("agreement"))
+    ran = state.ranked is not None and bool(state.methods)
+    out: dict[str, Any] = {"available": ran and bool(_list(agree.get("detectors"))), "figs": []}
+    if out["available"]:
+        out["figs"] += _agreement_figures(state, agree)
+    elif ran:
+        out["why"] = "run.json has no compare.agreement section; re-run `labelaudit scan`."
+    else:
+        out["why"] = art.why("issues.csv") or "No detector ran."
+    out["bench"] = None
+    if art.bench is not None:
+        out["bench"], bench_figs = _bench_section(art, state.figs)
+        out["figs"] += bench_figs
+    else:
+        out["bench_why"] = art.why("bench.json")
+    return out
+
+
+def _main_metric(name: Any) -> bool:
+    n = str(name).lower()
+    return "." not in n and n in ("auroc", "ap", "average_precision", "precision_at_t")
+
+
+def bench_tables(bench: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-detector scores from ``bench.json``.
+
+    Returns
+    -------
+    table, groups
+        ``table``: detector x metric for the ``any`` group (or, for another layout,
+        whatever numbers each detector has, nested keys dotted). ``groups``:
+        detector x problem group of AUROC (empty when not available).
+    """
+    metrics = bench.get("metrics")
+    if isinstance(metrics, dict) and all(isinstance(v, dict) for v in metrics.values()):
+        rows, auroc = {}, {}
+        for det, by_group in metrics.items():
+            main = by_group.get("any") if isinstance(by_group.get("any"), dict) else None
+            if main is None:
+                continue
+            rows[str(det)] = {k: v for k, v in main.items() if _num(v) or v is None}
+            auroc[str(det)] = {
+                g: m.get("auroc")
+                for g, m in by_group.items()
+                if isinstance(m, dict) and m.get("n_pos")
+            }
+        if rows:
+            table = pd.DataFrame.from_dict(rows, orient="index")
+            groups = pd.DataFrame.from_dict(auroc, orient="index").astype(float)
+            return table, groups
+    return bench_table(bench), pd.DataFrame()
+
+
+def bench_table(bench: dict[str, Any]) -> pd.DataFrame:
+    """Per-detector numbers from a ``bench.json`` of unknown layout: detector x metric.
+
+    Looks for a mapping of detector name -> metrics (under ``detectors``/``methods``/
+    ``results`` or at the top level); nested metric objects become dotted columns.
+    """
+    node: Any = bench
+    for key in ("detectors", "methods", "results"):
+        if isinstance(bench.get(key), dict):
+            node = bench[key]
+            break
+    rows = {}
+    for name, metrics in node.items():
+        if isinstance(metrics, dict):
+            flat = _flatten_num(metrics)
+            if flat:
+                rows[str(name)] = flat
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    if not frame.empty:
+        first = [c for c in frame.columns if "." not in str(c)]
+        frame = frame[first + [c for c in frame.columns if c not in first]]
+    return frame
+
+
+# ---------------------------------------------------------- cleaning and retrain
+
+
+@register("cleaning", "Cleaning")
+def cleaning_section(state: ReportState) -> dict[str, Any]:
+    """What ``labelaudit clean`` changed (``changes.csv``)."""
+    art = state.art
+    if art.changes is None:
+        return {"available": False, "why": art.why("changes.csv")}
+    c = art.changes
+    counts = []
+    for col in ("action", "change", "reason"):
+        if col in c:
+            counts.append((col, [(str(k), int(v)) for k, v in c[col].value_counts().items()]))
+    limit = 1000
+    return {
+        "available": True,
+        "n": len(c),
+        "counts": counts,
+        "columns": [str(x) for x in c.columns],
+        "rows": c.head(limit).astype(str).to_numpy().tolist(),
+        "truncated": len(c) > limit,
+        "limit": limit,
+    }
+
+
+def _retrain_figures(figs: Figures, m: dict[str, Any], b: dict, a: dict) -> list[dict]:
+    keys = [k for k in b if k in a]
+    out = []
+    main = [k for k in keys if "." not in k and ("f1" in k or "precision" in k or "recall" in k)]
+    if main:
+        frame = pd.DataFrame({"before": [b[k] for k in main], "after": [a[k] for k in main]})
+        frame.index = main
+        out.append(figs.add("retrain", fg.grouped_bars(frame, "Before and after", (0, 1))))
+    changes = _list(m.get("per_class_change"))
+    if changes:
+        frame = pd.DataFrame(changes).set_index("class")
+        cols = {"f1_change": "F1 change (given test labels)"}
+        if "f1_true_change" in frame:
+            cols["f1_true_change"] = "F1 change (true test labels)"
+        bars = fg.grouped_bars(
+            frame[list(cols)].rename(columns=cols), "Per-class F1 change", (-1, 1)
+        )
+        out.append(figs.add("retrain-per-class", bars))
+    return out
+
+
+@register("retrain", "Retrain")
+def retrain_section(state: ReportState) -> dict[str, Any]:
+    """Scores before and after retraining on the cleaned labels (``retrain/metrics.json``)."""
+    art = state.art
+    m = art.retrain
+    if m is None:
+        return {"available": False, "why": art.why("retrain/metrics.json")}
+    out: dict[str, Any] = {"available": True, "figs": [], "table": [], "raw": []}
+    before, after = m.get("before"), m.get("after")
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        out["raw"] = _flatten(m)
+        return out
+    b, a = _flatten_num(before), _flatten_num(after)
+    out["table"] = [(k, b[k], a[k], a[k] - b[k]) for k in b if k in a]
+    out["figs"] = _retrain_figures(state.figs, m, b, a)
+    out["raw"] = [
+        (k, v)
+        for k, v in _flatten(m)
+        if not k.startswith(("before.", "after.", "per_class_change"))
+    ]
+    return out
+
+
+# -------------------------------------------------------------------------- cells
+
+
+def _cell_facts(sec: dict[str, Any]) -> list[tuple[str, str]]:
+    metrics = _dict(sec.get("metrics"))
+    per_field = _dict(sec.get("cells_per_field"))
+    model = ", ".join(f"{k} {_fmt(metrics[k])}" for k in ("micro_f1", "macro_f1") if k in metrics)
+    return [
+        (
+            "cells",
+            f"{_count(sec.get('n_cells'))} in {_count(sec.get('n_fields_with_cells'))} fields",
+        ),
+        ("cells per field", " / ".join(_fmt(per_field.get(k)) for k in ("min", "median", "max"))),
+        ("masks", str(sec.get("source", "-"))),
+        ("crop size", f"{sec.get('cell_size', '-')} px"),
+        ("cell model (out-of-fold, cells inherit their field's labels)", model or "-"),
+        ("fields with a label no cell shows", _count(sec.get("n_fields_with_unsupported_labels"))),
+        (
+            "fields with a class most cells show, not labelled",
+            _count(sec.get("n_fields_with_cell_missing_labels")),
+        ),
+        ("cells unlike their siblings", _count(sec.get("n_odd_cells"))),
+        ("cell outliers (isolation forest)", _count(sec.get("n_outlier_cells"))),
+    ]
+
+
+def _support_figure(figs: Figures, issues: pd.DataFrame) -> list[dict[str, Any]]:
+    """Given labels grouped by the share of the field's cells that show them."""
+    shares = []
+    for text in issues["label_support"].astype(str):
+        for part in filter(None, text.split(";")):
+            shown, _, total = part.rpartition(":")[2].partition("/")
+            if total.isdigit() and int(total) > 0:
+                shares.append(int(shown) / int(total))
+    if not shares:
+        return []
+    s = np.asarray(shares)
+    groups = {
+        "no cell": int((s == 0).sum()),
+        "under half": int(((s > 0) & (s < 0.5)).sum()),
+        "half or more": int(((s >= 0.5) & (s < 1)).sum()),
+        "every cell": int((s == 1).sum()),
+    }
+    frame = pd.DataFrame({"given labels": list(groups.values())}, index=list(groups))
+    title = "Given labels by the cells that show them"
+    return [figs.add("cells", fg.grouped_bars(frame, title, None))]
+
+
+@register("cells", "Cells")
+def cells_section(state: ReportState) -> dict[str, Any]:
+    """The cell-level section: facts, support of the given labels, overlays of suspect fields."""
+    art = state.art
+    sec = art.section("cells")
+    if not sec:
+        return {
+            "available": False,
+            "why": "Field-level scan: `labelaudit scan --level cell` adds the cell audit here.",
+        }
+    out: dict[str, Any] = {"available": True, "facts": _cell_facts(sec), "figs": []}
+    if art.issues is not None and "label_support" in art.issues:
+        out["figs"] = _support_figure(state.figs, art.issues)
+    out["overlays"] = []
+    for pic in _list(sec.get("overlays")):
+        path = art.run_dir / str(pic.get("file", ""))
+        if not path.is_file():
+            continue
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        out["overlays"].append({**pic, "src": f"data:image/jpeg;base64,{data}"})
+    return out

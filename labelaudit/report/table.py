@@ -1,0 +1,152 @@
+"""The issue table's rows: one named record per image, most suspicious first.
+
+``report.js`` reads each record by field name (``row.id``, ``row.given``, ...); the
+field list is :class:`TableRow`'s (the dataset index ``image`` stays here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.report import analysis as an
+from labelaudit.report.artifacts import RunArtifacts
+
+
+@dataclass
+class TableRow:
+    """One image of the issue table.
+
+    Attributes
+    ----------
+    id
+        Image id.
+    given, suggested
+        Class indices of the given and the suggested labels.
+    detectors
+        Bitmask over the page's detector list: bit ``b`` set when detector ``b`` flagged it.
+    n_flags, consensus, consensus_flag
+        ``issues.csv``'s ``n_flags``, ``consensus_score`` (rounded) and ``consensus_flag``.
+    scores
+        The per-image scores, in the order of the page's score columns (``None``: missing).
+    changes, unreliable
+        ``issues.csv``'s ``label_changes`` and ``unreliable_classes`` texts.
+    thumb, detail
+        Index of the embedded thumbnail / detail tile, ``-1`` when none is embedded.
+    image
+        Row of the image in ``dataset.csv`` (``-1``: not a dataset image); not embedded.
+    """
+
+    id: str
+    given: list[int]
+    suggested: list[int]
+    detectors: int
+    n_flags: int
+    consensus: float
+    consensus_flag: bool
+    scores: list[float | None]
+    changes: str
+    unreliable: str
+    image: int
+    thumb: int = -1
+    detail: int = -1
+
+    def record(self) -> dict[str, Any]:
+        """The record embedded in the page (every field but ``image``)."""
+        out = asdict(self)
+        del out["image"]
+        return out
+
+
+def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(default, index=frame.index)
+
+
+def _detector_masks(ranked: pd.DataFrame, methods: list[str]) -> list[int]:
+    flags = an.method_flags(ranked, methods)
+    mask = np.zeros(len(ranked), dtype=np.int64)
+    for b, m in enumerate(methods):
+        mask |= flags[m].astype(np.int64) << b
+    return mask.tolist()
+
+
+def _score_lists(ranked: pd.DataFrame, cols: list[an.ScoreColumn]) -> list[list[float | None]]:
+    scores = np.full((len(ranked), len(cols)), np.nan)
+    for j, c in enumerate(cols):
+        scores[:, j] = pd.to_numeric(ranked[c.key], errors="coerce").to_numpy(float)
+    return [[None if v != v else v for v in row] for row in np.round(scores, 4).tolist()]
+
+
+def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
+    unreliable = [  # read with na_values=[""]: an all-empty column is float NaN
+        "" if pd.isna(v) else str(v) for v in _column(ranked, "unreliable_classes", "")
+    ]
+    numbers = {
+        name: pd.to_numeric(_column(ranked, name, 0), errors="coerce").fillna(0)
+        for name in ("n_flags", "consensus_score")
+    }
+    cflag = _column(ranked, "consensus_flag", False).astype(str).str.lower().isin(["true", "1"])
+    return {
+        "id": ranked["id"].astype(str).tolist(),
+        "n_flags": numbers["n_flags"].astype(int).tolist(),
+        "consensus": np.round(numbers["consensus_score"].to_numpy(float), 4).tolist(),
+        "consensus_flag": cflag.tolist(),
+        "changes": _column(ranked, "label_changes", "").fillna("").astype(str).tolist(),
+        "unreliable": unreliable,
+        "given_text": _column(ranked, "given_labels", "").tolist(),
+        "sugg_text": _column(ranked, "suggested_labels", None).tolist(),
+    }
+
+
+def table_rows(
+    art: RunArtifacts, ranked: pd.DataFrame | None, cols: list[an.ScoreColumn], methods: list[str]
+) -> tuple[list[TableRow], np.ndarray]:
+    """The issue table's rows (ranked) and each dataset image's table row (``-1``: none).
+
+    Without detector results (``ranked`` is ``None``) every dataset image is a row,
+    in dataset order.
+    """
+    ids = art.ids or []
+    index = {i: r for r, i in enumerate(ids)}
+    if ranked is None:  # no detectors yet: browse the images in dataset order
+        ranked = pd.DataFrame({"id": ids})
+    masks = _detector_masks(ranked, methods)
+    scores = _score_lists(ranked, cols)
+    text = _text_columns(ranked)
+    row_of = np.full(len(ids), -1, dtype=np.int64)
+    rows = []
+    for r, image_id in enumerate(text["id"]):
+        i = index.get(image_id, -1)
+        if i >= 0:
+            row_of[i] = r
+            given = np.flatnonzero(art.given[i]).tolist()
+        else:
+            given = art.parse_labels(text["given_text"][r])
+        sugg = text["sugg_text"][r]
+        rows.append(
+            TableRow(
+                id=image_id,
+                given=given,
+                suggested=given if sugg is None else art.parse_labels(sugg),
+                detectors=masks[r],
+                n_flags=text["n_flags"][r],
+                consensus=text["consensus"][r],
+                consensus_flag=bool(text["consensus_flag"][r]),
+                scores=scores[r],
+                changes=text["changes"][r],
+                unreliable=text["unreliable"][r],
+                image=i,
+            )
+        )
+    return rows, row_of
+
+
+def out_of_fold_permille(art: RunArtifacts, rows: list[TableRow]) -> list[list[int] | None] | None:
+    """Each row's out-of-fold probabilities in thousandths (``None`` without ``oof_probs.csv``)."""
+    if art.probs is None or not rows:
+        return None
+    permille = np.rint(art.probs * 1000).astype(np.int16)
+    return [permille[row.image].tolist() if row.image >= 0 else None for row in rows]
