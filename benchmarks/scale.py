@@ -20,7 +20,7 @@ process), and the probe's embedding rate at the ``cpu`` preset's 128 px.
 
 Usage::
 
-    python benchmarks/scale.py                  # 21,806 fields at 32 px (~30 min, 2 cores)
+    python benchmarks/scale.py                  # 21,806 fields at 32 px (~20 min, 2 loaded cores)
     python benchmarks/scale.py --n 2000         # a quick check
     python benchmarks/scale.py --json out.json  # also write every number
 
