@@ -8,7 +8,6 @@ sentence saying what is missing and how to produce it is recorded in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import RunDirError
+from labelaudit.rundir import (
+    BENCH_JSON,
+    CHANGES_CSV,
+    DATASET_CSV,
+    EMBEDDINGS_NPY,
+    OOF_CSV,
+    RETRAIN_METRICS,
+    STATS_CSV,
+    RunDir,
+)
 
 #: How to produce each artifact, shown where it is missing.
 HOW_TO: dict[str, str] = {
@@ -88,7 +98,7 @@ class RunArtifacts:
     changes: pd.DataFrame | None = None
     retrain: dict[str, Any] | None = None
     missing: dict[str, str] = field(default_factory=dict)
-    _token_index: dict[str, int] = field(default_factory=dict, repr=False)
+    _codec: LabelCodec | None = field(default=None, repr=False)
 
     @property
     def n_images(self) -> int:
@@ -114,21 +124,19 @@ class RunArtifacts:
 
     def parse_labels(self, value: Any) -> list[int]:
         """Class indices of a label string in the dataset's notation (unknown tokens dropped)."""
-        if not isinstance(value, str) or not value.strip():
-            return []
-        if len(self._token_index) != len(self.class_tokens):
-            self._token_index = {t: k for k, t in enumerate(self.class_tokens)}
-        index = self._token_index
-        toks = value.split() if self.label_sep == " " else value.split(self.label_sep)
-        return sorted({index[t.strip()] for t in toks if t.strip() in index})
+        return self.codec.indices(value)
+
+    @property
+    def codec(self) -> LabelCodec:
+        """The label codec of the run's dataset (lenient: unknown tokens are dropped)."""
+        key = (tuple(self.class_tokens), self.label_sep)
+        if self._codec is None or (tuple(self._codec.tokens), self._codec.sep) != key:
+            self._codec = LabelCodec(list(self.class_tokens), self.label_sep)
+        return self._codec
 
 
 #: What a malformed artifact raises while being read (the report then skips it).
 UNREADABLE = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError)
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"id": str}, keep_default_na=False, na_values=[""])
 
 
 def load_run(run_dir: str | Path) -> RunArtifacts:
@@ -140,18 +148,7 @@ def load_run(run_dir: str | Path) -> RunArtifacts:
         ``run_dir`` is not a directory with a readable ``run.json``.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise RunDirError(
-            f"{run_dir}: not a labelaudit run directory (no run.json); "
-            "run `labelaudit scan DATASET --out RUN` first"
-        )
-    try:
-        run = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{path}: cannot read run.json ({exc})") from None
-    if not isinstance(run, dict):
-        raise RunDirError(f"{path}: run.json is not a JSON object")
+    run = RunDir(run_dir).read_run()
     art = RunArtifacts(run_dir=run_dir, run=run)
     _load_dataset(art)
     if art.ids is not None:
@@ -179,16 +176,14 @@ def _load_dataset(art: RunArtifacts) -> None:
     if not art.class_names:
         art.note_missing("dataset", "run.json's dataset section lists no classes")
         return
-    path = art.run_dir / "dataset.csv"
-    if not path.is_file():
+    run = RunDir(art.run_dir)
+    if not run.has(DATASET_CSV):
         art.note_missing("dataset.csv")
         return
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = run.read_dataset_table()
         ids = frame["id"].tolist()
-        given = np.zeros((len(ids), art.n_classes), dtype=bool)
-        for i, value in enumerate(frame["labels"]):
-            given[i, art.parse_labels(value)] = True
+        given = art.codec.parse_many(frame["labels"], lenient=True)
     except UNREADABLE as exc:
         art.note_missing("dataset.csv", f"dataset.csv cannot be read ({exc})")
         return
@@ -198,12 +193,11 @@ def _load_dataset(art: RunArtifacts) -> None:
 def _load_per_image(art: RunArtifacts) -> None:
     """Artifacts with one row per image, checked against ``dataset.csv``'s ids."""
     ids = art.ids or []
-    run_dir = art.run_dir
+    run = RunDir(art.run_dir)
     oof_ids: list[str] | None = None
-    path = run_dir / "oof_probs.csv"
-    if path.is_file():
+    if run.has(OOF_CSV):
         try:
-            frame = _read_csv(path)
+            frame = run.read_report_table(OOF_CSV)
             probs = frame.set_index("id").reindex(ids)[art.class_names].to_numpy(dtype=float)
             if np.isnan(probs).any():
                 raise ValueError("its ids or classes do not match dataset.csv")
@@ -213,25 +207,25 @@ def _load_per_image(art: RunArtifacts) -> None:
     else:
         art.note_missing("oof_probs.csv")
 
-    path = run_dir / "embeddings.npy"
-    if path.is_file() and oof_ids is not None:
+    if run.has(EMBEDDINGS_NPY) and oof_ids is not None:
         try:
-            emb = np.load(path, allow_pickle=False)
+            emb = run.read_embeddings()
             if emb.ndim != 2 or emb.shape[0] != len(oof_ids):
                 raise ValueError(f"shape {emb.shape}, expected {len(oof_ids)} rows")
             row = {i: r for r, i in enumerate(oof_ids)}
             art.embeddings = np.asarray(emb[[row[i] for i in ids]], dtype=np.float32)
         except UNREADABLE as exc:
             art.note_missing("embeddings.npy", f"embeddings.npy cannot be used ({exc})")
-    elif path.is_file():
+    elif run.has(EMBEDDINGS_NPY):
         art.note_missing("embeddings.npy", "embeddings.npy has no oof_probs.csv to align with")
     else:
         art.note_missing("embeddings.npy")
 
-    path = run_dir / "image_stats.csv"
-    if path.is_file():
+    if run.has(STATS_CSV):
         try:
-            stats = _read_csv(path).drop_duplicates("id").set_index("id").reindex(ids)
+            stats = (
+                run.read_report_table(STATS_CSV).drop_duplicates("id").set_index("id").reindex(ids)
+            )
             art.stats = stats.reset_index()
         except UNREADABLE as exc:
             art.note_missing("image_stats.csv", f"image_stats.csv cannot be read ({exc})")
@@ -239,12 +233,11 @@ def _load_per_image(art: RunArtifacts) -> None:
         art.note_missing("image_stats.csv")
 
     for name, attr in (("issues.csv", "issues"), ("findings.csv", "findings")):
-        path = run_dir / name
-        if not path.is_file():
+        if not run.has(name):
             art.note_missing(name)
             continue
         try:
-            frame = _read_csv(path)
+            frame = run.read_report_table(name)
             if "id" not in frame.columns:
                 raise ValueError("no id column")
             if name == "findings.csv":
@@ -258,23 +251,22 @@ def _load_per_image(art: RunArtifacts) -> None:
 
 
 def _load_optional(art: RunArtifacts) -> None:
-    for name, attr in (("bench.json", "bench"), ("retrain/metrics.json", "retrain")):
-        path = art.run_dir / name
-        if not path.is_file():
+    run = RunDir(art.run_dir)
+    for name, attr in ((BENCH_JSON, "bench"), (RETRAIN_METRICS, "retrain")):
+        if not run.has(name):
             art.note_missing(name, f"{name} not found (not run)")
             continue
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = run.read_json_file(name)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
             setattr(art, attr, data)
         except UNREADABLE as exc:
             art.note_missing(name, f"{name} cannot be read ({exc})")
-    path = art.run_dir / "changes.csv"
-    if path.is_file():
+    if run.has(CHANGES_CSV):
         try:
-            art.changes = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except UNREADABLE as exc:
+            art.changes = run.read_table(CHANGES_CSV)
+        except (*UNREADABLE, RunDirError) as exc:
             art.note_missing("changes.csv", f"changes.csv cannot be read ({exc})")
     else:
         art.note_missing("changes.csv", "changes.csv not found (cleaning not run)")
