@@ -25,16 +25,15 @@ noise type; positives have the group's noise, negatives have none.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.labels import split_any_labels
 from labelaudit.errors import DatasetError, RunDirError
-from labelaudit.io import write_json
-from labelaudit.rundir import load_audit_inputs
+from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, RunDir, load_audit_inputs
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
@@ -134,10 +133,9 @@ def _parse_noise(raw: str, path: Path, line: int, image_id: str) -> frozenset[st
 
 def read_issues(run_dir: str | Path) -> pd.DataFrame:
     """Read ``run_dir/issues.csv`` with ids as strings and numeric score columns."""
-    path = Path(run_dir) / "issues.csv"
-    if not path.exists():
-        raise RunDirError(f"{path}: not found; run the detect stage first")
-    issues = pd.read_csv(path, dtype=str, keep_default_na=False)
+    run = RunDir(run_dir)
+    path = run.file(ISSUES_CSV)
+    issues = run.read_table(ISSUES_CSV, hint="run the detect stage first")
     needed = ["id", "given_labels", "flagged_by", "consensus_flag"] + [
         c for c, _ in SCORES.values()
     ]
@@ -186,7 +184,7 @@ def score_metrics(y_true: np.ndarray, score: np.ndarray, flagged: np.ndarray) ->
 
 
 def _label_set(text: str) -> frozenset[str]:
-    return frozenset(t for t in re.split(r"[|; ]+", text.strip()) if t)
+    return frozenset(split_any_labels(text))
 
 
 def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) -> dict[str, Any]:
@@ -282,7 +280,7 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     if "cells" in truth.columns and "label_support_score" in issues.columns:
         result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
     if write:
-        write_json(Path(run_dir) / "bench.json", result)
+        RunDir(run_dir).write_json_file(BENCH_JSON, result)
     return result
 
 

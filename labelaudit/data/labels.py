@@ -10,6 +10,7 @@ report) goes through :class:`LabelCodec`, and every one it writes comes out of
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,3 +184,8 @@ class LabelCodec:
                 hook = _default_where(first_row + i)
             out[i, self.indices(value, where=hook)] = True
         return out
+
+
+def split_any_labels(text: str) -> list[str]:
+    """Tokens of a label string written with ``|``, ``;`` or spaces (a truth file's labels)."""
+    return [t for t in re.split(r"[|; ]+", text.strip()) if t]
