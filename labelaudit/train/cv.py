@@ -340,19 +340,19 @@ def _check_inputs(
 def _write_outputs(
     run_dir: Path, ids: list[str], class_names: list[str], probs: np.ndarray, emb: np.ndarray
 ) -> None:
-    frame = pd.DataFrame(probs.astype(np.float64), columns=list(class_names))
-    frame.insert(0, "id", list(ids))
-    write_csv(run_dir / "oof_probs.csv", frame)
-    write_npy(run_dir / "embeddings.npy", np.ascontiguousarray(emb, dtype=np.float32))
+    from labelaudit.rundir import RunDir
+
+    RunDir(run_dir).write_oof(ids, class_names, probs, emb)
 
 
 def _forget_stale_outputs(run_dir: Path, key: str) -> None:
     """Delete run-level outputs that an earlier run with other settings wrote."""
-    path = run_dir / "run.json"
-    old = read_json(path).get("train", {}) if path.is_file() else {}
+    from labelaudit.rundir import RunDir
+
+    run = RunDir(run_dir)
+    old = run.section("train") or {}
     if old.get("key") not in (None, key):
-        for name in ("oof_probs.csv", "embeddings.npy"):
-            (run_dir / name).unlink(missing_ok=True)
+        run.forget_oof()
 
 
 # ------------------------------------------------------------------ the entry point
