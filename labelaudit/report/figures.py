@@ -220,6 +220,46 @@ def embedding_map(
     kind = go.Scattergl if n > WEBGL_POINTS else go.Scatter
     size = 5 if n > 2000 else 7
     fig = go.Figure()
+    by_class = _class_traces(fig, kind, size, xy, given, names, row_of)
+    by_score = _score_traces(fig, kind, size, xy, row_of, scores)
+    buttons = [_visibility_button("colour by class", len(fig.data), by_class, legend=True)]
+    buttons += [
+        _visibility_button(f"colour by {label}", len(fig.data), [t], legend=False)
+        for label, t in zip(scores, by_score, strict=True)
+    ]
+    fig.update_layout(
+        updatemenus=[
+            {
+                "type": "buttons",
+                "direction": "right",
+                "buttons": buttons,
+                "x": 1,
+                "y": 1.02,
+                "xanchor": "right",
+                "yanchor": "bottom",
+                "pad": {"r": 0, "t": 0},
+                "showactive": True,
+            }
+        ],
+        hovermode="closest",
+        xaxis_title=f"{method} 1",
+        yaxis_title=f"{method} 2",
+    )
+    _layout(fig, 580, title=f"Embeddings ({method})")
+    fig.update_layout(margin={"t": 80})
+    return fig
+
+
+def _class_traces(
+    fig: go.Figure,
+    kind: Any,
+    size: int,
+    xy: np.ndarray,
+    given: np.ndarray,
+    names: Sequence[str],
+    row_of: np.ndarray,
+) -> list[int]:
+    """One trace per class (and one for unlabelled images); returns their indices."""
     by_class = []
     for k, name in enumerate(names):
         rows = np.flatnonzero(given[:, k])
@@ -251,6 +291,18 @@ def embedding_map(
                 hoverinfo="none",
             )
         )
+    return by_class
+
+
+def _score_traces(
+    fig: go.Figure,
+    kind: Any,
+    size: int,
+    xy: np.ndarray,
+    row_of: np.ndarray,
+    scores: dict[str, np.ndarray],
+) -> list[int]:
+    """One hidden trace per score (colour mode); returns their indices."""
     by_score = []
     for label, values in scores.items():
         by_score.append(len(fig.data))
@@ -273,32 +325,7 @@ def embedding_map(
                 hoverinfo="none",
             )
         )
-    buttons = [_visibility_button("colour by class", len(fig.data), by_class, legend=True)]
-    buttons += [
-        _visibility_button(f"colour by {label}", len(fig.data), [t], legend=False)
-        for label, t in zip(scores, by_score, strict=True)
-    ]
-    fig.update_layout(
-        updatemenus=[
-            {
-                "type": "buttons",
-                "direction": "right",
-                "buttons": buttons,
-                "x": 1,
-                "y": 1.02,
-                "xanchor": "right",
-                "yanchor": "bottom",
-                "pad": {"r": 0, "t": 0},
-                "showactive": True,
-            }
-        ],
-        hovermode="closest",
-        xaxis_title=f"{method} 1",
-        yaxis_title=f"{method} 2",
-    )
-    _layout(fig, 580, title=f"Embeddings ({method})")
-    fig.update_layout(margin={"t": 80})
-    return fig
+    return by_score
 
 
 def _visibility_button(label: str, n: int, show: list[int], legend: bool) -> dict[str, Any]:
