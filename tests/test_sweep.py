@@ -341,3 +341,40 @@ def test_user_errors_exit_2(synth_data, tmp_path, run_cli):
     assert not (tmp_path / "x").exists()
     with pytest.raises(RunDirError, match="not a sweep directory"):
         write_sweep_html(tmp_path)
+
+
+@pytest.mark.slow
+def test_sweep_prints_label_warnings_once_and_scores_from_cv_data(
+    synth_data, tmp_path, monkeypatch
+):
+    """Cross-validation hands its warnings and fold records to the sweep as data: the
+    sweep prints each warning once for all configurations, a hold-out prints no
+    "re-run to merge" note, and the scores come from the records cross_validate returns."""
+    from rich.console import Console
+
+    from labelaudit.data.layouts import load_dataset
+    from labelaudit.sweep import sweep
+    from labelaudit.train import cv
+
+    returned = []
+    real = cv.cross_validate
+
+    def spy(*args, **kwargs):
+        returned.append(real(*args, **kwargs))
+        return returned[-1]
+
+    monkeypatch.setattr(cv, "cross_validate", spy)
+    console = Console(record=True, width=100_000)
+    out = tmp_path / "warn"
+    result = sweep(synth_data, out, lrs="0.01,0.001", holdout=0.5, console=console, **TINY_KWARGS)
+    text = console.export_text()
+    assert len(returned) == 2 and returned[0].warnings  # rare classes at 2 folds
+    for note in returned[0].warnings:
+        assert text.count(note) == 1, note
+    assert "folds finished" not in text and "re-run without --fold" not in text
+    labels = load_dataset(synth_data).labels
+    for res, (_, row) in zip(returned, result.runs.iterrows(), strict=True):
+        assert [rec.fold for rec in res.records] == [0]  # the hold-out's one fold
+        rec = res.records[0]
+        assert row["n_scored"] == len(rec.held_idx)
+        assert row["f1"] == pytest.approx(method_scores(labels[rec.held_idx], rec.probs)["f1"])

@@ -112,6 +112,74 @@ def _table(frame: pd.DataFrame) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _axis_section(
+    axis: str, table: pd.DataFrame, plan: dict, runs: pd.DataFrame, curves: pd.DataFrame, figs
+) -> dict[str, Any]:
+    """One axis: its table, bars of the scores and the learning curves of its values."""
+    from labelaudit.report import figures as fg
+
+    base = Config(**{a: plan["base"][a] for a in AXES})
+    fixed = [(AXIS_TITLES[a].lower(), format_value(a, base.value(a))) for a in AXES if a != axis]
+    figures = []
+    if len(table):
+        bars = table.set_index(AXIS_TITLES[axis])[["F1", "Recall", "Precision"]]
+        figures.append(figs.add(f"bars-{axis}", fg.grouped_bars(bars, AXIS_TITLES[axis], (0, 1))))
+    members = []
+    for value in plan["axes"][axis]:
+        c = Config(**{**{a: base.value(a) for a in AXES}, axis: value})
+        if c.name in set(runs["config"]):
+            members.append((c.name, format_value(axis, value)))
+    curve = _curve_figure(curves, members, f"Learning curves: {AXIS_TITLES[axis].lower()}")
+    if curve is not None:
+        figures.append(figs.add(f"curves-{axis}", curve))
+    return {
+        "id": f"axis-{axis}",
+        "axis": axis,
+        "title": AXIS_TITLES[axis],
+        "fixed": fixed,
+        "table": _table(table),
+        "figs": figures,
+    }
+
+
+def _grid_figure(plan: dict, runs: pd.DataFrame, base: Config, figs) -> Any:
+    """F1 over the first two varied axes of a grid (the others at their base values)."""
+    from labelaudit.report import figures as fg
+
+    varied = plan.get("varied", [])
+    if plan.get("mode") != "grid" or len(varied) < 2:
+        return None
+    a, b = varied[:2]
+    others = {x: base.value(x) for x in AXES if x not in (a, b)}
+    part = runs
+    for x, v in others.items():
+        part = part[part[x] == v]
+    pivot = part.pivot_table(index=a, columns=b, values="f1", aggfunc="first")
+    pivot.index = [format_value(a, v) for v in pivot.index]
+    pivot.columns = [format_value(b, v) for v in pivot.columns]
+    title = f"F1: {AXIS_TITLES[a].lower()} x {AXIS_TITLES[b].lower()}"
+    return figs.add("grid", fg.score_heatmap(pivot, title))
+
+
+def _facts(plan: dict, runs: pd.DataFrame, split: Split, base: Config) -> list[tuple[str, str]]:
+    """The page's header: dataset, evaluation, design and timings."""
+    facts = [
+        ("dataset", plan["dataset"]["path"]),
+        ("images", f"{plan['dataset']['n_images']:,}"),
+        ("classes", str(plan["dataset"]["n_classes"])),
+        ("evaluation", split.describe()),
+        ("images scored", f"{int(runs['n_scored'].max()) if len(runs) else 0:,} per configuration"),
+        ("design", "one axis at a time around the base" if plan["mode"] != "grid" else "grid"),
+        ("base", base.label()),
+        ("configurations", f"{len(runs)} of {len(plan['configs'])} scored"),
+    ]
+    timings = plan.get("timings", {})
+    if timings:
+        facts.append(("training time", f"{timings.get('train_s', 0):.0f} s"))
+        facts.append(("wall time (this call)", f"{timings.get('total_s', 0):.0f} s"))
+    return facts
+
+
 def build_context(run_dir: Path) -> dict[str, Any]:
     """Everything the template shows, read from the sweep directory."""
     from labelaudit.report import figures as fg
@@ -123,50 +191,12 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     axes = {a: list(plan["axes"][a]) for a in AXES}
     split = Split(folds=plan["split"]["folds"], holdout=plan["split"]["holdout"])
     figs = Figures()
-    sections = []
-    for axis, table in sweep_tables(runs, axes, base).items():
-        fixed = [
-            (AXIS_TITLES[a].lower(), format_value(a, base.value(a))) for a in AXES if a != axis
-        ]
-        figures = []
-        if len(table):
-            bars = table.set_index(AXIS_TITLES[axis])[["F1", "Recall", "Precision"]]
-            figures.append(
-                figs.add(f"bars-{axis}", fg.grouped_bars(bars, AXIS_TITLES[axis], (0, 1)))
-            )
-        members = []
-        for value in axes[axis]:
-            c = Config(**{**{a: base.value(a) for a in AXES}, axis: value})
-            if c.name in set(runs["config"]):
-                members.append((c.name, format_value(axis, value)))
-        curve = _curve_figure(curves, members, f"Learning curves: {AXIS_TITLES[axis].lower()}")
-        if curve is not None:
-            figures.append(figs.add(f"curves-{axis}", curve))
-        sections.append(
-            {
-                "id": f"axis-{axis}",
-                "axis": axis,
-                "title": AXIS_TITLES[axis],
-                "fixed": fixed,
-                "table": _table(table),
-                "figs": figures,
-            }
-        )
-    varied = plan.get("varied", [])
-    grid_fig = None
-    if plan.get("mode") == "grid" and len(varied) >= 2:
-        a, b = varied[:2]
-        others = {x: base.value(x) for x in AXES if x not in (a, b)}
-        part = runs
-        for x, v in others.items():
-            part = part[part[x] == v]
-        pivot = part.pivot_table(index=a, columns=b, values="f1", aggfunc="first")
-        pivot.index = [format_value(a, v) for v in pivot.index]
-        pivot.columns = [format_value(b, v) for v in pivot.columns]
-        title = f"F1: {AXIS_TITLES[a].lower()} x {AXIS_TITLES[b].lower()}"
-        grid_fig = figs.add("grid", fg.score_heatmap(pivot, title))
-    class_names = plan["dataset"]["class_names"]
-    per_class = _per_class(run_dir, runs, class_names)
+    sections = [
+        _axis_section(axis, table, plan, runs, curves, figs)
+        for axis, table in sweep_tables(runs, axes, base).items()
+    ]
+    grid_fig = _grid_figure(plan, runs, base, figs)
+    per_class = _per_class(run_dir, runs, plan["dataset"]["class_names"])
     class_fig = None
     if len(per_class):
         class_fig = figs.add(
@@ -179,23 +209,9 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     all_runs = runs[[c for c in shown if c in runs.columns]].copy()
     all_runs["lr"] = [format_value("lr", v) for v in all_runs["lr"]]
     activations = [a for a in axes["activation"] if a in ACTIVATION_NOTES]
-    timings = plan.get("timings", {})
-    facts = [
-        ("dataset", plan["dataset"]["path"]),
-        ("images", f"{plan['dataset']['n_images']:,}"),
-        ("classes", str(plan["dataset"]["n_classes"])),
-        ("evaluation", split.describe()),
-        ("images scored", f"{int(runs['n_scored'].max()) if len(runs) else 0:,} per configuration"),
-        ("design", "one axis at a time around the base" if plan["mode"] != "grid" else "grid"),
-        ("base", base.label()),
-        ("configurations", f"{len(runs)} of {len(plan['configs'])} scored"),
-    ]
-    if timings:
-        facts.append(("training time", f"{timings.get('train_s', 0):.0f} s"))
-        facts.append(("wall time (this call)", f"{timings.get('total_s', 0):.0f} s"))
     settings = [(k, _fmt(v)) for k, v in plan.get("settings", {}).items() if k not in AXES]
     return {
-        "facts": facts,
+        "facts": _facts(plan, runs, split, base),
         "sections": sections,
         "grid_fig": grid_fig,
         "class_fig": class_fig,

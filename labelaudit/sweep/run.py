@@ -30,10 +30,11 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from rich.console import Console, RenderHook
+from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
@@ -42,7 +43,6 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.text import Text
 
 from labelaudit.config import TrainSettings
 from labelaudit.errors import SettingsError
@@ -61,6 +61,9 @@ from labelaudit.sweep.plan import (
     varied_axes,
 )
 from labelaudit.sweep.scores import markdown_table, method_scores, sweep_tables
+
+if TYPE_CHECKING:
+    from labelaudit.train.cv import FoldRecord
 
 #: Default sweep directory.
 DEFAULT_SWEEP = Path("labelaudit-sweep")
@@ -166,34 +169,6 @@ def _nested_live() -> bool:
         return False
 
 
-class _SweepMessages(RenderHook):
-    """Filter cross_validate's per-configuration messages for the sweep's console.
-
-    Drops repeats of a warning already shown (every configuration checks the same
-    labels) and, in hold-out mode, the "re-run without --fold to merge" note: a
-    hold-out trains only fold 1 on purpose.
-    """
-
-    def __init__(self, holdout: bool) -> None:
-        self.holdout = holdout
-        self.seen: set[str] = set()
-
-    def _keep(self, r: object) -> bool:
-        if not isinstance(r, Text):
-            return True
-        text = r.plain
-        if self.holdout and text.startswith("folds finished:"):
-            return False
-        if text.startswith("warning:"):
-            if text in self.seen:
-                return False
-            self.seen.add(text)
-        return True
-
-    def process_renderables(self, renderables):
-        return [r for r in renderables if self._keep(r)]
-
-
 class _SweepBar:
     """The sweep's progress display: one bar over configurations (fold bars nest in it)."""
 
@@ -232,38 +207,23 @@ class _SweepBar:
 # ------------------------------------------------------------------ one configuration
 
 
-def _state_stamps(cdir: Path, folds: Iterable[int]) -> dict[int, int | None]:
-    from labelaudit.train.cv import fold_dir
-
-    out = {}
-    for k in folds:
-        path = fold_dir(cdir, k) / "state.json"
-        out[k] = path.stat().st_mtime_ns if path.is_file() else None
-    return out
-
-
-def _collect(cdir: Path, split: Split) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict]]:
-    """Held-out rows, probabilities, learning curves and fold states of the scored folds."""
-    from labelaudit.train.cv import fold_dir
-
-    held, probs, curves, states = [], [], [], []
-    for k in split.evaluated_folds:
-        directory = fold_dir(cdir, k)
-        state = read_json(directory / "state.json")
-        with np.load(directory / "oof.npz") as z:
-            held.append(z["held_idx"])
-            probs.append(z["probs"])
-        for h in state.get("history", []):
-            curves.append(
-                {
-                    "fold": k + 1,
-                    "epoch": h.get("epoch"),
-                    "train_loss": h.get("train_loss"),
-                    "held_out_loss": h.get("held_out_loss"),
-                }
-            )
-        states.append(state)
-    return np.concatenate(held), np.concatenate(probs), curves, states
+def _collect(
+    records: list[FoldRecord],
+) -> tuple[np.ndarray, np.ndarray, list[dict], list[dict]]:
+    """Held-out rows, probabilities, learning curves and fold states of scored folds."""
+    curves = [
+        {
+            "fold": rec.fold + 1,
+            "epoch": h.get("epoch"),
+            "train_loss": h.get("train_loss"),
+            "held_out_loss": h.get("held_out_loss"),
+        }
+        for rec in records
+        for h in rec.state.get("history", [])
+    ]
+    held = np.concatenate([rec.held_idx for rec in records])
+    probs = np.concatenate([rec.probs for rec in records])
+    return held, probs, curves, [rec.state for rec in records]
 
 
 def _score(
@@ -297,6 +257,7 @@ def _score(
 
 
 def _prune(cdir: Path, split: Split) -> None:
+    """Delete the scored folds' ``model.pt`` (cross-validation keeps the rest)."""
     from labelaudit.train.cv import fold_dir
 
     for k in split.evaluated_folds:
@@ -341,11 +302,12 @@ def _diverged_before_saving(
 ) -> tuple[dict, list[dict]]:
     """Score a configuration whose outputs went non-finite before a fold was saved.
 
-    Its held-out images (from ``folds/folds.csv``) count as predicted with nothing,
-    as a NaN output thresholded at 0.5 is in Keras.
+    Its held-out images (the fold assignment cross-validation made) count as
+    predicted with nothing, as a NaN output thresholded at 0.5 is in Keras.
     """
-    folds = pd.read_csv(cdir / "folds" / "folds.csv", dtype={"id": str})
-    held = np.flatnonzero(folds["fold"].isin([k + 1 for k in split.evaluated_folds]).to_numpy())
+    from labelaudit.train.cv import fold_assignment
+
+    held = np.flatnonzero(np.isin(fold_assignment(cdir), split.evaluated_folds))
     probs = np.full((len(held), len(class_names)), np.nan)
     row, per_class = _score(config, "trained", labels, class_names, held, probs, [])
     row["error"] = str(exc).splitlines()[0][:200]
@@ -378,8 +340,6 @@ def run_config(
         ``status`` is ``reused`` when every scored fold came from an earlier call,
         ``resumed`` when some did, ``trained`` otherwise.
     """
-    from labelaudit.train.cv import cross_validate
-
     key = config_key(settings, fingerprint, split, images.shape, class_names)
     stored = cdir / RESULT_NAME
     if stored.is_file():
@@ -394,42 +354,58 @@ def run_config(
         "settings": settings.to_dict(),
         "split": split.to_dict(),
     }
-    before = _state_stamps(cdir, split.evaluated_folds)
-    try:
-        cross_validate(
-            images,
-            labels,
-            ids,
-            class_names,
-            settings,
-            cdir,
-            fingerprint,
-            fold=split.train_fold,
-            console=console,
-        )
-    except (RuntimeError, ValueError) as exc:
-        # A diverged configuration is a result of the study, not a failure of the sweep.
-        if not _non_finite(exc):
-            raise
-        after = _state_stamps(cdir, split.evaluated_folds)
-        if any(v is None for v in after.values()):
-            row, per_class = _diverged_before_saving(config, labels, class_names, cdir, split, exc)
-            write_json(stored, {**record, "failed": True, "row": row, "per_class": per_class})
-            return ConfigResult(config, "trained", row, [], per_class)
-        _, probs, _, _ = _collect(cdir, split)
-        if np.isfinite(probs).all():
-            raise
-    after = _state_stamps(cdir, split.evaluated_folds)
-    same = [k for k in split.evaluated_folds if before[k] is not None and before[k] == after[k]]
-    status = (
-        "reused" if len(same) == len(split.evaluated_folds) else ("resumed" if same else "trained")
-    )
-    held, probs, curves, states = _collect(cdir, split)
+    data = (images, labels, ids, class_names, fingerprint)
+    status, records, error = _cross_validate(settings, split, data, cdir, console)
+    if records is None:
+        row, per_class = _diverged_before_saving(config, labels, class_names, cdir, split, error)
+        write_json(stored, {**record, "failed": True, "row": row, "per_class": per_class})
+        return ConfigResult(config, "trained", row, [], per_class)
+    held, probs, curves, states = _collect(records)
     row, per_class = _score(config, status, labels, class_names, held, probs, states)
     write_json(stored, {**record, "row": row, "per_class": per_class, "curves": curves})
     if not keep_models:
         _prune(cdir, split)
     return ConfigResult(config, status, row, curves, per_class)
+
+
+def _cross_validate(
+    settings: TrainSettings, split: Split, data: tuple, cdir: Path, console: Console | None
+) -> tuple[str, list[FoldRecord] | None, BaseException | None]:
+    """Cross-validate one configuration: its status and the scored folds' records.
+
+    ``data`` is ``(images, labels, ids, class_names, fingerprint)``. The records are
+    ``None`` (with the error) when training diverged before every scored fold was
+    saved; a diverged configuration is a result of the study, not a failure of the
+    sweep. The label warnings are the sweep's to print (once), and a hold-out trains
+    one fold on purpose, so cross-validation prints neither.
+    """
+    from labelaudit.train.cv import cross_validate, finished_folds
+
+    scored = list(split.evaluated_folds)
+    try:
+        result = cross_validate(
+            *data[:4],
+            settings,
+            cdir,
+            data[4],
+            fold=split.train_fold,
+            console=console,
+            echo_warnings=False,
+            merge_hint=split.holdout is None,
+        )
+    except (RuntimeError, ValueError) as exc:
+        if not _non_finite(exc):
+            raise
+        found = finished_folds(cdir, scored)
+        if any(rec is None for rec in found.values()):
+            return "trained", None, exc
+        records = [found[k] for k in scored]
+        if np.isfinite(np.concatenate([rec.probs for rec in records])).all():
+            raise
+        return "trained", records, exc
+    reused = [k for k in scored if k + 1 in result.reused]
+    status = "reused" if len(reused) == len(scored) else ("resumed" if reused else "trained")
+    return status, [rec for rec in result.records if rec.fold in scored], None
 
 
 # ------------------------------------------------------------------ outputs
@@ -484,10 +460,11 @@ def _write_outputs(
     run_dir: Path,
     results: list[ConfigResult],
     axes: dict[str, list[object]],
-    base: Config,
-    split: Split,
+    study: _Study,
     n_images: int,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], str]:
+    """Write ``sweep_runs.csv``, ``sweep_curves.csv`` and ``sweep_tables.md``."""
+    base, split = study.base, study.split
     runs = runs_frame(results)
     write_csv(run_dir / "sweep_runs.csv", runs)
     write_csv(run_dir / "sweep_curves.csv", curves_frame(results))
@@ -531,16 +508,15 @@ def sweep(
         Values of each axis: a comma-separated string or a sequence. An axis that
         is not given stays at the base setting.
     one_at_a_time
-        Vary one axis at a time around the base setting (the method's design)
-        instead of training the full grid. The base value of an axis is the
-        preset's (or overridden) value when listed, else the nearest listed
-        learning rate (log scale) or the first listed backbone / activation.
+        Vary one axis at a time around the base setting (the method's design), not
+        the full grid. An axis's base value is the preset's (or overridden) value
+        when listed, else the nearest listed learning rate (log scale) or the first
+        listed backbone / activation.
     folds
         K-fold cross-validation with this K (default: the preset's).
     holdout
-        Instead of K folds, one stratified hold-out of about this fraction (fold 1
-        of ``round(1 / holdout)`` stratified folds); at most one of ``folds`` and
-        ``holdout``.
+        Instead of K folds, one stratified hold-out of about this fraction (fold 1 of
+        ``round(1 / holdout)`` stratified folds); at most one of ``folds``, ``holdout``.
     preset
         Training preset (``seed``, ``cpu``, ``demo``; ``auto`` = ``seed`` on a GPU).
     layout
@@ -570,21 +546,45 @@ def sweep(
     DatasetError
         The dataset cannot be read.
     """
-    from labelaudit.config import resolve_settings
-    from labelaudit.data.layouts import load_dataset
-    from labelaudit.scan import cache_with_progress
-    from labelaudit.train.cv import package_versions
-    from labelaudit.train.folds import check_folds
-
     console = console or Console(quiet=True)
-    run_dir = Path(out)
-    start = time.perf_counter()
+    start, run_dir = time.perf_counter(), Path(out)
+    values = {"backbone": backbones, "lr": lrs, "activation": activations}
+    study = _plan_study(preset, overrides, values, folds, holdout, one_at_a_time)
+    ds, cache, notes = _open_inputs(dataset, layout, run_dir, cache_dir, study, console)
+    plan = _plan_record(study, ds, preset, notes)
+    write_json(run_dir / "sweep.json", plan)
+    results = _run_configs(study, ds, cache.images, plan, run_dir, console, keep_models)
+    runs, tables, md = _write_outputs(run_dir, results, study.axes, study, len(ds))
+    _finish_plan(run_dir, plan, runs, results, start)
+    page = _write_page(run_dir) if html else None
+    return SweepResult(run_dir, study.base, study.configs, study.split, runs, tables, md, page)
 
-    axes = {
-        "backbone": parse_values("backbone", backbones),
-        "lr": parse_values("lr", lrs),
-        "activation": parse_values("activation", activations),
-    }
+
+@dataclass
+class _Study:
+    """A sweep's plan: the validated settings of every configuration and the split."""
+
+    base_settings: TrainSettings
+    split: Split
+    base: Config
+    configs: list[Config]
+    settings: dict[Config, TrainSettings]
+    axes: dict[str, list[object]]  # every axis, with the base value when not swept
+    mode: str
+
+
+def _plan_study(
+    preset: str,
+    overrides: dict,
+    values: dict[str, object],
+    folds: int | None,
+    holdout: float | None,
+    one_at_a_time: bool,
+) -> _Study:
+    """Resolve and validate every configuration before any image is decoded."""
+    from labelaudit.config import resolve_settings
+
+    axes = {a: parse_values(a, v) for a, v in values.items()}
     axes = {a: v for a, v in axes.items() if v}
     base_settings = resolve_settings(preset, **overrides)
     if base_settings.mode != "finetune":
@@ -597,24 +597,45 @@ def sweep(
     base, configs = plan_configs(base_settings, axes, one_at_a_time)
     settings = {c: c.settings(base_settings) for c in configs}  # validates every one
     full_axes = {a: list(axes.get(a) or [base.value(a)]) for a in AXES}
+    mode = "one-at-a-time" if one_at_a_time else "grid"
+    return _Study(base_settings, split, base, configs, settings, full_axes, mode)
+
+
+def _open_inputs(
+    dataset: str | Path,
+    layout: str | None,
+    run_dir: Path,
+    cache_dir: str | Path | None,
+    study: _Study,
+    console: Console,
+):
+    """Load the dataset, check its labels, claim the sweep directory, build the cache."""
+    from labelaudit.data.layouts import load_dataset
+    from labelaudit.scan import cache_with_progress
+    from labelaudit.train.folds import check_folds
 
     ds = load_dataset(dataset, layout)
-    notes = check_folds(ds.labels, ds.class_names, split.folds, strict=base_settings.strict)
+    strict = study.base_settings.strict
+    notes = check_folds(ds.labels, ds.class_names, study.split.folds, strict=strict)
     open_output_dir(run_dir, dataset_inputs(ds), kind="sweep")  # new, empty or a sweep's
     console.print(
         f"dataset: {escape(str(ds.root))} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",
         highlight=False,
     )
-    mode = "one-at-a-time" if one_at_a_time else "grid"
     console.print(
-        f"sweep: {len(configs)} configurations ({mode}; base {escape(base.label())}); "
-        f"{split.describe()}",
+        f"sweep: {len(study.configs)} configurations ({study.mode}; base "
+        f"{escape(study.base.label())}); {study.split.describe()}",
         highlight=False,
     )
-    cache = cache_with_progress(ds, base_settings.image_size, cache_dir, console)
-    fingerprint = ds.fingerprint()
+    cache = cache_with_progress(ds, study.base_settings.image_size, cache_dir, console)
+    return ds, cache, notes
 
-    plan = {
+
+def _plan_record(study: _Study, ds, preset: str, notes: list[str]) -> dict:
+    """``sweep.json`` as written before the first configuration trains."""
+    from labelaudit.train.cv import package_versions
+
+    return {
         "format": SWEEP_FORMAT,
         "dataset": {
             "path": str(ds.root.resolve()),
@@ -622,80 +643,82 @@ def sweep(
             "n_images": len(ds),
             "n_classes": ds.n_classes,
             "class_names": ds.class_names,
-            "fingerprint": fingerprint,
+            "fingerprint": ds.fingerprint(),
         },
-        "mode": mode,
-        "axes": full_axes,
-        "varied": varied_axes(full_axes),
-        "base": {a: base.value(a) for a in AXES},
-        "settings": base_settings.to_dict(),
-        "split": split.to_dict(),
+        "mode": study.mode,
+        "axes": study.axes,
+        "varied": varied_axes(study.axes),
+        "base": {a: study.base.value(a) for a in AXES},
+        "settings": study.base_settings.to_dict(),
+        "split": study.split.to_dict(),
         "preset": preset,
-        "configs": [{"name": c.name, **{a: c.value(a) for a in AXES}} for c in configs],
+        "configs": [{"name": c.name, **{a: c.value(a) for a in AXES}} for c in study.configs],
         "versions": package_versions(),
         "warnings": notes,
         "complete": False,
     }
-    write_json(run_dir / "sweep.json", plan)
 
+
+def _run_configs(
+    study: _Study,
+    ds,
+    images: np.ndarray,
+    plan: dict,
+    run_dir: Path,
+    console: Console,
+    keep_models: bool,
+) -> list[ConfigResult]:
+    """Train and score every configuration in order, rewriting the tables after each."""
+    fingerprint = plan["dataset"]["fingerprint"]
+    for note in plan["warnings"]:  # once: cross-validation does not repeat them per configuration
+        console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
     results: list[ConfigResult] = []
-    console.push_render_hook(_SweepMessages(holdout=split.holdout is not None))
-    try:
-        for note in notes:
-            console.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
-        bar = _SweepBar(console, len(configs))
-        with bar.shown():
-            for i, config in enumerate(configs, start=1):
-                bar.start(config)
-                console.print(
-                    f"[bold][{i}/{len(configs)}] {escape(config.label())}[/]", highlight=False
-                )
-                result = run_config(
-                    config,
-                    settings[config],
-                    split,
-                    cache.images,
-                    ds.labels,
-                    ds.ids,
-                    ds.class_names,
-                    fingerprint,
-                    run_dir / "runs" / config.name,
-                    console=console,
-                    keep_models=keep_models,
-                )
-                results.append(result)
-                r = result.row
-                console.print(
-                    f"  {result.status}: F1 {r['f1']:.3f}, recall {r['recall']:.3f}, "
-                    f"precision {r['precision']:.3f}"
-                    + ("  [yellow](diverged)[/]" if r["diverged"] else ""),
-                    highlight=False,
-                )
-                _write_outputs(run_dir, results, full_axes, base, split, len(ds))
-                bar.advance()
-    finally:
-        console.pop_render_hook()
+    configs = study.configs
+    bar = _SweepBar(console, len(configs))
+    with bar.shown():
+        for i, config in enumerate(configs, start=1):
+            bar.start(config)
+            console.print(
+                f"[bold][{i}/{len(configs)}] {escape(config.label())}[/]", highlight=False
+            )
+            result = run_config(
+                config,
+                study.settings[config],
+                study.split,
+                images,
+                ds.labels,
+                ds.ids,
+                ds.class_names,
+                fingerprint,
+                run_dir / "runs" / config.name,
+                console=console,
+                keep_models=keep_models,
+            )
+            results.append(result)
+            r = result.row
+            console.print(
+                f"  {result.status}: F1 {r['f1']:.3f}, recall {r['recall']:.3f}, "
+                f"precision {r['precision']:.3f}"
+                + ("  [yellow](diverged)[/]" if r["diverged"] else ""),
+                highlight=False,
+            )
+            _write_outputs(run_dir, results, study.axes, study, len(ds))
+            bar.advance()
+    return results
 
-    runs, tables, markdown = _write_outputs(run_dir, results, full_axes, base, split, len(ds))
+
+def _finish_plan(
+    run_dir: Path, plan: dict, runs: pd.DataFrame, results: list[ConfigResult], start: float
+) -> None:
+    """Mark ``sweep.json`` complete, with the timings and each configuration's status."""
     plan["complete"] = True
-    plan["timings"] = {
-        "total_s": round(time.perf_counter() - start, 3),
-        "train_s": round(float(runs["train_seconds"].sum()), 3),
-    }
+    total_s, train_s = time.perf_counter() - start, float(runs["train_seconds"].sum())
+    plan["timings"] = {"total_s": round(total_s, 3), "train_s": round(train_s, 3)}
     plan["status"] = {r.config.name: r.status for r in results}
     write_json(run_dir / "sweep.json", plan)
-    page = None
-    if html:
-        from labelaudit.sweep.page import write_sweep_html
 
-        page = write_sweep_html(run_dir)
-    return SweepResult(
-        run_dir=run_dir,
-        base=base,
-        configs=configs,
-        split=split,
-        runs=runs,
-        tables=tables,
-        markdown=markdown,
-        html=page,
-    )
+
+def _write_page(run_dir: Path) -> Path:
+    from labelaudit.sweep.page import write_sweep_html
+
+    return write_sweep_html(run_dir)
