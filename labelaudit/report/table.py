@@ -6,7 +6,7 @@ field list is :class:`TableRow`'s (the dataset index ``image`` stays here).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -56,9 +56,11 @@ class TableRow:
 
     def record(self) -> dict[str, Any]:
         """The record embedded in the page (every field but ``image``)."""
-        out = asdict(self)
-        del out["image"]
-        return out
+        return {name: getattr(self, name) for name in RECORD_FIELDS}
+
+
+#: The fields embedded in the page, in order (``image`` is only needed here).
+RECORD_FIELDS = tuple(f.name for f in fields(TableRow) if f.name != "image")
 
 
 def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
