@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from labelaudit.data.cache import (
     staged_entry,
 )
 from labelaudit.data.dataset import Dataset
-from labelaudit.data.parallel import map_fields
+from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
@@ -404,7 +403,7 @@ def build_cell_cache(
         ]  # fmt: skip
         rows: list[dict[str, object]] = []
         n_cells = 0
-        workers = workers or os.cpu_count() or 1
+        workers = workers or available_cores()
         # Crops are appended field by field (the cell count is known only at the end),
         # then the file is mapped with its final shape.
         with open(tmp / "images.u8", "wb") as fh:

@@ -13,7 +13,6 @@ Every file is written atomically; the dataset directory is only read.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_f
 from labelaudit.data.cache import split_channels
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
-from labelaudit.data.parallel import map_fields
+from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import read_array
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
@@ -203,7 +202,7 @@ def segment_dataset(
     ]
     records: list[dict] = [{} for _ in jobs]
     started = time.perf_counter()
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(workers or available_cores(), len(jobs)))
     for done, (i, record) in enumerate(map_fields(_job, jobs, dataset.ids, workers), start=1):
         records[i] = record
         if progress is not None:

@@ -44,7 +44,7 @@ from PIL import Image
 
 from labelaudit.data import readers
 from labelaudit.data.dataset import Dataset
-from labelaudit.data.parallel import map_fields
+from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale, read_array
 from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv, write_json
@@ -726,7 +726,7 @@ def build_cache(
             return ImageCache.open(final, reused=True)
         part = _open_partial(partial, dataset, size)
         resumed = len(part.rows) + len(part.broken)
-        _decode_missing(part, dataset, size, workers or os.cpu_count() or 1, progress)
+        _decode_missing(part, dataset, size, workers or available_cores(), progress)
         if not part.broken:
             _publish_partial(part, final, key, dataset, started)
             cache = ImageCache.open(final, reused=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ import numpy as np
 
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import LoadReport, load_dataset
+from labelaudit.data.parallel import available_cores
 from labelaudit.data.readers import (
     DEFAULT_MAX_PIXELS,
     ImageInfo,
@@ -181,7 +181,7 @@ def check_dataset(
             )
     if deep:
         files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
-        n_workers = workers or os.cpu_count() or 1
+        n_workers = workers or available_cores()
         if n_workers > 1 and len(files) >= 16:
             with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
                 results = list(

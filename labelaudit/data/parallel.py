@@ -34,6 +34,15 @@ from labelaudit.errors import DatasetError
 _PR_SET_PDEATHSIG = 1
 
 
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity (a Slurm or cgroup allocation),
+    not the whole machine that ``os.cpu_count`` reports."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def _die_with_parent(parent: int) -> None:
     """Make this process end when ``parent`` does."""
     if sys.platform.startswith("linux"):
