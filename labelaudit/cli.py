@@ -273,6 +273,8 @@ def scan(
         skip_broken=skip_broken,
         **overrides,
     )
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 speaks for the job
     if not result.complete:
         console.print(f"fold {fold} finished; run the scan again without --fold to merge")
     elif result.report is not None:
