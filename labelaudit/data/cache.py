@@ -721,7 +721,8 @@ def build_cache(
     partial = root / f".partial-{pkey}"
     remove_stale(root, keep=partial.name)
     started = time.perf_counter()
-    with hold_lock(_lock_path(partial), f"cache entry {pkey}", wait=True, on_wait=on_wait):
+    # Locked by the partial's key (it survives file changes); named by the entry's.
+    with hold_lock(_lock_path(partial), f"cache entry {key}", wait=True, on_wait=on_wait):
         if (final / "meta.json").is_file():  # built while we waited
             return ImageCache.open(final, reused=True)
         part = _open_partial(partial, dataset, size)
