@@ -24,8 +24,8 @@ Class weights (``class_weights``) scale each class's term of the BCE loss:
 
 Written under ``RUN/retrain/``: ``metrics.json`` (``{"before": {...}, "after":
 {...}, "delta": {...}, ...}``; see ``docs/cleaning.md``), ``model.pt`` (the after
-model) and ``before.pt`` (checkpoints: state dict + plain metadata, loadable with
-``torch.load(weights_only=True)``), ``split.csv`` (``id, part``), ``table.csv`` (one
+model) and ``before.pt`` (checkpoints of :mod:`labelaudit.train.checkpoint`, loadable
+with ``torch.load(weights_only=True)``), ``split.csv`` (``id, part``), ``table.csv`` (one
 row per model configuration trained in this run directory, for the method's
 tables), and ``run.json["retrain"]``. A model whose key (settings, weights, split,
 labels, class weights) matches an existing checkpoint is reused, not retrained.
@@ -71,7 +71,7 @@ from labelaudit.train.checkpoint import save_checkpoint
 from labelaudit.train.folds import indices_digest, make_folds
 from labelaudit.train.loop import FoldOutput, Runtime, make_runtime, train_fold
 from labelaudit.train.loop import predict as predict_probs
-from labelaudit.train.loss import TrainLoss, training_loss
+from labelaudit.train.loss import LossFn, TrainLoss, training_loss
 from labelaudit.train.metrics import multilabel_metrics, summary
 
 CLASS_WEIGHTS: tuple[str, ...] = ("method", "none", "pos")
@@ -502,7 +502,7 @@ def _reuse(side: Side, ctx: TrainContext, key: str, w: np.ndarray | None) -> dic
 
 
 def _train_member(
-    side: Side, ctx: TrainContext, member: int, stats: np.ndarray, runtime: Runtime, loss
+    side: Side, ctx: TrainContext, member: int, stats: np.ndarray, runtime: Runtime, loss: LossFn
 ) -> tuple[FoldOutput, LabelModel]:
     """Train ensemble member ``member``; the model comes back with its best epoch's weights."""
     from labelaudit.train.progress import fold_progress
@@ -537,7 +537,7 @@ def _train_member(
     return out, model
 
 
-def _fit(side: Side, ctx: TrainContext, loss) -> Fitted:
+def _fit(side: Side, ctx: TrainContext, loss: LossFn) -> Fitted:
     """Train ``ctx.members`` models for ``side``; predict its validation and test images.
 
     With several members the model is an ensemble: networks trained on the same

@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,6 +213,133 @@ def _held_out_loss(
     return total / n if n else float("nan")
 
 
+@dataclass
+class _Trainer:
+    """What one fold's optimisation steps need, built once per fold."""
+
+    net: torch.nn.Module
+    optimiser: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss_fn: LossFn
+    loader: Any
+    gen: torch.Generator
+    runtime: Runtime
+    say: ProgressFn
+
+
+def _make_trainer(
+    model: LabelModel,
+    images: np.ndarray,
+    labels_f: np.ndarray,
+    train_idx: np.ndarray,
+    settings: TrainSettings,
+    runtime: Runtime,
+    seed: int,
+    loss: LossFn | None,
+    say: ProgressFn,
+) -> _Trainer:
+    """Wrap the model (DDP), and build its optimiser, loss, loader and schedule."""
+    info = runtime.info
+    warmup = min(settings.warmup_epochs, settings.epochs)
+    net = ddp.wrap(model, info, runtime.device, find_unused=warmup > 0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
+    loss_fn = loss if loss is not None else training_loss(model.activation)
+    if isinstance(loss_fn, torch.nn.Module):
+        loss_fn = loss_fn.to(runtime.device)
+    loader = make_loader(
+        images,
+        labels_f,
+        train_idx,
+        settings.batch_size,
+        train=True,
+        seed=seed,
+        info=info,
+        workers=runtime.workers,
+        pin_memory=runtime.pin_memory,
+    )
+    gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
+    scheduler = None
+    if settings.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimiser, T_max=max(settings.epochs * len(loader), 1)
+        )
+    return _Trainer(net, optimiser, scaler, scheduler, loss_fn, loader, gen, runtime, say)
+
+
+def _train_epoch(tr: _Trainer, epoch: int, frozen: bool, t0: float) -> tuple[float, int]:
+    """One pass over the training images: (mean training loss, images seen)."""
+    runtime = tr.runtime
+    set_epoch(tr.loader, epoch)
+    tr.net.train()
+    loss_sum, seen = 0.0, 0
+    for step, (x, y, _) in enumerate(tr.loader):
+        x = augment(runtime.to_device(x), tr.gen)
+        y = y.to(runtime.device, non_blocking=runtime.pin_memory)
+        with runtime.autocast():
+            logits = tr.net(x, frozen=frozen)
+        batch_loss = tr.loss_fn(logits, y)
+        tr.optimiser.zero_grad(set_to_none=True)
+        tr.scaler.scale(batch_loss).backward()
+        tr.scaler.step(tr.optimiser)
+        tr.scaler.update()
+        if tr.scheduler is not None:
+            tr.scheduler.step()
+        loss_sum += float(batch_loss.detach()) * len(y)
+        seen += len(y)
+        elapsed = time.perf_counter() - t0
+        tr.say(
+            "step",
+            {
+                "epoch": epoch + 1,
+                "step": step + 1,
+                "loss": loss_sum / seen,
+                "rate": seen * runtime.info.world / max(elapsed, 1e-9),
+            },
+        )
+    return loss_sum / max(seen, 1), seen
+
+
+@dataclass
+class _BestEpoch:
+    """The best epoch so far by held-out loss, its weights, and epochs since."""
+
+    loss: float = math.inf
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None
+    stale: int = 0
+
+    def update(self, epoch: int, held_loss: float, model: torch.nn.Module) -> None:
+        """Keep ``model``'s weights if ``held_loss`` improved (or nothing is kept yet)."""
+        improved = math.isfinite(held_loss) and held_loss < self.loss
+        if improved or self.state is None:
+            self.loss = held_loss if math.isfinite(held_loss) else self.loss
+            self.epoch = epoch
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            self.stale = 0
+        else:
+            self.stale += 1
+
+
+def _predict_held_out(
+    model: LabelModel,
+    images: np.ndarray,
+    held_idx: np.ndarray,
+    settings: TrainSettings,
+    runtime: Runtime,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and embeddings of the held-out fold, each process predicting a shard."""
+    info = runtime.info
+    mine = ddp.shard(held_idx, info)
+    probs, emb, _ = predict(model, images, mine, settings.batch_size, runtime, tta=settings.tta)
+    parts = ddp.all_gather((mine, probs, emb), info)
+    rows = np.concatenate([p[0] for p in parts])
+    if not np.array_equal(rows, np.asarray(held_idx)):
+        raise AssertionError("gathered predictions do not match the held-out fold")
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
 def train_fold(
     model: LabelModel,
     images: np.ndarray,
@@ -257,72 +385,20 @@ def train_fold(
     if np.intersect1d(train_idx, held_idx).size:
         raise AssertionError("a held-out image is in its own fold's training set")
     start = time.perf_counter()
-    info = runtime.info
     say = progress or (lambda _e, _i: None)
     labels_f = np.asarray(labels, dtype=np.float32)
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     warmup = min(settings.warmup_epochs, settings.epochs)
-    net = ddp.wrap(model, info, runtime.device, find_unused=warmup > 0)
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr)
-    scaler = torch.amp.GradScaler(enabled=runtime.amp_dtype == torch.float16)
-    loss_fn = loss if loss is not None else training_loss(model.activation)
-    if isinstance(loss_fn, torch.nn.Module):
-        loss_fn = loss_fn.to(runtime.device)
-    loader = make_loader(
-        images,
-        labels_f,
-        train_idx,
-        settings.batch_size,
-        train=True,
-        seed=seed,
-        info=info,
-        workers=runtime.workers,
-        pin_memory=runtime.pin_memory,
-    )
-    gen = torch.Generator().manual_seed(seed * 1000 + info.rank)
-    steps = len(loader)
-    scheduler = None
-    if settings.schedule == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimiser, T_max=max(settings.epochs * steps, 1)
-        )
-    say("start", {"epochs": settings.epochs, "steps": steps})
-
-    best_loss, best_epoch, best_state, stale = math.inf, 0, None, 0
+    trainer = _make_trainer(model, images, labels_f, train_idx, settings, runtime, seed, loss, say)
+    say("start", {"epochs": settings.epochs, "steps": len(trainer.loader)})
+    best = _BestEpoch()
     history: list[dict] = []
     for epoch in range(settings.epochs):
         t0 = time.perf_counter()
-        set_epoch(loader, epoch)
         frozen = epoch < warmup
-        net.train()
-        loss_sum, seen = 0.0, 0
-        for step, (x, y, _) in enumerate(loader):
-            x = augment(runtime.to_device(x), gen)
-            y = y.to(runtime.device, non_blocking=runtime.pin_memory)
-            with runtime.autocast():
-                logits = net(x, frozen=frozen)
-            batch_loss = loss_fn(logits, y)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(batch_loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            loss_sum += float(batch_loss.detach()) * len(y)
-            seen += len(y)
-            elapsed = time.perf_counter() - t0
-            say(
-                "step",
-                {
-                    "epoch": epoch + 1,
-                    "step": step + 1,
-                    "loss": loss_sum / seen,
-                    "rate": seen * info.world / max(elapsed, 1e-9),
-                },
-            )
-        train_loss = loss_sum / max(seen, 1)
+        train_loss, seen = _train_epoch(trainer, epoch, frozen, t0)
         train_seconds = time.perf_counter() - t0
         held_loss = _held_out_loss(model, images, labels_f, held_idx, settings.batch_size, runtime)
         seconds = time.perf_counter() - t0
@@ -335,45 +411,33 @@ def train_fold(
                 "seconds": round(seconds, 3),
                 "train_seconds": round(train_seconds, 3),
                 # training throughput only (the held-out evaluation is timed in "seconds")
-                "images_per_s": round(seen * info.world / max(train_seconds, 1e-9), 2),
+                "images_per_s": round(seen * runtime.info.world / max(train_seconds, 1e-9), 2),
             }
         )
-        improved = math.isfinite(held_loss) and held_loss < best_loss
-        if improved or best_state is None:
-            best_loss = held_loss if math.isfinite(held_loss) else best_loss
-            best_epoch = epoch + 1
-            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            stale = 0
-        else:
-            stale += 1
+        best.update(epoch + 1, held_loss, model)
         say(
             "epoch",
             {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
                 "held_out_loss": held_loss,
-                "best_epoch": best_epoch,
+                "best_epoch": best.epoch,
             },
         )
-        if settings.patience and stale >= settings.patience and epoch + 1 > warmup:
+        if settings.patience and best.stale >= settings.patience and epoch + 1 > warmup:
             break
 
-    model.load_state_dict(best_state)
-    mine = ddp.shard(held_idx, info)
-    probs, emb, _ = predict(model, images, mine, settings.batch_size, runtime, tta=settings.tta)
-    parts = ddp.all_gather((mine, probs, emb), info)
-    rows = np.concatenate([p[0] for p in parts])
-    if not np.array_equal(rows, np.asarray(held_idx)):
-        raise AssertionError("gathered predictions do not match the held-out fold")
-    say("done", {"best_epoch": best_epoch, "held_out_loss": best_loss})
+    model.load_state_dict(best.state)
+    probs, emb = _predict_held_out(model, images, held_idx, settings, runtime)
+    say("done", {"best_epoch": best.epoch, "held_out_loss": best.loss})
     return FoldOutput(
         train_idx=np.asarray(train_idx),
         held_idx=np.asarray(held_idx),
-        probs=np.concatenate([p[1] for p in parts]),
-        embeddings=np.concatenate([p[2] for p in parts]),
-        best_epoch=best_epoch,
-        best_loss=best_loss,
+        probs=probs,
+        embeddings=emb,
+        best_epoch=best.epoch,
+        best_loss=best.loss,
         history=history,
-        state_dict=best_state,
+        state_dict=best.state,
         seconds=time.perf_counter() - start,
     )
