@@ -52,14 +52,14 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import atomic_open, read_json, write_json
+from labelaudit.io import read_json, write_json
 from labelaudit.rundir import (
     FINDINGS_CSV,
     ISSUES_CSV,
@@ -476,11 +476,6 @@ def _apply_decisions(view: _RunView, plan: _Plan, decisions, path: Path | None) 
 # ------------------------------------------------------------------ writing the dataset
 
 
-def _column(header: list[str], name: str) -> int | None:
-    lowered = [h.strip().lower() for h in header]
-    return lowered.index(name.lower()) if name.lower() in lowered else None
-
-
 def _load_source(view: _RunView):
     """The scanned dataset, re-read; checks it still has the scanned ids and labels."""
     ds, rows = RunDir(view.run_dir).load_scanned_dataset(view.info, view.ids)
@@ -519,45 +514,30 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray)
 
     The marker file (:data:`CLEANED_MARKER`) lists every entry written there.
     """
-    from labelaudit.data.layouts import read_label_table
+    from labelaudit.data.layouts import get_layout, write_label_file
 
-    header, table = read_label_table(ds.label_file)
-    layout = ds.layout
-    label_name = {"hpa2021": "Label", "hpa2018": "Target", "generic": "labels"}[layout]
-    i_label = _column(header, label_name)
-    assert i_label is not None  # load_dataset checked the columns
-    line_of = {ds.rows[r]: i for i, r in enumerate(rows)}  # label-file line -> scan row
-    kept_rows = []
-    for line, fields in table:
-        i = line_of.get(line)
-        if i is None or not plan.kept[i]:
-            continue
-        fields = list(fields)
-        if not np.array_equal(plan.labels[i], view.given[i]):
-            fields[i_label] = view.fmt(plan.labels[i])
-        kept_rows.append(fields)
-    with atomic_open(out / ds.label_file.name, "w") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(kept_rows)
+    layout = get_layout(ds.layout)
+    rows_out = {}  # label-file line -> new label text (None: unchanged)
+    for i, r in enumerate(rows):
+        if plan.kept[i]:
+            changed = not np.array_equal(plan.labels[i], view.given[i])
+            rows_out[ds.rows[r]] = view.fmt(plan.labels[i]) if changed else None
+    n_rows = write_label_file(ds, out / ds.label_file.name, rows_out)
 
     root = ds.root.resolve()
     written = [ds.label_file.name]
-    if layout in ("hpa2021", "hpa2018"):
-        _link((root / "train").resolve(), out / "train")
-        written.append("train")
-    else:
-        if (root / "classes.txt").is_file():
-            shutil.copyfile(root / "classes.txt", out / "classes.txt")
-            written.append("classes.txt")
-        tops = sorted({PurePosixPath(view.ids[i]).parts[0] for i in np.flatnonzero(plan.kept)})
-        for top in tops:
-            if top in (ds.label_file.name, "classes.txt", CLEANED_MARKER):
-                raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
-            _link((root / top).resolve(), out / top)
-            written.append(top)
+    for name in layout.extra_files:
+        if (root / name).is_file():
+            shutil.copyfile(root / name, out / name)
+            written.append(name)
+    kept_ids = [view.ids[i] for i in np.flatnonzero(plan.kept)]
+    for top in layout.image_entries(ds, kept_ids):
+        if top in (ds.label_file.name, *layout.extra_files, CLEANED_MARKER):
+            raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
+        _link((root / top).resolve(), out / top)
+        written.append(top)
     write_json(out / CLEANED_MARKER, {"source": str(_source_root(root)), "entries": written})
-    return len(kept_rows)
+    return n_rows
 
 
 def _source_root(root: Path) -> Path:

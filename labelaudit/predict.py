@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.data.classes import HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
+from labelaudit.data.layouts import find_fields
 from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv
@@ -36,41 +36,16 @@ from labelaudit.train.loop import predict as predict_probs
 RESERVED = ("id", "labels", "label_names", "given_labels")
 
 
-def _hpa_fields(folder: Path) -> dict[str, tuple[Path, ...]]:
-    """``{ID: (red, green, blue, yellow) paths}`` of the complete fields in ``folder``."""
-    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
-    found: dict[tuple[str, str], Path] = {}
-    for entry in os.scandir(folder):
-        stem, suffix = os.path.splitext(entry.name)
-        if suffix.lower() not in rank or "_" not in stem:
-            continue
-        image_id, channel = stem.rsplit("_", 1)
-        if channel not in HPA_CHANNELS:
-            continue
-        old = found.get((image_id, channel))
-        if old is None or rank[suffix.lower()] < rank[old.suffix.lower()]:
-            found[(image_id, channel)] = Path(entry.path)
-    ids = sorted({image_id for image_id, _ in found})
-    fields = {}
-    for image_id in ids:
-        missing = [c for c in HPA_CHANNELS if (image_id, c) not in found]
-        if missing:
-            names = ", ".join(f"{image_id}_{c}.png" for c in missing)
-            raise DatasetError(f"incomplete field: missing {names}", path=folder, image=image_id)
-        fields[image_id] = tuple(found[(image_id, c)] for c in HPA_CHANNELS)
-    return fields
-
-
 def _unlabelled(folder: Path, meta: dict) -> Dataset:
     """A Dataset (all-false labels) over a folder of HPA fields or single image files."""
     names, tokens = list(meta["class_names"]), list(meta["class_tokens"])
     for where in (folder, folder / "train"):
         if where.is_dir():
-            fields = _hpa_fields(where)
-            if fields:
+            found = find_fields(where)  # fields named as a dataset layout names them
+            if found:
+                channels, fields = found
                 ids = list(fields)
                 sources = [ImageSource(fields[i]) for i in ids]
-                channels = HPA_CHANNELS
                 break
     else:
         files = sorted(

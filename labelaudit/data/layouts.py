@@ -1,6 +1,6 @@
 """Read a dataset directory in one of the supported layouts into a :class:`Dataset`.
 
-Layouts (see DESIGN.md):
+Layouts (registered in :data:`REGISTRY`; adding one: docs/design.md):
 
 - ``hpa2021``: ``DIR/train.csv`` with ``ID,Label`` (``7|1|2|0``), images
   ``DIR/train/{ID}_{red,green,blue,yellow}.{png,tif,tiff,jpg,jpeg}``; 19 classes.
@@ -43,6 +43,7 @@ from labelaudit.data.readers import (
     read_header,
 )
 from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.io import atomic_open
 
 LAYOUTS = ("hpa2021", "hpa2018", "generic")
 
@@ -627,20 +628,14 @@ def load_dataset(
         raise DatasetError("dataset directory not found", path=root)
     if root.is_file():
         raise DatasetError("expected a dataset directory, got a file", path=root)
-    if layout is None:
-        layout = detect_layout(root)
-    elif layout not in LAYOUTS:
-        raise DatasetError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    spec = get_layout(detect_layout(root) if layout is None else layout)
     report = report if report is not None else LoadReport()
     image_dir = Path(image_dir) if image_dir else None
     resolver = None
     if not follow_symlinks:
         extra = (Path(os.path.realpath(image_dir)),) if image_dir else ()
         resolver = _Resolver(admitted_roots(root) + extra)
-    if layout == "generic":
-        dataset = _load_generic(root, report, resolver, max_pixels)
-    else:
-        dataset = _load_hpa(root, layout, report, image_dir, resolver)
+    dataset = spec.load(spec.name, root, report, image_dir, resolver, max_pixels)
     dataset.max_pixels = max_pixels
     dataset.follow_symlinks = follow_symlinks
     if strict and report.errors:
@@ -658,3 +653,169 @@ def load_dataset(
     if len(dataset) == 0 and strict:
         raise DatasetError("no usable images in the label file", path=dataset.label_file)
     return dataset
+
+
+# -------------------------------------------------------------------------- the registry
+
+
+def _hpa_fields(folder: Path) -> dict[str, tuple[Path, ...]]:
+    """``{ID: (red, green, blue, yellow) paths}`` of the complete fields in ``folder``."""
+    rank = {s: i for i, s in enumerate(IMAGE_SUFFIXES)}
+    found: dict[tuple[str, str], Path] = {}
+    for entry in os.scandir(folder):
+        stem, suffix = os.path.splitext(entry.name)
+        if suffix.lower() not in rank or "_" not in stem:
+            continue
+        image_id, channel = stem.rsplit("_", 1)
+        if channel not in HPA_CHANNELS:
+            continue
+        old = found.get((image_id, channel))
+        if old is None or rank[suffix.lower()] < rank[old.suffix.lower()]:
+            found[(image_id, channel)] = Path(entry.path)
+    ids = sorted({image_id for image_id, _ in found})
+    fields = {}
+    for image_id in ids:
+        missing = [c for c in HPA_CHANNELS if (image_id, c) not in found]
+        if missing:
+            names = ", ".join(f"{image_id}_{c}.png" for c in missing)
+            raise DatasetError(f"incomplete field: missing {names}", path=folder, image=image_id)
+        fields[image_id] = tuple(found[(image_id, c)] for c in HPA_CHANNELS)
+    return fields
+
+
+def _hpa_image_entries(ds: Dataset, ids: list[str]) -> list[str]:
+    return ["train"]
+
+
+def _generic_image_entries(ds: Dataset, ids: list[str]) -> list[str]:
+    return sorted({PurePosixPath(i).parts[0] for i in ids})
+
+
+def _load_hpa_layout(name, root, report, image_dir, resolver, max_pixels) -> Dataset:
+    return _load_hpa(root, name, report, image_dir, resolver)
+
+
+def _load_generic_layout(name, root, report, image_dir, resolver, max_pixels) -> Dataset:
+    return _load_generic(root, report, resolver, max_pixels)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What labelaudit knows about one dataset layout (docs/design.md, "Adding a layout").
+
+    Attributes
+    ----------
+    name
+        The layout's name (``--layout``).
+    label_file
+        The label file's name in the dataset directory.
+    label_column
+        The column of the label file that holds the labels.
+    separator
+        Between label tokens in that column.
+    load
+        ``load(name, root, report, image_dir, resolver, max_pixels)`` -> :class:`Dataset`.
+    image_entries
+        ``image_entries(dataset, ids)`` -> the top-level entries of the dataset
+        directory that hold the images of ``ids`` (what a cleaned copy links to).
+    extra_files
+        Other files of the dataset a cleaned copy carries (copied when present).
+    find_fields
+        ``find_fields(folder)`` -> ``{id: channel paths}`` of the complete fields in a
+        folder of images named the layout's way (unlabelled images for ``predict``);
+        ``None`` when the layout names no per-field files.
+    channels
+        The channel names of ``find_fields``' paths.
+    """
+
+    name: str
+    label_file: str
+    label_column: str
+    separator: str
+    load: Any
+    image_entries: Any
+    extra_files: tuple[str, ...] = ()
+    find_fields: Any = None
+    channels: tuple[str, ...] = ()
+
+
+#: Every layout by name, in detection order; :func:`load_dataset`, ``clean`` and
+#: ``predict`` read layout knowledge from here only.
+REGISTRY: dict[str, Layout] = {
+    "hpa2021": Layout(
+        "hpa2021", "train.csv", "Label", "|", _load_hpa_layout, _hpa_image_entries,
+        find_fields=_hpa_fields, channels=HPA_CHANNELS,
+    ),
+    "hpa2018": Layout(
+        "hpa2018", "train.csv", "Target", " ", _load_hpa_layout, _hpa_image_entries,
+        find_fields=_hpa_fields, channels=HPA_CHANNELS,
+    ),
+    "generic": Layout(
+        "generic", "labels.csv", "labels", "|", _load_generic_layout, _generic_image_entries,
+        extra_files=("classes.txt",),
+    ),
+}  # fmt: skip
+
+
+def get_layout(name: str) -> Layout:
+    """The registered layout ``name``; a :class:`DatasetError` naming the choices otherwise."""
+    if name not in REGISTRY:
+        raise DatasetError(f"unknown layout {name!r}; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def write_label_file(ds: Dataset, dest: Path, rows: Mapping[int, str | None]) -> int:
+    """Write a copy of ``ds``'s label file keeping some rows, some with new labels.
+
+    Parameters
+    ----------
+    ds
+        A loaded dataset (its label file is re-read as text, so every other column
+        and the header are kept as the user wrote them).
+    dest
+        The new label file (written atomically).
+    rows
+        Label-file line number -> the new label text in the layout's notation, or
+        ``None`` to keep the row's labels; lines not listed are left out.
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    header, table = read_label_table(ds.label_file)
+    i_label = _column_index(header, get_layout(ds.layout).label_column)
+    assert i_label is not None  # load_dataset checked the columns
+    kept = []
+    for line, fields in table:
+        if line not in rows:
+            continue
+        fields = list(fields)
+        if rows[line] is not None:
+            fields[i_label] = rows[line]
+        kept.append(fields)
+    with atomic_open(dest, "w") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(kept)
+    return len(kept)
+
+
+def find_fields(folder: Path) -> tuple[tuple[str, ...], dict[str, tuple[Path, ...]]] | None:
+    """The complete fields in a folder of images named as some layout names them.
+
+    Returns
+    -------
+    (channels, {id: channel paths}) of the first layout that finds any, or ``None``.
+
+    Raises
+    ------
+    DatasetError
+        A field with some of its channel files missing.
+    """
+    for layout in REGISTRY.values():
+        if layout.find_fields is not None:
+            fields = layout.find_fields(folder)
+            if fields:
+                return layout.channels, fields
+    return None
