@@ -101,3 +101,15 @@ def test_agreement_is_read_from_the_run(report_run: Path, tmp_path: Path) -> Non
     text = write_report(run, max_thumbnails=0).read_text()
     assert "run.json has no compare.agreement section" in text
     assert "fig-upset" not in blocks(text)
+
+
+def test_lenient_mode_renders_every_section_failing(report_run: Path, tmp_path, monkeypatch):
+    def boom(state):
+        raise KeyError("broken on purpose")
+
+    for name, section in list(SECTIONS.items()):
+        monkeypatch.setitem(SECTIONS, name, dataclasses.replace(section, build=boom))
+    run = copy_run(report_run, tmp_path / "run")
+    text = write_report(run, max_thumbnails=0, lenient=True).read_text()
+    assert text.count("could not be built (KeyError: &#39;broken on purpose&#39;)") == len(SECTIONS)
+    assert "</html>" in text
