@@ -1,4 +1,5 @@
-"""Shared fixtures: offline mode, a private cache, small datasets, a CLI runner."""
+"""Shared fixtures: offline mode, a private cache, small datasets, a ready run
+directory (``hpa_run``, from :mod:`la_runfixture`), a CLI runner."""
 
 from __future__ import annotations
 
@@ -47,6 +48,16 @@ def make_hpa(tmp_path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture
+def hpa_run(make_hpa, tmp_path) -> tuple[Path, Path]:
+    """``(dataset, run directory)``: 10 HPA fields and a run as the scan leaves it, with
+    hand-made findings (:data:`la_runfixture.SCENARIO`), no training."""
+    from la_runfixture import make_run
+
+    dataset = make_hpa(n=10, size=16)
+    return dataset, make_run(tmp_path, dataset)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_clean import make_run
+from la_runfixture import make_run
 
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import read_json, update_run_json
