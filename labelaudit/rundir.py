@@ -1,6 +1,6 @@
 """The run directory: what each stage writes and how a later stage reads it back.
 
-See the run-directory contract in DESIGN.md. Besides the contract files, a scan
+See the run-directory contract in docs/design.md. Besides the contract files, a scan
 writes ``dataset.csv`` (ids and given labels) and ``image_stats.csv`` (the cache's
 full-resolution channel statistics), so that later stages (detect, report, clean)
 work from the run directory alone, without decoding images again.

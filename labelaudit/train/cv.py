@@ -1,6 +1,6 @@
 """K-fold cross-validation: out-of-fold probabilities and embeddings, resumable.
 
-Layout written under the run directory (DESIGN.md, run-directory contract)::
+Layout written under the run directory (docs/design.md, "The run directory")::
 
     oof_probs.csv         id + one column per class, out-of-fold probabilities
     embeddings.npy        float32 N x D, rows as in oof_probs.csv
