@@ -378,3 +378,18 @@ def test_sweep_prints_label_warnings_once_and_scores_from_cv_data(
         rec = res.records[0]
         assert row["n_scored"] == len(rec.held_idx)
         assert row["f1"] == pytest.approx(method_scores(labels[rec.held_idx], rec.probs)["f1"])
+
+
+def test_no_function_in_sweep_is_over_80_lines():
+    import ast
+    from pathlib import Path
+
+    import labelaudit.sweep
+
+    long = []
+    for path in sorted(Path(labelaudit.sweep.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long.append(f"{path.name}:{node.name}")
+    assert not long
