@@ -148,6 +148,15 @@ def synth(
             help="Also write the true cell masks as masks/{ID}_predictedmask.png.",
         ),
     ] = False,
+    duplicates: Annotated[
+        int,
+        typer.Option(
+            "--duplicates",
+            metavar="N",
+            help="Also plant N near-duplicates (shifted, re-noised, a third with changed"
+            " labels; duplicate_of column in truth.csv).",
+        ),
+    ] = 0,
 ) -> None:
     """Write a synthetic HPA-layout dataset with known injected problems (truth.csv)."""
     from labelaudit.data.synth import synthesize
@@ -161,6 +170,7 @@ def synth(
         seed=seed,
         partial_cells=partial_cells,
         write_masks=masks,
+        duplicates=duplicates,
     )
     noisy = int((truth["noise"] != "none").sum())
     extra = f"; cell masks in {escape(str(Path(out) / 'masks'))}" if masks else ""

@@ -79,6 +79,7 @@ from labelaudit.io import write_csv
 __all__ = [
     "CLASS_FLOOR",
     "CONFUSIONS",
+    "DUPLICATE_TYPES",
     "FAULT_TYPES",
     "FieldCells",
     "LABEL_NOISE_TYPES",
@@ -90,7 +91,9 @@ __all__ = [
     "fault_saturated",
     "format_cells_column",
     "inject_label_noise",
+    "near_copy",
     "parse_cells_column",
+    "plant_duplicates",
     "render_field",
     "render_field_cells",
     "sample_label_sets",
@@ -100,6 +103,9 @@ __all__ = [
 LABEL_NOISE_TYPES: tuple[str, ...] = ("missing", "extra", "swap")
 FAULT_TYPES: tuple[str, ...] = ("dim", "saturated", "blur", "artifact")
 NOISE_TYPES: tuple[str, ...] = ("none", *LABEL_NOISE_TYPES, *FAULT_TYPES)
+#: Noise of a planted near-duplicate (``synthesize(duplicates=N)``): a copy with the
+#: same given labels, or one whose given labels differ from its original's.
+DUPLICATE_TYPES: tuple[str, ...] = ("duplicate", "duplicate_conflict")
 
 #: Minimum share of fields carrying each class. The real data has classes at 0.2 %
 #: (Mitotic spindle, Negative) and 1-4 % (Aggresome, Vesicles, ER, Microtubules); at
@@ -1120,6 +1126,7 @@ _SHOWN_LEVEL: float = 0.5
 # (SeedSequence pads with zeros, so a tag must be non-zero to make a distinct stream).
 _PARTIAL_FIELD_TAG = 0x9A27
 _PARTIAL_PICK_TAG = 0x9A28
+_DUPLICATE_TAG = 0x9A29
 
 
 @dataclass(frozen=True)
@@ -1472,6 +1479,7 @@ def synthesize(
     *,
     partial_cells: float = 0.0,
     write_masks: bool = False,
+    duplicates: int = 0,
 ) -> pd.DataFrame:
     """Write a synthetic HPA-2021-layout dataset with known label noise and image faults.
 
@@ -1527,6 +1535,14 @@ def synthesize(
         Also write ``masks/{ID}_predictedmask.png``: the true cell label image (uint8,
         uint16 beyond 255 cells; background 0, cell ``j`` = ``j``; cells cut by the
         field border included), numbered like the cells counted in ``cells``.
+    duplicates
+        Near-duplicates to plant (0..n): copies of ``duplicates`` distinct fields,
+        shifted by a few pixels and re-noised, appended after the ``n`` fields (see
+        :func:`plant_duplicates`). ``truth.csv`` then gains a ``duplicate_of`` column
+        (the original's ID, empty elsewhere); a copy's ``noise`` is ``duplicate``
+        (same given labels as its original) or, for a third of them,
+        ``duplicate_conflict`` (given labels changed). Not combined with
+        ``partial_cells``/``write_masks``. With 0 the output is unchanged.
 
     Returns
     -------
@@ -1542,6 +1558,7 @@ def synthesize(
     """
     out_dir = Path(out_dir)
     _check_args(out_dir, n, size, noise_rate, fault_rate, seed, partial_cells, write_masks)
+    _check_duplicates(duplicates, n, partial_cells, write_masks)
     n, size, seed = int(n), int(size), int(seed)
     rng = np.random.default_rng(seed)
 
@@ -1621,9 +1638,120 @@ def synthesize(
     )
     if with_cells:
         truth["cells"] = cells_col
+    if duplicates:
+        truth = plant_duplicates(img_dir, truth, int(duplicates), seed)
     write_csv(out_dir / "truth.csv", truth)
-    write_csv(out_dir / "train.csv", pd.DataFrame({"ID": ids, "Label": truth["given_label"]}))
+    write_csv(
+        out_dir / "train.csv", pd.DataFrame({"ID": truth["ID"], "Label": truth["given_label"]})
+    )
     return truth
+
+
+def _check_duplicates(duplicates: int, n: int, partial_cells: float, write_masks: bool) -> None:
+    if isinstance(duplicates, bool) or not isinstance(duplicates, int | np.integer):
+        raise SettingsError(f"synth: duplicates must be an integer, got {duplicates!r}")
+    if not 0 <= duplicates <= n:
+        raise SettingsError(f"synth: duplicates must be from 0 to n ({n}), got {duplicates}")
+    if duplicates and (float(partial_cells) > 0 or write_masks):
+        raise SettingsError("synth: duplicates cannot be combined with partial_cells or masks")
+
+
+def near_copy(channels: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A near-duplicate of a field: shifted by a few pixels and re-noised.
+
+    The shift (up to 1/32 of the side, at least 1 px, never zero) is the same in every
+    channel, with the border reflected; fresh camera noise (sigma 2 grey levels) is
+    added per channel.
+
+    Parameters
+    ----------
+    channels
+        Channel name -> uint8 image (all the same shape).
+    rng
+        Random generator.
+
+    Returns
+    -------
+    dict
+        The copy's channels, uint8.
+    """
+    shape = next(iter(channels.values())).shape
+    s = max(1, max(shape) // 32)
+    dy, dx = 0, 0
+    while dy == 0 and dx == 0:
+        dy, dx = (int(v) for v in rng.integers(-s, s + 1, 2))
+    out = {}
+    for name, arr in channels.items():
+        padded = np.pad(arr.astype(np.float32), s, mode="reflect")
+        moved = padded[s + dy : s + dy + shape[0], s + dx : s + dx + shape[1]]
+        noisy = moved + rng.normal(0.0, 2.0, shape)
+        out[name] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    return out
+
+
+def plant_duplicates(img_dir: Path, truth: pd.DataFrame, count: int, seed: int) -> pd.DataFrame:
+    """Append ``count`` near-duplicates of distinct fields to a written dataset.
+
+    Each copy (:func:`near_copy`) gets a new ID ``synth-{n + j:05d}-{hash}``, its
+    original's true labels and, for ``round(count / 3)`` of them
+    (``duplicate_conflict``), given labels changed by :func:`inject_label_noise`;
+    the others (``duplicate``) keep the original's given labels. A copy inherits its
+    original's image fault (the pixels carry it) and, when its labels are not
+    changed, the original's label noise. Draws come from their own stream.
+
+    Parameters
+    ----------
+    img_dir
+        The dataset's image directory (originals are read from it, copies written).
+    truth
+        The truth table of the ``n`` fields written so far.
+    count
+        Copies to plant (<= n).
+    seed
+        The dataset's seed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``truth`` with the copies appended and a ``duplicate_of`` column.
+    """
+    n = len(truth)
+    rng = np.random.default_rng([seed, _DUPLICATE_TAG])
+    originals = rng.choice(n, size=count, replace=False)
+    conflict = np.zeros(count, dtype=bool)
+    conflict[rng.permutation(count)[: int(round(count / 3))]] = True
+    hashes = rng.integers(0, 2**32, count)
+    rows = []
+    for j, (i, changed, h) in enumerate(zip(originals, conflict, hashes, strict=True)):
+        src = truth.iloc[int(i)]
+        new_id = f"synth-{n + j:05d}-{int(h):08x}"
+        chans = {
+            name: np.asarray(Image.open(img_dir / f"{src['ID']}_{name}.png"))
+            for name in HPA_CHANNELS
+        }
+        for name, arr in near_copy(chans, rng).items():
+            Image.fromarray(arr).save(
+                img_dir / f"{new_id}_{name}.png", format="PNG", compress_level=1
+            )
+        kinds = [k for k in str(src["noise"]).split(";") if k != "none"]
+        given = str(src["given_label"])
+        if changed:
+            labels = tuple(int(c) for c in given.split("|"))
+            given = _fmt(inject_label_noise(labels, rng)[0])
+            kinds = [k for k in kinds if k in FAULT_TYPES] + ["duplicate_conflict"]
+        else:
+            kinds.append("duplicate")
+        rows.append(
+            {
+                "ID": new_id,
+                "true_label": src["true_label"],
+                "given_label": given,
+                "noise": ";".join(kinds),
+                "duplicate_of": src["ID"],
+            }
+        )
+    out = truth.assign(duplicate_of="")
+    return pd.concat([out, pd.DataFrame(rows, columns=out.columns)], ignore_index=True)
 
 
 def _save_mask(path: Path, label: np.ndarray) -> None:
