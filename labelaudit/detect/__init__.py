@@ -2,7 +2,8 @@
 
 Importing this package registers ``confident`` (cleanlab confident learning),
 ``isolation`` (isolation forests on embeddings) and ``intensity`` (per-class
-3-sigma rule on the protein channel's intensity). Add a detector by subclassing
+3-sigma rule on the protein channel's intensity) and ``knn`` (label agreement of
+an image's neighbours in the embedding space). Add a detector by subclassing
 :class:`Detector` and decorating it with :func:`register`.
 """
 
@@ -22,6 +23,7 @@ from labelaudit.detect.base import (
 from labelaudit.detect.confident import ConfidentLearning
 from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
+from labelaudit.detect.knn import KnnLabelAgreement
 
 __all__ = [
     "FINDINGS_COLUMNS",
@@ -32,6 +34,7 @@ __all__ = [
     "DetectorResult",
     "IntensityOutliers",
     "IsolationOutliers",
+    "KnnLabelAgreement",
     "available_detectors",
     "get_detector",
     "make_findings",
