@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from la_testutils import REPO
 
 
+@pytest.mark.slow
 def test_synth_and_check_example(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "examples" / "synth_and_check.py"), str(tmp_path)],

@@ -55,6 +55,7 @@ def model_path(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_round_trip_in_a_new_process(model_path, make_hpa, tmp_path):
     dataset = make_hpa(n=6, size=40)
     threads = torch.get_num_threads()
@@ -90,6 +91,7 @@ def test_round_trip_in_a_new_process(model_path, make_hpa, tmp_path):
     assert here["given_labels"].tolist() == ["0|3", "1", "2", "3", "3|4", "5"]
 
 
+@pytest.mark.slow
 def test_unlabelled_hpa_folder_and_thresholds(tmp_path, make_hpa):
     dataset = make_hpa(n=4, size=40)
     everything, nothing = tmp_path / "all.pt", tmp_path / "none.pt"

@@ -118,6 +118,7 @@ def test_suspect_fields_order():
     assert suspect_fields(frame, 10) == ["e", "b", "c", "a"]  # d has no cells
 
 
+@pytest.mark.slow
 def test_bad_cell_options(make_hpa, run_cli, tmp_path):
     root = make_hpa(n=12)
     code, _, err = run_cli("scan", root, "--out", tmp_path / "r", "--masks", tmp_path)

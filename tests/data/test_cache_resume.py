@@ -175,6 +175,7 @@ def test_stale_temporary_entries_removed_only_when_unlocked(make_hpa, tmp_path):
     assert busy.exists()
 
 
+@pytest.mark.slow
 def test_concurrent_builders_one_waits_then_reuses(make_hpa, tmp_path):
     root = make_hpa(n=20, size=32)
     cache_dir = tmp_path / "c"

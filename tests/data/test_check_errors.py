@@ -153,6 +153,7 @@ def test_sixteen_bit_is_fine(make_hpa, run_cli):
     assert "16-bit (3)" in out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HPA_SAMPLES.is_dir(), reason="shared HPA samples not present")
 def test_check_real_hpa_samples_subprocess():
     # The acceptance command, as a user runs it: a real process, exit status 0.

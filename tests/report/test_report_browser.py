@@ -147,6 +147,7 @@ def visible_rows(w: Watched) -> list[str]:
     return w.js("[...document.querySelectorAll('#issue-body td.id')].map(td => td.textContent)")
 
 
+@pytest.mark.slow
 def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     w = Watched(browser, write_report(report_run))
     page = w.page
@@ -249,6 +250,7 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     w.context.close()
 
 
+@pytest.mark.slow
 def test_hostile_names_stay_text(browser, hostile_run: Path) -> None:
     w = Watched(browser, write_report(hostile_run))
     page = w.page

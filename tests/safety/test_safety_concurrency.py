@@ -138,6 +138,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_run_json_updates_lose_nothing(run):
     n = 40
     procs = [

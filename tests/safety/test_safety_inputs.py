@@ -244,6 +244,7 @@ def test_bomb_header_refused_without_decoding(hpa, run_cli, monkeypatch):
     assert info.value.path == bomb and not decoded
 
 
+@pytest.mark.slow
 def test_bomb_refused_by_scan(hpa, tmp_path, run_cli):
     bomb = bomb_png(channel(hpa, "green"))
     _one_clear_line(*run_cli("scan", hpa, "--out", tmp_path / "run", *SCAN_FLAGS), bomb.name)
@@ -268,6 +269,7 @@ def test_max_pixels_must_be_positive(hpa, run_cli):
 # ------------------------------------------------- FIFOs, dangling and looping links
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("command", ["check", "scan"])
 def test_fifo_channel_file_does_not_hang(hpa, tmp_path, command):

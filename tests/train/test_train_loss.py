@@ -118,6 +118,7 @@ def test_unknown_activation_is_refused():
 # ------------------------------------------------------------------ the loss reaches training
 
 
+@pytest.mark.slow
 def test_class_weights_change_the_gradient():
     # A zero weight on class 2 gives its head row no gradient: Adam leaves it where it
     # started, while the other rows (and the unweighted run's row 2) move.
@@ -131,6 +132,7 @@ def test_class_weights_change_the_gradient():
     assert not torch.equal(plain.state_dict["head.weight"][2], w0[2])
 
 
+@pytest.mark.slow
 def test_a_callable_loss_is_called_on_training_batches():
     calls = []
 
@@ -175,6 +177,7 @@ def _reference(activation: str, weight=None, pos_weight=None):
     ("activation", "kind"),
     [("sigmoid", None), ("sigmoid", "weight"), ("sigmoid", "pos_weight"), ("relu", "weight")],
 )
+@pytest.mark.slow
 def test_training_is_bit_for_bit_the_old_computation(activation, kind):
     values = np.array([0.4, 2.0, 1.5], np.float32)
     kw = {kind: values} if kind else {}
