@@ -24,6 +24,7 @@ from labelaudit.detect.confident import ConfidentLearning
 from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
+from labelaudit.detect.quality import ImageQuality
 
 __all__ = [
     "FINDINGS_COLUMNS",
@@ -33,6 +34,7 @@ __all__ = [
     "Detector",
     "DetectorResult",
     "IntensityOutliers",
+    "ImageQuality",
     "IsolationOutliers",
     "KnnLabelAgreement",
     "available_detectors",

@@ -1,0 +1,304 @@
+"""Image-quality problems per stain channel, relative to the class and the channel.
+
+cleanvision's issue types (dark, light, blurry, low_information, odd size/aspect)
+computed on the cache's full-resolution channel statistics (``stats.csv``) instead
+of on the pixels, and judged per stain channel: one stain can fail alone.
+
+Thresholds are relative, not global constants. For every channel and measure the
+value ``x`` (log-transformed where it is a positive intensity, a fraction or a
+focus) is standardised against the images that share the class:
+``z = (x - median_k) / (1.4826 MAD_k)`` over the images labelled ``k`` (all images
+when the class has fewer than ``min_group``; the standard deviation where the MAD
+is 0; ``z = 0`` where both are 0). A multi-label image is judged against the class
+it fits best (the smallest suspicion over its classes): its green channel mixes
+its classes' patterns.
+
+Issue types (``value`` = the signed z of the measure, ``score`` = its suspicious side):
+
+==================  =================================================  ==========
+issue type          measure (per channel)                              suspicious
+==================  =================================================  ==========
+``dark``            mean and 99th percentile (the weaker of the two)   low
+``light``           mean and 99th percentile (the weaker of the two)   high
+``saturated``       fraction of pixels at full scale; the maximum      high
+``blurry``          focus at the coarse scale (noise averaged out)     low
+``low_information`` entropy of the 256-level histogram                 low
+``odd_size``        field area and aspect ratio (image-level)          either way
+==================  =================================================  ==========
+
+``blurry`` also has a field-level finding (channel ``"all"``): the mean of the
+channels' blur z, since defocus hits every stain at once. Measures the cache of an
+older version lacks (``entropy``, ``focus_coarse``, ``max``) fall back to what
+exists (``focus``) or are left out; ``summary["missing"]`` lists them.
+
+Scores and flags
+----------------
+One finding per (image, issue type, channel) whose ``score`` is at least
+``min_score`` (the rest are normal and left out: ``findings.csv`` stays small).
+Its ``class`` column holds ``"<issue type>:<channel>"`` (``dark:green``,
+``blurry:all``, ``odd_size:aspect``), which names no class, so nothing reads it
+as a label; ``value`` is the signed z, ``score`` = its suspicious side clipped
+to [0, 50], flagged above ``n_sigma``. The per-image ``quality_score`` is the
+largest score over the image's issue types and channels and ``quality_issues``
+lists the flagged ``type:channel`` pairs (``;``-joined).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.detect.base import (
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    make_findings,
+    register,
+)
+from labelaudit.errors import SettingsError
+
+MAD_TO_SIGMA = 1.4826
+#: Scores are clipped here: a measure the class never varies in gives huge z.
+MAX_SCORE = 50.0
+
+#: issue type -> (measures, direction, log-transform). Direction +1: high is bad.
+CHANNEL_ISSUES: dict[str, tuple[tuple[str, ...], int, bool]] = {
+    "dark": (("mean", "p99"), -1, True),
+    "light": (("mean",), +1, True),
+    "saturated": (("saturated",), +1, False),
+    "blurry": (("focus_coarse",), -1, True),
+    "low_information": (("entropy",), -1, False),
+}
+#: Issue types judged against the channel over all images, not per class: the
+#: clipped share of the stain and the sharpness of the reference stains do not
+#: depend on the label, and classes where nothing clips would make any clipping
+#: look extreme. (The protein channel's sharpness is judged per class: a diffuse
+#: cytosol is smoother than speckled nucleoli.)
+CHANNEL_WIDE = ("saturated", "blurry")
+ISSUE_TYPES = (*CHANNEL_ISSUES, "odd_size")
+#: A measure an older cache lacks -> the one used instead.
+FALLBACK = {"focus_coarse": "focus"}
+EPS = 1e-6  # added before logs; statistics are fractions of full scale
+#: Fractions below these are "none" (a few pixels of a field clipping is normal).
+LOG_EPS = {"saturated": 1e-3}
+
+
+def robust_z(values: np.ndarray) -> tuple[float, float]:
+    """Centre and scale of ``values`` (median, 1.4826 MAD; std where the MAD is 0)."""
+    v = values[np.isfinite(values)]
+    if len(v) < 2:
+        return (float(v[0]) if len(v) else 0.0), 0.0
+    center = float(np.median(v))
+    tiny = 1e-9 * max(float(np.abs(v).max()), 1e-12)
+    scale = MAD_TO_SIGMA * float(np.median(np.abs(v - center)))
+    if scale <= tiny:
+        scale = float(v.std())
+    return center, (scale if scale > tiny else 0.0)
+
+
+def class_relative_z(x: np.ndarray, labels: np.ndarray, min_group: int) -> np.ndarray:
+    """N x (K + 1) z-scores of ``x`` against each class (column K: all images).
+
+    Entries of classes an image does not carry are NaN; a class with fewer than
+    ``min_group`` images borrows the all-images centre and scale.
+    """
+    n, k = labels.shape
+    out = np.full((n, k + 1), np.nan)
+    center_all, scale_all = robust_z(x)
+    out[:, k] = _standardise(x, center_all, scale_all)
+    for c in range(k):
+        rows = np.flatnonzero(labels[:, c])
+        if len(rows) == 0:
+            continue
+        center, scale = robust_z(x[rows]) if len(rows) >= min_group else (center_all, scale_all)
+        out[rows, c] = _standardise(x[rows], center, scale)
+    return out
+
+
+def _standardise(x: np.ndarray, center: float, scale: float) -> np.ndarray:
+    if scale <= 0:
+        return np.zeros(len(x))
+    return np.nan_to_num((x - center) / scale, nan=0.0)
+
+
+def best_fit(z: np.ndarray, labels: np.ndarray, direction: int) -> np.ndarray:
+    """Per image, the z of the class that makes it least suspicious.
+
+    Images without labels are judged against all images (column K of ``z``).
+    """
+    signed = direction * z[:, :-1]
+    signed = np.where(labels, signed, np.inf)
+    lenient = signed.min(axis=1)
+    none = ~labels.any(axis=1)
+    lenient[none] = direction * z[none, -1]
+    return direction * lenient
+
+
+@register("quality")
+class ImageQuality(Detector):
+    """Dark, light, saturated, blurry, low-information and odd-size images, per channel.
+
+    Parameters
+    ----------
+    n_sigma : float
+        Flag a finding whose suspicious z exceeds this.
+    min_group : int
+        Classes with fewer images are judged against all images.
+    min_score : float
+        Findings scoring below this are normal and not written.
+    channels : list of str or None
+        Channels to judge; ``None``: every channel the statistics have.
+    suggestion : {"review", "remove"}
+        Suggestion written for flagged findings.
+    """
+
+    requires = ("labels", "stats")
+    family = "image"
+    defaults: dict[str, Any] = {
+        "n_sigma": 5.0,
+        "min_group": 10,
+        "min_score": 2.0,
+        "channels": None,
+        "suggestion": "review",
+    }
+
+    def _validate_params(self) -> None:
+        if not float(self.n_sigma) > 0:
+            raise SettingsError(f"quality: n_sigma must be > 0, got {self.n_sigma}")
+        if int(self.min_group) < 2:
+            raise SettingsError(f"quality: min_group must be >= 2, got {self.min_group}")
+        if self.suggestion not in ("review", "remove"):
+            raise SettingsError(
+                f"quality: suggestion must be 'review' or 'remove', got {self.suggestion!r}"
+            )
+
+    def stat_channels(self, stats: pd.DataFrame) -> list[str]:
+        """The channels judged: those with a ``{channel}_mean`` column (or the chosen ones)."""
+        have = [c[: -len("_mean")] for c in stats.columns if str(c).endswith("_mean")]
+        if self.channels is None:
+            return have
+        unknown = [c for c in self.channels if c not in have]
+        if unknown:
+            raise SettingsError(
+                f"quality: no statistics for channel(s) {', '.join(unknown)} "
+                f"(have: {', '.join(have)})"
+            )
+        return list(self.channels)
+
+    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        assert inputs.stats is not None
+        stats, labels = inputs.stats, inputs.labels
+        parts: list[tuple[str, str, np.ndarray]] = []  # (type, channel, signed z)
+        missing: set[str] = set()
+        for channel in self.stat_channels(stats):
+            for issue, (measures, direction, log) in CHANNEL_ISSUES.items():
+                wide = issue in CHANNEL_WIDE and not (
+                    issue == "blurry" and channel == inputs.protein_channel
+                )
+                by = np.zeros_like(labels) if wide else labels
+                z = self._issue_z(stats, channel, measures, direction, log, by, missing)
+                if z is not None:
+                    parts.append((issue, channel, z))
+        blurs = [z for t, _, z in parts if t == "blurry"]
+        if len(blurs) > 1:
+            parts.append(("blurry", "all", np.mean(blurs, axis=0)))
+        parts.extend(_odd_size(stats))
+        return self._result(inputs, parts, sorted(missing))
+
+    def _issue_z(
+        self,
+        stats: pd.DataFrame,
+        channel: str,
+        measures: tuple[str, ...],
+        direction: int,
+        log: bool,
+        labels: np.ndarray,
+        missing: set[str],
+    ) -> np.ndarray | None:
+        """Signed z of one issue type on one channel: the least suspicious of its measures."""
+        zs = []
+        for measure in measures:
+            col = f"{channel}_{measure}"
+            if col not in stats.columns and measure in FALLBACK:
+                missing.add(measure)
+                col = f"{channel}_{FALLBACK[measure]}"
+            if col not in stats.columns:
+                missing.add(measure)
+                continue
+            x = pd.to_numeric(stats[col], errors="coerce").to_numpy(dtype=float)
+            if measure == "saturated" and f"{channel}_foreground" in stats.columns:
+                # Clipped share of the stained pixels: bright classes clip a little,
+                # an over-exposed field clips most of its stain.
+                fg = pd.to_numeric(stats[f"{channel}_foreground"], errors="coerce")
+                x = x / np.maximum(fg.to_numpy(dtype=float), x)
+            if log:
+                x = np.log(np.clip(x, 0.0, None) + LOG_EPS.get(measure, EPS))
+            z = class_relative_z(x, labels, int(self.min_group))
+            zs.append(best_fit(z, labels, direction))
+        if not zs:
+            return None
+        # Several measures of one issue: it must show in each (fewer false alarms).
+        return direction * np.min(direction * np.vstack(zs), axis=0)
+
+    def _result(
+        self, inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]], missing: list[str]
+    ) -> DetectorResult:
+        n = inputs.n_images
+        direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
+        kinds, frames, values = [], [], []
+        for issue, channel, z in parts:
+            d = direction.get(issue, 1)
+            frames.append(np.clip(d * z, 0.0, MAX_SCORE))
+            values.append(z)
+            kinds.append(f"{issue}:{channel}")
+        scores = np.vstack(frames) if frames else np.zeros((0, n))
+        vals = np.vstack(values) if values else np.zeros((0, n))
+        flagged = scores > float(self.n_sigma)
+        image_score = scores.max(axis=0) if len(scores) else np.zeros(n)
+        image_flagged = flagged.any(axis=0) if len(scores) else np.zeros(n, dtype=bool)
+        issues_col = np.array(
+            [";".join(kinds[j] for j in np.flatnonzero(flagged[:, i])) for i in range(n)],
+            dtype=object,
+        )
+        keep = (scores >= float(self.min_score)) | flagged
+        kind_idx, img = np.nonzero(keep)
+        findings = make_findings(
+            inputs,
+            self.name,
+            img,
+            None,
+            scores[keep],
+            flagged[keep],
+            np.where(flagged[keep], self.suggestion, "").astype(object),
+            vals[keep],
+        )
+        findings["class"] = np.asarray(kinds, dtype=object)[kind_idx]
+        counts = {k: int(flagged[j].sum()) for j, k in enumerate(kinds)}
+        return DetectorResult(
+            detector=self.name,
+            findings=findings,
+            image_score=image_score,
+            image_flagged=image_flagged,
+            columns={"quality_score": image_score, "quality_issues": issues_col},
+            summary={"issue_counts": counts, "missing": missing},
+        )
+
+
+def _odd_size(stats: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
+    """Field area and aspect ratio against all images (``odd_size``, either direction)."""
+    if not {"height", "width"} <= set(stats.columns):
+        return []
+    h = pd.to_numeric(stats["height"], errors="coerce").to_numpy(dtype=float)
+    w = pd.to_numeric(stats["width"], errors="coerce").to_numpy(dtype=float)
+    out = []
+    for name, x in (("area", np.log(h * w + 1)), ("aspect", np.log((h + 1) / (w + 1)))):
+        center, scale = robust_z(x)
+        if scale <= 0:
+            # All alike but a few: any deviation is odd; a fixed large z says so.
+            z = np.where(np.abs(x - center) > 1e-9, MAX_SCORE, 0.0)
+        else:
+            z = np.abs(_standardise(x, center, scale))
+        out.append(("odd_size", name, z))
+    return out

@@ -1,0 +1,108 @@
+"""The image-quality detector on hand-made fields with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from labelaudit.data.cache import STAT_NAMES, channel_stats
+from labelaudit.detect import get_detector
+from labelaudit.detect.base import AuditInputs
+from labelaudit.errors import SettingsError
+
+CHANNELS = ("red", "green", "blue", "yellow")
+N = 40
+
+
+def _field(rng: np.random.Generator, fault: str | None) -> dict[str, np.ndarray]:
+    """Four 64 px stains: blurred random spots plus camera noise (uint8)."""
+    out = {}
+    for ch in CHANNELS:
+        spots = np.zeros((64, 64))
+        ys, xs = rng.integers(4, 60, (2, 25))
+        spots[ys, xs] = rng.uniform(0.6, 1.0, 25)
+        x = ndimage.gaussian_filter(spots, 1.2) * 800 * rng.uniform(0.8, 1.2)
+        if fault == "blur":
+            x = ndimage.gaussian_filter(x, 3.0)
+        if fault == "dark" and ch == "green":
+            x = x * 0.08
+        if fault == "empty" and ch == "blue":
+            x = x * 0.0
+        x = x + 3 + rng.standard_normal(x.shape) * 1.0
+        if fault == "saturated" and ch == "green":
+            x = x * 12
+        out[ch] = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    return out
+
+
+def _inputs(faults: dict[int, str]) -> AuditInputs:
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(N):
+        field = _field(rng, faults.get(i))
+        row: dict[str, object] = {"id": f"f{i}", "height": 64, "width": 64}
+        for ch, arr in field.items():
+            row.update({f"{ch}_{k}": v for k, v in channel_stats(arr).items()})
+        rows.append(row)
+    labels = np.zeros((N, 2), dtype=bool)
+    labels[np.arange(N), np.arange(N) % 2] = True
+    return AuditInputs(
+        ids=[f"f{i}" for i in range(N)],
+        class_names=["a", "b"],
+        class_tokens=["0", "1"],
+        label_sep="|",
+        labels=labels,
+        stats=pd.DataFrame(rows),
+    )
+
+
+def _flagged_kinds(result, image_id: str) -> set[str]:
+    f = result.findings
+    return set(f.loc[(f["id"] == image_id) & f["flagged"], "class"])
+
+
+def test_cache_has_the_quality_statistics():
+    stats = channel_stats(np.full((32, 32), 7, dtype=np.uint8))
+    assert set(STAT_NAMES) == set(stats)
+    assert stats["entropy"] == 0.0  # one grey level: no information
+    assert stats["max"] == pytest.approx(7 / 255)
+
+
+def test_normal_fields_flag_nothing():
+    result = get_detector("quality").run(_inputs({}))
+    assert result.n_flagged == 0
+    assert not result.findings["flagged"].any()
+    assert (result.columns["quality_issues"] == "").all()
+
+
+def test_each_fault_is_flagged_with_its_issue_type():
+    faults = {0: "dark", 1: "saturated", 2: "blur", 3: "empty"}
+    result = get_detector("quality").run(_inputs(faults))
+    assert "dark:green" in _flagged_kinds(result, "f0")
+    assert "saturated:green" in _flagged_kinds(result, "f1")
+    assert {"blurry:all", "blurry:red", "blurry:blue"} <= _flagged_kinds(result, "f2")
+    empty = _flagged_kinds(result, "f3")
+    assert {"dark:blue", "low_information:blue"} <= empty
+    assert not any(k.endswith(":green") for k in empty)  # one stain failed alone
+    # The faulty fields lead the ranking, and the normal ones are not flagged.
+    assert set(np.argsort(-result.image_score)[:4]) == {0, 1, 2, 3}
+    assert result.image_flagged.tolist() == [True] * 4 + [False] * (N - 4)
+    f = result.findings
+    dark = f[(f["id"] == "f0") & (f["class"] == "dark:green")]
+    assert dark["value"].iloc[0] < -4  # value: the signed z
+
+
+def test_odd_size_is_flagged():
+    inputs = _inputs({})
+    inputs.stats.loc[5, "width"] = 128
+    result = get_detector("quality").run(inputs)
+    assert _flagged_kinds(result, "f5") == {"odd_size:area", "odd_size:aspect"}
+
+
+def test_bad_parameters_and_unknown_channels_raise():
+    with pytest.raises(SettingsError, match="n_sigma"):
+        get_detector("quality", n_sigma=0)
+    with pytest.raises(SettingsError, match="no statistics for channel"):
+        get_detector("quality", channels=["purple"]).run(_inputs({}))
