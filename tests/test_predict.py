@@ -114,6 +114,7 @@ def test_unlabelled_hpa_folder_and_thresholds(tmp_path, make_hpa):
     assert predict(everything, dataset, device="cpu")["id"].tolist() == bare["id"].tolist()
 
 
+@pytest.mark.slow
 def test_plain_image_folder(tmp_path):
     folder = tmp_path / "rgb"
     rng = np.random.default_rng(0)

