@@ -49,15 +49,10 @@ from rich.console import Console
 from sklearn.metrics import precision_recall_fscore_support
 
 from labelaudit.config import TrainSettings, resolve_settings, validate
+from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json
-from labelaudit.rundir import (
-    DEFAULT_RUN,
-    load_given_labels,
-    parse_labels,
-    read_run,
-    with_run_lock,
-)
+from labelaudit.io import atomic_path
+from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
 from labelaudit.train.backbones import LabelModel, build_model, channel_stats
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
@@ -271,27 +266,12 @@ def _settings(run: dict, preset: str | None, overrides: dict[str, Any]) -> Train
     return settings
 
 
-def _open_images(info: dict, ids: list[str], size: int, cache_dir):
+def _open_images(run_dir: Path, info: dict, ids: list[str], size: int, cache_dir):
     """The scanned dataset's images at ``size`` (the cache), rows in ``ids`` order."""
     from labelaudit.data.cache import build_cache
-    from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
 
-    ds = load_dataset(
-        info["path"],
-        info["layout"],
-        strict=False,
-        report=LoadReport(),
-        **recorded_load_options(info),
-    )
-    index = {image_id: i for i, image_id in enumerate(ds.ids)}
-    missing = [image_id for image_id in ids if image_id not in index]
-    if missing:
-        raise RunDirError(
-            f"the dataset {info['path']} no longer has {len(missing)} scanned image(s) "
-            f"(e.g. {missing[0]!r}); re-run the scan"
-        )
+    ds, rows = RunDir(run_dir).load_scanned_dataset(info, ids)
     if ds.ids != ids:
-        rows = [index[image_id] for image_id in ids]
         ds = dataclasses.replace(
             ds,
             ids=list(ids),
@@ -314,12 +294,9 @@ def _read_truth(path: Path, ids: list[str], info: dict) -> np.ndarray:
             path=path,
         )
     values = frame.loc[ids, "true_label"].astype(str)
-    try:
-        return parse_labels(values.reset_index(drop=True), info["class_tokens"], info["label_sep"])
-    except KeyError as exc:
-        raise DatasetError(
-            f"unknown class token {exc.args[0]!r} in true_label", path=path
-        ) from None
+    return LabelCodec.from_info(info).parse_many(
+        values, where=lambda _, message: DatasetError(f"true_label: {message}", path=path)
+    )
 
 
 def _cleaned_labels(
@@ -332,17 +309,18 @@ def _cleaned_labels(
     index = {image_id: i for i, image_id in enumerate(ids)}
     labels = given.copy()
     removed = np.zeros(len(ids), dtype=bool)
-    tokens, sep = info["class_tokens"], info["label_sep"]
+    codec = LabelCodec.from_info(info)
     path = run_dir / "changes.csv"
     for line, row in enumerate(changes.itertuples(index=False), start=2):
         i = index.get(row.id)
         if i is None:
             raise RunDirError(f"{path}, line {line}: image {row.id!r} is not in the run")
-        try:
-            old = parse_labels(pd.Series([row.old_labels]), tokens, sep)[0]
-            new = parse_labels(pd.Series([row.new_labels]), tokens, sep)[0]
-        except KeyError as exc:
-            raise RunDirError(f"{path}, line {line}: unknown label {exc.args[0]!r}") from None
+
+        def bad(message: str, line: int = line) -> RunDirError:
+            return RunDirError(f"{path}, line {line}: {message}")
+
+        old = codec.parse(row.old_labels, where=bad)
+        new = codec.parse(row.new_labels, where=bad)
         if not np.array_equal(old, given[i]):
             raise RunDirError(
                 f"{path}, line {line}: old labels of {row.id!r} differ from the scan's; "
@@ -390,16 +368,12 @@ def _label_digest(labels: np.ndarray, rows: np.ndarray) -> str:
 
 def _find_trained(out_dir: Path, key: str) -> tuple[Path, Path, dict] | None:
     """A saved model (``before`` or ``model``) trained with ``key``, and its arrays."""
+    run = RunDir(out_dir.parent)
     for name in ("model", "before"):
         ckpt, arrays = out_dir / f"{name}.pt", out_dir / f"{name}.npz"
-        if not (ckpt.is_file() and arrays.is_file()):
-            continue
-        try:
-            with np.load(arrays) as z:
-                if str(z["key"]) == key:
-                    return ckpt, arrays, {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError):
-            continue
+        stored = run.read_arrays(f"{out_dir.name}/{name}.npz") if ckpt.is_file() else None
+        if stored is not None and "key" in stored and str(stored["key"]) == key:
+            return ckpt, arrays, stored
     return None
 
 
@@ -692,17 +666,6 @@ def _table_row(m: dict, policy: str | None, seed: int) -> dict:
     return row
 
 
-def _update_table(path: Path, rows: list[dict]) -> pd.DataFrame:
-    """Upsert the rows (by ``key``) into ``table.csv``."""
-    new = pd.DataFrame(rows)
-    if path.is_file():
-        old = pd.read_csv(path, dtype={"key": str})
-        old = old[~old["key"].isin(new["key"])]
-        new = pd.concat([old, new], ignore_index=True)
-    write_csv(path, new)
-    return new
-
-
 # ------------------------------------------------------------------ the steps of retrain
 
 
@@ -893,10 +856,9 @@ def assemble_result(
 
 def _read_inputs(run_dir: Path, opts: RetrainOptions, overrides: dict[str, Any]) -> RunInputs:
     """The run's dataset, settings and labels; every option checked before any work."""
-    run = read_run(run_dir)
-    if "dataset" not in run:
-        raise RunDirError(f"{run_dir}/run.json has no dataset section; re-run the scan")
-    info = run["dataset"]
+    rundir = RunDir(run_dir)
+    run = rundir.read_run()
+    info = rundir.dataset_info(run)
     if opts.class_weights not in CLASS_WEIGHTS:
         raise SettingsError(
             f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, got {opts.class_weights!r}"
@@ -907,7 +869,7 @@ def _read_inputs(run_dir: Path, opts: RetrainOptions, overrides: dict[str, Any])
             "class_weights 'pos' (BCE pos_weight) needs the sigmoid head, "
             f"not {settings.activation!r}; use 'method' or 'none'"
         )
-    ids, given = load_given_labels(run_dir, info)
+    ids, given = rundir.read_given(info)
     true = _read_truth(Path(opts.truth), ids, info) if opts.truth is not None else None
     return RunInputs(info, settings, ids, given, list(info["class_names"]), true)
 
@@ -929,7 +891,7 @@ def _apply_cleaning(
     ):
         run_clean(run_dir, policy=opts.policy or DEFAULT_POLICY, decisions=opts.decisions)
     cleaned, removed, _ = _cleaned_labels(run_dir, inputs.ids, inputs.given, inputs.info)
-    section = read_run(run_dir).get("clean", {})
+    section = RunDir(run_dir).section("clean") or {}
     clean_info["policy"] = section.get("policy")
     clean_info["decisions"] = section.get("decisions")
     return cleaned, removed, clean_info
@@ -972,7 +934,7 @@ def _context(
     from labelaudit.train.weights import resolve_weights
 
     settings = inputs.settings
-    ds, cache = _open_images(inputs.info, inputs.ids, settings.image_size, opts.cache_dir)
+    ds, cache = _open_images(run_dir, inputs.info, inputs.ids, settings.image_size, opts.cache_dir)
     in_chans = int(cache.images.shape[1])
     weights = resolve_weights(settings, in_chans, log=lambda m: console.print(m))
     console.print(f"weights: {weights.detail}")
@@ -992,15 +954,13 @@ def _context(
 
 def _write_outputs(run_dir: Path, result: dict, policy: str | None) -> None:
     """``metrics.json``, the ``table.csv`` rows and ``run.json["retrain"]``."""
-    out_dir = run_dir / RETRAIN_DIR
-    write_json(out_dir / "metrics.json", result)
+    run = RunDir(run_dir)
+    metrics = run.write_json_file(f"{RETRAIN_DIR}/metrics.json", result)
     seed = result["split"]["seed"]
-    _update_table(
-        out_dir / "table.csv", [_table_row(result[w], policy, seed) for w in ("before", "after")]
-    )
+    rows = [_table_row(result[w], policy, seed) for w in ("before", "after")]
+    run.upsert_table(f"{RETRAIN_DIR}/table.csv", rows, key="key")
     b, a = result["before"], result["after"]
-    update_run_json(
-        run_dir,
+    run.write_section(
         "retrain",
         {
             "config": result["config"],
@@ -1008,7 +968,7 @@ def _write_outputs(run_dir: Path, result: dict, policy: str | None) -> None:
             "before": summary({k: v for k, v in b.items() if k not in ("per_class_true",)}),
             "after": summary({k: v for k, v in a.items() if k not in ("per_class_true",)}),
             "delta": result["delta"],
-            "metrics": str((out_dir / "metrics.json").resolve()),
+            "metrics": str(metrics.resolve()),
             "checkpoint": result["checkpoint"],
             "seconds": result["seconds"],
         },
@@ -1027,7 +987,9 @@ def _run_retrain(
     split = make_split(given, seed, opts.test_fraction, opts.val_fraction)
     out_dir = run_dir / RETRAIN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "split.csv", pd.DataFrame({"id": inputs.ids, "part": split.parts}))
+    RunDir(run_dir).write_table(
+        f"{RETRAIN_DIR}/split.csv", pd.DataFrame({"id": inputs.ids, "part": split.parts})
+    )
     plan = plan_cleaning(given, cleaned, removed, split)
     members = resolve_members(opts.members, len(split.train_idx))
     clean_info.update(plan.counts)
@@ -1054,7 +1016,7 @@ def _run_retrain(
         f"{k} {b[k]:.3f} -> {a[k]:.3f}" for k in ("micro_f1", "macro_f1", "macro_f1_true") if k in b
     )
     console.print(f"retrain: {headline}")
-    return read_json(out_dir / "metrics.json")
+    return RunDir(run_dir).read_json_file(f"{RETRAIN_DIR}/metrics.json")
 
 
 # ------------------------------------------------------------------ entry point

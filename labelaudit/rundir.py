@@ -304,6 +304,28 @@ class RunDir:
         extra = columns.reindex(issues["id"]).reset_index(drop=True)
         self.write_table(ISSUES_CSV, pd.concat([issues, extra[names]], axis=1))
 
+    def upsert_table(self, name: str, rows: list[dict], key: str) -> pd.DataFrame:
+        """Insert ``rows`` into a run CSV, replacing the rows with the same ``key``."""
+        new = pd.DataFrame(rows)
+        path = self.file(name)
+        if path.is_file():
+            old = pd.read_csv(path, dtype={key: str})
+            old = old[~old[key].isin(new[key])]
+            new = pd.concat([old, new], ignore_index=True)
+        write_csv(path, new)
+        return new
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of a run ``.npz`` file; ``None`` when absent or unreadable."""
+        path = self.file(name)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            return None
+
     def read_json_file(self, name: str) -> Any:
         """A JSON run file (``bench.json``, ``retrain/metrics.json``)."""
         return read_json(self.file(name))
