@@ -272,9 +272,7 @@ def write_overlays(
             {
                 "id": fid,
                 "file": str(target.relative_to(run_dir)),
-                "given": dataset.label_sep.join(
-                    dataset.class_tokens[k] for k in np.flatnonzero(dataset.labels[position[fid]])
-                ),
+                "given": dataset.format_labels(dataset.labels[position[fid]]),
                 "support": info["label_support"],
                 "unsupported": info["unsupported_labels"],
                 "missing": info["cell_missing_labels"],
