@@ -12,6 +12,7 @@ confident     ``1 - label_quality``
 isolation     ``outlier_score``
 intensity     ``intensity_z``
 consensus     ``consensus_score``
+quality       ``quality_score`` (when the run has it)
 ============  =======================
 
 For each, and for each group of images, the result has AUROC, average precision
@@ -49,7 +50,11 @@ SCORES: dict[str, tuple[str, str]] = {
     "isolation": ("outlier_score", "outlier_score"),
     "intensity": ("intensity_z", "intensity_z"),
     "consensus": ("consensus_score", "consensus_score"),
+    "quality": ("quality_score", "quality_score"),
 }
+#: Score columns a run may lack (a detector added later): the detector is then left
+#: out of the metrics (a column present but empty lists it under ``skipped``).
+OPTIONAL_SCORES = ("quality",)
 GROUPS: dict[str, tuple[str, ...]] = {
     "any": NOISE_TYPES,
     "label": LABEL_NOISE,
@@ -137,12 +142,14 @@ def read_issues(run_dir: str | Path) -> pd.DataFrame:
     path = run.file(ISSUES_CSV)
     issues = run.read_table(ISSUES_CSV, hint="run the detect stage first")
     needed = ["id", "given_labels", "flagged_by", "consensus_flag"] + [
-        c for c, _ in SCORES.values()
+        c for det, (c, _) in SCORES.items() if det not in OPTIONAL_SCORES
     ]
     missing = [c for c in needed if c not in issues.columns]
     if missing:
         raise RunDirError(f"{path}: lacks column(s) {', '.join(missing)}")
     for col, _ in SCORES.values():
+        if col not in issues.columns:  # an optional score of an older run: left out
+            continue
         issues[col] = pd.to_numeric(issues[col].replace("", np.nan), errors="coerce")
     issues["consensus_flag"] = issues["consensus_flag"].str.lower().isin(["true", "1"])
     return issues
@@ -246,6 +253,8 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     metrics: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     for det, (col, _) in SCORES.items():
+        if col not in issues.columns:
+            continue  # an optional score the run predates
         values = issues[col].to_numpy(dtype=float)
         if np.isnan(values).all():
             skipped.append(det)

@@ -106,3 +106,35 @@ def test_bad_parameters_and_unknown_channels_raise():
         get_detector("quality", n_sigma=0)
     with pytest.raises(SettingsError, match="no statistics for channel"):
         get_detector("quality", channels=["purple"]).run(_inputs({}))
+
+
+def test_bench_scores_quality_per_fault_type(tmp_path):
+    from labelaudit.bench import IMAGE_NOISE, bench
+
+    noise = ["none"] * 8 + ["dim", "saturated", "blur", "artifact"]
+    ids = [f"{i:03d}" for i in range(len(noise))]
+    score = [0.0, 1, 2, 0.5, 1.5, 0.2, 0.1, 0.3, 9, 8, 7, 6]  # faults on top
+    issues = pd.DataFrame(
+        {
+            "id": ids,
+            "given_labels": "1",
+            "label_quality": 0.5,
+            "outlier_score": 0.5,
+            "intensity_z": 0.0,
+            "flagged_by": ["quality" if s > 5 else "" for s in score],
+            "consensus_score": 0.5,
+            "consensus_flag": False,
+            "quality_score": score,
+        }
+    )
+    issues.to_csv(tmp_path / "issues.csv", index=False)
+    truth = pd.DataFrame({"ID": ids, "true_label": "1", "given_label": "1", "noise": noise})
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    result = bench(tmp_path, tmp_path / "truth.csv", write=False)
+    for group in ("image", *IMAGE_NOISE):
+        assert result["metrics"]["quality"][group]["auroc"] == 1.0
+        assert result["metrics"]["intensity"][group]["auroc"] == 0.5  # every detector scored
+    assert result["metrics"]["quality"]["image"]["recall_at_flag"] == 1.0
+    # A run without the column (older runs): quality is left out, not an error.
+    issues.drop(columns="quality_score").to_csv(tmp_path / "issues.csv", index=False)
+    assert "quality" not in bench(tmp_path, tmp_path / "truth.csv", write=False)["metrics"]
