@@ -8,6 +8,9 @@ consensus across detectors:
   percentile of suspiciousness (0 = least suspicious, 1 = most; ties share their
   mean rank), so detectors with different score scales count equally;
 * ``consensus_flag`` = flagged by at least ``min_methods`` detectors;
+* ``label_score``, ``image_score``, ``problem_score``: the default order, per
+  problem family and over both (:func:`family_scores`); the table is sorted by
+  ``problem_score``; ``evidence`` names the detectors that put the row there;
 * ``unreliable_classes`` = the classes the image's findings involve (its given
   labels and the classes of its flagged findings) whose out-of-fold probabilities
   are unreliable: classes with fewer positive images than folds, which some fold's
@@ -43,7 +46,7 @@ from labelaudit.detect.base import empty_findings
 from labelaudit.errors import SettingsError
 from labelaudit.rundir import FINDINGS_CSV, ISSUES_CSV, RunDir
 
-DEFAULT_DETECTORS = ("confident", "isolation", "intensity")
+DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity")
 
 #: The issues.csv columns every run has, in order (per-detector columns stay empty
 #: when the detector did not run).
@@ -54,13 +57,25 @@ ISSUES_COLUMNS = [
     "label_quality",
     "outlier_score",
     "intensity_z",
+    "knn_disagreement",
     "flagged_by",
     "n_flags",
     "consensus_score",
     "consensus_flag",
     "label_changes",
     "unreliable_classes",
+    "label_score",
+    "image_score",
+    "problem_score",
+    "evidence",
 ]
+
+#: The problem families (see :func:`family_scores`).
+FAMILIES = ("label", "image")
+#: Families of detectors whose class declares none (``Detector.family`` is ``None``).
+_FAMILY_FALLBACK = {"quality": "image", "isolation": "image", "intensity": "image"}
+#: Robust z beyond which a detector's score is strong evidence (the 3-sigma rule).
+STRONG_Z = 3.0
 
 
 @dataclass
@@ -70,7 +85,7 @@ class ComparisonResult:
     Attributes
     ----------
     issues
-        The ``issues.csv`` table, sorted by ``consensus_score`` descending.
+        The ``issues.csv`` table, sorted by ``problem_score`` descending.
     findings
         All detectors' findings concatenated (``findings.csv``).
     agreement
@@ -175,6 +190,118 @@ def rank_percentile(score: np.ndarray) -> np.ndarray:
     return out
 
 
+def family_of(name: str) -> str:
+    """The problem family (``"label"`` or ``"image"``) of the registered detector ``name``."""
+    cls = REGISTRY.get(name)
+    family = getattr(cls, "family", None) if cls is not None else None
+    return family or _FAMILY_FALLBACK.get(name, "label")
+
+
+def robust_z(score: np.ndarray) -> np.ndarray:
+    """How far each score lies above the bulk of the detector's own scores.
+
+    (score - median) / (1.4826 MAD): the median and MAD describe the images most
+    of which are fine (the detector's null), so the z of a real problem is large
+    whatever the detector's scale. Falls back to the IQR, then the standard
+    deviation, when the MAD is 0 (a score that is constant for most images);
+    a constant score gives 0 everywhere. NaN -> 0.
+    """
+    s = np.asarray(score, dtype=float)
+    ok = ~np.isnan(s)
+    out = np.zeros(s.shape)
+    if not ok.any():
+        return out
+    v = s[ok]
+    med = float(np.median(v))
+    spread = 1.4826 * float(np.median(np.abs(v - med)))
+    if spread <= 0:
+        q75, q25 = np.percentile(v, [75, 25])
+        spread = float(q75 - q25) / 1.349 or float(np.std(v))
+    if spread > 0:
+        out[ok] = (v - med) / spread
+    return out
+
+
+@dataclass
+class FamilyScores:
+    """The default order's parts (see :func:`family_scores`)."""
+
+    label: np.ndarray
+    image: np.ndarray
+    problem: np.ndarray
+    evidence: list[str]
+
+
+def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
+    """Per-image label, image and combined problem scores, and the evidence behind them.
+
+    Each detector's image score is calibrated against its own distribution twice:
+
+    * *bulk*: its rank percentile (0..1), for the order among images without strong
+      evidence; only detectors with a ``bulk_weight`` count (confident learning:
+      on the benchmarks the other rankings carry little signal in the bulk and an
+      average with them is worse than confident learning alone); a family with no
+      weighted detector averages its detectors' percentiles;
+    * *strong*: how far its robust z (:func:`robust_z`) exceeds :data:`STRONG_Z`,
+      0 within the detector's null.
+
+    A family's score is ``bulk + [any strong evidence] + sum of strong evidence``:
+    an image with strong evidence from any detector of the family (score >= 1)
+    always sits above every image without (score < 1), whatever their bulk ranks.
+    ``problem`` is the same over all detectors (bulk from the weighted detectors).
+
+    Returns
+    -------
+    FamilyScores
+        ``evidence`` per image: the detectors behind its place, strongest first
+        (``intensity z=6.1``), then the weighted bulk detectors where the image is
+        in their top 10% (``confident top 4%``); empty when nothing stands out.
+    """
+    names = list(results)
+    n = len(next(iter(results.values())).image_score) if names else 0
+    pct = {m: np.nan_to_num(rank_percentile(results[m].image_score), nan=0.0) for m in names}
+    strong = {m: np.maximum(robust_z(results[m].image_score) - STRONG_Z, 0.0) for m in names}
+    weight = {m: float(getattr(REGISTRY.get(m), "bulk_weight", 0.0) or 0.0) for m in names}
+
+    def score(members: list[str]) -> np.ndarray:
+        if not members:
+            return np.zeros(n)
+        w = np.array([weight[m] for m in members])
+        if w.sum() <= 0:
+            w = np.ones(len(members))
+        bulk = sum(wi * pct[m] for wi, m in zip(w, members, strict=True)) / w.sum()
+        total = sum(strong[m] for m in members)
+        return bulk + (total > 0) + total
+
+    by_family = {f: [m for m in names if family_of(m) == f] for f in FAMILIES}
+    return FamilyScores(
+        label=score(by_family["label"]),
+        image=score(by_family["image"]),
+        problem=score(names),
+        evidence=_evidence(names, pct, strong, weight, n),
+    )
+
+
+def _evidence(
+    names: list[str],
+    pct: dict[str, np.ndarray],
+    strong: dict[str, np.ndarray],
+    weight: dict[str, float],
+    n: int,
+) -> list[str]:
+    """Per image: strong evidence (``name z=...``), then top-10% bulk ranks."""
+    out: list[str] = []
+    for i in range(n):
+        hits = sorted(((strong[m][i], m) for m in names if strong[m][i] > 0), reverse=True)
+        parts = [f"{m} z={z + STRONG_Z:.1f}" for z, m in hits]
+        for m in names:
+            top = 1.0 - pct[m][i]
+            if weight[m] > 0 and top < 0.1 and m not in {h[1] for h in hits}:
+                parts.append(f"{m} top {max(top * 100, 1):.0f}%")
+        out.append("; ".join(parts))
+    return out
+
+
 def build_issues(
     inputs: AuditInputs,
     results: dict[str, DetectorResult],
@@ -207,7 +334,7 @@ def build_issues(
     -------
     pandas.DataFrame
         :data:`ISSUES_COLUMNS` (plus columns of custom detectors), sorted by
-        ``consensus_score`` descending, then ``n_flags`` descending.
+        ``problem_score`` descending (the default order), then ``n_flags`` descending.
     """
     n = inputs.n_images
     names = list(results)
@@ -243,6 +370,7 @@ def build_issues(
         "label_quality": np.full(n, np.nan),
         "outlier_score": np.full(n, np.nan),
         "intensity_z": np.full(n, np.nan),
+        "knn_disagreement": np.full(n, np.nan),
     }
     for m in names:
         for col, values in results[m].columns.items():
@@ -257,10 +385,18 @@ def build_issues(
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
             consensus = np.nanmean(pct, axis=1)
         table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
+        fam = family_scores(results)
+        table["label_score"] = fam.label
+        table["image_score"] = fam.image
+        table["problem_score"] = fam.problem
+        table["evidence"] = fam.evidence
     else:
         table["flagged_by"] = [""] * n
         table["n_flags"] = np.zeros(n, dtype=int)
         table["consensus_score"] = np.zeros(n)
+        for col in ("label_score", "image_score", "problem_score"):
+            table[col] = np.zeros(n)
+        table["evidence"] = [""] * n
     table["consensus_flag"] = table["n_flags"] >= min_methods
     table["label_changes"] = [";".join(c) for c in changes]
     table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
@@ -268,7 +404,7 @@ def build_issues(
     extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
     issues = issues[ISSUES_COLUMNS + extra]
     return issues.sort_values(
-        ["consensus_score", "n_flags"], ascending=False, kind="mergesort"
+        ["problem_score", "n_flags"], ascending=False, kind="mergesort"
     ).reset_index(drop=True)
 
 

@@ -22,6 +22,7 @@ from labelaudit.detect import (
     make_findings,
     register,
 )
+from labelaudit.detect.base import empty_findings
 from labelaudit.detect.synthetic import make_audit
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json
@@ -54,11 +55,11 @@ def test_artifacts_are_written(compared, synth):
         "flagged",
         "suggestion",
     ]
-    assert set(findings["detector"]) == {"confident", "isolation", "intensity"}
+    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity"}
     assert set(findings["suggestion"]) <= {"remove", "add", "review", ""}
     run = read_json(run_dir / "run.json")
     detect = run["detect"]
-    assert set(detect["detectors"]) == {"confident", "isolation", "intensity"}
+    assert set(detect["detectors"]) == {"confident", "knn", "isolation", "intensity"}
     assert 0 <= detect["detectors"]["confident"]["summary"]["health"]["overall_health_score"] <= 1
     assert detect["detectors"]["isolation"]["params"]["n_estimators"] == 30
     assert detect["warnings"] == []
@@ -69,7 +70,7 @@ def test_issues_table(compared, synth):
     _, result = compared
     issues = result.issues
     inputs = synth.inputs
-    assert issues["consensus_score"].is_monotonic_decreasing
+    assert issues["problem_score"].is_monotonic_decreasing  # the default order (issue 14)
     assert issues["consensus_score"].between(0, 1).all()
     assert np.isfinite(issues[["label_quality", "outlier_score", "intensity_z"]]).all().all()
     assert (issues["consensus_flag"] == (issues["n_flags"] >= 2)).all()
@@ -95,14 +96,14 @@ def test_combination_counts_add_up(compared, synth):
     agree = result.agreement
     combos = agree["combinations"]
     assert sum(combos.values()) == synth.inputs.n_images
-    assert len(combos) == 2**3
+    assert len(combos) == 2**4  # four default detectors (knn added, issue 14)
     assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
         combos
     )
     # Exclusive combinations agree with the per-image flags.
     issues = result.issues
     assert combos["none"] == (issues["n_flags"] == 0).sum()
-    assert combos["confident+isolation+intensity"] == (issues["n_flags"] == 3).sum()
+    assert combos["confident+knn+isolation+intensity"] == (issues["n_flags"] == 4).sum()
     for m, n in agree["flag_counts"].items():
         assert n == sum(v for k, v in combos.items() if m in k.split("+"))
 
@@ -196,7 +197,7 @@ def test_none_flagged_and_all_flagged(tmp_path, flag_all):
 def test_missing_inputs_are_skipped_with_a_warning(tmp_path):
     inputs = constant_inputs()
     result = detect_and_compare(inputs, tmp_path, detectors=None)  # None = the defaults
-    assert set(result.skipped) == {"confident", "isolation"}
+    assert set(result.skipped) == {"confident", "knn", "isolation"}
     run = read_json(tmp_path / "run.json")
     assert any("confident" in w and "probs" in w for w in run["detect"]["warnings"])
     assert "filter_by" in run["detect"]["skipped"]["confident"]["params"]
@@ -250,3 +251,53 @@ def test_flipped_label_gets_the_right_suggested_labels(tmp_path):
     assert top["label_changes"] == "-5 (p=0.02);+7 (p=0.97)"
     assert top["flagged_by"] == "confident" and not top["consensus_flag"]
     assert (result.issues["label_changes"] != "").sum() == 1
+
+
+# --- the default order (issue 14) ------------------------------------------------
+
+
+def _result(name: str, score) -> DetectorResult:
+    score = np.asarray(score, dtype=float)
+    n = len(score)
+    return DetectorResult(name, empty_findings(), score, np.zeros(n, dtype=bool))
+
+
+def test_strong_evidence_sits_above_no_evidence():
+    from labelaudit.compare import family_scores
+
+    rng = np.random.default_rng(0)
+    n = 200
+    confident = rng.uniform(0, 0.2, n)
+    confident[0] = 0.21  # top of the confident bulk, nothing else
+    intensity = rng.uniform(-1, 1, n)  # no tail: no strong evidence but image 5's
+    intensity[5] = 20.0  # strong image evidence, middling confident rank
+    confident[5] = 0.1
+    fam = family_scores(
+        {"confident": _result("confident", confident), "intensity": _result("intensity", intensity)}
+    )
+    others = np.delete(fam.problem, [0, 5])
+    assert fam.problem[5] > fam.problem[0] > others.max()
+    assert fam.problem[5] > 1 and (np.delete(fam.problem, 5) <= 1).all()
+    assert "intensity z=" in fam.evidence[5]
+    assert fam.evidence[0] == "confident top 1%"
+    # Family separation: image evidence does not move the label order, and back.
+    np.testing.assert_allclose(fam.label, rank_percentile(confident))
+    assert np.argmax(fam.image) == 5
+
+
+def test_a_weak_secondary_detector_does_not_blur_the_reference_order():
+    from labelaudit.compare import family_scores
+
+    rng = np.random.default_rng(1)
+    n = 300
+    truth = np.zeros(n, dtype=bool)
+    truth[:30] = True
+    confident = np.where(truth, rng.uniform(0.5, 1, n), rng.uniform(0, 0.6, n))
+    knn = rng.uniform(0, 1, n)  # no signal at all
+    fam = family_scores({"confident": _result("confident", confident), "knn": _result("knn", knn)})
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(truth, fam.label) >= roc_auc_score(truth, confident) - 1e-12
+    # The old consensus (mean rank percentile) loses to confident alone here.
+    consensus = (rank_percentile(confident) + rank_percentile(knn)) / 2
+    assert roc_auc_score(truth, consensus) < roc_auc_score(truth, confident)

@@ -253,6 +253,12 @@ class Detector(ABC):
     """
 
     name: ClassVar[str] = ""
+    #: ``"label"`` (a given label is wrong, missing or extra) or ``"image"`` (the image
+    #: itself is bad); ``None``: the ranking decides (:func:`labelaudit.compare.family_of`).
+    family: ClassVar[str | None] = None
+    #: Weight of the detector's whole ranking (rank percentile) in its family's score;
+    #: 0 = only its strong evidence (beyond 3 robust sigmas of its own scores) counts.
+    bulk_weight: ClassVar[float] = 0.0
     requires: ClassVar[tuple[str, ...]] = ()
     defaults: ClassVar[dict[str, Any]] = {}
 

@@ -95,6 +95,8 @@ class ConfidentLearning(Detector):
         make one internal call that ignores it.)
     """
 
+    family = "label"
+    bulk_weight = 1.0  # the family's reference ranking (docs/benchmarks.md, default order)
     requires = ("labels", "probs")
     defaults: dict[str, Any] = {
         "filter_by": "prune_by_noise_rate",

@@ -62,6 +62,7 @@ class IntensityOutliers(Detector):
         Suggestion written for flagged rows.
     """
 
+    family = "image"
     requires = ("labels", "stats")
     defaults: dict[str, Any] = {
         # The data decided: on synth --n 400 --seed 7 (demo scan) the robust variant

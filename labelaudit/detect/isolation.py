@@ -73,6 +73,7 @@ class IsolationOutliers(Detector):
         Threads for the forests.
     """
 
+    family = "image"
     requires = ("labels", "embeddings")
     defaults: dict[str, Any] = {
         "contamination": 0.05,

@@ -23,7 +23,7 @@ carry (``"add"``).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -109,10 +109,10 @@ class KnnLabelAgreement(Detector):
         PCA dimensions before the neighbour search (``None``/0: none).
     """
 
-    family: ClassVar[str] = "label"
+    family = "label"
     requires = ("labels", "embeddings")
     defaults: dict[str, Any] = {
-        "k": 10,
+        "k": 20,
         "threshold": 0.9,
         "prior_weight": 1.0,
         "n_components": 32,
