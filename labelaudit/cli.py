@@ -241,6 +241,17 @@ def scan(
             " and the report) instead of stopping with the list of them."
         ),
     ] = False,
+    probs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Predictions made elsewhere (CSV: id + one column per class, or .npy in"
+            " dataset order); skips training. They must be out-of-sample."
+        ),
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="With --probs: embeddings (.npy, N x D, dataset order)."),
+    ] = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     from labelaudit.scan import scan as run_scan
@@ -281,6 +292,8 @@ def scan(
         max_pixels=max_pixels,
         force=force,
         skip_broken=skip_broken,
+        probs=probs,
+        embeddings=embeddings,
         **overrides,
     )
     if os.environ.get("RANK", "0") != "0":

@@ -116,6 +116,7 @@ def _claim_outputs(
     weights: str | Path | None,
     force: bool,
     console: Console,
+    supplied: Sequence[tuple[str, str | Path | None]] = (),
 ) -> None:
     """Check the scan's outputs against its inputs; create or adopt the run directory.
 
@@ -124,20 +125,26 @@ def _claim_outputs(
     """
     from labelaudit.data.cache import default_cache_dir
 
-    inputs = scan_inputs(ds, masks, weights)
+    inputs = scan_inputs(ds, masks, weights, supplied)
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ensure_outside(inputs, cache_root, "image cache directory")
     say = functools.partial(console.print, markup=False)
     open_output_dir(run_dir, inputs, force=force, say=say)
 
 
-def scan_inputs(ds: Dataset, masks: str | Path | None, weights: str | Path | None) -> list:
+def scan_inputs(
+    ds: Dataset,
+    masks: str | Path | None,
+    weights: str | Path | None,
+    supplied: Sequence[tuple[str, str | Path | None]] = (),
+) -> list:
     """Everything a scan reads: no output may land on or inside any of it."""
     inputs = dataset_inputs(ds)
     if masks is not None:
         inputs.append(("the masks directory", Path(masks)))
     if weights is not None:
         inputs.append(("the weights file", Path(weights)))
+    inputs += [(what, Path(path)) for what, path in supplied if path is not None]
     return inputs
 
 
@@ -160,6 +167,8 @@ def scan(
     follow_symlinks: bool = False,
     max_pixels: int | None = None,
     skip_broken: bool = False,
+    probs: str | Path | None = None,
+    embeddings: str | Path | None = None,
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -208,6 +217,14 @@ def scan(
     skip_broken
         Audit the readable images when some cannot be decoded (recorded in
         ``run.json["skipped_images"]``) instead of stopping with the list of them.
+    probs
+        Predictions made elsewhere (:func:`read_supplied_probs`): no training; the
+        detectors run on them. They must be out-of-sample (cross-validated), or the
+        model has learnt the label errors it should reveal; ``run.json["predictions"]``
+        and the report say they were supplied.
+    embeddings
+        With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
+        embedding detectors (without them those are skipped).
 
     Returns
     -------
@@ -215,7 +232,6 @@ def scan(
     """
     from labelaudit.config import resolve_settings
     from labelaudit.preflight import preflight
-    from labelaudit.train.cv import cross_validate
 
     console = console or Console(quiet=True)
     run_dir = Path(out)
@@ -244,7 +260,17 @@ def scan(
     settings = resolve_settings(preset, **overrides)
     # Every option is checked before a directory is created or an image decoded.
     preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
-    _claim_outputs(run_dir, ds, cache_dir, masks, overrides.get("weights"), force, console)
+    supplied = _read_supplied(ds, probs, embeddings, fold)
+    _claim_outputs(
+        run_dir,
+        ds,
+        cache_dir,
+        masks,
+        overrides.get("weights"),
+        force,
+        console,
+        supplied=[("the --probs file", probs), ("the --embeddings file", embeddings)],
+    )
     _locks.enter_context(run_lock(run_dir, fold=fold))  # one writer (fold jobs: one per fold)
     check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
     timings["load"] = time.perf_counter() - t
@@ -261,32 +287,18 @@ def scan(
     info = RunDir(run_dir).write_dataset(ds, cache)
     timings["cache"] = time.perf_counter() - t
 
-    t = time.perf_counter()
-    cv = cross_validate(
-        cache.images,
-        ds.labels,
-        ds.ids,
-        ds.class_names,
-        settings,
-        run_dir,
-        ds.fingerprint(),
-        fold=fold,
-        console=console,
-    )
-    timings["train"] = time.perf_counter() - t
-    result = ScanResult(run_dir=run_dir, dataset=ds, complete=cv.complete, timings=timings)
-    if getattr(cv, "rank", 0) != 0:  # under torchrun only rank 0 goes on to detection
-        return result
-    if not cv.complete:
-        _record_timings(run_dir, timings)
-        return result
-    if fold is not None:  # the last fold jobs to finish write the rest one at a time
-        _locks.enter_context(finish_lock(run_dir, say=console.print))
+    if supplied is not None:  # predictions made elsewhere: no training
+        audit = _use_supplied(run_dir, info, ds, cache, supplied)
+        result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=timings)
+    else:
+        result, audit = _train(run_dir, info, ds, cache, settings, fold, console, timings, _locks)
+        if audit is None:
+            return result
 
     from labelaudit.compare import detect_and_compare
 
     t = time.perf_counter()
-    detect_and_compare(_audit_inputs(run_dir, info, ds, cache, cv), run_dir, detectors=detectors)
+    detect_and_compare(audit, run_dir, detectors=detectors)
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
@@ -332,6 +344,40 @@ def scan(
     return result
 
 
+def _train(run_dir, info, ds, cache, settings, fold, console, timings, locks):
+    """Cross-validate; return the result so far and the detectors' inputs (``None``: stop).
+
+    ``None`` when this process does not go on to detection: a non-zero torchrun
+    rank, or unfinished folds (``--fold``).
+    """
+    from labelaudit.train.cv import cross_validate
+
+    if os.environ.get("RANK", "0") == "0":  # trained here, not supplied
+        RunDir(run_dir).edit_run(lambda data: data.pop("predictions", None))
+    t = time.perf_counter()
+    cv = cross_validate(
+        cache.images,
+        ds.labels,
+        ds.ids,
+        ds.class_names,
+        settings,
+        run_dir,
+        ds.fingerprint(),
+        fold=fold,
+        console=console,
+    )
+    timings["train"] = time.perf_counter() - t
+    result = ScanResult(run_dir=run_dir, dataset=ds, complete=cv.complete, timings=timings)
+    if getattr(cv, "rank", 0) != 0:  # under torchrun only rank 0 goes on to detection
+        return result, None
+    if not cv.complete:
+        _record_timings(run_dir, timings)
+        return result, None
+    if fold is not None:  # the last fold jobs to finish write the rest one at a time
+        locks.enter_context(finish_lock(run_dir, say=console.print))
+    return result, _audit_inputs(run_dir, info, ds, cache, cv)
+
+
 def _audit_inputs(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, cv):
     """The detectors' inputs from what the scan holds in memory (the files are written).
 
@@ -353,3 +399,242 @@ def _record_timings(run_dir: Path, timings: dict[str, float]) -> None:
         data["timings"] = previous
 
     edit_run_json(run_dir, merge)
+
+
+# ------------------------------------------------------------ supplied predictions
+
+#: What ``run.json["predictions"]`` and the report say about supplied predictions.
+SUPPLIED_NOTE = (
+    "predictions supplied with --probs, not trained by this scan: they must be "
+    "out-of-sample (cross-validated); a model that saw an image's label in training "
+    "has learnt its errors and hides them"
+)
+
+
+@dataclass
+class Supplied:
+    """Predictions made elsewhere, aligned with the dataset (row i = image ``ids[i]``)."""
+
+    ids: list[str]
+    probs: np.ndarray
+    embeddings: np.ndarray | None
+    probs_path: Path
+    embeddings_path: Path | None
+
+    def subset(self, ids: list[str]) -> Supplied:
+        """The rows of ``ids`` (the readable images, with ``skip_broken``)."""
+        rows = [self.ids.index(i) for i in ids] if ids != self.ids else list(range(len(ids)))
+        emb = None if self.embeddings is None else self.embeddings[rows]
+        return Supplied(list(ids), self.probs[rows], emb, self.probs_path, self.embeddings_path)
+
+
+def _bad(path: Path, message: str, line: int | None = None) -> SettingsError:
+    where = f"{path}, line {line}" if line is not None else str(path)
+    return SettingsError(f"{where}: {message}")
+
+
+def _listed(values: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:most])
+    more = len(values) - most
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def read_supplied_probs(
+    path: str | Path, ids: Sequence[str], class_names: Sequence[str], class_tokens: Sequence[str]
+) -> np.ndarray:
+    """Read and check a ``--probs`` file; the (N, K) probabilities in dataset order.
+
+    Parameters
+    ----------
+    path
+        ``.npy`` (N x K, rows in dataset order) or CSV with an ``id`` column and
+        one column per class (named like the classes or their tokens, any order of
+        rows and columns).
+    ids, class_names, class_tokens
+        The dataset's image ids (in order) and classes.
+
+    Raises
+    ------
+    SettingsError
+        One line naming the file (and line): unreadable, wrong shape, an id column
+        missing, unknown / missing / repeated ids, missing or extra class columns,
+        a value that is not a number, NaN, or outside [0, 1].
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "the --probs file does not exist")
+    if path.suffix.lower() == ".npy":
+        probs = _read_npy(path, "probabilities")
+        if probs.ndim != 2 or probs.shape != (len(ids), len(class_names)):
+            raise _bad(
+                path,
+                f"probabilities of shape {probs.shape}; the dataset needs "
+                f"{len(ids)} rows (images, in dataset order) x {len(class_names)} columns "
+                "(classes)",
+            )
+        return _check_values(path, probs, list(ids), list(class_names), header=False)
+    return _read_probs_csv(path, list(ids), list(class_names), list(class_tokens))
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise _bad(path, f"not a readable .npy array of {what} ({exc})") from None
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise _bad(path, f"{what} must be numbers, the array holds {array.dtype}")
+    return np.asarray(array, dtype=np.float64)
+
+
+def _read_probs_csv(
+    path: Path, ids: list[str], class_names: list[str], class_tokens: list[str]
+) -> np.ndarray:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise _bad(path, f"not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
+    id_col = next((c for c in frame.columns if str(c).strip().lower() == "id"), None)
+    if id_col is None:
+        raise _bad(path, "no id column (the first row must name an 'id' column)", 1)
+    by_name = dict(zip(class_names, class_names, strict=True))
+    by_name.update(zip(class_tokens, class_names, strict=True))
+    columns = {c: by_name.get(str(c).strip()) for c in frame.columns if c != id_col}
+    extra = [c for c, name in columns.items() if name is None]
+    if extra:
+        raise _bad(path, f"columns that are not classes of the dataset: {_listed(extra)}", 1)
+    found = list(columns.values())
+    repeated = sorted({c for c in found if found.count(c) > 1})
+    if repeated:
+        raise _bad(path, f"class columns given twice: {_listed(repeated)}", 1)
+    missing = [c for c in class_names if c not in found]
+    if missing:
+        raise _bad(path, f"missing class columns: {_listed(missing)}", 1)
+    given = frame[id_col].str.strip()
+    dup = given[given.duplicated()]
+    if len(dup):
+        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
+    known = set(ids)
+    unknown = given[~given.isin(known)]
+    if len(unknown):
+        raise _bad(
+            path,
+            f"image id {unknown.iloc[0]!r} is not in the dataset "
+            f"({len(unknown)} unknown id{'s' if len(unknown) > 1 else ''})",
+            int(unknown.index[0]) + 2,
+        )
+    absent = sorted(known - set(given))
+    if absent:
+        raise _bad(
+            path,
+            f"{len(frame)} rows for {len(ids)} images: no row for {_listed(absent)}",
+        )
+    order = pd.Index(given).get_indexer(ids)
+    frame = frame.iloc[order].rename(columns=columns).reset_index()
+    text = frame[class_names]
+    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    blank = np.isnan(values) & ~text.apply(lambda c: c.str.strip().str.lower() == "nan").to_numpy()
+    if blank.any():
+        r, c = np.argwhere(blank)[0]
+        raise _bad(
+            path,
+            f"column {class_names[c]!r}: {text.iat[r, c]!r} is not a number",
+            int(frame["index"].iat[r]) + 2,
+        )
+    lines = (frame["index"].to_numpy() + 2).tolist()
+    return _check_values(path, values, ids, class_names, header=True, lines=lines)
+
+
+def _check_values(
+    path: Path,
+    values: np.ndarray,
+    ids: list[str],
+    class_names: list[str],
+    *,
+    header: bool,
+    lines: list[int] | None = None,
+) -> np.ndarray:
+    """NaN, infinite or outside [0, 1]: one message naming the first offending cell."""
+    bad_nan = ~np.isfinite(values)
+    bad_range = np.isfinite(values) & ((values < 0) | (values > 1))
+    for mask, what in ((bad_nan, "is NaN or infinite"), (bad_range, "is outside [0, 1]")):
+        if mask.any():
+            r, c = np.argwhere(mask)[0]
+            where = f"image {ids[r]!r}, class {class_names[c]!r}"
+            line = lines[r] if lines is not None else None
+            message = f"{where}: {values[r, c]!r} {what} (probabilities: sigmoid outputs)"
+            if not header:
+                message = f"row {r}, column {c} ({where}): {values[r, c]!r} {what}"
+            raise _bad(path, message, line)
+    return values
+
+
+def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
+    """Read and check an ``--embeddings`` file: ``.npy``, N x D, dataset order, finite.
+
+    Raises
+    ------
+    SettingsError
+        One line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise _bad(path, "the --embeddings file does not exist")
+    if path.suffix.lower() != ".npy":
+        raise _bad(path, "embeddings must be a .npy array (N x D, rows in dataset order)")
+    emb = _read_npy(path, "embeddings")
+    if emb.ndim != 2 or emb.shape[0] != n_images or emb.shape[1] < 1:
+        raise _bad(path, f"embeddings of shape {emb.shape}; the dataset needs {n_images} rows x D")
+    if not np.isfinite(emb).all():
+        r = int(np.argwhere(~np.isfinite(emb))[0][0])
+        raise _bad(path, f"row {r} holds NaN or infinite values")
+    return emb.astype(np.float32)
+
+
+def _read_supplied(
+    ds: Dataset, probs: str | Path | None, embeddings: str | Path | None, fold: int | None
+) -> Supplied | None:
+    """Check ``--probs``/``--embeddings`` before anything is written (``None``: train)."""
+    if probs is None:
+        if embeddings is not None:
+            raise SettingsError("--embeddings needs --probs (predictions made elsewhere)")
+        return None
+    if fold is not None:
+        raise SettingsError("--fold trains one fold; --probs skips training: give one of them")
+    ids = [str(i) for i in ds.ids]
+    values = read_supplied_probs(probs, ids, ds.class_names, ds.class_tokens)
+    emb = None if embeddings is None else read_supplied_embeddings(embeddings, len(ids))
+    return Supplied(ids, values, emb, Path(probs), None if embeddings is None else Path(embeddings))
+
+
+def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, supplied: Supplied):
+    """Write the supplied predictions as the run's and record that they were supplied."""
+    from labelaudit.io import write_csv
+    from labelaudit.rundir import OOF_CSV
+
+    supplied = supplied.subset([str(i) for i in ds.ids])
+    run = RunDir(run_dir)
+    run.forget_oof()  # a previous run's embeddings must not stay beside new predictions
+    if supplied.embeddings is not None:
+        run.write_oof(supplied.ids, ds.class_names, supplied.probs, supplied.embeddings)
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(supplied.probs, columns=list(ds.class_names))
+        frame.insert(0, "id", supplied.ids)
+        write_csv(run.file(OOF_CSV), frame)
+    run.write_section(
+        "predictions",
+        {
+            "supplied": True,
+            "probs": str(supplied.probs_path),
+            "embeddings": None
+            if supplied.embeddings_path is None
+            else str(supplied.embeddings_path),
+            "note": SUPPLIED_NOTE,
+        },
+    )
+    return make_audit_inputs(
+        info, supplied.ids, ds.labels, supplied.probs, supplied.embeddings, cache.stats
+    )
