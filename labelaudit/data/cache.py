@@ -50,7 +50,9 @@ from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv, write_json
 from labelaudit.locks import LockHeld, hold_lock
 
-CACHE_VERSION = 3  # 2: OpenCV statistics and resize; 3: max, entropy, foreground, focus_coarse
+CACHE_VERSION = (
+    4  # 2: OpenCV stats and resize; 3: + max, entropy, foreground, focus_coarse; 4: + block_max
+)
 STAT_NAMES: tuple[str, ...] = (
     "mean",
     "std",
@@ -61,11 +63,15 @@ STAT_NAMES: tuple[str, ...] = (
     "entropy",
     "foreground",
     "focus_coarse",
+    "block_max",
 )
 #: ``focus_coarse`` is the focus after an area downscale by this factor: averaging
 #: 16 pixels cuts camera noise 4x, so the measure follows the structures' sharpness.
 COARSE_FACTOR = 4
 HIST_BINS = 256  # entropy and the foreground threshold use a 256-level histogram
+#: ``block_max`` is the brightest block's mean on a grid of this many blocks a side:
+#: debris and bubbles fill a block, the bright dots and fibres of normal stains do not.
+BLOCK_GRID = 16
 #: Journal flushes: at most every this many fields or seconds, whichever comes first.
 FLUSH_FIELDS = 16
 FLUSH_SECONDS = 2.0
@@ -227,10 +233,11 @@ def _quality_stats(arr: np.ndarray, scale: float) -> dict[str, float]:
     (0: one level, 1: uniform; cleanvision's low-information measure),
     ``foreground`` the fraction of pixels above the histogram's Otsu threshold,
     ``focus_coarse`` the variance of the Laplacian after an area downscale by
-    :data:`COARSE_FACTOR` (0 for fields too small to downscale).
+    :data:`COARSE_FACTOR` (0 for fields too small to downscale), ``block_max`` the
+    largest block mean on a :data:`BLOCK_GRID`-a-side grid (``max`` below that size).
     """
     if arr.size == 0:
-        return {"max": 0.0, "entropy": 0.0, "foreground": 0.0, "focus_coarse": 0.0}
+        return dict.fromkeys(("max", "entropy", "foreground", "focus_coarse", "block_max"), 0.0)
     if arr.dtype in _FAST_DTYPES and arr.ndim == 2:
         work = _contiguous(arr)
         high = float(cv2.minMaxLoc(work)[1])
@@ -244,18 +251,22 @@ def _quality_stats(arr: np.ndarray, scale: float) -> dict[str, float]:
     nz = p[p > 0]
     entropy = float(-(nz * np.log2(nz)).sum()) / np.log2(HIST_BINS)
     cut = otsu_bin(p)
-    coarse = 0.0
+    coarse, block = 0.0, high
     h, w = arr.shape[:2]
+    src = _contiguous(arr) if arr.dtype in _FAST_DTYPES else arr.astype(np.float32)
     if min(h, w) >= 3 * COARSE_FACTOR:
         size = (w // COARSE_FACTOR, h // COARSE_FACTOR)
-        src = _contiguous(arr) if arr.dtype in _FAST_DTYPES else arr.astype(np.float32)
         small = cv2.resize(src, size, interpolation=cv2.INTER_AREA)
         coarse = laplacian_variance(small) / scale**2
+    if min(h, w) >= BLOCK_GRID:
+        grid = cv2.resize(src, (BLOCK_GRID, BLOCK_GRID), interpolation=cv2.INTER_AREA)
+        block = float(cv2.minMaxLoc(grid.astype(np.float32))[1])
     return {
         "max": high / scale,
         "entropy": float(max(entropy, 0.0)) + 0.0,
         "foreground": float(p[cut + 1 :].sum()),
         "focus_coarse": coarse,
+        "block_max": block / scale,
     }
 
 
