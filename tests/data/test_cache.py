@@ -120,6 +120,7 @@ def test_truncated_image_fails_with_file_name(make_hpa, tmp_path):
     assert [n for n in left if not n.startswith((".partial-", "partial-"))] == []
 
 
+@pytest.mark.slow
 def test_parallel_equals_serial(make_hpa, tmp_path):
     root = make_hpa(n=10, size=32)
     ds = load_dataset(root)

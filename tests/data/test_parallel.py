@@ -115,6 +115,7 @@ def test_ctrl_c_to_the_process_group_no_worker_tracebacks(tmp_path, when):
     assert err.strip() == "interrupted"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG, /proc")
 def test_workers_die_with_a_killed_parent(tmp_path):
     proc = _start(tmp_path)

@@ -369,6 +369,7 @@ def test_broken_tiff_does_not_echo_bytes(tmp_path):
     assert "SECRET" not in str(info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HPA_SAMPLES.is_dir(), reason="shared HPA samples not present")
 def test_real_hpa_samples_pass_the_cheap_check():
     files = sorted((HPA_SAMPLES / "train").glob("*.png"))
