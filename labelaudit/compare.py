@@ -46,7 +46,7 @@ from labelaudit.detect.base import empty_findings
 from labelaudit.errors import SettingsError
 from labelaudit.rundir import FINDINGS_CSV, ISSUES_CSV, RunDir
 
-DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity")
+DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity", "quality")
 
 #: The issues.csv columns every run has, in order (per-detector columns stay empty
 #: when the detector did not run).
@@ -58,6 +58,8 @@ ISSUES_COLUMNS = [
     "outlier_score",
     "intensity_z",
     "knn_disagreement",
+    "quality_score",
+    "quality_issues",
     "flagged_by",
     "n_flags",
     "consensus_score",
@@ -371,10 +373,14 @@ def build_issues(
         "outlier_score": np.full(n, np.nan),
         "intensity_z": np.full(n, np.nan),
         "knn_disagreement": np.full(n, np.nan),
+        "quality_score": np.full(n, np.nan),
+        "quality_issues": [""] * n,
     }
     for m in names:
         for col, values in results[m].columns.items():
-            table[col] = np.asarray(values, dtype=float)
+            values = np.asarray(values)
+            # Text columns (quality_issues) stay text; scores become floats.
+            table[col] = values if values.dtype.kind in "OUS" else values.astype(float)
     if names:
         table["flagged_by"] = [
             ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags

@@ -55,11 +55,11 @@ def test_artifacts_are_written(compared, synth):
         "flagged",
         "suggestion",
     ]
-    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity"}
+    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity", "quality"}
     assert set(findings["suggestion"]) <= {"remove", "add", "review", ""}
     run = read_json(run_dir / "run.json")
     detect = run["detect"]
-    assert set(detect["detectors"]) == {"confident", "knn", "isolation", "intensity"}
+    assert set(detect["detectors"]) == {"confident", "knn", "isolation", "intensity", "quality"}
     assert 0 <= detect["detectors"]["confident"]["summary"]["health"]["overall_health_score"] <= 1
     assert detect["detectors"]["isolation"]["params"]["n_estimators"] == 30
     assert detect["warnings"] == []
@@ -96,14 +96,14 @@ def test_combination_counts_add_up(compared, synth):
     agree = result.agreement
     combos = agree["combinations"]
     assert sum(combos.values()) == synth.inputs.n_images
-    assert len(combos) == 2**4  # four default detectors (knn added, issue 14)
+    assert len(combos) == 2**5  # five default detectors (knn and quality added, issue 14)
     assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
         combos
     )
     # Exclusive combinations agree with the per-image flags.
     issues = result.issues
     assert combos["none"] == (issues["n_flags"] == 0).sum()
-    assert combos["confident+knn+isolation+intensity"] == (issues["n_flags"] == 4).sum()
+    assert combos["confident+knn+isolation+intensity+quality"] == (issues["n_flags"] == 5).sum()
     for m, n in agree["flag_counts"].items():
         assert n == sum(v for k, v in combos.items() if m in k.split("+"))
 
