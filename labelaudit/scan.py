@@ -534,7 +534,10 @@ def _read_probs_csv(
     frame = frame.iloc[order].rename(columns=columns).reset_index()
     text = frame[class_names]
     values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    blank = np.isnan(values) & ~text.apply(lambda c: c.str.strip().str.lower() == "nan").to_numpy()
+    blank = (
+        np.isnan(values)
+        & ~text.apply(lambda c: c.str.strip().str.lower().isin(["", "nan"])).to_numpy()
+    )
     if blank.any():
         r, c = np.argwhere(blank)[0]
         raise _bad(
@@ -558,14 +561,17 @@ def _check_values(
     """NaN, infinite or outside [0, 1]: one message naming the first offending cell."""
     bad_nan = ~np.isfinite(values)
     bad_range = np.isfinite(values) & ((values < 0) | (values > 1))
-    for mask, what in ((bad_nan, "is NaN or infinite"), (bad_range, "is outside [0, 1]")):
+    for mask, what in (
+        (bad_nan, "is NaN (or empty) or infinite"),
+        (bad_range, "is outside [0, 1]"),
+    ):
         if mask.any():
             r, c = np.argwhere(mask)[0]
             where = f"image {ids[r]!r}, class {class_names[c]!r}"
             line = lines[r] if lines is not None else None
-            message = f"{where}: {values[r, c]!r} {what} (probabilities: sigmoid outputs)"
+            message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
             if not header:
-                message = f"row {r}, column {c} ({where}): {values[r, c]!r} {what}"
+                message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
             raise _bad(path, message, line)
     return values
 

@@ -211,17 +211,19 @@ def method_flags(issues: pd.DataFrame, methods: list[str]) -> dict[str, np.ndarr
 
 
 def consensus_order(issues: pd.DataFrame) -> pd.DataFrame:
-    """``issues`` ranked most suspicious first (by ``consensus_score``, then ``n_flags``)."""
+    """``issues`` ranked most suspicious first: the default order (``problem_score``,
+    issue 14; ``consensus_score`` in runs made before it), then ``n_flags``."""
     frame = issues.copy()
-    if "consensus_score" not in frame:
-        frame["consensus_score"] = 0.0
+    key = "problem_score" if "problem_score" in frame else "consensus_score"
+    if key not in frame:
+        frame[key] = 0.0
     if "n_flags" not in frame:
         frame["n_flags"] = 0
-    frame["consensus_score"] = pd.to_numeric(frame["consensus_score"], errors="coerce").fillna(0)
+    frame[key] = pd.to_numeric(frame[key], errors="coerce").fillna(0)
     frame["n_flags"] = pd.to_numeric(frame["n_flags"], errors="coerce").fillna(0).astype(int)
-    return frame.sort_values(
-        ["consensus_score", "n_flags"], ascending=False, kind="mergesort"
-    ).reset_index(drop=True)
+    return frame.sort_values([key, "n_flags"], ascending=False, kind="mergesort").reset_index(
+        drop=True
+    )
 
 
 def combinations(counts: dict[str, Any], names: list[str]) -> list[tuple[tuple[str, ...], int]]:

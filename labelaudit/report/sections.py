@@ -413,6 +413,7 @@ def issues_section(state: ReportState) -> dict[str, Any]:
         "n_details": sum(1 for d in state.details if d),
         "images_note": images_note,
         "score_cols": state.cols,
+        "supplied": (art.run.get("predictions") or {}).get("note", ""),
     }
 
 

@@ -32,8 +32,9 @@ class TableRow:
         ``issues.csv``'s ``n_flags``, ``consensus_score`` (rounded) and ``consensus_flag``.
     scores
         The per-image scores, in the order of the page's score columns (``None``: missing).
-    changes, unreliable
-        ``issues.csv``'s ``label_changes`` and ``unreliable_classes`` texts.
+    changes, unreliable, evidence
+        ``issues.csv``'s ``label_changes``, ``unreliable_classes`` and ``evidence``
+        (the detectors that put the row at its place in the default order) texts.
     thumb, detail
         Index of the embedded thumbnail / detail tile, ``-1`` when none is embedded.
     image
@@ -51,6 +52,7 @@ class TableRow:
     changes: str
     unreliable: str
     image: int
+    evidence: str = ""
     thumb: int = -1
     detail: int = -1
 
@@ -98,6 +100,7 @@ def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
         "consensus_flag": cflag.tolist(),
         "changes": _column(ranked, "label_changes", "").fillna("").astype(str).tolist(),
         "unreliable": unreliable,
+        "evidence": ["" if pd.isna(v) else str(v) for v in _column(ranked, "evidence", "")],
         "given_text": _column(ranked, "given_labels", "").tolist(),
         "sugg_text": _column(ranked, "suggested_labels", None).tolist(),
     }
@@ -141,6 +144,7 @@ def table_rows(
                 changes=text["changes"][r],
                 unreliable=text["unreliable"][r],
                 image=i,
+                evidence=text["evidence"][r],
             )
         )
     return rows, row_of

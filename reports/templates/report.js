@@ -200,6 +200,7 @@
     });
     cols.push({ key: "cons", label: "consensus", sort: true, num: true });
     cols.push({ key: "flags", label: "flagged by", sort: true });
+    cols.push({ key: "evidence", label: "evidence", title: "the detectors that put the row at its place in the default order" });
     cols.push({ key: "decision", label: "decision" });
     return cols;
   }
@@ -350,6 +351,7 @@
     const tdFlags = el("td");
     chips(tdFlags, methodsOf(row), "m");
     tr.appendChild(tdFlags);
+    tr.appendChild(el("td", "evidence", row.evidence || ""));
     const tdDec = el("td", "decision");
     const acc = el("button", "accept", "\u2713");
     const rej = el("button", "reject", "\u2717");
@@ -456,6 +458,7 @@
     if (row.changes) fact(dl, "changes", row.changes);
     if (row.unreliable) fact(dl, "unreliable", row.unreliable + " (fewer images than folds)");
     fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
+    fact(dl, "evidence", row.evidence || "none beyond the bulk of the scores");
     DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row.scores[i])); });
     fact(dl, "consensus", fmt(row.consensus) + (row.consensus_flag ? " (consensus flag)" : ""));
     fillDecision(r);

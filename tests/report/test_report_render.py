@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from labelaudit.compare import DEFAULT_DETECTORS
 from labelaudit.errors import RunDirError
 from labelaudit.io import read_json, write_json
 from labelaudit.report import write_report
@@ -46,12 +47,12 @@ def test_self_contained_and_offline(page: str) -> None:
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
 
 
-def test_embedded_data(page: str) -> None:
+def test_embedded_data(page: str, report_run: Path) -> None:
     blocks = scripts(page)
     data = blocks["report-data"]
     assert len(data["rows"]) == 60
     assert len(data["classes"]) == 19 and data["tokens"][7] == "7"
-    assert data["methods"] == ["confident", "isolation", "intensity"]
+    assert data["methods"] == list(DEFAULT_DETECTORS)  # issue 14: knn, quality added
     assert sum(1 for t in data["thumbs"] if t.startswith("data:image/")) >= 10
     assert any(d.startswith("data:image/") for d in data["details"])
     assert len(data["probs"]) == 60 and all(0 <= v <= 1000 for v in data["probs"][0])
@@ -59,9 +60,18 @@ def test_embedded_data(page: str) -> None:
     assert len(figs) >= 10
     for key in figs:
         assert "data" in blocks[key] and "template" not in blocks[key]["layout"]
-    # ranked most suspicious first, as issues.csv's consensus_score says
-    cons = [row["consensus"] for row in data["rows"]]
-    assert cons == sorted(cons, reverse=True)
+    # ranked most suspicious first: the default order, issues.csv's problem_score
+    # (issue 14; was consensus_score), each row with its evidence
+    import pandas as pd
+
+    issues = pd.read_csv(report_run / "issues.csv", dtype={"id": str}, keep_default_na=False)
+    if "problem_score" in issues:
+        ranked = issues.sort_values("problem_score", ascending=False, kind="mergesort")
+        assert [row["id"] for row in data["rows"]] == ranked["id"].tolist()
+        assert [row["evidence"] for row in data["rows"]] == ranked["evidence"].tolist()
+    else:  # a run made before issue 14
+        cons = [row["consensus"] for row in data["rows"]]
+        assert cons == sorted(cons, reverse=True)
 
 
 def test_sections_present(page: str) -> None:

@@ -1,0 +1,154 @@
+"""``scan --probs FILE [--embeddings FILE]``: predictions made elsewhere, strictly checked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from la_testutils import snapshot
+
+TINY = [
+    "--backbone",
+    "test_efficientnet",
+    "--image-size",
+    "32",
+    "--folds",
+    "2",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--preset",
+    "demo",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny dataset and a run that trained on it."""
+    from labelaudit.cli import main
+
+    root = tmp_path_factory.mktemp("probs")
+    data, run = root / "data", root / "run"
+    for args in (
+        ["synth", str(data), "--n", "40", "--size", "32", "--seed", "5"],
+        ["scan", str(data), "--out", str(run), *TINY, "--quiet"],
+    ):
+        try:
+            main(args)
+        except SystemExit as exc:
+            assert exc.code in (0, None), args
+    return data, run
+
+
+@pytest.mark.slow
+def test_probs_reproduce_the_runs_issues(trained, run_cli, tmp_path):
+    data, run = trained
+    out = tmp_path / "again"
+    code, _, err = run_cli(
+        "scan", data, "--out", out, *TINY, "--probs", run / "oof_probs.csv",
+        "--embeddings", run / "embeddings.npy", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (out / "issues.csv").read_bytes() == (run / "issues.csv").read_bytes()
+    assert not (out / "folds").exists()  # nothing trained
+    predictions = json.loads((out / "run.json").read_text())["predictions"]
+    assert predictions["supplied"] is True and "out-of-sample" in predictions["note"]
+    assert "out-of-sample" in (out / "report.html").read_text()
+    # The trained run says nothing about supplied predictions.
+    assert "predictions" not in json.loads((run / "run.json").read_text())
+
+
+@pytest.mark.slow
+def test_npy_probs_without_embeddings_skip_the_embedding_detectors(trained, run_cli, tmp_path):
+    data, run = trained
+    probs = pd.read_csv(run / "oof_probs.csv", dtype={"id": str}).drop(columns="id").to_numpy()
+    np.save(tmp_path / "p.npy", probs)
+    out = tmp_path / "npy"
+    code, _, err = run_cli("scan", data, "--out", out, *TINY, "--probs", tmp_path / "p.npy", "-q")
+    assert code == 0, err
+    issues = pd.read_csv(out / "issues.csv")
+    assert issues["label_quality"].notna().all() and issues["outlier_score"].isna().all()
+    detect = json.loads((out / "run.json").read_text())["detect"]
+    assert {"knn", "isolation"} <= set(detect["skipped"])
+
+
+def _probs_frame(data) -> pd.DataFrame:
+    from labelaudit.data.layouts import load_dataset
+
+    ds = load_dataset(data)
+    frame = pd.DataFrame(np.full((len(ds), ds.n_classes), 0.5), columns=ds.class_names)
+    frame.insert(0, "id", ds.ids)
+    return frame
+
+
+def _bad_cases(frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame | np.ndarray, str]]:
+    cls = frame.columns[1]
+    nan = frame.copy()
+    nan.loc[3, cls] = np.nan
+    high = frame.copy()
+    high.loc[2, cls] = 1.5
+    text = frame.astype(object)
+    text.loc[1, cls] = "high"
+    unknown = frame.copy()
+    unknown.loc[0, "id"] = "nosuchimage"
+    return {
+        "wrong id": (unknown, "'nosuchimage' is not in the dataset"),
+        "missing class": (frame.drop(columns=cls), f"missing class columns: '{cls}'"),
+        "extra column": (frame.assign(extra=0.1), "not classes of the dataset: 'extra'"),
+        "nan": (nan, "is NaN"),
+        "out of range": (high, "1.5 is outside [0, 1]"),
+        "not a number": (text, "'high' is not a number"),
+        "too few rows": (frame.iloc[:-1], "no row for"),
+        "no id column": (frame.drop(columns="id"), "no id column"),
+        "npy shape": (frame.drop(columns="id").to_numpy()[:-1], "the dataset needs"),
+    }
+
+
+def test_bad_probs_files_one_message_exit_2(tmp_path, run_cli):
+    from labelaudit.cli import main
+
+    data = tmp_path / "data"
+    main(["synth", str(data), "--n", "12", "--size", "32", "--seed", "1"])
+    before = snapshot(data)
+    for name, (content, expected) in _bad_cases(_probs_frame(data)).items():
+        if isinstance(content, np.ndarray):
+            path = tmp_path / f"{name}.npy"
+            np.save(path, content)
+        else:
+            path = tmp_path / f"{name}.csv"
+            content.to_csv(path, index=False)
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli("scan", data, "--out", out, *TINY, "--probs", path)
+        assert code == 2, (name, err)
+        lines = [line for line in err.strip().splitlines() if line]
+        assert len(lines) == 1 and "Traceback" not in err, (name, err)
+        assert str(path) in err and expected in err, (name, err)
+        assert not out.exists(), name  # checked before anything is written
+    assert snapshot(data) == before
+
+
+def test_embeddings_checked_and_need_probs(tmp_path, run_cli):
+    from labelaudit.cli import main
+
+    data = tmp_path / "data"
+    main(["synth", str(data), "--n", "12", "--size", "32", "--seed", "1"])
+    probs = tmp_path / "p.csv"
+    _probs_frame(data).to_csv(probs, index=False)
+    emb = tmp_path / "e.npy"
+    np.save(emb, np.zeros((11, 4)))
+    code, _, err = run_cli(
+        "scan", data, "--out", tmp_path / "o", "--probs", probs, "--embeddings", emb
+    )
+    assert code == 2 and str(emb) in err and "12 rows" in err
+    code, _, err = run_cli("scan", data, "--out", tmp_path / "o", "--embeddings", emb)
+    assert code == 2 and "--embeddings needs --probs" in err
+    # The run directory may not be where the supplied file lies.
+    (tmp_path / "mine").mkdir()
+    inside = tmp_path / "mine" / "p.csv"
+    inside.write_bytes(probs.read_bytes())
+    code, _, err = run_cli("scan", data, "--out", tmp_path / "mine", "--probs", inside)
+    assert code == 2 and "--probs file" in err
+    assert inside.read_bytes() == probs.read_bytes()
