@@ -364,6 +364,43 @@ def segment(
         console.print(format_comparison(summary))
 
 
+@app.command("leaks")
+def leaks_cmd(
+    dataset_a: Annotated[Path, typer.Argument(help="The first dataset (e.g. train); only read.")],
+    dataset_b: Annotated[Path, typer.Argument(help="The second dataset (e.g. test); only read.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the matching pairs to this CSV.")
+    ] = None,
+    layout: LayoutOption = None,
+    phash_distance: Annotated[
+        int, typer.Option(min=0, max=64, help="Largest perceptual-hash distance (bits of 64).")
+    ] = 10,
+) -> None:
+    """List images of DATASET_B that also appear in DATASET_A (identical or near copies)."""
+    from labelaudit.leaks import find_leaks
+
+    res = find_leaks(
+        dataset_a,
+        dataset_b,
+        out=out,
+        layout=layout,
+        phash_distance=phash_distance,
+        on_cache=lambda line: console.print(line, markup=False),
+    )
+    for row in res.pairs.head(50).itertuples(index=False):
+        console.print(
+            f"{row.id_b} = {row.id_a} ({row.evidence}, phash distance {row.phash_distance})",
+            markup=False,
+        )
+    if len(res.pairs) > 50:
+        console.print(f"... {len(res.pairs) - 50} more pairs", markup=False)
+    where = f"; pairs in {escape(str(out))}" if out is not None else ""
+    console.print(
+        f"{res.n_leaked} of {res.n_b} images of {escape(str(dataset_b))} also appear in "
+        f"{escape(str(dataset_a))} ({len(res.pairs)} pairs){where}"
+    )
+
+
 @app.command("bench")
 def bench_cmd(
     run: Annotated[Path, typer.Argument(help="The run directory.")],
