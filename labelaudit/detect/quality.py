@@ -99,7 +99,7 @@ FALLBACK = {"focus_coarse": "focus"}
 EPS = 1e-6  # added before logs; statistics are fractions of full scale
 #: Fractions below these are "none" (a few pixels of a field clipping is normal).
 LOG_EPS = {"saturated": 1e-3}
-HEADROOM_EPS = 1.0 / 255  # one 8-bit grey level below full scale
+HEADROOM_EPS = 0.02  # ~5 grey levels of 8 bits: closer to full scale is all "full"
 
 
 def robust_z(values: np.ndarray) -> tuple[float, float]:
