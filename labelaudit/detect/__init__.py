@@ -3,8 +3,9 @@
 Importing this package registers ``confident`` (cleanlab confident learning),
 ``isolation`` (isolation forests on embeddings) and ``intensity`` (per-class
 3-sigma rule on the protein channel's intensity) and ``knn`` (label agreement of
-an image's neighbours in the embedding space). Add a detector by subclassing
-:class:`Detector` and decorating it with :func:`register`.
+an image's neighbours in the embedding space) and ``quality`` (dark, light, saturated,
+blurry, low-information, artifact and odd-size images per stain channel). Add a
+detector by subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
 from __future__ import annotations

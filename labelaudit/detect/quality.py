@@ -39,7 +39,7 @@ issue type          measure (per channel, cache statistics)              suspici
 
 Measures an older cache lacks fall back (``focus_coarse`` -> ``focus``) or are left
 out; ``summary["missing"]`` lists them. Measured on synth seeds 7, 11, 13 (n=400):
-image-fault AUROC 0.958-0.988 (``docs/benchmarks.md``, image quality).
+image-fault AUROC 0.966-0.993 (``docs/benchmarks.md``, image quality).
 
 Scores and flags
 ----------------
