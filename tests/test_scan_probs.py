@@ -52,7 +52,14 @@ def test_probs_reproduce_the_runs_issues(trained, run_cli, tmp_path):
         "--embeddings", run / "embeddings.npy", "--quiet",
     )  # fmt: skip
     assert code == 0, err
-    assert (out / "issues.csv").read_bytes() == (run / "issues.csv").read_bytes()
+    again = pd.read_csv(out / "issues.csv", dtype=str, keep_default_na=False)
+    first = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    # unreliable_classes comes from the training folds (classes with fewer images than
+    # folds), which supplied predictions do not tell; every other column is identical.
+    pd.testing.assert_frame_equal(
+        again.drop(columns="unreliable_classes"), first.drop(columns="unreliable_classes")
+    )
+    assert (again["unreliable_classes"] == "").all()
     assert not (out / "folds").exists()  # nothing trained
     predictions = json.loads((out / "run.json").read_text())["predictions"]
     assert predictions["supplied"] is True and "out-of-sample" in predictions["note"]
