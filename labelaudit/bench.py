@@ -51,10 +51,15 @@ SCORES: dict[str, tuple[str, str]] = {
     "intensity": ("intensity_z", "intensity_z"),
     "consensus": ("consensus_score", "consensus_score"),
     "quality": ("quality_score", "quality_score"),
+    "knn": ("knn_disagreement", "knn_disagreement"),
+    # The default order (issue 14): per family and over both; flags: consensus_flag.
+    "label order": ("label_score", "label_score"),
+    "image order": ("image_score", "image_score"),
+    "default order": ("problem_score", "problem_score"),
 }
 #: Score columns a run may lack (a detector added later): the detector is then left
 #: out of the metrics (a column present but empty lists it under ``skipped``).
-OPTIONAL_SCORES = ("quality",)
+OPTIONAL_SCORES = ("quality", "knn", "label order", "image order", "default order")
 GROUPS: dict[str, tuple[str, ...]] = {
     "any": NOISE_TYPES,
     "label": LABEL_NOISE,
@@ -263,7 +268,7 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         # A missing value ranks as least suspicious.
         finite = score[np.isfinite(score)]
         score = np.nan_to_num(score, nan=(finite.min() - 1.0) if len(finite) else 0.0)
-        if det == "consensus":
+        if det == "consensus" or det.endswith(" order"):
             flags = issues["consensus_flag"].to_numpy(dtype=bool)
         else:
             flags = np.array([det in s for s in flagged_by])
