@@ -372,9 +372,10 @@ def leaks_cmd(
         Path | None, typer.Option("--out", help="Write the matching pairs to this CSV.")
     ] = None,
     layout: LayoutOption = None,
-    phash_distance: Annotated[
-        int, typer.Option(min=0, max=64, help="Largest perceptual-hash distance (bits of 64).")
-    ] = 10,
+    hash_distance: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Largest share of differing perceptual-hash bits."),
+    ] = 0.2,
 ) -> None:
     """List images of DATASET_B that also appear in DATASET_A (identical or near copies)."""
     from labelaudit.leaks import find_leaks
@@ -384,7 +385,7 @@ def leaks_cmd(
         dataset_b,
         out=out,
         layout=layout,
-        phash_distance=phash_distance,
+        hash_distance=hash_distance,
         on_cache=lambda line: console.print(line, markup=False),
     )
     for row in res.pairs.head(50).itertuples(index=False):

@@ -25,10 +25,11 @@ import pandas as pd
 from labelaudit.data.cache import ImageCache, build_cache, default_cache_dir
 from labelaudit.detect.base import AuditInputs
 from labelaudit.detect.duplicates import (
-    PHASH_DISTANCE,
+    HASH_DISTANCE,
     DuplicateResult,
     find_duplicates,
     hamming_pairs,
+    max_bits,
     perceptual_hashes,
     pixel_keys,
 )
@@ -108,7 +109,7 @@ def add_duplicates(
         The run's image cache (opened from ``run.json`` when ``None``; without it,
         only embedding neighbours are looked for, and the summary says so).
     **params
-        ``phash_distance``, ``embedding_factor`` for
+        ``hash_distance``, ``embedding_factor`` for
         :func:`~labelaudit.detect.duplicates.find_duplicates`.
 
     Returns
@@ -165,7 +166,7 @@ class LeakResult:
 def match_signatures(
     a: tuple[list[str], list[str], np.ndarray],
     b: tuple[list[str], list[str], np.ndarray],
-    phash_distance: int = PHASH_DISTANCE,
+    hash_distance: float = HASH_DISTANCE,
 ) -> pd.DataFrame:
     """Pairs (one image of A, one of B) with equal digests or close perceptual hashes.
 
@@ -173,24 +174,30 @@ def match_signatures(
     ----------
     a, b
         ``(ids, pixel keys, perceptual hashes)`` of each dataset.
-    phash_distance
-        Largest perceptual-hash distance of a near match.
+    hash_distance
+        Largest share of differing perceptual-hash bits of a near match.
 
     Returns
     -------
     pandas.DataFrame
-        ``id_a``, ``id_b``, ``evidence``, ``phash_distance``, sorted by B then A.
+        ``id_a``, ``id_b``, ``evidence``, ``phash_distance`` (bits), sorted by B then A.
     """
     ids_a, keys_a, hashes_a = a
     ids_b, keys_b, hashes_b = b
-    ii, jj, dd = hamming_pairs(hashes_a, hashes_b, max_distance=phash_distance)
+    if np.shape(hashes_a)[1:] != np.shape(hashes_b)[1:]:
+        raise SettingsError(
+            f"the datasets have different channels ({np.shape(hashes_a)[1]} and "
+            f"{np.shape(hashes_b)[1]}): their images cannot be compared"
+        )
+    limit = max_bits(hashes_a, hash_distance)
+    ii, jj, dd = hamming_pairs(hashes_a, hashes_b, max_distance=limit)
     found = {(int(i), int(j)): ("phash", int(d)) for i, j, d in zip(ii, jj, dd, strict=True)}
     where_a: dict[str, list[int]] = {}
     for i, key in enumerate(keys_a):
         where_a.setdefault(key, []).append(i)
     for j, key in enumerate(keys_b):
         for i in where_a.get(key, []):
-            d = int(np.bitwise_count(np.uint64(hashes_a[i]) ^ np.uint64(hashes_b[j])))
+            d = int(np.bitwise_count(hashes_a[i] ^ hashes_b[j]).sum())
             found[(i, j)] = ("exact", d)
     order = sorted(found, key=lambda p: (p[1], p[0]))
     return pd.DataFrame(
@@ -211,15 +218,16 @@ def find_leaks(
     out: str | Path | None = None,
     image_size: int = LEAKS_IMAGE_SIZE,
     cache_dir: str | Path | None = None,
-    phash_distance: int = PHASH_DISTANCE,
+    hash_distance: float = HASH_DISTANCE,
     layout: str | None = None,
     on_cache: Callable[[str], None] | None = None,
 ) -> LeakResult:
     """List the images of dataset B that also appear in dataset A.
 
     Both datasets are decoded into the image cache (reused when there), nothing is
-    trained. Matches: identical pixels (``exact``) or perceptual hashes within
-    ``phash_distance`` bits (``phash``: shifted, re-encoded or re-noised copies).
+    trained. Matches: identical pixels (``exact``) or per-channel perceptual hashes
+    differing in at most ``hash_distance`` of their bits (``phash``: shifted,
+    re-encoded or re-noised copies).
 
     Parameters
     ----------
@@ -231,8 +239,8 @@ def find_leaks(
         Side of the cache entries used.
     cache_dir
         Where cache entries live (:func:`~labelaudit.data.cache.default_cache_dir`).
-    phash_distance
-        Largest perceptual-hash distance of a near match (bits of 64).
+    hash_distance
+        Largest share of differing perceptual-hash bits of a near match (0 to 1).
     layout
         The datasets' layout (detected when ``None``).
     on_cache
@@ -251,8 +259,8 @@ def find_leaks(
     """
     from labelaudit.data.layouts import load_dataset
 
-    if isinstance(phash_distance, bool) or not 0 <= int(phash_distance) <= 64:
-        raise SettingsError(f"phash distance must be from 0 to 64 bits, got {phash_distance}")
+    if isinstance(hash_distance, bool) or not 0 <= float(hash_distance) <= 1:
+        raise SettingsError(f"hash distance must be a share of bits in [0, 1], got {hash_distance}")
     sets = [load_dataset(Path(p), layout) for p in (dataset_a, dataset_b)]
     inputs = [item for ds in sets for item in dataset_inputs(ds)]
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -266,7 +274,7 @@ def find_leaks(
             on_cache(f"image cache: {'reused' if cache.reused else 'built'} {cache.path}")
         keys, hashes = cache_signatures(cache)
         sigs.append((list(cache.ids), keys, hashes))
-    pairs = match_signatures(sigs[0], sigs[1], int(phash_distance))
+    pairs = match_signatures(sigs[0], sigs[1], float(hash_distance))
     if out is not None:
         write_csv(Path(out), pairs)
     return LeakResult(pairs, len(sigs[0][0]), len(sigs[1][0]))

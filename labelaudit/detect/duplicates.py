@@ -7,12 +7,16 @@ Three kinds of evidence pair two images (row indices ``i < j``):
   (:func:`pixel_keys` hashes both).
 * ``phash``: a DCT perceptual hash (the algorithm of imagehash's ``phash``: the
   sign of the 8 x 8 lowest frequencies of a 32 x 32 thumbnail against their median)
-  of the mean of the field's channels; pairs within ``phash_distance`` bits of 64.
-  Small shifts, fresh noise and re-encoding change few bits.
+  of each channel, 64 bits per channel; pairs whose hashes differ in at most
+  ``hash_distance`` (a fraction, 0.2) of the bits. Small shifts, fresh noise and
+  re-encoding change few bits. One hash per stain, not one of their mean: on synth
+  fields a 64-bit hash of the mean put planted copies (up to 16 bits apart) and
+  distinct fields (from 12 bits) in overlapping ranges; per-stain hashes (256 bits)
+  separate them (copies at most 48 bits apart, distinct fields at least 56).
 * ``embedding``: cosine neighbours in the model's embedding space closer than
   ``embedding_factor`` times the median nearest-neighbour distance (the rule of
   cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13), confirmed by a
-  looser perceptual-hash distance (``2 * phash_distance``): two fields that merely
+  looser perceptual-hash distance (``2 * hash_distance``): two fields that merely
   share their classes can sit close in a model's embedding space.
 
 Pairs form groups (connected components). Each group's first image in dataset order
@@ -46,10 +50,10 @@ __all__ = [
     "pixel_keys",
 ]
 
-#: Bits of the perceptual hash (8 x 8 DCT coefficients).
+#: Bits of the perceptual hash of one channel (8 x 8 DCT coefficients).
 HASH_BITS = 64
-#: Default largest perceptual-hash distance (bits of 64) of a near-duplicate pair.
-PHASH_DISTANCE = 10
+#: Default largest share of differing perceptual-hash bits of a near-duplicate pair.
+HASH_DISTANCE = 0.2
 #: cleanlab Datalab's near_duplicate threshold: a fraction of the median NN distance.
 EMBEDDING_FACTOR = 0.13
 
@@ -90,13 +94,15 @@ def perceptual_hashes(images: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        (N,) uint64 hashes.
+        (N, C) uint64: one 64-bit hash per channel.
     """
-    out = np.zeros(len(images), dtype=np.uint64)
+    n, c = (images.shape[0], images.shape[1]) if np.ndim(images) == 4 else (0, 0)
+    out = np.zeros((n, c), dtype=np.uint64)
     weights = np.uint64(1) << np.arange(HASH_BITS, dtype=np.uint64)
-    for i in range(len(images)):
-        bits = phash(np.asarray(images[i], dtype=np.float32).mean(axis=0))
-        out[i] = np.bitwise_or.reduce(weights[bits]) if bits.any() else np.uint64(0)
+    for i in range(n):
+        for k in range(c):
+            bits = phash(np.asarray(images[i, k], dtype=np.float32))
+            out[i, k] = np.bitwise_or.reduce(weights[bits]) if bits.any() else np.uint64(0)
     return out
 
 
@@ -130,15 +136,22 @@ def pixel_keys(images: np.ndarray, stats: pd.DataFrame | None = None) -> list[st
     return keys
 
 
+def max_bits(hashes: np.ndarray, fraction: float) -> int:
+    """The largest distance in bits that ``fraction`` of the hashes' bits allows."""
+    words = 1 if np.ndim(hashes) < 2 else np.shape(hashes)[1]
+    return int(np.floor(float(fraction) * HASH_BITS * words))
+
+
 def hamming_pairs(
-    a: np.ndarray, b: np.ndarray | None = None, max_distance: int = PHASH_DISTANCE
+    a: np.ndarray, b: np.ndarray | None = None, max_distance: int = 51
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of hashes within ``max_distance`` bits.
 
     Parameters
     ----------
     a, b
-        uint64 hash arrays; with ``b=None`` pairs within ``a`` (``i < j``).
+        uint64 hashes, (N,) or (N, W) (W words per hash, e.g. one per channel);
+        with ``b=None`` pairs within ``a`` (``i < j``).
     max_distance
         Largest Hamming distance kept.
 
@@ -148,12 +161,15 @@ def hamming_pairs(
         Index into ``a``, index into ``b`` (or ``a``), and the distance.
     """
     a = np.asarray(a, dtype=np.uint64)
+    a = a[:, None] if a.ndim == 1 else a
     same = b is None
     b = a if same else np.asarray(b, dtype=np.uint64)
+    b = b[:, None] if b.ndim == 1 else b
     out_i, out_j, out_d = [], [], []
-    block = max(1, 2_000_000 // max(len(b), 1))  # bounded memory per block
+    block = max(1, 2_000_000 // max(len(b) * a.shape[1], 1))  # bounded memory per block
     for start in range(0, len(a), block):
-        d = np.bitwise_count(a[start : start + block, None] ^ b[None, :])
+        x = a[start : start + block, None, :] ^ b[None, :, :]
+        d = np.bitwise_count(x).sum(axis=2, dtype=np.int64)
         ii, jj = np.nonzero(d <= max_distance)
         ii = ii + start
         keep = ii < jj if same else np.ones(len(ii), dtype=bool)
@@ -278,7 +294,7 @@ def find_duplicates(
     *,
     keys: list[str] | None = None,
     hashes: np.ndarray | None = None,
-    phash_distance: int = PHASH_DISTANCE,
+    hash_distance: float = HASH_DISTANCE,
     embedding_factor: float = EMBEDDING_FACTOR,
 ) -> DuplicateResult:
     """Exact and near duplicate groups, and the label conflicts inside them.
@@ -291,9 +307,9 @@ def find_duplicates(
         :func:`pixel_keys` per image (exact duplicates), or ``None``.
     hashes
         :func:`perceptual_hashes` per image, or ``None``.
-    phash_distance
-        Largest perceptual-hash distance of a near pair (bits of 64); embedding
-        neighbours need ``2 * phash_distance`` or less when hashes are given.
+    hash_distance
+        Largest share of differing perceptual-hash bits of a near pair; embedding
+        neighbours need ``2 * hash_distance`` or less when hashes are given.
     embedding_factor
         See :func:`embedding_pairs`; 0 turns the embedding evidence off.
 
@@ -317,10 +333,11 @@ def find_duplicates(
             else:
                 first[key] = r
     if hashes is not None:
-        ii, jj, dd = hamming_pairs(hashes, max_distance=2 * phash_distance)
+        limit = max_bits(hashes, hash_distance)
+        ii, jj, dd = hamming_pairs(hashes, max_distance=2 * limit)
         for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
             dist[(a, b)] = d
-        close = dd <= phash_distance
+        close = dd <= limit
         add(ii[close], jj[close], "phash")
     threshold = None
     if inputs.embeddings is not None and embedding_factor > 0:
@@ -372,7 +389,7 @@ def find_duplicates(
         "n_images_in_groups": int((group >= 0).sum()),
         "n_conflict_groups": n_conflict_groups,
         "evidence": {k: int(sum(k in e for e in evidence.values())) for k in _KINDS},
-        "phash_distance": int(phash_distance),
+        "hash_distance": float(hash_distance),
         "embedding_factor": float(embedding_factor),
         "embedding_threshold": threshold,
         "used": [k for k, v in (("exact", keys), ("phash", hashes)) if v is not None]
