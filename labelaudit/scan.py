@@ -299,6 +299,9 @@ def scan(
 
     t = time.perf_counter()
     detect_and_compare(audit, run_dir, detectors=detectors)
+    from labelaudit.leaks import add_duplicates
+
+    add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
