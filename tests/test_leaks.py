@@ -1,0 +1,100 @@
+"""Images shared between two datasets (labelaudit leaks) and a run's duplicates."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from la_runfixture import make_run
+from la_testutils import snapshot
+from PIL import Image
+
+from labelaudit.data.cache import build_cache
+from labelaudit.data.classes import HPA_CHANNELS
+from labelaudit.data.layouts import load_dataset
+from labelaudit.data.synth import near_copy, synthesize
+from labelaudit.leaks import add_duplicates, find_leaks
+from labelaudit.rundir import RunDir, read_run
+
+
+def _two_datasets(tmp_path: Path) -> tuple[Path, Path]:
+    """A (10 fields) and B (6 fields, plus one exact and one near copy of A's fields)."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    ta = synthesize(a, n=10, size=48, seed=1)
+    tb = synthesize(b, n=6, size=48, seed=2)
+    exact, near = ta["ID"][2], ta["ID"][5]
+    for c in HPA_CHANNELS:
+        shutil.copy(a / "train" / f"{exact}_{c}.png", b / "train" / f"copy-exact_{c}.png")
+    chans = {c: np.asarray(Image.open(a / "train" / f"{near}_{c}.png")) for c in HPA_CHANNELS}
+    for c, arr in near_copy(chans, np.random.default_rng(0)).items():
+        Image.fromarray(arr).save(b / "train" / f"copy-near_{c}.png")
+    rows = pd.DataFrame({"ID": [*tb["ID"], "copy-exact", "copy-near"]})
+    rows["Label"] = [*tb["given_label"], "0", "1"]
+    rows.to_csv(b / "train.csv", index=False)
+    return a, b
+
+
+def test_leaks_lists_exact_and_near_copies_of_a_in_b(tmp_path):
+    a, b = _two_datasets(tmp_path)
+    ids_a = pd.read_csv(a / "train.csv", dtype=str)["ID"]
+    before = snapshot(a), snapshot(b)
+    res = find_leaks(a, b, out=tmp_path / "leaks.csv", cache_dir=tmp_path / "cache")
+    assert (res.n_a, res.n_b, res.n_leaked) == (10, 8, 2)
+    got = res.pairs.set_index("id_b")
+    assert got.loc["copy-exact", "id_a"] == ids_a[2]
+    assert got.loc["copy-exact", "evidence"] == "exact"
+    assert got.loc["copy-exact", "phash_distance"] == 0
+    assert got.loc["copy-near", "id_a"] == ids_a[5]
+    assert got.loc["copy-near", "evidence"] == "phash"
+    written = pd.read_csv(tmp_path / "leaks.csv", dtype=str)
+    assert sorted(written["id_b"]) == ["copy-exact", "copy-near"]
+    assert (snapshot(a), snapshot(b)) == before  # inputs untouched
+
+
+def test_leaks_cli_prints_the_pairs_and_refuses_an_output_inside_an_input(tmp_path, run_cli):
+    a, b = _two_datasets(tmp_path)
+    code, out, err = run_cli("leaks", a, b)
+    assert code == 0, err
+    assert "copy-exact" in out and "copy-near" in out
+    assert "2 of 8 images" in " ".join(out.split())
+    code, out, err = run_cli("leaks", a, b, "--out", a / "leaks.csv")
+    assert code == 2
+    assert len((out + err).strip().splitlines()) == 1 and "leaks file" in out + err
+    assert not (a / "leaks.csv").exists()
+
+
+def test_add_duplicates_writes_columns_findings_and_pairs_into_the_run(make_hpa, tmp_path):
+    dataset = make_hpa(n=8, size=32, labels=["1", "2", "3", "4", "5", "6", "3", "8"])
+    for c in HPA_CHANNELS:  # field006 becomes an exact copy of field002 (same label 3)
+        shutil.copy(
+            dataset / "train" / f"field002_{c}.png", dataset / "train" / f"field006_{c}.png"
+        )
+    for c in HPA_CHANNELS:  # field001 an exact copy of field000, with another label
+        shutil.copy(
+            dataset / "train" / f"field000_{c}.png", dataset / "train" / f"field001_{c}.png"
+        )
+    run = make_run(tmp_path, dataset)
+    RunDir(run).write_section("detect", {"n_images": 8})
+    cache = build_cache(load_dataset(dataset), 32, tmp_path / "cache")
+    dups = add_duplicates(run, cache=cache)
+    assert dups.summary["n_groups"] == 2 and dups.summary["n_conflict_groups"] == 1
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False).set_index("id")
+    assert issues.loc["field001", "duplicate_of"] == "field000"
+    assert issues.loc["field006", "duplicate_of"] == "field002"
+    assert issues.loc["field000", "duplicate_group"] == issues.loc["field001", "duplicate_group"]
+    assert issues.loc["field003", "duplicate_group"] == ""
+    assert issues.loc["field000", "duplicate_conflict"] == "1;2"
+    assert issues.loc["field006", "duplicate_conflict"] == ""
+    findings = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    mine = findings[findings["detector"] == "duplicates"]
+    assert sorted(mine["id"]) == ["field000", "field000", "field001", "field001"]
+    assert set(mine["suggestion"]) == {"review"}
+    assert (findings["detector"] != "duplicates").sum() > 0  # the others are kept
+    pairs = pd.read_csv(run / "duplicates.csv", dtype=str)
+    assert set(pairs["evidence"].str.split(";").str[0]) == {"exact"}
+    assert read_run(run)["detect"]["duplicates"]["n_pairs"] == 2
+    add_duplicates(run, cache=cache)  # again: replaced, not repeated
+    again = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    assert (again["detector"] == "duplicates").sum() == 4
