@@ -50,9 +50,9 @@ from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv, write_json
 from labelaudit.locks import LockHeld, hold_lock
 
-CACHE_VERSION = (
-    4  # 2: OpenCV stats and resize; 3: + max, entropy, foreground, focus_coarse; 4: + block_max
-)
+#: 2: OpenCV stats and resize; 3: + max, entropy, foreground, focus_coarse; 4: + block_max;
+#: 5: resize from the coarse channel where the size divides it, sampled quality histogram.
+CACHE_VERSION = 5
 STAT_NAMES: tuple[str, ...] = (
     "mean",
     "std",
