@@ -39,10 +39,14 @@ from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, RunDir, load_audit_inputs
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
 NOISE_TYPES = LABEL_NOISE + IMAGE_NOISE
+#: Noise of planted near-duplicates (``synth --duplicates``): accepted in the truth
+#: file, scored as pairs (``result["duplicates"]``), in none of the ranking groups.
+DUPLICATE_NOISE = ("duplicate", "duplicate_conflict")
 TRUTH_COLUMNS = ("ID", "true_label", "given_label", "noise")
 #: Kept when present: ``cells`` (``synth --partial-cells``/``--masks``): per class,
-#: how many of the field's cells show it (``0:3/8;16:8/8``).
-OPTIONAL_TRUTH_COLUMNS = ("cells",)
+#: how many of the field's cells show it (``0:3/8;16:8/8``); ``duplicate_of``
+#: (``synth --duplicates``): the ID of the field a planted copy was made from.
+OPTIONAL_TRUTH_COLUMNS = ("cells", "duplicate_of")
 
 #: detector -> (issues.csv column, how it becomes "high = suspicious")
 SCORES: dict[str, tuple[str, str]] = {
@@ -129,11 +133,11 @@ def _parse_noise(raw: str, path: Path, line: int, image_id: str) -> frozenset[st
         )
     if tokens == ["none"]:
         return frozenset()
-    bad = [t for t in tokens if t not in NOISE_TYPES]
+    bad = [t for t in tokens if t not in NOISE_TYPES + DUPLICATE_NOISE]
     if bad:
         raise DatasetError(
             f"unknown noise type {', '.join(map(repr, bad))} "
-            f"(known: none, {', '.join(NOISE_TYPES)})",
+            f"(known: none, {', '.join(NOISE_TYPES + DUPLICATE_NOISE)})",
             path=path,
             row=line,
             image=image_id,
@@ -293,6 +297,8 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     }
     if "cells" in truth.columns and "label_support_score" in issues.columns:
         result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
+    if "duplicate_of" in truth.columns and "duplicate_group" in issues.columns:
+        result["duplicates"] = duplicate_bench(truth, issues)
     if write:
         RunDir(run_dir).write_json_file(BENCH_JSON, result)
     return result
@@ -364,6 +370,44 @@ def cell_support_bench(
     return out
 
 
+def _pairs_in_groups(ids: list[str], groups: list[str]) -> set[frozenset[str]]:
+    """Every pair of ids that share a non-empty group label."""
+    members: dict[str, list[str]] = {}
+    for image_id, g in zip(ids, groups, strict=True):
+        if g != "":
+            members.setdefault(g, []).append(image_id)
+    return {frozenset((a, b)) for m in members.values() for a in m for b in m if a < b}
+
+
+def duplicate_bench(truth: pd.DataFrame, issues: pd.DataFrame) -> dict[str, Any]:
+    """Precision and recall of planted duplicate pairs (``synth --duplicates``).
+
+    A planted pair is a copy and the field it was made from (``duplicate_of``); two
+    copies of one field are a true pair too. A found pair is two images in the same
+    ``duplicate_group`` of ``issues.csv``. ``conflicts_found``: the share of copies
+    with changed labels (``duplicate_conflict``) whose ``duplicate_conflict`` column is
+    non-empty. ``issues`` must be aligned with ``truth``.
+    """
+    ids = truth["ID"].tolist()
+    origin = [o.strip() or i for i, o in zip(ids, truth["duplicate_of"], strict=True)]
+    copied = {o for o, i in zip(origin, ids, strict=True) if o != i}
+    planted = _pairs_in_groups(ids, [o if o in copied else "" for o in origin])
+    found = _pairs_in_groups(ids, issues["duplicate_group"].fillna("").astype(str).tolist())
+    hit = len(planted & found)
+    conflict = np.array(["duplicate_conflict" in s for s in truth["noise"]])
+    col = issues.get("duplicate_conflict", pd.Series([""] * len(issues))).fillna("").astype(str)
+    return {
+        "n_planted_pairs": len(planted),
+        "n_found_pairs": len(found),
+        "recall": hit / len(planted) if planted else None,
+        "precision": hit / len(found) if found else None,
+        "n_conflict_copies": int(conflict.sum()),
+        "conflicts_found": float((col.to_numpy()[conflict] != "").mean())
+        if conflict.any()
+        else None,
+    }
+
+
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -415,6 +459,14 @@ def format_bench_table(result: dict[str, Any]) -> str:
                 f"{_fmt(m['precision_at_t']):>5}  {_fmt(m['recall_at_flag']):>6}  "
                 f"{_fmt(m['precision_at_flag']):>6}"
             )
+    if "duplicates" in result:
+        d = result["duplicates"]
+        out.append("")
+        out.append(
+            f"planted duplicate pairs: {d['n_planted_pairs']}, found pairs: {d['n_found_pairs']},"
+            f" recall {_fmt(d['recall'])}, precision {_fmt(d['precision'])},"
+            f" label conflicts found {_fmt(d['conflicts_found'])}"
+        )
     if result.get("given_label_mismatches"):
         out.append(
             f"warning: {result['given_label_mismatches']} given labels in the truth file differ "

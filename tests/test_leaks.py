@@ -98,3 +98,27 @@ def test_add_duplicates_writes_columns_findings_and_pairs_into_the_run(make_hpa,
     add_duplicates(run, cache=cache)  # again: replaced, not repeated
     again = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
     assert (again["detector"] == "duplicates").sum() == 4
+
+
+def test_bench_scores_planted_duplicate_pairs(tmp_path):
+    from labelaudit.bench import duplicate_bench, read_truth
+
+    truth_csv = tmp_path / "truth.csv"
+    truth_csv.write_text(
+        "ID,true_label,given_label,noise,duplicate_of\n"
+        "a,1,1,none,\nb,2,2,none,\nc,3,3,none,\nd,4,4,none,\n"
+        "a2,1,1,duplicate,a\nb2,2,5,duplicate_conflict,b\n"
+    )
+    truth = read_truth(truth_csv)
+    assert truth["noise"].iloc[5] == frozenset({"duplicate_conflict"})
+    # found: a+a2 (right), b+b2 missed, c+d (wrong); b2's conflict not seen
+    issues = pd.DataFrame(
+        {
+            "duplicate_group": ["0", "", "1", "1", "0", ""],
+            "duplicate_conflict": ["", "", "", "", "", ""],
+        }
+    )
+    got = duplicate_bench(truth, issues)
+    assert (got["n_planted_pairs"], got["n_found_pairs"]) == (2, 2)
+    assert got["recall"] == 0.5 and got["precision"] == 0.5
+    assert got["conflicts_found"] == 0.0
