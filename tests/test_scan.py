@@ -57,7 +57,8 @@ def test_scan_writes_the_run_directory_contract(scanned):
     findings = pd.read_csv(run / "findings.csv")
     for col in ("id", "class", "detector", "score", "flagged", "suggestion"):
         assert col in findings.columns
-    assert set(findings["detector"]) == {"confident", "isolation", "intensity"}
+    # issue 14: knn and quality joined the default detectors
+    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity", "quality"}
     issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
     for col in (
         "id",
@@ -68,6 +69,10 @@ def test_scan_writes_the_run_directory_contract(scanned):
         "intensity_z",
         "flagged_by",
         "n_flags",
+        "label_score",
+        "image_score",
+        "problem_score",
+        "evidence",
     ):
         assert col in issues.columns
     assert sorted(issues["id"]) == sorted(probs["id"])
