@@ -122,3 +122,23 @@ def test_bench_scores_planted_duplicate_pairs(tmp_path):
     assert (got["n_planted_pairs"], got["n_found_pairs"]) == (2, 2)
     assert got["recall"] == 0.5 and got["precision"] == 0.5
     assert got["conflicts_found"] == 0.0
+
+
+def test_report_shows_duplicate_groups_side_by_side_with_their_labels(make_hpa, tmp_path):
+    from labelaudit.report import write_report
+
+    dataset = make_hpa(n=6, size=32, labels=["1", "2", "3", "4", "5", "6"])
+    for c in HPA_CHANNELS:  # field001 an exact copy of field000, with another label
+        shutil.copy(
+            dataset / "train" / f"field000_{c}.png", dataset / "train" / f"field001_{c}.png"
+        )
+    run = make_run(tmp_path, dataset)
+    RunDir(run).write_section("detect", {"n_images": 6})
+    add_duplicates(run, cache=build_cache(load_dataset(dataset), 32, tmp_path / "cache"))
+    page = write_report(run).read_text(encoding="utf-8")
+    section = page[page.index('<section id="duplicates">') :]
+    section = section[: section.index("</section>")]
+    assert "labels disagree on 1;2" in section
+    assert "<code>field000</code><br>given 1" in section
+    assert "<code>field001</code><br>given 2<br>copy of <code>field000</code>" in section
+    assert section.count('class="thumb"') == 2  # both images shown

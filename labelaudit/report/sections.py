@@ -729,3 +729,69 @@ def cells_section(state: ReportState) -> dict[str, Any]:
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         out["overlays"].append({**pic, "src": f"data:image/jpeg;base64,{data}"})
     return out
+
+
+# --------------------------------------------------------------------- duplicates
+
+#: Duplicate groups shown side by side (label-conflicting groups first).
+MAX_DUPLICATE_GROUPS = 40
+
+
+def _duplicate_groups(issues: pd.DataFrame) -> list[pd.DataFrame]:
+    """``issues.csv`` rows per duplicate group: conflicting groups first, then by id."""
+    group = pd.to_numeric(issues["duplicate_group"], errors="coerce")
+    rows = issues.assign(_g=group)[group.notna().to_numpy()]
+    conflict = rows.get("duplicate_conflict", pd.Series("", index=rows.index)).fillna("")
+    rows = rows.assign(_c=conflict.astype(str) != "")
+    groups = [g for _, g in rows.groupby("_g", sort=True)]
+    return sorted(groups, key=lambda g: (not bool(g["_c"].any()), float(g["_g"].iloc[0])))
+
+
+@register("duplicates", "Duplicates", groups=[], facts=[])
+def duplicates_section(state: ReportState) -> dict[str, Any]:
+    """Exact and near-duplicate groups, side by side with their given labels."""
+    art = state.art
+    issues = art.issues
+    if issues is None or "duplicate_group" not in issues.columns:
+        why = art.why("issues.csv") or "This run predates duplicate detection; re-run the scan."
+        return {"available": False, "why": why}
+    summary = _dict(_dict(art.section("detect")).get("duplicates"))
+    groups = _duplicate_groups(issues)
+    facts = [
+        ("groups", _count(len(groups))),
+        ("images in groups", _count(int(sum(len(g) for g in groups)))),
+        ("groups whose labels disagree", _count(int(sum(g["_c"].any() for g in groups)))),
+        ("evidence (pairs)", _fmt(_dict(summary.get("evidence")))),
+    ]
+    if summary.get("warning"):
+        facts.append(("note", str(summary["warning"])))
+    shown = groups[:MAX_DUPLICATE_GROUPS]
+    index = {image_id: r for r, image_id in enumerate(art.ids or [])}
+    members = [row for g in shown for row in g.itertuples(index=False)]
+    thumbs, _, note = collect_field_images(
+        art, [index.get(str(m.id), -1) for m in members], len(members), 0
+    )
+    k = 0
+    out_groups = []
+    for g in shown:
+        items = []
+        for m in g.itertuples(index=False):
+            of = getattr(m, "duplicate_of", "")
+            items.append(
+                {
+                    "id": str(m.id),
+                    "labels": "" if pd.isna(m.given_labels) else str(m.given_labels),
+                    "of": "" if pd.isna(of) else str(of),
+                    "thumb": thumbs[k] if k < len(thumbs) else "",
+                }
+            )
+            k += 1
+        conflict = g["duplicate_conflict"].fillna("").astype(str)
+        out_groups.append({"conflict": next((c for c in conflict if c), ""), "members": items})
+    return {
+        "available": True,
+        "facts": facts,
+        "groups": out_groups,
+        "n_hidden": len(groups) - len(shown),
+        "images_note": note,
+    }
