@@ -76,8 +76,12 @@ ISSUES_COLUMNS = [
 FAMILIES = ("label", "image")
 #: Families of detectors whose class declares none (``Detector.family`` is ``None``).
 _FAMILY_FALLBACK = {"quality": "image", "isolation": "image", "intensity": "image"}
-#: Robust z beyond which a detector's score is strong evidence (the 3-sigma rule).
-STRONG_Z = 3.0
+#: Robust z beyond which a detector's score is strong evidence (as the quality
+#: detector's flags: 3 gave clean real-pixel fields strong image evidence too often).
+STRONG_Z = 5.0
+#: The family whose reference ranking orders ``problem_score`` below strong evidence:
+#: label problems are the common kind; image problems rise by their strong evidence.
+PROBLEM_BULK_FAMILY = "label"
 
 
 @dataclass
@@ -240,17 +244,18 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
     Each detector's image score is calibrated against its own distribution twice:
 
     * *bulk*: its rank percentile (0..1), for the order among images without strong
-      evidence; only detectors with a ``bulk_weight`` count (confident learning:
-      on the benchmarks the other rankings carry little signal in the bulk and an
-      average with them is worse than confident learning alone); a family with no
-      weighted detector averages its detectors' percentiles;
+      evidence; only detectors with a ``bulk_weight`` count (confident learning for
+      labels, quality for images: on the benchmarks the other rankings carry little
+      signal in the bulk and an average with them is worse than the best alone); a
+      family with no weighted detector averages its detectors' percentiles;
     * *strong*: how far its robust z (:func:`robust_z`) exceeds :data:`STRONG_Z`,
       0 within the detector's null.
 
     A family's score is ``bulk + [any strong evidence] + sum of strong evidence``:
     an image with strong evidence from any detector of the family (score >= 1)
     always sits above every image without (score < 1), whatever their bulk ranks.
-    ``problem`` is the same over all detectors (bulk from the weighted detectors).
+    ``problem`` is the same over all detectors, its bulk the
+    :data:`PROBLEM_BULK_FAMILY`'s.
 
     Returns
     -------
@@ -265,21 +270,26 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
     strong = {m: np.maximum(robust_z(results[m].image_score) - STRONG_Z, 0.0) for m in names}
     weight = {m: float(getattr(REGISTRY.get(m), "bulk_weight", 0.0) or 0.0) for m in names}
 
-    def score(members: list[str]) -> np.ndarray:
+    def bulk(members: list[str]) -> np.ndarray:
         if not members:
             return np.zeros(n)
         w = np.array([weight[m] for m in members])
         if w.sum() <= 0:
             w = np.ones(len(members))
-        bulk = sum(wi * pct[m] for wi, m in zip(w, members, strict=True)) / w.sum()
-        total = sum(strong[m] for m in members)
-        return bulk + (total > 0) + total
+        return sum(wi * pct[m] for wi, m in zip(w, members, strict=True)) / w.sum()
+
+    def score(members: list[str], order: np.ndarray) -> np.ndarray:
+        total = sum((strong[m] for m in members), np.zeros(n))
+        return order + (total > 0) + total
 
     by_family = {f: [m for m in names if family_of(m) == f] for f in FAMILIES}
+    bulks = {f: bulk(members) for f, members in by_family.items()}
+    if not by_family[PROBLEM_BULK_FAMILY]:  # e.g. only image detectors ran
+        bulks[PROBLEM_BULK_FAMILY] = bulk(names)
     return FamilyScores(
-        label=score(by_family["label"]),
-        image=score(by_family["image"]),
-        problem=score(names),
+        label=score(by_family["label"], bulks["label"]),
+        image=score(by_family["image"], bulks["image"]),
+        problem=score(names, bulks[PROBLEM_BULK_FAMILY]),
         evidence=_evidence(names, pct, strong, weight, n),
     )
 

@@ -179,6 +179,7 @@ class ImageQuality(Detector):
 
     requires = ("labels", "stats")
     family = "image"
+    bulk_weight = 1.0  # the image family's reference ranking (docs/benchmarks.md, default order)
     defaults: dict[str, Any] = {
         "n_sigma": 5.0,
         "min_group": 10,
