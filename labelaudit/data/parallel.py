@@ -43,6 +43,10 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+#: Signals the parent handles for its workers (one line, exit 130).
+_PARENT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def _die_with_parent(parent: int) -> None:
     """Make this process end when ``parent`` does."""
     if sys.platform.startswith("linux"):
@@ -62,10 +66,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(parent: int) -> None:
-    """Worker initializer: ignore SIGINT (the parent handles it), die with the parent."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Worker initializer: ignore SIGINT and SIGTERM (the parent handles both: a signal to
+    the process group must not break the pool under it), die with the parent."""
+    for sig in _PARENT_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, set(_PARENT_SIGNALS))
     _die_with_parent(parent)
     with contextlib.suppress(ImportError):
         import cv2  # one process per core already: no thread pool inside each
@@ -75,10 +81,10 @@ def _init_worker(parent: int) -> None:
 
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
-    """Block SIGINT while workers are started, so they inherit it blocked.
+    """Block SIGINT and SIGTERM while workers are started, so they inherit them blocked.
 
-    A Ctrl-C arriving meanwhile stays pending and is delivered to the parent
-    (as ``KeyboardInterrupt``) as soon as the block ends.
+    A Ctrl-C (or SIGTERM) arriving meanwhile stays pending and is delivered to the
+    parent as soon as the block ends; the workers ignore theirs.
     """
     usable = (
         hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
@@ -86,7 +92,7 @@ def _sigint_blocked() -> Iterator[None]:
     if not usable:
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(_PARENT_SIGNALS))
     try:
         yield
     finally:
