@@ -201,7 +201,7 @@ def scan(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
     fold: Annotated[int | None, typer.Option(help="Train only this fold (1-based).")] = None,
     detectors: Annotated[
-        str | None, typer.Option(help="Comma-separated detectors (default: all three).")
+        str | None, typer.Option(help="Comma-separated detectors (default: all registered).")
     ] = None,
     strict: Annotated[
         bool,
