@@ -75,7 +75,8 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(fh, array)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy values and paths (non-finite floats: ``None``)."""
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -104,7 +105,7 @@ def _finite(obj: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically; NumPy values are converted, NaN becomes ``null``."""
-    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+    text = json.dumps(_finite(data), indent=2, default=json_default, allow_nan=False)
     write_text(path, text + "\n")
 
 

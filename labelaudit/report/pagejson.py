@@ -8,27 +8,13 @@ script element.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from markupsafe import Markup
 
+from labelaudit.io import json_default
 from labelaudit.report import figures as fg
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def script_json(text_or_obj: Any) -> Markup:
@@ -36,7 +22,7 @@ def script_json(text_or_obj: Any) -> Markup:
     text = (
         text_or_obj
         if isinstance(text_or_obj, str)
-        else json.dumps(text_or_obj, default=_plain, separators=(",", ":"), allow_nan=False)
+        else json.dumps(text_or_obj, default=json_default, separators=(",", ":"), allow_nan=False)
     )
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
