@@ -34,3 +34,37 @@ def snapshot(root: Path) -> dict[str, tuple[int, str]]:
                 hashlib.sha256(p.read_bytes()).hexdigest(),
             )
     return out
+
+
+def write_tiny_model(path: Path, **changes) -> Path:
+    """Save an untrained tiny labelaudit model (HPA 2021 classes, 4 channels, 32 px);
+    ``changes`` replace fields of its metadata."""
+    import torch
+
+    from labelaudit.data.classes import HPA2021_CLASSES
+    from labelaudit.train.backbones import build_model
+    from labelaudit.train.checkpoint import MODEL_FORMAT, save_checkpoint
+
+    names = list(HPA2021_CLASSES)
+    stats = np.array([[0.3] * 4, [0.2] * 4], dtype=np.float32)
+    torch.manual_seed(0)
+    model = build_model("test_efficientnet", 4, len(names), stats)
+    meta = {
+        "format": MODEL_FORMAT,
+        "version": 1,
+        "backbone": "test_efficientnet",
+        "in_chans": 4,
+        "num_classes": len(names),
+        "class_names": names,
+        "class_tokens": [str(k) for k in range(len(names))],
+        "label_sep": "|",
+        "layout": "hpa2021",
+        "channels": list(CHANNELS),
+        "activation": "sigmoid",
+        "image_size": 32,
+        "tta": False,
+        "thresholds": [0.5] * len(names),
+        **changes,
+    }
+    save_checkpoint(path, model.state_dict(), meta)
+    return path

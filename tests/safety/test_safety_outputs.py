@@ -11,12 +11,9 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from la_testutils import snapshot
+from la_testutils import snapshot, write_tiny_model
 
-from labelaudit.data.classes import HPA2021_CLASSES
 from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.rundir import RUN_LOCK, open_output_dir
 
@@ -109,37 +106,10 @@ def test_force_lists_what_it_replaces_and_never_a_foreign_directory(tmp_path):
 # ------------------------------------------------------------------ case 3: predict, segment
 
 
-def _write_model(path: Path) -> None:
-    from labelaudit.retrain import MODEL_FORMAT, save_checkpoint
-    from labelaudit.train.backbones import build_model
-
-    names = list(HPA2021_CLASSES)
-    stats = np.array([[0.3] * 4, [0.2] * 4], dtype=np.float32)
-    torch.manual_seed(0)
-    model = build_model("test_efficientnet", 4, len(names), stats)
-    meta = {
-        "format": MODEL_FORMAT,
-        "version": 1,
-        "backbone": "test_efficientnet",
-        "in_chans": 4,
-        "num_classes": len(names),
-        "class_names": names,
-        "class_tokens": [str(k) for k in range(len(names))],
-        "label_sep": "|",
-        "layout": "hpa2021",
-        "channels": ["red", "green", "blue", "yellow"],
-        "activation": "sigmoid",
-        "image_size": 32,
-        "tta": False,
-        "thresholds": [0.5] * len(names),
-    }
-    save_checkpoint(path, model.state_dict(), meta)
-
-
 def test_predict_out_never_lands_on_an_input_or_a_foreign_file(make_hpa, tmp_path, run_cli):
     dataset = make_hpa(n=4)
     model = tmp_path / "model.pt"
-    _write_model(model)
+    write_tiny_model(model)
     foreign = tmp_path / "results.csv"
     foreign.write_text("sample,score\nSECRET-ROW,1\n")
     (tmp_path / "hpa-2").mkdir()

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from la_testutils import write_tiny_model
 
 from labelaudit.data.classes import HPA2021_CLASSES
 from labelaudit.errors import SettingsError
@@ -31,34 +32,9 @@ def synth_data(tmp_path_factory):
 @pytest.fixture
 def checkpoint(tmp_path):
     """Write a labelaudit model file (untrained tiny model) with ``meta`` changes."""
-    from labelaudit.retrain import MODEL_FORMAT, save_checkpoint
-    from labelaudit.train.backbones import build_model
-
-    names = list(HPA2021_CLASSES)
 
     def write(**changes) -> str:
-        stats = np.array([[0.3] * 4, [0.2] * 4], dtype=np.float32)
-        model = build_model("test_efficientnet", 4, len(names), stats)
-        meta = {
-            "format": MODEL_FORMAT,
-            "version": 1,
-            "backbone": "test_efficientnet",
-            "in_chans": 4,
-            "num_classes": len(names),
-            "class_names": names,
-            "class_tokens": [str(k) for k in range(len(names))],
-            "label_sep": "|",
-            "layout": "hpa2021",
-            "channels": ["red", "green", "blue", "yellow"],
-            "activation": "sigmoid",
-            "image_size": 32,
-            "tta": False,
-            "thresholds": [0.5] * len(names),
-            **changes,
-        }
-        path = tmp_path / "model.pt"
-        save_checkpoint(path, model.state_dict(), meta)
-        return str(path)
+        return str(write_tiny_model(tmp_path / "model.pt", **changes))
 
     return write
 
