@@ -159,17 +159,23 @@ def _count_at_most(arr: np.ndarray, value: int) -> int:
     return arr.size - cv2.countNonZero(above)
 
 
-def _percentile_uint(arr: np.ndarray, q: float, top: int) -> int:
+def _percentile_uint(
+    arr: np.ndarray, q: float, top: int, sample: tuple[np.ndarray, int] | None = None
+) -> int:
     """The histogram percentile ``searchsorted(cdf, q * n)``, without the full histogram.
 
     ``top`` is the channel's maximum. A histogram of every 16th row gives a guess;
     exact counts at a few thresholds (galloping from the guess, then bisection;
     2-3 counts on real fields) find the smallest ``v`` with ``count(<= v) >= q*n``.
+    ``sample`` is a level histogram of a row sample and its pixel count, when the
+    caller has one (a better guess, no second histogram).
     """
     target = q * arr.size
-    sample = arr[::16]  # a view: OpenCV reads it in place
-    hist = cv2.calcHist([sample], [0], None, [top + 1], [0, top + 1]).ravel()
-    guess = int(np.searchsorted(np.cumsum(hist, dtype=np.float64), q * sample.size))
+    if sample is None:
+        rows = arr[::16]  # a view: OpenCV reads it in place
+        sample = cv2.calcHist([rows], [0], None, [top + 1], [0, top + 1]).ravel(), rows.size
+    hist, n_sample = sample
+    guess = int(np.searchsorted(np.cumsum(hist[: top + 1], dtype=np.float64), q * n_sample))
     guess = min(max(guess, 0), top)
     # Steps 1, 1, 2, 4, ...: the guess is mostly within one level of the answer.
     moves = 0
@@ -230,7 +236,8 @@ def channel_stats(arr: np.ndarray, coarse: np.ndarray | None = None) -> dict[str
         mean_, std_ = cv2.meanStdDev(work)
         mean, std = float(mean_[0, 0]), float(std_[0, 0])
         high = int(cv2.minMaxLoc(work)[1])  # most fields have no saturated pixel
-        p99 = float(_percentile_uint(work, 0.99, high))
+        sample = _level_sample(work) if work.dtype == np.uint8 else None
+        p99 = float(_percentile_uint(work, 0.99, high, sample))
         saturated = (work.size - _count_at_most(work, top - 1)) / work.size if high == top else 0.0
     else:
         flat = arr.astype(np.float64).ravel()
@@ -244,12 +251,23 @@ def channel_stats(arr: np.ndarray, coarse: np.ndarray | None = None) -> dict[str
         "p99": p99 / scale,
         "saturated": float(saturated),
         "focus": focus,
-        **_quality_stats(arr, scale, coarse),
+        **_quality_stats(arr, scale, coarse, high, sample),
     }
 
 
+def _level_sample(work: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 256-level histogram of every :data:`HIST_ROW_STEP`-th row of an 8-bit field
+    (all rows below :data:`HIST_SAMPLE_MIN` pixels), and how many pixels it counts."""
+    rows = work[::HIST_ROW_STEP] if work.size >= HIST_SAMPLE_MIN else work  # a view
+    return cv2.calcHist([rows], [0], None, [256], [0, 256]).ravel(), rows.size
+
+
 def _quality_stats(
-    arr: np.ndarray, scale: float, coarse: np.ndarray | None = None
+    arr: np.ndarray,
+    scale: float,
+    coarse: np.ndarray | None = None,
+    high: float | None = None,
+    sample: tuple[np.ndarray, int] | None = None,
 ) -> dict[str, float]:
     """The image-quality additions: ``max``, ``entropy``, ``foreground``, ``focus_coarse``.
 
@@ -261,17 +279,19 @@ def _quality_stats(
     largest block mean on a :data:`BLOCK_GRID`-a-side grid (``max`` below that size).
     The histogram reads every :data:`HIST_ROW_STEP`-th row of a large field, at a
     quarter of the cost (on the real HPA fields: entropy within 0.2%, the foreground
-    fraction within 2%, relative, of the full field's).
+    fraction within 2%, relative, of the full field's). ``high`` (the channel's
+    maximum) and ``sample`` (:func:`_level_sample`) are reused when the caller has them.
     """
     if arr.size == 0:
         return dict.fromkeys(("max", "entropy", "foreground", "focus_coarse", "block_max"), 0.0)
     if arr.dtype in _FAST_DTYPES and arr.ndim == 2:
         work = _contiguous(arr)
-        high = float(cv2.minMaxLoc(work)[1])
-        top = float(scale) + 1.0
-        if work.size >= HIST_SAMPLE_MIN:
-            work = np.ascontiguousarray(work[::HIST_ROW_STEP])
-        hist = cv2.calcHist([work], [0], None, [HIST_BINS], [0, top]).ravel()
+        high = float(cv2.minMaxLoc(work)[1]) if high is None else float(high)
+        if sample is not None and HIST_BINS == 256:  # 8-bit: its levels are the bins
+            hist = sample[0]
+        else:
+            rows = work[::HIST_ROW_STEP] if work.size >= HIST_SAMPLE_MIN else work
+            hist = cv2.calcHist([rows], [0], None, [HIST_BINS], [0, float(scale) + 1.0]).ravel()
     else:
         unit = arr.astype(np.float64).ravel() / scale
         high = float(unit.max()) * scale
