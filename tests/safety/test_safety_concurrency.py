@@ -152,27 +152,6 @@ def test_concurrent_run_json_updates_lose_nothing(run):
     assert not [p for p in os.listdir(run) if p.endswith(".tmp")]
 
 
-@pytest.mark.slow
-def test_two_fold_jobs_at_once_then_a_merge(tmp_path):
-    from labelaudit.data.synth import synthesize
-
-    data, run = tmp_path / "data", tmp_path / "run"
-    synthesize(data, n=60, size=32, seed=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "labelaudit", "scan", str(data), "--out", str(run), *TINY]
-    jobs = [
-        subprocess.Popen([*cmd, "--fold", str(k)], env=env, stderr=subprocess.PIPE, text=True)
-        for k in (1, 2)
-    ]
-    errors = [job.communicate(timeout=600)[1] for job in jobs]
-    assert [job.returncode for job in jobs] == [0, 0], errors
-    train = json.loads((run / "run.json").read_text())["train"]
-    assert train["complete"] is True
-    merge = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert merge.returncode == 0, merge.stderr
-    assert (run / "report.html").is_file() and (run / "cleaned" / "train.csv").is_file()
-
-
 def test_a_refused_scan_does_not_touch_run_json(make_hpa, run, run_cli):
     dataset = make_hpa(n=8)
     holder = Holder(run)

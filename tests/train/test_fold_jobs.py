@@ -58,6 +58,7 @@ def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path):
         assert f"fold {k}/2: trained" in log, log[-3000:]
     for k in (1, 2):
         assert (run / "folds" / f"fold_{k}" / "state.json").is_file()
+    assert read_json(run / "run.json")["train"]["complete"] is True  # no update was lost
     # One cache entry, shared by both jobs (not one per job).
     entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(entries) == 1, sorted(p.name for p in cache.iterdir())
@@ -80,3 +81,4 @@ def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path):
     assert train["complete"] and train["timings"]["reused_folds"] == [1, 2]
     assert train["timings"]["trained_folds"] == []
     assert (run / "issues.csv").is_file() and (run / "report.html").is_file()
+    assert (run / "cleaned" / "train.csv").is_file()
