@@ -326,6 +326,31 @@ class RunDir:
         except (OSError, ValueError):
             return None
 
+    def read_npy(self, name: str) -> np.ndarray | None:
+        """A run ``.npy`` file; ``None`` when absent or unreadable."""
+        path = self.file(name)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def fold_files(self, k: int) -> tuple[dict | None, dict[str, np.ndarray] | None]:
+        """Cross-validation's resume state of fold ``k`` (0-based): its ``state.json``
+        and ``oof.npz`` (``None`` for each that is absent or unreadable)."""
+        folder = f"folds/fold_{k + 1}"
+        try:
+            state = self.read_json_file(f"{folder}/state.json")
+        except (OSError, ValueError):  # absent, or not JSON
+            state = None
+        return (state if isinstance(state, dict) else None), self.read_arrays(f"{folder}/oof.npz")
+
+    def fold_assignment(self) -> np.ndarray:
+        """The 0-based fold of each image, as cross-validation last assigned them."""
+        frame = pd.read_csv(self.file("folds/folds.csv"), dtype={"id": str})
+        return frame["fold"].to_numpy() - 1
+
     def read_json_file(self, name: str) -> Any:
         """A JSON run file (``bench.json``, ``retrain/metrics.json``)."""
         return read_json(self.file(name))

@@ -37,7 +37,8 @@ from rich.markup import escape
 
 from labelaudit.config import TrainSettings
 from labelaudit.errors import SettingsError, TrainingDiverged
-from labelaudit.io import atomic_path, read_json, update_run_json, write_csv, write_json, write_npy
+from labelaudit.io import atomic_path, update_run_json, write_csv, write_json, write_npy
+from labelaudit.rundir import RunDir
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_stats
 from labelaudit.train.checkpoint import FOLD_META, save_checkpoint
@@ -210,23 +211,23 @@ def load_fold(
     directory: Path, key: str, k: int, train_idx: np.ndarray, held_idx: np.ndarray, n_classes: int
 ) -> tuple[FoldRecord | None, str]:
     """A finished fold's record if its key and indices match; else ``(None, why)``."""
-    state_path = directory / "state.json"
-    if not state_path.is_file():
+    if not (directory / "state.json").is_file():
         return None, "not started"
+    state, z = RunDir(directory.parent.parent).fold_files(k)
+    if state is None:
+        return None, "fold files unreadable"
+    if state.get("key") != key or state.get("status") != "done":
+        return None, "settings, weights or dataset changed"
     try:
-        state = read_json(state_path)
-        if state.get("key") != key or state.get("status") != "done":
-            return None, "settings, weights or dataset changed"
-        with np.load(directory / "oof.npz") as z:
-            rec = FoldRecord(
-                fold=k,
-                train_idx=z["train_idx"],
-                held_idx=z["held_idx"],
-                probs=z["probs"],
-                embeddings=z["embeddings"],
-                state=state,
-            )
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+        rec = FoldRecord(
+            fold=k,
+            train_idx=z["train_idx"],
+            held_idx=z["held_idx"],
+            probs=z["probs"],
+            embeddings=z["embeddings"],
+            state=state,
+        )
+    except (TypeError, KeyError):  # no readable oof.npz, or one without an array
         return None, "fold files unreadable"
     if not (
         np.array_equal(rec.held_idx, held_idx)
@@ -340,15 +341,11 @@ def _check_inputs(
 def _write_outputs(
     run_dir: Path, ids: list[str], class_names: list[str], probs: np.ndarray, emb: np.ndarray
 ) -> None:
-    from labelaudit.rundir import RunDir
-
     RunDir(run_dir).write_oof(ids, class_names, probs, emb)
 
 
 def _forget_stale_outputs(run_dir: Path, key: str) -> None:
     """Delete run-level outputs that an earlier run with other settings wrote."""
-    from labelaudit.rundir import RunDir
-
     run = RunDir(run_dir)
     old = run.section("train") or {}
     if old.get("key") not in (None, key):
@@ -521,24 +518,24 @@ def finished_folds(run_dir: Path, folds: list[int]) -> dict[int, FoldRecord | No
     For a caller that needs what a failed :func:`cross_validate` left behind (the
     sweep scores a diverged configuration); keys are not checked.
     """
+    run = RunDir(run_dir)
     out: dict[int, FoldRecord | None] = {}
     for k in folds:
-        directory = fold_dir(run_dir, k)
+        state, z = run.fold_files(k)
         try:
-            state = read_json(directory / "state.json")
-            with np.load(directory / "oof.npz") as z:
-                out[k] = FoldRecord(
-                    k, z["train_idx"], z["held_idx"], z["probs"], z["embeddings"], state
-                )
-        except (OSError, ValueError, KeyError, json.JSONDecodeError):
+            out[k] = FoldRecord(
+                k, z["train_idx"], z["held_idx"], z["probs"], z["embeddings"], state
+            )
+        except (TypeError, KeyError):
+            out[k] = None
+        if state is None:
             out[k] = None
     return out
 
 
 def fold_assignment(run_dir: Path) -> np.ndarray:
     """The 0-based fold of each image, as the last :func:`cross_validate` assigned them."""
-    frame = pd.read_csv(run_dir / "folds" / "folds.csv", dtype={"id": str})
-    return frame["fold"].to_numpy() - 1
+    return RunDir(run_dir).fold_assignment()
 
 
 def _run_finetune(
@@ -710,10 +707,11 @@ def _run_probe(
     state_path = cache.parent / "state.json"
     emb = None
     if state_path.is_file() and cache.is_file():
-        with contextlib.suppress(OSError, ValueError, json.JSONDecodeError):
-            if read_json(state_path).get("key") == embed_key:
-                emb = np.load(cache)
-                if emb.shape[0] != images.shape[0]:
+        run = RunDir(run_dir)
+        with contextlib.suppress(OSError, ValueError):
+            if run.read_json_file("folds/probe/state.json").get("key") == embed_key:
+                emb = run.read_npy("folds/probe/embeddings.npy")
+                if emb is not None and emb.shape[0] != images.shape[0]:
                     emb = None
     reused = emb is not None
     t = time.perf_counter()
@@ -772,8 +770,7 @@ def _record(
     for k in range(settings.folds):
         entry: dict = {"fold": k + 1, "reused": (k + 1) in result.reused}
         if settings.mode == "finetune":
-            path = fold_dir(run_dir, k) / "state.json"
-            state = read_json(path) if path.is_file() else {}
+            state = RunDir(run_dir).fold_files(k)[0] or {}
             for name in (
                 "best_epoch",
                 "held_out_loss",
