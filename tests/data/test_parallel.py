@@ -60,8 +60,12 @@ def test_errors_returned_for_every_field(tmp_path, workers):
 # ---------------------------------------------------------------- interrupts
 
 SLOW_JOBS = """
-import os, sys, time
+import os, signal, sys, time
 from labelaudit.data.parallel import map_fields
+
+# A job started in the background by a non-interactive shell (as CI may be) inherits
+# SIGINT ignored, and Python then keeps it ignored: be the terminal job Ctrl-C reaches.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def slow(args):
     time.sleep(0.2)
