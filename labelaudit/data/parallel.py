@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from multiprocessing import get_context
 from typing import Any
 
@@ -100,12 +100,28 @@ def _sigint_blocked() -> Iterator[None]:
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop the pool now: cancel pending jobs and kill the workers (no state to keep)."""
-    processes = list((getattr(pool, "_processes", None) or {}).values())
-    for proc in processes:
-        with contextlib.suppress(Exception):
-            proc.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
+    """Stop the pool now: cancel pending jobs and kill the workers (no state to keep).
+
+    The executor's manager thread then marks the pool broken and sets an exception on
+    every pending future; one that ``map`` or the shutdown has already cancelled makes
+    it raise ``InvalidStateError`` and print a thread traceback (CPython 3.11). That
+    traceback says nothing to the user, so it is silenced while the pool goes down.
+    """
+    previous = threading.excepthook
+
+    def quiet(args: threading.ExceptHookArgs) -> None:
+        if not isinstance(args.exc_value, InvalidStateError):
+            previous(args)
+
+    threading.excepthook = quiet
+    try:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in processes:
+            with contextlib.suppress(Exception):
+                proc.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        threading.excepthook = previous
 
 
 def _guarded(job: Callable[[tuple], Any], args: tuple) -> tuple[int, Any, Any]:
