@@ -68,3 +68,19 @@ def write_tiny_model(path: Path, **changes) -> Path:
     }
     save_checkpoint(path, model.state_dict(), meta)
     return path
+
+
+#: A tiny, fast scan: the test backbone, 32 px, 2 folds, 1 epoch.
+TINY_SCAN = ["--backbone", "test_efficientnet", "--image-size", "32", "--folds", "2",
+             "--epochs", "1", "--batch-size", "8", "--preset", "demo"]  # fmt: skip
+
+
+def run_ok(*commands: list[str]) -> None:
+    """Run CLI commands in this process, each of which must succeed (exit 0)."""
+    from labelaudit.cli import main
+
+    for args in commands:
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            assert exc.code in (0, None), (args, exc.code)

@@ -7,40 +7,19 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from la_testutils import snapshot
+from la_testutils import TINY_SCAN, run_ok, snapshot
 
-TINY = [
-    "--backbone",
-    "test_efficientnet",
-    "--image-size",
-    "32",
-    "--folds",
-    "2",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--preset",
-    "demo",
-    "--allow-rare",
-]
+TINY = [*TINY_SCAN, "--allow-rare"]
 
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
-    from labelaudit.cli import main
-
     root = tmp_path_factory.mktemp("e2e")
     data, run = root / "data", root / "run"
-    main_args = [
-        ["synth", str(data), "--n", "48", "--size", "64", "--seed", "3"],
-        ["scan", str(data), "--out", str(run), *TINY, "--quiet"],
-    ]
-    for args in main_args:
-        try:
-            main(args)
-        except SystemExit as exc:
-            assert exc.code in (0, None), args
+    run_ok(
+        ["synth", data, "--n", "48", "--size", "64", "--seed", "3"],
+        ["scan", data, "--out", run, *TINY, "--quiet"],
+    )
     return data, run
 
 

@@ -7,39 +7,20 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from la_testutils import snapshot
+from la_testutils import TINY_SCAN, run_ok, snapshot
 
-TINY = [
-    "--backbone",
-    "test_efficientnet",
-    "--image-size",
-    "32",
-    "--folds",
-    "2",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--preset",
-    "demo",
-]
+TINY = TINY_SCAN
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny dataset and a run that trained on it."""
-    from labelaudit.cli import main
-
     root = tmp_path_factory.mktemp("probs")
     data, run = root / "data", root / "run"
-    for args in (
-        ["synth", str(data), "--n", "40", "--size", "32", "--seed", "5"],
-        ["scan", str(data), "--out", str(run), *TINY, "--quiet"],
-    ):
-        try:
-            main(args)
-        except SystemExit as exc:
-            assert exc.code in (0, None), args
+    run_ok(
+        ["synth", data, "--n", "40", "--size", "32", "--seed", "5"],
+        ["scan", data, "--out", run, *TINY, "--quiet"],
+    )
     return data, run
 
 
