@@ -207,6 +207,14 @@ def save_fold(
     write_json(directory / "state.json", {"key": key, "fold": k + 1, "status": "done", **meta})
 
 
+def _fold_record(k: int, state: dict | None, arrays: dict | None) -> FoldRecord | None:
+    """Fold ``k``'s record from its files; ``None`` when either is missing or incomplete."""
+    names = ("train_idx", "held_idx", "probs", "embeddings")
+    if state is None or arrays is None or any(n not in arrays for n in names):
+        return None
+    return FoldRecord(k, *(arrays[n] for n in names), state)
+
+
 def load_fold(
     directory: Path, key: str, k: int, train_idx: np.ndarray, held_idx: np.ndarray, n_classes: int
 ) -> tuple[FoldRecord | None, str]:
@@ -218,16 +226,8 @@ def load_fold(
         return None, "fold files unreadable"
     if state.get("key") != key or state.get("status") != "done":
         return None, "settings, weights or dataset changed"
-    try:
-        rec = FoldRecord(
-            fold=k,
-            train_idx=z["train_idx"],
-            held_idx=z["held_idx"],
-            probs=z["probs"],
-            embeddings=z["embeddings"],
-            state=state,
-        )
-    except (TypeError, KeyError):  # no readable oof.npz, or one without an array
+    rec = _fold_record(k, state, z)
+    if rec is None:
         return None, "fold files unreadable"
     if not (
         np.array_equal(rec.held_idx, held_idx)
@@ -519,18 +519,7 @@ def finished_folds(run_dir: Path, folds: list[int]) -> dict[int, FoldRecord | No
     sweep scores a diverged configuration); keys are not checked.
     """
     run = RunDir(run_dir)
-    out: dict[int, FoldRecord | None] = {}
-    for k in folds:
-        state, z = run.fold_files(k)
-        try:
-            out[k] = FoldRecord(
-                k, z["train_idx"], z["held_idx"], z["probs"], z["embeddings"], state
-            )
-        except (TypeError, KeyError):
-            out[k] = None
-        if state is None:
-            out[k] = None
-    return out
+    return {k: _fold_record(k, *run.fold_files(k)) for k in folds}
 
 
 def fold_assignment(run_dir: Path) -> np.ndarray:
