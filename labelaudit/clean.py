@@ -18,17 +18,26 @@ and writes
 Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what it is):
 
 ``relabel`` (default)
-    Images confident learning flagged whose every suggested change is confident
-    (an added class has out-of-fold probability >= ``confidence``, a removed one
-    <= ``1 - confidence``, on a class the model has learned: out-of-fold average
-    precision >= ``min_class_ap``) and that no image-level detector (intensity)
-    flagged get the suggested label set; the rest of the consensus (images flagged
-    by at least two detectors) is removed.
+    Apply the trusted per-label suggestions (:mod:`labelaudit.suggest`: an added
+    class has out-of-fold probability >= ``confidence``, a removed one <= 0.02, or
+    <= ``1 - confidence`` beside a trusted add, on a class the model has learned:
+    out-of-fold average precision >= ``min_class_ap``, in an image no image-level
+    detector (intensity) flagged); the rest of the consensus (images flagged by at
+    least two detectors) is removed.
 ``consensus-drop``
     Remove every image the consensus flagged.
 ``intensity``
     The method's published filter: remove the images the per-class 3-sigma
     intensity detector flagged.
+``soft``
+    Keep every image and label; down-weight doubtful labels instead. Each (image,
+    class) label gets a loss weight in [0, 1]: its self-confidence (the out-of-fold
+    probability of the given value) relative to the mean self-confidence of that
+    class's labels of the same value (confident learning's per-class thresholds), capped
+    at 1. Written to ``RUN/label_weights.csv``; ``retrain`` multiplies them into the loss.
+``drop-labels``
+    Per-label drop: weight 0 for each label confident learning flagged, 1 for the rest;
+    the image's other labels still train.
 ``none``
     No change (a cleaned dataset equal to the input; a baseline for ``retrain``).
 
@@ -70,19 +79,30 @@ from labelaudit.rundir import (
     read_run,
     run_lock,
 )
+from labelaudit.suggest import (  # IMAGE_DETECTORS: re-exported
+    IMAGE_DETECTORS,
+    SuggestRules,
+    apply_suggestions,
+    class_ap,
+    suggest_labels,
+)
 
 #: The cleaning policies; ``DEFAULT_POLICY`` is used by ``scan`` and ``clean``.
-POLICIES: tuple[str, ...] = ("relabel", "consensus-drop", "intensity", "none")
+POLICIES: tuple[str, ...] = (
+    "relabel",
+    "consensus-drop",
+    "intensity",
+    "soft",
+    "drop-labels",
+    "none",
+)
 DEFAULT_POLICY = "relabel"
 #: ``relabel``: the out-of-fold probability an added class needs (a removed class
-#: needs ``1 - confidence`` or less).
-DEFAULT_CONFIDENCE = 0.8
+#: beside a trusted add needs ``1 - confidence`` or less; see labelaudit.suggest).
+DEFAULT_CONFIDENCE = SuggestRules.add_min_p
 #: ``relabel``: a suggestion is trusted only for classes whose out-of-fold average
 #: precision (``oof_probs.csv`` against the given labels) reaches this.
-DEFAULT_MIN_CLASS_AP = 0.7
-#: Detectors whose flag marks the pixels (not the labels) as suspect: ``relabel``
-#: does not trust the model's probabilities for such images.
-IMAGE_DETECTORS: tuple[str, ...] = ("intensity",)
+DEFAULT_MIN_CLASS_AP = SuggestRules.min_class_ap
 
 #: ``reason`` is a short category (a handful of distinct values, for counting);
 #: ``detail`` the specifics (probabilities, z-scores, the decisions file line).
@@ -90,6 +110,9 @@ CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail
 DECISIONS = ("accept", "reject")
 CLEANED_DIR = "cleaned"
 CHANGES_FILE = "changes.csv"
+#: Per-label loss weights of the ``soft`` and ``drop-labels`` policies: ``id`` and one
+#: column per class name, values in [0, 1].
+LABEL_WEIGHTS_FILE = "label_weights.csv"
 #: A regular file inside ``cleaned/``: ``{"source": <resolved original dataset root>,
 #: "entries": [what labelaudit wrote there]}``. It marks the directory as labelaudit's
 #: (only then is an old one replaced), and the dataset loader trusts links that
@@ -117,6 +140,9 @@ class CleanResult:
         (N,) bool: the image is in the cleaned dataset.
     n_decisions
         Rows of the decisions file applied.
+    weights
+        (N, K) float per-label loss weights of the ``soft`` / ``drop-labels``
+        policies (``RUN/label_weights.csv``), else ``None``.
     """
 
     run_dir: Path
@@ -129,6 +155,7 @@ class CleanResult:
     kept: np.ndarray
     n_decisions: int = 0
     params: dict = field(default_factory=dict)
+    weights: np.ndarray | None = None
 
     @property
     def n_removed(self) -> int:
@@ -232,6 +259,7 @@ class _Plan:
     kept: np.ndarray
     reasons: list[str]
     details: list[str]
+    weights: np.ndarray | None = None  # per-label loss weights (N, K) of soft policies
 
 
 def _start(view: _RunView) -> _Plan:
@@ -279,22 +307,27 @@ def policy_intensity(view: _RunView, **_: float) -> _Plan:
     return plan
 
 
-def _confident_changes(view: _RunView) -> dict[str, list[tuple[int, bool, float]]]:
-    """Flagged confident-learning suggestions by image: (class, add?, probability)."""
+def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.DataFrame:
+    """Per-label suggestions (:func:`labelaudit.suggest.suggest_labels`) from the flagged
+    confident-learning findings, the out-of-fold probabilities and the image detectors."""
     f = view.findings
     f = f[
         (f["detector"] == "confident").to_numpy()
         & _truthy(f["flagged"])
         & f["suggestion"].isin(["add", "remove"]).to_numpy()
     ]
-    index = {name: k for k, name in enumerate(view.names)}
-    out: dict[str, list[tuple[int, bool, float]]] = {}
-    for image_id, cls, sugg, p in zip(
-        f["id"], f["class"], f["suggestion"], _floats(f["value"]), strict=True
-    ):
-        if cls in index:
-            out.setdefault(image_id, []).append((index[cls], sugg == "add", p))
-    return out
+    rows = pd.Index(view.ids).get_indexer(f["id"])
+    cols = pd.Index(view.names).get_indexer(f["class"])
+    ok = (rows >= 0) & (cols >= 0)
+    candidates = pd.DataFrame(
+        {"row": rows[ok], "class": cols[ok], "add": (f["suggestion"] == "add").to_numpy()[ok]}
+    )
+    image_flag = np.zeros(len(view.ids), dtype=bool)
+    for det in IMAGE_DETECTORS:
+        image_flag |= _flagged_by(view, det)
+    return suggest_labels(
+        view.given, view.probs, candidates, image_flag, rules, class_names=view.names
+    )
 
 
 def class_reliability(view: _RunView) -> np.ndarray:
@@ -303,17 +336,7 @@ def class_reliability(view: _RunView) -> np.ndarray:
     NaN where the run has no ``oof_probs.csv`` or the class has no positive (or no
     negative) image.
     """
-    from sklearn.metrics import average_precision_score
-
-    k = len(view.names)
-    out = np.full(k, np.nan)
-    if view.probs is None:
-        return out
-    y = view.given
-    for c in range(k):
-        if 0 < y[:, c].sum() < len(y):
-            out[c] = float(average_precision_score(y[:, c], view.probs[:, c]))
-    return out
+    return class_ap(view.given, view.probs)
 
 
 def policy_relabel(
@@ -323,49 +346,31 @@ def policy_relabel(
     min_class_ap: float = DEFAULT_MIN_CLASS_AP,
     **_: float,
 ) -> _Plan:
-    """Relabel where confident learning is confident; remove the rest of the consensus.
+    """Apply the trusted per-label suggestions; remove the rest of the consensus.
 
-    An image is relabelled with its ``suggested_labels`` when confident learning
-    flagged it and every flagged change is confident: an added class has
-    probability >= ``confidence``, a removed one <= ``1 - confidence``, and the
-    class is one the model has learned (out-of-fold average precision >=
-    ``min_class_ap``; see :func:`class_reliability`). Images an image-level
-    detector (:data:`IMAGE_DETECTORS`) flagged are not relabelled (their pixels,
-    hence the probabilities, are suspect), nor are images the suggestion would leave
-    without labels. Consensus images not relabelled are removed.
+    The suggestions are :func:`labelaudit.suggest.suggest_labels`' with
+    :meth:`~labelaudit.suggest.SuggestRules.from_confidence` rules: an added class
+    needs probability >= ``confidence``, a removed one <= 0.02 (<= ``1 -
+    confidence`` when the image also gets a trusted add), on a class the model has
+    learned (out-of-fold average precision >= ``min_class_ap``), in an image no
+    image-level detector (:data:`IMAGE_DETECTORS`) flagged. Only those labels change
+    (the image's doubtful flagged labels stay as given). Consensus images without a
+    trusted change are removed.
     """
     plan = _start(view)
-    changes = _confident_changes(view)
-    reliable = np.nan_to_num(class_reliability(view), nan=-1.0) >= min_class_ap
-    confident_flag = _flagged_by(view, "confident")
-    image_flag = np.zeros(len(view.ids), dtype=bool)
-    for det in IMAGE_DETECTORS:
-        image_flag |= _flagged_by(view, det)
-    suggested = view.issues["suggested_labels"].astype(str).to_numpy()
-    relabelled = np.zeros(len(view.ids), dtype=bool)
-    for i, image_id in enumerate(view.ids):
-        pairs = changes.get(image_id)
-        if not pairs or not confident_flag[i] or image_flag[i]:
-            continue
-        sure = all(
-            reliable[k] and np.isfinite(p) and (p >= confidence if add else p <= 1.0 - confidence)
-            for k, add, p in pairs
-        )
-        if not sure:
-            continue
-        new = view.parse(
-            suggested[i],
-            where=lambda m, i=i: RunDirError(f"{view.run_dir}/issues.csv, {view.ids[i]}: {m}"),
-        )
-        if not new.any() or np.array_equal(new, view.given[i]):
-            continue
-        plan.labels[i] = new
-        relabelled[i] = True
-        what = "; ".join(
-            f"{'+' if add else '-'}{view.tokens[k]} (p={p:.2f})" for k, add, p in sorted(pairs)
-        )
+    rules = SuggestRules.from_confidence(confidence, min_class_ap)
+    sugg = _confident_changes(view, rules)
+    new = apply_suggestions(view.given, sugg)
+    relabelled = (new != view.given).any(axis=1)
+    trusted = sugg[sugg["trusted"].astype(bool)]
+    for i in np.flatnonzero(relabelled):
+        mine = trusted[trusted["row"] == i]
+        plan.labels[i] = new[i]
         plan.reasons[i] = "confident learning"
-        plan.details[i] = what
+        plan.details[i] = "; ".join(
+            f"{'+' if a == 'add' else '-'}{view.tokens[int(k)]} (p={p:.2f})"
+            for k, a, p in zip(mine["class"], mine["action"], mine["probability"], strict=True)
+        )
     _drop_consensus(view, plan, skip=relabelled)
     return plan
 
@@ -375,10 +380,98 @@ def policy_none(view: _RunView, **_: float) -> _Plan:
     return _start(view)
 
 
+def soft_label_weights(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Per-label loss weights from label quality, relative to the label's class.
+
+    The weight of label (i, k) is its self-confidence ``s`` (``p`` where class k is
+    given, ``1 - p`` where it is not) divided by the mean self-confidence of the
+    labels of class k with the same given value, capped at 1: confident learning's
+    per-class threshold, so a class the model learned poorly (low ``p`` for all its
+    positives) is not down-weighted as a whole, only its labels that sit below the
+    class's own level are.
+
+    Parameters
+    ----------
+    given
+        Bool (N, K) given labels.
+    probs
+        (N, K) out-of-fold probabilities.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float32 (N, K) weights in [0, 1]; 1 where a probability is missing.
+    """
+    given = np.asarray(given, dtype=bool)
+    p = np.asarray(probs, dtype=np.float64)
+    s = np.where(given, p, 1.0 - p)
+    weights = np.ones(given.shape, dtype=np.float64)
+    for k in range(given.shape[1]):
+        for value in (True, False):
+            rows = (given[:, k] == value) & np.isfinite(s[:, k])
+            if not rows.any():
+                continue
+            threshold = float(s[rows, k].mean())
+            if threshold > 0:
+                weights[rows, k] = np.minimum(1.0, s[rows, k] / threshold)
+    return weights.astype(np.float32)
+
+
+def _weight_details(view: _RunView, plan: _Plan, below: float) -> None:
+    """``reason``/``detail`` of images with a label weighted below ``below``."""
+    assert plan.weights is not None
+    for i in np.flatnonzero((plan.weights < below).any(axis=1)):
+        low = np.flatnonzero(plan.weights[i] < below)
+        plan.reasons[i] = "label weights"
+        plan.details[i] = "; ".join(
+            f"{'' if view.given[i, k] else '+'}{view.tokens[k]} w={plan.weights[i, k]:.2f}"
+            for k in low
+        )
+
+
+def policy_soft(view: _RunView, **_: float) -> _Plan:
+    """Keep every label; weight each by its quality within its class (see soft_label_weights)."""
+    plan = _start(view)
+    if view.probs is None:
+        raise SettingsError(
+            f"policy 'soft' needs out-of-fold probabilities; {view.run_dir} has no oof_probs.csv"
+        )
+    plan.weights = soft_label_weights(view.given, view.probs)
+    _weight_details(view, plan, below=0.5)
+    return plan
+
+
+def policy_drop_labels(view: _RunView, **_: float) -> _Plan:
+    """Weight 0 for every label confident learning flagged (per-label drop), 1 elsewhere."""
+    plan = _start(view)
+    weights = np.ones(view.given.shape, dtype=np.float32)
+    row_of = {image_id: i for i, image_id in enumerate(view.ids)}
+    for image_id, classes in _flagged_labels(view).items():
+        if image_id in row_of:
+            weights[row_of[image_id], classes] = 0.0
+    plan.weights = weights
+    _weight_details(view, plan, below=0.5)
+    return plan
+
+
+def _flagged_labels(view: _RunView) -> dict[str, list[int]]:
+    """Classes confident learning flagged, by image id."""
+    f = view.findings
+    f = f[(f["detector"] == "confident").to_numpy() & _truthy(f["flagged"])]
+    index = {name: k for k, name in enumerate(view.names)}
+    out: dict[str, list[int]] = {}
+    for image_id, cls in zip(f["id"], f["class"], strict=True):
+        if cls in index:
+            out.setdefault(image_id, []).append(index[cls])
+    return out
+
+
 _POLICY_FUNCS: dict[str, Callable[..., _Plan]] = {
     "relabel": policy_relabel,
     "consensus-drop": policy_consensus_drop,
     "intensity": policy_intensity,
+    "soft": policy_soft,
+    "drop-labels": policy_drop_labels,
     "none": policy_none,
 }
 
@@ -765,7 +858,12 @@ def _clean(
     inputs = dataset_inputs(ds)
     if decisions is not None:
         inputs.append(("the decisions file", Path(decisions)))
-    for output, what in ((final, "cleaned dataset"), (changes_file, "changes file")):
+    weights_file = run_dir / LABEL_WEIGHTS_FILE
+    for output, what in (
+        (final, "cleaned dataset"),
+        (changes_file, "changes file"),
+        (weights_file, "label weights file"),
+    ):
         ensure_outside(inputs, output, what)
     check_replaceable(final)
     tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
@@ -780,6 +878,10 @@ def _clean(
         if tmp.exists():
             shutil.rmtree(tmp)
     RunDir(run_dir).write_table(CHANGES_FILE, changes)
+    if plan.weights is not None:
+        RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))
+    elif weights_file.is_file():
+        weights_file.unlink()  # an earlier soft policy's (run directory files are ours)
     params = {}
     if policy == "relabel":
         params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
@@ -799,6 +901,7 @@ def _clean(
             "n_kept": int(plan.kept.sum()),
             "n_removed": int((changes["action"] == "remove").sum()),
             "n_relabelled": int((changes["action"] == "relabel").sum()),
+            "label_weights": str(weights_file.resolve()) if plan.weights is not None else None,
             "n_rows_written": n_rows,
             "cleaned": str(final.resolve()),
             "changes": str(changes_file.resolve()),
@@ -817,7 +920,40 @@ def _clean(
         kept=plan.kept,
         n_decisions=n_decisions,
         params=params,
+        weights=plan.weights,
     )
+
+
+def label_weights_table(view: _RunView, weights: np.ndarray) -> pd.DataFrame:
+    """``label_weights.csv``: ``id`` and one column of weights per class name."""
+    frame = pd.DataFrame(np.round(weights.astype(float), 4), columns=view.names)
+    frame.insert(0, "id", view.ids)
+    return frame
+
+
+def read_label_weights(run_dir: str | Path, ids: list[str], names: list[str]) -> np.ndarray | None:
+    """``RUN/label_weights.csv`` aligned to ``ids`` and ``names``; ``None`` if absent.
+
+    Raises
+    ------
+    RunDirError
+        Missing ids or classes, or weights that are not finite numbers in [0, 1].
+    """
+    path = Path(run_dir) / LABEL_WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    frame = RunDir(run_dir).read_table(LABEL_WEIGHTS_FILE)
+    missing = [c for c in ["id", *names] if c not in frame.columns]
+    if missing:
+        raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")
+    frame = frame.drop_duplicates("id").set_index("id")
+    absent = [i for i in ids if i not in frame.index]
+    if absent:
+        raise RunDirError(f"{path}: no weights for {len(absent)} image(s), e.g. {absent[0]!r}")
+    values = frame.loc[ids, names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+        raise RunDirError(f"{path}: weights must be numbers in [0, 1]")
+    return values.astype(np.float32)
 
 
 def read_changes(run_dir: str | Path) -> pd.DataFrame:
@@ -838,6 +974,7 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_MIN_CLASS_AP",
     "DEFAULT_POLICY",
+    "LABEL_WEIGHTS_FILE",
     "POLICIES",
     "CleanResult",
     "changes_table",
@@ -847,4 +984,6 @@ __all__ = [
     "plan_changes",
     "read_changes",
     "read_decisions",
+    "read_label_weights",
+    "soft_label_weights",
 ]

@@ -53,6 +53,7 @@ from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import atomic_path
 from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
+from labelaudit.stats import Interval, bootstrap_f1, label_errors
 from labelaudit.train.backbones import LabelModel, build_model, channel_stats
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
@@ -351,6 +352,9 @@ def _label_errors(
         "relabel_fixed": int((relabelled & wrong_before & ~wrong_after).sum()),
         "relabel_still_wrong": int((relabelled & wrong_before & wrong_after).sum()),
         "relabel_broke": int((relabelled & ~wrong_before).sum()),
+        # Label level (image, class): what issue 15's tables count.
+        "labels_wrong_before": label_errors(given[rows], true[rows]),
+        "labels_wrong_after": label_errors(cleaned[rows][~gone], true[rows][~gone]),
     }
 
 
@@ -382,7 +386,8 @@ class Side:
     """One model of the comparison: its file, labels, images and class weights.
 
     ``name`` is the file stem under ``RUN/retrain/`` (``before`` or ``model``),
-    ``label_kind`` what its labels are (``original`` or ``cleaned``).
+    ``label_kind`` what its labels are (``original`` or ``cleaned``),
+    ``label_weight`` the per-label loss weights (N, K) of a soft cleaning policy.
     """
 
     name: str
@@ -391,6 +396,7 @@ class Side:
     val_idx: np.ndarray
     kind: str
     label_kind: str
+    label_weight: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -438,16 +444,33 @@ def model_key(side: Side, ctx: TrainContext) -> str:
             "labels": _label_digest(side.labels, np.concatenate([side.train_idx, side.val_idx])),
             "class_weights": side.kind,
             **({"members": ctx.members} if ctx.members > 1 else {}),
+            **(
+                {"label_weights": _weight_digest(side.label_weight, side.train_idx)}
+                if side.label_weight is not None
+                else {}
+            ),
         }
     )
 
 
-def side_loss(kind: str, values: np.ndarray | None, activation: str) -> TrainLoss:
-    """The training loss of a class-weight kind: ``weight``, ``pos_weight`` or neither."""
+def _weight_digest(weights: np.ndarray, rows: np.ndarray) -> str:
+    data = np.ascontiguousarray(np.round(weights[np.sort(rows)], 4), dtype=np.float32)
+    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
+
+
+def side_loss(
+    kind: str,
+    values: np.ndarray | None,
+    activation: str,
+    label_weight: np.ndarray | None = None,
+) -> TrainLoss:
+    """The training loss of a class-weight kind (``weight``, ``pos_weight`` or neither),
+    with the per-label weights of soft cleaning when given."""
     return training_loss(
         activation,
         weight=values if kind == "method" else None,
         pos_weight=values if kind == "pos" else None,
+        label_weight=label_weight,
     )
 
 
@@ -593,7 +616,7 @@ def _train_one(side: Side, ctx: TrainContext) -> dict:
     reused = _reuse(side, ctx, key, w)
     if reused is not None:
         return reused
-    fitted = _fit(side, ctx, side_loss(side.kind, w, ctx.settings.activation))
+    fitted = _fit(side, ctx, side_loss(side.kind, w, ctx.settings.activation, side.label_weight))
     thresholds = tune_thresholds(side.labels[side.val_idx], fitted.val_probs)
     meta = checkpoint_meta(side, ctx, key, fitted, thresholds, w)
     _save_trained(side, ctx, key, fitted, thresholds, meta)
@@ -643,6 +666,151 @@ def per_class_change(before: dict, after: dict, names: list[str]) -> list[dict]:
             row.update({"f1_true_before": bt, "f1_true_after": at, "f1_true_change": at - bt})
         rows.append(row)
     return rows
+
+
+#: The F1 changes' confidence intervals: bootstrap resamples of the test images, level.
+CI_BOOT = 2000
+CI_LEVEL = 0.95
+#: Marks a printed change whose 95 % interval contains 0.
+NOISE_MARK = "~"
+NOISE_NOTE = (
+    f"{NOISE_MARK} within noise: the change's 95% bootstrap interval over the test images "
+    "contains 0"
+)
+
+
+def change_intervals(
+    probs_before: np.ndarray,
+    probs_after: np.ndarray,
+    given: np.ndarray,
+    true: np.ndarray | None,
+    seed: int,
+    threshold: float = 0.5,
+) -> dict:
+    """``metrics.json["delta_ci"]``: 95 % intervals of the test F1 changes.
+
+    A paired bootstrap over the test images (:func:`labelaudit.stats.bootstrap_f1`):
+    both models are scored on the same resampled images, at the headline threshold.
+
+    Parameters
+    ----------
+    probs_before, probs_after
+        (n_test, K) test probabilities of both models.
+    given, true
+        The test images' given labels, and their true labels (or ``None``).
+    seed
+        Seed of the resampling.
+    threshold
+        Decision threshold (the headline metrics' 0.5).
+
+    Returns
+    -------
+    dict
+        ``micro_f1``, ``macro_f1``, ``per_class`` (against the given labels; with
+        ``true`` also ``*_true``), each an :meth:`Interval.to_dict`, and how they
+        were made (``method, level, n_boot, seed, threshold, n_test``).
+    """
+    pb = np.asarray(probs_before) >= threshold
+    pa = np.asarray(probs_after) >= threshold
+    out: dict[str, Any] = {
+        "method": "paired bootstrap over the test images, percentile interval",
+        "level": CI_LEVEL,
+        "n_boot": CI_BOOT,
+        "seed": int(seed),
+        "threshold": float(threshold),
+        "n_test": int(len(given)),
+    }
+    for suffix, y in (("", given), ("_true", true)):
+        if y is None:
+            continue
+        d = bootstrap_f1(y, pb, pa, n_boot=CI_BOOT, seed=seed, level=CI_LEVEL)
+        out[f"micro_f1{suffix}"] = d.micro.to_dict()
+        out[f"macro_f1{suffix}"] = d.macro.to_dict()
+        out[f"per_class{suffix}"] = [c.to_dict() for c in d.per_class]
+    return out
+
+
+def mark_noise(rows: list[dict], ci: dict) -> list[dict]:
+    """Add each class's change interval and ``*_within_noise`` to :func:`per_class_change` rows."""
+    for suffix, key in (("", "f1_change"), ("_true", "f1_true_change")):
+        for row, iv in zip(rows, ci.get(f"per_class{suffix}", []), strict=False):
+            row[f"{key}_low"], row[f"{key}_high"] = iv["low"], iv["high"]
+            row[f"{key}_within_noise"] = not iv["excludes_zero"]
+    return rows
+
+
+def label_error_summary(errors: dict) -> dict:
+    """``metrics.json["label_errors_true"]``: label-level errors of the training labels."""
+    return {
+        "before": errors["labels_wrong_before"],
+        "after": errors["labels_wrong_after"],
+        "images_before": errors["n_before"],
+        "images_after": errors["n_after"],
+        "scope": "training and validation images; label level (image, class) vs the truth",
+    }
+
+
+def _interval(d: dict) -> Interval:
+    nan = float("nan")
+    return Interval(
+        d["mean"],
+        nan if d["low"] is None else d["low"],
+        nan if d["high"] is None else d["high"],
+        d["n"],
+        d.get("level", CI_LEVEL),
+    )
+
+
+def _change_cell(d: dict | None) -> str:
+    """``"+0.031 [+0.008, +0.054]"`` and the noise mark, or ``"n/a"``."""
+    if d is None:
+        return "n/a"
+    return _interval(d).format() + ("" if d["excludes_zero"] else f" {NOISE_MARK}")
+
+
+def summary_lines(m: dict) -> list[str]:
+    """The before/after tables ``labelaudit retrain`` prints (plain text, no markup).
+
+    Overall F1 before/after with the change and its 95 % interval, the label-level
+    errors of the training labels (with a truth file), and per class the number of
+    test images with the class, F1 before/after and the change; changes whose
+    interval contains 0 carry :data:`NOISE_MARK` (explained by the last line).
+    """
+    b, a, ci = m["before"], m["after"], m.get("delta_ci", {})
+    n_test = b.get("n_test", b.get("n_images", 0))
+    lines = [
+        f"before / after on {n_test} test images (threshold 0.5; change with its "
+        f"{CI_LEVEL:.0%} bootstrap interval)",
+        f"{'metric':<15} {'before':>7} {'after':>7}  change [95% CI]",
+    ]
+    for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true"):
+        if k in b and k in a:
+            lines.append(f"{k:<15} {b[k]:>7.3f} {a[k]:>7.3f}  {_change_cell(ci.get(k))}")
+    errors = m.get("label_errors_true")
+    if errors:
+        dropped = errors["images_before"] - errors["images_after"]
+        lines.append(
+            f"training label errors vs truth (label level, train+val): {errors['before']} -> "
+            f"{errors['after']} ({dropped} images dropped)"
+        )
+    truth = "per_class_true" in ci
+    key = "f1_true" if truth else "f1"
+    rows = m.get("per_class_change", [])
+    per = b.get("per_class_true" if truth else "per_class", [])
+    width = max([len("class")] + [len(r["class"]) for r in rows])
+    lines.append(f"per class ({'true' if truth else 'given'} test labels):")
+    head = f"{'class':<{width}} {'test images':>11} {'before':>7} {'after':>7}"
+    lines.append(f"{head}  change [95% CI]")
+    intervals = ci.get("per_class_true" if truth else "per_class", [])
+    for k, row in enumerate(rows):
+        support = per[k]["support"] if k < len(per) else row["support"]
+        cell = _change_cell(intervals[k] if k < len(intervals) else None)
+        lines.append(
+            f"{row['class']:<{width}} {support:>11} {row[key + '_before']:>7.3f} "
+            f"{row[key + '_after']:>7.3f}  {cell}"
+        )
+    lines.append(NOISE_NOTE)
+    return lines
 
 
 def _table_row(m: dict, policy: str | None, seed: int) -> dict:
@@ -775,9 +943,16 @@ def resolve_members(members: int | None, n_train: int) -> int:
 
 
 def comparison_sides(
-    given: np.ndarray, plan: CleanPlan, split: Split, opts: RetrainOptions
+    given: np.ndarray,
+    plan: CleanPlan,
+    split: Split,
+    opts: RetrainOptions,
+    label_weight: np.ndarray | None = None,
 ) -> dict[str, Side]:
-    """The two models: ``before`` (given labels) and ``after`` (saved as ``model``)."""
+    """The two models: ``before`` (given labels) and ``after`` (saved as ``model``).
+
+    ``label_weight`` (N, K): the soft-cleaning weights the ``after`` model trains with.
+    """
     return {
         "before": Side(
             "before", given, split.train_idx, split.val_idx, opts.before_kind, "original"
@@ -789,6 +964,7 @@ def comparison_sides(
             plan.val_idx,
             opts.class_weights,
             "cleaned" if opts.clean else "original",
+            label_weight if opts.clean else None,
         ),
     }
 
@@ -837,14 +1013,25 @@ def assemble_result(
     names: list[str],
     clean_info: dict,
     opts: RetrainOptions,
+    ci: dict | None = None,
 ) -> dict[str, Any]:
-    """``metrics.json`` (without paths, split and timing) from both models' metrics."""
+    """``metrics.json`` (without paths, split and timing) from both models' metrics.
+
+    ``ci``: :func:`change_intervals`, stored as ``delta_ci`` and marked on the
+    per-class rows.
+    """
     b, a = scored["before"], scored["after"]
+    extra: dict[str, Any] = {}
+    if ci is not None:
+        extra["delta_ci"] = ci
+    if "train_label_errors_true" in clean_info:
+        extra["label_errors_true"] = label_error_summary(clean_info["train_label_errors_true"])
     return {
         "before": b,
         "after": a,
         "delta": {k: a[k] - b[k] for k in DELTA_KEYS if k in b},
-        "per_class_change": per_class_change(b, a, names),
+        **extra,
+        "per_class_change": mark_noise(per_class_change(b, a, names), ci or {}),
         "config": {
             **clean_info,
             "before": {"labels": b["labels"], "class_weights": sides["before"].kind},
@@ -998,12 +1185,21 @@ def _run_retrain(
         errors = _label_errors(given, plan.labels, plan.removed, inputs.true, rows)
         clean_info["train_label_errors_true"] = errors
     ctx = _context(run_dir, inputs, opts, members, split.test_idx, console)
-    sides = comparison_sides(given, plan, split, opts)
+    label_weight = None
+    if opts.clean:
+        from labelaudit.clean import read_label_weights
+
+        label_weight = read_label_weights(run_dir, inputs.ids, inputs.names)
+        if label_weight is not None:
+            clean_info["label_weights"] = "label_weights.csv"
+    sides = comparison_sides(given, plan, split, opts, label_weight)
     trained = {which: _train_one(side, ctx) for which, side in sides.items()}
     true = inputs.true[split.test_idx] if inputs.true is not None else None
     test = (split.test_idx, given[split.test_idx], true)
     scored = {w: side_metrics(trained[w], sides[w], members, inputs.names, test) for w in sides}
-    result = assemble_result(scored, sides, inputs.names, clean_info, opts)
+    probs = [trained[w]["test_probs"] for w in ("before", "after")]
+    ci = change_intervals(*probs, test[1], true, seed)
+    result = assemble_result(scored, sides, inputs.names, clean_info, opts, ci)
     result["split"] = split_summary(split, seed, opts)
     result["settings"] = inputs.settings.to_dict()
     result["checkpoint"] = str((out_dir / "model.pt").resolve())

@@ -274,12 +274,13 @@ def _train_epoch(tr: _Trainer, epoch: int, frozen: bool, t0: float) -> tuple[flo
     set_epoch(tr.loader, epoch)
     tr.net.train()
     loss_sum, seen = 0.0, 0
-    for step, (x, y, _) in enumerate(tr.loader):
+    per_row = getattr(tr.loss_fn, "per_row", False)
+    for step, (x, y, rows) in enumerate(tr.loader):
         x = augment(runtime.to_device(x), tr.gen)
         y = y.to(runtime.device, non_blocking=runtime.pin_memory)
         with runtime.autocast():
             logits = tr.net(x, frozen=frozen)
-        batch_loss = tr.loss_fn(logits, y)
+        batch_loss = tr.loss_fn(logits, y, rows) if per_row else tr.loss_fn(logits, y)
         tr.optimiser.zero_grad(set_to_none=True)
         tr.scaler.scale(batch_loss).backward()
         tr.scaler.step(tr.optimiser)

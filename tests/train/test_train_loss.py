@@ -187,3 +187,41 @@ def test_training_is_bit_for_bit_the_old_computation(activation, kind):
     assert [h["held_out_loss"] for h in new.history] == [h["held_out_loss"] for h in old.history]
     for name, tensor in old.state_dict.items():
         assert torch.equal(new.state_dict[name], tensor), name
+
+
+# ------------------------------------------------------------------ per-label weights
+
+
+def test_label_weights_are_looked_up_by_row_and_multiplied_in():
+    logits, targets = batch(2)
+    lw = np.random.default_rng(0).random((10, 3)).astype(np.float32)
+    rows = torch.tensor([9, 0, 4, 4, 7, 2])
+    cls = np.array([1.0, 0.5, 2.0], np.float32)
+    loss = training_loss("sigmoid", weight=cls, label_weight=lw)
+    assert loss.per_row and not training_loss("sigmoid").per_row
+    expected = F.binary_cross_entropy_with_logits(
+        logits, targets, weight=torch.from_numpy(lw[rows.numpy()] * cls)
+    )
+    assert torch.allclose(loss(logits, targets, rows), expected)
+    # A label of weight 0 gives its logit no gradient; the others still learn.
+    zero = lw.copy()
+    zero[9, 2] = 0.0
+    x = logits.clone().requires_grad_(True)
+    training_loss("sigmoid", label_weight=zero)(x, targets, rows).backward()
+    assert x.grad[0, 2] == 0 and x.grad[0, 1] != 0
+    with pytest.raises(ValueError, match="rows"):
+        loss(logits, targets)
+    for bad in (np.ones(3), -np.ones((2, 3)), np.full((2, 3), np.nan)):
+        with pytest.raises(SettingsError, match="label_weight"):
+            TrainLoss("sigmoid", label_weight=bad)
+
+
+@pytest.mark.slow
+def test_label_weights_reach_the_training_loop():
+    # Zero weight for class 2 on every training row: its head row gets no gradient,
+    # while the rows of classes with weight 1 move (the loop passes the batch rows).
+    lw = np.ones((24, 3), np.float32)
+    lw[:, 2] = 0.0
+    out, start = train(training_loss("sigmoid", label_weight=lw))
+    assert torch.equal(out.state_dict["head.weight"][2], start["head.weight"][2])
+    assert not torch.equal(out.state_dict["head.weight"][0], start["head.weight"][0])
