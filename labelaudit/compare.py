@@ -11,6 +11,9 @@ consensus across detectors:
 * ``label_score``, ``image_score``, ``problem_score``: the default order, per
   problem family and over both (:func:`family_scores`); the table is sorted by
   ``problem_score``; ``evidence`` names the detectors that put the row there;
+* ``suggested_labels`` = the given labels with the trusted per-label changes
+  (``label_changes``) applied; ``doubtful_labels`` = flagged labels without a
+  suggestion (:mod:`labelaudit.suggest`);
 * ``unreliable_classes`` = the classes the image's findings involve (its given
   labels and the classes of its flagged findings) whose out-of-fold probabilities
   are unreliable: classes with fewer positive images than folds, which some fold's
@@ -45,6 +48,12 @@ from labelaudit.detect import (
 from labelaudit.detect.base import empty_findings
 from labelaudit.errors import SettingsError
 from labelaudit.rundir import FINDINGS_CSV, ISSUES_CSV, RunDir
+from labelaudit.suggest import (
+    IMAGE_DETECTORS,
+    apply_suggestions,
+    change_text,
+    suggest_labels,
+)
 
 DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity", "quality")
 
@@ -65,6 +74,7 @@ ISSUES_COLUMNS = [
     "consensus_score",
     "consensus_flag",
     "label_changes",
+    "doubtful_labels",
     "unreliable_classes",
     "label_score",
     "image_score",
@@ -337,11 +347,13 @@ def build_issues(
     min_methods
         Detectors that must flag an image for ``consensus_flag``.
     suggest_from
-        Detectors whose flagged ``"add"``/``"remove"`` findings change the suggested
-        labels. Only ``confident`` by default: an image far from its class in
+        Detectors whose flagged ``"add"``/``"remove"`` findings are candidate label
+        changes. Only ``confident`` by default: an image far from its class in
         embedding space is a reason to look, not evidence of which label is right.
-        Each change is listed in ``label_changes`` as ``+token`` / ``-token`` with the
-        finding's ``value`` (for confident, the probability: ``-3 (p=0.04)``).
+        A candidate changes ``suggested_labels`` only where
+        :func:`labelaudit.suggest.suggest_labels` trusts it; ``label_changes`` lists
+        those as ``+token (confidence)`` / ``-token (confidence)``, ``doubtful_labels``
+        the other candidates with their probability (``-3 (p=0.04)``).
     unreliable
         Class names whose findings are unreliable (rare classes); listed per image
         in ``unreliable_classes`` where the image's labels or findings involve them.
@@ -355,29 +367,9 @@ def build_issues(
     n = inputs.n_images
     names = list(results)
     flags = np.column_stack([results[m].image_flagged for m in names]) if names else None
-    suggested = inputs.labels.copy()
-    changes: list[list[str]] = [[] for _ in range(n)]
-    id_index = pd.Index(inputs.ids)
-    class_index = {c: k for k, c in enumerate(inputs.class_names)}
-    for m in suggest_from:
-        if m not in results:
-            continue
-        f = results[m].findings
-        f = f[f["flagged"].to_numpy() & f["suggestion"].isin(["add", "remove"]).to_numpy()]
-        if f.empty:
-            continue
-        rows = id_index.get_indexer(f["id"])
-        cols = f["class"].map(class_index).fillna(-1).to_numpy(dtype=np.int64)
-        ok = (rows >= 0) & (cols >= 0)  # a custom detector might name unknown ids/classes
-        rows, cols = rows[ok], cols[ok]
-        add = (f["suggestion"] == "add").to_numpy()[ok]
-        values = f["value"].to_numpy(dtype=float)[ok]
-        suggested[rows[add], cols[add]] = True
-        suggested[rows[~add], cols[~add]] = False
-        what = "p" if m == "confident" else m  # confident's value is the probability
-        for r, c, a, v in zip(rows, cols, add, values, strict=True):
-            why = "" if np.isnan(v) else f" ({what}={v:.2f})"
-            changes[r].append(f"{'+' if a else '-'}{inputs.class_tokens[c]}{why}")
+    suggestions = _suggestions(inputs, results, suggest_from)
+    suggested = apply_suggestions(inputs.labels, suggestions)
+    changes, doubtful = _change_columns(inputs, suggestions)
 
     table: dict[str, Any] = {
         "id": inputs.ids,
@@ -418,7 +410,8 @@ def build_issues(
             table[col] = np.zeros(n)
         table["evidence"] = [""] * n
     table["consensus_flag"] = table["n_flags"] >= min_methods
-    table["label_changes"] = [";".join(c) for c in changes]
+    table["label_changes"] = changes
+    table["doubtful_labels"] = doubtful
     table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
     issues = pd.DataFrame(table)
     extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
@@ -426,6 +419,61 @@ def build_issues(
     return issues.sort_values(
         ["problem_score", "n_flags"], ascending=False, kind="mergesort"
     ).reset_index(drop=True)
+
+
+def _suggestions(
+    inputs: AuditInputs, results: dict[str, DetectorResult], suggest_from: Iterable[str]
+) -> pd.DataFrame:
+    """Per-label suggestions (:func:`labelaudit.suggest.suggest_labels`) from the
+    flagged add/remove findings of the ``suggest_from`` detectors."""
+    id_index = pd.Index(inputs.ids)
+    class_index = {c: k for k, c in enumerate(inputs.class_names)}
+    frames = []
+    for m in suggest_from:
+        if m not in results:
+            continue
+        f = results[m].findings
+        f = f[f["flagged"].to_numpy() & f["suggestion"].isin(["add", "remove"]).to_numpy()]
+        rows = id_index.get_indexer(f["id"])
+        cols = f["class"].map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+        ok = (rows >= 0) & (cols >= 0)  # a custom detector might name unknown ids/classes
+        add = (f["suggestion"] == "add").to_numpy()
+        frames.append(pd.DataFrame({"row": rows[ok], "class": cols[ok], "add": add[ok]}))
+    candidates = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({"row": [], "class": [], "add": []})
+    )
+    image_flag = np.zeros(inputs.n_images, dtype=bool)
+    for det in IMAGE_DETECTORS:
+        if det in results:
+            image_flag |= np.asarray(results[det].image_flagged, dtype=bool)
+    return suggest_labels(
+        inputs.labels, inputs.probs, candidates, image_flag, class_names=list(inputs.class_names)
+    )
+
+
+def _change_columns(inputs: AuditInputs, suggestions: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Per image: the trusted changes (``+token (confidence)``) and the doubtful flagged
+    labels (``-token (p=0.05)``), ``;``-joined."""
+    changes: list[list[str]] = [[] for _ in range(inputs.n_images)]
+    doubtful: list[list[str]] = [[] for _ in range(inputs.n_images)]
+    for r, c, action, p, conf, trusted in zip(
+        suggestions["row"],
+        suggestions["class"],
+        suggestions["action"],
+        suggestions["probability"],
+        suggestions["confidence"],
+        suggestions["trusted"],
+        strict=True,
+    ):
+        token = inputs.class_tokens[int(c)]
+        if trusted:
+            changes[int(r)].append(change_text(token, action, float(conf)))
+        else:
+            why = "" if not np.isfinite(p) else f" (p={p:.2f})"
+            doubtful[int(r)].append(f"{'+' if action == 'add' else '-'}{token}{why}")
+    return [";".join(c) for c in changes], [";".join(d) for d in doubtful]
 
 
 def _unreliable_column(
@@ -623,6 +671,7 @@ def detect_and_compare(
             "suggest_from": [m for m in suggest_from],
             "n_consensus_flagged": int(issues["consensus_flag"].sum()),
             "n_label_changes": int((issues["label_changes"] != "").sum()),
+            "n_doubtful": int((issues["doubtful_labels"] != "").sum()),
             "unreliable_classes": list(unreliable),
             "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
             "agreement": agree,
