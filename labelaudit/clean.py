@@ -320,7 +320,12 @@ def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.
     cols = pd.Index(view.names).get_indexer(f["class"])
     ok = (rows >= 0) & (cols >= 0)
     candidates = pd.DataFrame(
-        {"row": rows[ok], "class": cols[ok], "add": (f["suggestion"] == "add").to_numpy()[ok]}
+        {
+            "row": rows[ok],
+            "class": cols[ok],
+            "add": (f["suggestion"] == "add").to_numpy()[ok],
+            "probability": _floats(f["value"])[ok],  # the finding's probability
+        }
     )
     image_flag = np.zeros(len(view.ids), dtype=bool)
     for det in IMAGE_DETECTORS:
