@@ -471,7 +471,7 @@ def retrain_cmd(
     ] = None,
 ) -> None:
     """Retrain on the cleaned labels with class weights; compare with the original labels."""
-    from labelaudit.retrain import retrain
+    from labelaudit.retrain import retrain, summary_lines
 
     overrides = {k: v for k, v in dict(epochs=epochs, seed=seed).items() if v is not None}
     metrics = retrain(
@@ -486,18 +486,8 @@ def retrain_cmd(
         console=console,
         **overrides,
     )
-    keys = [
-        k
-        for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true")
-        if k in metrics.get("before", {})
-    ]
-    table = Table(title="before / after", show_edge=False)
-    table.add_column("metric")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for k in keys:
-        table.add_row(k, f"{metrics['before'][k]:.3f}", f"{metrics['after'][k]:.3f}")
-    console.print(table)
+    for line in summary_lines(metrics):
+        console.print(line, markup=False)
     _refresh_report(run)
 
 

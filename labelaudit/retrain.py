@@ -793,9 +793,9 @@ def summary_lines(m: dict) -> list[str]:
             f"training label errors vs truth (label level, train+val): {errors['before']} -> "
             f"{errors['after']} ({dropped} images dropped)"
         )
-    truth = "per_class_true" in ci
-    key = "f1_true" if truth else "f1"
     rows = m.get("per_class_change", [])
+    truth = "per_class_true" in ci and all("f1_true_before" in r for r in rows)
+    key = "f1_true" if truth else "f1"
     per = b.get("per_class_true" if truth else "per_class", [])
     width = max([len("class")] + [len(r["class"]) for r in rows])
     lines.append(f"per class ({'true' if truth else 'given'} test labels):")

@@ -11,13 +11,16 @@ from la_runfixture import make_run
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import read_json, update_run_json
 from labelaudit.retrain import (
+    NOISE_MARK,
     SMALL_DATASET,
     EnsembleModel,
+    change_intervals,
     class_weights,
     default_members,
     load_checkpoint,
     retrain,
     split_parts,
+    summary_lines,
     thresholded_metrics,
     tune_thresholds,
 )
@@ -157,6 +160,76 @@ def test_retrain_metrics(run40, retrained):
 
 
 @pytest.mark.slow
+def test_retrain_honest_numbers(run40, retrained):
+    from labelaudit.stats import label_errors
+
+    m = retrained
+    ci = m["delta_ci"]
+    assert ci["n_test"] == m["split"]["n_test"] and ci["level"] == 0.95
+    for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true"):
+        iv = ci[k]
+        # The interval is around the recorded change (same 0.5 threshold, same images).
+        assert iv["mean"] == pytest.approx(m["delta"][k], abs=1e-9)
+        assert iv["low"] <= iv["mean"] <= iv["high"]
+        assert iv["excludes_zero"] == (iv["low"] > 0 or iv["high"] < 0)
+    assert len(ci["per_class"]) == len(ci["per_class_true"]) == 19
+    for row, iv in zip(m["per_class_change"], ci["per_class"], strict=True):
+        assert row["f1_change"] == pytest.approx(iv["mean"], abs=1e-9)
+        assert row["f1_change_within_noise"] == (not iv["excludes_zero"])
+        assert "f1_true_change_within_noise" in row
+    # A class absent from the test images (support 0) cannot show a real change.
+    for row in m["per_class_change"]:
+        if row["support"] == 0:
+            assert row["f1_change_within_noise"]
+    # Label-level errors of the training labels against the truth.
+    errors = m["label_errors_true"]
+    split = pd.read_csv(run40[0] / "retrain" / "split.csv", dtype=str)
+    assert errors["images_before"] == (split["part"] != "test").sum()
+    assert errors["images_after"] == errors["images_before"] - (
+        m["config"]["n_removed_train"] + m["config"]["n_removed_val"]
+    )
+    detail = m["config"]["train_label_errors_true"]
+    assert errors["before"] == detail["labels_wrong_before"]
+    assert errors["before"] >= detail["wrong_before"]  # labels >= images with a wrong label
+    assert label_errors(np.eye(3, dtype=bool), np.zeros((3, 3), bool)) == 3
+    lines = summary_lines(m)
+    assert any(line.startswith("macro_f1_true") for line in lines)
+    assert any("training label errors" in line for line in lines)
+    assert lines[-1].startswith(NOISE_MARK)
+
+
+def test_change_intervals_and_noise_marks():
+    rng = np.random.default_rng(0)
+    given = rng.random((30, 3)) < 0.4
+    given[:, 0] = True
+    probs = rng.random((30, 3))
+    same = change_intervals(probs, probs, given, None, seed=0)
+    assert same["macro_f1"]["low"] == same["macro_f1"]["high"] == 0.0
+    assert "macro_f1_true" not in same
+    better = change_intervals(1.0 - given, given.astype(float), given, given, seed=0)
+    assert better["macro_f1"]["excludes_zero"] and better["macro_f1"]["low"] > 0
+    assert better["micro_f1_true"]["low"] > 0
+    names = ["a", "bb", "c"]
+    per_class = [{"class": n, "f1": 0.5, "support": 3} for n in names]
+    side = {"n_test": 30, "micro_f1": 0.5, "macro_f1": 0.4, "per_class": per_class}
+    rows = [
+        {"class": n, "support": 3, "f1_before": 0.5, "f1_after": 0.5, "f1_change": 0.0}
+        for n in names
+    ]
+    m = {"before": side, "after": side, "delta_ci": same, "per_class_change": rows}
+    lines = summary_lines(m)
+    assert "30 test images" in lines[0]
+    macro = next(line for line in lines if line.startswith("macro_f1"))
+    assert macro.endswith(f"+0.000 [+0.000, +0.000] {NOISE_MARK}")
+    row = next(line for line in lines if line.startswith("bb "))
+    assert row.split()[1] == "3" and row.endswith(NOISE_MARK)
+    m["delta_ci"] = better
+    lines = summary_lines(m)
+    macro = next(line for line in lines if line.startswith("macro_f1 "))
+    assert not macro.endswith(NOISE_MARK)
+
+
+@pytest.mark.slow
 def test_test_split_is_made_before_cleaning(run40, retrained):
     run, _, truth = run40
     # Another policy removes other images: the split, hence the test set, is unchanged.
@@ -215,6 +288,13 @@ def test_no_clean_compares_class_weights(run40):
     assert m["before"]["labels"] == m["after"]["labels"] == "original"
     assert m["before"]["n_train"] == m["after"]["n_train"]
     assert "macro_f1_true" not in m["before"]
+    # Without truth: intervals on the given test labels only, no label-error counts.
+    assert set(m["delta_ci"]) >= {"micro_f1", "macro_f1", "per_class"}
+    assert "macro_f1_true" not in m["delta_ci"] and "label_errors_true" not in m
+    assert "f1_change_within_noise" in m["per_class_change"][0]
+    lines = summary_lines(m)
+    assert "per class (given test labels):" in lines
+    assert not any("label errors" in line for line in lines)
 
 
 def test_bad_inputs(run40, tmp_path):
@@ -241,6 +321,9 @@ def test_cli_retrain_adds_the_section_to_the_report(run40, retrained, run_cli):
     )
     assert code == 0, err
     assert "macro_f1_true" in out and "report:" in out
+    assert "change [95% CI]" in out and "test images" in out
+    assert "training label errors vs truth" in out
+    assert f"{NOISE_MARK} within noise" in out
     page = (run / "report.html").read_text()
     section = page[page.index('<section id="retrain">') :]
     section = section[: section.index("</section>")]
