@@ -53,7 +53,8 @@ from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import atomic_path
 from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
-from labelaudit.stats import Interval, bootstrap_f1, label_errors
+from labelaudit.stats import NOISE_MARK as NOISE_MARK
+from labelaudit.stats import NOISE_NOTE, bootstrap_f1, format_change, label_errors
 from labelaudit.train.backbones import LabelModel, build_model, channel_stats
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
@@ -671,12 +672,6 @@ def per_class_change(before: dict, after: dict, names: list[str]) -> list[dict]:
 #: The F1 changes' confidence intervals: bootstrap resamples of the test images, level.
 CI_BOOT = 2000
 CI_LEVEL = 0.95
-#: Marks a printed change whose 95 % interval contains 0.
-NOISE_MARK = "~"
-NOISE_NOTE = (
-    f"{NOISE_MARK} within noise: the change's 95% bootstrap interval over the test images "
-    "contains 0"
-)
 
 
 def change_intervals(
@@ -750,24 +745,6 @@ def label_error_summary(errors: dict) -> dict:
     }
 
 
-def _interval(d: dict) -> Interval:
-    nan = float("nan")
-    return Interval(
-        d["mean"],
-        nan if d["low"] is None else d["low"],
-        nan if d["high"] is None else d["high"],
-        d["n"],
-        d.get("level", CI_LEVEL),
-    )
-
-
-def _change_cell(d: dict | None) -> str:
-    """``"+0.031 [+0.008, +0.054]"`` and the noise mark, or ``"n/a"``."""
-    if d is None:
-        return "n/a"
-    return _interval(d).format() + ("" if d["excludes_zero"] else f" {NOISE_MARK}")
-
-
 def summary_lines(m: dict) -> list[str]:
     """The before/after tables ``labelaudit retrain`` prints (plain text, no markup).
 
@@ -785,7 +762,7 @@ def summary_lines(m: dict) -> list[str]:
     ]
     for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true"):
         if k in b and k in a:
-            lines.append(f"{k:<15} {b[k]:>7.3f} {a[k]:>7.3f}  {_change_cell(ci.get(k))}")
+            lines.append(f"{k:<15} {b[k]:>7.3f} {a[k]:>7.3f}  {format_change(ci.get(k))}")
     errors = m.get("label_errors_true")
     if errors:
         dropped = errors["images_before"] - errors["images_after"]
@@ -804,7 +781,7 @@ def summary_lines(m: dict) -> list[str]:
     intervals = ci.get("per_class_true" if truth else "per_class", [])
     for k, row in enumerate(rows):
         support = per[k]["support"] if k < len(per) else row["support"]
-        cell = _change_cell(intervals[k] if k < len(intervals) else None)
+        cell = format_change(intervals[k] if k < len(intervals) else None)
         lines.append(
             f"{row['class']:<{width}} {support:>11} {row[key + '_before']:>7.3f} "
             f"{row[key + '_after']:>7.3f}  {cell}"

@@ -27,6 +27,13 @@ from scipy import stats as _sps
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
+#: Marks a printed change whose 95 % interval contains 0.
+NOISE_MARK = "~"
+NOISE_NOTE = (
+    f"{NOISE_MARK} within noise: the change's 95% bootstrap interval over the test images "
+    "contains 0"
+)
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -70,6 +77,18 @@ class Interval:
             return f"{sign(self.mean)} [n/a]"
         return f"{sign(self.mean)} [{sign(self.low)}, {sign(self.high)}]"
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Interval:
+        """The inverse of :meth:`to_dict` (``None`` bounds -> NaN)."""
+        low, high = d.get("low"), d.get("high")
+        return cls(
+            float(d["mean"]),
+            math.nan if low is None else float(low),
+            math.nan if high is None else float(high),
+            int(d.get("n", 0)),
+            float(d.get("level", 0.95)),
+        )
+
     def to_dict(self) -> dict:
         """JSON-ready: ``mean, low, high, n, level, excludes_zero`` (NaN -> None)."""
 
@@ -84,6 +103,15 @@ class Interval:
             "level": float(self.level),
             "excludes_zero": self.excludes_zero,
         }
+
+
+def format_change(d: dict | None) -> str:
+    """An :meth:`Interval.to_dict` as ``"+0.031 [+0.008, +0.054]"``, with
+    :data:`NOISE_MARK` appended when the interval contains 0 (``"n/a"`` for ``None``)."""
+    if d is None:
+        return "n/a"
+    iv = Interval.from_dict(d)
+    return iv.format() + ("" if iv.excludes_zero else f" {NOISE_MARK}")
 
 
 def _check_level(level: float) -> None:

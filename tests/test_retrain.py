@@ -227,6 +227,15 @@ def test_change_intervals_and_noise_marks():
     lines = summary_lines(m)
     macro = next(line for line in lines if line.startswith("macro_f1 "))
     assert not macro.endswith(NOISE_MARK)
+    # The report's retrain section shows the same cells and marks.
+    from labelaudit.report.sections import _retrain_intervals
+
+    m["delta_ci"] = same
+    section = _retrain_intervals(m)
+    assert section["n_test"] == 30 and not section["truth"]
+    assert section["overall"][1] == ("macro_f1", 0.4, 0.4, "+0.000 [+0.000, +0.000] ~", True)
+    assert section["per_class"][1][:2] == ("bb", 3) and section["per_class"][1][-1] is True
+    assert _retrain_intervals({"before": side, "after": side}) is None  # older metrics.json
 
 
 @pytest.mark.slow
@@ -328,4 +337,6 @@ def test_cli_retrain_adds_the_section_to_the_report(run40, retrained, run_cli):
     section = page[page.index('<section id="retrain">') :]
     section = section[: section.index("</section>")]
     assert "Not run" not in section and "macro_f1_true" in section
+    assert "change [95% CI]" in section and "test images" in section
+    assert "within noise" in section and "Training label errors against the truth" in section
     assert "Per-class F1 change" in page

@@ -31,6 +31,7 @@ from labelaudit.report.artifacts import RunArtifacts
 from labelaudit.report.images import collect_field_images
 from labelaudit.report.pagejson import Figures
 from labelaudit.report.table import TableRow
+from labelaudit.stats import NOISE_NOTE, Interval, format_change
 
 #: Environment variable that turns a failing section into a message on the page.
 LENIENT_ENV = "LABELAUDIT_REPORT_LENIENT"
@@ -637,6 +638,46 @@ def _retrain_figures(figs: Figures, m: dict[str, Any], b: dict, a: dict) -> list
     return out
 
 
+def _retrain_intervals(m: dict[str, Any]) -> dict[str, Any] | None:
+    """The F1 changes with their 95 % intervals (``delta_ci``), as ``retrain`` prints them.
+
+    ``overall`` and ``per_class`` rows end with (change text, within noise); per class
+    on the true test labels when the run had a truth file, else on the given ones.
+    """
+    ci, b, a = _dict(m.get("delta_ci")), _dict(m.get("before")), _dict(m.get("after"))
+    if not ci:
+        return None
+
+    def cell(d: Any) -> tuple[str, bool]:
+        d = _dict(d)
+        return format_change(d), not Interval.from_dict(d).excludes_zero
+
+    keys = ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true")
+    overall = [(k, b[k], a[k], *cell(ci[k])) for k in keys if k in ci and k in b and k in a]
+    rows = [_dict(r) for r in _list(m.get("per_class_change"))]
+    truth = "per_class_true" in ci and all("f1_true_before" in r for r in rows)
+    key, per = ("f1_true", "per_class_true") if truth else ("f1", "per_class")
+    support = [_dict(c).get("support") for c in _list(b.get(per))]
+    intervals = _list(ci.get(per))
+    per_class = [
+        (r.get("class"), support[i] if i < len(support) else r.get("support"))
+        + (r.get(f"{key}_before"), r.get(f"{key}_after"))
+        + cell(intervals[i])
+        for i, r in enumerate(rows)
+        if i < len(intervals)
+    ]
+    errors = _dict(m.get("label_errors_true"))
+    return {
+        "n_test": ci.get("n_test"),
+        "overall": overall,
+        "truth": truth,
+        "per_class": per_class,
+        "label_errors": errors or None,
+        "dropped": errors.get("images_before", 0) - errors.get("images_after", 0),
+        "note": NOISE_NOTE,
+    }
+
+
 @register("retrain", "Retrain")
 def retrain_section(state: ReportState) -> dict[str, Any]:
     """Scores before and after retraining on the cleaned labels (``retrain/metrics.json``)."""
@@ -652,10 +693,11 @@ def retrain_section(state: ReportState) -> dict[str, Any]:
     b, a = _flatten_num(before), _flatten_num(after)
     out["table"] = [(k, b[k], a[k], a[k] - b[k]) for k in b if k in a]
     out["figs"] = _retrain_figures(state.figs, m, b, a)
+    out["ci"] = _retrain_intervals(m)
     out["raw"] = [
         (k, v)
         for k, v in _flatten(m)
-        if not k.startswith(("before.", "after.", "per_class_change"))
+        if not k.startswith(("before.", "after.", "per_class_change", "delta_ci"))
     ]
     return out
 
