@@ -295,6 +295,15 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         "skipped": skipped,
         "metrics": metrics,
     }
+    if "suggested_labels" in issues.columns:
+        result["suggestions"] = suggestion_bench(
+            truth["given_label"].map(_label_set).tolist(),
+            issues["suggested_labels"].fillna("").astype(str).map(_label_set).tolist(),
+            truth["true_label"].map(_label_set).tolist(),
+        )
+    changes_file = Path(run_dir) / "changes.csv"
+    if changes_file.is_file():
+        result["cleaning"] = cleaning_bench(truth, changes_file)
     if "cells" in truth.columns and "label_support_score" in issues.columns:
         result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
     if "duplicate_of" in truth.columns and "duplicate_group" in issues.columns:
@@ -302,6 +311,75 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     if write:
         RunDir(run_dir).write_json_file(BENCH_JSON, result)
     return result
+
+
+def label_errors(labels: list[frozenset[str]], true: list[frozenset[str]]) -> int:
+    """Label-level errors: the sum over images of ``|labels XOR true|``."""
+    return sum(len(a ^ b) for a, b in zip(labels, true, strict=True))
+
+
+def suggestion_bench(
+    given: list[frozenset[str]], suggested: list[frozenset[str]], true: list[frozenset[str]]
+) -> dict[str, Any]:
+    """How right the suggested label changes are, per label and per image.
+
+    A suggested change is a label in ``given XOR suggested``; it is right when the
+    suggested value of that label equals the true one. Per image: among images with
+    a suggestion (``suggested != given``), the share whose suggested set equals the
+    true set. ``errors_given`` / ``errors_accepted``: label-level errors
+    (:func:`label_errors`) of the given labels and after accepting every suggestion.
+    """
+    n_changes = n_right = n_images = n_images_right = 0
+    for g, s, t in zip(given, suggested, true, strict=True):
+        changed = g ^ s
+        if not changed:
+            continue
+        n_changes += len(changed)
+        n_right += sum((c in s) == (c in t) for c in changed)
+        n_images += 1
+        n_images_right += s == t
+    return {
+        "n_changes": n_changes,
+        "n_right": n_right,
+        "precision": n_right / n_changes if n_changes else None,
+        "n_images": n_images,
+        "n_images_right": n_images_right,
+        "image_precision": n_images_right / n_images if n_images else None,
+        "errors_given": label_errors(given, true),
+        "errors_accepted": label_errors(suggested, true),
+    }
+
+
+def cleaning_bench(truth: pd.DataFrame, changes_file: Path) -> dict[str, Any]:
+    """Label-level errors before and after the run's own cleaning (``changes.csv``).
+
+    Removed images leave with their errors: ``errors_after`` counts the kept images
+    only (relabelled ones with their new labels); ``errors_removed`` the given-label
+    errors of the removed images.
+    """
+    changes = pd.read_csv(changes_file, dtype=str, keep_default_na=False)
+    action = dict(zip(changes["id"], changes["action"], strict=True))
+    new = dict(zip(changes["id"], changes["new_labels"], strict=True))
+    given = truth["given_label"].map(_label_set).tolist()
+    true = truth["true_label"].map(_label_set).tolist()
+    after = removed = n_removed = n_relabelled = 0
+    for image_id, g, t in zip(truth["ID"], given, true, strict=True):
+        what = action.get(image_id)
+        if what == "remove":
+            n_removed += 1
+            removed += len(g ^ t)
+        elif what == "relabel":
+            n_relabelled += 1
+            after += len(_label_set(new[image_id]) ^ t)
+        else:
+            after += len(g ^ t)
+    return {
+        "errors_given": label_errors(given, true),
+        "errors_after": after,
+        "n_removed": n_removed,
+        "errors_removed": removed,
+        "n_relabelled": n_relabelled,
+    }
 
 
 def unsupported_truth(truth: pd.DataFrame, truth_path: str | Path) -> np.ndarray:
@@ -466,6 +544,25 @@ def format_bench_table(result: dict[str, Any]) -> str:
             f"planted duplicate pairs: {d['n_planted_pairs']}, found pairs: {d['n_found_pairs']},"
             f" recall {_fmt(d['recall'])}, precision {_fmt(d['precision'])},"
             f" label conflicts found {_fmt(d['conflicts_found'])}"
+        )
+    if "suggestions" in result:
+        g = result["suggestions"]
+        out.append("")
+        out.append(
+            f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
+            f"(precision {_fmt(g['precision'])}); images with a suggestion: {g['n_images']}, "
+            f"set right {g['n_images_right']} (precision {_fmt(g['image_precision'])})"
+        )
+        out.append(
+            f"label errors: given {g['errors_given']}, after accepting every suggestion "
+            f"{g['errors_accepted']}"
+        )
+    if "cleaning" in result:
+        c = result["cleaning"]
+        out.append(
+            f"label errors after the run's cleaning: {c['errors_after']} in the kept images "
+            f"(given {c['errors_given']}; {c['n_relabelled']} relabelled, {c['n_removed']} "
+            f"removed taking {c['errors_removed']} errors with them)"
         )
     if result.get("given_label_mismatches"):
         out.append(

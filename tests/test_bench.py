@@ -158,3 +158,63 @@ def test_bad_truth_files(tmp_path):
 def test_missing_issues(tmp_path):
     with pytest.raises(RunDirError, match="issues.csv"):
         bench(tmp_path, tmp_path / "truth.csv")
+
+
+def test_suggestion_and_cleaning_bench(tmp_path):
+    """Precision of suggested changes per label and per image, errors before/after."""
+    ids = ["a", "b", "c", "d"]
+    issues = pd.DataFrame(
+        {
+            "id": ids,
+            "given_labels": ["1|2", "3", "4", "5"],
+            "suggested_labels": ["1", "3|6", "4|7", "5"],  # a: right; b: 1 of 2; c: wrong
+            "label_quality": [0.1, 0.2, 0.3, 0.9],
+            "outlier_score": [0.1] * 4,
+            "intensity_z": [0.0] * 4,
+            "flagged_by": ["confident"] * 3 + [""],
+            "n_flags": [1, 1, 1, 0],
+            "consensus_score": [0.5] * 4,
+            "consensus_flag": [False] * 4,
+        }
+    )
+    issues.to_csv(tmp_path / "issues.csv", index=False)
+    truth = pd.DataFrame(
+        {
+            "ID": ids,
+            "true_label": ["1", "6", "4", "5|8"],  # b: 3 is wrong too (not suggested)
+            "given_label": ["1|2", "3", "4", "5"],
+            "noise": ["extra", "swap", "none", "missing"],
+        }
+    )
+    truth.to_csv(tmp_path / "truth.csv", index=False)
+    pd.DataFrame(
+        {
+            "id": ["b", "d"],
+            "action": ["relabel", "remove"],
+            "old_labels": ["3", "5"],
+            "new_labels": ["6", ""],
+            "reason": ["x", "y"],
+            "detail": ["", ""],
+        }
+    ).to_csv(tmp_path / "changes.csv", index=False)
+    result = bench(tmp_path, tmp_path / "truth.csv", write=False)
+    s = result["suggestions"]
+    # changes: a -2 (right), b +6 (right), c +7 (wrong): 2 of 3; images: a right only.
+    assert (s["n_changes"], s["n_right"]) == (3, 2)
+    assert s["precision"] == pytest.approx(2 / 3)
+    assert (s["n_images"], s["n_images_right"]) == (3, 1)
+    # errors: given a 1, b 2, c 0, d 1 = 4; accepted: a 0, b 1, c 1, d 1 = 3
+    assert (s["errors_given"], s["errors_accepted"]) == (4, 3)
+    c = result["cleaning"]
+    # kept: a 1 (unchanged), b 0 (relabelled to the truth), c 0; d removed with 1 error
+    assert c == {
+        "errors_given": 4,
+        "errors_after": 1,
+        "n_removed": 1,
+        "errors_removed": 1,
+        "n_relabelled": 1,
+    }
+    text = format_bench_table(result)
+    assert "suggested label changes: 3, right 2 (precision 0.667)" in text
+    assert "after accepting every suggestion 3" in text
+    assert "label errors after the run's cleaning: 1 in the kept images" in text

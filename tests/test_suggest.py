@@ -1,0 +1,115 @@
+"""Per-label suggestions on hand-made cases with a known answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labelaudit.suggest import (
+    SUGGESTION_COLUMNS,
+    SuggestRules,
+    apply_suggestions,
+    change_text,
+    precision_at,
+    suggest_labels,
+)
+
+N = 60
+
+
+def _world() -> tuple[np.ndarray, np.ndarray]:
+    """Class 0 learned (probabilities follow the labels), class 1 not (noise)."""
+    rng = np.random.default_rng(0)
+    given = np.zeros((N, 3), dtype=bool)
+    given[: N // 2, 0] = True
+    given[N // 2 :, 2] = True
+    given[::3, 1] = True
+    probs = np.where(given, 0.9, 0.05) + rng.uniform(-0.03, 0.03, given.shape)
+    probs[:, 1] = rng.uniform(0.0, 1.0, N)  # class 1: the model learned nothing
+    return given, probs
+
+
+def _cands(*rows: tuple[int, int, bool]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["row", "class", "add"])
+
+
+def test_confident_add_on_learned_class_is_suggested():
+    given, probs = _world()
+    i = N - 1  # labelled 2 only; the model sees class 0 too
+    probs[i, 0] = 0.95
+    out = suggest_labels(given, probs, _cands((i, 0, True)), np.zeros(N, dtype=bool))
+    assert list(out.columns) == SUGGESTION_COLUMNS
+    row = out.iloc[0]
+    assert row["trusted"] and row["action"] == "add"
+    assert row["probability"] == pytest.approx(0.95)
+    assert row["confidence"] == 1.0  # every image scored this high is labelled 0
+    new = apply_suggestions(given, out)
+    assert new[i].tolist() == [True, bool(given[i, 1]), True]
+    assert (np.delete(new, i, axis=0) == np.delete(given, i, axis=0)).all()
+
+
+def test_same_add_on_unlearned_class_is_doubtful():
+    given, probs = _world()
+    i = 1  # not labelled 1
+    probs[i, 1] = 0.99
+    out = suggest_labels(given, probs, _cands((i, 1, True)), np.zeros(N, dtype=bool))
+    assert not out.iloc[0]["trusted"]
+    assert "doubtful: class AP below 0.7" in out.iloc[0]["evidence"]
+    assert (apply_suggestions(given, out) == given).all()
+
+
+def test_image_flagged_by_an_image_detector_gets_no_suggestion():
+    given, probs = _world()
+    i = N - 1
+    probs[i, 0] = 0.95
+    flagged = np.zeros(N, dtype=bool)
+    flagged[i] = True
+    out = suggest_labels(given, probs, _cands((i, 0, True)), flagged)
+    assert not out.iloc[0]["trusted"]
+    assert "image detector" in out.iloc[0]["evidence"]
+
+
+def test_removes_need_a_very_low_probability_or_a_swap():
+    given, probs = _world()
+    probs[0, 0] = 0.10  # labelled 0, model unsure: a lone remove at 0.10 is doubtful
+    probs[3, 0] = 0.01  # a lone remove at 0.01 is trusted (row 3 keeps class 1)
+    probs[4, 0], probs[4, 2] = 0.10, 0.95  # swap 0 -> 2: the remove rides on the add
+    cands = _cands((0, 0, False), (3, 0, False), (4, 0, False), (4, 2, True))
+    out = suggest_labels(given, probs, cands, np.zeros(N, dtype=bool))
+    trusted = {(r, c): t for r, c, t in zip(out["row"], out["class"], out["trusted"], strict=True)}
+    assert trusted == {(0, 0): False, (3, 0): True, (4, 0): True, (4, 2): True}
+    new = apply_suggestions(given, out)
+    assert new[0, 0] and not new[3, 0] and not new[4, 0] and new[4, 2]
+
+
+def test_a_suggestion_never_leaves_an_image_without_labels():
+    given, probs = _world()
+    i = N - 2  # labelled 2 only (row N-2 is not a multiple of 3)
+    assert given[i].tolist() == [False, False, True]
+    probs[i, 2] = 0.0
+    out = suggest_labels(given, probs, _cands((i, 2, False)), np.zeros(N, dtype=bool))
+    assert not out.iloc[0]["trusted"]
+    assert "would leave no labels" in out.iloc[0]["evidence"]
+
+
+def test_rules_from_relabel_parameters_and_no_probabilities():
+    rules = SuggestRules.from_confidence(0.9, 0.5)
+    assert (rules.add_min_p, rules.min_class_ap) == (0.9, 0.5)
+    assert rules.swap_remove_max_p == pytest.approx(0.1)
+    given, probs = _world()
+    out = suggest_labels(given, None, _cands((N - 1, 0, True)), np.zeros(N, dtype=bool))
+    assert not out["trusted"].any()  # without probabilities nothing is trusted
+    empty = suggest_labels(given, probs, _cands(), np.zeros(N, dtype=bool))
+    assert list(empty.columns) == SUGGESTION_COLUMNS and empty.empty
+
+
+def test_precision_at_and_change_text():
+    given = np.array([[True], [True], [False], [False]])
+    probs = np.array([[0.9], [0.8], [0.7], [0.1]])
+    # add at 0.7: others at >= 0.7 are rows 0 and 1, both labelled (min_support 2)
+    assert precision_at(given, probs, 2, 0, True, min_support=2) == 1.0
+    # remove at 0.8: others at <= 0.8 are rows 2, 3 (unlabelled); row 1 itself left out
+    assert precision_at(given, probs, 1, 0, False, min_support=2) == 1.0
+    assert change_text("14", "add", 0.914) == "+14 (0.91)"
+    assert change_text("3", "remove", float("nan")) == "-3"
