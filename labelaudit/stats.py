@@ -305,8 +305,8 @@ def bootstrap_f1(
     _, after = _as_bool(y_true, pred_after)
     idx = _resample(len(y), n_boot, seed)
     # Multiplicity of each row in each resample: (n_boot, n).
-    weights = np.zeros((n_boot, len(y)))
-    np.add.at(weights, (np.repeat(np.arange(n_boot), len(y)), idx.ravel()), 1.0)
+    flat = (idx + len(y) * np.arange(n_boot)[:, None]).ravel()
+    weights = np.bincount(flat, minlength=n_boot * len(y)).reshape(n_boot, len(y)).astype(float)
 
     def scores(pred: np.ndarray, w: np.ndarray | None):
         tp, fp, fn = _counts(y, pred, w)
