@@ -6,7 +6,8 @@ field list is :class:`TableRow`'s (the dataset index ``image`` stays here).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,10 @@ class TableRow:
     changes, unreliable, evidence
         ``issues.csv``'s ``label_changes``, ``unreliable_classes`` and ``evidence``
         (the detectors that put the row at its place in the default order) texts.
+    changed, doubtful
+        Per label: the trusted suggested changes, ``[class, "+" or "-", confidence
+        or None]`` (``issues.csv``'s ``label_changes``), and the classes of flagged
+        labels without a suggestion (``doubtful_labels``).
     thumb, detail
         Index of the embedded thumbnail / detail tile, ``-1`` when none is embedded.
     image
@@ -53,6 +58,8 @@ class TableRow:
     unreliable: str
     image: int
     evidence: str = ""
+    changed: list[list[Any]] = field(default_factory=list)
+    doubtful: list[int] = field(default_factory=list)
     thumb: int = -1
     detail: int = -1
 
@@ -63,6 +70,26 @@ class TableRow:
 
 #: The fields embedded in the page, in order (``image`` is only needed here).
 RECORD_FIELDS = tuple(f.name for f in fields(TableRow) if f.name != "image")
+
+
+#: One entry of ``label_changes`` / ``doubtful_labels``: ``+token (0.91)``,
+#: ``-token (p=0.05)`` or ``+token``.
+_CHANGE = re.compile(r"^([+-])(.+?)(?: \((?:p=)?([0-9.]+)\))?$")
+
+
+def parse_changes(art: RunArtifacts, text: Any) -> list[list[Any]]:
+    """``[class, sign, number or None]`` per entry of a ``;``-joined change list
+    (entries naming an unknown class are left out)."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    index = {t: k for k, t in enumerate(art.class_tokens)}
+    out: list[list[Any]] = []
+    for part in text.split(";"):
+        m = _CHANGE.match(part.strip())
+        if m and m.group(2) in index:
+            number = float(m.group(3)) if m.group(3) else None
+            out.append([index[m.group(2)], m.group(1), number])
+    return out
 
 
 def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
@@ -99,6 +126,7 @@ def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
         "consensus": np.round(numbers["consensus_score"].to_numpy(float), 4).tolist(),
         "consensus_flag": cflag.tolist(),
         "changes": _column(ranked, "label_changes", "").fillna("").astype(str).tolist(),
+        "doubtful": _column(ranked, "doubtful_labels", "").fillna("").astype(str).tolist(),
         "unreliable": unreliable,
         "evidence": ["" if pd.isna(v) else str(v) for v in _column(ranked, "evidence", "")],
         "given_text": _column(ranked, "given_labels", "").tolist(),
@@ -145,6 +173,8 @@ def table_rows(
                 unreliable=text["unreliable"][r],
                 image=i,
                 evidence=text["evidence"][r],
+                changed=parse_changes(art, text["changes"][r]),
+                doubtful=[k for k, _, _ in parse_changes(art, text["doubtful"][r])],
             )
         )
     return rows, row_of

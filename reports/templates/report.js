@@ -334,18 +334,7 @@
     const tdGiven = el("td", "labels");
     chips(tdGiven, names(row.given));
     tr.appendChild(tdGiven);
-    const tdSugg = el("td", "labels");
-    if (sameSet(row.given, row.suggested)) {
-      tdSugg.appendChild(el("span", "muted", "unchanged"));
-    } else {
-      row.suggested.forEach(function (k) {
-        tdSugg.appendChild(el("span", "chip" + (row.given.indexOf(k) < 0 ? " add" : ""), DATA.classes[k]));
-      });
-      row.given.forEach(function (k) {
-        if (row.suggested.indexOf(k) < 0) tdSugg.appendChild(el("span", "chip del", DATA.classes[k]));
-      });
-    }
-    tr.appendChild(tdSugg);
+    tr.appendChild(suggestionCell(row));
     row.scores.forEach(function (v) { tr.appendChild(el("td", "num", fmt(v))); });
     tr.appendChild(el("td", "num", fmt(row.consensus)));
     const tdFlags = el("td");
@@ -356,7 +345,7 @@
     const acc = el("button", "accept", "\u2713");
     const rej = el("button", "reject", "\u2717");
     acc.type = rej.type = "button";
-    acc.title = "accept the suggested labels (a)";
+    acc.title = "accept the suggested labels: the given ones with the suggested changes (a)";
     rej.title = "reject: keep the given labels (r)";
     acc.setAttribute("aria-label", "accept");
     rej.setAttribute("aria-label", "reject");
@@ -372,6 +361,42 @@
     tr.addEventListener("click", function () { select(r); openDetail(r); });
     styleRow(tr, r);
     return tr;
+  }
+
+  /* The suggested column: one chip per trusted label change, "+Mitochondria (0.91)" /
+   * "-Nucleoplasm (0.86)" (the class's out-of-fold precision at that probability),
+   * then the flagged labels without a suggestion ("doubtful, no suggestion"). */
+  function changeText(c) {
+    return c[1] + DATA.classes[c[0]] + (c[2] === null ? "" : " (" + c[2].toFixed(2) + ")");
+  }
+
+  function suggestionCell(row) {
+    const td = el("td", "labels");
+    const changed = row.changed || [];
+    const doubtful = row.doubtful || [];
+    changed.forEach(function (c) {
+      const chip = el("span", "chip " + (c[1] === "+" ? "add" : "del"), changeText(c));
+      chip.title = (c[1] === "+" ? "suggested: add " : "suggested: remove ") + DATA.classes[c[0]];
+      td.appendChild(chip);
+    });
+    if (!changed.length && !sameSet(row.given, row.suggested)) {
+      // a run from before per-label suggestions: show the set difference
+      row.suggested.forEach(function (k) {
+        if (row.given.indexOf(k) < 0) td.appendChild(el("span", "chip add", "+" + DATA.classes[k]));
+      });
+      row.given.forEach(function (k) {
+        if (row.suggested.indexOf(k) < 0) td.appendChild(el("span", "chip del", "-" + DATA.classes[k]));
+      });
+    }
+    if (doubtful.length) {
+      const box = el("span", "doubtful");
+      box.title = "flagged, but not more likely wrong than right: no suggestion";
+      doubtful.forEach(function (k) { box.appendChild(el("span", "chip doubt", DATA.classes[k])); });
+      box.appendChild(el("span", "muted", " doubtful, no suggestion"));
+      td.appendChild(box);
+    }
+    if (!td.childNodes.length) td.appendChild(el("span", "muted", "unchanged"));
+    return td;
   }
 
   function styleRow(tr, r) {
@@ -455,7 +480,9 @@
     fact(dl, "rank", (r + 1) + " of " + ROWS.length);
     fact(dl, "given", (names(row.given).join(", ") || "(none)") + "   [" + tokens(row.given) + "]");
     fact(dl, "suggested", (names(row.suggested).join(", ") || "(none)") + "   [" + tokens(row.suggested) + "]");
-    if (row.changes) fact(dl, "changes", row.changes);
+    if ((row.changed || []).length) fact(dl, "changes", row.changed.map(changeText).join(", "));
+    else if (row.changes) fact(dl, "changes", row.changes);
+    if ((row.doubtful || []).length) fact(dl, "doubtful, no suggestion", names(row.doubtful).join(", "));
     if (row.unreliable) fact(dl, "unreliable", row.unreliable + " (fewer images than folds)");
     fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
     fact(dl, "evidence", row.evidence || "none beyond the bulk of the scores");

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -221,6 +222,22 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     page.fill("#f-id", "")
     page.select_option("#page-size", "25")
 
+    # Per-label suggestions (issue 15): a chip per trusted change, "+Class (0.91)",
+    # and "doubtful, no suggestion" for the other flagged labels.
+    with open(report_run / "issues.csv", encoding="utf-8", newline="") as fh:
+        issue_rows = list(csv.DictReader(fh))
+    changed_id = next(r["id"] for r in issue_rows if r["label_changes"])
+    doubtful_id = next(r["id"] for r in issue_rows if r["doubtful_labels"])
+    page.fill("#f-id", changed_id)
+    chips = w.js(
+        "[...document.querySelectorAll('#issue-body .chip.add, #issue-body .chip.del')]"
+        ".map(c => c.textContent)"
+    )
+    assert chips and all(re.fullmatch(r"[+-].+ \(\d\.\d\d\)", c) for c in chips), chips
+    page.fill("#f-id", doubtful_id)
+    assert "doubtful, no suggestion" in w.js("document.querySelector('#issue-body tr').textContent")
+    page.fill("#f-id", "")
+
     # Detail view: composite, four channels and the probability chart.
     page.locator("#issue-body tr").first.click()
     page.wait_for_function("document.querySelectorAll('#detail-channels canvas').length === 4")
@@ -251,6 +268,9 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     assert [r["decision"] for r in rows] == ["accept", "reject"]
     data = w.js("JSON.parse(document.getElementById('report-data').textContent)")
     by_id = {r["id"]: r for r in data["rows"]}
+    for row in data["rows"]:  # accept applies the given labels plus the trusted changes
+        want = set(row["given"]) | {k for k, sign, _ in row["changed"] if sign == "+"}
+        assert set(row["suggested"]) == want - {k for k, sign, _ in row["changed"] if sign == "-"}
     for r in rows:
         row = by_id[r["id"]]
         expect = row["suggested"] if r["decision"] == "accept" else row["given"]
