@@ -310,3 +310,65 @@ def test_a_weak_secondary_detector_does_not_blur_the_reference_order():
     # The old consensus (mean rank percentile) loses to confident alone here.
     consensus = (rank_percentile(confident) + rank_percentile(knn)) / 2
     assert roc_auc_score(truth, consensus) < roc_auc_score(truth, confident)
+
+
+def test_null_width_follows_the_upper_tail_of_the_bulk(monkeypatch):
+    from labelaudit import compare
+    from labelaudit.compare import null_width, robust_z
+
+    rng = np.random.default_rng(2)
+    normal = robust_z(rng.normal(size=4000))
+    assert null_width(normal) == pytest.approx(1.0, abs=0.05)
+    heavy = robust_z(np.abs(rng.standard_cauchy(4000)))  # clean images with a long tail
+    assert null_width(heavy) > 1.5
+    assert null_width(-normal * 0.1) == 1.0  # never narrower than the robust z
+    monkeypatch.setattr(compare, "NULL_QUANTILE", None)
+    assert null_width(heavy) == 1.0
+
+
+def test_strong_evidence_is_relative_to_the_detectors_own_null():
+    """A hand-made case with a known order: faults, label errors, then the clean bulk.
+
+    Quality fires on 75 clean images with unusual texture (a heavy upper tail,
+    as on the real-pixel benchmark); only the images far beyond that tail are
+    strong evidence. Intensity has a normal null, so its z of 6 is strong.
+    """
+    from labelaudit.compare import STRONG_Z, family_scores, null_width, robust_z
+
+    rng = np.random.default_rng(3)
+    n = 300
+    confident = rng.uniform(0, 0.3, n)
+    confident[:20] = np.linspace(0.32, 0.45, 20)  # 0-19: label errors, above the bulk
+    quality = rng.normal(0, 1, n)
+    quality[20:95] = rng.uniform(3, 8, 75)  # 20-94: clean, unusual texture
+    quality[150:155] = [40, 45, 50, 55, 60]  # 150-154: image faults
+    intensity = rng.normal(0, 1, n)
+    intensity[155] = 6.0  # 155: a dim field, only intensity sees it
+    results = {
+        "confident": _result("confident", confident),
+        "quality": _result("quality", quality),
+        "intensity": _result("intensity", intensity),
+    }
+    zq = robust_z(quality)
+    assert null_width(zq) > 1.5 and (zq[20:95] / null_width(zq) < STRONG_Z).all()
+    fam = family_scores(results)
+    order = np.argsort(-fam.problem, kind="stable")
+    # Strong evidence first (faults by strength, then the intensity-only field),
+    # then the label errors by confident, then the rest.
+    assert list(order[:5]) == [154, 153, 152, 151, 150]
+    assert order[5] == 155 and "intensity z=" in fam.evidence[155]
+    assert set(order[6:26]) == set(range(20))
+    assert not any("quality z=" in fam.evidence[i] for i in range(20, 95))
+    assert fam.evidence[150].startswith("quality z=")
+    assert (fam.problem[20:95] < 1).all() and (fam.problem[150:156] > 1).all()
+    # With the fixed rule at the null's width 1, the textured clean images count
+    # as strong and jump above the label errors.
+    from labelaudit import compare
+
+    old = compare.NULL_QUANTILE
+    try:
+        compare.NULL_QUANTILE = None
+        fixed = family_scores(results).problem
+    finally:
+        compare.NULL_QUANTILE = old
+    assert (fixed[20:95] > 1).any() and fixed[20:95].max() > fixed[:20].max()
