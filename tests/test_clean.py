@@ -40,6 +40,8 @@ EXPECTED = {
         "field004": ("remove", ""),
         "field006": ("remove", ""),
     },
+    "soft": {},  # per-label loss weights only (label_weights.csv): no image changes
+    "drop-labels": {},
     "none": {},
 }
 

@@ -56,6 +56,7 @@ BASE_ISSUE_COLUMNS = {
     "consensus_score",
     "consensus_flag",
     "label_changes",
+    "doubtful_labels",
     "unreliable_classes",
 }
 
