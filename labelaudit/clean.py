@@ -93,6 +93,7 @@ POLICIES: tuple[str, ...] = (
     "consensus-drop",
     "intensity",
     "soft",
+    "relabel-soft",
     "drop-labels",
     "none",
 )
@@ -363,6 +364,15 @@ def policy_relabel(
     trusted change are removed.
     """
     plan = _start(view)
+    relabelled = _relabel_trusted(view, plan, confidence, min_class_ap)
+    _drop_consensus(view, plan, skip=relabelled)
+    return plan
+
+
+def _relabel_trusted(
+    view: _RunView, plan: _Plan, confidence: float, min_class_ap: float
+) -> np.ndarray:
+    """Apply the trusted per-label suggestions to ``plan``; (N,) images relabelled."""
     rules = SuggestRules.from_confidence(confidence, min_class_ap)
     sugg = _confident_changes(view, rules)
     new = apply_suggestions(view.given, sugg)
@@ -376,8 +386,7 @@ def policy_relabel(
             f"{'+' if a == 'add' else '-'}{view.tokens[int(k)]} (p={p:.2f})"
             for k, a, p in zip(mine["class"], mine["action"], mine["probability"], strict=True)
         )
-    _drop_consensus(view, plan, skip=relabelled)
-    return plan
+    return relabelled
 
 
 def policy_none(view: _RunView, **_: float) -> _Plan:
@@ -429,7 +438,7 @@ def _weight_details(view: _RunView, plan: _Plan, below: float) -> None:
         low = np.flatnonzero(plan.weights[i] < below)
         plan.reasons[i] = "label weights"
         plan.details[i] = "; ".join(
-            f"{'' if view.given[i, k] else '+'}{view.tokens[k]} w={plan.weights[i, k]:.2f}"
+            f"{'' if plan.labels[i, k] else '+'}{view.tokens[k]} w={plan.weights[i, k]:.2f}"
             for k in low
         )
 
@@ -443,6 +452,36 @@ def policy_soft(view: _RunView, **_: float) -> _Plan:
         )
     plan.weights = soft_label_weights(view.given, view.probs)
     _weight_details(view, plan, below=0.5)
+    return plan
+
+
+def policy_relabel_soft(
+    view: _RunView,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
+    **_: float,
+) -> _Plan:
+    """Apply the trusted per-label suggestions, keep every image, weight the rest.
+
+    The labels change as in ``relabel`` (only trusted suggestions); no image is
+    removed; every label of the result gets :func:`soft_label_weights` (computed on
+    the new labels, so a trusted change keeps full weight).
+    """
+    plan = _start(view)
+    if view.probs is None:
+        raise SettingsError(
+            f"policy 'relabel-soft' needs out-of-fold probabilities; "
+            f"{view.run_dir} has no oof_probs.csv"
+        )
+    relabelled = _relabel_trusted(view, plan, confidence, min_class_ap)
+    plan.weights = soft_label_weights(plan.labels, view.probs)
+    reasons, details = list(plan.reasons), list(plan.details)
+    _weight_details(view, plan, below=0.5)
+    for i in np.flatnonzero(relabelled):  # a relabelled image's reason is its relabel
+        weighted = plan.details[i] if plan.details[i] != details[i] else ""
+        plan.reasons[i] = reasons[i]
+        plan.details[i] = "; ".join(d for d in (details[i], weighted) if d)
     return plan
 
 
@@ -476,6 +515,7 @@ _POLICY_FUNCS: dict[str, Callable[..., _Plan]] = {
     "consensus-drop": policy_consensus_drop,
     "intensity": policy_intensity,
     "soft": policy_soft,
+    "relabel-soft": policy_relabel_soft,
     "drop-labels": policy_drop_labels,
     "none": policy_none,
 }

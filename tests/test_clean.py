@@ -41,6 +41,8 @@ EXPECTED = {
         "field006": ("remove", ""),
     },
     "soft": {},  # per-label loss weights only (label_weights.csv): no image changes
+    # relabel's trusted changes, no removal (the rest is down-weighted instead)
+    "relabel-soft": {"field001": ("relabel", "2"), "field005": ("relabel", "5|6")},
     "drop-labels": {},
     "none": {},
 }

@@ -109,3 +109,16 @@ def test_retrain_trains_the_after_model_with_the_weights(hpa_run):
     assert sides["after"].label_weight is plan.weights
     loss = side_loss("none", None, "sigmoid", sides["after"].label_weight)
     assert loss.per_row and np.allclose(loss.label_weight.numpy(), plan.weights)
+
+
+def test_relabel_soft_relabels_trusted_labels_and_weights_the_rest(hpa_run):
+    _, run = hpa_run
+    view, relabel, _ = plan_changes(run, policy="relabel")
+    _, plan, _ = plan_changes(run, policy="relabel-soft")
+    changed = (relabel.labels != view.given).any(axis=1)
+    assert changed.sum() >= 2
+    np.testing.assert_array_equal(plan.labels, relabel.labels)  # the same trusted changes
+    assert plan.kept.all()  # but nothing removed
+    np.testing.assert_allclose(plan.weights, soft_label_weights(plan.labels, view.probs))
+    for i in np.flatnonzero(changed):
+        assert plan.reasons[i] == "confident learning" and "p=" in plan.details[i]
