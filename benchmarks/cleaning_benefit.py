@@ -2,8 +2,9 @@
 
 For each noise rate: ``labelaudit synth`` (N fields with known true labels), one
 ``labelaudit scan --mode probe`` (frozen pretrained EfficientNet-Lite0 embeddings,
-5-fold logistic regressions for the out-of-fold probabilities, every detector, the
-comparison), then :func:`labelaudit.benefit.evaluate_cleaning`: for each split seed,
+5-fold logistic regressions for the out-of-fold probabilities), then ``labelaudit scan
+--probs`` of those predictions (every detector and the comparison with the current
+code, no training), then :func:`labelaudit.benefit.evaluate_cleaning`: for each split seed,
 each cleaning policy (``labelaudit clean``'s code) and class-weight kind, a
 logistic-regression probe retrained on the cleaned training labels and scored on the
 test images against their true labels; each configuration against no cleaning on the
@@ -13,9 +14,10 @@ Usage::
 
     python benchmarks/cleaning_benefit.py OUT [--n 2000] [--noise 0.15 0.30] [--seeds 10]
 
-Reuses ``OUT/d<rate>`` and ``OUT/r<rate>`` when they are complete (rerun to
-re-evaluate after a policy change: the scan is the expensive part and does not
-depend on the policies).
+Reuses ``OUT/d<rate>`` (dataset) and ``OUT/r<rate>`` (probe scan) when they are
+complete; the detection run ``OUT/a<rate>`` is redone every time, so a rerun after a
+detector or policy change measures the current code (the probe scan is the expensive
+part and does not depend on them).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import pandas as pd
 from labelaudit.benefit import evaluate_cleaning
 from labelaudit.clean import DEFAULT_POLICY, POLICIES
 
-WEIGHTED_POLICIES = ("none", DEFAULT_POLICY, "soft")
+WEIGHTED_POLICIES = tuple(dict.fromkeys(("none", DEFAULT_POLICY, "soft", "relabel-soft")))
 
 
 def _cli(*args: str) -> None:
@@ -43,17 +45,22 @@ def _cli(*args: str) -> None:
 def prepare(out: Path, rate: float, n: int, size: int, image_size: int, data_seed: int) -> Path:
     """Synthesize and scan (probe mode) one noise rate; returns the run directory."""
     tag = f"{round(rate * 100):02d}"
-    data, run = out / f"d{tag}", out / f"r{tag}"
+    data, probe, run = out / f"d{tag}", out / f"r{tag}", out / f"a{tag}"
     if not (data / "truth.csv").is_file():
         _cli(
             "synth", str(data), "--n", str(n), "--size", str(size),
             "--noise-rate", str(rate), "--seed", str(data_seed),
         )  # fmt: skip
-    if not (run / "issues.csv").is_file():
+    if not (probe / "issues.csv").is_file():
         _cli(
-            "scan", str(data), "--out", str(run), "--preset", "demo", "--mode", "probe",
-            "--image-size", str(image_size), "--force",
+            "scan", str(data), "--out", str(probe), "--preset", "demo", "--mode", "probe",
+            "--image-size", str(image_size),
         )  # fmt: skip
+    _cli(
+        "scan", str(data), "--out", str(run), "--preset", "demo", "--image-size",
+        str(image_size), "--probs", str(probe / "oof_probs.csv"),
+        "--embeddings", str(probe / "embeddings.npy"),
+    )  # fmt: skip
     return run
 
 
@@ -72,16 +79,17 @@ def fmt_ci(row: pd.Series, name: str) -> str:
 
 def table(summary: pd.DataFrame) -> str:
     head = (
-        "| noise | policy | class weights | label errors (train+val) | removed | macro F1 | "
-        "macro F1 change vs no cleaning [t CI] [bootstrap CI] | micro F1 change | "
-        "rarest-3 F1 | rarest-3 change | vs unweighted, uncleaned: macro |\n"
-        "| --- | --- | --- | --- | ---: | ---: | --- | --- | ---: | --- | --- |\n"
+        "| noise | policy | class weights | label errors (train+val) | weighted errors | "
+        "removed | macro F1 | macro F1 change vs no cleaning [t CI] [bootstrap CI] | "
+        "micro F1 change | rarest-3 F1 | rarest-3 change | vs unweighted, uncleaned: macro |\n"
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | --- | --- |\n"
     )
     lines = []
     for _, r in summary.iterrows():
         lines.append(
             f"| {r['noise']:.0%} | {r['policy']} | {r['weights']} | "
-            f"{r['label_errors_given']:.0f} -> {r['label_errors']:.0f} | {r['n_removed']:.0f} | "
+            f"{r['label_errors_given']:.0f} -> {r['label_errors']:.0f} | "
+            f"{r['weighted_errors']:.0f} | {r['n_removed']:.0f} | "
             f"{r['macro_f1']:.3f} | {fmt_ci(r, 'd_macro_f1')} | {fmt_ci(r, 'd_micro_f1')} | "
             f"{r['rare_f1']:.3f} | {fmt_ci(r, 'd_rare_f1')} | {fmt_ci(r, 'vs_base_macro_f1')} |"
         )

@@ -303,7 +303,10 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         )
     changes_file = Path(run_dir) / "changes.csv"
     if changes_file.is_file():
-        result["cleaning"] = cleaning_bench(truth, changes_file)
+        result["cleaning"] = cleaning_bench(truth, changes_file, _token_weights(run_dir))
+    retrained = retrain_bench(run_dir)
+    if retrained is not None:
+        result["retrain"] = retrained
     if "cells" in truth.columns and "label_support_score" in issues.columns:
         result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
     if "duplicate_of" in truth.columns and "duplicate_group" in issues.columns:
@@ -350,12 +353,16 @@ def suggestion_bench(
     }
 
 
-def cleaning_bench(truth: pd.DataFrame, changes_file: Path) -> dict[str, Any]:
+def cleaning_bench(
+    truth: pd.DataFrame, changes_file: Path, weights: dict[str, dict[str, float]] | None = None
+) -> dict[str, Any]:
     """Label-level errors before and after the run's own cleaning (``changes.csv``).
 
     Removed images leave with their errors: ``errors_after`` counts the kept images
     only (relabelled ones with their new labels); ``errors_removed`` the given-label
-    errors of the removed images.
+    errors of the removed images. With the per-label ``weights`` of a soft policy
+    (``{id: {class token: weight}}``), ``weighted_errors_after`` sums the weights of
+    the wrong labels left: the noise the retrained model still learns from.
     """
     changes = pd.read_csv(changes_file, dtype=str, keep_default_na=False)
     action = dict(zip(changes["id"], changes["action"], strict=True))
@@ -363,23 +370,63 @@ def cleaning_bench(truth: pd.DataFrame, changes_file: Path) -> dict[str, Any]:
     given = truth["given_label"].map(_label_set).tolist()
     true = truth["true_label"].map(_label_set).tolist()
     after = removed = n_removed = n_relabelled = 0
+    weighted = 0.0
     for image_id, g, t in zip(truth["ID"], given, true, strict=True):
         what = action.get(image_id)
         if what == "remove":
             n_removed += 1
             removed += len(g ^ t)
-        elif what == "relabel":
+            continue
+        if what == "relabel":
             n_relabelled += 1
-            after += len(_label_set(new[image_id]) ^ t)
-        else:
-            after += len(g ^ t)
-    return {
+            g = _label_set(new[image_id])
+        after += len(g ^ t)
+        if weights is not None:
+            w = weights.get(image_id, {})
+            weighted += sum(w.get(token, 1.0) for token in g ^ t)
+    out = {
         "errors_given": label_errors(given, true),
         "errors_after": after,
         "n_removed": n_removed,
         "errors_removed": removed,
         "n_relabelled": n_relabelled,
     }
+    if weights is not None:
+        out["weighted_errors_after"] = round(weighted, 2)
+    return out
+
+
+def _token_weights(run_dir: str | Path) -> dict[str, dict[str, float]] | None:
+    """``label_weights.csv`` as ``{id: {class token: weight}}``; ``None`` if absent."""
+    from labelaudit.clean import LABEL_WEIGHTS_FILE
+
+    path = Path(run_dir) / LABEL_WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    info = RunDir(run_dir).dataset_info()
+    frame = pd.read_csv(path, dtype={"id": str})
+    token_of = dict(zip(info["class_names"], info["class_tokens"], strict=True))
+    names = [c for c in frame.columns if c in token_of]
+    return {
+        image_id: {token_of[c]: float(v) for c, v in zip(names, row, strict=True)}
+        for image_id, row in zip(frame["id"], frame[names].to_numpy(dtype=float), strict=True)
+    }
+
+
+def retrain_bench(run_dir: str | Path) -> dict[str, Any] | None:
+    """The true-label F1 change of the run's last ``retrain --truth`` and its interval."""
+    path = Path(run_dir) / "retrain" / "metrics.json"
+    if not path.is_file():
+        return None
+    m = RunDir(run_dir).read_json_file("retrain/metrics.json")
+    b, a, ci = m.get("before", {}), m.get("after", {}), m.get("delta_ci", {})
+    out: dict[str, Any] = {"policy": (m.get("config") or {}).get("policy")}
+    for k in ("macro_f1_true", "micro_f1_true"):
+        if k in b and k in a:
+            out[k] = {"before": b[k], "after": a[k], "change": ci.get(k)}
+    if "label_errors_true" in m:
+        out["label_errors"] = m["label_errors_true"]
+    return out if len(out) > 1 else None
 
 
 def unsupported_truth(truth: pd.DataFrame, truth_path: str | Path) -> np.ndarray:
@@ -563,7 +610,31 @@ def format_bench_table(result: dict[str, Any]) -> str:
             f"label errors after the run's cleaning: {c['errors_after']} in the kept images "
             f"(given {c['errors_given']}; {c['n_relabelled']} relabelled, {c['n_removed']} "
             f"removed taking {c['errors_removed']} errors with them)"
+            + (
+                f"; weighted by the label weights: {c['weighted_errors_after']:.1f}"
+                if "weighted_errors_after" in c
+                else ""
+            )
         )
+    if "retrain" in result:
+        from labelaudit.stats import Interval
+
+        r = result["retrain"]
+        for k in ("macro_f1_true", "micro_f1_true"):
+            if k in r:
+                iv = r[k]["change"]
+                change = (
+                    Interval.from_dict(iv).format()
+                    if iv
+                    else f"{r[k]['after'] - r[k]['before']:+.3f}"
+                )
+                out.append(
+                    f"retrain ({r['policy'] or 'no cleaning'}): {k} {r[k]['before']:.3f} -> "
+                    f"{r[k]['after']:.3f}, change {change} (95% bootstrap over test images)"
+                )
+        if "label_errors" in r:
+            e = r["label_errors"]
+            out.append(f"retrain training label errors vs truth: {e['before']} -> {e['after']}")
     if result.get("given_label_mismatches"):
         out.append(
             f"warning: {result['given_label_mismatches']} given labels in the truth file differ "

@@ -218,3 +218,45 @@ def test_suggestion_and_cleaning_bench(tmp_path):
     assert "suggested label changes: 3, right 2 (precision 0.667)" in text
     assert "after accepting every suggestion 3" in text
     assert "label errors after the run's cleaning: 1 in the kept images" in text
+
+
+def test_weighted_errors_and_the_retrain_change(tmp_path):
+    """Soft cleaning's weighted errors, and the last retrain's F1 change with its interval."""
+    from labelaudit.bench import cleaning_bench, retrain_bench
+
+    truth = pd.DataFrame(
+        {
+            "ID": ["a", "b", "c"],
+            "true_label": ["1", "6", "4"],
+            "given_label": ["1|2", "3", "4"],
+            "noise": ["extra", "swap", "none"],
+        }
+    )
+    changes = tmp_path / "changes.csv"
+    pd.DataFrame(columns=["id", "action", "old_labels", "new_labels", "reason", "detail"]).to_csv(
+        changes, index=False
+    )
+    # a's wrong 2 weighs 0.25; b's wrong 3 and missing 6 weigh 0.5 and 1 (no entry).
+    weights = {"a": {"1": 1.0, "2": 0.25}, "b": {"3": 0.5}}
+    c = cleaning_bench(truth, changes, weights)
+    assert c["errors_after"] == 3 and c["weighted_errors_after"] == pytest.approx(1.75)
+    assert "weighted_errors_after" not in cleaning_bench(truth, changes)
+
+    assert retrain_bench(tmp_path) is None
+    (tmp_path / "retrain").mkdir()
+    ci = {"mean": 0.05, "low": 0.01, "high": 0.09, "n": 80, "level": 0.95}
+    metrics = {
+        "before": {"macro_f1_true": 0.40, "micro_f1_true": 0.6},
+        "after": {"macro_f1_true": 0.45, "micro_f1_true": 0.6},
+        "delta_ci": {"macro_f1_true": ci},
+        "config": {"policy": "soft"},
+        "label_errors_true": {"before": 30, "after": 22},
+    }
+    (tmp_path / "retrain" / "metrics.json").write_text(__import__("json").dumps(metrics))
+    r = retrain_bench(tmp_path)
+    assert r["macro_f1_true"] == {"before": 0.40, "after": 0.45, "change": ci}
+    assert r["micro_f1_true"]["change"] is None
+    text = format_bench_table({"metrics": {}, "retrain": r, "noise_counts": {}})
+    assert "retrain (soft): macro_f1_true 0.400 -> 0.450, change +0.050 [+0.010, +0.090]" in text
+    assert "micro_f1_true 0.600 -> 0.600, change +0.000" in text
+    assert "training label errors vs truth: 30 -> 22" in text
