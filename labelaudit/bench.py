@@ -328,19 +328,24 @@ def suggestion_bench(
 
     A suggested change is a label in ``given XOR suggested``; it is right when the
     suggested value of that label equals the true one. Per image: among images with
-    a suggestion (``suggested != given``), the share whose suggested set equals the
-    true set. ``errors_given`` / ``errors_accepted``: label-level errors
+    a suggestion (``suggested != given``), the share whose every suggested change is
+    right (``image_change_precision``: accepting the image's suggestion makes no label
+    wrong) and the share whose suggested set equals the true set (``image_precision``:
+    stricter, it also counts wrong labels nothing suggested changing).
+    ``errors_given`` / ``errors_accepted``: label-level errors
     (:func:`label_errors`) of the given labels and after accepting every suggestion.
     """
-    n_changes = n_right = n_images = n_images_right = 0
+    n_changes = n_right = n_images = n_images_right = n_images_all_right = 0
     for g, s, t in zip(given, suggested, true, strict=True):
         changed = g ^ s
         if not changed:
             continue
+        right = sum((c in s) == (c in t) for c in changed)
         n_changes += len(changed)
-        n_right += sum((c in s) == (c in t) for c in changed)
+        n_right += right
         n_images += 1
         n_images_right += s == t
+        n_images_all_right += right == len(changed)
     return {
         "n_changes": n_changes,
         "n_right": n_right,
@@ -348,6 +353,8 @@ def suggestion_bench(
         "n_images": n_images,
         "n_images_right": n_images_right,
         "image_precision": n_images_right / n_images if n_images else None,
+        "n_images_all_right": n_images_all_right,
+        "image_change_precision": n_images_all_right / n_images if n_images else None,
         "errors_given": label_errors(given, true),
         "errors_accepted": label_errors(suggested, true),
     }
@@ -598,7 +605,9 @@ def format_bench_table(result: dict[str, Any]) -> str:
         out.append(
             f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
             f"(precision {_fmt(g['precision'])}); images with a suggestion: {g['n_images']}, "
-            f"set right {g['n_images_right']} (precision {_fmt(g['image_precision'])})"
+            f"every change right {g['n_images_all_right']} "
+            f"(precision {_fmt(g['image_change_precision'])}), "
+            f"set equal to the truth {g['n_images_right']} ({_fmt(g['image_precision'])})"
         )
         out.append(
             f"label errors: given {g['errors_given']}, after accepting every suggestion "

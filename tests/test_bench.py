@@ -203,6 +203,8 @@ def test_suggestion_and_cleaning_bench(tmp_path):
     assert (s["n_changes"], s["n_right"]) == (3, 2)
     assert s["precision"] == pytest.approx(2 / 3)
     assert (s["n_images"], s["n_images_right"]) == (3, 1)
+    # every change right: a (-2) yes, b (+6, but 3 stays) yes, c (+7) no
+    assert s["n_images_all_right"] == 2 and s["image_change_precision"] == pytest.approx(2 / 3)
     # errors: given a 1, b 2, c 0, d 1 = 4; accepted: a 0, b 1, c 1, d 1 = 3
     assert (s["errors_given"], s["errors_accepted"]) == (4, 3)
     c = result["cleaning"]
