@@ -84,6 +84,7 @@ from labelaudit.suggest import (  # IMAGE_DETECTORS: re-exported
     SuggestRules,
     apply_suggestions,
     class_ap,
+    neighbour_shares,
     suggest_labels,
 )
 
@@ -328,6 +329,8 @@ def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.
             "probability": _floats(f["value"])[ok],  # the finding's probability
         }
     )
+    shares = neighbour_shares(view.findings, view.ids, view.names)
+    candidates["neighbours"] = shares[candidates["row"], candidates["class"]]
     image_flag = np.zeros(len(view.ids), dtype=bool)
     for det in IMAGE_DETECTORS:
         image_flag |= _flagged_by(view, det)

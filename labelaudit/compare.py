@@ -52,6 +52,7 @@ from labelaudit.suggest import (
     IMAGE_DETECTORS,
     apply_suggestions,
     change_text,
+    neighbour_shares,
     suggest_labels,
 )
 
@@ -472,6 +473,12 @@ def _suggestions(
         if frames
         else pd.DataFrame({"row": [], "class": [], "add": []})
     )
+    if "knn" in results:
+        shares = neighbour_shares(
+            results["knn"].findings.assign(detector="knn"), inputs.ids, list(inputs.class_names)
+        )
+        rows, cols = candidates["row"].to_numpy(int), candidates["class"].to_numpy(int)
+        candidates["neighbours"] = shares[rows, cols]
     image_flag = np.zeros(inputs.n_images, dtype=bool)
     for det in IMAGE_DETECTORS:
         if det in results:

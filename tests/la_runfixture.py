@@ -117,6 +117,8 @@ def make_run(tmp_path: Path, dataset: Path, layout: str = "hpa2021") -> Path:
             findings.append(
                 (image_id, token_name[token], "confident", 0.9, True, "add" if add else "remove", p)
             )
+            if add:  # most of the image's neighbours carry the class (knn's share)
+                findings.append((image_id, token_name[token], "knn", 0.8, True, "add", 0.8))
         if "z" in s:
             first = labels.split(sep)[0]
             findings.append(

@@ -264,7 +264,10 @@ def test_generic_layout(tmp_path):
     write_csv(
         run / "findings.csv",
         pd.DataFrame(
-            [(ds.ids[2], names[5], "confident", 0.9, True, "add", 0.93)],
+            [
+                (ds.ids[2], names[5], "confident", 0.9, True, "add", 0.93),
+                (ds.ids[2], names[5], "knn", 0.8, True, "add", 0.8),  # neighbours agree
+            ],
             columns=["id", "class", "detector", "score", "flagged", "suggestion", "value"],
         ),
     )

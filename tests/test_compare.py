@@ -91,7 +91,8 @@ def test_issues_table(compared, synth):
     changed = [j for j in range(inputs.n_images) if sugg[j] != given[j]]
     right = sum(sugg[j] == truth[j] for j in changed)
     assert len(changed) >= 10 and right / len(changed) >= 0.8
-    assert sum(sugg[j] == truth[j] for j in noisy) / len(noisy) > 0.4
+    # (recall: the neighbour rule trades some for precision; 12 of 39 here)
+    assert sum(sugg[j] == truth[j] for j in noisy) / len(noisy) > 0.25
     assert (issues["doubtful_labels"] != "").sum() > 0
     unchanged = issues["label_changes"] == ""
     assert (
@@ -248,18 +249,25 @@ def test_flipped_label_gets_the_right_suggested_labels(tmp_path):
     labels = np.zeros((n, 3), dtype=bool)
     labels[np.arange(n), np.arange(n) % 3] = True
     probs = np.where(labels, 0.93, 0.04) + rng.uniform(-0.02, 0.02, labels.shape)
+    # Embeddings follow the true class: f0 (truly "b") sits among the b images, so
+    # its neighbours carry b too (the second opinion an add needs).
+    emb = np.eye(3)[np.arange(n) % 3] + rng.normal(0, 0.05, (n, 3))
     labels[0] = [True, False, False]
     probs[0] = [0.02, 0.97, 0.03]
+    emb[0] = np.eye(3)[1] + rng.normal(0, 0.05, 3)
     inputs = AuditInputs([f"f{i}" for i in range(n)], ["a", "b", "c"], ["5", "7", "9"], "|",
-                         labels, probs=probs)  # fmt: skip
-    result = detect_and_compare(inputs, tmp_path, detectors=("confident",))
-    top = result.issues.iloc[0]
-    assert top["id"] == "f0"
+                         labels, probs=probs, embeddings=emb)  # fmt: skip
+    result = detect_and_compare(inputs, tmp_path, detectors=("confident", "knn"))
+    top = result.issues.set_index("id").loc["f0"]
     assert (top["given_labels"], top["suggested_labels"]) == ("5", "7")
     assert top["label_changes"] == "-5 (1.00);+7 (1.00)"  # class precision at that p
     assert top["doubtful_labels"] == ""
-    assert top["flagged_by"] == "confident" and not top["consensus_flag"]
+    assert "confident" in top["flagged_by"]
     assert (result.issues["label_changes"] != "").sum() == 1
+    # Without the neighbours' opinion the same add is only doubtful.
+    alone = detect_and_compare(inputs, tmp_path / "alone", detectors=("confident",))
+    f0 = alone.issues.set_index("id").loc["f0"]
+    assert f0["suggested_labels"] == "5" and f0["doubtful_labels"] != ""
 
 
 # --- the default order (issue 14) ------------------------------------------------

@@ -30,8 +30,10 @@ def _world() -> tuple[np.ndarray, np.ndarray]:
     return given, probs
 
 
-def _cands(*rows: tuple[int, int, bool]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["row", "class", "add"])
+def _cands(*rows: tuple) -> pd.DataFrame:
+    """Candidates ``(row, class, add[, neighbours])``; adds default to neighbours 0.8."""
+    full = [r if len(r) == 4 else (*r, 0.8 if r[2] else np.nan) for r in rows]
+    return pd.DataFrame(full, columns=["row", "class", "add", "neighbours"])
 
 
 def test_confident_add_on_learned_class_is_suggested():
@@ -47,6 +49,21 @@ def test_confident_add_on_learned_class_is_suggested():
     new = apply_suggestions(given, out)
     assert new[i].tolist() == [True, bool(given[i, 1]), True]
     assert (np.delete(new, i, axis=0) == np.delete(given, i, axis=0)).all()
+
+
+def test_an_add_needs_the_neighbours_to_agree():
+    given, probs = _world()
+    i = N - 1
+    probs[i, 0] = 0.95
+    flags = np.zeros(N, dtype=bool)
+    for q in (0.3, np.nan):  # few neighbours carry class 0, or unknown: doubtful
+        out = suggest_labels(given, probs, _cands((i, 0, True, q)), flags)
+        assert not out.iloc[0]["trusted"]
+        assert "neighbours do not carry the class" in out.iloc[0]["evidence"]
+    assert suggest_labels(given, probs, _cands((i, 0, True, 0.5)), flags).iloc[0]["trusted"]
+    # The rule can be switched off.
+    rules = SuggestRules(add_min_neighbours=None)
+    assert suggest_labels(given, probs, _cands((i, 0, True, 0.3)), flags, rules).iloc[0]["trusted"]
 
 
 def test_same_add_on_unlearned_class_is_doubtful():
@@ -70,17 +87,23 @@ def test_image_flagged_by_an_image_detector_gets_no_suggestion():
     assert "image detector" in out.iloc[0]["evidence"]
 
 
-def test_removes_need_a_very_low_probability_or_a_swap():
+def test_removes_only_in_a_swap_unless_lone_removals_are_enabled():
     given, probs = _world()
-    probs[0, 0] = 0.10  # labelled 0, model unsure: a lone remove at 0.10 is doubtful
-    probs[3, 0] = 0.01  # a lone remove at 0.01 is trusted (row 3 keeps class 1)
+    probs[0, 0] = 0.10  # labelled 0, model unsure: a lone remove is doubtful
+    probs[3, 0] = 0.001  # even a lone remove at 0.001 is doubtful by default
     probs[4, 0], probs[4, 2] = 0.10, 0.95  # swap 0 -> 2: the remove rides on the add
     cands = _cands((0, 0, False), (3, 0, False), (4, 0, False), (4, 2, True))
     out = suggest_labels(given, probs, cands, np.zeros(N, dtype=bool))
     trusted = {(r, c): t for r, c, t in zip(out["row"], out["class"], out["trusted"], strict=True)}
-    assert trusted == {(0, 0): False, (3, 0): True, (4, 0): True, (4, 2): True}
+    assert trusted == {(0, 0): False, (3, 0): False, (4, 0): True, (4, 2): True}
+    evidence = dict(zip(out["row"], out["evidence"], strict=False))
+    assert "a low probability alone" in evidence[3]
     new = apply_suggestions(given, out)
-    assert new[0, 0] and not new[3, 0] and not new[4, 0] and new[4, 2]
+    assert new[0, 0] and new[3, 0] and not new[4, 0] and new[4, 2]
+    lone = SuggestRules(remove_max_p=0.02)  # row 3 keeps class 1, so it may lose 0
+    out = suggest_labels(given, probs, cands, np.zeros(N, dtype=bool), lone)
+    assert out.set_index(["row", "class"]).loc[(3, 0), "trusted"]
+    assert not out.set_index(["row", "class"]).loc[(0, 0), "trusted"]
 
 
 def test_a_suggestion_never_leaves_an_image_without_labels():
@@ -88,7 +111,8 @@ def test_a_suggestion_never_leaves_an_image_without_labels():
     i = N - 2  # labelled 2 only (row N-2 is not a multiple of 3)
     assert given[i].tolist() == [False, False, True]
     probs[i, 2] = 0.0
-    out = suggest_labels(given, probs, _cands((i, 2, False)), np.zeros(N, dtype=bool))
+    rules = SuggestRules(remove_max_p=0.02)
+    out = suggest_labels(given, probs, _cands((i, 2, False)), np.zeros(N, dtype=bool), rules)
     assert not out.iloc[0]["trusted"]
     assert "would leave no labels" in out.iloc[0]["evidence"]
 
@@ -102,6 +126,23 @@ def test_rules_from_relabel_parameters_and_no_probabilities():
     assert not out["trusted"].any()  # without probabilities nothing is trusted
     empty = suggest_labels(given, probs, _cands(), np.zeros(N, dtype=bool))
     assert list(empty.columns) == SUGGESTION_COLUMNS and empty.empty
+
+
+def test_neighbour_shares_from_knn_findings():
+    from labelaudit.suggest import neighbour_shares
+
+    findings = pd.DataFrame(
+        {
+            "id": ["a", "b", "b", "zz"],
+            "class": ["X", "X", "Y", "X"],
+            "detector": ["knn", "knn", "confident", "knn"],
+            "value": [0.7, 0.2, 0.9, 1.0],
+        }
+    )
+    q = neighbour_shares(findings, ["a", "b"], ["X", "Y"])
+    assert q[0, 0] == 0.7 and q[1, 0] == 0.2
+    assert np.isnan(q[0, 1]) and np.isnan(q[1, 1])  # confident's value is not a share
+    assert np.isnan(neighbour_shares(pd.DataFrame(), ["a"], ["X"])).all()
 
 
 def test_precision_at_and_change_text():
