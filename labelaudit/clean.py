@@ -98,7 +98,7 @@ POLICIES: tuple[str, ...] = (
     "drop-labels",
     "none",
 )
-DEFAULT_POLICY = "relabel"
+DEFAULT_POLICY = "relabel-soft"
 #: ``relabel``: the out-of-fold probability an added class needs (a removed class
 #: beside a trusted add needs ``1 - confidence`` or less; see labelaudit.suggest).
 DEFAULT_CONFIDENCE = SuggestRules.add_min_p
@@ -931,7 +931,7 @@ def _clean(
     elif weights_file.is_file():
         weights_file.unlink()  # an earlier soft policy's (run directory files are ours)
     params = {}
-    if policy == "relabel":
+    if policy in ("relabel", "relabel-soft"):
         params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
         ap = class_reliability(view)
         params["class_ap"] = {

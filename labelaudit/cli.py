@@ -429,9 +429,13 @@ def report(
 @app.command("clean")
 def clean_cmd(
     run: Annotated[Path, typer.Argument(help="The run directory.")] = DEFAULT_RUN,
-    policy: Annotated[str, typer.Option(help="relabel, consensus-drop, intensity or none.")] = (
-        "relabel"
-    ),
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="relabel-soft (default), soft, drop-labels, relabel, consensus-drop, "
+            "intensity or none (docs/cleaning.md)."
+        ),
+    ] = "relabel-soft",
     decisions: Annotated[
         Path | None, typer.Option(help="Decisions CSV exported from the report.")
     ] = None,

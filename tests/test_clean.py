@@ -103,14 +103,17 @@ def test_relabel_confidence(hpa_run):
 
 def test_relabel_trusts_only_learned_classes(hpa_run):
     _, run = hpa_run
-    got = {r.id: r.new_labels for r in clean(run, min_class_ap=0.0).changes.itertuples()}
+    got = {
+        r.id: r.new_labels
+        for r in clean(run, policy="relabel", min_class_ap=0.0).changes.itertuples()
+    }
     # every class trusted; per label: +9 only, the given 3 and 8 stay
     assert got["field008"] == "3|8|9"
     section = read_json(run / "run.json")["clean"]["params"]
     assert section["class_ap"]["Actin filaments"] == pytest.approx(0.1)  # class 9
     # Without out-of-fold probabilities no class counts as learned: nothing relabelled.
     (run / "oof_probs.csv").unlink()
-    changes = clean(run).changes
+    changes = clean(run, policy="relabel").changes
     assert set(changes["action"]) == {"remove"}
     assert set(changes["id"]) == {"field001", "field003", "field004"}
 

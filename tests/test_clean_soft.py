@@ -122,3 +122,14 @@ def test_relabel_soft_relabels_trusted_labels_and_weights_the_rest(hpa_run):
     np.testing.assert_allclose(plan.weights, soft_label_weights(plan.labels, view.probs))
     for i in np.flatnonzero(changed):
         assert plan.reasons[i] == "confident learning" and "p=" in plan.details[i]
+
+
+def test_the_report_says_how_many_labels_are_weighted(hpa_run):
+    from labelaudit.report import write_report
+
+    _, run = hpa_run
+    result = clean(run, policy="relabel-soft")
+    html = write_report(run).read_text()
+    below = int((result.weights < 0.5).sum())
+    assert "policy <code>relabel-soft</code>" in html
+    assert f"{below} labels weigh less than 0.5" in html

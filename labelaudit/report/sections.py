@@ -606,15 +606,30 @@ def cleaning_section(state: ReportState) -> dict[str, Any]:
         if col in c:
             counts.append((col, [(str(k), int(v)) for k, v in c[col].value_counts().items()]))
     limit = 1000
+    section = art.section("clean") or {}
     return {
         "available": True,
         "n": len(c),
+        "policy": section.get("policy"),
+        "weighted": _weighted_labels(art.run_dir, section.get("label_weights")),
         "counts": counts,
         "columns": [str(x) for x in c.columns],
         "rows": c.head(limit).astype(str).to_numpy().tolist(),
         "truncated": len(c) > limit,
         "limit": limit,
     }
+
+
+def _weighted_labels(run_dir, recorded: str | None) -> dict[str, int] | None:
+    """How many labels a soft policy down-weighted (``label_weights.csv``), if any."""
+    path = run_dir / "label_weights.csv"
+    if not recorded or not path.is_file():
+        return None
+    try:
+        w = pd.read_csv(path).drop(columns=["id"]).to_numpy(dtype=float)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return None
+    return {"below_half": int((w < 0.5).sum()), "below_one": int((w < 1).sum()), "n": int(w.size)}
 
 
 def _retrain_figures(figs: Figures, m: dict[str, Any], b: dict, a: dict) -> list[dict]:
