@@ -175,10 +175,19 @@ def _v1_resize_to_uint8(arr: np.ndarray, size: int) -> np.ndarray:
 STAT_TOL = {"mean": 1e-9, "std": 1e-9, "p99": 0.0, "saturated": 1e-12, "focus": 1e-6}
 
 
-def _assert_close_to_v1(arr: np.ndarray, sizes=(16, 128)) -> None:
+#: ``focus`` of fields of HIST_SAMPLE_MIN pixels or more is taken over every other band
+#: of FOCUS_BAND rows (cache version 6): within 1% of every row's on the real fields;
+#: a field whose variance a few extreme pixels make (the wrapped 16-bit copy below) 5%.
+BANDED_FOCUS_TOL = 0.01
+
+
+def _assert_close_to_v1(arr: np.ndarray, sizes=(16, 128), banded_tol=BANDED_FOCUS_TOL) -> None:
+    from labelaudit.data.cache import HIST_SAMPLE_MIN
+
     new, old = channel_stats(arr), _v1_channel_stats(arr)
     for k, tol in STAT_TOL.items():
         if k == "focus":
+            tol = banded_tol if arr.size >= HIST_SAMPLE_MIN else tol
             assert new[k] == pytest.approx(old[k], rel=tol, abs=1e-15), k
         else:
             assert new[k] == pytest.approx(old[k], abs=tol), k
@@ -223,7 +232,8 @@ def test_opencv_kernels_match_v1_on_real_fields():
     for path in sorted(REAL.glob("*_green.png"))[:3]:
         arr = read_array(path)
         _assert_close_to_v1(arr, sizes=(128, 512, 80))
-        _assert_close_to_v1((arr.astype(np.uint16) * 257 + 3), sizes=(128,))
+        # 255 * 257 + 3 wraps to 2: isolated extreme Laplacian values
+        _assert_close_to_v1((arr.astype(np.uint16) * 257 + 3), sizes=(128,), banded_tol=0.05)
         # A fractional factor (the demo preset's 80 px): small per-pixel differences.
         a, b = resize_to_uint8(arr, 80).astype(int), _v1_resize_to_uint8(arr, 80).astype(int)
         assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() <= 0.5

@@ -124,3 +124,23 @@ def test_laplacian_sum_telescopes_to_the_border():
         y = x.astype(np.int64)
         lap = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
         assert cache._laplacian_sum(x) == int(lap.sum())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_banded_focus_of_large_fields_equals_numpy(dtype, monkeypatch):
+    """Fields of at least HIST_SAMPLE_MIN pixels: ``focus`` is the Laplacian's variance
+    over the interior rows in bands 0, 2, 4, ... of FOCUS_BAND rows counted from row 1."""
+    monkeypatch.setattr(cache, "HIST_SAMPLE_MIN", 16)
+    monkeypatch.setattr(cache, "FOCUS_BAND", 4)
+    monkeypatch.setattr(cache, "STRIP_PIXELS", 7 * 29)  # strips cut through the bands
+    rng = np.random.default_rng(21)
+    arr = rng.integers(0, np.iinfo(dtype).max + 1, (43, 29)).astype(dtype)
+    x = arr.astype(np.int64)
+    lap = x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:] - 4 * x[1:-1, 1:-1]
+    rows = np.arange(1, arr.shape[0] - 1)  # lap[k] is image row k + 1
+    kept = lap[((rows - 1) // 4) % 2 == 0]
+    assert 0 < len(kept) < len(lap)
+    want = float(kept.astype(np.float64).var()) / float(np.iinfo(dtype).max) ** 2
+    assert channel_stats(arr)["focus"] == pytest.approx(want, rel=REL)
+    # the other statistics stay whole-field and exact
+    assert channel_stats(arr)["mean"] == pytest.approx(_reference(arr)["mean"], rel=REL)
