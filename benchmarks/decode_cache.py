@@ -13,12 +13,14 @@ slows both sides alike:
 - the speed-up of the build with 2 worker processes over 1, on the fields
   repeated 4 times (map_fields needs 8 fields to start processes; the spawn
   start-up is included);
-- as before: one epoch decoding every field against one epoch from the cache.
+- as before: one epoch decoding every field against one epoch from the cache;
+- with ``--profile``: CPU milliseconds per channel of each part of the statistics
+  and the resize (the channels decoded once, each part timed over all of them).
 
 OpenCV runs with one thread in the single-process measurements (as in each
 worker), so "one process" means one core.
 
-Usage: ``python benchmarks/decode_cache.py [DATASET] [--size 128] [--rounds 5]``
+Usage: ``python benchmarks/decode_cache.py [DATASET] [--size 128] [--rounds 5] [--profile]``
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from labelaudit.data import cache as cache_module
 from labelaudit.data.cache import build_cache, resize_to_uint8
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
@@ -90,11 +93,59 @@ def cached_epoch(cache) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_ms(fn, planes: list[np.ndarray], repeats: int = 7) -> float:
+    """CPU ms per channel of ``fn`` (the least of ``repeats`` passes over ``planes``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        for plane in planes:
+            fn(plane)
+        best = min(best, time.process_time() - start)
+    return best / len(planes) * 1e3
+
+
+def profile_stats(dataset: Dataset, size: int) -> None:
+    """Print the CPU cost per channel of each part of the statistics and the resize."""
+    c = cache_module
+    planes = [read_array(p) for s in dataset.sources for p in s.paths]
+    planes = [p for p in planes if p.ndim == 2 and p.dtype == np.uint8]
+    coarse = {id(p): c.coarse_channel(p) for p in planes}
+    guide = {id(p): c._level_sample(p) for p in planes}
+
+    def strip_pass(p: np.ndarray) -> None:
+        g = guide[id(p)]
+        level = 254 if g[0][255] > 0 else None
+        band = c.FOCUS_BAND if p.size >= c.HIST_SAMPLE_MIN else None
+        c._field_pass(p, c._window_start(0.99, g, 255), saturation_level=level, band=band)
+
+    def whole(p: np.ndarray) -> None:
+        small = c.coarse_channel(p)
+        c.channel_stats(p, small)
+        resize_to_uint8(small if c._divides(small, size) else p, size)
+
+    parts = {
+        "coarse channel (INTER_AREA by 4)": c.coarse_channel,
+        "level histogram of every 4th row (pixel pairs)": c._level_sample,
+        "strip pass: mean, std, max, p99 counts, saturated, focus": strip_pass,
+        "quality rest (entropy, Otsu, coarse focus, blocks)": lambda p: c._quality_stats(
+            p, 255.0, coarse[id(p)], 200, guide[id(p)]
+        ),
+        f"resize to {size} px": lambda p: resize_to_uint8(
+            coarse[id(p)] if c._divides(coarse[id(p)], size) else p, size
+        ),
+        "**coarse + channel_stats + resize**": whole,
+    }
+    print(f"\n| per 8-bit channel ({len(planes)} channels), CPU ms | value |\n| --- | ---: |")
+    for name, fn in parts.items():
+        print(f"| {name} | {_cpu_ms(fn, planes):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="also time each statistic")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     dataset = load_dataset(args.dataset)
@@ -156,6 +207,8 @@ def main() -> None:
     print(f"| plain epoch (decode + resize every field) | {plain:.3f} s |")
     print(f"| cached epoch (memmap read) | {cached * 1e3:.3f} ms |")
     print(f"| ratio plain / cached | {plain / cached:,.0f}x |")
+    if args.profile:
+        profile_stats(dataset, args.size)
 
 
 if __name__ == "__main__":
