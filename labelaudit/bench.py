@@ -34,7 +34,7 @@ import pandas as pd
 
 from labelaudit.data.labels import split_any_labels
 from labelaudit.errors import DatasetError, RunDirError
-from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, RunDir, load_audit_inputs
+from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, LABEL_WEIGHTS_CSV, RunDir, load_audit_inputs
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
@@ -405,9 +405,7 @@ def cleaning_bench(
 
 def _token_weights(run_dir: str | Path) -> dict[str, dict[str, float]] | None:
     """``label_weights.csv`` as ``{id: {class token: weight}}``; ``None`` if absent."""
-    from labelaudit.clean import LABEL_WEIGHTS_FILE
-
-    path = Path(run_dir) / LABEL_WEIGHTS_FILE
+    path = Path(run_dir) / LABEL_WEIGHTS_CSV
     if not path.is_file():
         return None
     info = RunDir(run_dir).dataset_info()

@@ -72,6 +72,7 @@ from labelaudit.io import read_json, write_json
 from labelaudit.rundir import (
     FINDINGS_CSV,
     ISSUES_CSV,
+    LABEL_WEIGHTS_CSV,
     RunDir,
     dataset_inputs,
     ensure_outside,
@@ -112,9 +113,9 @@ CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail
 DECISIONS = ("accept", "reject")
 CLEANED_DIR = "cleaned"
 CHANGES_FILE = "changes.csv"
-#: Per-label loss weights of the ``soft`` and ``drop-labels`` policies: ``id`` and one
-#: column per class name, values in [0, 1].
-LABEL_WEIGHTS_FILE = "label_weights.csv"
+#: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
+#: policies: ``id`` and one column per class name, values in [0, 1].
+LABEL_WEIGHTS_FILE = LABEL_WEIGHTS_CSV
 #: A regular file inside ``cleaned/``: ``{"source": <resolved original dataset root>,
 #: "entries": [what labelaudit wrote there]}``. It marks the directory as labelaudit's
 #: (only then is an old one replaced), and the dataset loader trusts links that

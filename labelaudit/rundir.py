@@ -49,6 +49,8 @@ FINDINGS_CSV = "findings.csv"
 ISSUES_CSV = "issues.csv"
 CELLS_CSV = "cells.csv"
 CHANGES_CSV = "changes.csv"
+#: Per-label loss weights of the soft cleaning policies (``id`` + one column per class).
+LABEL_WEIGHTS_CSV = "label_weights.csv"
 BENCH_JSON = "bench.json"
 RETRAIN_METRICS = "retrain/metrics.json"
 RETRAIN_TABLE = "retrain/table.csv"

@@ -31,6 +31,7 @@ from labelaudit.report.artifacts import RunArtifacts
 from labelaudit.report.images import collect_field_images
 from labelaudit.report.pagejson import Figures
 from labelaudit.report.table import TableRow
+from labelaudit.rundir import LABEL_WEIGHTS_CSV
 from labelaudit.stats import NOISE_NOTE, Interval, format_change
 
 #: Environment variable that turns a failing section into a message on the page.
@@ -622,7 +623,7 @@ def cleaning_section(state: ReportState) -> dict[str, Any]:
 
 def _weighted_labels(run_dir, recorded: str | None) -> dict[str, int] | None:
     """How many labels a soft policy down-weighted (``label_weights.csv``), if any."""
-    path = run_dir / "label_weights.csv"
+    path = run_dir / LABEL_WEIGHTS_CSV
     if not recorded or not path.is_file():
         return None
     try:
