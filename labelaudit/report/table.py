@@ -96,6 +96,11 @@ def _column(frame: pd.DataFrame, name: str, default: Any) -> pd.Series:
     return frame[name] if name in frame else pd.Series(default, index=frame.index)
 
 
+def _texts(values: pd.Series) -> list[str]:
+    """A text column as strings, empty for missing (an all-empty column reads as NaN)."""
+    return ["" if pd.isna(v) else str(v) for v in values]
+
+
 def _detector_masks(ranked: pd.DataFrame, methods: list[str]) -> list[int]:
     flags = an.method_flags(ranked, methods)
     mask = np.zeros(len(ranked), dtype=np.int64)
@@ -125,8 +130,8 @@ def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
         "n_flags": numbers["n_flags"].astype(int).tolist(),
         "consensus": np.round(numbers["consensus_score"].to_numpy(float), 4).tolist(),
         "consensus_flag": cflag.tolist(),
-        "changes": _column(ranked, "label_changes", "").fillna("").astype(str).tolist(),
-        "doubtful": _column(ranked, "doubtful_labels", "").fillna("").astype(str).tolist(),
+        "changes": _texts(_column(ranked, "label_changes", "")),
+        "doubtful": _texts(_column(ranked, "doubtful_labels", "")),
         "unreliable": unreliable,
         "evidence": ["" if pd.isna(v) else str(v) for v in _column(ranked, "evidence", "")],
         "given_text": _column(ranked, "given_labels", "").tolist(),
