@@ -33,13 +33,11 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path):
+def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path, run_cli, monkeypatch):
+    from labelaudit.data.synth import synthesize
+
     data, run, cache = tmp_path / "data", tmp_path / "run", tmp_path / "shared-cache"
-    made = subprocess.run(
-        _labelaudit("synth", data, "--n", "60", "--size", "32", "--seed", "1"),
-        capture_output=True, text=True, timeout=300, env=_env(),
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr[-2000:]
+    synthesize(data, n=60, size=32, seed=1)
 
     common = [data, "--out", run, "--cache-dir", cache, *FLAGS]
     jobs = [
@@ -63,11 +61,11 @@ def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path):
     entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(entries) == 1, sorted(p.name for p in cache.iterdir())
 
-    merge = subprocess.run(
-        _labelaudit("scan", *common), capture_output=True, text=True, timeout=600, env=_env()
-    )
-    log = merge.stdout + merge.stderr
-    assert merge.returncode == 0, log[-3000:]
+    # The merge, in this process (the jobs above are the separate processes).
+    monkeypatch.setenv("LABELAUDIT_OFFLINE", "1")
+    code, out, err = run_cli("scan", *common)
+    log = out + err
+    assert code == 0, log[-3000:]
     assert "fold 1/2: reused" in log and "fold 2/2: reused" in log, log[-3000:]
     assert "trained in" not in log and "image cache: reused" in log, log[-3000:]
 
