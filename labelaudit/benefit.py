@@ -40,7 +40,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from labelaudit.errors import RunDirError
-from labelaudit.stats import Interval, class_f1, label_errors, paired_interval
+from labelaudit.stats import Interval, class_f1, label_errors, micro_f1, paired_interval
 
 #: Class-weight kinds compared (``retrain --class-weights``).
 WEIGHT_KINDS: tuple[str, ...] = ("none", "method", "pos")
@@ -301,19 +301,13 @@ def evaluate_cleaning(
                     "n_test": len(split.test_idx),
                     **r,
                     "macro_f1": float(f1.mean()),
-                    "micro_f1": _micro(truths[seed], preds[(policy, kind, seed)]),
+                    "micro_f1": float(micro_f1(truths[seed], preds[(policy, kind, seed)])),
                     "rare_f1": float(f1[rarest].mean()),
                 }
             )
     per_seed = pd.DataFrame.from_records(records)
     summary = _summarize(per_seed, preds, truths, grid, list(seeds), rarest, n_boot)
     return per_seed, summary
-
-
-def _micro(y: np.ndarray, pred: np.ndarray) -> float:
-    from labelaudit.stats import micro_f1
-
-    return float(micro_f1(y, pred))
 
 
 def _boot_scores(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, rarest: np.ndarray):

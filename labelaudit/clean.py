@@ -435,6 +435,16 @@ def soft_label_weights(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def _needs_probs(view: _RunView, policy: str) -> np.ndarray:
+    """The run's out-of-fold probabilities, which soft policies weight labels by."""
+    if view.probs is None:
+        raise SettingsError(
+            f"policy {policy!r} needs out-of-fold probabilities; "
+            f"{view.run_dir} has no oof_probs.csv"
+        )
+    return view.probs
+
+
 def _weight_details(view: _RunView, plan: _Plan, below: float) -> None:
     """``reason``/``detail`` of images with a label weighted below ``below``."""
     assert plan.weights is not None
@@ -450,11 +460,7 @@ def _weight_details(view: _RunView, plan: _Plan, below: float) -> None:
 def policy_soft(view: _RunView, **_: float) -> _Plan:
     """Keep every label; weight each by its quality within its class (see soft_label_weights)."""
     plan = _start(view)
-    if view.probs is None:
-        raise SettingsError(
-            f"policy 'soft' needs out-of-fold probabilities; {view.run_dir} has no oof_probs.csv"
-        )
-    plan.weights = soft_label_weights(view.given, view.probs)
+    plan.weights = soft_label_weights(view.given, _needs_probs(view, "soft"))
     _weight_details(view, plan, below=0.5)
     return plan
 
@@ -473,13 +479,9 @@ def policy_relabel_soft(
     the new labels, so a trusted change keeps full weight).
     """
     plan = _start(view)
-    if view.probs is None:
-        raise SettingsError(
-            f"policy 'relabel-soft' needs out-of-fold probabilities; "
-            f"{view.run_dir} has no oof_probs.csv"
-        )
+    probs = _needs_probs(view, "relabel-soft")
     relabelled = _relabel_trusted(view, plan, confidence, min_class_ap)
-    plan.weights = soft_label_weights(plan.labels, view.probs)
+    plan.weights = soft_label_weights(plan.labels, probs)
     reasons, details = list(plan.reasons), list(plan.details)
     _weight_details(view, plan, below=0.5)
     for i in np.flatnonzero(relabelled):  # a relabelled image's reason is its relabel

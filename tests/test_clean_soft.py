@@ -133,3 +133,13 @@ def test_the_report_says_how_many_labels_are_weighted(hpa_run):
     below = int((result.weights < 0.5).sum())
     assert "policy <code>relabel-soft</code>" in html
     assert f"{below} labels weigh less than 0.5" in html
+
+
+@pytest.mark.parametrize("policy", ["soft", "relabel-soft"])
+def test_soft_policies_need_out_of_fold_probabilities(hpa_run, policy):
+    from labelaudit.errors import SettingsError
+
+    _, run = hpa_run
+    (run / "oof_probs.csv").unlink()
+    with pytest.raises(SettingsError, match=f"policy '{policy}' needs out-of-fold"):
+        plan_changes(run, policy=policy)
