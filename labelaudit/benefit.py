@@ -161,7 +161,7 @@ def reduce_features(x: np.ndarray, components: int | None, seed: int = 0) -> np.
 
 
 def _read_run(run_dir: Path, truth: Path) -> _Data:
-    from labelaudit.retrain import _read_truth
+    from labelaudit.retrain import read_true_labels
     from labelaudit.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -176,7 +176,7 @@ def _read_run(run_dir: Path, truth: Path) -> _Data:
             f"{run_dir} was trained with mode {mode!r}: its embeddings come from models "
             "trained on the given labels; scan with --mode probe for label-free features"
         )
-    true = _read_truth(truth, ids, info)
+    true = read_true_labels(truth, ids, info)
     return _Data(ids, given, true, np.asarray(x, dtype=np.float32), list(info["class_names"]))
 
 

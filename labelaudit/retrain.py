@@ -284,7 +284,14 @@ def _open_images(run_dir: Path, info: dict, ids: list[str], size: int, cache_dir
     return ds, build_cache(ds, size, cache_dir)
 
 
-def _read_truth(path: Path, ids: list[str], info: dict) -> np.ndarray:
+def read_true_labels(path: Path, ids: list[str], info: dict) -> np.ndarray:
+    """The true labels of ``ids`` from a truth file (bool N x K, the run's classes).
+
+    Raises
+    ------
+    DatasetError
+        An unreadable truth file, a missing image, or an unknown label.
+    """
     from labelaudit.bench import read_truth
 
     truth = read_truth(path)
@@ -1034,7 +1041,7 @@ def _read_inputs(run_dir: Path, opts: RetrainOptions, overrides: dict[str, Any])
             f"not {settings.activation!r}; use 'method' or 'none'"
         )
     ids, given = rundir.read_given(info)
-    true = _read_truth(Path(opts.truth), ids, info) if opts.truth is not None else None
+    true = read_true_labels(Path(opts.truth), ids, info) if opts.truth is not None else None
     return RunInputs(info, settings, ids, given, list(info["class_names"]), true)
 
 
