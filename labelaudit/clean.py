@@ -35,6 +35,9 @@ Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what
     probability of the given value) relative to the mean self-confidence of that
     class's labels of the same value (confident learning's per-class thresholds), capped
     at 1. Written to ``RUN/label_weights.csv``; ``retrain`` multiplies them into the loss.
+``relabel-only``
+    The trusted per-label suggestions, as ``relabel`` applies them, and nothing else:
+    no image removed, no label weighted.
 ``drop-labels``
     Per-label drop: weight 0 for each label confident learning flagged, 1 for the rest;
     the image's other labels still train.
@@ -96,6 +99,7 @@ POLICIES: tuple[str, ...] = (
     "intensity",
     "soft",
     "relabel-soft",
+    "relabel-only",
     "drop-labels",
     "none",
 )
@@ -465,6 +469,19 @@ def policy_soft(view: _RunView, **_: float) -> _Plan:
     return plan
 
 
+def policy_relabel_only(
+    view: _RunView,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
+    **_: float,
+) -> _Plan:
+    """Apply the trusted per-label suggestions; nothing removed, nothing weighted."""
+    plan = _start(view)
+    _relabel_trusted(view, plan, confidence, min_class_ap)
+    return plan
+
+
 def policy_relabel_soft(
     view: _RunView,
     *,
@@ -522,6 +539,7 @@ _POLICY_FUNCS: dict[str, Callable[..., _Plan]] = {
     "intensity": policy_intensity,
     "soft": policy_soft,
     "relabel-soft": policy_relabel_soft,
+    "relabel-only": policy_relabel_only,
     "drop-labels": policy_drop_labels,
     "none": policy_none,
 }
@@ -934,7 +952,7 @@ def _clean(
     elif weights_file.is_file():
         weights_file.unlink()  # an earlier soft policy's (run directory files are ours)
     params = {}
-    if policy in ("relabel", "relabel-soft"):
+    if policy in ("relabel", "relabel-soft", "relabel-only"):
         params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
         ap = class_reliability(view)
         params["class_ap"] = {

@@ -43,6 +43,7 @@ EXPECTED = {
     "soft": {},  # per-label loss weights only (label_weights.csv): no image changes
     # relabel's trusted changes, no removal (the rest is down-weighted instead)
     "relabel-soft": {"field001": ("relabel", "2"), "field005": ("relabel", "5|6")},
+    "relabel-only": {"field001": ("relabel", "2"), "field005": ("relabel", "5|6")},
     "drop-labels": {},
     "none": {},
 }
