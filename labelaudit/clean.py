@@ -17,13 +17,16 @@ and writes
 
 Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what it is):
 
-``relabel`` (default)
+``relabel-soft`` (default)
+    Apply the trusted per-label suggestions (below), remove nothing, and give every
+    label the ``soft`` weight computed on the relabelled labels.
+``relabel``
     Apply the trusted per-label suggestions (:mod:`labelaudit.suggest`: an added
-    class has out-of-fold probability >= ``confidence``, a removed one <= 0.02, or
-    <= ``1 - confidence`` beside a trusted add, on a class the model has learned:
-    out-of-fold average precision >= ``min_class_ap``, in an image no image-level
-    detector (intensity) flagged); the rest of the consensus (images flagged by at
-    least two detectors) is removed.
+    class has out-of-fold probability >= ``confidence`` and most of the image's
+    nearest neighbours carry it; a removed one <= ``1 - confidence`` beside a trusted
+    add; on a class the model has learned: out-of-fold average precision >=
+    ``min_class_ap``; in an image no image-level detector (intensity) flagged); the
+    rest of the consensus (images flagged by at least two detectors) is removed.
 ``consensus-drop``
     Remove every image the consensus flagged.
 ``intensity``
@@ -364,8 +367,9 @@ def policy_relabel(
 
     The suggestions are :func:`labelaudit.suggest.suggest_labels`' with
     :meth:`~labelaudit.suggest.SuggestRules.from_confidence` rules: an added class
-    needs probability >= ``confidence``, a removed one <= 0.02 (<= ``1 -
-    confidence`` when the image also gets a trusted add), on a class the model has
+    needs probability >= ``confidence`` and most of the image's nearest neighbours
+    carrying it, a removed one <= ``1 - confidence`` in an image that also gets a
+    trusted add (lone removals stay doubtful), on a class the model has
     learned (out-of-fold average precision >= ``min_class_ap``), in an image no
     image-level detector (:data:`IMAGE_DETECTORS`) flagged. Only those labels change
     (the image's doubtful flagged labels stay as given). Consensus images without a
