@@ -6,13 +6,14 @@ of on the pixels, and judged per stain channel: one stain can fail alone.
 
 Thresholds are relative, not global constants. For every channel and measure the
 value ``x`` (log-transformed where it is a positive intensity or a focus) is
-standardised, ``z = (x - median) / (1.4826 MAD)``, against a reference group:
+standardised, ``z = (x - centre) / (1.4826 MAD)``, against a reference:
 
-* per class (the images labelled ``k``; all images when the class has fewer than
-  ``min_group``) for what the label shapes: ``dark``, ``light``,
-  ``low_information``, and ``blurry``/``artifact`` on the protein channel. A
-  multi-label image is judged against the class it fits best (the smallest
-  suspicion over its classes): its green channel mixes its classes' patterns;
+* the image's classes (:func:`label_model_z`) for what the label shapes: ``dark``,
+  ``light``, ``low_information``, and ``blurry``/``artifact`` on the protein
+  channel. The centre is what an additive, robustly fitted model of the measure
+  predicts from the image's classes, so a multi-label image is judged against the
+  mix of its classes' patterns (its green channel mixes them); a class with fewer
+  than ``min_group`` images has no effect of its own;
 * per channel (all images) for ``saturated``, and ``blurry``/``artifact`` on the
   reference stains, which the label does not shape (and where classes that never
   clip would make any clipping look extreme).
@@ -30,7 +31,8 @@ issue type          measure (per channel, cache statistics)              suspici
                     foreground)
 ``blurry``          ``focus_coarse``: focus after a 4x area downscale    low
                     (camera noise averaged out); plus channel ``all``,
-                    the mean over channels (defocus hits every stain)
+                    the mean z over channels, re-standardised
+                    (defocus hits every stain)
 ``low_information`` entropy of the 256-level histogram (cleanvision)     low
 ``artifact``        ``block_max``: brightest block of a 16 x 16 grid,    high
                     as log headroom below full scale (debris, bubbles)
@@ -121,23 +123,52 @@ def robust_z(values: np.ndarray) -> tuple[float, float]:
     return center, (scale if scale > tiny else 0.0)
 
 
-def class_relative_z(x: np.ndarray, labels: np.ndarray, min_group: int) -> np.ndarray:
-    """N x (K + 1) z-scores of ``x`` against each class (column K: all images).
+def label_model_z(
+    x: np.ndarray, labels: np.ndarray, min_group: int, ridge: float = 1.0, max_iter: int = 20
+) -> np.ndarray:
+    """Robust z of ``x`` against what the image's classes predict.
 
-    Entries of classes an image does not carry are NaN; a class with fewer than
-    ``min_group`` images borrows the all-images centre and scale.
+    An additive model in the (log) measure, ``x ~ b0 + sum of b_k over the image's
+    classes``, fitted robustly (Huber weights by iteratively reweighted least squares,
+    a small ridge on the class effects); the z is the residual over its robust scale.
+    A multi-label field is judged against the sum of its classes' effects: its
+    protein channel mixes their patterns, so it is neither held to its brightest
+    class nor let off by its dimmest one. Classes with fewer than ``min_group``
+    images get no effect of their own; images without labels are judged against
+    the intercept.
+
+    Returns
+    -------
+    numpy.ndarray
+        N z-scores (0 where ``x`` is NaN, everywhere when the residuals do not vary).
     """
-    n, k = labels.shape
-    out = np.full((n, k + 1), np.nan)
-    center_all, scale_all = robust_z(x)
-    out[:, k] = _standardise(x, center_all, scale_all)
-    for c in range(k):
-        rows = np.flatnonzero(labels[:, c])
-        if len(rows) == 0:
-            continue
-        center, scale = robust_z(x[rows]) if len(rows) >= min_group else (center_all, scale_all)
-        out[rows, c] = _standardise(x[rows], center, scale)
-    return out
+    from scipy import sparse
+
+    x = np.asarray(x, dtype=float)
+    ok = np.isfinite(x)
+    y = np.where(ok, x, 0.0)
+    active = labels[:, labels.sum(axis=0) >= min_group].astype(float)
+    design = sparse.csr_matrix(np.hstack([np.ones((len(x), 1)), active]))
+    penalty = ridge * np.eye(design.shape[1])
+    penalty[0, 0] = 0.0  # the intercept is not shrunk
+    weight = ok.astype(float)
+    beta = np.zeros(design.shape[1])
+    center, scale = 0.0, 0.0
+    for _ in range(max_iter):
+        weighted = design.multiply(weight[:, None]).tocsr()
+        gram = (design.T @ weighted).toarray() + penalty
+        new_beta = np.linalg.lstsq(gram, weighted.T @ y, rcond=None)[0]
+        residual = y - design @ new_beta
+        center, scale = robust_z(residual[ok])
+        converged = np.allclose(new_beta, beta, rtol=1e-6, atol=1e-9)
+        beta = new_beta
+        if scale <= 0 or converged:
+            break
+        # Huber weights (c = 1.345 sigmas): outliers, the images looked for, do not
+        # pull the class effects towards themselves.
+        u = np.abs(residual - center) / (1.345 * scale)
+        weight = np.where(ok, 1.0 / np.maximum(u, 1.0), 0.0)
+    return np.where(ok, _standardise(y - design @ beta, center, scale), 0.0)
 
 
 def _standardise(x: np.ndarray, center: float, scale: float) -> np.ndarray:
@@ -146,17 +177,14 @@ def _standardise(x: np.ndarray, center: float, scale: float) -> np.ndarray:
     return np.nan_to_num((x - center) / scale, nan=0.0)
 
 
-def best_fit(z: np.ndarray, labels: np.ndarray, direction: int) -> np.ndarray:
-    """Per image, the z of the class that makes it least suspicious.
+def restandardise(z: np.ndarray) -> np.ndarray:
+    """``z`` re-expressed in robust sigmas of its own distribution (0 if it does not vary).
 
-    Images without labels are judged against all images (column K of ``z``).
+    A mean of several z-scores is not a z-score: averaging shrinks the spread of
+    the normal images, so the mean is standardised again before it is compared.
     """
-    signed = direction * z[:, :-1]
-    signed = np.where(labels, signed, np.inf)
-    lenient = signed.min(axis=1)
-    none = ~labels.any(axis=1)
-    lenient[none] = direction * z[none, -1]
-    return direction * lenient
+    center, scale = robust_z(np.asarray(z, dtype=float))
+    return _standardise(np.asarray(z, dtype=float), center, scale)
 
 
 @register("quality")
@@ -168,7 +196,8 @@ class ImageQuality(Detector):
     n_sigma : float
         Flag a finding whose suspicious z exceeds this.
     min_group : int
-        Classes with fewer images are judged against all images.
+        Classes with fewer images have no effect of their own in the label model
+        (:func:`label_model_z`).
     min_score : float
         Findings scoring below this are normal and not written.
     channels : list of str or None
@@ -221,13 +250,14 @@ class ImageQuality(Detector):
                 wide = issue in CHANNEL_WIDE and not (
                     issue in PER_CLASS_ON_PROTEIN and channel == inputs.protein_channel
                 )
-                by = np.zeros_like(labels) if wide else labels
+                by = None if wide else labels
                 z = self._issue_z(stats, channel, measures, direction, log, by, missing)
                 if z is not None:
                     parts.append((issue, channel, z))
         blurs = [z for t, _, z in parts if t == "blurry"]
         if len(blurs) > 1:
-            parts.append(("blurry", "all", np.mean(blurs, axis=0)))
+            # Defocus softens every stain a little: their mean, in its own sigmas.
+            parts.append(("blurry", "all", restandardise(np.mean(blurs, axis=0))))
         parts.extend(_odd_size(stats))
         return self._result(inputs, parts, sorted(missing))
 
@@ -238,10 +268,14 @@ class ImageQuality(Detector):
         measures: tuple[str, ...],
         direction: int,
         log: bool,
-        labels: np.ndarray,
+        labels: np.ndarray | None,
         missing: set[str],
     ) -> np.ndarray | None:
-        """Signed z of one issue type on one channel: the least suspicious of its measures."""
+        """Signed z of one issue type on one channel: the least suspicious of its measures.
+
+        ``labels``: judge against the label model (:func:`label_model_z`); ``None``:
+        against all images.
+        """
         zs = []
         for measure in measures:
             col = f"{channel}_{measure}"
@@ -263,8 +297,10 @@ class ImageQuality(Detector):
                 x = -np.log(np.clip(1.0 - x, 0.0, None) + HEADROOM_EPS)
             elif log:
                 x = np.log(np.clip(x, 0.0, None) + LOG_EPS.get(measure, EPS))
-            z = class_relative_z(x, labels, int(self.min_group))
-            zs.append(best_fit(z, labels, direction))
+            if labels is None:
+                zs.append(_standardise(x, *robust_z(x)))
+            else:
+                zs.append(label_model_z(x, labels, int(self.min_group)))
         if not zs:
             return None
         # Several measures of one issue: it must show in each (fewer false alarms).

@@ -138,3 +138,49 @@ def test_bench_scores_quality_per_fault_type(tmp_path):
     # A run without the column (older runs): quality is left out, not an error.
     issues.drop(columns="quality_score").to_csv(tmp_path / "issues.csv", index=False)
     assert "quality" not in bench(tmp_path, tmp_path / "truth.csv", write=False)["metrics"]
+
+
+def test_label_model_judges_a_multi_label_field_against_the_mix_of_its_classes():
+    from labelaudit.detect.quality import label_model_z
+
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = np.zeros((n, 3), dtype=bool)
+    labels[np.arange(n), rng.integers(0, 3, n)] = True
+    labels[:60, 1] = True  # 60 fields carry class 1 as well
+    effect = np.array([0.0, 2.0, -1.0])  # class 1 bright, class 2 dim (log scale)
+    x = 1.0 + labels @ effect + rng.normal(0, 0.1, n)
+    # Field 0 carries classes {0 or 2, 1} but is as dim as class 2 alone: a
+    # best-fitting single class would excuse it, the sum of its classes does not.
+    labels[0] = [False, True, True]
+    x[0] = 1.0 - 1.0
+    z = label_model_z(x, labels, min_group=10)
+    assert z[0] < -10
+    assert np.abs(z[1:]).max() < 4.5  # the normal fields stay normal
+
+
+def test_label_model_gives_small_classes_no_effect_and_handles_missing_values():
+    from labelaudit.detect.quality import label_model_z
+
+    rng = np.random.default_rng(1)
+    n = 200
+    labels = np.zeros((n, 2), dtype=bool)
+    labels[:, 0] = True
+    labels[:3, 1] = True  # three images: below min_group
+    x = rng.normal(0, 0.1, n)
+    x[:3] += 2.0
+    z = label_model_z(x, labels, min_group=10)
+    assert (z[:3] > 10).all()  # judged against the other images, not their own class
+    x[5] = np.nan
+    z = label_model_z(x, labels, min_group=10)
+    assert z[5] == 0.0 and np.isfinite(z).all()
+    assert (label_model_z(np.ones(n), labels, min_group=10) == 0).all()
+
+
+def test_the_mean_blur_z_is_restandardised():
+    from labelaudit.detect.quality import restandardise, robust_z
+
+    rng = np.random.default_rng(2)
+    mean_z = rng.standard_normal((4, 4000)).mean(axis=0)  # four stains' z, averaged
+    assert robust_z(mean_z)[1] == pytest.approx(0.5, abs=0.05)
+    assert robust_z(restandardise(mean_z))[1] == pytest.approx(1.0, abs=0.02)
