@@ -5,7 +5,8 @@ cut from scikit-image's bundled photographs (no download): the *green* (protein)
 of a field is a random crop, flip, rotation and rescale of one texture per class, so the
 labels are known; a fifth of the fields show two classes (left and right half). The
 other stains are crops of fixed images (blue: the haematoxylin channel of
-``immunohistochemistry``, red: ``hubble_deep_field``, yellow: ``retina``).
+``immunohistochemistry``, red: ``hubble_deep_field``, yellow: ``retina``, inside its
+disc).
 
 ``truth.csv`` is written like ``labelaudit synth``'s (``ID, true_label, given_label,
 noise``) so ``labelaudit bench`` scores a run on it:
@@ -54,8 +55,23 @@ def _sources() -> dict[str, np.ndarray]:
     hed = rgb2hed(d.immunohistochemistry())[..., 0]
     out["blue"] = ((hed - hed.min()) / (np.ptp(hed) or 1.0)).astype(np.float32)
     out["red"] = d.hubble_deep_field()[..., 0].astype(np.float32) / 255.0
-    out["yellow"] = d.retina()[..., 1].astype(np.float32) / 255.0
+    out["yellow"] = _inside_disc(d.retina()[..., 1].astype(np.float32) / 255.0)
     return out
+
+
+def _inside_disc(fundus: np.ndarray) -> np.ndarray:
+    """The square inscribed in a fundus photograph's disc (no black surround).
+
+    The photograph is a bright disc on black; a crop of the corners would be an
+    empty stain, which is an image fault, not a clean field (the first version of
+    this benchmark cut such crops and called them clean).
+    """
+    lit = fundus > 0.03
+    rows = np.flatnonzero(lit.mean(axis=1) > 0.01)
+    cols = np.flatnonzero(lit.mean(axis=0) > 0.01)
+    cy, cx = (rows[0] + rows[-1]) // 2, (cols[0] + cols[-1]) // 2
+    half = int((rows[-1] - rows[0]) / 2 / np.sqrt(2))
+    return fundus[cy - half : cy + half, cx - half : cx + half]
 
 
 def _crop(img: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
