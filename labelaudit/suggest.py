@@ -150,6 +150,53 @@ def precision_at(
     return float((~labelled[mask]).mean())
 
 
+def precision_at_many(
+    given: np.ndarray,
+    probs: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    add: np.ndarray,
+    min_support: int = 10,
+) -> np.ndarray:
+    """:func:`precision_at` for many (row, class) pairs: one sort per class.
+
+    The same numbers (each image still left out of its own precision), from
+    counts on the class's sorted probabilities instead of a sort per pair: at
+    100,000 images the per-pair form took 10 s for 7,000 flagged labels.
+    """
+    rows, cols = np.asarray(rows, dtype=int), np.asarray(cols, dtype=int)
+    add = np.asarray(add, dtype=bool)
+    out = np.full(len(rows), np.nan)
+    n = len(probs)
+    if n < 2:
+        return out
+    m = min(min_support, n - 1)
+    for c in np.unique(cols):
+        pick = np.flatnonzero(cols == c)
+        column = probs[:, c]
+        if not np.isfinite(column).all():  # NaN does not sort: the exact, slow form
+            out[pick] = [
+                precision_at(given, probs, r, c, a, min_support)
+                for r, a in zip(rows[pick], add[pick], strict=True)
+            ]
+            continue
+        order = np.argsort(column, kind="mergesort")
+        values = column[order]
+        labelled = np.concatenate([[0], np.cumsum(given[order, c])])  # labelled among the first i
+        p, own, up = column[rows[pick]], given[rows[pick], c], add[pick]
+        # The m-th most extreme of the *other* images: one copy of p is left out.
+        above = n - np.searchsorted(values, p, "right")
+        below = np.searchsorted(values, p, "left")
+        mth_high = np.where(above >= m, values[n - m], values[n - m - 1])
+        mth_low = np.where(below >= m, values[m - 1], values[m])
+        lo = np.searchsorted(values, np.minimum(p, mth_high), "left")  # first >= threshold
+        hi = np.searchsorted(values, np.maximum(p, mth_low), "right")  # past last <= threshold
+        add_share = (labelled[n] - labelled[lo] - own) / (n - lo - 1)
+        remove_share = (hi - labelled[hi] - (~own)) / (hi - 1)
+        out[pick] = np.where(up, add_share, remove_share)
+    return out
+
+
 def suggest_labels(
     given: np.ndarray,
     probs: np.ndarray | None,
@@ -225,9 +272,7 @@ def suggest_labels(
 
     conf = np.full(len(cand), np.nan)
     if probs is not None:
-        conf = np.array(
-            [precision_at(given, probs, r, c, a) for r, c, a in zip(rows, cols, add, strict=True)]
-        )
+        conf = precision_at_many(given, probs, rows, cols, add)
     evidence = [
         _evidence(names[c], a, pi, qi, api, f, ok, t, sw, rules)
         for c, a, pi, qi, api, f, ok, t, sw in zip(

@@ -12,6 +12,7 @@ from labelaudit.suggest import (
     apply_suggestions,
     change_text,
     precision_at,
+    precision_at_many,
     suggest_labels,
 )
 
@@ -154,3 +155,21 @@ def test_precision_at_and_change_text():
     assert precision_at(given, probs, 1, 0, False, min_support=2) == 1.0
     assert change_text("14", "add", 0.914) == "+14 (0.91)"
     assert change_text("3", "remove", float("nan")) == "-3"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the one-pair form on a NaN column
+def test_precision_at_many_equals_the_one_pair_form_with_ties_and_missing_values():
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 7, 40):
+        probs = np.round(rng.random((n, 3)), 1)  # many ties
+        probs[0, 2] = np.nan  # a class with a missing probability
+        given = rng.random((n, 3)) < 0.4
+        rows, cols = rng.integers(0, n, 50), rng.integers(0, 3, 50)
+        add = rng.random(50) < 0.5
+        for support in (1, 3, 10):
+            many = precision_at_many(given, probs, rows, cols, add, support)
+            one = [
+                precision_at(given, probs, r, c, a, support)
+                for r, c, a in zip(rows, cols, add, strict=True)
+            ]
+            np.testing.assert_allclose(many, one, equal_nan=True)

@@ -209,7 +209,7 @@ class ImageQuality(Detector):
     family = "image"
     bulk_weight = 1.0  # the image family's reference ranking (docs/benchmarks.md, default order)
     defaults: dict[str, Any] = {
-        "n_sigma": 5.0,
+        "n_sigma": 6.0,
         "min_group": 10,
         "min_score": 2.0,
         "channels": None,
