@@ -90,7 +90,7 @@ def main() -> None:
                 f"{n_findings:,} findings rows",
             )
         )
-        rows.append(("**all three detectors + comparison**", total, "`detect_and_compare`"))
+        rows.append(("**all detectors + comparison**", total, "`detect_and_compare`"))
 
         synth.truth_frame().to_csv(Path(run_dir) / "truth.csv", index=False)
         t = time.perf_counter()

@@ -380,3 +380,30 @@ def test_strong_evidence_is_relative_to_the_detectors_own_null():
     finally:
         compare.NULL_QUANTILE = old
     assert (fixed[20:95] > 1).any() and fixed[20:95].max() > fixed[:20].max()
+
+
+def test_each_kind_of_evidence_is_judged_against_its_own_null():
+    """Quality reports two kinds: saturation with a heavy tail on clean fields and
+    a light-tailed blur measure. A blur fault at 6 is strong evidence against
+    blur's own null, above most clean fields that clip a little; judged as one
+    score (the maximum of the two), it is not strong evidence at all.
+    """
+    from labelaudit.compare import evidence_streams, family_scores
+
+    rng = np.random.default_rng(4)
+    n = 400
+    confident = rng.uniform(0, 0.3, n)
+    saturated = rng.lognormal(0, 1, n)  # clean fields clip a little, some more
+    saturated[50] = 200.0  # an over-exposed field
+    blurry = np.abs(rng.normal(0, 1, n))
+    blurry[60] = 6.0  # an out-of-focus field
+    quality = _result("quality", np.maximum(saturated, blurry))
+    quality.evidence_scores = {"saturated": saturated, "blurry": blurry}
+    results = {"confident": _result("confident", confident), "quality": quality}
+    assert set(evidence_streams(results)) == {"confident", "quality:saturated", "quality:blurry"}
+    fam = family_scores(results)
+    assert int(np.argmax(fam.problem)) == 50
+    assert fam.problem[60] > 1 and fam.evidence[60].startswith("quality:blurry z=")
+    assert (fam.problem[60] > fam.problem).mean() > 0.95
+    quality.evidence_scores = {}  # one score: the blur fault drowns in the saturation tail
+    assert family_scores(results).problem[60] < 1

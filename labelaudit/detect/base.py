@@ -169,6 +169,11 @@ class DetectorResult:
         JSON-serialisable facts for ``run.json`` (thresholds, counts, health).
     seconds
         Wall time of the detection.
+    evidence_scores
+        Optional per-kind scores (N,) by kind name, for a detector that looks for
+        several kinds of problem (quality: one per issue type). The default order
+        judges each kind against its own distribution (cleanlab Datalab's one
+        issue type, one score); empty: ``image_score`` is the one kind.
     """
 
     detector: str
@@ -178,6 +183,7 @@ class DetectorResult:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    evidence_scores: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_flagged(self) -> int:

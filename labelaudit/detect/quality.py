@@ -339,6 +339,12 @@ class ImageQuality(Detector):
         )
         findings["class"] = np.asarray(kinds, dtype=object)[kind_idx]
         counts = {k: int(flagged[j].sum()) for j, k in enumerate(kinds)}
+        # One piece of evidence per issue type (its worst channel): each type's
+        # scores have their own tail on clean fields (saturation is heavy-tailed,
+        # the mean blur is not), so the default order judges each on its own.
+        by_type: dict[str, np.ndarray] = {}
+        for (issue, _, _), row in zip(parts, scores, strict=True):
+            by_type[issue] = np.maximum(by_type.get(issue, row), row)
         return DetectorResult(
             detector=self.name,
             findings=findings,
@@ -346,6 +352,7 @@ class ImageQuality(Detector):
             image_flagged=image_flagged,
             columns={"quality_score": image_score, "quality_issues": issues_col},
             summary={"issue_counts": counts, "missing": missing},
+            evidence_scores={t: v for t, v in by_type.items() if np.ptp(v) > 0},
         )
 
 

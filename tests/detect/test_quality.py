@@ -184,3 +184,13 @@ def test_the_mean_blur_z_is_restandardised():
     mean_z = rng.standard_normal((4, 4000)).mean(axis=0)  # four stains' z, averaged
     assert robust_z(mean_z)[1] == pytest.approx(0.5, abs=0.05)
     assert robust_z(restandardise(mean_z))[1] == pytest.approx(1.0, abs=0.02)
+
+
+def test_quality_reports_one_piece_of_evidence_per_issue_type():
+    result = get_detector("quality").run(_inputs({0: "dark", 2: "blur"}))
+    kinds = result.evidence_scores
+    assert {"dark", "blurry"} <= set(kinds)
+    assert int(np.argmax(kinds["dark"])) == 0 and int(np.argmax(kinds["blurry"])) == 2
+    for values in kinds.values():
+        assert values.shape == (len(result.image_score),)
+        assert (values <= result.image_score + 1e-12).all()  # each kind <= the maximum
