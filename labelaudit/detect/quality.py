@@ -41,7 +41,8 @@ issue type          measure (per channel, cache statistics)              suspici
 
 Measures an older cache lacks fall back (``focus_coarse`` -> ``focus``) or are left
 out; ``summary["missing"]`` lists them. Measured on synth seeds 7, 11, 13 (n=400):
-image-fault AUROC 0.966-0.993 (``docs/benchmarks.md``, image quality).
+image-fault AUROC 0.986-0.996 (``docs/benchmarks.md``, image quality; 0.963-0.971 on the
+real-pixel sets).
 
 Scores and flags
 ----------------
