@@ -9,16 +9,20 @@ import importlib
 import sys
 import types
 
-from labelaudit.data.cache import ImageCache, build_cache
-from labelaudit.data.check import CheckReport, check_dataset
-from labelaudit.data.dataset import Dataset, ImageSource
-from labelaudit.data.layouts import load_dataset
 from labelaudit.errors import DatasetError, LabelAuditError, RunDirError, SettingsError
 
 __version__ = "0.1.0"
 
-# Heavier stages (torch, plotly) load on first use, so `import labelaudit` stays fast.
+# Everything else loads on first use: `import labelaudit` stays fast (no numpy, pandas,
+# torch), and the console script handles Ctrl-C before anything heavy is imported.
 _LAZY = {
+    "ImageCache": "labelaudit.data.cache",
+    "build_cache": "labelaudit.data.cache",
+    "CheckReport": "labelaudit.data.check",
+    "check_dataset": "labelaudit.data.check",
+    "Dataset": "labelaudit.data.dataset",
+    "ImageSource": "labelaudit.data.dataset",
+    "load_dataset": "labelaudit.data.layouts",
     "synthesize": "labelaudit.data.synth",
     "scan": "labelaudit.scan",
     "resolve_settings": "labelaudit.config",
@@ -73,17 +77,10 @@ sys.modules[__name__].__class__ = _API
 
 
 __all__ = [
-    "CheckReport",
-    "Dataset",
     "DatasetError",
-    "ImageCache",
-    "ImageSource",
     "LabelAuditError",
     "RunDirError",
     "SettingsError",
     "__version__",
-    "build_cache",
-    "check_dataset",
-    "load_dataset",
     *_LAZY,
 ]

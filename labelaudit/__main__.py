@@ -1,4 +1,4 @@
-from labelaudit.cli import main
+from labelaudit._entry import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from labelaudit._entry import INTERRUPT_STATUS, INTERRUPTED
 from labelaudit.errors import LabelAuditError
 
 app = typer.Typer(
@@ -40,10 +41,6 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 #: click's base of usage errors: typer vendors click (``typer._click``) in recent versions,
 #: so take the class from a public typer exception rather than from the click package.
 ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-
-#: The one line an interrupted command prints (stderr); the exit status is 130.
-INTERRUPTED = "interrupted; rerun to resume"
-INTERRUPT_STATUS = 130
 
 LayoutOption = Annotated[
     str | None,

@@ -141,3 +141,33 @@ def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeyp
     with pytest.raises(KeyboardInterrupt):  # elsewhere it interrupts at once
         interrupts._handle(signal.SIGINT, sys._getframe())
     assert interrupts.raised
+
+
+def test_an_interrupt_while_the_command_line_is_imported_prints_one_line():
+    """Ctrl-C in the first few tenths of a second, while the console script imports
+    typer, rich and numpy: one line and 130, no traceback (here the interrupt is
+    raised deterministically by the import of ``rich``)."""
+    script = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'rich':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "sys.argv = ['labelaudit', '--help']\n"
+        "from labelaudit._entry import run\n"
+        "run()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    _assert_interrupted(proc.returncode, proc.stderr)
+
+
+def test_import_labelaudit_loads_nothing_heavy():
+    heavy = "{'numpy', 'pandas', 'torch', 'typer'}"
+    script = f"import sys, labelaudit; print(sorted({heavy} & set(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stderr
