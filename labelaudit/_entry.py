@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import sys
 
-#: What an interrupted command prints (one line) and its exit status; the command line
-#: uses the same (:mod:`labelaudit.cli`).
-INTERRUPTED = "interrupted; rerun to resume"
-INTERRUPT_STATUS = 130
+from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED
 
 
 def run() -> None:

@@ -24,8 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labelaudit._entry import INTERRUPT_STATUS, INTERRUPTED
-from labelaudit.errors import LabelAuditError
+from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError
 
 app = typer.Typer(
     name="labelaudit",

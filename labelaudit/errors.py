@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: What an interrupted command prints (one line on stderr) and its exit status, for
+#: an interrupt during a command (:func:`labelaudit.cli.main`) or while the command
+#: line is imported (:mod:`labelaudit._entry`).
+INTERRUPTED = "interrupted; rerun to resume"
+INTERRUPT_STATUS = 130
+
 
 class LabelAuditError(Exception):
     """Base class of the errors the user can fix; the CLI exits with status 2."""

@@ -200,7 +200,7 @@
     });
     cols.push({ key: "cons", label: "consensus", sort: true, num: true });
     cols.push({ key: "flags", label: "flagged by", sort: true });
-    cols.push({ key: "evidence", label: "evidence", title: "the detectors that put the row at its place in the default order" });
+    cols.push({ key: "evidence", label: "evidence", title: "the detectors (quality: its issue types) that put the row at its place in the default order; z in robust sigmas beyond the bulk" });
     cols.push({ key: "decision", label: "decision" });
     return cols;
   }
