@@ -10,12 +10,15 @@ adapted to microscopy.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
+from labelaudit.data.parallel import available_cores
 from labelaudit.train.backbones import LabelModel
 from labelaudit.train.folds import fold_indices
 from labelaudit.train.loop import Runtime, predict
@@ -31,26 +34,43 @@ def embed_all(
 
 
 def fit_predict_fold(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, c: float = 1.0, seed: int = 0
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    c: float = 1.0,
+    seed: int = 0,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """One-vs-rest logistic regression on standardised features; (n_test, K) probabilities.
 
     A class with a single label value in the training part gets that constant
-    (smoothed) rate instead of a fitted model.
+    (smoothed) rate instead of a fitted model. The K classes are fitted on
+    ``n_jobs`` threads (default: the usable cores), each with a single-threaded
+    BLAS: the solver's products on a tall, narrow matrix gain nothing from BLAS
+    threads, and classes side by side use the cores fully (``benchmarks/
+    probe_parallel.py``). Every class's model is the same as fitted alone.
     """
     scaler = StandardScaler().fit(train_x)
     a, b = scaler.transform(train_x), scaler.transform(test_x)
     out = np.empty((len(test_x), train_y.shape[1]), dtype=np.float32)
-    for k in range(train_y.shape[1]):
+
+    def one_class(k: int) -> np.ndarray:
         y = train_y[:, k].astype(int)
         if y.min() == y.max():
-            out[:, k] = (y.sum() + 0.5) / (len(y) + 1.0)
-            continue
+            return np.full(len(test_x), (y.sum() + 0.5) / (len(y) + 1.0))
         clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf.fit(a, y)
-        out[:, k] = clf.predict_proba(b)[:, 1]
+        return clf.fit(a, y).predict_proba(b)[:, 1]
+
+    workers = max(1, min(n_jobs or available_cores(), train_y.shape[1]))
+    # The filter is set once here: warnings.catch_warnings is not thread-safe.
+    with (
+        warnings.catch_warnings(),
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(workers) as pool,
+    ):
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k, column in enumerate(pool.map(one_class, range(train_y.shape[1]))):
+            out[:, k] = column
     return out
 
 

@@ -252,3 +252,16 @@ def test_diverged_fold_is_a_clear_settings_error(tmp_path, monkeypatch):
         cross_validate(images, labels, ids, CLASSES, tiny_settings(), tmp_path / "r", "fp")
     assert issubclass(TrainingDiverged, SettingsError)  # exit status 2 on the command line
     assert not (fold_dir(tmp_path / "r", 0) / "state.json").exists()  # nothing saved
+
+
+def test_probe_classes_fitted_on_threads_match_the_serial_fit():
+    from labelaudit.train.probe import fit_predict_fold
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 16))
+    y = x[:, :5] + rng.normal(size=(120, 5)) > 0.5
+    y[:, 4] = False  # a class without positives: the smoothed constant rate
+    serial = fit_predict_fold(x[:100], y[:100], x[100:], n_jobs=1)
+    threaded = fit_predict_fold(x[:100], y[:100], x[100:], n_jobs=3)
+    np.testing.assert_array_equal(serial, threaded)
+    assert np.allclose(serial[:, 4], 0.5 / 101)
