@@ -783,7 +783,11 @@ def _record(
             "settings": settings.to_dict(),
             "fingerprint": fingerprint,
             "versions": package_versions(),
-            "weights": {"source": weights.source, "detail": weights.detail},
+            "weights": {
+                "source": weights.source,
+                "detail": weights.detail,
+                "identity": weights.identity,
+            },
             "device": str(runtime.device),
             "world_size": runtime.info.world,
             "threads": torch.get_num_threads(),

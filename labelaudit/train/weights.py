@@ -145,6 +145,20 @@ def fit_to_backbone(
     return {k: v.detach().clone() for k, v in backbone.state_dict().items()}
 
 
+def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, shapes, dtypes and bytes (16 hex digits).
+
+    The same weights give the same digest wherever they came from (a download, the
+    local Hugging Face cache), so fold jobs on other machines agree on them.
+    """
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -386,14 +400,16 @@ def resolve_weights(
                 name, in_chans, pretrained=True, pretrained_cfg_overlay={"file": cached}
             )
             detail = f"timm pretrained weights for {name} (local Hugging Face cache)"
-            return ResolvedWeights(
-                backbone.state_dict(), "timm-cache", detail, f"timm:{name}:{Path(cached).name}"
-            )
+            sd = backbone.state_dict()
+            return ResolvedWeights(sd, "timm-cache", detail, f"timm:{name}:{state_dict_digest(sd)}")
         if not offline and hub_reachable():
             try:
                 backbone = create_backbone(name, in_chans, pretrained=True)
                 detail = f"timm pretrained weights for {name} (downloaded)"
-                return ResolvedWeights(backbone.state_dict(), "timm", detail, f"timm:{name}")
+                sd = backbone.state_dict()
+                # The identity is the content: a later job that finds these weights in
+                # its cache trains from the same ones and must reuse this job's folds.
+                return ResolvedWeights(sd, "timm", detail, f"timm:{name}:{state_dict_digest(sd)}")
             except Exception as exc:  # network and hub errors come in many types
                 say(f"timm pretrained download for {name} failed: {exc}")
 

@@ -72,6 +72,7 @@ def test_writes_the_run_directory_contract(tmp_path):
     assert np.allclose(emb, result.embeddings) and np.allclose(values, result.oof_probs, atol=1e-6)
     train = read_json(out / "run.json")["train"]
     assert train["complete"] and train["weights"]["source"] == "random"
+    assert train["weights"]["identity"] == "random"
     assert {"torch", "timm", "scikit-learn"} <= set(train["versions"])
     assert len(train["folds"]) == 2 and train["folds"][0]["best_epoch"] == 1
     assert {"micro_f1", "macro_f1", "weighted_f1", "per_class"} <= set(train["metrics"])

@@ -118,3 +118,32 @@ def test_check_weights_refuses_before_any_work(tmp_path):
     with pytest.raises(SettingsError, match="not a PyTorch state dict that loads safely"):
         W.check_weights(s, in_chans=4)
     W.check_weights(resolve_settings("demo"), in_chans=4)  # no file: nothing to check
+
+
+def test_timm_weights_have_the_same_identity_downloaded_or_cached(monkeypatch):
+    """A fold job that downloads timm's weights and one that finds them in its local
+    cache train from the same weights: their identities (part of the fold key) match,
+    and other weights give another identity."""
+    torch.manual_seed(0)
+    weights = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).state_dict()
+    real_create = W.create_backbone
+
+    def create(name, in_chans, pretrained=False, **kwargs):  # the "hub", offline
+        model = real_create(name, in_chans)
+        if pretrained:
+            model.load_state_dict(weights)
+        return model
+
+    monkeypatch.setattr(W, "create_backbone", create)
+    monkeypatch.setattr(W, "_has_pretrained", lambda _name: True)
+    monkeypatch.setattr(W, "offline_requested", lambda _settings: False)
+    monkeypatch.setattr(W, "hub_reachable", lambda *a, **k: True)
+    s = resolve_settings("demo", backbone="test_efficientnet", pretrained=True, offline=False)
+    downloaded = W.resolve_weights(s, in_chans=3)
+    monkeypatch.setattr(W, "_hf_cached_file", lambda _name: "/hf/cache/model.safetensors")
+    cached = W.resolve_weights(s, in_chans=3)
+    assert (downloaded.source, cached.source) == ("timm", "timm-cache")
+    assert downloaded.identity == cached.identity
+    assert downloaded.identity.startswith("timm:test_efficientnet:")
+    weights = {k: v + 1 for k, v in weights.items()}  # the hub's weights change
+    assert W.resolve_weights(s, in_chans=3).identity != cached.identity
