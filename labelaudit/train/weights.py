@@ -311,11 +311,47 @@ def _has_pretrained(backbone: str) -> bool:
 # ------------------------------------------------------------------ resolution
 
 
+#: The explicit weights file :func:`check_weights` loaded, kept for the one
+#: :func:`resolve_weights` that follows (training), which takes it out again:
+#: ``(path, size, mtime, backbone, in_chans) -> (state dict, content hash)``.
+_CHECKED: dict[tuple, tuple[dict[str, torch.Tensor], str]] = {}
+
+
+def _file_key(path: Path, settings: TrainSettings, in_chans: int) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, settings.backbone, in_chans)
+
+
+def _load_weights_file(
+    path: Path, settings: TrainSettings, in_chans: int
+) -> tuple[dict[str, torch.Tensor], str]:
+    """An explicit weights file, loaded safely and fitted to the backbone, and its hash."""
+    if not path.is_file():
+        raise SettingsError(f"weights file {path} does not exist or is not a file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types, with long texts
+        raise SettingsError(
+            f"weights file {path}: not a PyTorch state dict that loads safely "
+            f"({type(exc).__name__})"
+        ) from None
+    try:
+        sd = _unwrap(raw)
+    except SettingsError:
+        raise SettingsError(
+            f"weights file {path} does not contain a state dict of tensors"
+        ) from None
+    backbone = create_backbone(settings.backbone, in_chans)
+    sd = fit_to_backbone(sd, backbone, in_chans, f"weights file {path}")
+    return sd, _file_sha256(path)
+
+
 def check_weights(settings: TrainSettings, in_chans: int) -> None:
     """Load an explicit ``settings.weights`` file now and check it fits the backbone.
 
     Called before the image cache is built, so a wrong file costs seconds, not a
-    cache build; training loads it again (:func:`resolve_weights`).
+    cache build. The loaded weights are kept for the training that follows
+    (:func:`resolve_weights`), which does not read the file again unless it changed.
 
     Parameters
     ----------
@@ -333,24 +369,9 @@ def check_weights(settings: TrainSettings, in_chans: int) -> None:
     if not settings.weights:
         return
     path = Path(settings.weights)
-    if not path.is_file():
-        raise SettingsError(f"weights file {path} does not exist or is not a file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types, with long texts
-        raise SettingsError(
-            f"weights file {path}: not a PyTorch state dict that loads safely "
-            f"({type(exc).__name__})"
-        ) from None
-    try:
-        sd = _unwrap(raw)
-    except SettingsError:
-        raise SettingsError(
-            f"weights file {path} does not contain a state dict of tensors"
-        ) from None
-    fit_to_backbone(
-        sd, create_backbone(settings.backbone, in_chans), in_chans, f"weights file {path}"
-    )
+    loaded = _load_weights_file(path, settings, in_chans)
+    _CHECKED.clear()  # one file at a time: a B7 state dict is a quarter of a gigabyte
+    _CHECKED[_file_key(path, settings, in_chans)] = loaded
 
 
 def resolve_weights(
@@ -380,13 +401,10 @@ def resolve_weights(
     name = settings.backbone
     if settings.weights:
         path = Path(settings.weights)
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # pickle/zip errors come in many types
-            raise SettingsError(f"weights file {path}: cannot be loaded safely: {exc}") from None
-        backbone = create_backbone(name, in_chans)
-        sd = fit_to_backbone(_unwrap(raw), backbone, in_chans, f"weights file {path}")
-        return ResolvedWeights(sd, "file", f"weights file {path}", f"file:{_file_sha256(path)}")
+        key = _file_key(path, settings, in_chans) if path.is_file() else None
+        checked = _CHECKED.pop(key, None) if key is not None else None
+        sd, digest = checked or _load_weights_file(path, settings, in_chans)
+        return ResolvedWeights(sd, "file", f"weights file {path}", f"file:{digest}")
 
     if not settings.pretrained:
         detail = "random initialisation (pretrained=False)"

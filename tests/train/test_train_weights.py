@@ -147,3 +147,26 @@ def test_timm_weights_have_the_same_identity_downloaded_or_cached(monkeypatch):
     assert downloaded.identity.startswith("timm:test_efficientnet:")
     weights = {k: v + 1 for k, v in weights.items()}  # the hub's weights change
     assert W.resolve_weights(s, in_chans=3).identity != cached.identity
+
+
+def test_an_explicit_weights_file_is_read_once_for_the_check_and_the_training(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "w.pt"
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), path)
+    s = resolve_settings("demo", backbone="test_efficientnet", weights=str(path))
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    W.check_weights(s, in_chans=4)  # the preflight, before the cache is built
+    first = W.resolve_weights(s, in_chans=4)  # the training
+    assert len(loads) == 1 and first.identity.startswith("file:")
+    assert first.state_dict["conv_stem.weight"].shape[1] == 4
+    # A second training (another fold job in this process) reads the file again,
+    # and so does a check of a file that changed since.
+    again = W.resolve_weights(s, in_chans=4)
+    assert len(loads) == 2 and again.identity == first.identity
+    W.check_weights(s, in_chans=4)
+    torch.save(timm.create_model("test_efficientnet", pretrained=False).state_dict(), path)
+    changed = W.resolve_weights(s, in_chans=4)
+    assert len(loads) == 4 and changed.identity != first.identity
