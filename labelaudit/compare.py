@@ -354,7 +354,9 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
         label=score(by_family["label"], bulks["label"]),
         image=score(by_family["image"], bulks["image"]),
         problem=score(names, bulks[PROBLEM_BULK_FAMILY]),
-        evidence=_evidence(names, pct, z, strong, weight, n),
+        evidence=_evidence(
+            names, pct, z, strong, weight, n, {s: m for s, (m, _) in streams.items()}
+        ),
     )
 
 
@@ -365,13 +367,14 @@ def _evidence(
     strong: dict[str, np.ndarray],
     weight: dict[str, float],
     n: int,
+    detector_of: dict[str, str],
 ) -> list[str]:
     """Per image: strong evidence (``name z=...``, robust z), then top-10% bulk ranks."""
     out: list[str] = []
     for i in range(n):
         hits = sorted(((strong[s][i], s) for s in strong if strong[s][i] > 0), reverse=True)
         parts = [f"{s} z={z[s][i]:.1f}" for _, s in hits]
-        behind = {s.split(":", 1)[0] for _, s in hits}
+        behind = {detector_of[s] for _, s in hits}
         for m in names:
             top = 1.0 - pct[m][i]
             if weight[m] > 0 and top < 0.1 and m not in behind:

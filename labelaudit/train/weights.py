@@ -402,8 +402,7 @@ def resolve_weights(
     if settings.weights:
         path = Path(settings.weights)
         key = _file_key(path, settings, in_chans) if path.is_file() else None
-        checked = _CHECKED.pop(key, None) if key is not None else None
-        sd, digest = checked or _load_weights_file(path, settings, in_chans)
+        sd, digest = _CHECKED.pop(key, None) or _load_weights_file(path, settings, in_chans)
         return ResolvedWeights(sd, "file", f"weights file {path}", f"file:{digest}")
 
     if not settings.pretrained:
