@@ -13,6 +13,17 @@ Usage::
     labelaudit synth D7 --n 400 --seed 7 && labelaudit scan D7 --out R7 --preset demo
     python benchmarks/default_order.py s7=D7:R7 [NAME=DATASET:RUN ...]
     python benchmarks/default_order.py s7=D7:R7 ... --grid   # also the constants' grid
+    python benchmarks/default_order.py s7=D7:R7 ... --bound  # also the interleaving bound
+
+``--bound`` adds, per dataset, the best any interleaving of the label order and the image
+order can do (:func:`interleave_bound`): the highest label AUROC of an order that takes
+each next image from the top of one of the two family orders and keeps the image AUROC
+at least the best single image detector's, chosen with the truth known. When it is below
+the best single label detector, no rule that merges the two family orders (as
+``problem_score`` does) can meet both family criteria of issue 14 on that dataset.
+
+It also prints the most a linear combination of all detectors adds to the label family
+(:func:`oracle_label_gain`, fitted on the truth).
 
 ``--grid`` repeats the margins for null-width quantiles 0.75-0.95 and strong-evidence
 thresholds 2.5-4 (``labelaudit.compare.NULL_QUANTILE`` and ``STRONG_Z``), the grid the
@@ -80,6 +91,127 @@ def margins(scored: dict) -> list[float]:
     return [d - b for d, b in zip(orders(scored)["default order"], best, strict=True)]
 
 
+def interleave_bound(
+    label_order: np.ndarray,
+    image_order: np.ndarray,
+    label: np.ndarray,
+    image: np.ndarray,
+    clean: np.ndarray,
+    image_target: float,
+) -> float:
+    """The highest label AUROC of any interleaving of two orders, image AUROC held.
+
+    An interleaving builds one order by repeatedly taking the next image from the top
+    of ``label_order`` or of ``image_order`` (skipping images already taken): every
+    merge of the two rankings by a monotone rule is one (``problem_score`` is). Among
+    those whose AUROC for image problems against the clean images is at least
+    ``image_target``, returns the highest AUROC for label problems against the clean
+    images, found exactly by dynamic programming over (taken from the label order,
+    taken from the image order), carrying for each count of image pairs kept the most
+    label pairs. ``nan`` when no interleaving reaches ``image_target``.
+
+    Orders are strict (no ties). O(n^2 x image problems x clean images) time.
+    """
+    label_order = np.asarray(label_order, dtype=int)
+    image_order = np.asarray(image_order, dtype=int)
+    label, image, clean = (np.asarray(a, dtype=bool) for a in (label, image, clean))
+    n = len(label_order)
+    rank_l = np.empty(n, dtype=int)
+    rank_l[label_order] = np.arange(n)
+    rank_i = np.empty(n, dtype=int)
+    rank_i[image_order] = np.arange(n)
+
+    def taken(mask: np.ndarray) -> np.ndarray:
+        """[i, j]: images of ``mask`` among the first i of the label order and j of the image."""
+        both = np.zeros((n + 1, n + 1))
+        np.add.at(both, (rank_l[mask] + 1, rank_i[mask] + 1), 1)
+        from_l = np.concatenate([[0], np.cumsum(mask[label_order])])
+        from_i = np.concatenate([[0], np.cumsum(mask[image_order])])
+        return (from_l[:, None] + from_i[None, :] - both.cumsum(0).cumsum(1)).astype(np.int64)
+
+    label_above, image_above = taken(label), taken(image)
+    n_pairs_l, n_pairs_i = int(label.sum() * clean.sum()), int(image.sum() * clean.sum())
+    if n_pairs_l == 0 or n_pairs_i == 0:
+        return float("nan")
+    width = n_pairs_i + 1
+    impossible = np.iinfo(np.int64).min // 4
+    # best[j][c]: the most label pairs the rest of the order can keep, from state (i, j),
+    # when it keeps exactly c image pairs (a pair: a problem image above a clean one).
+    end = np.full(width, impossible, dtype=np.int64)
+    end[0] = 0
+    below: list[np.ndarray] = []  # the row for i + 1
+    for i in range(n, -1, -1):
+        row: list[np.ndarray] = [end] * (n + 1)
+        for j in range(n, -1, -1):
+            if i == n and j == n:
+                continue
+            options = []
+            if i < n:
+                options.append((label_order[i], rank_i[label_order[i]] < j, below[j]))
+            if j < n:
+                options.append((image_order[j], rank_l[image_order[j]] < i, row[j + 1]))
+            values = []
+            for image_id, already, rest in options:
+                if already or not clean[image_id]:
+                    values.append(rest)  # no clean image placed: no pairs decided
+                    continue
+                # a clean image placed now sits below every problem image taken so far
+                kept_i = int(image_above[i, j])
+                shifted = np.full(width, impossible, dtype=np.int64)
+                shifted[kept_i:] = rest[: width - kept_i] + label_above[i, j]
+                values.append(shifted)
+            row[j] = values[0] if len(values) == 1 else np.maximum(values[0], values[1])
+        below = row
+    target = int(np.ceil(image_target * n_pairs_i - 1e-9))
+    kept = below[0][target:].max() if target < width else impossible
+    return float(kept) / n_pairs_l if kept > impossible // 2 else float("nan")
+
+
+def bound_margin(scored: dict) -> float:
+    """Label margin of the best interleaving that holds the image family (see --bound)."""
+    from labelaudit.compare import family_scores
+
+    fam = family_scores(scored["results"])
+    label, image, _ = scored["groups"]
+    best = [max(v[i] for v in scored["single"].values()) for i in range(2)]
+    bound = interleave_bound(
+        np.argsort(-fam.label, kind="stable"),
+        np.argsort(-fam.image, kind="stable"),
+        label,
+        image,
+        scored["clean"],
+        best[1],
+    )
+    return bound - best[0]
+
+
+def oracle_label_gain(scored: dict) -> float:
+    """Label AUROC gain over the best single detector of the best linear label order.
+
+    A logistic regression of "label problem" on every detector's normal score
+    (probit of its rank percentile), fitted on the truth and scored in sample: an
+    upper bound on what a weighted combination of the detectors adds to the label
+    family (see --bound).
+    """
+    from scipy.stats import norm
+    from sklearn.linear_model import LogisticRegression
+
+    from labelaudit.compare import rank_percentile
+
+    label, _, _ = scored["groups"]
+    clean = scored["clean"]
+    features = np.column_stack(
+        [
+            norm.ppf(np.clip(np.nan_to_num(rank_percentile(r.image_score), nan=0.5), 1e-3, 0.999))
+            for r in scored["results"].values()
+        ]
+    )
+    keep = label | clean
+    model = LogisticRegression(C=10.0, max_iter=1000).fit(features[keep], label[keep])
+    best = max(v[0] for v in scored["single"].values())
+    return _auroc(label, clean, features @ model.coef_[0]) - best
+
+
 def _cells(values: list[float]) -> str:
     return " / ".join(f"{v:.3f}" for v in values)
 
@@ -88,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="NAME=DATASET:RUN (DATASET holds truth.csv)")
     parser.add_argument("--grid", action="store_true", help="also the constants' grid")
+    parser.add_argument(
+        "--bound", action="store_true", help="also the best interleaving of the family orders"
+    )
     args = parser.parse_args(argv)
     scored = []
     for spec in args.runs:
@@ -109,6 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     print("\nmargin, default order - best single detector of the family:")
     for s in scored:
         print(f"  {s['name']}: " + " / ".join(f"{m:+.3f}" for m in margins(s)))
+
+    if args.bound:
+        print(
+            "\nbest interleaving of the label and image orders that holds the image family"
+            " (chosen with the truth), label margin over the best single label detector:"
+        )
+        for s in scored:
+            print(f"  {s['name']}: {bound_margin(s):+.4f}")
+        print(
+            "\nlinear label order on all detectors, fitted on the truth (in sample),"
+            " label margin over the best single label detector:"
+        )
+        for s in scored:
+            print(f"  {s['name']}: {oracle_label_gain(s):+.4f}")
 
     if args.grid:
         from labelaudit import compare
