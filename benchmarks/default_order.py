@@ -23,7 +23,9 @@ the best single label detector, no rule that merges the two family orders (as
 ``problem_score`` does) can meet both family criteria of issue 14 on that dataset.
 
 It also prints the most a linear combination of all detectors adds to the label family
-(:func:`oracle_label_gain`, fitted on the truth).
+(:func:`oracle_label_score`, fitted on the truth), the bound with that label order, and
+the fixed weights whose label order does best on the worst run
+(:func:`fixed_label_weights`).
 
 ``--grid`` repeats the margins for null-width quantiles 0.75-0.95 and strong-evidence
 thresholds 2.5-4 (``labelaudit.compare.NULL_QUANTILE`` and ``STRONG_Z``), the grid the
@@ -167,15 +169,18 @@ def interleave_bound(
     return float(kept) / n_pairs_l if kept > impossible // 2 else float("nan")
 
 
-def bound_margin(scored: dict) -> float:
-    """Label margin of the best interleaving that holds the image family (see --bound)."""
+def bound_margin(scored: dict, label_score: np.ndarray | None = None) -> float:
+    """Label margin of the best interleaving that holds the image family (see --bound).
+
+    ``label_score``: the label order to interleave (default: the label family's).
+    """
     from labelaudit.compare import family_scores
 
     fam = family_scores(scored["results"])
     label, image, _ = scored["groups"]
     best = [max(v[i] for v in scored["single"].values()) for i in range(2)]
     bound = interleave_bound(
-        np.argsort(-fam.label, kind="stable"),
+        np.argsort(-(fam.label if label_score is None else label_score), kind="stable"),
         np.argsort(-fam.image, kind="stable"),
         label,
         image,
@@ -185,13 +190,12 @@ def bound_margin(scored: dict) -> float:
     return bound - best[0]
 
 
-def oracle_label_gain(scored: dict) -> float:
-    """Label AUROC gain over the best single detector of the best linear label order.
+def oracle_label_score(scored: dict) -> np.ndarray:
+    """The best linear label order: fitted on the truth, in sample (see --bound).
 
-    A logistic regression of "label problem" on every detector's normal score
-    (probit of its rank percentile), fitted on the truth and scored in sample: an
-    upper bound on what a weighted combination of the detectors adds to the label
-    family (see --bound).
+    A logistic regression of "label problem" against the clean images on every
+    detector's normal score (probit of its rank percentile); an upper bound on what a
+    weighted combination of the detectors gives the label family.
     """
     from scipy.stats import norm
     from sklearn.linear_model import LogisticRegression
@@ -199,17 +203,54 @@ def oracle_label_gain(scored: dict) -> float:
     from labelaudit.compare import rank_percentile
 
     label, _, _ = scored["groups"]
-    clean = scored["clean"]
     features = np.column_stack(
         [
             norm.ppf(np.clip(np.nan_to_num(rank_percentile(r.image_score), nan=0.5), 1e-3, 0.999))
             for r in scored["results"].values()
         ]
     )
-    keep = label | clean
+    keep = label | scored["clean"]
     model = LogisticRegression(C=10.0, max_iter=1000).fit(features[keep], label[keep])
+    return features @ model.coef_[0]
+
+
+def oracle_label_gain(scored: dict) -> float:
+    """Label AUROC of :func:`oracle_label_score` minus the best single detector's."""
+    label, _, _ = scored["groups"]
     best = max(v[0] for v in scored["single"].values())
-    return _auroc(label, clean, features @ model.coef_[0]) - best
+    return _auroc(label, scored["clean"], oracle_label_score(scored)) - best
+
+
+def fixed_label_weights(scored: list[dict]) -> tuple[tuple[float, ...], list[float]]:
+    """The fixed weights on knn, quality and intensity (each 0-0.3, confident 1) whose
+    label order has the best worst-case margin over the best single label detector
+    on all ``scored`` runs; (weights, margins per run). See --bound."""
+    from scipy.stats import norm
+
+    from labelaudit.compare import rank_percentile
+
+    def normal(r) -> np.ndarray:
+        pct = np.nan_to_num(rank_percentile(r.image_score), nan=0.5)
+        return norm.ppf(np.clip(pct, 1e-3, 0.999))
+
+    parts = [
+        {m: normal(s["results"][m]) for m in ("confident", "knn", "quality", "intensity")}
+        for s in scored
+    ]
+    best_w, best_m = (0.0, 0.0, 0.0), [0.0] * len(scored)
+    best_worst = -np.inf
+    for w in itertools.product((0.0, 0.1, 0.2, 0.3), repeat=3):
+        if not any(w):
+            continue
+        m = []
+        for s, f in zip(scored, parts, strict=True):
+            order = f["confident"] + w[0] * f["knn"] + w[1] * f["quality"] + w[2] * f["intensity"]
+            label, _, _ = s["groups"]
+            single = max(v[0] for v in s["single"].values())
+            m.append(_auroc(label, s["clean"], order) - single)
+        if min(m) > best_worst:
+            best_worst, best_w, best_m = min(m), w, m
+    return best_w, best_m
 
 
 def _cells(values: list[float]) -> str:
@@ -258,6 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         )
         for s in scored:
             print(f"  {s['name']}: {oracle_label_gain(s):+.4f}")
+        print("\nboth: that label order interleaved with the image order, label margin:")
+        for s in scored:
+            print(f"  {s['name']}: {bound_margin(s, oracle_label_score(s)):+.4f}")
+        weights, best = fixed_label_weights(scored)
+        print(
+            "\nfixed weights (knn, quality, intensity; confident 1) with the best worst case,"
+            f" {weights}, label order's margin:"
+        )
+        for s, m in zip(scored, best, strict=True):
+            print(f"  {s['name']}: {m:+.4f}")
 
     if args.grid:
         from labelaudit import compare
