@@ -87,10 +87,26 @@ def orders(scored: dict) -> dict[str, list[float]]:
     return out
 
 
+def best_single(scored: dict) -> list[float]:
+    """The best single detector's AUROC, for label / image / any."""
+    return [max(v[i] for v in scored["single"].values()) for i in range(3)]
+
+
 def margins(scored: dict) -> list[float]:
     """Default order minus the best single detector, for label / image / any."""
-    best = [max(v[i] for v in scored["single"].values()) for i in range(3)]
-    return [d - b for d, b in zip(orders(scored)["default order"], best, strict=True)]
+    return [
+        d - b for d, b in zip(orders(scored)["default order"], best_single(scored), strict=True)
+    ]
+
+
+def _normal_score(result) -> np.ndarray:
+    """A detector's image score as a normal score: probit of its rank percentile."""
+    from scipy.stats import norm
+
+    from labelaudit.compare import rank_percentile
+
+    pct = np.nan_to_num(rank_percentile(result.image_score), nan=0.5)
+    return norm.ppf(np.clip(pct, 1e-3, 0.999))
 
 
 def interleave_bound(
@@ -178,7 +194,7 @@ def bound_margin(scored: dict, label_score: np.ndarray | None = None) -> float:
 
     fam = family_scores(scored["results"])
     label, image, _ = scored["groups"]
-    best = [max(v[i] for v in scored["single"].values()) for i in range(2)]
+    best = best_single(scored)
     bound = interleave_bound(
         np.argsort(-(fam.label if label_score is None else label_score), kind="stable"),
         np.argsort(-fam.image, kind="stable"),
@@ -197,18 +213,10 @@ def oracle_label_score(scored: dict) -> np.ndarray:
     detector's normal score (probit of its rank percentile); an upper bound on what a
     weighted combination of the detectors gives the label family.
     """
-    from scipy.stats import norm
     from sklearn.linear_model import LogisticRegression
 
-    from labelaudit.compare import rank_percentile
-
     label, _, _ = scored["groups"]
-    features = np.column_stack(
-        [
-            norm.ppf(np.clip(np.nan_to_num(rank_percentile(r.image_score), nan=0.5), 1e-3, 0.999))
-            for r in scored["results"].values()
-        ]
-    )
+    features = np.column_stack([_normal_score(r) for r in scored["results"].values()])
     keep = label | scored["clean"]
     model = LogisticRegression(C=10.0, max_iter=1000).fit(features[keep], label[keep])
     return features @ model.coef_[0]
@@ -217,24 +225,17 @@ def oracle_label_score(scored: dict) -> np.ndarray:
 def oracle_label_gain(scored: dict) -> float:
     """Label AUROC of :func:`oracle_label_score` minus the best single detector's."""
     label, _, _ = scored["groups"]
-    best = max(v[0] for v in scored["single"].values())
-    return _auroc(label, scored["clean"], oracle_label_score(scored)) - best
+    return _auroc(label, scored["clean"], oracle_label_score(scored)) - best_single(scored)[0]
 
 
 def fixed_label_weights(scored: list[dict]) -> tuple[tuple[float, ...], list[float]]:
-    """The fixed weights on knn, quality and intensity (each 0-0.3, confident 1) whose
-    label order has the best worst-case margin over the best single label detector
-    on all ``scored`` runs; (weights, margins per run). See --bound."""
-    from scipy.stats import norm
+    """The fixed weights on knn, quality and intensity (each 0-0.3, not all 0; confident
+    1) whose label order has the best worst-case margin over the best single label
+    detector on all ``scored`` runs; (weights, margins per run). See --bound.
 
-    from labelaudit.compare import rank_percentile
-
-    def normal(r) -> np.ndarray:
-        pct = np.nan_to_num(rank_percentile(r.image_score), nan=0.5)
-        return norm.ppf(np.clip(pct, 1e-3, 0.999))
-
+    All 0 is left out: it is confident learning's own order, margin 0 everywhere."""
     parts = [
-        {m: normal(s["results"][m]) for m in ("confident", "knn", "quality", "intensity")}
+        {m: _normal_score(s["results"][m]) for m in ("confident", "knn", "quality", "intensity")}
         for s in scored
     ]
     best_w, best_m = (0.0, 0.0, 0.0), [0.0] * len(scored)
@@ -246,8 +247,7 @@ def fixed_label_weights(scored: list[dict]) -> tuple[tuple[float, ...], list[flo
         for s, f in zip(scored, parts, strict=True):
             order = f["confident"] + w[0] * f["knn"] + w[1] * f["quality"] + w[2] * f["intensity"]
             label, _, _ = s["groups"]
-            single = max(v[0] for v in s["single"].values())
-            m.append(_auroc(label, s["clean"], order) - single)
+            m.append(_auroc(label, s["clean"], order) - best_single(s)[0])
         if min(m) > best_worst:
             best_worst, best_w, best_m = min(m), w, m
     return best_w, best_m
