@@ -222,10 +222,10 @@ def oracle_label_score(scored: dict) -> np.ndarray:
     return features @ model.coef_[0]
 
 
-def oracle_label_gain(scored: dict) -> float:
-    """Label AUROC of :func:`oracle_label_score` minus the best single detector's."""
+def label_gain(scored: dict, label_score: np.ndarray) -> float:
+    """Label AUROC of ``label_score`` minus the best single detector's."""
     label, _, _ = scored["groups"]
-    return _auroc(label, scored["clean"], oracle_label_score(scored)) - best_single(scored)[0]
+    return _auroc(label, scored["clean"], label_score) - best_single(scored)[0]
 
 
 def fixed_label_weights(scored: list[dict]) -> tuple[tuple[float, ...], list[float]]:
@@ -246,8 +246,7 @@ def fixed_label_weights(scored: list[dict]) -> tuple[tuple[float, ...], list[flo
         m = []
         for s, f in zip(scored, parts, strict=True):
             order = f["confident"] + w[0] * f["knn"] + w[1] * f["quality"] + w[2] * f["intensity"]
-            label, _, _ = s["groups"]
-            m.append(_auroc(label, s["clean"], order) - best_single(s)[0])
+            m.append(label_gain(s, order))
         if min(m) > best_worst:
             best_worst, best_w, best_m = min(m), w, m
     return best_w, best_m
@@ -297,11 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             "\nlinear label order on all detectors, fitted on the truth (in sample),"
             " label margin over the best single label detector:"
         )
-        for s in scored:
-            print(f"  {s['name']}: {oracle_label_gain(s):+.4f}")
+        oracle = [oracle_label_score(s) for s in scored]
+        for s, score in zip(scored, oracle, strict=True):
+            print(f"  {s['name']}: {label_gain(s, score):+.4f}")
         print("\nboth: that label order interleaved with the image order, label margin:")
-        for s in scored:
-            print(f"  {s['name']}: {bound_margin(s, oracle_label_score(s)):+.4f}")
+        for s, score in zip(scored, oracle, strict=True):
+            print(f"  {s['name']}: {bound_margin(s, score):+.4f}")
         weights, best = fixed_label_weights(scored)
         print(
             "\nfixed weights (knn, quality, intensity; confident 1) with the best worst case,"
