@@ -35,6 +35,7 @@ import pandas as pd
 from labelaudit.data.labels import split_any_labels
 from labelaudit.errors import DatasetError, RunDirError
 from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, LABEL_WEIGHTS_CSV, RunDir, load_audit_inputs
+from labelaudit.userfiles import read_user_csv
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
@@ -87,12 +88,9 @@ def read_truth(path: str | Path) -> pd.DataFrame:
         Unreadable file, missing columns, empty or duplicate ids, unknown noise.
     """
     path = Path(path)
-    try:
-        truth = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except FileNotFoundError:
-        raise DatasetError("truth file not found", path=path) from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read the truth file: {exc}", path=path) from None
+    truth = read_user_csv(
+        path, "the truth file", dtype=str, keep_default_na=False, skipinitialspace=True
+    )
     truth.columns = [c.strip() for c in truth.columns]
     missing = [c for c in TRUTH_COLUMNS if c not in truth.columns]
     if missing:

@@ -74,7 +74,7 @@ import pandas as pd
 
 from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import read_json, write_json
+from labelaudit.io import write_json
 from labelaudit.rundir import (
     FINDINGS_CSV,
     ISSUES_CSV,
@@ -82,7 +82,6 @@ from labelaudit.rundir import (
     RunDir,
     dataset_inputs,
     ensure_outside,
-    read_marker,
     read_run,
     run_lock,
 )
@@ -93,6 +92,13 @@ from labelaudit.suggest import (  # IMAGE_DETECTORS: re-exported
     class_ap,
     neighbour_shares,
     suggest_labels,
+)
+from labelaudit.userfiles import (
+    MAX_MARKER_BYTES,
+    is_plain_entry,
+    read_user_json,
+    read_user_text,
+    remove_entry,
 )
 
 #: The cleaning policies; ``DEFAULT_POLICY`` is used by ``scan`` and ``clean``.
@@ -566,14 +572,7 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
         than accept/reject, or unknown labels; the message names the file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError("decisions file not found", path=path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DatasetError("not UTF-8 text", path=path) from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read the decisions file ({exc.strerror})", path=path) from None
+    text = read_user_text(path, "the decisions file")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip().lower() for h in next(reader, [])]
@@ -680,7 +679,7 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray)
 
     The marker file (:data:`CLEANED_MARKER`) lists every entry written there.
     """
-    from labelaudit.data.layouts import get_layout, write_label_file
+    from labelaudit.data.layouts import cleaned_marker, get_layout, write_label_file
 
     layout = get_layout(ds.layout)
     rows_out = {}  # label-file line -> new label text (None: unchanged)
@@ -702,21 +701,15 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray)
             raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
         _link((root / top).resolve(), out / top)
         written.append(top)
-    write_json(out / CLEANED_MARKER, {"source": str(_source_root(root)), "entries": written})
+    write_json(out / CLEANED_MARKER, cleaned_marker(_source_root(root), written))
     return n_rows
 
 
 def _source_root(root: Path) -> Path:
-    """Where the images of ``root`` really live: a cleaned dataset's own source."""
-    marker = root / CLEANED_MARKER
-    if marker.is_file() and not marker.is_symlink():
-        try:
-            source = read_json(marker).get("source")
-        except (OSError, ValueError, AttributeError):
-            source = None
-        if isinstance(source, str) and source:
-            return Path(source)
-    return root
+    """Where the images of ``root`` really live: a cleaned dataset's own (signed) source."""
+    from labelaudit.data.layouts import marker_source
+
+    return marker_source(root) or root
 
 
 def _owned_entries(final: Path) -> set[str] | None:
@@ -725,10 +718,13 @@ def _owned_entries(final: Path) -> set[str] | None:
     if final.is_symlink() or not final.is_dir() or marker.is_symlink() or not marker.is_file():
         return None
     try:
-        entries = read_marker(marker).get("entries")
-    except RunDirError:
+        entries = read_user_json(marker, "the cleaned-dataset marker", max_bytes=MAX_MARKER_BYTES)
+    except DatasetError:
         return None
-    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+    entries = entries.get("entries") if isinstance(entries, dict) else None
+    # Names from a file are untrusted: one that is not a plain child of cleaned/
+    # ("../x", "/x") makes the whole marker foreign, so nothing it lists is deleted.
+    if not isinstance(entries, list) or not all(is_plain_entry(e) for e in entries):
         return None
     return {*entries, CLEANED_MARKER}
 
@@ -748,10 +744,7 @@ def check_replaceable(final: Path) -> None:
         return
     owned = _owned_entries(final)
     if owned is None:
-        raise RunDirError(
-            f"{final} was not written by labelaudit (no {CLEANED_MARKER} in it); labelaudit "
-            "does not replace it: move it away and run again"
-        )
+        raise RunDirError(f"{final} {_not_ours_reason(final)}; move it away and run again")
     foreign = sorted(set(os.listdir(final)) - owned)
     if foreign:
         raise RunDirError(
@@ -788,14 +781,28 @@ def _swap_in(tmp: Path, final: Path) -> None:
         _remove_owned(old, _owned_entries(old) or set())
 
 
+def _not_ours_reason(final: Path) -> str:
+    """Why ``final`` is not a cleaned dataset labelaudit may replace, in words."""
+    marker = final / CLEANED_MARKER
+    if final.is_symlink():
+        return "is a symbolic link, not a directory labelaudit wrote; labelaudit does not follow it"
+    if not final.is_dir():
+        return "is a file, not a directory labelaudit wrote; labelaudit does not replace it"
+    if marker.is_symlink() or not (marker.exists() and marker.is_file()):
+        return (
+            f"was not written by labelaudit (no {CLEANED_MARKER} in it); labelaudit does "
+            "not replace it"
+        )
+    return (
+        f"has a damaged or forged {CLEANED_MARKER} (its entries must be plain names inside "
+        f"{final.name}/); labelaudit deletes nothing it lists"
+    )
+
+
 def _remove_owned(directory: Path, owned: set[str]) -> None:
     """Remove the named entries of ``directory`` (labelaudit's), then the directory if empty."""
     for name in sorted(owned):
-        path = directory / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)  # hard-link fallback copies; rmtree never follows links
+        remove_entry(directory, name)  # links unlinked, never followed; containment checked
     with contextlib.suppress(OSError):
         directory.rmdir()
 
@@ -940,16 +947,14 @@ def _clean(
         ensure_outside(inputs, output, what)
     check_replaceable(final)
     tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
-    if tmp.exists():  # our own leftover (same pid, hidden name of our pattern)
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    remove_entry(run_dir, tmp.name)  # our own leftover (same pid, hidden name of our pattern)
+    tmp.mkdir()
     try:
         n_rows = _write_dataset(view, plan, tmp, ds, rows)
         _verify(tmp, view, plan)
         _swap_in(tmp, final)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        remove_entry(run_dir, tmp.name)
     RunDir(run_dir).write_table(CHANGES_FILE, changes)
     if plan.weights is not None:
         RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))

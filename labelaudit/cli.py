@@ -10,11 +10,14 @@ and with markup escaped (``[red]`` in a path prints as ``[red]``).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -24,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError
+from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError, RunDirError
 
 app = typer.Typer(
     name="labelaudit",
@@ -313,11 +316,13 @@ def demo(
     from labelaudit.config import PRESETS
     from labelaudit.data.synth import synthesize
     from labelaudit.errors import SettingsError
+    from labelaudit.rundir import claim_demo_dir
     from labelaudit.scan import scan as run_scan
 
     folds = PRESETS["demo"].folds
     if n < 2 * folds:  # checked before synthesising: demo has no --folds to lower
         raise SettingsError(f"demo: --n must be at least {2 * folds} (two per fold), got {n}")
+    claim_demo_dir(out)  # the whole --out, before anything is written into it
     data = out / "dataset"
     if not (data / "train.csv").is_file():
         console.print(f"synthesising {n} fields into {escape(str(data))}")
@@ -342,15 +347,24 @@ def segment(
     layout: LayoutOption = None,
     overlays: Annotated[bool, typer.Option(help="Write overlay pictures.")] = True,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes (default: all cores).")
+        int | None, typer.Option(min=1, help="Processes (default and at most: all cores).")
     ] = None,
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Segment every field into cells: OUT/masks/{ID}_predictedmask.png and overlays."""
     from labelaudit.cells.dataset import format_comparison, segment_dataset
+    from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 
-    summary = segment_dataset(
-        dataset, out, layout=layout, compare=compare, workers=workers, overlays=overlays
-    )
+    with _broken_images_hint():
+        summary = segment_dataset(
+            dataset,
+            out,
+            layout=layout,
+            compare=compare,
+            workers=workers,
+            overlays=overlays,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+        )
     console.print(
         f"{summary['cells']} cells in {summary['fields']} fields "
         f"({summary['seconds_per_field']:.2f} s per field); "
@@ -491,11 +505,40 @@ def retrain_cmd(
     _refresh_report(run)
 
 
-def _refresh_report(run: Path) -> None:
-    """Re-render RUN/report.html so it shows what a command just added."""
-    from labelaudit.report import write_report
+@contextlib.contextmanager
+def _broken_images_hint() -> Iterator[None]:
+    """Unreadable images, with advice for a command that cannot skip them (not scan's)."""
+    from labelaudit.data.cache import BrokenImages
 
-    console.print(f"report: {escape(str(write_report(run)))}")
+    try:
+        yield
+    except BrokenImages as exc:
+        raise BrokenImages(exc.broken, hint="fix or remove them and run again") from None
+
+
+def _refresh_report(run: Path) -> None:
+    """Re-render RUN/report.html so it shows what a command just added.
+
+    When that fails (a full disk), the old report would contradict ``run.json``,
+    which already records the command: it is removed, and the message says how to
+    write it again.
+    """
+    from labelaudit.report import write_report
+    from labelaudit.userfiles import remove_entry
+
+    try:
+        path = write_report(run)
+    except (OSError, LabelAuditError) as exc:
+        if isinstance(exc, OSError) and _file_system_message(exc) is None:
+            raise
+        with contextlib.suppress(OSError, LabelAuditError):
+            remove_entry(run, "report.html")  # stale now: run.json records the change
+        reason = _file_system_message(exc) if isinstance(exc, OSError) else str(exc)
+        raise RunDirError(
+            f"the report could not be updated ({reason}); the out-of-date report.html was "
+            f"removed: run `labelaudit report {run}` once the cause is fixed"
+        ) from None
+    console.print(f"report: {escape(str(path))}")
 
 
 @app.command("predict")
@@ -505,11 +548,21 @@ def predict_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output CSV.")] = Path("predictions.csv"),
     layout: LayoutOption = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda.")] = "auto",
+    max_pixels: MaxPixelsOption = None,
 ) -> None:
     """Label new images with a retrained model; writes probabilities and label sets."""
+    from labelaudit.data.readers import DEFAULT_MAX_PIXELS
     from labelaudit.predict import predict
 
-    frame = predict(model, data, out, layout=layout, device=device)
+    with _broken_images_hint():
+        frame = predict(
+            model,
+            data,
+            out,
+            layout=layout,
+            device=device,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+        )
     console.print(f"predicted {len(frame)} images into {escape(str(out))}")
 
 
@@ -676,6 +729,30 @@ def _starting_a_process(frame: FrameType | None) -> bool:
     return False
 
 
+#: Failures of the file system a user can fix (a read-only or full disk, permissions).
+_FILE_SYSTEM_ERRORS = {
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def _file_system_message(exc: OSError) -> str | None:
+    """One line for a file-system failure the user can fix (``None``: not one of those)."""
+    reason = _FILE_SYSTEM_ERRORS.get(exc.errno) if exc.errno is not None else None
+    if reason is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    advice = (
+        "free some space and run again (finished work is reused)"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "choose a writable --out (or --cache-dir) and run again"
+    )
+    return f"cannot write{where}: {reason}; {advice}"
+
+
 def _print_error(exc: LabelAuditError) -> None:
     """``error: message`` on stderr: markup escaped, no emoji codes, not wrapped."""
     err_console.print(f"[red]error:[/] {escape(str(exc))}")
@@ -717,6 +794,14 @@ def main(argv: list[str] | None = None) -> None:
                 raise KeyboardInterrupt from None
             _print_error(exc)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            if interrupts.raised:
+                raise KeyboardInterrupt from None
+            message = _file_system_message(exc)
+            if message is None:
+                raise
+            err_console.print(f"[red]error:[/] {escape(message)}")
+            sys.exit(2)
         # typer turns a KeyboardInterrupt inside the command into Exit(130), returned here
         if code == INTERRUPT_STATUS or interrupts.raised:
             raise KeyboardInterrupt

@@ -8,6 +8,7 @@ that a later stage would trust.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -42,6 +43,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # permissions a plain open() would (a run directory is often shared).
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if exc.filename is None:  # a write() that failed (a full disk): name the target
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -90,14 +95,14 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """Replace NaN and infinities (not valid JSON) by ``None``, recursively."""
     if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
+        return {str(k): finite(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _finite(obj.tolist())
+        return finite(obj.tolist())
     if isinstance(obj, float | np.floating):
         return float(obj) if np.isfinite(obj) else None
     return obj
@@ -105,14 +110,27 @@ def _finite(obj: Any) -> Any:
 
 def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically; NumPy values are converted, NaN becomes ``null``."""
-    text = json.dumps(_finite(data), indent=2, default=json_default, allow_nan=False)
+    text = json.dumps(finite(data), indent=2, default=json_default, allow_nan=False)
     write_text(path, text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON file (UTF-8)."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """Read a JSON file (UTF-8): a regular file of bounded size only (read back, so
+    untrusted: a FIFO or ``/dev/zero`` in its place is named, never read).
+
+    Raises
+    ------
+    DatasetError
+        ``path`` is not a regular file or is too large.
+    OSError, UnicodeDecodeError, json.JSONDecodeError
+        It cannot be read, is not UTF-8, or is not JSON.
+    """
+    from labelaudit.userfiles import open_user_file
+
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+    with open_user_file(path, f"the file {Path(path).name}") as fh:
+        return json.loads(fh.read().decode("utf-8"))
 
 
 #: The ``run.json["format"]`` section that marks a directory as a labelaudit run.

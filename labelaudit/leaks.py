@@ -35,7 +35,13 @@ from labelaudit.detect.duplicates import (
 )
 from labelaudit.errors import SettingsError
 from labelaudit.io import write_csv
-from labelaudit.rundir import FINDINGS_CSV, RunDir, dataset_inputs, ensure_outside
+from labelaudit.rundir import (
+    FINDINGS_CSV,
+    RunDir,
+    dataset_inputs,
+    ensure_outside,
+    guard_output_file,
+)
 
 __all__ = [
     "DUPLICATES_CSV",
@@ -211,6 +217,11 @@ def match_signatures(
     )
 
 
+def _own_table(header: list[str]) -> bool:
+    """True for the header of a table :func:`find_leaks` wrote."""
+    return header[:2] == ["id_a", "id_b"]
+
+
 def find_leaks(
     dataset_a: str | Path,
     dataset_b: str | Path,
@@ -266,7 +277,7 @@ def find_leaks(
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     ensure_outside(inputs, root, "image cache directory")
     if out is not None:
-        ensure_outside(inputs, out, "leaks file")
+        guard_output_file(out, inputs, what="leaks file", ours=_own_table)
     sigs = []
     for ds in sets:
         cache = build_cache(ds, int(image_size), root)

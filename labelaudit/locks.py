@@ -16,6 +16,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +29,10 @@ class LockHeld(SettingsError):
     """Another process holds the lock (exit status 2, one line naming its pid)."""
 
 
-def _holder(path: Path) -> str:
+def _holder(fd: int) -> str:
+    """The holder's pid and command, read from the lock file (4 KiB at most: read back)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        text = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
     except OSError:
         return "another process"
     pid, _, command = text.partition(" ")
@@ -70,6 +72,32 @@ def _write_name(fd: int) -> None:
     os.pwrite(fd, _describe_self().encode("utf-8", "replace"), 0)
 
 
+def open_lock_file(path: Path) -> int:
+    """Open (create) a lock file, never through a symbolic link, never anything but a file.
+
+    Raises
+    ------
+    SettingsError
+        ``path`` is a symbolic link (planted to make labelaudit truncate the file it
+        points to), or not a regular file.
+    """
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or os.path.islink(path):
+            raise SettingsError(
+                f"the lock file {path} is a symbolic link; labelaudit never writes through "
+                "one: remove it (labelaudit makes its own) and run again"
+            ) from None
+        raise SettingsError(f"cannot open the lock file {path} ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SettingsError(f"the lock file {path} is not a regular file; remove it and run again")
+    os.set_blocking(fd, True)
+    return fd
+
+
 @contextlib.contextmanager
 def hold_lock(
     path: str | Path,
@@ -105,7 +133,7 @@ def hold_lock(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_lock_file(path)
     try:
         started = time.monotonic()
         told = False
@@ -117,7 +145,7 @@ def hold_lock(
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                holder = _holder(path)
+                holder = _holder(fd)
                 late = timeout is not None and time.monotonic() - started > timeout
                 if not wait or late:
                     raise LockHeld(

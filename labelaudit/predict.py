@@ -25,10 +25,10 @@ import pandas as pd
 
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.layouts import find_fields
-from labelaudit.data.readers import IMAGE_SUFFIXES, read_header
-from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.data.readers import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_header
+from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv
-from labelaudit.rundir import dataset_inputs, ensure_outside
+from labelaudit.rundir import dataset_inputs, guard_output_file
 from labelaudit.train.checkpoint import load_checkpoint
 from labelaudit.train.loop import Runtime, pick_device
 from labelaudit.train.loop import predict as predict_probs
@@ -79,8 +79,13 @@ def _unlabelled(folder: Path, meta: dict) -> Dataset:
     )
 
 
-def open_input(path: str | Path, meta: dict, layout: str | None = None) -> tuple[Dataset, bool]:
-    """The images to label: ``(dataset, has labels)``."""
+def open_input(
+    path: str | Path,
+    meta: dict,
+    layout: str | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[Dataset, bool]:
+    """The images to label: ``(dataset, has labels)``; ``max_pixels`` per channel at most."""
     from labelaudit.data.layouts import load_dataset
 
     path = Path(path)
@@ -89,17 +94,14 @@ def open_input(path: str | Path, meta: dict, layout: str | None = None) -> tuple
     if path.is_file():
         raise DatasetError("expected a dataset or image directory, got a file", path=path)
     if layout is not None or (path / "train.csv").is_file() or (path / "labels.csv").is_file():
-        return load_dataset(path, layout), True
-    return _unlabelled(path, meta), False
+        return load_dataset(path, layout, max_pixels=max_pixels), True
+    dataset = _unlabelled(path, meta)
+    dataset.max_pixels = max_pixels
+    return dataset, False
 
 
-def _own_output(path: Path) -> bool:
-    """True when ``path`` looks like a table :func:`predict` wrote (its exact header shape)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            header = fh.readline(1 << 16).rstrip("\r\n").split(",")
-    except (OSError, UnicodeDecodeError):
-        return False
+def _own_output(header: list[str]) -> bool:
+    """True when ``header`` is the header :func:`predict` writes (its exact shape)."""
     if header[:1] != ["id"] or "labels" not in header:
         return False
     i = header.index("labels")
@@ -112,19 +114,9 @@ def check_output(out_csv: str | Path, inputs: list[tuple[str, Path]]) -> None:
     Raises
     ------
     SettingsError
-        ``out_csv`` is a directory, is on, inside or around an input, or is an
-        existing file without the header :func:`predict` writes (it is never
-        quoted in the message).
+        As :func:`~labelaudit.rundir.guard_output_file`.
     """
-    out = Path(out_csv)
-    ensure_outside(inputs, out, "output file")
-    if out.is_dir():
-        raise SettingsError(f"--out {out} is a directory; give the path of a CSV file")
-    if (out.exists() or out.is_symlink()) and not (out.is_file() and _own_output(out)):
-        raise SettingsError(
-            f"--out {out} exists and is not a predictions table labelaudit wrote; "
-            "labelaudit does not overwrite it: choose another --out or move the file away"
-        )
+    guard_output_file(out_csv, inputs, what="predictions table", ours=_own_output)
 
 
 def predict(
@@ -137,6 +129,7 @@ def predict(
     batch_size: int = 32,
     tta: bool | None = None,
     cache_dir: str | Path | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> pd.DataFrame:
     """Label images with a model saved by :func:`labelaudit.retrain.retrain`.
 
@@ -159,6 +152,8 @@ def predict(
         Average over flips; the model's training setting when ``None``.
     cache_dir
         Image cache location (the input directory is only read).
+    max_pixels
+        Largest image accepted, in pixels per channel (checked from the header).
 
     Returns
     -------
@@ -180,7 +175,7 @@ def predict(
     dev = pick_device(device)
     model, meta = load_checkpoint(model_path, dev)
     check_model_meta(meta, model_path)
-    ds, labelled = open_input(dataset_or_dir, meta, layout)
+    ds, labelled = open_input(dataset_or_dir, meta, layout, max_pixels)
     if out_csv is not None:  # before any work: no output on an input or a foreign file
         check_output(out_csv, [*dataset_inputs(ds), ("the model", Path(model_path))])
     in_chans = int(meta["in_chans"])

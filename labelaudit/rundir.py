@@ -12,6 +12,7 @@ import contextlib
 import functools
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from labelaudit.io import (
     write_npy,
 )
 from labelaudit.locks import hold_lock
+from labelaudit.userfiles import check_user_file, load_user_npy
 
 DEFAULT_RUN = Path("labelaudit-out")
 
@@ -63,7 +65,11 @@ PRODUCED_BY: dict[str, str] = {
 
 
 def _table(path: Path, dtype: Any = str, na_values: list[str] | None = None) -> pd.DataFrame:
-    """Read one of the run's CSV files (empty strings kept as text by default)."""
+    """Read one of the run's CSV files (empty strings kept as text by default).
+
+    A run directory may come from elsewhere: only a regular file of bounded size is read.
+    """
+    check_user_file(path, f"the run file {path.name}")
     return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=na_values)
 
 
@@ -250,7 +256,7 @@ class RunDir:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
         if not self.has(EMBEDDINGS_NPY):
             return None
-        emb = np.load(self.file(EMBEDDINGS_NPY), allow_pickle=False)
+        emb = load_user_npy(self.file(EMBEDDINGS_NPY), "the run's embeddings.npy")
         if n_rows is not None and emb.shape[0] != n_rows:
             raise RunDirError(
                 f"{self.file(EMBEDDINGS_NPY)}: {emb.shape[0]} rows, expected {n_rows}"
@@ -467,6 +473,9 @@ OUTPUT_KINDS: dict[str, OutputKind] = {
     "sweep": OutputKind(
         "sweep.json", {"kind": "labelaudit-sweep", "version": 1}, ("axes",), "sweep directory"
     ),
+    "demo": OutputKind(
+        "demo.json", {"kind": "labelaudit-demo", "version": 1}, (), "demo directory"
+    ),
 }
 #: The run lock (exclusive for a scan/clean/retrain/report; shared by ``--fold`` jobs).
 RUN_LOCK = ".labelaudit.lock"
@@ -635,6 +644,23 @@ def open_output_dir(
     return out
 
 
+def claim_demo_dir(out: str | Path) -> Path:
+    """Claim ``labelaudit demo``'s whole ``--out`` before anything is written into it.
+
+    Like :func:`open_output_dir` (kind ``"demo"``): new, empty, or marked by
+    ``demo.json``. A demo directory of an older labelaudit (only ``dataset/`` and a
+    labelaudit ``run/``) is adopted.
+    """
+    out = Path(out)
+    entries = set(os.listdir(out)) if out.is_dir() and not out.is_symlink() else set()
+    if entries and entries <= {"dataset", "run"} and "run" in entries:
+        marker = out / "run" / "run.json"
+        with contextlib.suppress(RunDirError):
+            if marker.is_file() and _is_ours(read_marker(marker), OUTPUT_KINDS["run"]):
+                _write_marker(out, OUTPUT_KINDS["demo"])
+    return open_output_dir(out, kind="demo")
+
+
 def _force_into(out: Path, entries: list[str], say: Callable[[str], None] | None) -> None:
     """``--force``: say which files get replaced; refuse directories in the way."""
     clash = [n for n in entries if n in RUN_OUTPUTS]
@@ -705,6 +731,75 @@ def ensure_outside(
                 f"{description} {path} is inside the {what} {out_dir}; labelaudit would "
                 "write over its own input: choose an --out that does not contain it"
             )
+
+
+def _header(path: Path) -> list[str] | None:
+    """The first line of a CSV file, split at commas (``None``: not readable text)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        head = os.read(fd, 1 << 16).decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    return head.splitlines()[0].split(",") if head else []
+
+
+def guard_output_file(
+    out: str | Path,
+    inputs: Iterable[tuple[str, str | Path]],
+    *,
+    what: str,
+    ours: Callable[[list[str]], bool],
+) -> Path:
+    """Refuse an output file that could destroy something labelaudit did not write.
+
+    The output-file counterpart of :func:`open_output_dir` (``predict --out``,
+    ``leaks --out``): the file may not be on, inside or around an input, may not be
+    a directory, a link or anything but a regular file, and an existing file is
+    replaced only when its header says labelaudit wrote it (``ours``).
+
+    Parameters
+    ----------
+    out
+        The output file.
+    inputs
+        ``(description, path)`` of the command's inputs (:func:`ensure_outside`).
+    what
+        The output's name in the messages (``"predictions table"``).
+    ours
+        Given the existing file's header fields, whether it is such a table.
+
+    Raises
+    ------
+    SettingsError
+        One line naming ``out`` and why it is refused. The file is never quoted.
+    """
+    out = Path(out)
+    ensure_outside(list(inputs), out, f"{what} --out")
+    if out.is_dir():
+        raise SettingsError(f"--out {out} is a directory; give the path of a CSV file")
+    if out.is_symlink():
+        raise SettingsError(
+            f"--out {out} is a symbolic link; labelaudit does not write through one: "
+            "choose another --out"
+        )
+    if out.exists():
+        header = _header(out)
+        if header is None or not ours(header):
+            raise SettingsError(
+                f"--out {out} exists and is not a {what} labelaudit wrote; labelaudit does "
+                "not overwrite it: choose another --out or move the file away"
+            )
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise SettingsError(f"--out {out}: {parent} is not a directory")
+    return out
 
 
 # ------------------------------------------------------------------ one writer at a time

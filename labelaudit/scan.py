@@ -24,7 +24,7 @@ from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
-from labelaudit.errors import SettingsError
+from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import edit_run_json
 from labelaudit.rundir import (
     DEFAULT_RUN,
@@ -36,6 +36,7 @@ from labelaudit.rundir import (
     open_output_dir,
     run_lock,
 )
+from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file, load_user_npy, read_user_csv
 
 #: Audit levels of ``scan``.
 LEVELS: tuple[str, ...] = ("field", "cell")
@@ -259,6 +260,8 @@ def scan(
     )
     settings = resolve_settings(preset, **overrides)
     # Every option is checked before a directory is created or an image decoded.
+    if masks is not None:
+        _check_masks(masks, ds.ids, skip_broken)
     preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
     supplied = _read_supplied(ds, probs, embeddings, fold)
     _claim_outputs(
@@ -464,8 +467,7 @@ def read_supplied_probs(
         a value that is not a number, NaN, or outside [0, 1].
     """
     path = Path(path)
-    if not path.is_file():
-        raise _bad(path, "the --probs file does not exist")
+    check_user_file(path, "the --probs file")
     if path.suffix.lower() == ".npy":
         probs = _read_npy(path, "probabilities")
         if probs.ndim != 2 or probs.shape != (len(ids), len(class_names)):
@@ -479,11 +481,35 @@ def read_supplied_probs(
     return _read_probs_csv(path, list(ids), list(class_names), list(class_tokens))
 
 
-def _read_npy(path: Path, what: str) -> np.ndarray:
+def _check_masks(masks: str | Path, ids: list[str], skip_broken: bool) -> None:
+    """``--masks`` holds a mask for every field (with ``--skip-broken``: for some field).
+
+    Raises
+    ------
+    DatasetError
+        The directory is missing, not a directory, or lacks the masks (named).
+    """
+    from labelaudit.cells.masks import load_masks
+
     try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise _bad(path, f"not a readable .npy array of {what} ({exc})") from None
+        load_masks(masks, ids)
+    except DatasetError:
+        if not skip_broken or not any(_has_mask(masks, i) for i in ids):
+            raise
+
+
+def _has_mask(masks: str | Path, image_id: str) -> bool:
+    from labelaudit.cells.masks import load_masks
+
+    try:
+        load_masks(masks, [image_id])
+    except DatasetError:
+        return False
+    return True
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    array = load_user_npy(path, f"the {what} file")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise _bad(path, f"{what} must be numbers, the array holds {array.dtype}")
     return np.asarray(array, dtype=np.float64)
@@ -494,10 +520,9 @@ def _read_probs_csv(
 ) -> np.ndarray:
     import pandas as pd
 
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise _bad(path, f"not a readable CSV ({str(exc).strip().splitlines()[0]})") from None
+    frame = read_user_csv(
+        path, "the probabilities file (--probs)", dtype=str, keep_default_na=False
+    )
     id_col = next((c for c in frame.columns if str(c).strip().lower() == "id"), None)
     if id_col is None:
         raise _bad(path, "no id column (the first row must name an 'id' column)", 1)
@@ -588,8 +613,7 @@ def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
         One line naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise _bad(path, "the --embeddings file does not exist")
+    check_user_file(path, "the --embeddings file", max_bytes=MAX_ARRAY_BYTES)
     if path.suffix.lower() != ".npy":
         raise _bad(path, "embeddings must be a .npy array (N x D, rows in dataset order)")
     emb = _read_npy(path, "embeddings")

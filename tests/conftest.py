@@ -17,6 +17,15 @@ def _offline_and_private_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("LABELAUDIT_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LABELAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    # ... nor the user's marker key (labelaudit.trust).
+    monkeypatch.setenv("LABELAUDIT_CONFIG_DIR", str(_config_dir(tmp_path_factory)))
+
+
+def _config_dir(tmp_path_factory) -> Path:
+    """One configuration directory for the whole session (a key made once, kept)."""
+    base = tmp_path_factory.getbasetemp() / "labelaudit-config"
+    base.mkdir(mode=0o700, exist_ok=True)
+    return base
 
 
 @pytest.fixture

@@ -131,7 +131,7 @@ def test_plain_image_folder(tmp_path):
 
 
 def test_bad_inputs(tmp_path, model_path):
-    with pytest.raises(SettingsError, match="does not exist"):
+    with pytest.raises(DatasetError, match="model file not found"):
         predict(tmp_path / "missing.pt", tmp_path, device="cpu")
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
     with pytest.raises(SettingsError, match="not a labelaudit model"):

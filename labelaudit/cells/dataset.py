@@ -34,7 +34,7 @@ from labelaudit.data.cache import split_channels
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.parallel import available_cores, map_fields
-from labelaudit.data.readers import read_array
+from labelaudit.data.readers import DEFAULT_MAX_PIXELS, read_array
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
 from labelaudit.rundir import OUTPUT_KINDS, dataset_inputs, open_output_dir
@@ -134,6 +134,7 @@ def segment_dataset(
     overlays: bool = True,
     mask_format: str = "png",
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Segment every field of a dataset and write masks, overlays and tables.
 
@@ -177,7 +178,11 @@ def segment_dataset(
         On a bad setting, an output directory on, inside or around an input, or
         an existing non-empty directory that is not a segment output.
     """
-    dataset = dataset_dir if isinstance(dataset_dir, Dataset) else load_dataset(dataset_dir, layout)
+    dataset = (
+        dataset_dir
+        if isinstance(dataset_dir, Dataset)
+        else load_dataset(dataset_dir, layout, max_pixels=max_pixels)
+    )
     params = params or SegmentParams()
     if mask_format not in ("png", "npz"):
         raise SettingsError(f"unknown mask format {mask_format!r}; choose png or npz")
@@ -202,7 +207,8 @@ def segment_dataset(
     ]
     records: list[dict] = [{} for _ in jobs]
     started = time.perf_counter()
-    workers = max(1, min(workers or available_cores(), len(jobs)))
+    # More processes than cores only add start-up time (1000 workers: 54 s for 2 s of work).
+    workers = max(1, min(workers or available_cores(), available_cores(), len(jobs)))
     for done, (i, record) in enumerate(map_fields(_job, jobs, dataset.ids, workers), start=1):
         records[i] = record
         if progress is not None:

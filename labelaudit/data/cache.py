@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -46,9 +48,12 @@ from labelaudit.data import readers
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale, read_array
-from labelaudit.errors import DatasetError
+from labelaudit.errors import DatasetError, RunDirError
 from labelaudit.io import write_csv, write_json
 from labelaudit.locks import LockHeld, hold_lock
+from labelaudit.userfiles import read_user_csv, read_user_json, remove_entry
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 
 #: 2: OpenCV stats and resize; 3: + max, entropy, foreground, focus_coarse; 4: + block_max;
 #: 5: resize from the coarse channel where the size divides it, sampled quality histogram;
@@ -104,13 +109,13 @@ class BrokenImages(DatasetError):
         One dict per image: ``id``, ``file`` and ``reason``.
     """
 
-    def __init__(self, broken: list[dict[str, str]]) -> None:
+    #: The advice of ``scan`` (the only command that can leave images out).
+    SCAN_HINT = "fix or remove them, or scan with --skip-broken to audit the rest"
+
+    def __init__(self, broken: list[dict[str, str]], hint: str = SCAN_HINT) -> None:
         self.broken = list(broken)
         lines = [f"{b['file']}: image {b['id']!r}: {b['reason']}" for b in self.broken]
-        head = (
-            f"{len(self.broken)} image(s) cannot be read "
-            "(fix or remove them, or scan with --skip-broken to audit the rest):"
-        )
+        head = f"{len(self.broken)} image(s) cannot be read ({hint}):"
         super().__init__("\n".join([head, *lines]))
         if self.broken:  # for callers that expect one file: the first
             self.path, self.image = Path(self.broken[0]["file"]), self.broken[0]["id"]
@@ -592,9 +597,14 @@ def _read(path: Path, max_pixels: int | str | None) -> np.ndarray:
         problem = quick(path)  # raises DatasetError, or returns what is wrong
         if isinstance(problem, str) and problem:
             raise DatasetError(problem, path=path)
-    if max_pixels == READER_DEFAULT:
-        return read_array(path)
-    return read_array(path, max_pixels=max_pixels)
+    arr = (
+        read_array(path)
+        if max_pixels == READER_DEFAULT
+        else read_array(path, max_pixels=max_pixels)
+    )
+    if arr.dtype.kind == "f":  # floats are intensities in [0, 1] (readers.to_unit_float)
+        arr = np.clip(arr, 0.0, 1.0)
+    return arr
 
 
 def decode_field(
@@ -680,20 +690,59 @@ class ImageCache:
     @classmethod
     def open(cls, path: str | Path, reused: bool = True) -> ImageCache:
         path = Path(path)
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        shape = tuple(meta["shape"])
-        images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shape)
-        stats = pd.read_csv(path / "stats.csv", dtype={"id": str}, keep_default_na=False)
-        return cls(
-            path,
-            list(meta["ids"]),
-            tuple(meta["channels"]),
-            int(meta["size"]),
-            images,
-            stats,
-            reused,
-            skipped=list(meta.get("skipped", [])),
-        )
+        # A cache entry is read back (a shared cache directory may hold anything):
+        # regular files only, bounded, and a damaged entry is named in one line.
+        if not _plain_entry_files(path, ("meta.json", "images.u8", "stats.csv")):
+            raise RunDirError(
+                f"the cache entry {path} is damaged (a file is missing, a link "
+                "or not a regular file); remove it and run again"
+            )
+        try:
+            meta = read_user_json(path / "meta.json", "the cache entry's meta.json")
+            shape = tuple(int(x) for x in meta["shape"])
+            images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shape)
+            stats = read_user_csv(
+                path / "stats.csv",
+                "the cache's stats.csv",
+                dtype={"id": str},
+                keep_default_na=False,
+            )
+            return cls(
+                path,
+                list(meta["ids"]),
+                tuple(meta["channels"]),
+                int(meta["size"]),
+                images,
+                stats,
+                reused,
+                skipped=list(meta.get("skipped", [])),
+            )
+        except (DatasetError, KeyError, TypeError, ValueError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+                raise
+            raise RunDirError(
+                f"the cache entry {path} is damaged ({type(exc).__name__}); remove it and run again"
+            ) from None
+
+
+def _plain_entry_files(entry: Path, names: tuple[str, ...]) -> bool:
+    """True when ``entry`` is a real directory whose ``names`` are regular files or absent
+    (the first two must exist): nothing in a cache entry may be a link or a device."""
+    try:
+        if not stat.S_ISDIR(os.lstat(entry).st_mode):
+            return False
+    except OSError:
+        return False
+    for k, name in enumerate(names):
+        try:
+            if not stat.S_ISREG(os.lstat(entry / name).st_mode):
+                return False
+        except FileNotFoundError:
+            if k < 2:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _lock_path(entry: Path) -> Path:
@@ -843,12 +892,12 @@ def _open_partial(path: Path, dataset: Dataset, size: int) -> _Partial:
     plan_file = path / "plan.json"
     stamps = [_file_stamps(src.paths) for src in dataset.sources]
     fresh = True
-    if plan_file.is_file() and (path / "images.u8").is_file():
+    if _plain_entry_files(path, ("plan.json", "images.u8", "journal.jsonl")):
         with contextlib.suppress(ValueError, OSError):
             fresh = json.loads(plan_file.read_text(encoding="utf-8")) != plan
         fresh = fresh or (path / "images.u8").stat().st_size != int(np.prod(shape))
     if fresh:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_entry(path.parent, path.name)  # a planted link is unlinked, never followed
         path.mkdir(parents=True)
         images = np.memmap(path / "images.u8", dtype=np.uint8, mode="w+", shape=tuple(shape))
         write_json(plan_file, plan)
@@ -880,7 +929,9 @@ class _Journal:
         self.part = part
         self.pending: list[str] = []
         self.last = time.monotonic()
-        self.fh = open(part.journal, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        # O_NOFOLLOW: a link planted in a shared cache must not make us append elsewhere.
+        fd = os.open(part.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        self.fh = open(fd, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
 
     def add(self, entry: dict[str, object]) -> None:
         self.pending.append(json.dumps(entry))

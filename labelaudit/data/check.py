@@ -149,6 +149,11 @@ def check_dataset(
                 report.errors.append(DatasetError(exc.message, path=p, image=image_id))
                 bad.add(i)
                 continue
+            if info.floating and not deep:  # NaN or infinity only show in the pixels
+                message = _deep_job(p, dataset.max_pixels)
+                if message is not None:
+                    report.errors.append(DatasetError(message, path=p, image=image_id))
+                    bad.add(i)
             infos.append(info)
             if not source.one_file and info.channels != 1:
                 report.errors.append(

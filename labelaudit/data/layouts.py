@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit import trust
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.labels import parse_class_ids, split_labels
@@ -44,6 +45,7 @@ from labelaudit.data.readers import (
 )
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import atomic_open
+from labelaudit.userfiles import MAX_MARKER_BYTES
 
 LAYOUTS = ("hpa2021", "hpa2018", "generic")
 
@@ -132,26 +134,41 @@ def _column_index(header: list[str], name: str) -> int | None:
 #: A regular file ``labelaudit clean`` writes into a cleaned dataset:
 #: ``{"source": "<resolved original dataset root>"}``.
 CLEANED_MARKER = ".labelaudit-cleaned.json"
-_MARKER_MAX_BYTES = 65536
+_MARKER_MAX_BYTES = MAX_MARKER_BYTES
 _MARKER_MAX_DEPTH = 8  # a cleaned dataset of a cleaned dataset of ...
 
 
-def _marker_source(root: Path) -> Path | None:
+def cleaned_marker(source: Path, entries: list[str]) -> dict:
+    """The content of a cleaned dataset's marker: its source, its entries, signed.
+
+    The signature (:mod:`labelaudit.trust`) binds the source to this user's key, so
+    only a marker this user's labelaudit wrote admits links into that source.
+    """
+    payload = {"source": str(source), "entries": list(entries)}
+    return {**payload, "signature": trust.sign(payload)}
+
+
+def marker_source(root: str | Path) -> Path | None:
     """The source directory a cleaned dataset's marker names, or None.
 
-    The marker must be a regular file (not a link) and name an existing dataset
-    directory (one with a label file); anything else is ignored, so a malformed or
+    The marker must be a regular file (not a link), carry this user's signature of
+    what it says (:func:`cleaned_marker`), and name an existing dataset directory
+    (one with a label file); anything else is ignored, so a malformed, copied or
     planted marker admits nothing.
     """
-    marker = root / CLEANED_MARKER
+    marker = Path(root) / CLEANED_MARKER
     try:
         st = os.lstat(marker)
         if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
             return None
-        source = json.loads(marker.read_bytes().decode("utf-8")).get("source")
-    except (OSError, ValueError, AttributeError):
+        data = json.loads(marker.read_bytes().decode("utf-8"))
+        payload = {"source": data["source"], "entries": data["entries"]}
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
+    source = payload["source"]
     if not isinstance(source, str) or not os.path.isabs(source):
+        return None
+    if not trust.verify(payload, data.get("signature")):
         return None
     source_dir = Path(os.path.realpath(source))
     if not any((source_dir / name).is_file() for name in ("train.csv", "labels.csv")):
@@ -168,7 +185,7 @@ def admitted_roots(root: str | Path) -> tuple[Path, ...]:
     """
     roots = [Path(os.path.realpath(root))]
     while len(roots) <= _MARKER_MAX_DEPTH:
-        source = _marker_source(roots[-1])
+        source = marker_source(roots[-1])
         if source is None or source in roots:
             break
         roots.append(source)

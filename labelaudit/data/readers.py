@@ -64,6 +64,8 @@ class ImageInfo:
     height: int
     channels: int
     bit_depth: int
+    #: Floating-point pixels (which may be NaN or infinite: checked by decoding).
+    floating: bool = False
 
 
 def _pil_bit_depth(mode: str) -> int:
@@ -297,11 +299,16 @@ def read_header(path: Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> I
                     series = tif.series[0]
                     width, height, channels = _tiff_geometry(series)
                     depth = np.dtype(series.dtype).itemsize * 8
-                info = ImageInfo(width, height, channels, depth)
+                    floating = np.dtype(series.dtype).kind in "fc"
+                info = ImageInfo(width, height, channels, depth, floating)
             else:
                 with Image.open(fh) as im:
                     info = ImageInfo(
-                        im.width, im.height, _pil_channels(im.mode), _pil_bit_depth(im.mode)
+                        im.width,
+                        im.height,
+                        _pil_channels(im.mode),
+                        _pil_bit_depth(im.mode),
+                        im.mode == "F",
                     )
     except DatasetError:
         raise
@@ -368,8 +375,17 @@ def read_array(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nd
     try:
         with open_regular(path) as fh:
             if Path(path).suffix.lower() in TIFF_SUFFIXES:
-                return _tiff_array(fh, path, max_pixels)
-            return _pil_array(fh, path, max_pixels)
+                arr = _tiff_array(fh, path, max_pixels)
+            else:
+                arr = _pil_array(fh, path, max_pixels)
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise DatasetError(
+                f"image has {bad:,} non-finite pixel value(s) (NaN or infinity); labelaudit "
+                "cannot measure or train on them: fix the file, or scan with --skip-broken",
+                path=path,
+            )
+        return arr
     except DatasetError:
         raise
     except UnidentifiedImageError:

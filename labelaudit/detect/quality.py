@@ -292,7 +292,9 @@ class ImageQuality(Detector):
                 # Clipped share of the stained pixels: bright classes clip a little,
                 # an over-exposed field clips most of its stain.
                 fg = pd.to_numeric(stats[f"{channel}_foreground"], errors="coerce")
-                x = x / np.maximum(fg.to_numpy(dtype=float), x)
+                denom = np.maximum(fg.to_numpy(dtype=float), x)
+                # 0 / 0 (an all-black channel) stays NaN, without numpy's warning.
+                x = np.divide(x, denom, out=np.full_like(x, np.nan), where=denom > 0)
             if measure == "block_max":
                 # Debris fills a block near full scale: judge the headroom left on
                 # a log scale (0.9 -> 0.99 matters, 0.4 -> 0.5 does not).

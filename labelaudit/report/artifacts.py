@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.data.labels import LabelCodec
-from labelaudit.errors import RunDirError
+from labelaudit.errors import DatasetError, RunDirError
 from labelaudit.rundir import (
     BENCH_JSON,
     CHANGES_CSV,
@@ -136,7 +136,7 @@ class RunArtifacts:
 
 
 #: What a malformed artifact raises while being read (the report then skips it).
-UNREADABLE = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError)
+UNREADABLE = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError, DatasetError)
 
 
 def load_run(run_dir: str | Path) -> RunArtifacts:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 from markupsafe import Markup
 
-from labelaudit.io import json_default
+from labelaudit.io import finite, json_default
 from labelaudit.report import figures as fg
 
 
@@ -22,20 +21,12 @@ def script_json(text_or_obj: Any) -> Markup:
     text = (
         text_or_obj
         if isinstance(text_or_obj, str)
-        else json.dumps(text_or_obj, default=json_default, separators=(",", ":"), allow_nan=False)
+        else json.dumps(
+            finite(text_or_obj), default=json_default, separators=(",", ":"), allow_nan=False
+        )
     )
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float | np.floating):
-        return float(obj) if np.isfinite(obj) else None
-    return obj
 
 
 class Figures:
@@ -51,7 +42,7 @@ class Figures:
         spec.setdefault("layout", {}).pop("template", None)
         item = {
             "id": f"fig-{name}",
-            "json": script_json(json.dumps(_finite(spec), separators=(",", ":"))),
+            "json": script_json(json.dumps(finite(spec), separators=(",", ":"))),
             "role": role,
         }
         self.items.append(item)

