@@ -91,8 +91,10 @@ def open_input(
     path = Path(path)
     if not path.exists():
         raise DatasetError("not found", path=path)
-    if path.is_file():
-        raise DatasetError("expected a dataset or image directory, got a file", path=path)
+    if not path.is_dir():
+        raise DatasetError(
+            "expected a dataset or image directory, got a file (or a FIFO or device)", path=path
+        )
     if layout is not None or (path / "train.csv").is_file() or (path / "labels.csv").is_file():
         return load_dataset(path, layout, max_pixels=max_pixels), True
     dataset = _unlabelled(path, meta)

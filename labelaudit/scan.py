@@ -124,10 +124,10 @@ def _claim_outputs(
     The image cache is an output too; the run directory must be labelaudit's
     (new, empty or marked, see :func:`~labelaudit.rundir.open_output_dir`).
     """
-    from labelaudit.data.cache import default_cache_dir
+    from labelaudit.data.cache import check_cache_dir
 
     inputs = scan_inputs(ds, masks, weights, supplied)
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_root = check_cache_dir(cache_dir)
     ensure_outside(inputs, cache_root, "image cache directory")
     say = functools.partial(console.print, markup=False)
     open_output_dir(run_dir, inputs, force=force, say=say)

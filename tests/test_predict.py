@@ -137,7 +137,9 @@ def test_bad_inputs(tmp_path, model_path):
     with pytest.raises(SettingsError, match="not a labelaudit model"):
         load_checkpoint(tmp_path / "other.pt")
     torch.save({"meta": object()}, tmp_path / "pickle.pt")
-    with pytest.raises(SettingsError, match="cannot be loaded safely"):
+    with pytest.raises(
+        SettingsError, match="not a labelaudit model .not a checkpoint of tensors that loads safely"
+    ):
         load_checkpoint(tmp_path / "pickle.pt")
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -48,7 +48,7 @@ from labelaudit.data import readers
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale, read_array
-from labelaudit.errors import DatasetError, RunDirError
+from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import write_csv, write_json
 from labelaudit.locks import LockHeld, hold_lock
 from labelaudit.userfiles import read_user_csv, read_user_json, remove_entry
@@ -85,6 +85,23 @@ FLUSH_FIELDS = 16
 FLUSH_SECONDS = 2.0
 #: Partial entries of other builds, not touched for this long and not locked, are removed.
 STALE_PARTIAL_SECONDS = 7 * 24 * 3600
+
+
+def check_cache_dir(cache_dir: str | Path | None) -> Path:
+    """The cache directory to use: ``cache_dir``, else :func:`default_cache_dir`.
+
+    Raises
+    ------
+    SettingsError
+        It exists and is not a directory (a file, a FIFO, a device, a link to one).
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    if (root.exists() or root.is_symlink()) and not root.is_dir():
+        raise SettingsError(
+            f"the cache directory {root} is not a directory; give a directory (--cache-dir, "
+            "or LABELAUDIT_CACHE_DIR) that labelaudit may create or fill"
+        )
+    return root
 
 
 def default_cache_dir() -> Path:
@@ -1105,7 +1122,7 @@ def build_cache(
     BrokenImages
         When images cannot be decoded (all of them listed), unless ``skip_broken``.
     """
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = check_cache_dir(cache_dir)
     key = cache_key(dataset, size)
     final = root / key
     if (final / "meta.json").is_file():

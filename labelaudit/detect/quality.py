@@ -107,6 +107,15 @@ EPS = 1e-6  # added before logs; statistics are fractions of full scale
 HEADROOM_EPS = 0.02  # ~5 grey levels of 8 bits: closer to full scale is all "full"
 
 
+def clipped_share(saturated: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """The clipped share of the stained pixels: ``saturated / max(foreground, saturated)``.
+
+    An all-black channel (0 / 0) gives NaN (no evidence), without numpy's warning.
+    """
+    denom = np.maximum(foreground, saturated)
+    return np.divide(saturated, denom, out=np.full_like(saturated, np.nan), where=denom > 0)
+
+
 def robust_z(values: np.ndarray) -> tuple[float, float]:
     """Centre and scale of ``values`` (median, 1.4826 MAD; std where the MAD is 0)."""
     v = values[np.isfinite(values)]
@@ -292,9 +301,7 @@ class ImageQuality(Detector):
                 # Clipped share of the stained pixels: bright classes clip a little,
                 # an over-exposed field clips most of its stain.
                 fg = pd.to_numeric(stats[f"{channel}_foreground"], errors="coerce")
-                denom = np.maximum(fg.to_numpy(dtype=float), x)
-                # 0 / 0 (an all-black channel) stays NaN, without numpy's warning.
-                x = np.divide(x, denom, out=np.full_like(x, np.nan), where=denom > 0)
+                x = clipped_share(x, fg.to_numpy(dtype=float))
             if measure == "block_max":
                 # Debris fills a block near full scale: judge the headroom left on
                 # a log scale (0.9 -> 0.99 matters, 0.4 -> 0.5 does not).
