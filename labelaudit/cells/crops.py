@@ -43,6 +43,7 @@ from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import write_csv, write_json
+from labelaudit.userfiles import read_user_json
 
 CELL_CACHE_VERSION = 2  # 2: OpenCV statistics and resize (data.cache v2)
 # Bump when segment_field's algorithm changes: cached segmentations go stale.
@@ -244,7 +245,7 @@ class CellCache:
     @classmethod
     def open(cls, path: str | Path, reused: bool = True) -> CellCache:
         path = Path(path)
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        meta = read_user_json(path / "meta.json", "the cell cache's meta.json")
         shape = tuple(meta["shape"])
         if shape[0]:
             images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shape)

@@ -406,3 +406,39 @@ def test_segment_workers_are_capped_at_the_cores(make_hpa, tmp_path):
 
     summary = segment_dataset(make_hpa(n=2, size=32), tmp_path / "seg", workers=1000)
     assert summary["workers"] <= available_cores()
+
+
+# ------------------------------------------------------------------ rescans (scan --probs: no training)
+
+
+def _rescan_args(run: Path, tmp_path: Path) -> list:
+    probs = tmp_path / "probs.csv"
+    probs.write_bytes((run / "oof_probs.csv").read_bytes())
+    return ["scan", run.parent / "hpa", "--out", run, "--probs", probs, "--quiet"]
+
+
+def test_rescan_with_a_forged_absolute_entry_deletes_nothing(run, victim, tmp_path, run_cli):
+    args = _rescan_args(run, tmp_path)
+    assert run_cli(*args)[0] == 0  # a genuine rescan works
+    _forge_cleaned(run, [str(victim)])
+    before = snapshot(victim)
+    code, _, err = run_cli(*args)
+    assert "forged" in _one_line(code, err)
+    assert snapshot(victim) == before
+
+
+def test_scan_on_a_full_disk_is_one_line(run, tmp_path, monkeypatch, run_cli):
+    import labelaudit.io as lio
+
+    args = _rescan_args(run, tmp_path)
+    real = lio.os.replace
+
+    def full(src, dst, *a, **k):
+        if str(dst).endswith("issues.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(lio.os, "replace", full)
+    code, _, err = run_cli(*args)
+    err = _one_line(code, err)
+    assert "no space left" in err and "issues.csv" in err
