@@ -370,3 +370,23 @@ def test_generic_layout(tmp_path):
         assert src.paths[0].resolve().is_relative_to(root.resolve())
     assert check_dataset(cleaned).ok
     assert snapshot(root) == before
+
+
+def test_cli_decisions(hpa_run, tmp_path, run_cli):
+    # A bad decisions file: one line naming the file and row, exit 2, nothing written.
+    _, run = hpa_run
+    path = tmp_path / "decisions.csv"
+    path.write_text("id,decision,labels\nfield002,edit,2\nfield003,edit,2|nope\n")
+    code, _, err = run_cli("clean", run, "--decisions", path)
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}, line 3" in " ".join(err.split()) and "unknown label 'nope'" in err
+    assert not (run / "cleaned").exists() and not (run / "changes.csv").exists()
+    # A good one: only its rows change (no --policy), and the output says so.
+    path.write_text("id,decision,labels\nfield002,edit,2|4\n")
+    code, out, err = run_cli("clean", run, "--decisions", path)
+    assert code == 0, err
+    assert "none + decisions" in out and "1 relabelled" in out
+    changes = read_changes(run)
+    assert changes[["id", "new_labels", "made_by"]].values.tolist() == [
+        ["field002", "2|4", "person"]
+    ]
