@@ -510,6 +510,18 @@ def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
     other = Watched(browser, run / "report.html", width=1400)
     other.load()
     assert other.page.locator("#decided").text_content().startswith("reviewed 0 of 60")
+    # A page from before keep/edit stored [id, accept|reject]; its reject kept the given
+    # labels (keep now), and an accept without a suggestion is dropped.
+    other.js(
+        "([a, b]) => localStorage.setItem('labelaudit:decisions:' + JSON.parse("
+        "document.getElementById('report-data').textContent).runKey, "
+        "JSON.stringify([[a, 'reject'], [b, 'accept']]))",
+        [keep_id, edit_id],
+    )
+    other.load()
+    assert other.page.locator("#decided").text_content() == (
+        "reviewed 1 of 60: 1 kept, 0 accepted, 0 edited, 0 rejected"
+    )
     other.page.set_input_files("#import-file", str(path))
     other.page.wait_for_function(
         "document.getElementById('decided').textContent.startsWith('reviewed 4')"

@@ -194,3 +194,23 @@ def test_page_data_carries_stains_and_exclusive_classes(report_run: Path, tmp_pa
     data = blocks(write_report(run, max_thumbnails=0).read_text())["report-data"]
     assert data["exclusive"] == [data["classes"].index("Negative")]
     assert data["stains"] == ["channel 1", "channel 2", "channel 3", "channel 4"]
+
+
+def test_cleaning_section_says_who_made_each_change(report_run: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from labelaudit.clean import clean
+
+    run = copy_run(report_run, tmp_path / "run")
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    same = issues[issues["given_labels"] == issues["suggested_labels"]]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(f"id,decision,labels\n{same['id'].iloc[0]},reject,\n")
+    result = clean(run, policy="relabel-soft", decisions=decisions)
+    by = result.changes["made_by"].value_counts().to_dict()
+    assert by["person"] == 1 and by.get("policy", 0) >= 1
+    page = write_report(run, max_thumbnails=0).read_text()
+    section = page[page.index('<section id="cleaning">') :]
+    section = " ".join(section[: section.index("</section>")].split())
+    assert f"1 by a person's decision, {by['policy']} by the policy" in section
+    assert "by made_by" in section
