@@ -10,7 +10,9 @@
   /* One record per image, most suspicious first (labelaudit/report/table.py, TableRow):
    * id, given and suggested (class indices), detectors (bitmask over DATA.methods),
    * n_flags, consensus, consensus_flag, scores (in the order of DATA.scores), thumb and
-   * detail (indices into DATA.thumbs / DATA.details, -1: none), changes, unreliable. */
+   * detail (indices into DATA.thumbs / DATA.details, -1: none), changes, unreliable,
+   * evidence, duplicate (group id text). DATA.stains: a caption per channel;
+   * DATA.exclusive: the classes that stand alone (labelaudit/data/exclusive.py). */
   const ROWS = DATA.rows;
   const CONFIG = {
     responsive: true,
