@@ -9,10 +9,11 @@ and writes
   image directory. Generic layout: ``cleaned/labels.csv`` (same columns, same image
   paths), a link per top-level entry those paths start with, and ``classes.txt``
   copied. ``labelaudit check`` and ``scan`` accept it as it is.
-* ``RUN/changes.csv``: ``id, action, old_labels, new_labels, reason, detail``, one
-  row per image removed (``action = remove``, empty ``new_labels``) or relabelled
-  (``action = relabel``), labels in the dataset's notation; ``reason`` is a short
-  category, ``detail`` the probabilities, z-scores or decisions-file line behind it.
+* ``RUN/changes.csv``: ``id, action, old_labels, new_labels, reason, detail,
+  made_by``, one row per image removed (``action = remove``, empty ``new_labels``) or
+  relabelled (``action = relabel``), labels in the dataset's notation; ``reason`` is a
+  short category, ``detail`` the probabilities, z-scores or decisions-file line behind
+  it, ``made_by`` ``person`` (a decision) or ``policy``.
 * ``run.json["clean"]``: the policy, its parameters and the counts.
 
 Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what it is):
@@ -47,11 +48,28 @@ Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what
 ``none``
     No change (a cleaned dataset equal to the input; a baseline for ``retrain``).
 
-A decisions file (``id, decision, labels``; exported by the report) overrides the
-policy for every image it names: the ``labels`` column is the label set to apply
-(``accept``: the suggestion, ``reject``: the given labels); without a ``labels``
-column ``accept`` applies ``suggested_labels`` and ``reject`` keeps the given ones.
-An image left without labels is removed.
+A decisions file (``id, decision, labels``; exported by the report) says what a
+person decided about the images it names, and :func:`clean` applies exactly that:
+
+``keep``
+    The given labels are right (``labels``, if present, must be the given ones).
+``accept``
+    Apply the run's suggestion; only where the run suggests a change (``labels``, if
+    present, must be the suggestion).
+``edit``
+    Apply the label set in ``labels`` (a reviewer's own; empty: no label left).
+``reject``
+    Leave the image out of the cleaned dataset (``labels`` empty).
+
+With a decisions file and no policy asked for, nothing else changes (policy
+``none``); with a policy as well (``--policy relabel-soft``), the policy decides the
+images the file does not name. Before anything is written the file is checked
+against the run: unknown ids, an id decided twice, unknown classes, exclusive
+classes combined with others (:mod:`labelaudit.data.exclusive`), an ``accept``
+without a suggestion. ``changes.csv``'s ``made_by`` says per change whether a person
+(``person``: a decision) or the policy (``policy``) made it. An image a person
+decided gets full loss weight under the soft policies. An image left without labels
+is removed.
 
 The input dataset is only read. Every file is written atomically; ``cleaned/`` is
 built beside the old one and swapped in when complete.
@@ -72,6 +90,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.exclusive import exclusive_classes, exclusive_conflict
 from labelaudit.data.labels import LabelCodec
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import write_json
@@ -122,8 +141,12 @@ DEFAULT_MIN_CLASS_AP = SuggestRules.min_class_ap
 
 #: ``reason`` is a short category (a handful of distinct values, for counting);
 #: ``detail`` the specifics (probabilities, z-scores, the decisions file line).
-CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail"]
-DECISIONS = ("accept", "reject")
+#: ``made_by``: ``person`` (a decisions file) or ``policy``.
+CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail", "made_by"]
+#: The decisions a decisions file may hold (module docstring).
+DECISIONS = ("keep", "accept", "edit", "reject")
+#: The policy applied beside a decisions file when none is asked for: nothing else.
+DECISIONS_ONLY_POLICY = "none"
 CLEANED_DIR = "cleaned"
 CHANGES_FILE = "changes.csv"
 #: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
@@ -276,11 +299,14 @@ class _Plan:
     reasons: list[str]
     details: list[str]
     weights: np.ndarray | None = None  # per-label loss weights (N, K) of soft policies
+    decided: np.ndarray | None = None  # (N,) bool: a person's decision set this image
 
 
 def _start(view: _RunView) -> _Plan:
     n = len(view.ids)
-    return _Plan(view.given.copy(), np.ones(n, dtype=bool), [""] * n, [""] * n)
+    return _Plan(
+        view.given.copy(), np.ones(n, dtype=bool), [""] * n, [""] * n, decided=np.zeros(n, bool)
+    )
 
 
 def _consensus(view: _RunView) -> np.ndarray:
@@ -569,7 +595,9 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
     ------
     DatasetError
         Unreadable file, missing columns, unknown or repeated id, a decision other
-        than accept/reject, or unknown labels; the message names the file and line.
+        than keep/accept/edit/reject, unknown labels, exclusive classes combined,
+        labels that contradict the decision, an accept without a suggestion; the
+        message names the file and line.
     """
     path = Path(path)
     text = read_user_text(path, "the decisions file")
@@ -591,8 +619,7 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
         )
     i_id, i_dec = header.index("id"), header.index("decision")
     i_lab = header.index("labels") if "labels" in header else None
-    index = {image_id: i for i, image_id in enumerate(view.ids)}
-    suggested = view.issues["suggested_labels"].astype(str).to_numpy()
+    check = _DecisionCheck(view, path)
     seen: dict[str, int] = {}
     out = []
     for line, fields in rows:
@@ -601,37 +628,98 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
                 f"expected {len(header)} fields, found {len(fields)}", path=path, row=line
             )
         image_id = fields[i_id].strip()
-        decision = fields[i_dec].strip().lower()
-
-        def bad(message: str, line: int = line, image_id: str = image_id) -> DatasetError:
-            return DatasetError(message, path=path, row=line, image=image_id or None)
-
-        if image_id not in index:
-            raise bad("unknown image id (not in the scanned dataset)")
         if image_id in seen:
-            raise bad(f"image decided twice (first on line {seen[image_id]})")
+            raise DatasetError(
+                f"image decided twice (first on line {seen[image_id]})",
+                path=path,
+                row=line,
+                image=image_id or None,
+            )
         seen[image_id] = line
-        if decision not in DECISIONS:
-            raise bad(f"decision must be accept or reject, got {fields[i_dec].strip()!r}")
-        i = index[image_id]
-        if i_lab is not None and len(fields) > i_lab:
-            labels = view.parse(fields[i_lab], where=bad)  # empty: no labels left
-        elif decision == "accept":
-            labels = view.parse(suggested[i], where=bad)
-        else:
-            labels = view.given[i].copy()
-        out.append((line, i, decision, labels))
+        text = fields[i_lab] if i_lab is not None and len(fields) > i_lab else None
+        i, labels = check.row(line, image_id, fields[i_dec].strip(), text)
+        out.append((line, i, fields[i_dec].strip().lower(), labels))
     return out
 
 
+class _DecisionCheck:
+    """Checks one decisions-file row against the run; returns the labels it sets."""
+
+    def __init__(self, view: _RunView, path: Path) -> None:
+        self.view, self.path = view, path
+        self.index = {image_id: i for i, image_id in enumerate(view.ids)}
+        self.exclusive = exclusive_classes(view.info)
+        self.suggested = view.issues["suggested_labels"].astype(str).to_numpy()
+
+    def row(
+        self, line: int, image_id: str, decision: str, text: str | None
+    ) -> tuple[int, np.ndarray]:
+        """(image index, label row to apply) of one decision, or a :class:`DatasetError`."""
+        view = self.view
+
+        def bad(message: str) -> DatasetError:
+            return DatasetError(message, path=self.path, row=line, image=image_id or None)
+
+        if image_id not in self.index:
+            raise bad("unknown image id (not in the scanned dataset)")
+        what = decision.lower()
+        if what not in DECISIONS:
+            raise bad(f"decision must be keep, accept, edit or reject, got {decision!r}")
+        i = self.index[image_id]
+        given = view.given[i]
+        labels = view.parse(text, where=bad) if text is not None else None
+        if what == "keep":
+            if labels is not None and not np.array_equal(labels, given):
+                raise bad(
+                    f"keep means the given labels ({view.fmt(given) or 'none'}) are right, "
+                    f"but the labels column says {view.fmt(labels) or 'none'}; write edit "
+                    "to set other labels"
+                )
+            return i, given.copy()
+        if what == "accept":
+            suggestion = view.parse(self.suggested[i], where=bad)
+            if np.array_equal(suggestion, given):
+                raise bad(
+                    "accept: the run suggests no change for this image; write keep "
+                    "(the given labels are right) or edit"
+                )
+            if labels is not None and not np.array_equal(labels, suggestion):
+                raise bad(
+                    f"accept applies the run's suggestion ({view.fmt(suggestion)}), but the "
+                    f"labels column says {view.fmt(labels) or 'none'}; write edit to set "
+                    "other labels"
+                )
+            return i, suggestion
+        if what == "reject":
+            if labels is not None and labels.any():
+                raise bad(
+                    "reject leaves the image out of the cleaned dataset; its labels column "
+                    "must be empty (to keep the given labels write keep, to set labels edit)"
+                )
+            return i, np.zeros_like(given)
+        if labels is None:  # edit
+            raise bad("edit needs the labels to apply in a labels column")
+        k = exclusive_conflict(labels, self.exclusive)
+        if k is not None:
+            raise bad(f"{view.names[k]} cannot be combined with another class")
+        return i, labels
+
+
 def _apply_decisions(view: _RunView, plan: _Plan, decisions, path: Path | None) -> None:
+    """Set the decided images' labels; a person's labels get full loss weight."""
     name = path.name if path is not None else "decisions"
+    if plan.decided is None:
+        plan.decided = np.zeros(len(view.ids), dtype=bool)
     for line, i, decision, labels in decisions:
         plan.details[i] = f"{name} line {line}"
-        if not labels.any() and view.given[i].any():
+        plan.decided[i] = True
+        if plan.weights is not None:
+            plan.weights[i] = 1.0
+        if decision == "reject" or (not labels.any() and view.given[i].any()):
             plan.kept[i] = False
             plan.labels[i] = view.given[i]
-            plan.reasons[i] = f"decision: {decision} (no labels left)"
+            left = "" if decision == "reject" else " (no labels left)"
+            plan.reasons[i] = f"decision: {decision}{left}"
             continue
         plan.kept[i] = True
         plan.labels[i] = labels
@@ -810,20 +898,32 @@ def _remove_owned(directory: Path, owned: set[str]) -> None:
 # ------------------------------------------------------------------ entry point
 
 
+def resolve_policy(policy: str | None, decisions: str | Path | None) -> str:
+    """The policy to apply: the one asked for; else ``none`` beside a decisions file
+    (only what was decided changes), else :data:`DEFAULT_POLICY`."""
+    if policy is not None:
+        return policy
+    return DECISIONS_ONLY_POLICY if decisions is not None else DEFAULT_POLICY
+
+
 def plan_changes(
     run_dir: str | Path,
     *,
-    policy: str = DEFAULT_POLICY,
+    policy: str | None = None,
     decisions: str | Path | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     min_class_ap: float = DEFAULT_MIN_CLASS_AP,
 ) -> tuple[_RunView, _Plan, int]:
     """Apply a policy (and decisions) to a run without writing anything.
 
+    ``policy=None``: :func:`resolve_policy` (with a decisions file, only its
+    decisions change anything).
+
     Returns
     -------
     (view of the run, plan: new labels / kept / reasons per image, decisions applied)
     """
+    policy = resolve_policy(policy, decisions)
     if policy not in _POLICY_FUNCS:
         raise SettingsError(
             f"unknown cleaning policy {policy!r}; choose one of {', '.join(POLICIES)}"
@@ -844,20 +944,22 @@ def plan_changes(
 def changes_table(view: _RunView, plan: _Plan) -> pd.DataFrame:
     """The ``changes.csv`` rows: every removed or relabelled image, dataset order."""
     records = []
+    decided = plan.decided if plan.decided is not None else np.zeros(len(view.ids), bool)
     for i, image_id in enumerate(view.ids):
         old = view.fmt(view.given[i])
+        by = "person" if decided[i] else "policy"
         if not plan.kept[i]:
-            records.append((image_id, "remove", old, "", plan.reasons[i], plan.details[i]))
+            records.append((image_id, "remove", old, "", plan.reasons[i], plan.details[i], by))
         elif not np.array_equal(plan.labels[i], view.given[i]):
             new = view.fmt(plan.labels[i])
-            records.append((image_id, "relabel", old, new, plan.reasons[i], plan.details[i]))
+            records.append((image_id, "relabel", old, new, plan.reasons[i], plan.details[i], by))
     return pd.DataFrame.from_records(records, columns=CHANGES_COLUMNS)
 
 
 def clean(
     run_dir: str | Path,
     *,
-    policy: str = DEFAULT_POLICY,
+    policy: str | None = None,
     decisions: str | Path | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     min_class_ap: float = DEFAULT_MIN_CLASS_AP,
@@ -870,10 +972,13 @@ def clean(
         A run directory with ``run.json``, ``dataset.csv``, ``issues.csv`` (and
         ``findings.csv`` for the ``relabel`` and ``intensity`` policies).
     policy
-        One of :data:`POLICIES` (module docstring).
+        One of :data:`POLICIES` (module docstring); ``None``: ``none`` beside a
+        decisions file (only the decisions change anything), else
+        :data:`DEFAULT_POLICY`.
     decisions
-        A decisions CSV (``id, decision, labels``, as exported by the report); it
-        overrides the policy for the images it names.
+        A decisions CSV (``id, decision, labels``, as exported by the report); checked
+        against the run before anything is written. It overrides the policy for the
+        images it names.
     confidence
         ``relabel``: the probability a suggested class needs (``1 - confidence``
         for a class to remove).
@@ -909,12 +1014,13 @@ def clean(
 def _clean(
     run_dir: Path,
     *,
-    policy: str,
+    policy: str | None,
     decisions: str | Path | None,
     confidence: float,
     min_class_ap: float,
 ) -> CleanResult:
     start = time.perf_counter()
+    policy = resolve_policy(policy, decisions)
     view, plan, n_decisions = plan_changes(
         run_dir,
         policy=policy,
@@ -979,6 +1085,8 @@ def _clean(
             "n_kept": int(plan.kept.sum()),
             "n_removed": int((changes["action"] == "remove").sum()),
             "n_relabelled": int((changes["action"] == "relabel").sum()),
+            "n_by_person": int((changes["made_by"] == "person").sum()),
+            "n_by_policy": int((changes["made_by"] == "policy").sum()),
             "label_weights": str(weights_file.resolve()) if plan.weights is not None else None,
             "n_rows_written": n_rows,
             "cleaned": str(final.resolve()),
@@ -1049,6 +1157,7 @@ def read_changes(run_dir: str | Path) -> pd.DataFrame:
 
 __all__ = [
     "CHANGES_COLUMNS",
+    "DECISIONS",
     "DEFAULT_CONFIDENCE",
     "DEFAULT_MIN_CLASS_AP",
     "DEFAULT_POLICY",
@@ -1063,5 +1172,6 @@ __all__ = [
     "read_changes",
     "read_decisions",
     "read_label_weights",
+    "resolve_policy",
     "soft_label_weights",
 ]

@@ -440,12 +440,13 @@ def report(
 def clean_cmd(
     run: Annotated[Path, typer.Argument(help="The run directory.")] = DEFAULT_RUN,
     policy: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="relabel-soft (default), soft, drop-labels, relabel, consensus-drop, "
-            "intensity or none (docs/cleaning.md)."
+            "intensity or none (docs/cleaning.md). With --decisions and no --policy, "
+            "only the decisions change anything."
         ),
-    ] = "relabel-soft",
+    ] = None,
     decisions: Annotated[
         Path | None, typer.Option(help="Decisions CSV exported from the report.")
     ] = None,
@@ -456,7 +457,8 @@ def clean_cmd(
     result = clean(run, policy=policy, decisions=decisions)
     actions = result.changes["action"].value_counts().to_dict() if len(result.changes) else {}
     console.print(
-        f"cleaned dataset: {escape(str(result.cleaned_dir))} ({policy}; "
+        f"cleaned dataset: {escape(str(result.cleaned_dir))} ({result.policy}"
+        f"{' + decisions' if decisions is not None else ''}; "
         f"{actions.get('remove', 0)} removed, {actions.get('relabel', 0)} relabelled; "
         f"see {escape(str(result.changes_file))})"
     )

@@ -1049,7 +1049,6 @@ def _apply_cleaning(
     run_dir: Path, opts: RetrainOptions, inputs: RunInputs
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """(cleaned labels, removed mask, config) — re-running ``clean`` when asked."""
-    from labelaudit.clean import DEFAULT_POLICY
     from labelaudit.clean import clean as run_clean
 
     clean_info: dict[str, Any] = {"clean": bool(opts.clean)}
@@ -1060,7 +1059,8 @@ def _apply_cleaning(
         or opts.decisions is not None
         or not (run_dir / "changes.csv").is_file()
     ):
-        run_clean(run_dir, policy=opts.policy or DEFAULT_POLICY, decisions=opts.decisions)
+        # No policy asked for: the default one, or only the decisions beside a file.
+        run_clean(run_dir, policy=opts.policy, decisions=opts.decisions)
     cleaned, removed, _ = _cleaned_labels(run_dir, inputs.ids, inputs.given, inputs.info)
     section = RunDir(run_dir).section("clean") or {}
     clean_info["policy"] = section.get("policy")

@@ -130,36 +130,110 @@ def test_decisions_override(hpa_run, tmp_path):
     decisions = tmp_path / "decisions.csv"
     decisions.write_text(
         "id,decision,labels\n"
-        "field001,reject,1\n"  # the policy relabels it; the reviewer keeps the given label
+        "field001,keep,1\n"  # the policy relabels it; the reviewer keeps the given label
         "field002,accept,2|5\n"  # the policy leaves it; the reviewer accepts the suggestion
-        "field004,reject,4|3\n"  # the policy removes it; the reviewer keeps it
-        "field008,accept,\n"  # no labels left: removed
-        "field009,accept,0|9\n"  # a reviewer's own label set
+        "field004,keep,4|3\n"  # the policy removes it; the reviewer keeps it
+        "field008,reject,\n"  # the reviewer leaves it out
+        "field009,edit,0|9\n"  # a reviewer's own label set
     )
     result = clean(run, policy="relabel", decisions=decisions)
-    got = {r.id: (r.action, r.new_labels, r.reason) for r in result.changes.itertuples()}
+    got = {r.id: (r.action, r.new_labels, r.reason, r.made_by) for r in result.changes.itertuples()}
     assert "field001" not in got and "field004" not in got
-    assert got["field002"] == ("relabel", "2|5", "decision: accept")
-    assert got["field008"][:2] == ("remove", "")
-    assert got["field009"][:2] == ("relabel", "0|9")
-    assert got["field003"][:2] == ("remove", "")  # not named: the policy decides
+    assert got["field002"] == ("relabel", "2|5", "decision: accept", "person")
+    assert got["field008"] == ("remove", "", "decision: reject", "person")
+    assert got["field009"] == ("relabel", "0|9", "decision: edit", "person")
+    # not named: the policy asked for decides, and changes.csv says so
+    assert got["field003"][:2] == ("remove", "") and got["field003"][3] == "policy"
+    assert got["field005"] == ("relabel", "5|6", "confident learning", "policy")
     assert result.n_decisions == 5
     ds = load_dataset(run / "cleaned")
     assert "field004" in ds.ids and "field008" not in ds.ids
-    # Without a labels column: accept applies the suggestion, reject keeps the given.
-    decisions.write_text("id,decision\nfield002,accept\nfield001,reject\n")
+    section = read_json(run / "run.json")["clean"]
+    assert (section["policy"], section["n_by_person"], section["n_by_policy"]) == ("relabel", 3, 2)
+    # Without a labels column: accept applies the suggestion, keep the given labels.
+    decisions.write_text("id,decision\nfield002,accept\nfield001,keep\n")
     got = {r.id: r.new_labels for r in clean(run, decisions=decisions).changes.itertuples()}
-    assert got["field002"] == "2|5" and "field001" not in got
+    assert got == {"field002": "2|5"}
+
+
+def test_decisions_alone_change_only_what_they_name(hpa_run, tmp_path):
+    # Without --policy a decisions file changes its own rows and nothing else, whatever
+    # it decides; with a policy asked for, the policy decides the others.
+    dataset, run = hpa_run
+    given = dict(zip(*pd.read_csv(run / "dataset.csv", dtype=str).T.values, strict=True))
+    suggested = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    suggested = dict(zip(suggested["id"], suggested["suggested_labels"], strict=True))
+    rng = np.random.default_rng(0)
+    path = tmp_path / "decisions.csv"
+    for trial in range(6):
+        named = rng.choice(N, size=int(rng.integers(1, 5)), replace=False)
+        lines, expect = ["id,decision,labels"], {}
+        for i in named:
+            image_id = f"field{i:03d}"
+            options = ["keep", "edit", "reject"] + (
+                ["accept"] if suggested[image_id] != given[image_id] else []
+            )
+            what = options[int(rng.integers(len(options)))]
+            labels = {
+                "keep": given[image_id],
+                "accept": suggested[image_id],
+                "edit": "|".join(sorted({str(t) for t in rng.choice(18, 2, replace=False)})),
+                "reject": "",
+            }[what]
+            lines.append(f"{image_id},{what},{labels}")
+            expect[image_id] = None if what == "reject" else labels
+        path.write_text("\n".join(lines) + "\n")
+        result = clean(run, decisions=path)
+        assert result.policy == "none"
+        ds = load_dataset(run / "cleaned")
+        cleaned = dict(zip(ds.ids, (ds.format_labels(r) for r in ds.labels), strict=True))
+        for image_id, old in given.items():
+            want = expect.get(image_id, old)
+            if want is None:
+                assert image_id not in cleaned, (trial, image_id)
+            else:
+                assert set(cleaned[image_id].split("|")) - {""} == set(want.split("|")) - {""}
+        assert set(result.changes["id"]) <= set(expect), trial
+        assert set(result.changes["made_by"]) <= {"person"}
+        assert not (run / "label_weights.csv").exists()  # no policy, no weights
+    # A policy asked for as well changes unnamed rows, marked as the policy's.
+    path.write_text("id,decision,labels\nfield002,keep,2\n")
+    result = clean(run, decisions=path, policy="relabel-soft")
+    by = dict(zip(result.changes["id"], result.changes["made_by"], strict=True))
+    assert by == {"field001": "policy", "field005": "policy"}
+    weights = pd.read_csv(run / "label_weights.csv").set_index("id")
+    assert (weights.loc["field002"] == 1).all()  # a person's labels get full weight
+
+
+def test_exclusive_classes_are_checked(hpa_run, tmp_path):
+    # The run declares Negative (18) exclusive: an edit combining it is refused.
+    _, run = hpa_run
+    info = read_json(run / "run.json")["dataset"]
+    update_run_json(run, "dataset", {**info, "exclusive_classes": ["Negative"]})
+    path = tmp_path / "decisions.csv"
+    path.write_text("id,decision,labels\nfield001,edit,18\nfield002,edit,2|18\n")
+    with pytest.raises(DatasetError, match="Negative cannot be combined") as err:
+        clean(run, decisions=path)
+    assert err.value.row == 3 and not (run / "cleaned").exists()
+    path.write_text("id,decision,labels\nfield001,edit,18\n")
+    assert clean(run, decisions=path).changes["new_labels"].tolist() == ["18"]
 
 
 @pytest.mark.parametrize(
     "text, line, message",
     [
         ("id,decision,labels\nfield001,accept,2\nnope,accept,1\n", 3, "unknown image id"),
-        ("id,decision,labels\nfield001,accept,99\n", 2, "unknown label '99'"),
-        ("id,decision,labels\nfield001,maybe,1\n", 2, "accept or reject"),
+        ("id,decision,labels\nfield001,edit,99\n", 2, "unknown label '99'"),
+        ("id,decision,labels\nfield001,maybe,1\n", 2, "keep, accept, edit or reject"),
         ("id,decision\nfield001,accept\nfield001,reject\n", 3, "decided twice"),
         ("image,verdict\nfield001,accept\n", 1, "expected columns id,decision"),
+        # accept only where the run suggests a change, and only that change
+        ("id,decision,labels\nfield009,accept,9\n", 2, "suggests no change"),
+        ("id,decision,labels\nfield001,accept,0|9\n", 2, "write edit"),
+        ("id,decision,labels\nfield001,keep,2\n", 2, "given labels \\(1\\) are right"),
+        # an older export's reject carried the given labels: refused, never removed
+        ("id,decision,labels\nfield001,reject,1\n", 2, "labels column must be empty"),
+        ("id,decision\nfield001,edit\n", 2, "edit needs the labels"),
     ],
 )
 def test_bad_decisions(hpa_run, tmp_path, text, line, message):
@@ -168,11 +242,13 @@ def test_bad_decisions(hpa_run, tmp_path, text, line, message):
     path.write_text(text)
     clean(run)  # a previous cleaning is left as it was by a failed one
     before = snapshot(run / "cleaned")
+    changes = (run / "changes.csv").read_bytes()
     with pytest.raises(DatasetError, match=message) as err:
         clean(run, decisions=path)
     assert err.value.path == path and err.value.row == line
     assert f"{path}, line {line}" in str(err.value)
     assert snapshot(run / "cleaned") == before
+    assert (run / "changes.csv").read_bytes() == changes
 
 
 def test_missing_decisions_file(hpa_run, tmp_path):
@@ -184,7 +260,7 @@ def test_missing_decisions_file(hpa_run, tmp_path):
 def test_everything_removed_is_an_error(hpa_run, tmp_path):
     _, run = hpa_run
     path = tmp_path / "decisions.csv"
-    path.write_text("id,decision,labels\n" + "".join(f"field{i:03d},accept,\n" for i in range(N)))
+    path.write_text("id,decision,labels\n" + "".join(f"field{i:03d},reject,\n" for i in range(N)))
     with pytest.raises(SettingsError, match="remove all"):
         clean(run, decisions=path)
 
@@ -294,3 +370,23 @@ def test_generic_layout(tmp_path):
         assert src.paths[0].resolve().is_relative_to(root.resolve())
     assert check_dataset(cleaned).ok
     assert snapshot(root) == before
+
+
+def test_cli_decisions(hpa_run, tmp_path, run_cli):
+    # A bad decisions file: one line naming the file and row, exit 2, nothing written.
+    _, run = hpa_run
+    path = tmp_path / "decisions.csv"
+    path.write_text("id,decision,labels\nfield002,edit,2\nfield003,edit,2|nope\n")
+    code, _, err = run_cli("clean", run, "--decisions", path)
+    assert code == 2 and "Traceback" not in err
+    assert f"{path}, line 3" in " ".join(err.split()) and "unknown label 'nope'" in err
+    assert not (run / "cleaned").exists() and not (run / "changes.csv").exists()
+    # A good one: only its rows change (no --policy), and the output says so.
+    path.write_text("id,decision,labels\nfield002,edit,2|4\n")
+    code, out, err = run_cli("clean", run, "--decisions", path)
+    assert code == 0, err
+    assert "none + decisions" in out and "1 relabelled" in out
+    changes = read_changes(run)
+    assert changes[["id", "new_labels", "made_by"]].values.tolist() == [
+        ["field002", "2|4", "person"]
+    ]

@@ -46,6 +46,36 @@ KNOWN_SCORES: tuple[ScoreColumn, ...] = (
     ScoreColumn("intensity_z", "intensity |z|", "intensity"),
 )
 
+#: What the HPA layouts' stains show (the fields' own stains; other data declares its own).
+HPA_STAINS = {"red": "microtubules", "green": "protein", "blue": "nucleus", "yellow": "ER"}
+#: Layouts whose four channels are the Human Protein Atlas stains.
+HPA_LAYOUTS = ("hpa2021", "hpa2018")
+
+
+def stain_captions(info: dict[str, Any]) -> list[str]:
+    """One caption per channel for the detail view, from what the dataset says.
+
+    The HPA layouts name their stains (``green (protein)``); a run whose dataset
+    section declares ``stains`` (one name per channel) gets those; other RGB images
+    get ``R``, ``G``, ``B``; anything else ``channel 1`` .. ``channel n``.
+    """
+    channels = [str(c) for c in info.get("channels") or []]
+    declared = info.get("stains")
+    if isinstance(declared, list) and len(declared) == len(channels) and declared:
+        return [str(d) for d in declared]
+    if info.get("layout") in HPA_LAYOUTS and all(c in HPA_STAINS for c in channels):
+        return [f"{c} ({HPA_STAINS[c]})" for c in channels]
+    if channels == ["red", "green", "blue"]:
+        return ["R", "G", "B"]
+    if len(channels) == 1:
+        return ["gray"]
+    return [f"channel {i + 1}" for i in range(len(channels))]
+
+
+#: ``issues.csv`` columns that are not scores: the duplicate group is an id, not a number
+#: to compare.
+NOT_SCORES = {"duplicate_group"}
+
 #: ``issues.csv`` columns that are not per-detector scores.
 BASE_ISSUE_COLUMNS = {
     "id",
@@ -182,7 +212,7 @@ def score_columns(issues: pd.DataFrame) -> list[ScoreColumn]:
     cols = [s for s in KNOWN_SCORES if s.key in issues.columns and issues[s.key].notna().any()]
     known = {s.key for s in KNOWN_SCORES}
     for col in issues.columns:
-        if col in BASE_ISSUE_COLUMNS or col in known:
+        if col in BASE_ISSUE_COLUMNS or col in known or col in NOT_SCORES:
             continue
         if pd.api.types.is_numeric_dtype(issues[col]) and issues[col].notna().any():
             cols.append(ScoreColumn(col, col.replace("_", " "), ""))

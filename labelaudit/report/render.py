@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from labelaudit.data.exclusive import exclusive_classes
 from labelaudit.io import write_text
 from labelaudit.report import analysis as an
 from labelaudit.report.artifacts import RunArtifacts, load_run
@@ -80,6 +81,8 @@ def _page_data(state: ReportState, threshold: float) -> dict[str, Any]:
         "tokens": art.class_tokens,
         "sep": art.label_sep,
         "channels": art.channels,
+        "stains": an.stain_captions(art.section("dataset")),
+        "exclusive": exclusive_classes(art.section("dataset")),
         "methods": state.methods,
         "scores": [
             {"key": c.key, "label": c.label, "method": c.method, "worse": c.higher_is_worse}

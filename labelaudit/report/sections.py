@@ -511,7 +511,13 @@ def _bench_section(art: RunArtifacts, figs: Figures) -> tuple[dict[str, Any], li
     return bench, out
 
 
-@register("agreement", "Agreement", bench=None, bench_why="")
+def _number_word(n: int) -> str:
+    """``five`` for 5 (``12`` beyond ten): the count as a sentence writes it."""
+    words = "zero one two three four five six seven eight nine ten".split()
+    return words[n] if 0 <= n < len(words) else str(n)
+
+
+@register("agreement", "Agreement", bench=None, bench_why="", n_detectors="")
 def agreement_section(state: ReportState) -> dict[str, Any]:
     """How the detectors agree (as the comparison recorded it) and scores against the truth."""
     art = state.art
@@ -519,6 +525,7 @@ def agreement_section(state: ReportState) -> dict[str, Any]:
     ran = state.ranked is not None and bool(state.methods)
     out: dict[str, Any] = {"available": ran and bool(_list(agree.get("detectors"))), "figs": []}
     if out["available"]:
+        out["n_detectors"] = _number_word(len(_list(agree.get("detectors"))))
         out["figs"] += _agreement_figures(state, agree)
     elif ran:
         out["why"] = "run.json has no compare.agreement section; re-run `labelaudit scan`."
@@ -603,7 +610,7 @@ def cleaning_section(state: ReportState) -> dict[str, Any]:
         return {"available": False, "why": art.why("changes.csv")}
     c = art.changes
     counts = []
-    for col in ("action", "change", "reason"):
+    for col in ("made_by", "action", "change", "reason"):
         if col in c:
             counts.append((col, [(str(k), int(v)) for k, v in c[col].value_counts().items()]))
     limit = 1000
@@ -612,6 +619,8 @@ def cleaning_section(state: ReportState) -> dict[str, Any]:
         "available": True,
         "n": len(c),
         "policy": section.get("policy"),
+        "decisions": section.get("decisions"),
+        "by_person": int((c["made_by"] == "person").sum()) if "made_by" in c else None,
         "weighted": _weighted_labels(art.run_dir, section.get("label_weights")),
         "counts": counts,
         "columns": [str(x) for x in c.columns],
@@ -805,6 +814,16 @@ def _duplicate_groups(issues: pd.DataFrame) -> list[pd.DataFrame]:
     return sorted(groups, key=lambda g: (not bool(g["_c"].any()), float(g["_g"].iloc[0])))
 
 
+def _class_names(art: RunArtifacts, text: Any, sep: str) -> str:
+    """Class names of a label string of tokens (``26`` -> ``Nucleoplasm``), comma-joined;
+    tokens the run does not know are shown as they are."""
+    if not isinstance(text, str) or not text.strip():
+        return ""
+    index = {t: k for k, t in enumerate(art.class_tokens)}
+    parts = [t.strip() for t in (text.split() if sep == " " else text.split(sep))]
+    return ", ".join(art.class_names[index[t]] if t in index else t for t in parts if t)
+
+
 @register("duplicates", "Duplicates", groups=[], facts=[])
 def duplicates_section(state: ReportState) -> dict[str, Any]:
     """Exact and near-duplicate groups, side by side with their given labels."""
@@ -838,14 +857,15 @@ def duplicates_section(state: ReportState) -> dict[str, Any]:
             items.append(
                 {
                     "id": str(m.id),
-                    "labels": "" if pd.isna(m.given_labels) else str(m.given_labels),
+                    "labels": _class_names(art, m.given_labels, art.label_sep),
                     "of": "" if pd.isna(of) else str(of),
                     "thumb": thumbs[k] if k < len(thumbs) else "",
                 }
             )
             k += 1
         conflict = g["duplicate_conflict"].fillna("").astype(str)
-        out_groups.append({"conflict": next((c for c in conflict if c), ""), "members": items})
+        text = next((c for c in conflict if c), "")
+        out_groups.append({"conflict": _class_names(art, text, ";"), "members": items})
     return {
         "available": True,
         "facts": facts,

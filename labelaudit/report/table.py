@@ -36,6 +36,9 @@ class TableRow:
     changes, unreliable, evidence
         ``issues.csv``'s ``label_changes``, ``unreliable_classes`` and ``evidence``
         (the detectors that put the row at its place in the default order) texts.
+    duplicate
+        The image's duplicate group (``issues.csv``'s ``duplicate_group``, an integer
+        id shown as such) and the image it copies, ``""`` when in none.
     changed, doubtful
         Per label: the trusted suggested changes, ``[class, "+" or "-", confidence
         or None]`` (``issues.csv``'s ``label_changes``), and the classes of flagged
@@ -58,6 +61,7 @@ class TableRow:
     unreliable: str
     image: int
     evidence: str = ""
+    duplicate: str = ""
     changed: list[list[Any]] = field(default_factory=list)
     doubtful: list[int] = field(default_factory=list)
     thumb: int = -1
@@ -116,6 +120,16 @@ def _score_lists(ranked: pd.DataFrame, cols: list[an.ScoreColumn]) -> list[list[
     return [[None if v != v else v for v in row] for row in np.round(scores, 4).tolist()]
 
 
+def _duplicate_texts(ranked: pd.DataFrame) -> list[str]:
+    """``3`` or ``3, copy of <id>`` per row (``duplicate_group`` is read as a float)."""
+    group = pd.to_numeric(_column(ranked, "duplicate_group", None), errors="coerce")
+    of = _texts(_column(ranked, "duplicate_of", ""))
+    return [
+        "" if pd.isna(g) else f"{int(g)}" + (f", copy of {o}" if o else "")
+        for g, o in zip(group, of, strict=True)
+    ]
+
+
 def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
     unreliable = [  # read with na_values=[""]: an all-empty column is float NaN
         "" if pd.isna(v) else str(v) for v in _column(ranked, "unreliable_classes", "")
@@ -134,6 +148,7 @@ def _text_columns(ranked: pd.DataFrame) -> dict[str, list[Any]]:
         "doubtful": _texts(_column(ranked, "doubtful_labels", "")),
         "unreliable": unreliable,
         "evidence": ["" if pd.isna(v) else str(v) for v in _column(ranked, "evidence", "")],
+        "duplicate": _duplicate_texts(ranked),
         "given_text": _column(ranked, "given_labels", "").tolist(),
         "sugg_text": _column(ranked, "suggested_labels", None).tolist(),
     }
@@ -178,6 +193,7 @@ def table_rows(
                 unreliable=text["unreliable"][r],
                 image=i,
                 evidence=text["evidence"][r],
+                duplicate=text["duplicate"][r],
                 changed=parse_changes(art, text["changes"][r]),
                 doubtful=[k for k, _, _ in parse_changes(art, text["doubtful"][r])],
             )

@@ -10,14 +10,15 @@
   /* One record per image, most suspicious first (labelaudit/report/table.py, TableRow):
    * id, given and suggested (class indices), detectors (bitmask over DATA.methods),
    * n_flags, consensus, consensus_flag, scores (in the order of DATA.scores), thumb and
-   * detail (indices into DATA.thumbs / DATA.details, -1: none), changes, unreliable. */
+   * detail (indices into DATA.thumbs / DATA.details, -1: none), changes, unreliable,
+   * evidence, duplicate (group id text). DATA.stains: a caption per channel;
+   * DATA.exclusive: the classes that stand alone (labelaudit/data/exclusive.py). */
   const ROWS = DATA.rows;
   const CONFIG = {
     responsive: true,
     displaylogo: false,
     modeBarButtonsToRemove: ["sendDataToCloud", "lasso2d", "select2d"],
   };
-  const STAINS = { red: "microtubules", green: "protein", blue: "nucleus", yellow: "ER" };
 
   // ------------------------------------------------------------------ helpers
 
@@ -108,17 +109,80 @@
 
   // ---------------------------------------------------------------- decisions
 
-  const STORE_KEY = "labelaudit:decisions:" + DATA.runKey;
+  /* A decision per image id: {d: "keep" | "accept" | "edit" | "reject", labels: [class
+   * indices] (edit only)}. keep: the given labels are right; accept: the suggestion (only
+   * where there is one); edit: the reviewer's own labels; reject: leave the image out.
+   * Kept in localStorage under the run's key and exported as id,decision,labels. */
+  const KINDS = ["keep", "accept", "edit", "reject"];
+  const DONE = { keep: "kept", accept: "accepted", edit: "edited", reject: "rejected" };
+  const STORE_KEY = "labelaudit:decisions:v2:" + DATA.runKey;
+  const OLD_STORE_KEY = "labelaudit:decisions:" + DATA.runKey;  // accept/reject only
+  const EXCLUSIVE = DATA.exclusive || [];
   const decisions = new Map();
+  const ROW_OF = new Map(ROWS.map(function (row, r) { return [row.id, r]; }));
+
+  function hasSuggestion(row) { return !sameSet(row.given, row.suggested); }
+
+  /** The labels a decision applies (sorted class indices; reject: none). */
+  function labelsOf(row, rec) {
+    if (!rec) return row.given;
+    if (rec.d === "accept") return row.suggested;
+    if (rec.d === "edit") return rec.labels;
+    if (rec.d === "reject") return [];
+    return row.given;
+  }
+
+  /** Why a decision cannot be taken for this row ("" when it can). */
+  function refusal(row, rec) {
+    if (KINDS.indexOf(rec.d) < 0) return "unknown decision " + JSON.stringify(rec.d);
+    if (rec.d === "accept" && !hasSuggestion(row)) {
+      return "no suggestion to accept for this image: keep (g), edit (e) or reject (r)";
+    }
+    if (rec.d === "edit") {
+      const x = exclusiveConflict(rec.labels);
+      if (x >= 0) return DATA.classes[x] + " cannot be combined with another class";
+    }
+    return "";
+  }
+
+  /** The exclusive class a label set combines with another (-1: none). */
+  function exclusiveConflict(labels) {
+    if (labels.length < 2) return -1;
+    for (let i = 0; i < labels.length; i++) if (EXCLUSIVE.indexOf(labels[i]) >= 0) return labels[i];
+    return -1;
+  }
+
+  function normalise(rec) {
+    const out = { d: rec.d };
+    if (rec.d === "edit") {
+      out.labels = Array.from(new Set(rec.labels)).filter(function (k) {
+        return Number.isInteger(k) && k >= 0 && k < DATA.classes.length;
+      }).sort(function (a, b) { return a - b; });
+    }
+    return out;
+  }
 
   function loadDecisions() {
     try {
-      const saved = JSON.parse(window.localStorage.getItem(STORE_KEY) || "[]");
+      const saved = JSON.parse(window.localStorage.getItem(STORE_KEY) || "null");
       if (Array.isArray(saved)) {
-        saved.forEach(function (pair) {
-          if (Array.isArray(pair) && (pair[1] === "accept" || pair[1] === "reject")) {
-            decisions.set(String(pair[0]), pair[1]);
-          }
+        saved.forEach(function (item) {
+          if (!Array.isArray(item)) return;
+          const r = ROW_OF.get(String(item[0]));
+          const rec = normalise({ d: item[1], labels: Array.isArray(item[2]) ? item[2] : [] });
+          if (r !== undefined && !refusal(ROWS[r], rec)) decisions.set(ROWS[r].id, rec);
+        });
+        return;
+      }
+      // A page from before edit/keep stored [id, "accept" | "reject"]; its reject kept
+      // the given labels, which is keep now.
+      const old = JSON.parse(window.localStorage.getItem(OLD_STORE_KEY) || "[]");
+      if (Array.isArray(old)) {
+        old.forEach(function (pair) {
+          if (!Array.isArray(pair)) return;
+          const r = ROW_OF.get(String(pair[0]));
+          const rec = { d: pair[1] === "reject" ? "keep" : pair[1] };
+          if (r !== undefined && !refusal(ROWS[r], rec)) decisions.set(ROWS[r].id, rec);
         });
       }
     } catch (e) {
@@ -128,7 +192,11 @@
 
   function saveDecisions() {
     try {
-      window.localStorage.setItem(STORE_KEY, JSON.stringify(Array.from(decisions.entries())));
+      const items = [];
+      decisions.forEach(function (rec, id) {
+        items.push(rec.d === "edit" ? [id, rec.d, rec.labels] : [id, rec.d]);
+      });
+      window.localStorage.setItem(STORE_KEY, JSON.stringify(items));
     } catch (e) {
       storageFailed();
     }
@@ -139,19 +207,58 @@
     if (w) w.hidden = false;
   }
 
-  function decide(r, what) {
-    const id = ROWS[r].id;
-    if (what) decisions.set(id, what); else decisions.delete(id);
+  /** Say something about the review (a refused key, an import) where the reviewer looks. */
+  function say(text) {
+    ["review-msg", "detail-msg"].forEach(function (id) { if ($(id)) $(id).textContent = text; });
+  }
+
+  /** Record ``rec`` for row ``r`` (``null``: undecided); false (and says why) if refused. */
+  function decide(r, rec) {
+    const row = ROWS[r];
+    if (rec) {
+      rec = normalise(rec);
+      const why = refusal(row, rec);
+      if (why) { say(row.id + ": " + why); return false; }
+      decisions.set(row.id, rec);
+    } else {
+      decisions.delete(row.id);
+    }
+    say("");
     saveDecisions();
     refreshRow(r);
     updateDecided();
     if (state.detail === r) fillDecision(r);
+    return true;
+  }
+
+  /** Toggle one decision of the buttons: pressing the decision taken undoes it. */
+  function toggle(r, d) {
+    const rec = decisions.get(ROWS[r].id);
+    return decide(r, rec && rec.d === d && d !== "edit" ? null : { d: d });
+  }
+
+  /** Toggle class ``k`` in the labels of row ``r``'s decision (an edit); exclusive classes
+   * stand alone: switching one on clears the others, switching another on clears it. */
+  function toggleClass(r, k) {
+    const row = ROWS[r];
+    const rec = decisions.get(row.id);
+    const base = rec && rec.d !== "reject" ? labelsOf(row, rec) : row.given;
+    let next;
+    if (base.indexOf(k) >= 0) {
+      next = base.filter(function (x) { return x !== k; });
+    } else if (EXCLUSIVE.indexOf(k) >= 0) {
+      next = [k];
+    } else {
+      next = base.filter(function (x) { return EXCLUSIVE.indexOf(x) < 0; }).concat([k]);
+    }
+    return decide(r, { d: "edit", labels: next });
   }
 
   function updateDecided() {
-    let a = 0, rj = 0;
-    decisions.forEach(function (d) { if (d === "accept") a++; else rj++; });
-    $("decided").textContent = a + " accepted, " + rj + " rejected";
+    const n = { keep: 0, accept: 0, edit: 0, reject: 0 };
+    decisions.forEach(function (rec) { n[rec.d]++; });
+    $("decided").textContent = "reviewed " + decisions.size + " of " + ROWS.length + ": " +
+      KINDS.map(function (d) { return n[d] + " " + DONE[d]; }).join(", ");
   }
 
   function csvField(s) {
@@ -163,10 +270,8 @@
   function decisionsCsv() {
     const lines = ["id,decision,labels"];
     ROWS.forEach(function (row) {
-      const d = decisions.get(row.id);
-      if (!d) return;
-      const labels = tokens(d === "accept" ? row.suggested : row.given);
-      lines.push([row.id, d, labels].map(csvField).join(","));
+      const rec = decisions.get(row.id);
+      if (rec) lines.push([row.id, rec.d, tokens(labelsOf(row, rec))].map(csvField).join(","));
     });
     return lines.join("\n") + "\n";
   }
@@ -179,6 +284,98 @@
     document.body.appendChild(a);
     a.click();
     setTimeout(function () { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  }
+
+  /** Records of a CSV text (RFC 4180: quoted fields, "" inside quotes), with line numbers. */
+  function parseCsv(text) {
+    const out = [];
+    let field = "", rec = [], quoted = false, line = 1, start = 1;
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (quoted) {
+        if (c === '"' && text[i + 1] === '"') { field += '"'; i++; }
+        else if (c === '"') quoted = false;
+        else { if (c === "\n") line++; field += c; }
+      } else if (c === '"') {
+        quoted = true;
+      } else if (c === ",") {
+        rec.push(field); field = "";
+      } else if (c === "\n" || c === "\r") {
+        if (c === "\r" && text[i + 1] === "\n") i++;
+        rec.push(field); out.push({ line: start, fields: rec });
+        field = ""; rec = []; line++; start = line;
+      } else {
+        field += c;
+      }
+    }
+    if (field !== "" || rec.length) { rec.push(field); out.push({ line: start, fields: rec }); }
+    return out.filter(function (x) { return x.fields.some(function (f) { return f.trim() !== ""; }); });
+  }
+
+  /** Class indices of a label string in the dataset's notation (class names too). */
+  function parseLabels(text) {
+    const parts = String(text).split(DATA.sep === " " ? /\s+/ : DATA.sep).map(function (t) { return t.trim(); })
+      .filter(function (t) { return t !== ""; });
+    const out = [];
+    for (let i = 0; i < parts.length; i++) {
+      let k = DATA.tokens.indexOf(parts[i]);
+      if (k < 0) k = DATA.classes.indexOf(parts[i]);
+      if (k < 0) return { error: "unknown label " + JSON.stringify(parts[i]) };
+      if (out.indexOf(k) < 0) out.push(k);
+    }
+    return { labels: out.sort(function (a, b) { return a - b; }) };
+  }
+
+  /** Load a decisions CSV (an export of this run) into the page; every row is checked as
+   * ``labelaudit clean --decisions`` checks it, and the rows that fail are named. */
+  function importDecisions(name, text) {
+    const recs = parseCsv(text.replace(/^\uFEFF/, ""));
+    const header = recs.length ? recs[0].fields.map(function (h) { return h.trim().toLowerCase(); }) : [];
+    const iId = header.indexOf("id"), iDec = header.indexOf("decision"), iLab = header.indexOf("labels");
+    if (iId < 0 || iDec < 0) {
+      say(name + ": not a decisions file (expected columns id,decision,labels)");
+      return 0;
+    }
+    const problems = [];
+    let loaded = 0;
+    recs.slice(1).forEach(function (x) {
+      const id = (x.fields[iId] || "").trim();
+      const r = ROW_OF.get(id);
+      const d = (x.fields[iDec] || "").trim().toLowerCase();
+      const hasLabels = iLab >= 0 && iLab < x.fields.length;
+      if (r === undefined) { problems.push("line " + x.line + ": unknown image id"); return; }
+      const row = ROWS[r];
+      const parsed = hasLabels ? parseLabels(x.fields[iLab]) : { labels: null };
+      if (parsed.error) { problems.push("line " + x.line + ": " + parsed.error); return; }
+      const rec = { d: d, labels: parsed.labels || [] };
+      let why = refusal(row, rec);
+      if (!why && parsed.labels) {
+        const want = d === "accept" ? row.suggested : d === "keep" ? row.given : d === "reject" ? [] : parsed.labels;
+        if (!sameSet(want, parsed.labels)) why = d + " with other labels than it applies";
+      }
+      if (!why && d === "edit" && !parsed.labels) why = "edit without labels";
+      if (why) { problems.push("line " + x.line + ": " + why); return; }
+      decisions.set(row.id, normalise(rec));
+      loaded++;
+    });
+    saveDecisions();
+    updateDecided();
+    applyFilters();
+    if (state.detail >= 0) fillDecision(state.detail);
+    say("loaded " + loaded + " decision" + (loaded === 1 ? "" : "s") + " from " + name +
+      (problems.length ? "; skipped " + problems.length + " (" + problems.slice(0, 3).join("; ") +
+        (problems.length > 3 ? "; ..." : "") + ")" : ""));
+    return loaded;
+  }
+
+  function chooseImport() {
+    const input = $("import-file");
+    const file = input.files && input.files[0];
+    if (!file) return;
+    const reader = new FileReader();
+    reader.onload = function () { importDecisions(file.name, String(reader.result)); input.value = ""; };
+    reader.onerror = function () { say(file.name + ": cannot be read"); input.value = ""; };
+    reader.readAsText(file);
   }
 
   // -------------------------------------------------------------------- table
@@ -271,8 +468,8 @@
     }
     if (f.changed && sameSet(row.given, row.suggested)) return false;
     if (f.decision) {
-      const d = decisions.get(row.id) || "none";
-      if (d !== f.decision) return false;
+      const rec = decisions.get(row.id);
+      if ((rec ? rec.d : "none") !== f.decision) return false;
     }
     return true;
   }
@@ -342,21 +539,19 @@
     tr.appendChild(tdFlags);
     tr.appendChild(el("td", "evidence", row.evidence || ""));
     const tdDec = el("td", "decision");
-    const acc = el("button", "accept", "\u2713");
-    const rej = el("button", "reject", "\u2717");
-    acc.type = rej.type = "button";
-    acc.title = "accept the suggested labels: the given ones with the suggested changes (a)";
-    rej.title = "reject: keep the given labels (r)";
-    acc.setAttribute("aria-label", "accept");
-    rej.setAttribute("aria-label", "reject");
-    acc.addEventListener("click", function (e) {
-      e.stopPropagation(); select(r); decide(r, decisions.get(row.id) === "accept" ? null : "accept");
+    DECISION_BUTTONS.forEach(function (b) {
+      const btn = el("button", b.d, b.text);
+      btn.type = "button";
+      btn.title = b.title;
+      btn.setAttribute("aria-label", b.d);
+      if (b.d === "accept" && !hasSuggestion(row)) {
+        btn.disabled = true;
+        btn.title = "no suggestion to accept";
+      }
+      btn.addEventListener("click", function (e) { e.stopPropagation(); select(r); toggle(r, b.d); });
+      tdDec.appendChild(btn);
     });
-    rej.addEventListener("click", function (e) {
-      e.stopPropagation(); select(r); decide(r, decisions.get(row.id) === "reject" ? null : "reject");
-    });
-    tdDec.appendChild(acc);
-    tdDec.appendChild(rej);
+    tdDec.appendChild(el("span", "edited muted"));
     tr.appendChild(tdDec);
     tr.addEventListener("click", function () { select(r); openDetail(r); });
     styleRow(tr, r);
@@ -399,13 +594,24 @@
     return td;
   }
 
+  /* The list's decision buttons (edit is the class picker of the detail view). */
+  const DECISION_BUTTONS = [
+    { d: "keep", text: "=", title: "keep: the given labels are right (g)" },
+    { d: "accept", text: "\u2713", title: "accept the suggested labels: the given ones with the suggested changes (a)" },
+    { d: "reject", text: "\u2717", title: "reject: leave the image out of the cleaned dataset (r)" },
+  ];
+
   function styleRow(tr, r) {
-    const d = decisions.get(ROWS[r].id);
-    tr.classList.toggle("accepted", d === "accept");
-    tr.classList.toggle("rejected", d === "reject");
+    const row = ROWS[r];
+    const rec = decisions.get(row.id);
+    const d = rec ? rec.d : "";
+    KINDS.forEach(function (k) { tr.classList.toggle(DONE[k], d === k); });
     tr.classList.toggle("selected", state.selected === r);
-    tr.querySelector("button.accept").classList.toggle("on", d === "accept");
-    tr.querySelector("button.reject").classList.toggle("on", d === "reject");
+    DECISION_BUTTONS.forEach(function (b) {
+      tr.querySelector("td.decision button." + b.d).classList.toggle("on", d === b.d);
+    });
+    const edited = tr.querySelector("td.decision .edited");
+    edited.textContent = d === "edit" ? "edited: " + (names(rec.labels).join(", ") || "(none)") : "";
   }
 
   function rowElement(r) {
@@ -453,12 +659,70 @@
   // ------------------------------------------------------------------- detail
 
   let tileToken = 0;
+  /** The least height of a given or suggested class's bar (probability units). */
+  const MIN_BAR = 0.02;
 
   function fillDecision(r) {
-    const d = decisions.get(ROWS[r].id);
-    $("detail-decision").textContent = d ? (d === "accept" ? "accepted" : "rejected") : "undecided";
-    $("detail-accept").classList.toggle("on", d === "accept");
-    $("detail-reject").classList.toggle("on", d === "reject");
+    const row = ROWS[r];
+    const rec = decisions.get(row.id);
+    const d = rec ? rec.d : "";
+    $("detail-decision").textContent = rec
+      ? DONE[d] + (d === "reject" ? ": left out of the cleaned dataset" : ": " + (names(labelsOf(row, rec)).join(", ") || "(no label)"))
+      : "undecided";
+    KINDS.forEach(function (k) { $("detail-" + k).classList.toggle("on", d === k); });
+    $("detail-accept").disabled = !hasSuggestion(row);
+    $("detail-accept").title = hasSuggestion(row) ? "apply the suggested labels (a)" : "no suggestion to accept";
+    fillPicker(r);
+  }
+
+  /* The class picker: a row per class with the given, suggested and decided labels side by
+   * side; the decided column's buttons toggle a class (mouse, Space/Enter, arrow keys move). */
+  function buildPicker() {
+    const body = $("picker-body");
+    DATA.classes.forEach(function (name, k) {
+      const tr = document.createElement("tr");
+      tr.appendChild(el("td", "cls", name));
+      tr.appendChild(el("td", "given"));
+      tr.appendChild(el("td", "sugg"));
+      const td = el("td", "mine");
+      const btn = el("button", "pick");
+      btn.type = "button";
+      btn.dataset.k = String(k);
+      btn.setAttribute("aria-label", name);
+      btn.addEventListener("click", function () {
+        if (state.detail >= 0) toggleClass(state.detail, k);
+      });
+      btn.addEventListener("keydown", function (e) {
+        const step = e.key === "ArrowDown" ? 1 : e.key === "ArrowUp" ? -1 : 0;
+        if (!step) return;
+        const all = body.querySelectorAll("button.pick");
+        all[Math.min(all.length - 1, Math.max(0, k + step))].focus();
+        e.preventDefault();
+        e.stopPropagation();
+      });
+      td.appendChild(btn);
+      tr.appendChild(td);
+      if (EXCLUSIVE.indexOf(k) >= 0) tr.title = name + " stands alone: it cannot be combined with another class";
+      body.appendChild(tr);
+    });
+  }
+
+  function fillPicker(r) {
+    const row = ROWS[r];
+    const rec = decisions.get(row.id);
+    const mine = labelsOf(row, rec);
+    $("picker-body").querySelectorAll("tr").forEach(function (tr, k) {
+      const g = row.given.indexOf(k) >= 0, s = row.suggested.indexOf(k) >= 0, m = mine.indexOf(k) >= 0;
+      tr.children[1].textContent = g ? "\u2713" : "";
+      tr.children[2].textContent = s ? (g ? "\u2713" : "+") : (g ? "\u2212" : "");
+      tr.children[2].className = "sugg" + (s && !g ? " add" : !s && g ? " del" : "");
+      const btn = tr.querySelector("button.pick");
+      btn.textContent = m ? "\u2713" : "";
+      btn.setAttribute("aria-pressed", m ? "true" : "false");
+      tr.classList.toggle("on", m);
+      tr.classList.toggle("differs", m !== g);
+    });
+    $("picker-head-mine").textContent = rec ? DONE[rec.d] : "decided";
   }
 
   function fact(dl, term, value) {
@@ -488,6 +752,7 @@
     fact(dl, "evidence", row.evidence || "none beyond the bulk of the scores");
     DATA.scores.forEach(function (s, i) { fact(dl, s.label, fmt(row.scores[i])); });
     fact(dl, "consensus", fmt(row.consensus) + (row.consensus_flag ? " (consensus flag)" : ""));
+    if (row.duplicate) fact(dl, "duplicate group", row.duplicate);
     fillDecision(r);
     drawImages(row);
     drawProbs(r);
@@ -550,7 +815,7 @@
         cctx.putImageData(out, 0, 0);
         const fig = el("figure");
         fig.appendChild(cv);
-        fig.appendChild(el("figcaption", "", name + (STAINS[name] ? " (" + STAINS[name] + ")" : "")));
+        fig.appendChild(el("figcaption", "", (DATA.stains || [])[c] || "channel " + (c + 1)));
         chans.appendChild(fig);
       });
       comp.width = w;
@@ -581,8 +846,11 @@
     const x = DATA.classes.map(esc);
     const given = DATA.classes.map(function (_, k) { return row.given.indexOf(k) >= 0; });
     const sugg = DATA.classes.map(function (_, k) { return row.suggested.indexOf(k) >= 0; });
+    // A given or suggested class near p = 0 still shows a sliver of a bar (its colour
+    // and outline say it is given / to change); the hover text has the true value.
+    const shown = p.map(function (v, k) { return given[k] || sugg[k] ? Math.max(v, MIN_BAR) : v; });
     const traces = [{
-      type: "bar", x: x, y: p, name: "probability",
+      type: "bar", x: x, y: shown, name: "probability",
       marker: {
         color: given.map(function (g) { return g ? "#1f6feb" : "#b8c4d6"; }),
         line: {
@@ -593,9 +861,9 @@
         },
       },
       customdata: given.map(function (g, k) {
-        return (g ? "given" : "not given") + (g !== sugg[k] ? (sugg[k] ? ", suggested: add" : ", suggested: remove") : "");
+        return [p[k].toFixed(3), (g ? "given" : "not given") + (g !== sugg[k] ? (sugg[k] ? ", suggested: add" : ", suggested: remove") : "")];
       }),
-      hovertemplate: "%{x}<br>p = %{y:.3f}<br>%{customdata}<extra></extra>",
+      hovertemplate: "%{x}<br>p = %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
     }];
     const layout = {
       template: TEMPLATE, height: 360, margin: { l: 40, r: 10, t: 36, b: 10 },
@@ -622,12 +890,19 @@
     if (e.key === "Enter" && t && (t.tagName === "BUTTON" || t.tagName === "A" || t.tagName === "TH")) {
       return;  // let the focused control act
     }
+    const sel = state.selected;
     switch (e.key) {
       case "j": move(1); break;
       case "k": move(-1); break;
-      case "a": if (state.selected >= 0) { decide(state.selected, "accept"); move(1); } break;
-      case "r": if (state.selected >= 0) { decide(state.selected, "reject"); move(1); } break;
-      case "u": if (state.selected >= 0) decide(state.selected, null); break;
+      case "a": case "g": case "r":
+        if (sel >= 0 && decide(sel, { d: { a: "accept", g: "keep", r: "reject" }[e.key] })) move(1);
+        break;
+      case "e":
+        if (sel < 0) break;
+        if (!open) openDetail(sel);
+        $("picker-body").querySelector("button.pick").focus();
+        break;
+      case "u": if (sel >= 0) decide(sel, null); break;
       case "Enter": case "o": if (state.selected >= 0 && !open) openDetail(state.selected); else return; break;
       case "Escape": if (open) closeDetail(); else return; break;
       case "/": $("f-id").focus(); break;
@@ -669,11 +944,19 @@
       if (state.page < pageCount() - 1) { state.page++; renderPage(); }
     });
     $("export").addEventListener("click", exportDecisions);
+    $("import").addEventListener("click", function () { $("import-file").click(); });
+    $("import-file").addEventListener("change", chooseImport);
+    buildPicker();
     $("detail-close").addEventListener("click", closeDetail);
     $("detail-prev").addEventListener("click", function () { move(-1); });
     $("detail-next").addEventListener("click", function () { move(1); });
-    $("detail-accept").addEventListener("click", function () { if (state.detail >= 0) decide(state.detail, "accept"); });
-    $("detail-reject").addEventListener("click", function () { if (state.detail >= 0) decide(state.detail, "reject"); });
+    ["keep", "accept", "reject"].forEach(function (d) {
+      $("detail-" + d).addEventListener("click", function () { if (state.detail >= 0) toggle(state.detail, d); });
+    });
+    $("detail-edit").addEventListener("click", function () {
+      $("picker-body").querySelector("button.pick").focus();
+    });
+    $("detail-undo").addEventListener("click", function () { if (state.detail >= 0) decide(state.detail, null); });
     $("detail").addEventListener("click", function (e) { if (e.target === $("detail")) closeDetail(); });
     document.addEventListener("keydown", onKey);
     updateDecided();
@@ -682,5 +965,7 @@
 
   initTable();
   drawPlots();
-  window.labelaudit = { decisionsCsv: decisionsCsv, openDetail: openDetail, state: state };
+  window.labelaudit = {
+    decisionsCsv: decisionsCsv, importDecisions: importDecisions, openDetail: openDetail, state: state,
+  };
 })();

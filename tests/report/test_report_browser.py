@@ -18,6 +18,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labelaudit.report import write_report
@@ -65,9 +66,9 @@ def browser():
 class Watched:
     """A page whose network requests, JavaScript errors and dialogs are recorded."""
 
-    def __init__(self, browser, path: Path) -> None:
+    def __init__(self, browser, path: Path, width: int = 1280) -> None:
         self.context = browser.new_context(
-            viewport={"width": 1280, "height": 900}, accept_downloads=True
+            viewport={"width": width, "height": 900}, accept_downloads=True
         )
         self.page = self.context.new_page()
         self.errors: list[str] = []
@@ -247,17 +248,16 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     assert page.locator("#detail-composite").is_visible()
     bars = w.js("document.querySelectorAll('#detail-probs .point').length")
     assert bars == 19
-    shoot(page, "detail")
 
-    # Keyboard review: j moves, a accepts, r rejects, Esc closes.
-    page.keyboard.press("a")  # accepts the first row and moves to the second
+    # Keyboard review: g keeps, r rejects (each moves on), Esc closes.
+    page.keyboard.press("g")  # keeps the first row's labels and moves to the second
     second = page.locator("#detail-title").text_content()
     assert second != first
     page.keyboard.press("r")
     page.keyboard.press("Escape")
     assert not page.locator("#detail").is_visible()
-    assert page.locator("#decided").text_content() == "1 accepted, 1 rejected"
-    shoot(page, "issues", "#issues", max_height=1100)
+    reviewed = "reviewed 2 of 60: 1 kept, 0 accepted, 0 edited, 1 rejected"
+    assert page.locator("#decided").text_content() == reviewed
 
     # Export: id, decision, labels (the labels to apply, dataset notation).
     with page.expect_download() as info:
@@ -265,21 +265,20 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     path = tmp_path / "decisions.csv"
     info.value.save_as(path)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert [r["decision"] for r in rows] == ["accept", "reject"]
+    assert [r["decision"] for r in rows] == ["keep", "reject"]
     data = w.js("JSON.parse(document.getElementById('report-data').textContent)")
     by_id = {r["id"]: r for r in data["rows"]}
     for row in data["rows"]:  # accept applies the given labels plus the trusted changes
         want = set(row["given"]) | {k for k, sign, _ in row["changed"] if sign == "+"}
         assert set(row["suggested"]) == want - {k for k, sign, _ in row["changed"] if sign == "-"}
-    for r in rows:
-        row = by_id[r["id"]]
-        expect = row["suggested"] if r["decision"] == "accept" else row["given"]
+    for r in rows:  # keep: the given labels; reject: none (the image is left out)
+        expect = by_id[r["id"]]["given"] if r["decision"] == "keep" else []
         assert r["labels"] == "|".join(data["tokens"][k] for k in expect)
 
     # Decisions survive a reload (localStorage, keyed by run).
     w.load()
-    assert page.locator("#decided").text_content() == "1 accepted, 1 rejected"
-    page.select_option("#f-decision", value="accept")
+    assert page.locator("#decided").text_content() == reviewed
+    page.select_option("#f-decision", value="keep")
     assert visible_rows(w) == [first]
     w.check_clean()
     w.context.close()
@@ -360,3 +359,196 @@ def test_hostile_names_stay_text(browser, hostile_run: Path) -> None:
     assert w.js("document.querySelectorAll('img[src=\"x\"]').length") == 0
     w.check_clean()
     w.context.close()
+
+
+def _page_rows(w: Watched) -> tuple[dict, list[dict]]:
+    data = w.js("JSON.parse(document.getElementById('report-data').textContent)")
+    return data, data["rows"]
+
+
+def _open(w: Watched, image_id: str) -> None:
+    if w.page.locator("#detail").is_visible():
+        w.page.keyboard.press("Escape")
+    w.page.fill("#f-id", image_id)
+    w.page.locator("#issue-body tr").first.click()
+    w.page.wait_for_function("document.querySelector('#detail-probs svg.main-svg') !== null")
+    assert w.page.locator("#detail-title").text_content() == image_id
+
+
+def _picked(w: Watched) -> list[int]:
+    return w.js(
+        "[...document.querySelectorAll('#picker-body button.pick')]"
+        ".flatMap((b, k) => b.getAttribute('aria-pressed') === 'true' ? [k] : [])"
+    )
+
+
+@pytest.mark.slow
+def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
+    """Edit one row, accept one, keep one, reject one; export; import the export into a
+    fresh browser; ``clean --decisions``: the cleaned labels are exactly the decisions."""
+    from labelaudit.clean import clean
+    from labelaudit.data.layouts import load_dataset
+    from labelaudit.io import read_json, write_json
+
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report.html", "*.lock"))
+    info = read_json(run / "run.json")
+    info["dataset"]["exclusive_classes"] = ["Negative"]  # the run says Negative stands alone
+    write_json(run / "run.json", info)
+    issues = list(csv.DictReader(io.StringIO((run / "issues.csv").read_text())))
+    changed = [r["id"] for r in issues if r["given_labels"] != r["suggested_labels"]]
+    same = [r["id"] for r in issues if r["given_labels"] == r["suggested_labels"]]
+    accept_id, (edit_id, keep_id, reject_id) = changed[0], same[:3]
+    # A given label the model puts at p = 0: its bar must still show.
+    oof = list(csv.reader(io.StringIO((run / "oof_probs.csv").read_text())))
+    given_of = {r["id"]: r["given_labels"].split("|") for r in issues}
+    names = oof[0][1:]
+    zero = int(given_of[edit_id][0])
+    for line in oof[1:]:
+        if line[0] == edit_id:
+            line[1 + zero] = "0.0"
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(oof)
+    (run / "oof_probs.csv").write_text(buf.getvalue())
+
+    w = Watched(browser, write_report(run), width=1400)
+    page = w.page
+    w.load()
+    data, rows = _page_rows(w)
+    by_id = {r["id"]: r for r in rows}
+    assert data["exclusive"] == [names.index("Negative")]
+
+    # At 1400 px the review list fits: the evidence and decision columns are not cut off.
+    fit = w.js(
+        """() => {
+        const wrap = document.querySelector('#issues .table-wrap').getBoundingClientRect();
+        const cells = [...document.querySelectorAll(
+            '#issue-body td.evidence, #issue-body td.decision')];
+        return [document.querySelector('#issue-table').scrollWidth
+                <= document.querySelector('#issues .table-wrap').clientWidth,
+                cells.length > 0
+                && cells.every(td => td.getBoundingClientRect().right <= wrap.right)];
+    }"""
+    )
+    assert fit == [True, True]
+
+    # The edited row: given / suggested / decided side by side, stains named by the
+    # dataset (HPA), a visible bar for the given label at p = 0.
+    _open(w, edit_id)
+    given = by_id[edit_id]["given"]
+    ticks = w.js(
+        "[...document.querySelectorAll('#picker-body tr')].map(tr => "
+        "[tr.children[1].textContent, tr.children[2].textContent])"
+    )
+    assert [k for k, (g, _) in enumerate(ticks) if g] == given
+    assert _picked(w) == given  # undecided: the given labels
+    captions = w.js(
+        "[...document.querySelectorAll('#detail-channels figcaption')].map(f => f.textContent)"
+    )
+    assert captions == ["red (microtubules)", "green (protein)", "blue (nucleus)", "yellow (ER)"]
+    bar = w.js(
+        "(k) => { const t = document.getElementById('detail-probs').data[0]; "
+        "return [t.y[k], t.customdata[k][0]]; }",
+        zero,
+    )
+    assert bar[1] == "0.000" and bar[0] >= 0.02
+    # No suggestion here: "a" changes nothing and says so.
+    page.keyboard.press("a")
+    assert "no suggestion to accept" in page.locator("#detail-msg").text_content()
+    assert page.locator("#decided").text_content().startswith("reviewed 0 of 60")
+    # The picker by keyboard: e focuses it, arrows move, Space toggles. Negative is
+    # exclusive: switching it on clears the rest, switching another class on clears it.
+    negative = names.index("Negative")
+    page.keyboard.press("e")
+    for _ in range(negative):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Space")
+    assert _picked(w) == [negative]
+    extra = next(k for k in range(len(names)) if k not in given and k != negative)
+    page.locator(f"#picker-body button.pick[data-k='{extra}']").click()
+    assert _picked(w) == [extra]
+    page.locator(f"#picker-body button.pick[data-k='{given[0]}']").click()
+    edited = sorted({extra, given[0]})
+    assert _picked(w) == edited
+    assert page.locator("#detail-decision").text_content().startswith("edited: ")
+    shoot(page, "detail")
+    page.keyboard.press("Escape")
+
+    _open(w, accept_id)
+    page.keyboard.press("a")
+    _open(w, keep_id)
+    page.keyboard.press("g")
+    _open(w, reject_id)
+    page.keyboard.press("r")
+    page.keyboard.press("Escape")
+    page.fill("#f-id", "")
+    reviewed = "reviewed 4 of 60: 1 kept, 1 accepted, 1 edited, 1 rejected"
+    assert page.locator("#decided").text_content() == reviewed
+    shoot(page, "issues", "#issues", max_height=1100)
+
+    with page.expect_download() as info:
+        page.locator("#export").click()
+    path = tmp_path / "decisions.csv"
+    info.value.save_as(path)
+    exported = path.read_text()
+    tok = data["tokens"]
+    want = {
+        edit_id: ("edit", edited),
+        accept_id: ("accept", by_id[accept_id]["suggested"]),
+        keep_id: ("keep", by_id[keep_id]["given"]),
+        reject_id: ("reject", []),
+    }
+    got = {r["id"]: (r["decision"], r["labels"]) for r in csv.DictReader(io.StringIO(exported))}
+    assert got == {i: (d, "|".join(tok[k] for k in labs)) for i, (d, labs) in want.items()}
+
+    # Reload: the decisions are still there. Another browser (no stored decisions)
+    # imports the export and has the same review.
+    w.load()
+    assert page.locator("#decided").text_content() == reviewed
+    w.check_clean()
+    w.context.close()
+    other = Watched(browser, run / "report.html", width=1400)
+    other.load()
+    assert other.page.locator("#decided").text_content().startswith("reviewed 0 of 60")
+    # A page from before keep/edit stored [id, accept|reject]; its reject kept the given
+    # labels (keep now), and an accept without a suggestion is dropped.
+    other.js(
+        "([a, b]) => localStorage.setItem('labelaudit:decisions:' + JSON.parse("
+        "document.getElementById('report-data').textContent).runKey, "
+        "JSON.stringify([[a, 'reject'], [b, 'accept']]))",
+        [keep_id, edit_id],
+    )
+    other.load()
+    assert other.page.locator("#decided").text_content() == (
+        "reviewed 1 of 60: 1 kept, 0 accepted, 0 edited, 0 rejected"
+    )
+    other.page.set_input_files("#import-file", str(path))
+    other.page.wait_for_function(
+        "document.getElementById('decided').textContent.startsWith('reviewed 4')"
+    )
+    assert other.page.locator("#decided").text_content() == reviewed
+    assert "loaded 4 decisions" in other.page.locator("#review-msg").text_content()
+    assert other.js("window.labelaudit.decisionsCsv()") == exported
+    # A file that does not fit the run: its bad rows are named and skipped.
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"id,decision,labels\nnope,keep,\n{keep_id},accept,\n")
+    other.page.set_input_files("#import-file", str(bad))
+    other.page.wait_for_function(
+        "document.getElementById('review-msg').textContent.includes('bad.csv')"
+    )
+    msg = other.page.locator("#review-msg").text_content()
+    assert "loaded 0 decisions" in msg and "line 2: unknown image id" in msg
+    assert "line 3: no suggestion to accept" in msg
+    assert other.page.locator("#decided").text_content() == reviewed
+    other.check_clean()
+    other.context.close()
+
+    # clean --decisions: exactly the decided labels, nothing else.
+    result = clean(run, decisions=path)
+    assert set(result.changes["made_by"]) == {"person"}
+    ds = load_dataset(run / "cleaned")
+    cleaned = {i: np.flatnonzero(row).tolist() for i, row in zip(ds.ids, ds.labels, strict=True)}
+    expect = {r["id"]: r["given"] for r in rows}
+    expect.update({i: labs for i, (d, labs) in want.items()})
+    del expect[reject_id]
+    assert cleaned == expect

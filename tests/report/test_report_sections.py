@@ -113,3 +113,104 @@ def test_lenient_mode_renders_every_section_failing(report_run: Path, tmp_path, 
     text = write_report(run, max_thumbnails=0, lenient=True).read_text()
     assert text.count("could not be built (KeyError: &#39;broken on purpose&#39;)") == len(SECTIONS)
     assert "</html>" in text
+
+
+def test_duplicate_groups_are_ids_and_show_class_names(report_run: Path, tmp_path: Path) -> None:
+    # issue 26: a duplicate group is an id ("3", never a "3.000" score column) and the
+    # Duplicates section names classes as the table does, not by their tokens.
+    import pandas as pd
+
+    from labelaudit.data.classes import HPA2021_CLASSES
+
+    run = copy_run(report_run, tmp_path / "run")
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    members = issues.index[:3]
+    issues["duplicate_group"] = ""
+    issues["duplicate_of"] = ""
+    issues["duplicate_conflict"] = ""
+    issues.loc[members, "duplicate_group"] = "3"
+    issues.loc[members[1:], "duplicate_of"] = issues.loc[members[0], "id"]
+    issues.loc[members, "duplicate_given"] = issues.loc[members, "given_labels"]
+    issues.loc[members, "duplicate_conflict"] = "0;16"
+    issues.loc[members[0], "given_labels"] = "0|16"
+    issues.drop(columns="duplicate_given").to_csv(run / "issues.csv", index=False)
+    page = write_report(run, max_thumbnails=0).read_text()
+    data = blocks(page)["report-data"]
+    assert all("duplicate" not in s["key"] for s in data["scores"])
+    first, second = data["rows"][0], data["rows"][1]
+    assert first["id"] == issues.loc[members[0], "id"] and first["duplicate"] == "3"
+    assert second["duplicate"] == f"3, copy of {first['id']}"
+    section = page[page.index('<section id="duplicates">') :]
+    names = f"{HPA2021_CLASSES[0]}, {HPA2021_CLASSES[16]}"
+    assert f"labels disagree on {names}" in section
+    assert f"given {names}" in section
+    assert "given 0|16" not in section and "disagree on 0;16" not in section
+
+
+def test_agreement_text_counts_the_detectors(page: str, report_run: Path) -> None:
+    n = len(read_json(report_run / "run.json")["compare"]["agreement"]["detectors"])
+    word = "zero one two three four five six seven eight nine ten".split()[n]
+    assert f"Do the {word} detectors find the same images?" in page
+    assert "three ways" not in page
+
+
+def test_stain_captions_come_from_the_dataset() -> None:
+    from labelaudit.report.analysis import stain_captions
+
+    hpa = ["red", "green", "blue", "yellow"]
+    assert stain_captions({"layout": "hpa2021", "channels": hpa}) == [
+        "red (microtubules)",
+        "green (protein)",
+        "blue (nucleus)",
+        "yellow (ER)",
+    ]
+    assert stain_captions({"layout": "generic", "channels": ["red", "green", "blue"]}) == [
+        "R",
+        "G",
+        "B",
+    ]
+    # a generic 4-channel set is not assumed to be HPA stains
+    assert stain_captions({"layout": "generic", "channels": hpa}) == [
+        f"channel {i}" for i in (1, 2, 3, 4)
+    ]
+    assert stain_captions({"layout": "generic", "channels": ["gray"]}) == ["gray"]
+    declared = {
+        "layout": "generic",
+        "channels": ["red", "green", "blue"],
+        "stains": ["a", "b", "c"],
+    }
+    assert stain_captions(declared) == ["a", "b", "c"]
+
+
+def test_page_data_carries_stains_and_exclusive_classes(report_run: Path, tmp_path: Path) -> None:
+    run = copy_run(report_run, tmp_path / "run")
+    data = blocks(write_report(run, max_thumbnails=0).read_text())["report-data"]
+    assert data["exclusive"] == []  # the run declares none
+    assert data["stains"][1] == "green (protein)"
+    info = read_json(run / "run.json")
+    info["dataset"]["exclusive_classes"] = ["Negative", "no such class"]
+    info["dataset"]["layout"] = "generic"
+    write_json(run / "run.json", info)
+    data = blocks(write_report(run, max_thumbnails=0).read_text())["report-data"]
+    assert data["exclusive"] == [data["classes"].index("Negative")]
+    assert data["stains"] == ["channel 1", "channel 2", "channel 3", "channel 4"]
+
+
+def test_cleaning_section_says_who_made_each_change(report_run: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from labelaudit.clean import clean
+
+    run = copy_run(report_run, tmp_path / "run")
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    same = issues[issues["given_labels"] == issues["suggested_labels"]]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(f"id,decision,labels\n{same['id'].iloc[0]},reject,\n")
+    result = clean(run, policy="relabel-soft", decisions=decisions)
+    by = result.changes["made_by"].value_counts().to_dict()
+    assert by["person"] == 1 and by.get("policy", 0) >= 1
+    page = write_report(run, max_thumbnails=0).read_text()
+    section = page[page.index('<section id="cleaning">') :]
+    section = " ".join(section[: section.index("</section>")].split())
+    assert f"1 by a person's decision, {by['policy']} by the policy" in section
+    assert "by made_by" in section
