@@ -408,7 +408,7 @@ def test_segment_workers_are_capped_at_the_cores(make_hpa, tmp_path):
     assert summary["workers"] <= available_cores()
 
 
-# ------------------------------------------------------------------ rescans (scan --probs: no training)
+# ------------------------------------------- rescans (scan --probs: no training)
 
 
 def _rescan_args(run: Path, tmp_path: Path) -> list:
