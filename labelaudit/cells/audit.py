@@ -39,6 +39,7 @@ from labelaudit.data.labels import split_labels
 from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.rundir import CELLS_CSV, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
+from labelaudit.userfiles import is_plain_entry, remove_entry
 
 CELLS_DIR = "cells"
 #: Columns the cell stage adds to ``issues.csv``.
@@ -306,14 +307,15 @@ def _remove_recorded_overlays(run_dir: Path) -> None:
     folder then).
     """
     section = _recorded_cells(run_dir) or {}
-    out_dir = (run_dir / CELLS_DIR / "overlays").resolve()
+    overlays = run_dir / CELLS_DIR / "overlays"
     for entry in section.get("overlays") or []:
         name = entry.get("file") if isinstance(entry, dict) else None
-        if not isinstance(name, str):
+        if not isinstance(name, str) or not name.lower().endswith((".jpg", ".png")):
             continue
-        path = run_dir / name
-        if path.resolve().parent == out_dir and not path.is_symlink():
-            path.unlink(missing_ok=True)
+        folder, _, leaf = name.rpartition("/")
+        # run.json is read back (untrusted): only a plain picture name of overlays/ goes.
+        if folder == f"{CELLS_DIR}/overlays" and is_plain_entry(leaf):
+            remove_entry(overlays, leaf)
     with contextlib.suppress(OSError):  # only when empty
         (run_dir / CELLS_DIR / "overlays").rmdir()
 
