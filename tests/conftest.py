@@ -11,6 +11,19 @@ import pytest
 from la_testutils import CHANNELS, write_image
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_session(tmp_path_factory):
+    """The same for fixtures wider than a test (a module's scanned run): they are made
+    before any test's monkeypatch, and must not use the user's cache nor marker key."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LABELAUDIT_OFFLINE", "1")
+    patch.setenv("HF_HUB_OFFLINE", "1")
+    patch.setenv("LABELAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+    patch.setenv("LABELAUDIT_CONFIG_DIR", str(_config_dir(tmp_path_factory)))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_private_cache(monkeypatch, tmp_path_factory):
     # Tests never touch the network nor the user's cache.
