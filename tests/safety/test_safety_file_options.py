@@ -179,3 +179,51 @@ def test_hostile_file_option(world, tmp_path, run_cli, command, param, kind):
     assert snapshot(world["base"] / "a-dir") == watched_dir
     assert (world["base"] / "a-fifo").exists() and not (world["base"] / "a-fifo").is_file()
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ one output guard per command
+
+#: How each command is pointed at a directory or file of the user's as its output.
+#: ``"run"``: the run directory argument (bench, report, clean, retrain write into it);
+#: ``"out-dir"`` / ``"out-file"``: ``--out``; ``"reads-only"``: writes nothing.
+OUTPUTS: dict[str, str] = {
+    "check": "reads-only",
+    "synth": "out-dir",
+    "scan": "out-dir",
+    "demo": "out-dir",
+    "segment": "out-dir",
+    "leaks": "out-file",
+    "bench": "run",
+    "report": "run",
+    "clean": "run",
+    "retrain": "run",
+    "predict": "out-file",
+    "sweep": "out-dir",
+}
+
+
+def test_every_command_is_in_the_output_guard_table():
+    commands = set(typer.main.get_command(app).commands)
+    assert commands == set(OUTPUTS), f"add {sorted(commands - set(OUTPUTS))} to OUTPUTS"
+
+
+@pytest.mark.parametrize("command", sorted(OUTPUTS))
+def test_no_command_writes_into_a_users_directory(world, tmp_path, run_cli, command):
+    """A directory of the user's, holding a run.json that labelaudit did not write."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "run.json").write_text('{"mine": true}\n')
+    (mine / "notes.csv").write_text("id,decision\nx,keep\n")
+    role = OUTPUTS[command]
+    if role == "reads-only":
+        args = _args(command, "dataset", mine, world, tmp_path)
+    elif role == "run":
+        args = _args(command, "run", mine, world, tmp_path)
+    elif role == "out-dir":
+        args = _args(command, "out", mine, world, tmp_path)
+    else:
+        args = _args(command, "out", mine / "notes.csv", world, tmp_path)
+    before = snapshot(mine)
+    code, out, err = run_cli(*args)
+    assert code == 2 and "Traceback" not in out + err, (args, out, err)
+    assert snapshot(mine) == before and sorted(os.listdir(mine)) == ["notes.csv", "run.json"]
