@@ -138,7 +138,8 @@ def test_report_shows_duplicate_groups_side_by_side_with_their_labels(make_hpa, 
     page = write_report(run).read_text(encoding="utf-8")
     section = page[page.index('<section id="duplicates">') :]
     section = section[: section.index("</section>")]
-    assert "labels disagree on 1;2" in section
-    assert "<code>field000</code><br>given 1" in section
-    assert "<code>field001</code><br>given 2<br>copy of <code>field000</code>" in section
+    # class names, not ids (HPA 2021: 1 = Nuclear membrane, 2 = Nucleoli)
+    assert "labels disagree on Nuclear membrane, Nucleoli" in section
+    assert "<code>field000</code><br>given Nuclear membrane" in section
+    assert "<code>field001</code><br>given Nucleoli<br>copy of <code>field000</code>" in section
     assert section.count('class="thumb"') == 2  # both images shown

@@ -817,6 +817,8 @@ def _duplicate_groups(issues: pd.DataFrame) -> list[pd.DataFrame]:
 def _class_names(art: RunArtifacts, text: Any, sep: str) -> str:
     """Class names of a label string of tokens (``26`` -> ``Nucleoplasm``), comma-joined;
     tokens the run does not know are shown as they are."""
+    if isinstance(text, int | float | np.integer | np.floating):  # a CSV column read as numbers
+        text = "" if not np.isfinite(text) else str(int(text)) if float(text).is_integer() else ""
     if not isinstance(text, str) or not text.strip():
         return ""
     index = {t: k for k, t in enumerate(art.class_tokens)}
