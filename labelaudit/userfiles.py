@@ -45,11 +45,11 @@ _KINDS = (
 )
 
 
-def _what_kind(mode: int) -> str | None:
-    """``None`` for a regular file, else what it is, in words."""
+def file_kind(mode: int) -> str | None:
+    """``None`` for a regular file, else what it is, in words (``"a FIFO (named pipe)"``)."""
     if stat.S_ISREG(mode):
         return None
-    return next((words for test, words in _KINDS if test(mode)), "not a regular file")
+    return next((words for test, words in _KINDS if test(mode)), "a special file")
 
 
 def _size_words(n: int) -> str:
@@ -98,7 +98,7 @@ def check_user_file(path: str | Path, what: str, *, max_bytes: int = MAX_TABLE_B
 
 
 def _check_stat(st: os.stat_result, path: str | Path, what: str, max_bytes: int) -> int:
-    kind = _what_kind(st.st_mode)
+    kind = file_kind(st.st_mode)
     if kind is not None:
         raise DatasetError(
             f"{what} is {kind}, not a regular file; labelaudit reads only regular files",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from labelaudit.errors import DatasetError
+from labelaudit.userfiles import file_kind
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -46,14 +46,6 @@ _PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # an empty IEND chunk with its CR
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
-
-_KIND_OF_MODE = (
-    (stat.S_ISFIFO, "a FIFO (named pipe)"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISDIR, "a directory"),
-)
 
 
 @dataclass(frozen=True)
@@ -86,10 +78,8 @@ def _pil_channels(mode: str) -> int:
 
 
 def _not_regular(mode: int) -> str | None:
-    for test, kind in _KIND_OF_MODE:
-        if test(mode):
-            return f"not a regular file (it is {kind})"
-    return None if stat.S_ISREG(mode) else "not a regular file"
+    kind = file_kind(mode)
+    return None if kind is None else f"not a regular file (it is {kind})"
 
 
 def file_problem(path: str | Path, what: str = "image file") -> str | None:

@@ -252,17 +252,22 @@ def test_all_black_channel_warns_nothing():
 # ------------------------------------------------------------------ read-only and full disks
 
 
-def test_full_disk_is_one_line_naming_the_file(run, monkeypatch, run_cli):
+def _full_disk_at(monkeypatch, name: str) -> None:
+    """The disk fills up when labelaudit's atomic write puts ``name`` in place."""
     import labelaudit.io as lio
 
     real = lio.os.replace
 
     def full(src, dst, *a, **k):
-        if str(dst).endswith("changes.csv"):
+        if str(dst).endswith(name):
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real(src, dst, *a, **k)
 
     monkeypatch.setattr(lio.os, "replace", full)
+
+
+def test_full_disk_is_one_line_naming_the_file(run, monkeypatch, run_cli):
+    _full_disk_at(monkeypatch, "changes.csv")
     code, _, err = run_cli("clean", run)
     err = _one_line(code, err)
     assert "no space left" in err and "changes.csv" in err
@@ -428,17 +433,8 @@ def test_rescan_with_a_forged_absolute_entry_deletes_nothing(run, victim, tmp_pa
 
 
 def test_scan_on_a_full_disk_is_one_line(run, tmp_path, monkeypatch, run_cli):
-    import labelaudit.io as lio
-
     args = _rescan_args(run, tmp_path)
-    real = lio.os.replace
-
-    def full(src, dst, *a, **k):
-        if str(dst).endswith("issues.csv"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
-        return real(src, dst, *a, **k)
-
-    monkeypatch.setattr(lio.os, "replace", full)
+    _full_disk_at(monkeypatch, "issues.csv")
     code, _, err = run_cli(*args)
     err = _one_line(code, err)
     assert "no space left" in err and "issues.csv" in err
