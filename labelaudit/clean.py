@@ -73,6 +73,13 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.data.labels import LabelCodec
+from labelaudit.data.roles import (
+    conflicting_rows,
+    describe_conflict,
+    exclusive_classes,
+    exclusive_indices,
+    resolve_exclusive,
+)
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import read_json, write_json
 from labelaudit.rundir import (
@@ -91,6 +98,7 @@ from labelaudit.suggest import (  # IMAGE_DETECTORS: re-exported
     SuggestRules,
     apply_suggestions,
     class_ap,
+    empty_target_rows,
     neighbour_shares,
     suggest_labels,
 )
@@ -201,6 +209,11 @@ class _RunView:
     @property
     def codec(self) -> LabelCodec:
         return LabelCodec(self.tokens, self.sep, self.names)
+
+    @property
+    def exclusive(self) -> np.ndarray:
+        """Column indices of the exclusive classes (:mod:`labelaudit.data.roles`)."""
+        return exclusive_indices(self.names, exclusive_classes(self.info))
 
     def fmt(self, row: np.ndarray) -> str:
         return self.codec.format(row)
@@ -343,7 +356,15 @@ def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.
     for det in IMAGE_DETECTORS:
         image_flag |= _flagged_by(view, det)
     return suggest_labels(
-        view.given, view.probs, candidates, image_flag, rules, class_names=view.names
+        view.given,
+        view.probs,
+        candidates,
+        image_flag,
+        rules,
+        class_names=view.names,
+        exclusive=view.exclusive,
+        neighbours=shares,
+        empty_target=empty_target_rows(view.findings, view.ids),
     )
 
 
@@ -621,6 +642,8 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
             labels = view.parse(suggested[i], where=bad)
         else:
             labels = view.given[i].copy()
+        if decision != "reject" and conflicting_rows(labels[None, :], view.exclusive)[0]:
+            raise bad(describe_conflict(view.names, labels, view.exclusive))
         out.append((line, i, decision, labels))
     return out
 
@@ -831,7 +854,32 @@ def plan_changes(
     )
     parsed = read_decisions(decisions, view) if decisions is not None else []
     _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
+    _resolve_exclusive(view, plan)
     return view, plan, len(parsed)
+
+
+def _resolve_exclusive(view: _RunView, plan: _Plan) -> None:
+    """No kept image leaves with an exclusive class joined to another class.
+
+    Whatever the policy (the soft ones keep the given labels) or a reviewer's
+    ``reject`` (which keeps them too), such a set is never right: the side the
+    out-of-fold probabilities support stays (:func:`labelaudit.data.roles.
+    resolve_exclusive`); without probabilities the image is removed (nothing says
+    which side is wrong).
+    """
+    conflict = plan.kept & conflicting_rows(plan.labels, view.exclusive)
+    for i in np.flatnonzero(conflict):
+        what = describe_conflict(view.names, plan.labels[i], view.exclusive)
+        if view.probs is None:
+            plan.kept[i] = False
+            plan.labels[i] = view.given[i]
+            plan.reasons[i] = "exclusive class joined with another (no probabilities)"
+        else:
+            plan.labels[i] = resolve_exclusive(
+                plan.labels[i : i + 1], view.probs[i : i + 1], view.exclusive
+            )[0]
+            plan.reasons[i] = "exclusive class joined with another"
+        plan.details[i] = "; ".join(d for d in (what, plan.details[i]) if d)
 
 
 def changes_table(view: _RunView, plan: _Plan) -> pd.DataFrame:
