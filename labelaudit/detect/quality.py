@@ -287,6 +287,24 @@ class ImageQuality(Detector):
         parts.extend(_odd_size(stats))
         return self._result(inputs, parts, sorted(missing), empty)
 
+    def empty_target(self, inputs: AuditInputs) -> np.ndarray:
+        """(N,) bool: :meth:`_empty_target` from the statistics alone (what the
+        ``intensity`` detector asks before it calls a dark protein stain a fault)."""
+        assert inputs.stats is not None
+        parts: list[tuple[str, str, np.ndarray]] = []
+        if inputs.exclusive_idx.size == 0:
+            return np.zeros(inputs.n_images, dtype=bool)
+        for channel in self.stat_channels(inputs.stats):
+            if channel == inputs.protein_channel:
+                continue
+            for issue in EMPTY_TARGET_ISSUES:
+                measures, direction, log = CHANNEL_ISSUES[issue]
+                by = None if issue in CHANNEL_WIDE else inputs.labels
+                z = self._issue_z(inputs.stats, channel, measures, direction, log, by, set())
+                if z is not None:
+                    parts.append((issue, channel, z))
+        return self._empty_target(inputs, parts)
+
     def _empty_target(
         self, inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]]
     ) -> np.ndarray:
