@@ -419,6 +419,10 @@ def _relabel_trusted(
             f"{'+' if a == 'add' else '-'}{view.tokens[int(k)]} (p={p:.2f})"
             for k, a, p in zip(mine["class"], mine["action"], mine["probability"], strict=True)
         )
+        if conflicting_rows(view.given[i : i + 1], view.exclusive)[0]:
+            plan.reasons[i] = "exclusive class joined with another"
+            what = describe_conflict(view.names, view.given[i], view.exclusive)
+            plan.details[i] = f"{what}; {plan.details[i]}"
     return relabelled
 
 

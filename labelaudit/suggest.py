@@ -79,10 +79,9 @@ class SuggestRules:
     min_class_ap
         Out-of-fold average precision (against the given labels) a class needs.
     exclusive_min_p
-        Probability an exclusive class needs to replace every given label (a swap to
-        it), and a class needs to replace a given exclusive class (a swap from it);
-        the replaced labels need ``swap_remove_max_p`` or less
-        (:func:`exclusive_swaps`).
+        Probability a class needs to replace a given exclusive class (a swap from
+        it, with most neighbours carrying it); the exclusive class needs
+        ``swap_remove_max_p`` or less (:func:`exclusive_swaps`).
     """
 
     add_min_p: float = 0.85
@@ -354,12 +353,13 @@ def exclusive_swaps(
     (out-of-fold average precision >= ``min_class_ap``) and images no image-level
     detector flagged:
 
-    * **swap to it**: the image is not given the exclusive class, the model gives it
-      ``exclusive_min_p`` or more and every given label ``swap_remove_max_p`` or
-      less, and a second signal agrees: most of the image's nearest neighbours
-      carry it, or its target stain looks like the exclusive class's
-      (``empty_target``). Suggested: the exclusive class alone (trusted add, and a
-      trusted remove of every given label).
+    * **swap to it**: the image is not given the exclusive class, the model gives
+      every given label ``swap_remove_max_p`` or less, and either its target stain
+      looks like the exclusive class's (``empty_target``: an empty protein stain
+      with normal references) and the exclusive class is the model's most probable
+      class, or the model supports it as any add (``add_min_p`` and most
+      neighbours carrying it). Suggested: the exclusive class alone (a trusted add
+      and a trusted remove of every given label).
     * **swap from it**: the image is given the exclusive class alone, the model gives
       it ``swap_remove_max_p`` or less and some classes ``exclusive_min_p`` or more
       with most neighbours carrying them. Suggested: those classes.
@@ -406,15 +406,18 @@ def exclusive_swaps(
         elif not has_excl[r] and given[r].any():
             e = exclusive[np.argmax(probs[r, exclusive])]
             mine = np.flatnonzero(given[r])
+            # The stain's reading with the model's best guess, or the model alone on
+            # an add's terms (probability and neighbours).
+            by_stain = empty[r] and probs[r, e] >= probs[r].max()
+            by_model = probs[r, e] >= rules.add_min_p and agree[r, e]
             if (
                 learned[e]
-                and probs[r, e] >= rules.exclusive_min_p
                 and probs[r, mine].max() <= rules.swap_remove_max_p
-                and (agree[r, e] or empty[r])
+                and (by_stain or by_model)
             ):
                 new = np.zeros(k, dtype=bool)
                 new[e] = True
-                why = "protein stain empty" if empty[r] else f"neighbours {share[r, e]:.2f}"
+                why = "protein stain empty" if by_stain else f"neighbours {share[r, e]:.2f}"
                 emit(
                     r,
                     new,

@@ -110,6 +110,9 @@ FALLBACK = {"focus_coarse": "focus"}
 #: The target stain's issue types an empty stain raises (an empty field has no
 #: structure: dark, flat, unfocused); the others (saturation, debris) stay faults.
 EMPTY_TARGET_ISSUES = ("dark", "low_information", "blurry")
+#: Reference-stain issue types that make a dark protein stain a fault of the whole
+#: field (dark or dim everywhere) rather than evidence about the labels.
+REFERENCE_FAULTS = ("dark", "low_information")
 #: Measures compared with the exclusive class's fields, in robust sigmas of theirs.
 EMPTY_MEASURES = ("mean", "p99")
 EMPTY_Z = 3.0
@@ -297,7 +300,7 @@ class ImageQuality(Detector):
         for channel in self.stat_channels(inputs.stats):
             if channel == inputs.protein_channel:
                 continue
-            for issue in EMPTY_TARGET_ISSUES:
+            for issue in REFERENCE_FAULTS:
                 measures, direction, log = CHANNEL_ISSUES[issue]
                 by = None if issue in CHANNEL_WIDE else inputs.labels
                 z = self._issue_z(inputs.stats, channel, measures, direction, log, by, set())
@@ -316,9 +319,10 @@ class ImageQuality(Detector):
         fields given an exclusive class alone (at least :data:`MIN_EMPTY_REFERENCE`
         of them; fewer: nothing to compare with, no field qualifies). A dim but
         structured stain (an under-exposed field) stays brighter and stays an
-        image fault. "Normal references": no reference stain is flagged dark,
-        low-information or blurry, so a field dark or blurred everywhere stays an
-        image fault too.
+        image fault. "Normal references": no reference stain is flagged dark or
+        low-information, so a field dark everywhere stays an image fault. (Blur
+        does not empty a stain: a blurred field's empty protein stain is still
+        evidence about its labels, while the blur of its references stays a fault.)
         """
         assert inputs.stats is not None
         n, target = inputs.n_images, inputs.protein_channel
@@ -337,12 +341,16 @@ class ImageQuality(Detector):
                 return out
             x = np.log(np.clip(pd.to_numeric(inputs.stats[col], errors="coerce"), 0, None) + EPS)
             x = np.asarray(x, dtype=float)
-            center, scale = robust_z(x[only_exclusive])
-            scale = max(scale, EMPTY_MIN_SCALE)
+            # Median and MAD of the typical exclusive field (not robust_z's tail
+            # fallback: a few faulted Negative fields must not widen "empty").
+            ref = x[only_exclusive & np.isfinite(x)]
+            center = float(np.median(ref)) if len(ref) else np.nan
+            mad = MAD_TO_SIGMA * float(np.median(np.abs(ref - center))) if len(ref) else 0.0
+            scale = max(mad, EMPTY_MIN_SCALE)
             looks &= np.nan_to_num(x, nan=np.inf) <= center + EMPTY_Z * scale
         refs_ok = np.ones(n, dtype=bool)
         for issue, channel, z in parts:
-            if channel != target and issue in EMPTY_TARGET_ISSUES:
+            if channel != target and issue in REFERENCE_FAULTS:
                 d = CHANNEL_ISSUES[issue][1]
                 refs_ok &= d * z <= float(self.n_sigma)
         positive = labels.any(axis=1) & ~labels[:, idx].any(axis=1)
