@@ -113,3 +113,15 @@ def test_lenient_mode_renders_every_section_failing(report_run: Path, tmp_path, 
     text = write_report(run, max_thumbnails=0, lenient=True).read_text()
     assert text.count("could not be built (KeyError: &#39;broken on purpose&#39;)") == len(SECTIONS)
     assert "</html>" in text
+
+
+def test_the_summary_names_the_class_and_stain_roles(report_run: Path, page: str) -> None:
+    roles = read_json(report_run / "run.json")["dataset"]["roles"]
+    assert roles == {
+        "exclusive_classes": ["Negative"],
+        "target_channel": "green",
+        "reference_channels": ["red", "blue", "yellow"],
+    }
+    summary = page[page.index('<section id="summary">') : page.index('<section id="classes">')]
+    assert "Negative (never combined with another class)" in summary
+    assert "target (what the labels describe): green; references: red, blue, yellow" in summary
