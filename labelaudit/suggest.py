@@ -79,9 +79,11 @@ class SuggestRules:
     min_class_ap
         Out-of-fold average precision (against the given labels) a class needs.
     exclusive_min_p
-        Probability a class needs to replace a given exclusive class (a swap from
-        it, with most neighbours carrying it); the exclusive class needs
-        ``swap_remove_max_p`` or less (:func:`exclusive_swaps`).
+        Probability at which the model calls a class present in a swap involving an
+        exclusive class (:func:`exclusive_swaps`): a class needs it to replace a
+        given exclusive class (with most neighbours carrying it); an empty target
+        stain replaces the given labels with the exclusive class only where every
+        other class stays below it.
     """
 
     add_min_p: float = 0.85
@@ -353,13 +355,15 @@ def exclusive_swaps(
     (out-of-fold average precision >= ``min_class_ap``) and images no image-level
     detector flagged:
 
-    * **swap to it**: the image is not given the exclusive class, the model gives
-      every given label ``swap_remove_max_p`` or less, and either its target stain
-      looks like the exclusive class's (``empty_target``: an empty protein stain
-      with normal references) and the exclusive class is the model's most probable
-      class, or the model supports it as any add (``add_min_p`` and most
-      neighbours carrying it). Suggested: the exclusive class alone (a trusted add
-      and a trusted remove of every given label).
+    * **swap to it**: the image is not given the exclusive class and either its
+      target stain looks like the exclusive class's (``empty_target``: an empty
+      protein stain with normal references) while the model, on learned given
+      classes, calls no other class present (every other probability below
+      ``exclusive_min_p``: its thresholded reading is empty or the exclusive
+      class), or the model alone supports it as an add in a swap (the exclusive
+      class learned, ``add_min_p``, most neighbours carrying it, every given label
+      ``swap_remove_max_p`` or less). Suggested: the exclusive class alone (a
+      trusted add and a trusted remove of every given label).
     * **swap from it**: the image is given the exclusive class alone, the model gives
       it ``swap_remove_max_p`` or less and some classes ``exclusive_min_p`` or more
       with most neighbours carrying them. Suggested: those classes.
@@ -406,15 +410,20 @@ def exclusive_swaps(
         elif not has_excl[r] and given[r].any():
             e = exclusive[np.argmax(probs[r, exclusive])]
             mine = np.flatnonzero(given[r])
-            # The stain's reading with the model's best guess, or the model alone on
-            # an add's terms (probability and neighbours).
-            by_stain = empty[r] and probs[r, e] >= probs[r].max()
-            by_model = probs[r, e] >= rules.add_min_p and agree[r, e]
-            if (
+            # The stain's reading, where the model sees none of the given classes nor
+            # any other (its thresholded reading is empty or the exclusive class); or
+            # the model alone, on an add's and a swap's terms.
+            pos = np.setdiff1d(np.arange(k), exclusive)
+            by_stain = (
+                empty[r] and learned[mine].all() and probs[r, pos].max() < rules.exclusive_min_p
+            )
+            by_model = (
                 learned[e]
+                and probs[r, e] >= rules.add_min_p
+                and agree[r, e]
                 and probs[r, mine].max() <= rules.swap_remove_max_p
-                and (by_stain or by_model)
-            ):
+            )
+            if by_stain or by_model:
                 new = np.zeros(k, dtype=bool)
                 new[e] = True
                 why = "protein stain empty" if by_stain else f"neighbours {share[r, e]:.2f}"

@@ -4,19 +4,15 @@ suggestions: label evidence in words and a suggested swap to Negative (issue 23)
 from __future__ import annotations
 
 import dataclasses
-import sys
-from pathlib import Path
 
 import numpy as np
+from la_rolefields import CASES, NEGATIVE, N, role_inputs
 
 from labelaudit.compare import build_issues, run_detectors
 
-sys.path.insert(0, str(Path(__file__).parent / "detect"))
-from test_quality_roles import CASES, N, NEGATIVE, _inputs  # noqa: E402
-
 
 def _with_probs() -> object:
-    inputs = _inputs(CASES)
+    inputs = role_inputs(CASES)
     probs = np.where(inputs.labels, 0.9, 0.03)
     probs[1] = [0.02, 0.05, 0.6]  # empty green given Cytosol: the model reads Negative
     probs[3] = [0.02, 0.05, 0.6]  # every stain dim: the model is fooled as well

@@ -207,10 +207,18 @@ def test_swap_to_negative_is_the_negative_class_alone():
     assert sorted(zip(mine["class"], mine["action"], strict=True)) == [(1, "remove"), (3, "add")]
     assert "swap to 3: p=0.74" in mine["evidence"].iloc[0]
     assert apply_suggestions(given, out)[i].tolist() == [False, False, False, True]
-    # without a second signal (empty stain or neighbours) it is not suggested
+    # without the stain, the model alone needs an add's evidence (p >= 0.85, neighbours)
     assert _swap(given, probs, shares).empty
-    # nor when a given label keeps a probability the model believes
-    probs[i, 1] = 0.4
+    probs[i, NEG] = 0.9
+    shares[i, NEG] = 0.7
+    assert apply_suggestions(given, _swap(given, probs, shares))[i].tolist() == [0, 0, 0, 1]
+    shares[i, NEG] = np.nan
+    # with the stain, the model must not call any other class present (p >= 0.5)
+    probs[i, [1, NEG]] = [0.4, 0.2]
+    assert len(_swap(given, probs, shares, empty_target=empty)) == 2
+    probs[i, 1] = 0.6
+    assert _swap(given, probs, shares, empty_target=empty).empty
+    probs[i, [1, 2]] = [0.1, 0.7]  # the model sees another class in an "empty" stain
     assert _swap(given, probs, shares, empty_target=empty).empty
 
 
