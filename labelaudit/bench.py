@@ -363,7 +363,8 @@ def exclusive_bench(
     suggestion); ``true_fields``: fields whose true set is an exclusive class;
     ``true_fields_image_flagged_empty_stain``: those whose quality issues name the
     target stain dark, low-information or blurry (an image fault for the empty stain
-    their class means); ``true_fields_image_flagged``: flagged by quality or intensity.
+    their class means); ``true_fields_image_flagged``: with any quality issue or an
+    intensity flag.
     """
     right = [s == t for s, t in zip(suggested, true, strict=True)]
     is_true = np.array([bool(t) and t <= tokens for t in true], dtype=bool)
@@ -372,7 +373,9 @@ def exclusive_bench(
     q = issues.get("quality_issues", pd.Series([""] * len(issues))).fillna("").astype(str)
     stain = np.array([any(k in v.split(";") for k in empty_kinds) for v in q], dtype=bool)
     flagged_by = issues["flagged_by"].fillna("").astype(str).str.split(";")
-    image = np.array([bool({"quality", "intensity"} & set(f)) for f in flagged_by], dtype=bool)
+    image = np.array(
+        [bool(v) or "intensity" in f for v, f in zip(q, flagged_by, strict=True)], dtype=bool
+    )
     n_swaps = int(swaps.sum())
     n_right = int(np.asarray(right)[swaps].sum()) if n_swaps else 0
     return {

@@ -29,7 +29,9 @@ def test_empty_green_given_cytosol_gets_negative_suggested_in_words():
     assert row["stain_evidence"] == "protein stain empty: looks Negative"
     assert "protein stain empty: looks Negative z=" in row["evidence"]
     assert row["label_score"] >= 1 > row["image_score"]
-    assert "intensity" not in row["flagged_by"] and "quality" not in row["flagged_by"]
+    assert "intensity" not in row["flagged_by"]
+    assert row["flagged_by"] == "confident;quality"  # quality's finding is about the labels
+    assert row["quality_issues"] == ""
     # every stain dim: an image fault, and no swap on suspect pixels
     dim = issues.loc["f3"]
     assert dim["image_score"] >= 1

@@ -480,7 +480,10 @@ class ImageQuality(Detector):
             detector=self.name,
             findings=findings,
             image_score=image_score,
-            image_flagged=image_flagged,
+            # A flagged empty stain is a finding too (``flagged_by`` names quality, so
+            # it counts towards the consensus), but about the labels: it stays out
+            # of quality_score, quality_issues and the image family's evidence.
+            image_flagged=image_flagged | empty_flag,
             columns={
                 "quality_score": image_score,
                 "quality_issues": issues_col,

@@ -19,8 +19,9 @@ def _flagged(result, i: int) -> set[str]:
 def test_empty_protein_stain_given_cytosol_is_label_evidence_not_an_image_fault():
     result = get_detector("quality").run(role_inputs(CASES))
     assert _flagged(result, 1) == {"empty_target:green"}
-    assert not result.image_flagged[1]
-    assert result.columns["quality_issues"][1] == ""
+    assert result.image_flagged[1]  # flagged (it counts towards the consensus) ...
+    assert result.columns["quality_issues"][1] == ""  # ... but for its labels
+    assert result.columns["quality_score"][1] < 6
     assert result.columns["stain_evidence"][1] == "protein stain empty: looks Negative"
     assert result.label_evidence["empty_target"][1] > 6
     assert result.image_score[1] < 6
