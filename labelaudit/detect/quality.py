@@ -44,6 +44,20 @@ out; ``summary["missing"]`` lists them. Measured on synth seeds 7, 11, 13 (n=400
 image-fault AUROC 0.986-0.996 (``docs/benchmarks.md``, image quality; 0.963-0.971 on the
 real-pixel sets).
 
+An empty protein stain is evidence about the labels
+----------------------------------------------------
+Where the dataset declares an exclusive class (HPA: Negative, whose fields show no
+protein; :mod:`labelaudit.data.roles`), the fields given it are not judged dark,
+low-information or blurry on the target stain (that emptiness is what their label
+says), and a field given other classes whose target stain is as empty as theirs
+(mean and 99th percentile within 3 MADs of the typical exclusive field's) while its
+reference stains are neither dark nor low-information gets one finding
+``empty_target:<channel>`` instead of its dark/low-information/blurry target
+findings: label evidence (``stain_evidence`` = "protein stain empty: looks
+Negative"), counted in the default order's label family, not in ``quality_score``
+or ``quality_issues``. Dark or dim references (a field dark everywhere), blur,
+saturation and debris stay image faults; so does a dim but structured protein stain.
+
 Scores and flags
 ----------------
 One finding per (image, issue type, channel) whose ``score`` is at least
