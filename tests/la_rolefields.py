@@ -28,12 +28,15 @@ def stain(rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
 
 
 def field(rng: np.random.Generator, green: str, refs: float = 1.0) -> dict[str, np.ndarray]:
-    """``green``: ``"normal"``, ``"empty"`` (camera noise only) or ``"dim"`` (x 0.2,
+    """``green``: ``"normal"``, ``"empty"`` (camera noise only), ``"sparse"`` (one dim
+    4 x 4 spot) or ``"dim"`` (x 0.2,
     under-exposed but structured); ``refs`` scales the references (0.05: dim everywhere)."""
     out = {}
     for ch in CHANNELS:
         if ch == "green":
-            x = {"normal": 1.0, "empty": 0.0, "dim": 0.2}[green] * stain(rng)
+            x = {"normal": 1.0, "empty": 0.0, "dim": 0.2, "sparse": 0.0}[green] * stain(rng)
+            if green == "sparse":  # a few dim nucleoli: p99 at the noise, one bright block
+                x[20:24, 30:34] = 40.0
         else:
             x = stain(rng, refs)
         x = x + 3 + rng.standard_normal(x.shape)
@@ -74,4 +77,5 @@ CASES = {
     1: ([0], "empty", 1.0),  # empty green, normal references, given Cytosol
     3: ([0], "empty", 0.05),  # every stain dim
     7: ([1], "dim", 1.0),  # a dim but structured protein stain (under-exposed)
+    9: ([1], "sparse", 1.0),  # sparse dim spots: as empty as Negative but for one block
 }

@@ -19,8 +19,9 @@ field far too dim or bright for its class is usually an imaging fault (empty fie
 saturation), not a wrong label; ``suggestion="remove"`` follows the poster, which
 dropped such images from training. A field given other classes whose protein stain
 is as empty as the exclusive class's (HPA: Negative) with normal reference stains is
-left to the labels (:meth:`ImageQuality.empty_target`): its low z is set to 0; an
-exclusive class itself is not judged (z = 0: no stain pattern to compare). The
+left to the labels (:meth:`ImageQuality.empty_target`): its low z is set to 0; the
+fields of an exclusive class itself are not judged (z = 0: camera noise alike to a
+fraction of a grey level; debris on them is quality's). The
 per-image ``intensity_z`` is the largest ``|z|`` over the image's classes (0 for an
 image without labels).
 """
@@ -119,15 +120,17 @@ class IntensityOutliers(Detector):
         bounds = np.searchsorted(cls[order], np.arange(inputs.n_classes + 1))
         exclusive = set(inputs.exclusive_classes)
         for k, name in enumerate(inputs.class_names):
-            if name in exclusive:
-                # An exclusive class (Negative) has no stain pattern whose intensity
-                # could be off: its fields are camera noise, alike to the grey level.
-                continue
             pos = order[bounds[k] : bounds[k + 1]]
             values = x[img[pos]]
             center, scale = self._center_scale(values)
             if scale > 0:
                 z[pos] = np.nan_to_num((values - center) / scale, nan=0.0)
+            if name in exclusive:
+                # An exclusive class (Negative) has no stain whose intensity could be
+                # off: its fields are camera noise, alike to a fraction of a grey level,
+                # so any z is noise. (Debris on such a field: quality's saturated,
+                # light and artifact, judged on the protein stain as for any field.)
+                z[pos] = 0.0
             zk = z[pos]
             classes[name] = {
                 "n": len(pos),

@@ -50,7 +50,8 @@ Where the dataset declares an exclusive class (HPA: Negative, whose fields show 
 protein; :mod:`labelaudit.data.roles`), the fields given it are not judged dark,
 low-information or blurry on the target stain (that emptiness is what their label
 says), and a field given other classes whose target stain is as empty as theirs
-(mean and 99th percentile within 3 MADs of the typical exclusive field's) while its
+(mean, 99th percentile and brightest block within 3 MADs of the typical exclusive
+field's) while its
 reference stains are neither dark nor low-information gets one finding
 ``empty_target:<channel>`` instead of its dark/low-information/blurry target
 findings: label evidence (``stain_evidence`` = "protein stain empty: looks
@@ -127,8 +128,10 @@ EMPTY_TARGET_ISSUES = ("dark", "low_information", "blurry")
 #: Reference-stain issue types that make a dark protein stain a fault of the whole
 #: field (dark or dim everywhere) rather than evidence about the labels.
 REFERENCE_FAULTS = ("dark", "low_information")
-#: Measures compared with the exclusive class's fields, in robust sigmas of theirs.
-EMPTY_MEASURES = ("mean", "p99")
+#: Measures compared with the exclusive class's fields, in robust sigmas of theirs
+#: (the brightest 16 x 16 block tells a dim but structured stain from an empty one
+#: when its mean and 99th percentile do not: sparse nucleoli under-exposed 10x).
+EMPTY_MEASURES = ("mean", "p99", "block_max")
 EMPTY_Z = 3.0
 #: Floor of that scale in log units (fields alike to the grey level would give any
 #: slightly brighter empty field a large z).
@@ -328,8 +331,8 @@ class ImageQuality(Detector):
         """(N,) bool: fields given other classes whose target stain looks like the
         exclusive class's and whose reference stains look normal.
 
-        "Looks like the exclusive class": the target stain's mean and 99th percentile
-        (log) are no brighter than :data:`EMPTY_Z` robust sigmas above those of the
+        "Looks like the exclusive class": the target stain's mean, 99th percentile and
+        brightest block (log) are no brighter than :data:`EMPTY_Z` MADs above those of the
         fields given an exclusive class alone (at least :data:`MIN_EMPTY_REFERENCE`
         of them; fewer: nothing to compare with, no field qualifies). A dim but
         structured stain (an under-exposed field) stays brighter and stays an
@@ -349,10 +352,12 @@ class ImageQuality(Detector):
         if only_exclusive.sum() < MIN_EMPTY_REFERENCE:
             return out
         looks = np.ones(n, dtype=bool)
+        if f"{target}_mean" not in inputs.stats.columns:
+            return out
         for measure in EMPTY_MEASURES:
             col = f"{target}_{measure}"
             if col not in inputs.stats.columns:
-                return out
+                continue  # an older cache: judged on the measures it has
             x = np.log(np.clip(pd.to_numeric(inputs.stats[col], errors="coerce"), 0, None) + EPS)
             x = np.asarray(x, dtype=float)
             # Median and MAD of the typical exclusive field (not robust_z's tail

@@ -46,6 +46,12 @@ def test_dim_structured_protein_stain_stays_an_image_fault():
     assert result.columns["stain_evidence"][7] == ""
 
 
+def test_sparse_dim_spots_are_not_an_empty_stain():
+    result = get_detector("quality").run(role_inputs(CASES))
+    assert "empty_target:green" not in _flagged(result, 9)
+    assert result.columns["stain_evidence"][9] == ""
+
+
 def test_a_real_negative_field_is_not_an_image_problem():
     result = get_detector("quality").run(role_inputs(CASES))
     negatives = [i for i in range(N) if i % 5 == 0 and i not in CASES]
