@@ -312,7 +312,8 @@ def suggest_labels(
         )
     ]
     evidence = [
-        e.replace("doubtful: would leave no labels", "doubtful: would join an exclusive class")
+        e.split("; doubtful: ")[0].removesuffix("; swap")
+        + "; doubtful: would join an exclusive class"
         if j
         else e
         for e, j in zip(evidence, joins, strict=True)

@@ -286,3 +286,20 @@ def test_without_exclusive_classes_the_suggestions_are_unchanged():
     a = suggest_labels(given, probs, cands, flags)
     b = suggest_labels(given, probs, cands, flags, exclusive=[], neighbours=None)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_add_that_would_join_negative_is_doubtful_and_says_why():
+    given, probs, shares = _negative_world()
+    i = 3  # given Negative alone; the model also sees class 0 but keeps Negative high
+    probs[i, 0] = 0.95
+    out = suggest_labels(
+        given,
+        probs,
+        _cands((i, 0, True)),
+        np.zeros(N, dtype=bool),
+        exclusive=[NEG],
+        neighbours=shares,
+    )
+    row = out[out["row"] == i].iloc[0]
+    assert not row["trusted"]
+    assert row["evidence"].endswith("doubtful: would join an exclusive class")
