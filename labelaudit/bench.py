@@ -257,6 +257,19 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         group: has[:, [NOISE_TYPES.index(t) for t in types]].any(axis=1)
         for group, types in GROUPS.items()
     }
+    roles = _run_roles(run_dir)
+    excl_tokens = _exclusive_tokens(run_dir, roles)
+    true_sets = truth["true_label"].map(_label_set).tolist()
+    given_sets = truth["given_label"].map(_label_set).tolist()
+    excl_swap = np.array(
+        [
+            "swap" in n and bool((t | g) & excl_tokens)
+            for n, t, g in zip(noise, true_sets, given_sets, strict=True)
+        ],
+        dtype=bool,
+    )
+    if excl_tokens:
+        positives[f"swap ({', '.join(roles.exclusive)})"] = excl_swap
     metrics: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     for det, (col, _) in SCORES.items():
@@ -294,11 +307,12 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         "metrics": metrics,
     }
     if "suggested_labels" in issues.columns:
-        result["suggestions"] = suggestion_bench(
-            truth["given_label"].map(_label_set).tolist(),
-            issues["suggested_labels"].fillna("").astype(str).map(_label_set).tolist(),
-            truth["true_label"].map(_label_set).tolist(),
-        )
+        suggested = issues["suggested_labels"].fillna("").astype(str).map(_label_set).tolist()
+        result["suggestions"] = suggestion_bench(given_sets, suggested, true_sets)
+        if excl_tokens:
+            result["exclusive"] = exclusive_bench(
+                roles, excl_tokens, excl_swap, true_sets, suggested, issues
+            )
     changes_file = Path(run_dir) / "changes.csv"
     if changes_file.is_file():
         result["cleaning"] = cleaning_bench(truth, changes_file, _token_weights(run_dir))
@@ -312,6 +326,65 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     if write:
         RunDir(run_dir).write_json_file(BENCH_JSON, result)
     return result
+
+
+def _run_roles(run_dir: str | Path):
+    """The run's class and stain roles (none for a run without a dataset section)."""
+    from labelaudit.data.roles import Roles, roles_from_info
+
+    try:
+        return roles_from_info(RunDir(run_dir).dataset_info())
+    except (RunDirError, OSError, ValueError):
+        return Roles()
+
+
+def _exclusive_tokens(run_dir: str | Path, roles) -> frozenset[str]:
+    """The exclusive classes as written in the truth file (the dataset's tokens)."""
+    if not roles.exclusive:
+        return frozenset()
+    info = RunDir(run_dir).dataset_info()
+    token = dict(zip(info["class_names"], info["class_tokens"], strict=True))
+    return frozenset(token[c] for c in roles.exclusive)
+
+
+def exclusive_bench(
+    roles,
+    tokens: frozenset[str],
+    swaps: np.ndarray,
+    true: list[frozenset[str]],
+    suggested: list[frozenset[str]],
+    issues: pd.DataFrame,
+) -> dict[str, Any]:
+    """Swaps to or from an exclusive class, and the truly exclusive fields.
+
+    ``swaps_right``: swaps whose suggested set equals the true set (the correct
+    suggestion); ``true_fields``: fields whose true set is an exclusive class;
+    ``true_fields_image_flagged_empty_stain``: those whose quality issues name the
+    target stain dark, low-information or blurry (an image fault for the empty stain
+    their class means); ``true_fields_image_flagged``: with any quality issue or an
+    intensity flag.
+    """
+    right = [s == t for s, t in zip(suggested, true, strict=True)]
+    is_true = np.array([bool(t) and t <= tokens for t in true], dtype=bool)
+    target = roles.target_channel or "green"
+    empty_kinds = tuple(f"{k}:{target}" for k in ("dark", "low_information", "blurry"))
+    q = issues.get("quality_issues", pd.Series([""] * len(issues))).fillna("").astype(str)
+    stain = np.array([any(k in v.split(";") for k in empty_kinds) for v in q], dtype=bool)
+    flagged_by = issues["flagged_by"].fillna("").astype(str).str.split(";")
+    image = np.array(
+        [bool(v) or "intensity" in f for v, f in zip(q, flagged_by, strict=True)], dtype=bool
+    )
+    n_swaps = int(swaps.sum())
+    n_right = int(np.asarray(right)[swaps].sum()) if n_swaps else 0
+    return {
+        "classes": list(roles.exclusive),
+        "n_swaps": n_swaps,
+        "swaps_right": n_right,
+        "swap_recall": n_right / n_swaps if n_swaps else None,
+        "true_fields": int(is_true.sum()),
+        "true_fields_image_flagged_empty_stain": int((is_true & stain).sum()),
+        "true_fields_image_flagged": int((is_true & image).sum()),
+    }
 
 
 def label_errors(labels: list[frozenset[str]], true: list[frozenset[str]]) -> int:
@@ -608,6 +681,15 @@ def format_bench_table(result: dict[str, Any]) -> str:
         out.append(
             f"label errors: given {g['errors_given']}, after accepting every suggestion "
             f"{g['errors_accepted']}"
+        )
+    if "exclusive" in result:
+        e = result["exclusive"]
+        names = ", ".join(e["classes"])
+        out.append(
+            f"swaps to or from {names}: {e['n_swaps']}, correct suggestion {e['swaps_right']}"
+            f" ({_fmt(e['swap_recall'])}); true {names} fields: {e['true_fields']}, flagged as"
+            f" an image problem for their empty stain {e['true_fields_image_flagged_empty_stain']}"
+            f" (by an image detector at all: {e['true_fields_image_flagged']})"
         )
     if "cleaning" in result:
         c = result["cleaning"]

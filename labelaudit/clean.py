@@ -65,7 +65,7 @@ With a decisions file and no policy asked for, nothing else changes (policy
 ``none``); with a policy as well (``--policy relabel-soft``), the policy decides the
 images the file does not name. Before anything is written the file is checked
 against the run: unknown ids, an id decided twice, unknown classes, exclusive
-classes combined with others (:mod:`labelaudit.data.exclusive`), an ``accept``
+classes combined with others (:mod:`labelaudit.data.roles`), an ``accept``
 without a suggestion. ``changes.csv``'s ``made_by`` says per change whether a person
 (``person``: a decision) or the policy (``policy``) made it. An image a person
 decided gets full loss weight under the soft policies. An image left without labels
@@ -90,8 +90,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.data.exclusive import exclusive_classes, exclusive_conflict
 from labelaudit.data.labels import LabelCodec
+from labelaudit.data.roles import (
+    conflicting_rows,
+    describe_conflict,
+    exclusive_classes,
+    exclusive_indices,
+    resolve_exclusive,
+)
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import write_json
 from labelaudit.rundir import (
@@ -109,6 +115,7 @@ from labelaudit.suggest import (  # IMAGE_DETECTORS: re-exported
     SuggestRules,
     apply_suggestions,
     class_ap,
+    empty_target_rows,
     neighbour_shares,
     suggest_labels,
 )
@@ -230,6 +237,11 @@ class _RunView:
     @property
     def codec(self) -> LabelCodec:
         return LabelCodec(self.tokens, self.sep, self.names)
+
+    @property
+    def exclusive(self) -> np.ndarray:
+        """Column indices of the exclusive classes (:mod:`labelaudit.data.roles`)."""
+        return exclusive_indices(self.names, exclusive_classes(self.info))
 
     def fmt(self, row: np.ndarray) -> str:
         return self.codec.format(row)
@@ -375,7 +387,15 @@ def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.
     for det in IMAGE_DETECTORS:
         image_flag |= _flagged_by(view, det)
     return suggest_labels(
-        view.given, view.probs, candidates, image_flag, rules, class_names=view.names
+        view.given,
+        view.probs,
+        candidates,
+        image_flag,
+        rules,
+        class_names=view.names,
+        exclusive=view.exclusive,
+        neighbours=shares,
+        empty_target=empty_target_rows(view.findings, view.ids),
     )
 
 
@@ -430,6 +450,10 @@ def _relabel_trusted(
             f"{'+' if a == 'add' else '-'}{view.tokens[int(k)]} (p={p:.2f})"
             for k, a, p in zip(mine["class"], mine["action"], mine["probability"], strict=True)
         )
+        if conflicting_rows(view.given[i : i + 1], view.exclusive)[0]:
+            plan.reasons[i] = "exclusive class joined with another"
+            what = describe_conflict(view.names, view.given[i], view.exclusive)
+            plan.details[i] = f"{what}; {plan.details[i]}"
     return relabelled
 
 
@@ -648,13 +672,31 @@ class _DecisionCheck:
     def __init__(self, view: _RunView, path: Path) -> None:
         self.view, self.path = view, path
         self.index = {image_id: i for i, image_id in enumerate(view.ids)}
-        self.exclusive = exclusive_classes(view.info)
         self.suggested = view.issues["suggested_labels"].astype(str).to_numpy()
 
     def row(
         self, line: int, image_id: str, decision: str, text: str | None
     ) -> tuple[int, np.ndarray]:
-        """(image index, label row to apply) of one decision, or a :class:`DatasetError`."""
+        """(image index, label row to apply) of one decision, or a :class:`DatasetError`.
+
+        No decision but ``reject`` may leave an exclusive class joined with another
+        (:mod:`labelaudit.data.roles`), a ``keep`` of such a given set included.
+        """
+        i, labels = self._decided(line, image_id, decision, text)
+        view = self.view
+        if decision.lower() != "reject" and conflicting_rows(labels[None, :], view.exclusive)[0]:
+            raise DatasetError(
+                describe_conflict(view.names, labels, view.exclusive)
+                + f"; {decision.lower()} cannot keep it: write edit with one side",
+                path=self.path,
+                row=line,
+                image=image_id or None,
+            )
+        return i, labels
+
+    def _decided(
+        self, line: int, image_id: str, decision: str, text: str | None
+    ) -> tuple[int, np.ndarray]:
         view = self.view
 
         def bad(message: str) -> DatasetError:
@@ -699,9 +741,6 @@ class _DecisionCheck:
             return i, np.zeros_like(given)
         if labels is None:  # edit
             raise bad("edit needs the labels to apply in a labels column")
-        k = exclusive_conflict(labels, self.exclusive)
-        if k is not None:
-            raise bad(f"{view.names[k]} cannot be combined with another class")
         return i, labels
 
 
@@ -938,7 +977,32 @@ def plan_changes(
     )
     parsed = read_decisions(decisions, view) if decisions is not None else []
     _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
+    _resolve_exclusive(view, plan)
     return view, plan, len(parsed)
+
+
+def _resolve_exclusive(view: _RunView, plan: _Plan) -> None:
+    """No kept image leaves with an exclusive class joined to another class.
+
+    Whatever the policy (the soft ones keep the given labels) or a reviewer's
+    ``reject`` (which keeps them too), such a set is never right: the side the
+    out-of-fold probabilities support stays (:func:`labelaudit.data.roles.
+    resolve_exclusive`); without probabilities the image is removed (nothing says
+    which side is wrong).
+    """
+    conflict = plan.kept & conflicting_rows(plan.labels, view.exclusive)
+    for i in np.flatnonzero(conflict):
+        what = describe_conflict(view.names, plan.labels[i], view.exclusive)
+        if view.probs is None:
+            plan.kept[i] = False
+            plan.labels[i] = view.given[i]
+            plan.reasons[i] = "exclusive class joined with another (no probabilities)"
+        else:
+            plan.labels[i] = resolve_exclusive(
+                plan.labels[i : i + 1], view.probs[i : i + 1], view.exclusive
+            )[0]
+            plan.reasons[i] = "exclusive class joined with another"
+        plan.details[i] = "; ".join(d for d in (what, plan.details[i]) if d)
 
 
 def changes_table(view: _RunView, plan: _Plan) -> pd.DataFrame:

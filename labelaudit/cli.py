@@ -84,6 +84,14 @@ def _print_check(summary: dict) -> None:
     console.print(f"image sizes       {sizes or '-'}  ")
     depths = ", ".join(f"{k}-bit ({v})" for k, v in summary["bit_depths"].items())
     console.print(f"bit depths        {depths or '-'}")
+    conflicts = summary.get("exclusive_conflicts") or {}
+    if conflicts.get("count"):
+        console.print(
+            f"[yellow]label problem:[/] {conflicts['count']} row(s) join an exclusive class"
+            " with another class (a wrong label either way; scan suggests which side stays)"
+        )
+        for line in conflicts["first"]:
+            console.print(f"  {escape(line)}")
     for w in summary["warnings"]:
         console.print(f"[yellow]warning:[/] {escape(w)}")
     for e in summary["errors"]:

@@ -14,6 +14,10 @@ consensus across detectors:
 * ``suggested_labels`` = the given labels with the trusted per-label changes
   (``label_changes``) applied; ``doubtful_labels`` = flagged labels without a
   suggestion (:mod:`labelaudit.suggest`);
+* ``stain_evidence`` = label evidence from the pixels (quality: ``protein stain empty:
+  looks Negative``, a target stain as empty as the exclusive class's with normal
+  reference stains); ``exclusive_conflict`` = the given set joins an exclusive class
+  with another class (:mod:`labelaudit.data.roles`);
 * ``unreliable_classes`` = the classes the image's findings involve (its given
   labels and the classes of its flagged findings) whose out-of-fold probabilities
   are unreliable: classes with fewer positive images than folds, which some fold's
@@ -52,11 +56,12 @@ from labelaudit.suggest import (
     IMAGE_DETECTORS,
     apply_suggestions,
     change_text,
+    empty_target_rows,
     neighbour_shares,
     suggest_labels,
 )
 
-DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity", "quality")
+DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity", "quality", "exclusive")
 
 #: The issues.csv columns every run has, in order (per-detector columns stay empty
 #: when the detector did not run).
@@ -70,6 +75,8 @@ ISSUES_COLUMNS = [
     "knn_disagreement",
     "quality_score",
     "quality_issues",
+    "stain_evidence",
+    "exclusive_conflict",
     "flagged_by",
     "n_flags",
     "consensus_score",
@@ -199,6 +206,8 @@ def run_detectors(
     results: dict[str, DetectorResult] = {}
     skipped: dict[str, str] = {}
     for name, det in instances.items():
+        if not det.applies(inputs):
+            continue
         missing = det.missing_inputs(inputs)
         if missing:
             skipped[name] = f"skipped: the run has no {', '.join(missing)}"
@@ -282,11 +291,15 @@ class FamilyScores:
     evidence: list[str]
 
 
-def evidence_streams(results: dict[str, DetectorResult]) -> dict[str, tuple[str, np.ndarray]]:
+def evidence_streams(
+    results: dict[str, DetectorResult],
+) -> dict[str, tuple[str, np.ndarray]]:
     """The separate pieces of evidence, by name: ``{name: (detector, scores)}``.
 
     A detector's ``evidence_scores`` (one per kind of problem it looks for, e.g.
-    ``quality:blurry``) when it has them, else its ``image_score`` under its name.
+    ``quality:blurry``) when it has them, else its ``image_score`` under its name;
+    then its ``label_evidence`` kinds (:func:`stream_family` puts them in the label
+    family).
     """
     streams: dict[str, tuple[str, np.ndarray]] = {}
     for name, result in results.items():
@@ -295,7 +308,27 @@ def evidence_streams(results: dict[str, DetectorResult]) -> dict[str, tuple[str,
             streams[name] = (name, np.asarray(result.image_score, dtype=float))
         for kind, values in kinds.items():
             streams[f"{name}:{kind}"] = (name, np.asarray(values, dtype=float))
+        for kind, values in (getattr(result, "label_evidence", None) or {}).items():
+            streams[f"{name}:{kind}"] = (name, np.asarray(values, dtype=float))
     return streams
+
+
+def stream_family(results: dict[str, DetectorResult], stream: str, detector: str) -> str:
+    """The family a piece of evidence counts in: ``label`` for a detector's
+    ``label_evidence`` kinds, else its detector's family."""
+    kind = stream[len(detector) + 1 :] if stream.startswith(detector + ":") else ""
+    if kind and kind in (getattr(results[detector], "label_evidence", None) or {}):
+        return "label"
+    return family_of(detector)
+
+
+def _stream_names(results: dict[str, DetectorResult], streams) -> dict[str, str]:
+    """Words for a piece of evidence in the evidence column (its name by default)."""
+    out = {}
+    for s, (m, _) in streams.items():
+        kind = s[len(m) + 1 :] if s.startswith(m + ":") else ""
+        out[s] = (getattr(results[m], "evidence_names", None) or {}).get(kind, s)
+    return out
 
 
 def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
@@ -344,8 +377,10 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
             w = np.ones(len(members))
         return sum(wi * pct[m] for wi, m in zip(w, members, strict=True)) / w.sum()
 
-    def score(members: list[str], order: np.ndarray) -> np.ndarray:
-        total = sum((strong[s] for s, (m, _) in streams.items() if m in members), np.zeros(n))
+    family = {s: stream_family(results, s, m) for s, (m, _) in streams.items()}
+
+    def score(families: tuple[str, ...], order: np.ndarray) -> np.ndarray:
+        total = sum((strong[s] for s in streams if family[s] in families), np.zeros(n))
         return order + (total > 0) + total
 
     by_family = {f: [m for m in names if family_of(m) == f] for f in FAMILIES}
@@ -353,11 +388,18 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
     if not by_family[PROBLEM_BULK_FAMILY]:  # e.g. only image detectors ran
         bulks[PROBLEM_BULK_FAMILY] = bulk(names)
     return FamilyScores(
-        label=score(by_family["label"], bulks["label"]),
-        image=score(by_family["image"], bulks["image"]),
-        problem=score(names, bulks[PROBLEM_BULK_FAMILY]),
+        label=score(("label",), bulks["label"]),
+        image=score(("image",), bulks["image"]),
+        problem=score(FAMILIES, bulks[PROBLEM_BULK_FAMILY]),
         evidence=_evidence(
-            names, pct, z, strong, weight, n, {s: m for s, (m, _) in streams.items()}
+            names,
+            pct,
+            z,
+            strong,
+            weight,
+            n,
+            {s: m for s, (m, _) in streams.items()},
+            _stream_names(results, streams),
         ),
     )
 
@@ -370,12 +412,14 @@ def _evidence(
     weight: dict[str, float],
     n: int,
     detector_of: dict[str, str],
+    words: dict[str, str] | None = None,
 ) -> list[str]:
     """Per image: strong evidence (``name z=...``, robust z), then top-10% bulk ranks."""
+    words = words or {}
     out: list[str] = []
     for i in range(n):
         hits = sorted(((strong[s][i], s) for s in strong if strong[s][i] > 0), reverse=True)
-        parts = [f"{s} z={z[s][i]:.1f}" for _, s in hits]
+        parts = [f"{words.get(s, s)} z={z[s][i]:.1f}" for _, s in hits]
         behind = {detector_of[s] for _, s in hits}
         for m in names:
             top = 1.0 - pct[m][i]
@@ -438,6 +482,8 @@ def build_issues(
         "knn_disagreement": np.full(n, np.nan),
         "quality_score": np.full(n, np.nan),
         "quality_issues": [""] * n,
+        "stain_evidence": [""] * n,
+        "exclusive_conflict": [""] * n,
     }
     for m in names:
         for col, values in results[m].columns.items():
@@ -501,6 +547,7 @@ def _suggestions(
         if frames
         else pd.DataFrame({"row": [], "class": [], "add": []})
     )
+    shares = None
     if "knn" in results:
         shares = neighbour_shares(
             results["knn"].findings.assign(detector="knn"), inputs.ids, list(inputs.class_names)
@@ -511,8 +558,18 @@ def _suggestions(
     for det in IMAGE_DETECTORS:
         if det in results:
             image_flag |= np.asarray(results[det].image_flagged, dtype=bool)
+    empty = (
+        empty_target_rows(results["quality"].findings, inputs.ids) if "quality" in results else None
+    )
     return suggest_labels(
-        inputs.labels, inputs.probs, candidates, image_flag, class_names=list(inputs.class_names)
+        inputs.labels,
+        inputs.probs,
+        candidates,
+        image_flag,
+        class_names=list(inputs.class_names),
+        exclusive=inputs.exclusive_idx,
+        neighbours=shares,
+        empty_target=empty,
     )
 
 

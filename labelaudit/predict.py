@@ -12,7 +12,9 @@ Output (CSV, written atomically, and returned as a DataFrame): ``id``, one colum
 class with the sigmoid probability, ``labels`` (the classes at or above the model's
 per-class threshold, in the training dataset's notation), ``label_names`` (the same
 as ``|``-joined class names) and, for a labelled dataset with the model's classes,
-``given_labels``. An image with no class above its threshold gets empty labels.
+``given_labels``. An image with no class above its threshold gets empty labels; an
+exclusive class (HPA: Negative) is never predicted with another class (where both pass
+their thresholds, the side with the higher probability stays).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import pandas as pd
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.layouts import find_fields
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_header
+from labelaudit.data.roles import exclusive_classes, exclusive_indices, resolve_exclusive
 from labelaudit.errors import DatasetError
 from labelaudit.io import write_csv
 from labelaudit.rundir import dataset_inputs, guard_output_file
@@ -195,7 +198,10 @@ def predict(
     names, tokens = list(meta["class_names"]), list(meta["class_tokens"])
     sep = meta.get("label_sep", "|")
     thresholds = np.asarray(meta.get("thresholds") or [0.5] * len(names), dtype=np.float64)
-    predicted = probs >= thresholds[None, :]
+    # An exclusive class (HPA: Negative) is never predicted with another class: where
+    # both pass their thresholds, the side with the higher probability stays.
+    exclusive = exclusive_indices(names, exclusive_classes(meta))
+    predicted = resolve_exclusive(probs >= thresholds[None, :], probs, exclusive)
 
     clash = any(n in RESERVED for n in names)
     columns = [f"p:{n}" if clash else n for n in names]

@@ -50,6 +50,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from labelaudit.config import TrainSettings, resolve_settings, validate
 from labelaudit.data.labels import LabelCodec
+from labelaudit.data.roles import roles_from_info
 from labelaudit.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.io import atomic_path
 from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
@@ -1082,6 +1083,7 @@ def model_meta(
         "label_sep": info["label_sep"],
         "layout": info["layout"],
         "channels": list(info.get("channels", channels)),
+        "roles": roles_from_info(info).to_info(),
         "activation": settings.activation,
         "image_size": int(settings.image_size),
         "tta": bool(settings.tta),

@@ -25,6 +25,7 @@ from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.layouts import label_separator
+from labelaudit.data.roles import exclusive_classes
 from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.io import (
     RUN_FORMAT,
@@ -161,6 +162,7 @@ class RunDir:
             "image_size": cache.size,
             "follow_symlinks": dataset.follow_symlinks,
             "max_pixels": dataset.max_pixels,
+            "roles": dataset.roles.to_info(),
         }
         given = LabelCodec.from_info(info).format_many(dataset.labels)
         write_csv(self.file(DATASET_CSV), pd.DataFrame({"id": dataset.ids, "labels": given}))
@@ -406,6 +408,7 @@ def make_audit_inputs(
         embeddings=embeddings,
         stats=stats,
         protein_channel=info.get("protein_channel", "green"),
+        exclusive_classes=tuple(exclusive_classes(info)),
     )
 
 

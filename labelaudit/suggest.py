@@ -37,10 +37,13 @@ neighbours' agreement holds on all six.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from labelaudit.data.roles import EMPTY_TARGET, conflicting_rows, resolve_exclusive
 
 #: Detectors whose flag marks the pixels (not the labels) as suspect.
 IMAGE_DETECTORS: tuple[str, ...] = ("intensity",)
@@ -75,6 +78,12 @@ class SuggestRules:
         The same for an image that also has a trusted add (a swapped label).
     min_class_ap
         Out-of-fold average precision (against the given labels) a class needs.
+    exclusive_min_p
+        Probability at which the model calls a class present in a swap involving an
+        exclusive class (:func:`exclusive_swaps`): a class needs it to replace a
+        given exclusive class (with most neighbours carrying it); an empty target
+        stain replaces the given labels with the exclusive class only where every
+        other class stays below it.
     """
 
     add_min_p: float = 0.85
@@ -82,6 +91,7 @@ class SuggestRules:
     remove_max_p: float | None = None
     swap_remove_max_p: float = 0.15
     min_class_ap: float = 0.7
+    exclusive_min_p: float = 0.5
 
     @classmethod
     def from_confidence(cls, confidence: float, min_class_ap: float) -> SuggestRules:
@@ -204,6 +214,10 @@ def suggest_labels(
     image_flagged: np.ndarray,
     rules: SuggestRules | None = None,
     class_names: list[str] | None = None,
+    *,
+    exclusive: Sequence[int] = (),
+    neighbours: np.ndarray | None = None,
+    empty_target: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per flagged label: a trusted change or a doubt.
 
@@ -225,6 +239,17 @@ def suggest_labels(
         Thresholds (default :class:`SuggestRules`).
     class_names
         Names for the evidence text (default the class index).
+    exclusive
+        Indices of the exclusive classes (:mod:`labelaudit.data.roles`): swaps to
+        and from them are suggested whole (:func:`exclusive_swaps`), a given label
+        set joining one with another class is resolved, and no suggested set joins
+        one with another class.
+    neighbours
+        (N, K) share of each image's nearest neighbours carrying each class
+        (:func:`neighbour_shares`), for the candidates of exclusive swaps.
+    empty_target
+        (N,) bool: the image's target stain looks like the exclusive class's
+        (quality's ``empty_target`` finding), the other support of a swap to it.
 
     Returns
     -------
@@ -250,10 +275,15 @@ def suggest_labels(
         .sort_values(["row", "class"], kind="mergesort")
         .reset_index(drop=True)
     )
-    if cand.empty:
+    excl = np.asarray(exclusive, dtype=int)
+    ap = class_ap(given, probs)
+    swaps = exclusive_swaps(given, probs, excl, ap, flagged, rules, neighbours, empty_target, names)
+    if len(swaps):
+        # A whole-set change replaces the image's single-label candidates.
+        cand = cand[~cand["row"].isin(swaps["row"])]
+    if cand.empty and swaps.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
     rows, cols, add = cand["row"].to_numpy(), cand["class"].to_numpy(), cand["add"].to_numpy()
-    ap = class_ap(given, probs)
     p = cand["probability"].to_numpy()
     if probs is not None:
         p = np.where(np.isnan(p), probs[rows, cols], p)
@@ -269,6 +299,8 @@ def suggest_labels(
     remove_max = np.where(swap, rules.swap_remove_max_p, lone_max)
     trusted = trusted_add | (usable & ~add & (p <= remove_max))
     trusted &= ~_would_empty(given, rows, cols, add, trusted)
+    joins = _would_join_exclusive(given, rows, cols, add, trusted, excl)
+    trusted &= ~joins
 
     conf = np.full(len(cand), np.nan)
     if probs is not None:
@@ -279,7 +311,14 @@ def suggest_labels(
             cols, add, p, q, ap[cols], flagged[rows], learned, trusted, swap, strict=True
         )
     ]
-    return pd.DataFrame(
+    evidence = [
+        e.split("; doubtful: ")[0].removesuffix("; swap")
+        + "; doubtful: would join an exclusive class"
+        if j
+        else e
+        for e, j in zip(evidence, joins, strict=True)
+    ]
+    table = pd.DataFrame(
         {
             "row": rows,
             "class": cols,
@@ -291,6 +330,170 @@ def suggest_labels(
             "evidence": evidence,
         }
     )[SUGGESTION_COLUMNS]
+    if swaps.empty:
+        return table
+    if table.empty:
+        return swaps[SUGGESTION_COLUMNS].reset_index(drop=True)
+    both = pd.concat([table, swaps[SUGGESTION_COLUMNS]], ignore_index=True)
+    return both.sort_values(["row", "class"], kind="mergesort").reset_index(drop=True)
+
+
+def exclusive_swaps(
+    given: np.ndarray,
+    probs: np.ndarray | None,
+    exclusive: np.ndarray,
+    ap: np.ndarray,
+    image_flagged: np.ndarray,
+    rules: SuggestRules,
+    neighbours: np.ndarray | None = None,
+    empty_target: np.ndarray | None = None,
+    names: list[str] | None = None,
+) -> pd.DataFrame:
+    """Whole-set suggestions involving an exclusive class (HPA: Negative).
+
+    An exclusive class replaces a field's labels or is replaced; it is never added
+    to or removed from a set alone. Three cases, on classes the model has learned
+    (out-of-fold average precision >= ``min_class_ap``) and images no image-level
+    detector flagged:
+
+    * **swap to it**: the image is not given the exclusive class and either its
+      target stain looks like the exclusive class's (``empty_target``: an empty
+      protein stain with normal references) while the model, on learned given
+      classes, calls no other class present (every other probability below
+      ``exclusive_min_p``: its thresholded reading is empty or the exclusive
+      class), or the model alone supports it as an add in a swap (the exclusive
+      class learned, ``add_min_p``, most neighbours carrying it, every given label
+      ``swap_remove_max_p`` or less). Suggested: the exclusive class alone (a
+      trusted add and a trusted remove of every given label).
+    * **swap from it**: the image is given the exclusive class alone, the model gives
+      it ``swap_remove_max_p`` or less and some classes ``exclusive_min_p`` or more
+      with most neighbours carrying them. Suggested: those classes.
+    * **conflict**: the given set joins the exclusive class with others (never
+      right): the side the model supports more stays (:func:`~labelaudit.data.roles.
+      resolve_exclusive`); suggested whatever the thresholds (the given set is wrong
+      either way), even where the image's pixels are suspect.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`SUGGESTION_COLUMNS` rows (all trusted), possibly empty; ``confidence``
+        is filled by the caller's :func:`precision_at_many` rules (here: the class's
+        out-of-fold precision at the probability).
+    """
+    out = {c: [] for c in ("row", "class", "action", "probability", "evidence")}
+    if probs is None or exclusive.size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
+    n, k = given.shape
+    names = names or [str(c) for c in range(k)]
+    learned = np.nan_to_num(ap, nan=-1.0) >= rules.min_class_ap
+    flagged = np.asarray(image_flagged, dtype=bool)
+    share = np.full((n, k), np.nan) if neighbours is None else np.asarray(neighbours, float)
+    agree = np.nan_to_num(share, nan=-1.0) >= (rules.add_min_neighbours or 0.0)
+    empty = np.zeros(n, dtype=bool) if empty_target is None else np.asarray(empty_target, bool)
+    has_excl = given[:, exclusive].any(axis=1)
+    conflict = conflicting_rows(given, exclusive)
+
+    def emit(r: int, new: np.ndarray, why: str) -> None:
+        for c in np.flatnonzero(new != given[r]):
+            out["row"].append(r)
+            out["class"].append(int(c))
+            out["action"].append("add" if new[c] else "remove")
+            out["probability"].append(float(probs[r, c]))
+            out["evidence"].append(why)
+
+    for r in range(n):
+        if conflict[r]:
+            new = resolve_exclusive(given[r : r + 1], probs[r : r + 1], exclusive)[0]
+            kept = ", ".join(names[c] for c in np.flatnonzero(new))
+            emit(r, new, f"exclusive class given with others: the model supports {kept}")
+        elif flagged[r]:
+            continue
+        elif not has_excl[r] and given[r].any():
+            e = exclusive[np.argmax(probs[r, exclusive])]
+            mine = np.flatnonzero(given[r])
+            # The stain's reading, where the model sees none of the given classes nor
+            # any other (its thresholded reading is empty or the exclusive class); or
+            # the model alone, on an add's and a swap's terms.
+            pos = np.setdiff1d(np.arange(k), exclusive)
+            by_stain = (
+                empty[r] and learned[mine].all() and probs[r, pos].max() < rules.exclusive_min_p
+            )
+            by_model = (
+                learned[e]
+                and probs[r, e] >= rules.add_min_p
+                and agree[r, e]
+                and probs[r, mine].max() <= rules.swap_remove_max_p
+            )
+            if by_stain or by_model:
+                new = np.zeros(k, dtype=bool)
+                new[e] = True
+                why = "protein stain empty" if by_stain else f"neighbours {share[r, e]:.2f}"
+                emit(
+                    r,
+                    new,
+                    f"swap to {names[e]}: p={probs[r, e]:.2f}, given labels p<="
+                    f"{probs[r, mine].max():.2f}, {why}",
+                )
+        elif has_excl[r]:
+            e = int(np.flatnonzero(given[r])[0])
+            pos = np.setdiff1d(np.arange(k), exclusive)
+            seen = pos[(probs[r, pos] >= rules.exclusive_min_p) & learned[pos] & agree[r, pos]]
+            if learned[e] and probs[r, e] <= rules.swap_remove_max_p and seen.size:
+                new = np.zeros(k, dtype=bool)
+                new[seen] = True
+                emit(
+                    r,
+                    new,
+                    f"swap from {names[e]}: p={probs[r, e]:.2f}, "
+                    + ", ".join(f"{names[c]} p={probs[r, c]:.2f}" for c in seen),
+                )
+    if not out["row"]:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
+    rows = np.asarray(out["row"], dtype=int)
+    cols = np.asarray(out["class"], dtype=int)
+    adds = np.asarray(out["action"]) == "add"
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "class": cols,
+            "action": out["action"],
+            "probability": out["probability"],
+            "confidence": precision_at_many(given, probs, rows, cols, adds),
+            "class_ap": ap[cols],
+            "trusted": np.ones(len(rows), dtype=bool),
+            "evidence": [
+                f"{'+' if a else '-'}{names[c]}: p={p:.2f}; {why}"
+                for a, c, p, why in zip(
+                    adds, cols, out["probability"], out["evidence"], strict=True
+                )
+            ],
+        }
+    )
+
+
+def _would_join_exclusive(
+    given: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    add: np.ndarray,
+    trusted: np.ndarray,
+    exclusive: np.ndarray,
+) -> np.ndarray:
+    """Candidates of images whose trusted changes would join an exclusive class with
+    another class (all the image's trusted changes are dropped)."""
+    from labelaudit.data.roles import conflicting_rows
+
+    out = np.zeros(len(rows), dtype=bool)
+    if exclusive.size == 0:
+        return out
+    for r in np.unique(rows[trusted]):
+        mine = trusted & (rows == r)
+        new = given[r].copy()
+        new[cols[mine & add]] = True
+        new[cols[mine & ~add]] = False
+        if conflicting_rows(new[None, :], exclusive)[0]:
+            out |= mine
+    return out
 
 
 def _would_empty(
@@ -364,6 +567,19 @@ def neighbour_shares(
     values = pd.to_numeric(f["value"], errors="coerce").to_numpy(dtype=float)
     ok = (rows >= 0) & (cols >= 0)
     out[rows[ok], cols[ok]] = values[ok]
+    return out
+
+
+def empty_target_rows(findings: pd.DataFrame, ids: list[str]) -> np.ndarray:
+    """(N,) bool: the image has a flagged ``empty_target`` finding (quality's label
+    evidence: its target stain looks like the exclusive class's)."""
+    out = np.zeros(len(ids), dtype=bool)
+    if findings.empty or not {"id", "class", "flagged"} <= set(findings.columns):
+        return out
+    kind = findings["class"].astype(str).str.startswith(EMPTY_TARGET + ":").to_numpy()
+    flag = findings["flagged"].astype(str).str.strip().str.lower().isin(["true", "1"])
+    rows = pd.Index(ids).get_indexer(findings.loc[kind & flag.to_numpy(), "id"])
+    out[rows[rows >= 0]] = True
     return out
 
 

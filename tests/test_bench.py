@@ -262,3 +262,63 @@ def test_weighted_errors_and_the_retrain_change(tmp_path):
     assert "retrain (soft): macro_f1_true 0.400 -> 0.450, change +0.050 [+0.010, +0.090]" in text
     assert "micro_f1_true 0.600 -> 0.600, change +0.000" in text
     assert "training label errors vs truth: 30 -> 22" in text
+
+
+def test_negative_swaps_and_true_negative_fields(tmp_path):
+    """Issue 23: a ``swap (Negative)`` group and the exclusive block, on a hand-made run."""
+    from labelaudit.io import update_run_json
+
+    update_run_json(
+        tmp_path,
+        "dataset",
+        {
+            "layout": "hpa2021",
+            "class_names": ["Nucleoplasm", "Cytosol", "Negative"],
+            "class_tokens": ["0", "16", "18"],
+            "channels": ["red", "green", "blue", "yellow"],
+            "protein_channel": "green",
+        },
+    )
+    #           id, true, given, noise, suggested, quality issues, flagged_by, score
+    rows = [
+        ("a", "18", "16", "swap", "18", "", "confident;quality", 0.9),  # right
+        ("b", "18", "0", "swap", "0", "", "confident", 0.8),  # missed
+        ("c", "16", "0", "swap", "16", "", "confident", 0.7),  # not a Negative swap
+        ("d", "18", "18", "none", "18", "dark:green", "quality", 0.2),  # empty stain fault
+        ("e", "18", "18", "artifact", "18", "artifact:yellow", "quality", 0.6),
+        ("f", "0", "0", "none", "0", "", "", 0.1),
+        ("g", "16", "16", "none", "16", "", "", 0.3),
+    ]
+    ids, true, given, noise, sugg, quality, by, score = map(list, zip(*rows, strict=True))
+    pd.DataFrame(
+        {
+            "id": ids,
+            "given_labels": given,
+            "suggested_labels": sugg,
+            "label_quality": [1 - s for s in score],
+            "outlier_score": score,
+            "intensity_z": score,
+            "quality_issues": quality,
+            "flagged_by": by,
+            "n_flags": [len([x for x in b.split(";") if x]) for b in by],
+            "consensus_score": score,
+            "consensus_flag": [s > 0.5 for s in score],
+        }
+    ).to_csv(tmp_path / "issues.csv", index=False)
+    pd.DataFrame({"ID": ids, "true_label": true, "given_label": given, "noise": noise}).to_csv(
+        tmp_path / "truth.csv", index=False
+    )
+    result = bench(tmp_path, tmp_path / "truth.csv")
+    assert result["metrics"]["confident"]["swap (Negative)"]["n_pos"] == 2
+    assert result["exclusive"] == {
+        "classes": ["Negative"],
+        "n_swaps": 2,
+        "swaps_right": 1,
+        "swap_recall": 0.5,
+        "true_fields": 4,
+        "true_fields_image_flagged_empty_stain": 1,
+        "true_fields_image_flagged": 2,
+    }
+    text = format_bench_table(result)
+    assert "swap (Negative)" in text
+    assert "swaps to or from Negative: 2, correct suggestion 1 (0.500)" in text

@@ -206,13 +206,11 @@ def test_decisions_alone_change_only_what_they_name(hpa_run, tmp_path):
 
 
 def test_exclusive_classes_are_checked(hpa_run, tmp_path):
-    # The run declares Negative (18) exclusive: an edit combining it is refused.
+    # HPA 2021 declares Negative (18) exclusive: an edit combining it is refused.
     _, run = hpa_run
-    info = read_json(run / "run.json")["dataset"]
-    update_run_json(run, "dataset", {**info, "exclusive_classes": ["Negative"]})
     path = tmp_path / "decisions.csv"
     path.write_text("id,decision,labels\nfield001,edit,18\nfield002,edit,2|18\n")
-    with pytest.raises(DatasetError, match="Negative cannot be combined") as err:
+    with pytest.raises(DatasetError, match="Negative is never combined") as err:
         clean(run, decisions=path)
     assert err.value.row == 3 and not (run / "cleaned").exists()
     path.write_text("id,decision,labels\nfield001,edit,18\n")

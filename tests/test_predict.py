@@ -86,8 +86,13 @@ def test_round_trip_in_a_new_process(model_path, make_hpa, tmp_path):
     # Thresholded label sets follow the probabilities and the model's thresholds.
     probs = here[NAMES].to_numpy()
     assert probs.std() > 0.01
+    neg = NAMES.index("Negative")
     for row, p in zip(here["labels"], probs, strict=True):
-        assert row == "|".join(t for t, q in zip(TOKENS, p, strict=True) if q >= 0.5)
+        passed = [k for k, q in enumerate(p) if q >= 0.5]
+        if neg in passed and len(passed) > 1:  # Negative is exclusive: one side stays
+            others = [k for k in passed if k != neg]
+            passed = [neg] if p[neg] >= p[others].max() else others
+        assert row == "|".join(TOKENS[k] for k in passed)
     assert here["given_labels"].tolist() == ["0|3", "1", "2", "3", "3|4", "5"]
 
 
@@ -106,8 +111,15 @@ def test_unlabelled_hpa_folder_and_thresholds(tmp_path, make_hpa):
     assert "given_labels" not in bare.columns
     assert bare["id"].tolist() == labelled["id"].tolist()
     np.testing.assert_allclose(bare[NAMES].to_numpy(), labelled[NAMES].to_numpy(), atol=1e-6)
-    assert (bare["labels"] == "|".join(TOKENS)).all()
-    assert (bare["label_names"] == "|".join(NAMES)).all()
+    # Every class passes its threshold, but Negative (exclusive) is never predicted with
+    # another class: the side with the higher probability stays (issue 23).
+    neg = NAMES.index("Negative")
+    probs = bare[NAMES].to_numpy()
+    others = np.delete(probs, neg, axis=1).max(axis=1)
+    alone = probs[:, neg] >= others
+    want = np.where(alone, TOKENS[neg], "|".join(t for t in TOKENS if t != TOKENS[neg]))
+    assert bare["labels"].tolist() == want.tolist()
+    assert not bare["label_names"].str.contains("Negative|", regex=False).any()
     assert (predict(nothing, folder, device="cpu")["labels"] == "").all()
     # A dataset directory whose fields sit in train/ without a label file works too.
     (dataset / "train.csv").unlink()
@@ -128,6 +140,20 @@ def test_plain_image_folder(tmp_path):
     write_model(four, in_chans=4)
     with pytest.raises(DatasetError, match="3 channel"):
         predict(four, folder, device="cpu")
+
+
+@pytest.mark.slow
+def test_predictions_never_join_negative_with_another_class(tmp_path, make_hpa):
+    dataset = make_hpa(n=6, size=40)
+    neg = NAMES.index("Negative")
+    low = [0.0] * len(NAMES)
+    for seed in range(4):  # heads that favour Negative on some fields and not on others
+        path = tmp_path / f"m{seed}.pt"
+        write_model(path, thresholds=low, seed=seed)
+        frame = predict(path, dataset, device="cpu")
+        for labels in frame["labels"]:
+            tokens = labels.split("|")
+            assert TOKENS[neg] not in tokens or tokens == [TOKENS[neg]]
 
 
 def test_bad_inputs(tmp_path, model_path):

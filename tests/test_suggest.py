@@ -173,3 +173,133 @@ def test_precision_at_many_equals_the_one_pair_form_with_ties_and_missing_values
                 for r, c, a in zip(rows, cols, add, strict=True)
             ]
             np.testing.assert_allclose(many, one, equal_nan=True)
+
+
+# ---------------------------------------------------------------- exclusive classes (issue 23)
+
+NEG = 3  # an exclusive class (HPA: Negative)
+
+
+def _negative_world() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes 0, 1, 2 and Negative (3), all learned; neighbour shares follow the labels."""
+    rng = np.random.default_rng(1)
+    given = np.zeros((N, 4), dtype=bool)
+    given[np.arange(N), np.arange(N) % 4] = True
+    probs = np.where(given, 0.9, 0.03) + rng.uniform(-0.02, 0.02, given.shape)
+    shares = np.where(given, 0.8, np.nan)
+    return given, probs, shares
+
+
+def _swap(given, probs, shares, **kw) -> pd.DataFrame:
+    flags = np.zeros(len(given), dtype=bool)
+    return suggest_labels(given, probs, _cands(), flags, exclusive=[NEG], neighbours=shares, **kw)
+
+
+def test_swap_to_negative_is_the_negative_class_alone():
+    given, probs, shares = _negative_world()
+    i = 5  # given class 1; the model sees Negative, the protein stain is empty
+    probs[i] = [0.02, 0.04, 0.03, 0.74]
+    empty = np.zeros(N, dtype=bool)
+    empty[i] = True
+    out = _swap(given, probs, shares, empty_target=empty)
+    mine = out[out["row"] == i]
+    assert mine["trusted"].all()
+    assert sorted(zip(mine["class"], mine["action"], strict=True)) == [(1, "remove"), (3, "add")]
+    assert "swap to 3: p=0.74" in mine["evidence"].iloc[0]
+    assert apply_suggestions(given, out)[i].tolist() == [False, False, False, True]
+    # without the stain, the model alone needs an add's evidence (p >= 0.85, neighbours)
+    assert _swap(given, probs, shares).empty
+    probs[i, NEG] = 0.9
+    shares[i, NEG] = 0.7
+    assert apply_suggestions(given, _swap(given, probs, shares))[i].tolist() == [0, 0, 0, 1]
+    shares[i, NEG] = np.nan
+    # with the stain, the model must not call any other class present (p >= 0.5)
+    probs[i, [1, NEG]] = [0.4, 0.2]
+    assert len(_swap(given, probs, shares, empty_target=empty)) == 2
+    probs[i, 1] = 0.6
+    assert _swap(given, probs, shares, empty_target=empty).empty
+    probs[i, [1, 2]] = [0.1, 0.7]  # the model sees another class in an "empty" stain
+    assert _swap(given, probs, shares, empty_target=empty).empty
+
+
+def test_swap_from_negative_is_the_seen_classes_alone():
+    given, probs, shares = _negative_world()
+    i = 7  # given Negative; the model sees classes 0 and 2
+    probs[i] = [0.8, 0.1, 0.6, 0.05]
+    shares[i, [0, 2]] = 0.7
+    out = _swap(given, probs, shares)
+    assert out["trusted"].all()
+    assert apply_suggestions(given, out)[i].tolist() == [True, False, True, False]
+    probs[i, NEG] = 0.5  # the model still believes Negative: no suggestion
+    assert _swap(given, probs, shares).empty
+
+
+def test_a_given_conflict_keeps_the_side_the_model_supports():
+    given, probs, shares = _negative_world()
+    given[2, NEG] = True  # class 2 + Negative
+    probs[2, [2, NEG]] = [0.1, 0.95]
+    given[6, NEG] = True  # class 2 + Negative, model sees class 2
+    probs[6, [2, NEG]] = [0.9, 0.2]
+    flags = np.zeros(N, dtype=bool)
+    flags[6] = True  # even on suspect pixels: the given set is wrong either way
+    out = suggest_labels(given, probs, _cands(), flags, exclusive=[NEG], neighbours=shares)
+    new = apply_suggestions(given, out)
+    assert new[2].tolist() == [False, False, False, True]
+    assert new[6].tolist() == [False, False, True, False]
+
+
+def test_no_suggestion_ever_joins_an_exclusive_class_with_another():
+    rng = np.random.default_rng(4)
+    for _ in range(30):
+        given, probs, shares = _negative_world()
+        probs = rng.uniform(0, 1, probs.shape)
+        extra = rng.random(given.shape) < 0.1
+        given |= extra  # some conflicts and multi-label sets
+        shares = np.where(rng.random(given.shape) < 0.5, rng.uniform(0, 1, given.shape), np.nan)
+        rows = rng.integers(0, N, 40)
+        cols = rng.integers(0, 4, 40)
+        cands = pd.DataFrame(
+            {"row": rows, "class": cols, "add": ~given[rows, cols], "neighbours": 0.9}
+        )
+        rules = SuggestRules(add_min_p=0.5, swap_remove_max_p=0.5, min_class_ap=0.0)
+        out = suggest_labels(
+            given,
+            probs,
+            cands,
+            np.zeros(N, dtype=bool),
+            rules,
+            exclusive=[NEG],
+            neighbours=shares,
+            empty_target=rng.random(N) < 0.3,
+        )
+        new = apply_suggestions(given, out)
+        assert not (new[:, NEG] & (new.sum(axis=1) > 1)).any()
+        assert (new.sum(axis=1) > 0).all()
+
+
+def test_without_exclusive_classes_the_suggestions_are_unchanged():
+    given, probs = _world()
+    i = N - 1
+    probs[i, 0] = 0.95
+    cands = _cands((i, 0, True), (3, 0, False))
+    flags = np.zeros(N, dtype=bool)
+    a = suggest_labels(given, probs, cands, flags)
+    b = suggest_labels(given, probs, cands, flags, exclusive=[], neighbours=None)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_add_that_would_join_negative_is_doubtful_and_says_why():
+    given, probs, shares = _negative_world()
+    i = 3  # given Negative alone; the model also sees class 0 but keeps Negative high
+    probs[i, 0] = 0.95
+    out = suggest_labels(
+        given,
+        probs,
+        _cands((i, 0, True)),
+        np.zeros(N, dtype=bool),
+        exclusive=[NEG],
+        neighbours=shares,
+    )
+    row = out[out["row"] == i].iloc[0]
+    assert not row["trusted"]
+    assert row["evidence"].endswith("doubtful: would join an exclusive class")

@@ -20,7 +20,11 @@ from labelaudit.data.readers import (
     read_array,
     read_header,
 )
+from labelaudit.data.roles import conflicting_rows, describe_conflict, exclusive_indices
 from labelaudit.errors import DatasetError
+
+#: Rows joining an exclusive class with another that ``check`` names (it counts all).
+SHOW_CONFLICTS = 5
 
 
 @dataclass
@@ -64,9 +68,21 @@ class CheckReport:
         per = self.dataset.labels.sum(axis=1)
         return {int(k): int(v) for k, v in sorted(Counter(per.tolist()).items())}
 
+    def exclusive_conflicts(self) -> list[str]:
+        """Rows whose labels join an exclusive class with another class, as
+        ``"train.csv line 5 (ID): Negative given with Cytosol (...)"``."""
+        d = self.dataset
+        idx = exclusive_indices(d.class_names, d.exclusive_classes)
+        return [
+            f"{d.label_file.name} line {d.rows[i]} ({d.ids[i]}): "
+            + describe_conflict(d.class_names, d.labels[i], idx)
+            for i in np.flatnonzero(conflicting_rows(d.labels, idx))
+        ]
+
     def summary(self) -> dict:
         """A JSON-friendly summary (also what the CLI prints)."""
         d = self.dataset
+        conflicts = self.exclusive_conflicts()
         return {
             "dataset": str(d.root),
             "layout": d.layout,
@@ -77,6 +93,11 @@ class CheckReport:
             "labels_per_image": self.labels_per_image(),
             "image_sizes": dict(self.sizes.most_common()),
             "bit_depths": {int(k): v for k, v in sorted(self.bit_depths.items())},
+            "roles": d.roles.to_info(),
+            "exclusive_conflicts": {
+                "count": len(conflicts),
+                "first": conflicts[:SHOW_CONFLICTS],
+            },
             "errors": [str(e) for e in self.errors],
             "warnings": self.warnings,
         }

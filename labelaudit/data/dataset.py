@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
+from labelaudit.data.roles import Roles, make_roles
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class Dataset:
         refuses a larger one from its header, before decoding (``None``: no limit).
     follow_symlinks
         Whether image paths were allowed to resolve outside the dataset directory.
+    exclusive_classes
+        Names of the classes never combined with another class (HPA 2021: Negative;
+        a generic dataset's ``classes.txt`` marks them): :mod:`labelaudit.data.roles`.
     """
 
     root: Path
@@ -79,6 +83,7 @@ class Dataset:
     rows: list[int] = field(default_factory=list)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     follow_symlinks: bool = False
+    exclusive_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=bool)
@@ -94,6 +99,16 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return self.labels.shape[1]
+
+    @property
+    def roles(self) -> Roles:
+        """The dataset's class and stain roles (:mod:`labelaudit.data.roles`)."""
+        return make_roles(
+            self.class_names,
+            self.channels,
+            self.channels[self.protein_channel] if self.channels else None,
+            self.exclusive_classes,
+        )
 
     def label_tokens(self, i: int) -> list[str]:
         """The labels of image ``i`` in the dataset's own notation."""

@@ -43,6 +43,7 @@ from labelaudit.data.readers import (
     file_problem,
     read_header,
 )
+from labelaudit.data.roles import BUILT_IN_EXCLUSIVE, EXCLUSIVE_MARKER
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import atomic_open
 from labelaudit.userfiles import MAX_MARKER_BYTES
@@ -394,14 +395,17 @@ def _load_hpa(
         sources=sources,
         protein_channel=1,
         rows=line_nums,
+        exclusive_classes=BUILT_IN_EXCLUSIVE.get(layout, ()),
     )
 
 
 # ---------------------------------------------------------------------- generic
 
 
-def _read_classes_txt(path: Path) -> list[str]:
+def _read_classes_txt(path: Path) -> tuple[list[str], list[str]]:
+    """Class names of ``classes.txt`` and those marked exclusive (``Negative *exclusive``)."""
     rows: list[str] = []
+    exclusive: list[str] = []
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -409,6 +413,13 @@ def _read_classes_txt(path: Path) -> list[str]:
     seen: dict[str, int] = {}
     for line_no, line in enumerate(text.splitlines(), start=1):
         name = line.strip()
+        marked = name.endswith(EXCLUSIVE_MARKER)
+        if marked:
+            name = name[: -len(EXCLUSIVE_MARKER)].strip()
+            if not name:
+                raise DatasetError(
+                    f"{EXCLUSIVE_MARKER} without a class name", path=path, row=line_no
+                )
         if not name:
             continue
         if name in seen:
@@ -417,9 +428,11 @@ def _read_classes_txt(path: Path) -> list[str]:
             )
         seen[name] = line_no
         rows.append(name)
+        if marked:
+            exclusive.append(name)
     if not rows:
         raise DatasetError("classes.txt is empty", path=path)
-    return rows
+    return rows, exclusive
 
 
 def _safe_relative(value: str) -> PurePosixPath | None:
@@ -462,7 +475,7 @@ def _load_generic(
             row=1,
         )
     classes_file = root / "classes.txt"
-    declared = _read_classes_txt(classes_file) if classes_file.is_file() else None
+    declared, exclusive = _read_classes_txt(classes_file) if classes_file.is_file() else (None, [])
 
     parsed: list[tuple[int, str, Path, list[str]]] = []
     seen: dict[str, int] = {}
@@ -568,6 +581,7 @@ def _load_generic(
         sources=sources,
         protein_channel=protein,
         rows=line_nums,
+        exclusive_classes=tuple(exclusive),
     )
 
 

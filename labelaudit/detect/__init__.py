@@ -4,7 +4,8 @@ Importing this package registers ``confident`` (cleanlab confident learning),
 ``isolation`` (isolation forests on embeddings) and ``intensity`` (per-class
 3-sigma rule on the protein channel's intensity) and ``knn`` (label agreement of
 an image's neighbours in the embedding space) and ``quality`` (dark, light, saturated,
-blurry, low-information, artifact and odd-size images per stain channel). Add a
+blurry, low-information, artifact and odd-size images per stain channel) and
+``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another). Add a
 detector by subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
@@ -22,6 +23,7 @@ from labelaudit.detect.base import (
     register,
 )
 from labelaudit.detect.confident import ConfidentLearning
+from labelaudit.detect.exclusive import ExclusiveConflict
 from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
@@ -34,6 +36,7 @@ __all__ = [
     "ConfidentLearning",
     "Detector",
     "DetectorResult",
+    "ExclusiveConflict",
     "IntensityOutliers",
     "ImageQuality",
     "IsolationOutliers",

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.roles import exclusive_indices
 from labelaudit.errors import RunDirError, SettingsError
 
 #: Columns of the tidy findings table (``findings.csv``). ``value`` is the raw,
@@ -61,7 +62,11 @@ class AuditInputs:
     stats
         Per-image channel statistics (columns ``f"{channel}_{stat}"``), or ``None``.
     protein_channel
-        The channel whose intensity the labels describe (HPA: ``"green"``).
+        The channel whose intensity the labels describe (HPA: ``"green"``): the
+        target stain; the other channels are references.
+    exclusive_classes
+        Names of the classes never combined with another class (HPA: Negative;
+        :mod:`labelaudit.data.roles`).
     """
 
     ids: list[str]
@@ -73,6 +78,7 @@ class AuditInputs:
     embeddings: np.ndarray | None = None
     stats: pd.DataFrame | None = None
     protein_channel: str = "green"
+    exclusive_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -91,6 +97,10 @@ class AuditInputs:
                 f"{k} label columns but {len(self.class_names)} class names and "
                 f"{len(self.class_tokens)} class tokens"
             )
+        unknown = [c for c in self.exclusive_classes if c not in self.class_names]
+        if unknown:
+            raise RunDirError(f"exclusive class(es) not among the classes: {', '.join(unknown)}")
+        self.exclusive_classes = tuple(str(c) for c in self.exclusive_classes)
         if self.probs is not None:
             self.probs = np.asarray(self.probs, dtype=np.float64)
             if self.probs.shape != (n, k):
@@ -123,6 +133,11 @@ class AuditInputs:
     def has(self, name: str) -> bool:
         """Whether the input ``name`` (``"probs"``, ``"embeddings"``, ...) is present."""
         return getattr(self, name, None) is not None
+
+    @property
+    def exclusive_idx(self) -> np.ndarray:
+        """Column indices of the exclusive classes."""
+        return exclusive_indices(self.class_names, self.exclusive_classes)
 
     def label_lists(self) -> list[list[int]]:
         """Given labels as a list of class-index lists (cleanlab's multi-label format)."""
@@ -174,6 +189,14 @@ class DetectorResult:
         several kinds of problem (quality: one per issue type). The default order
         judges each kind against its own distribution (cleanlab Datalab's one
         issue type, one score); empty: ``image_score`` is the one kind.
+    label_evidence
+        Optional per-kind scores (N,) of evidence about the *labels* found by a
+        detector of another family (quality: an empty target stain with normal
+        references, which says the field looks like the exclusive class); the
+        default order counts them in the label family, not in ``image_score``.
+    evidence_names
+        Optional words for a kind in the report's evidence column (``"protein stain
+        empty: looks Negative"``); the kind's name otherwise.
     """
 
     detector: str
@@ -184,6 +207,8 @@ class DetectorResult:
     summary: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     evidence_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    label_evidence: dict[str, np.ndarray] = field(default_factory=dict)
+    evidence_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def n_flagged(self) -> int:
@@ -294,6 +319,12 @@ class Detector(ABC):
     def _validate_params(self) -> None:
         """Check parameter values; raise :class:`SettingsError` on a bad one."""
         return None  # no constraints by default
+
+    def applies(self, inputs: AuditInputs) -> bool:
+        """Whether the detector has anything to look at in this dataset (``False``:
+        it is left out without a warning, e.g. ``exclusive`` on a dataset that
+        declares no exclusive class)."""
+        return True
 
     def missing_inputs(self, inputs: AuditInputs) -> list[str]:
         """The required inputs that ``inputs`` lacks."""

@@ -17,8 +17,13 @@ Scores and flags
 left out of the class statistics. The suggestion is ``"review"`` by default: a
 field far too dim or bright for its class is usually an imaging fault (empty field,
 saturation), not a wrong label; ``suggestion="remove"`` follows the poster, which
-dropped such images from training. The per-image ``intensity_z`` is the largest
-``|z|`` over the image's classes (0 for an image without labels).
+dropped such images from training. A field given other classes whose protein stain
+is as empty as the exclusive class's (HPA: Negative) with normal reference stains is
+left to the labels (:meth:`ImageQuality.empty_target`): its low z is set to 0; the
+fields of an exclusive class itself are not judged (z = 0: camera noise alike to a
+fraction of a grey level; debris on them is quality's). The
+per-image ``intensity_z`` is the largest ``|z|`` over the image's classes (0 for an
+image without labels).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from labelaudit.detect.base import (
     per_image_max,
     register,
 )
+from labelaudit.detect.quality import ImageQuality
 from labelaudit.errors import RunDirError, SettingsError
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this = its sigma
@@ -112,12 +118,19 @@ class IntensityOutliers(Detector):
         # nonzero is row-major; regroup the (image, class) pairs by class once.
         order = np.argsort(cls, kind="stable")
         bounds = np.searchsorted(cls[order], np.arange(inputs.n_classes + 1))
+        exclusive = set(inputs.exclusive_classes)
         for k, name in enumerate(inputs.class_names):
             pos = order[bounds[k] : bounds[k + 1]]
             values = x[img[pos]]
             center, scale = self._center_scale(values)
             if scale > 0:
                 z[pos] = np.nan_to_num((values - center) / scale, nan=0.0)
+            if name in exclusive:
+                # An exclusive class (Negative) has no stain whose intensity could be
+                # off: its fields are camera noise, alike to a fraction of a grey level,
+                # so any z is noise. (Debris on such a field: quality's saturated,
+                # light and artifact, judged on the protein stain as for any field.)
+                z[pos] = 0.0
             zk = z[pos]
             classes[name] = {
                 "n": len(pos),
@@ -126,6 +139,12 @@ class IntensityOutliers(Detector):
                 "n_high": int((zk > self.n_sigma).sum()),
                 "n_low": int((zk < -self.n_sigma).sum()),
             }
+        # A protein stain as empty as the exclusive class's, with normal reference
+        # stains, is evidence about the labels (quality's ``empty_target``), not a dim
+        # image: its low side is not an intensity fault.
+        if (self.channel or inputs.protein_channel) == inputs.protein_channel:
+            empty = ImageQuality().empty_target(inputs)
+            z = np.where(empty[img] & (z < 0), 0.0, z)
         score = np.abs(z)
         flagged = score > self.n_sigma
         suggestion = np.where(flagged, self.suggestion, "").astype(object)

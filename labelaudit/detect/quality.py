@@ -44,6 +44,21 @@ out; ``summary["missing"]`` lists them. Measured on synth seeds 7, 11, 13 (n=400
 image-fault AUROC 0.986-0.996 (``docs/benchmarks.md``, image quality; 0.963-0.971 on the
 real-pixel sets).
 
+An empty protein stain is evidence about the labels
+----------------------------------------------------
+Where the dataset declares an exclusive class (HPA: Negative, whose fields show no
+protein; :mod:`labelaudit.data.roles`), the fields given it are not judged dark,
+low-information or blurry on the target stain (that emptiness is what their label
+says), and a field given other classes whose target stain is as empty as theirs
+(mean, 99th percentile and brightest block within 3 MADs of the typical exclusive
+field's) while its
+reference stains are neither dark nor low-information gets one finding
+``empty_target:<channel>`` instead of its dark/low-information/blurry target
+findings: label evidence (``stain_evidence`` = "protein stain empty: looks
+Negative"), counted in the default order's label family, not in ``quality_score``
+or ``quality_issues``. Dark or dim references (a field dark everywhere), blur,
+saturation and debris stay image faults; so does a dim but structured protein stain.
+
 Scores and flags
 ----------------
 One finding per (image, issue type, channel) whose ``score`` is at least
@@ -63,6 +78,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.roles import EMPTY_TARGET
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -103,6 +119,25 @@ ISSUE_TYPES = (*CHANNEL_ISSUES, "odd_size")
 PER_CLASS_ON_PROTEIN = ("blurry", "artifact")
 #: A measure an older cache lacks -> the one used instead.
 FALLBACK = {"focus_coarse": "focus"}
+#: Label evidence, not an image fault: a target stain that looks like the exclusive
+#: class's (HPA: a protein stain as empty as the Negative fields') in a field given
+#: other classes, with normal reference stains (:meth:`ImageQuality._empty_target`).
+#: The target stain's issue types an empty stain raises (an empty field has no
+#: structure: dark, flat, unfocused); the others (saturation, debris) stay faults.
+EMPTY_TARGET_ISSUES = ("dark", "low_information", "blurry")
+#: Reference-stain issue types that make a dark protein stain a fault of the whole
+#: field (dark or dim everywhere) rather than evidence about the labels.
+REFERENCE_FAULTS = ("dark", "low_information")
+#: Measures compared with the exclusive class's fields, in robust sigmas of theirs
+#: (the brightest 16 x 16 block tells a dim but structured stain from an empty one
+#: when its mean and 99th percentile do not: sparse nucleoli under-exposed 10x).
+EMPTY_MEASURES = ("mean", "p99", "block_max")
+EMPTY_Z = 3.0
+#: Floor of that scale in log units (fields alike to the grey level would give any
+#: slightly brighter empty field a large z).
+EMPTY_MIN_SCALE = 0.25
+#: Fields given an exclusive class alone needed before any field can look like them.
+MIN_EMPTY_REFERENCE = 3
 EPS = 1e-6  # added before logs; statistics are fractions of full scale
 HEADROOM_EPS = 0.02  # ~5 grey levels of 8 bits: closer to full scale is all "full"
 
@@ -254,23 +289,100 @@ class ImageQuality(Detector):
     def _detect(self, inputs: AuditInputs) -> DetectorResult:
         assert inputs.stats is not None
         stats, labels = inputs.stats, inputs.labels
+        target = inputs.protein_channel
+        # Fields given an exclusive class (HPA: Negative) claim an empty target stain:
+        # its emptiness is what their label says, not an image fault.
+        given_empty = labels[:, inputs.exclusive_idx].any(axis=1)
         parts: list[tuple[str, str, np.ndarray]] = []  # (type, channel, signed z)
         missing: set[str] = set()
         for channel in self.stat_channels(stats):
             for issue, (measures, direction, log) in CHANNEL_ISSUES.items():
                 wide = issue in CHANNEL_WIDE and not (
-                    issue in PER_CLASS_ON_PROTEIN and channel == inputs.protein_channel
+                    issue in PER_CLASS_ON_PROTEIN and channel == target
                 )
                 by = None if wide else labels
-                z = self._issue_z(stats, channel, measures, direction, log, by, missing)
+                skip = given_empty if channel == target and issue in EMPTY_TARGET_ISSUES else None
+                z = self._issue_z(stats, channel, measures, direction, log, by, missing, skip)
                 if z is not None:
                     parts.append((issue, channel, z))
-        blurs = [z for t, _, z in parts if t == "blurry"]
+        empty = self._empty_target(inputs, parts)
+        blurs = [
+            np.where(empty, 0.0, z) if c == target else z for t, c, z in parts if t == "blurry"
+        ]
         if len(blurs) > 1:
-            # Defocus softens every stain a little: their mean, in its own sigmas.
+            # Defocus softens every stain a little: their mean, in its own sigmas (an
+            # empty target stain has no focus to lose: it does not count).
             parts.append(("blurry", "all", restandardise(np.mean(blurs, axis=0))))
         parts.extend(_odd_size(stats))
-        return self._result(inputs, parts, sorted(missing))
+        return self._result(inputs, parts, sorted(missing), empty)
+
+    def empty_target(self, inputs: AuditInputs) -> np.ndarray:
+        """(N,) bool: :meth:`_empty_target` from the statistics alone (what the
+        ``intensity`` detector asks before it calls a dark protein stain a fault)."""
+        assert inputs.stats is not None
+        parts: list[tuple[str, str, np.ndarray]] = []
+        if inputs.exclusive_idx.size == 0:
+            return np.zeros(inputs.n_images, dtype=bool)
+        for channel in self.stat_channels(inputs.stats):
+            if channel == inputs.protein_channel:
+                continue
+            for issue in REFERENCE_FAULTS:
+                measures, direction, log = CHANNEL_ISSUES[issue]
+                by = None if issue in CHANNEL_WIDE else inputs.labels
+                z = self._issue_z(inputs.stats, channel, measures, direction, log, by, set())
+                if z is not None:
+                    parts.append((issue, channel, z))
+        return self._empty_target(inputs, parts)
+
+    def _empty_target(
+        self, inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]]
+    ) -> np.ndarray:
+        """(N,) bool: fields given other classes whose target stain looks like the
+        exclusive class's and whose reference stains look normal.
+
+        "Looks like the exclusive class": the target stain's mean, 99th percentile and
+        brightest block (log) are no brighter than :data:`EMPTY_Z` MADs above those of the
+        fields given an exclusive class alone (at least :data:`MIN_EMPTY_REFERENCE`
+        of them; fewer: nothing to compare with, no field qualifies). A dim but
+        structured stain (an under-exposed field) stays brighter and stays an
+        image fault. "Normal references": no reference stain is flagged dark or
+        low-information, so a field dark everywhere stays an image fault. (Blur
+        does not empty a stain: a blurred field's empty protein stain is still
+        evidence about its labels, while the blur of its references stays a fault.)
+        """
+        assert inputs.stats is not None
+        n, target = inputs.n_images, inputs.protein_channel
+        out = np.zeros(n, dtype=bool)
+        idx = inputs.exclusive_idx
+        if idx.size == 0:
+            return out
+        labels = inputs.labels
+        only_exclusive = labels[:, idx].any(axis=1) & (labels.sum(axis=1) == 1)
+        if only_exclusive.sum() < MIN_EMPTY_REFERENCE:
+            return out
+        looks = np.ones(n, dtype=bool)
+        if f"{target}_mean" not in inputs.stats.columns:
+            return out
+        for measure in EMPTY_MEASURES:
+            col = f"{target}_{measure}"
+            if col not in inputs.stats.columns:
+                continue  # an older cache: judged on the measures it has
+            x = np.log(np.clip(pd.to_numeric(inputs.stats[col], errors="coerce"), 0, None) + EPS)
+            x = np.asarray(x, dtype=float)
+            # Median and MAD of the typical exclusive field (not robust_z's tail
+            # fallback: a few faulted Negative fields must not widen "empty").
+            ref = x[only_exclusive & np.isfinite(x)]
+            center = float(np.median(ref)) if len(ref) else np.nan
+            mad = MAD_TO_SIGMA * float(np.median(np.abs(ref - center))) if len(ref) else 0.0
+            scale = max(mad, EMPTY_MIN_SCALE)
+            looks &= np.nan_to_num(x, nan=np.inf) <= center + EMPTY_Z * scale
+        refs_ok = np.ones(n, dtype=bool)
+        for issue, channel, z in parts:
+            if channel != target and issue in REFERENCE_FAULTS:
+                d = CHANNEL_ISSUES[issue][1]
+                refs_ok &= d * z <= float(self.n_sigma)
+        positive = labels.any(axis=1) & ~labels[:, idx].any(axis=1)
+        return looks & refs_ok & positive
 
     def _issue_z(
         self,
@@ -281,11 +393,12 @@ class ImageQuality(Detector):
         log: bool,
         labels: np.ndarray | None,
         missing: set[str],
+        skip: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Signed z of one issue type on one channel: the least suspicious of its measures.
 
         ``labels``: judge against the label model (:func:`label_model_z`); ``None``:
-        against all images.
+        against all images. ``skip``: (N,) rows left out of the fit, with z 0.
         """
         zs = []
         for measure in measures:
@@ -308,6 +421,8 @@ class ImageQuality(Detector):
                 x = -np.log(np.clip(1.0 - x, 0.0, None) + HEADROOM_EPS)
             elif log:
                 x = np.log(np.clip(x, 0.0, None) + EPS)
+            if skip is not None:
+                x = np.where(skip, np.nan, x)
             if labels is None:
                 zs.append(_standardise(x, *robust_z(x)))
             else:
@@ -318,14 +433,28 @@ class ImageQuality(Detector):
         return direction * np.min(direction * np.vstack(zs), axis=0)
 
     def _result(
-        self, inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]], missing: list[str]
+        self,
+        inputs: AuditInputs,
+        parts: list[tuple[str, str, np.ndarray]],
+        missing: list[str],
+        empty: np.ndarray | None = None,
     ) -> DetectorResult:
         n = inputs.n_images
+        empty = np.zeros(n, dtype=bool) if empty is None else empty
         direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
         kinds, frames, values = [], [], []
+        # An empty target stain with normal references is evidence about the labels
+        # (:meth:`_empty_target`): its darkness, low information and blur leave the
+        # image family for one label-evidence kind, EMPTY_TARGET.
+        empty_score = np.zeros(n)
         for issue, channel, z in parts:
             d = direction.get(issue, 1)
-            frames.append(np.clip(d * z, 0.0, MAX_SCORE))
+            score = np.clip(d * z, 0.0, MAX_SCORE)
+            if channel == inputs.protein_channel and issue in EMPTY_TARGET_ISSUES:
+                empty_score = np.maximum(empty_score, np.where(empty, score, 0.0))
+                score = np.where(empty, 0.0, score)
+                z = np.where(empty, 0.0, z)
+            frames.append(score)
             values.append(z)
             kinds.append(f"{issue}:{channel}")
         scores = np.vstack(frames) if frames else np.zeros((0, n))
@@ -350,7 +479,25 @@ class ImageQuality(Detector):
             vals[keep],
         )
         findings["class"] = np.asarray(kinds, dtype=object)[kind_idx]
+        empty_kind = f"{EMPTY_TARGET}:{inputs.protein_channel}"
+        empty_flag = empty_score > float(self.n_sigma)
+        rows = np.flatnonzero((empty_score >= float(self.min_score)) | empty_flag)
+        if len(rows):
+            extra = make_findings(
+                inputs,
+                self.name,
+                rows,
+                None,
+                empty_score[rows],
+                empty_flag[rows],
+                np.where(empty_flag[rows], "review", "").astype(object),
+                -empty_score[rows],
+            )
+            extra["class"] = empty_kind
+            findings = pd.concat([findings, extra], ignore_index=True)
         counts = {k: int(flagged[j].sum()) for j, k in enumerate(kinds)}
+        counts[empty_kind] = int(empty_flag.sum())
+        words = f"protein stain empty: looks {' or '.join(inputs.exclusive_classes) or 'empty'}"
         # One piece of evidence per issue type (its worst channel): each type's
         # scores have their own tail on clean fields (saturation is heavy-tailed,
         # the mean blur is not), so the default order judges each on its own.
@@ -361,10 +508,19 @@ class ImageQuality(Detector):
             detector=self.name,
             findings=findings,
             image_score=image_score,
-            image_flagged=image_flagged,
-            columns={"quality_score": image_score, "quality_issues": issues_col},
+            # A flagged empty stain is a finding too (``flagged_by`` names quality, so
+            # it counts towards the consensus), but about the labels: it stays out
+            # of quality_score, quality_issues and the image family's evidence.
+            image_flagged=image_flagged | empty_flag,
+            columns={
+                "quality_score": image_score,
+                "quality_issues": issues_col,
+                "stain_evidence": np.where(empty_flag, words, "").astype(object),
+            },
             summary={"issue_counts": counts, "missing": missing},
             evidence_scores={t: v for t, v in by_type.items() if np.ptp(v) > 0},
+            label_evidence={EMPTY_TARGET: empty_score} if np.ptp(empty_score) > 0 else {},
+            evidence_names={EMPTY_TARGET: words},
         )
 
 

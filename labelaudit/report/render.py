@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from labelaudit.data.exclusive import exclusive_classes
+from labelaudit.data.roles import exclusive_classes, exclusive_indices
 from labelaudit.io import write_text
 from labelaudit.report import analysis as an
 from labelaudit.report.artifacts import RunArtifacts, load_run
@@ -82,7 +82,9 @@ def _page_data(state: ReportState, threshold: float) -> dict[str, Any]:
         "sep": art.label_sep,
         "channels": art.channels,
         "stains": an.stain_captions(art.section("dataset")),
-        "exclusive": exclusive_classes(art.section("dataset")),
+        "exclusive": exclusive_indices(
+            art.class_names, exclusive_classes(art.section("dataset"))
+        ).tolist(),
         "methods": state.methods,
         "scores": [
             {"key": c.key, "label": c.label, "method": c.method, "worse": c.higher_is_worse}

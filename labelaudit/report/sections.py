@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.data.roles import EMPTY_TARGET, roles_from_info
 from labelaudit.report import analysis as an
 from labelaudit.report import figures as fg
 from labelaudit.report.artifacts import RunArtifacts
@@ -232,6 +233,20 @@ def _dataset_facts(art: RunArtifacts, issues: pd.DataFrame | None) -> list[tuple
             ("channels", ", ".join(art.channels)),
             ("fingerprint", str(ds.get("fingerprint", "?"))),
         ]
+        roles = roles_from_info(ds)
+        facts += [
+            (
+                "exclusive classes",
+                (", ".join(roles.exclusive) + " (never combined with another class)")
+                if roles.exclusive
+                else "none declared",
+            ),
+            (
+                "stains",
+                f"target (what the labels describe): {roles.target_channel or '?'}; "
+                f"references: {', '.join(roles.reference_channels) or 'none'}",
+            ),
+        ]
     if art.given is not None and art.n_images:
         per = an.labels_per_image(art.given)
         dist = ", ".join(f"{k}: {v:,}" for k, v in per.items())
@@ -283,6 +298,16 @@ def _problems(
         )
     if "n_label_changes" in compare:
         problems.append(("suggested label changes", "", _count(compare["n_label_changes"])))
+    counts = _dict(_dict(_dict(det.get("quality")).get("summary")).get("issue_counts"))
+    for kind, n in counts.items():
+        if str(kind).startswith(EMPTY_TARGET + ":") and n:
+            names = ", ".join(roles_from_info(art.section("dataset")).exclusive)
+            problems.append((f"protein stain empty: looks {names}", "label evidence", _count(n)))
+    conflicts = _dict(_dict(det.get("exclusive")).get("summary")).get("n_conflicts")
+    if conflicts:
+        problems.append(
+            ("exclusive class given with another class", "label problem", _count(conflicts))
+        )
     unreliable = [str(c) for c in _list(compare.get("unreliable_classes"))]
     if unreliable:  # rare classes: some fold's model never saw them
         problems.append(

@@ -211,3 +211,26 @@ def test_tiff_truncation_found_without_deep(make_hpa, run_cli):
     path = root / "train" / "field000_green.tif"
     path.write_bytes(path.read_bytes()[:300])
     _expect_problem(run_cli, root, "field000_green.tif", "truncated TIFF")
+
+
+def test_check_counts_rows_joining_negative_with_another_class(make_hpa, run_cli):
+    labels = ["16|18", "1", "18", "0|18|5", "2", "18|3", "4", "18|7", "8"]
+    root = make_hpa(n=len(labels), labels=labels)
+    report = check_dataset(root)
+    summary = report.summary()
+    conflicts = summary["exclusive_conflicts"]
+    assert conflicts["count"] == 4  # the lone Negative on line 4 is fine
+    assert len(conflicts["first"]) == 4
+    assert conflicts["first"][0] == (
+        "train.csv line 2 (field000): Negative given with Cytosol "
+        "(Negative is never combined with another class)"
+    )
+    assert summary["roles"]["exclusive_classes"] == ["Negative"]
+    assert report.ok  # a label problem for the audit, not a reason to stop a scan
+    code, out, _ = run_cli("check", root)
+    assert code == 0
+    assert "4 row(s) join an exclusive class with another class" in out
+    assert "train.csv line 5 (field003): Negative given with Nucleoplasm, Nuclear bodies" in out
+    many = make_hpa(n=8, labels=["0|18"] * 8, name="many")
+    assert check_dataset(many).summary()["exclusive_conflicts"]["count"] == 8
+    assert len(check_dataset(many).summary()["exclusive_conflicts"]["first"]) == 5

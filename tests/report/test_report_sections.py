@@ -185,14 +185,15 @@ def test_stain_captions_come_from_the_dataset() -> None:
 def test_page_data_carries_stains_and_exclusive_classes(report_run: Path, tmp_path: Path) -> None:
     run = copy_run(report_run, tmp_path / "run")
     data = blocks(write_report(run, max_thumbnails=0).read_text())["report-data"]
-    assert data["exclusive"] == []  # the run declares none
+    # HPA 2021: Negative stands alone (data/roles.py), read from the run's roles
+    assert data["exclusive"] == [data["classes"].index("Negative")]
     assert data["stains"][1] == "green (protein)"
     info = read_json(run / "run.json")
-    info["dataset"]["exclusive_classes"] = ["Negative", "no such class"]
+    info["dataset"]["roles"]["exclusive_classes"] = []  # a dataset that declares none
     info["dataset"]["layout"] = "generic"
     write_json(run / "run.json", info)
     data = blocks(write_report(run, max_thumbnails=0).read_text())["report-data"]
-    assert data["exclusive"] == [data["classes"].index("Negative")]
+    assert data["exclusive"] == []
     assert data["stains"] == ["channel 1", "channel 2", "channel 3", "channel 4"]
 
 
@@ -214,3 +215,15 @@ def test_cleaning_section_says_who_made_each_change(report_run: Path, tmp_path: 
     section = " ".join(section[: section.index("</section>")].split())
     assert f"1 by a person's decision, {by['policy']} by the policy" in section
     assert "by made_by" in section
+
+
+def test_the_summary_names_the_class_and_stain_roles(report_run: Path, page: str) -> None:
+    roles = read_json(report_run / "run.json")["dataset"]["roles"]
+    assert roles == {
+        "exclusive_classes": ["Negative"],
+        "target_channel": "green",
+        "reference_channels": ["red", "blue", "yellow"],
+    }
+    summary = page[page.index('<section id="summary">') : page.index('<section id="classes">')]
+    assert "Negative (never combined with another class)" in summary
+    assert "target (what the labels describe): green; references: red, blue, yellow" in summary

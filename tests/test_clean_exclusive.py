@@ -1,0 +1,83 @@
+"""No cleaning policy or decision leaves Negative joined with another class (issue 23)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from la_runfixture import make_run
+
+from labelaudit.clean import POLICIES, clean
+from labelaudit.data.layouts import load_dataset
+from labelaudit.errors import DatasetError
+from labelaudit.io import write_csv
+
+N = 10
+#: field000: Negative + Cytosol, the model sees Cytosol; field002: Nucleoli + Negative,
+#: the model sees Negative; the rest as make_hpa draws them.
+LABELS = ["16|18", "1", "2|18", "3", "4|3", "5", "6", "7", "8|3", "9"]
+
+
+@pytest.fixture
+def conflict_run(make_hpa, tmp_path):
+    dataset = make_hpa(n=N, size=16, labels=LABELS)
+    run = make_run(tmp_path, dataset)
+    oof = pd.read_csv(run / "oof_probs.csv")
+    oof.loc[0, ["Cytosol", "Negative"]] = [0.9, 0.2]
+    oof.loc[2, ["Nucleoli", "Negative"]] = [0.1, 0.8]
+    write_csv(run / "oof_probs.csv", oof)
+    return dataset, run
+
+
+def _has_conflict(labels: np.ndarray, names: list[str]) -> np.ndarray:
+    neg = names.index("Negative")
+    return labels[:, neg] & (labels.sum(axis=1) > 1)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_no_policy_leaves_a_conflict(conflict_run, policy):
+    _, run = conflict_run
+    result = clean(run, policy=policy)
+    ds = load_dataset(run / "cleaned")
+    assert not _has_conflict(ds.labels, ds.class_names).any()
+    labels = dict(zip(ds.ids, (ds.format_labels(r) for r in ds.labels), strict=True))
+    assert labels["field000"] == "16"
+    assert labels["field002"] == "18"
+    changes = result.changes.set_index("id")
+    assert changes.loc["field000", "reason"] == "exclusive class joined with another"
+    assert "Negative given with Cytosol" in changes.loc["field000", "detail"]
+
+
+def test_without_probabilities_a_conflict_is_removed(conflict_run):
+    _, run = conflict_run
+    (run / "oof_probs.csv").unlink()
+    result = clean(run, policy="consensus-drop")
+    changes = result.changes.set_index("id")
+    assert changes.loc["field000", "action"] == "remove"
+    assert "no probabilities" in changes.loc["field000", "reason"]
+
+
+def test_a_decision_joining_negative_with_another_class_is_refused(conflict_run, tmp_path):
+    _, run = conflict_run
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,decision,labels\nfield001,accept,1|18\n")
+    with pytest.raises(DatasetError, match=r"bad.csv.*line 2.*Negative given with"):
+        clean(run, policy="none", decisions=bad)
+    ok = tmp_path / "ok.csv"
+    ok.write_text("id,decision\nfield000,reject\nfield001,accept\n")
+    result = clean(run, policy="none", decisions=ok)
+    ds = load_dataset(run / "cleaned")
+    assert not _has_conflict(ds.labels, ds.class_names).any()  # a reject is resolved too
+    assert result.n_decisions == 2
+
+
+def test_accepting_a_suggested_swap_to_negative_applies_it(conflict_run, tmp_path):
+    _, run = conflict_run
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
+    issues.loc[issues["id"] == "field001", "suggested_labels"] = "18"  # a swap to Negative
+    write_csv(run / "issues.csv", issues)
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text("id,decision\nfield001,accept\n")
+    clean(run, policy="none", decisions=decisions)
+    ds = load_dataset(run / "cleaned")
+    assert ds.format_labels(ds.labels[ds.ids.index("field001")]) == "18"
