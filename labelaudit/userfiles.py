@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -128,15 +128,36 @@ def open_user_file(
         As :func:`check_user_file`.
     """
     check_user_file(path, what, max_bytes=max_bytes)
+    with open_checked(
+        path, lambda st: _check_stat(st, path, what, max_bytes), f"{what}: cannot open it"
+    ) as fh:
+        yield fh
+
+
+@contextlib.contextmanager
+def open_checked(
+    path: str | Path, check: Callable[[os.stat_result], object], cannot: str
+) -> Iterator[BinaryIO]:
+    """Open ``path`` for binary reading without blocking; ``check`` its ``fstat`` first.
+
+    The descriptor is opened non-blocking (a FIFO cannot hang the open) and
+    ``check`` (which raises to refuse) sees the file actually opened, so a file
+    swapped after an earlier ``stat`` is still caught.
+
+    Raises
+    ------
+    DatasetError
+        ``cannot`` and the reason, when the file cannot be opened.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise DatasetError(f"{what}: cannot open it ({exc.strerror})", path=path) from None
+        raise DatasetError(f"{cannot} ({exc.strerror})", path=path) from None
     try:
-        _check_stat(os.fstat(fd), path, what, max_bytes)
+        check(os.fstat(fd))
         os.set_blocking(fd, True)
         raw = io.FileIO(fd, "rb")
-        raw.name = os.fspath(path)
+        raw.name = os.fspath(path)  # tifffile wants a file name, not a descriptor number
         fh = io.BufferedReader(raw)
     except BaseException:
         os.close(fd)

@@ -13,7 +13,6 @@ message quotes a file's bytes.
 from __future__ import annotations
 
 import errno
-import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from labelaudit.errors import DatasetError
-from labelaudit.userfiles import file_kind
+from labelaudit.userfiles import file_kind, open_checked
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -138,22 +137,13 @@ def open_regular(path: str | Path) -> Iterator[BinaryIO]:
     so a file swapped for a FIFO after an earlier ``stat`` still cannot block.
     """
     require_regular_file(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise DatasetError(f"cannot open the file ({exc.strerror})", path=path) from None
-    try:
-        problem = _not_regular(os.fstat(fd).st_mode)
+
+    def regular(st: os.stat_result) -> None:
+        problem = _not_regular(st.st_mode)
         if problem is not None:
             raise DatasetError(problem, path=path)
-        os.set_blocking(fd, True)
-        raw = io.FileIO(fd, "rb")
-        raw.name = os.fspath(path)  # tifffile wants a file name, not a descriptor number
-        fh = io.BufferedReader(raw)
-    except BaseException:
-        os.close(fd)
-        raise
-    with fh:
+
+    with open_checked(path, regular, "cannot open the file") as fh:
         yield fh
 
 
