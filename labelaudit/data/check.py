@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import LoadReport, load_dataset
-from labelaudit.data.parallel import available_cores
+from labelaudit.data.parallel import available_cores, worker_context
 from labelaudit.data.readers import (
     DEFAULT_MAX_PIXELS,
     ImageInfo,
@@ -183,7 +182,7 @@ def check_dataset(
         files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
         n_workers = workers or available_cores()
         if n_workers > 1 and len(files) >= 16:
-            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(n_workers, mp_context=worker_context(_deep_job)) as pool:
                 results = list(
                     pool.map(
                         _deep_job,
