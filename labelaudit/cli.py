@@ -45,6 +45,41 @@ LayoutOption = Annotated[
     str | None,
     typer.Option("--layout", help="hpa2021, hpa2018 or generic (detected when omitted)."),
 ]
+DatasetArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The dataset directory (optional with --labels: then the label file's folder).",
+        show_default=False,
+    ),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels", help="The label file, anywhere (default DATASET/train.csv or labels.csv)."
+    ),
+]
+ImagesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="The image directory, anywhere (HPA: the {ID}_{channel} files, default"
+        " DATASET/train; generic: image paths are relative to it, default DATASET).",
+    ),
+]
+IdColumnOption = Annotated[
+    str | None,
+    typer.Option("--id-column", help="The label file's id/image column (ID, Id or image)."),
+]
+LabelColumnOption = Annotated[
+    str | None,
+    typer.Option("--label-column", help="The label file's labels column (Label, Target, labels)."),
+]
+SepOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sep", help="Separator of labels in the label column: '|' (default), ';', ',', space."
+    ),
+]
 FollowSymlinksOption = Annotated[
     bool,
     typer.Option(
@@ -89,10 +124,20 @@ def _print_check(summary: dict) -> None:
     console.print("[green]no problems found[/]" if n == 0 else f"[red]{n} problem(s) found[/]")
 
 
+def _dataset_given(dataset: Path | None, labels: Path | None) -> None:
+    if dataset is None and labels is None:
+        raise typer.BadParameter("give DATASET or --labels FILE", param_hint="DATASET")
+
+
 @app.command()
 def check(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     deep: Annotated[
         bool, typer.Option(help="Decode every image fully (finds truncated files).")
     ] = False,
@@ -104,9 +149,15 @@ def check(
     from labelaudit.data.check import check_dataset
     from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 
+    _dataset_given(dataset, labels)
     report = check_dataset(
         dataset,
         layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         deep=deep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
@@ -181,10 +232,15 @@ DEFAULT_RUN = Path("labelaudit-out")
 
 @app.command()
 def scan(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     out: Annotated[Path, typer.Option("--out", help="The run directory.")] = DEFAULT_RUN,
     preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     backbone: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
     folds: Annotated[int | None, typer.Option(help="K of the K-fold cross-validation.")] = None,
@@ -272,11 +328,17 @@ def scan(
         overrides["strict"] = True
     del allow_rare  # deprecated no-op: rare classes are a warning unless --strict
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
+    _dataset_given(dataset, labels)
     result = run_scan(
         dataset,
         out,
         preset=preset,
         layout=layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         cache_dir=cache_dir,
         detectors=names,
         fold=fold,

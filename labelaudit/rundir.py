@@ -23,7 +23,6 @@ import pandas as pd
 from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
-from labelaudit.data.layouts import label_separator
 from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.io import (
     RUN_FORMAT,
@@ -148,7 +147,8 @@ class RunDir:
             "n_classes": dataset.n_classes,
             "class_names": dataset.class_names,
             "class_tokens": dataset.class_tokens,
-            "label_sep": label_separator(dataset.layout),
+            "label_sep": dataset.label_sep,
+            "load_options": dict(dataset.options),
             "channels": list(dataset.channels),
             "protein_channel": dataset.channels[dataset.protein_channel],
             "cache": str(cache.path),

@@ -150,11 +150,16 @@ def scan_inputs(
 
 @_one_writer
 def scan(
-    dataset: str | Path,
+    dataset: str | Path | None = None,
     out: str | Path = DEFAULT_RUN,
     *,
     preset: str = "auto",
     layout: str | None = None,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
     cache_dir: str | Path | None = None,
     detectors: Sequence[str] | None = None,
     fold: int | None = None,
@@ -177,7 +182,7 @@ def scan(
     Parameters
     ----------
     dataset
-        The dataset directory (only read).
+        The dataset directory (only read); may be left out when ``labels`` is given.
     out
         The run directory (created; reused for resuming).
     preset
@@ -186,6 +191,9 @@ def scan(
         ``image_size``, ...) replace single settings.
     layout
         Force a dataset layout.
+    labels, images, id_column, label_column, sep
+        Where the label file and images are and how the labels are written, when
+        not the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
     cache_dir
         Where image cache entries live.
     detectors
@@ -254,6 +262,11 @@ def scan(
     ds = load_dataset(
         dataset,
         layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
     )

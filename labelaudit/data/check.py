@@ -90,13 +90,18 @@ def _deep_job(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> str | 
 
 
 def check_dataset(
-    path: str | Path,
+    path: str | Path | None = None,
     layout: str | None = None,
     *,
     deep: bool = False,
     workers: int | None = None,
     follow_symlinks: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
 ) -> CheckReport:
     """Validate the label file and every image, collecting all problems.
 
@@ -117,6 +122,9 @@ def check_dataset(
     max_pixels
         Pixels per channel an image may have; a larger one is a problem, found
         from its header (``None``: no limit).
+    labels, images, id_column, label_column, sep
+        Where the label file and images are and how the labels are written, when
+        not the layout's (see :func:`~labelaudit.data.layouts.load_dataset`).
 
     Raises
     ------
@@ -130,6 +138,11 @@ def check_dataset(
         layout,
         strict=False,
         report=load,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels,
     )

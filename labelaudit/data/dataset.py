@@ -64,6 +64,16 @@ class Dataset:
         refuses a larger one from its header, before decoding (``None``: no limit).
     follow_symlinks
         Whether image paths were allowed to resolve outside the dataset directory.
+    label_sep
+        The separator of labels in the label file (default: the layout's, ``|``;
+        HPA 2018: a space, meaning any whitespace).
+    label_column
+        The label file's column of labels ("" for the layout's).
+    options
+        The loader options this dataset was read with that are not the layout's
+        defaults (``labels``, ``images``, ``id_column``, ``label_column``, ``sep``),
+        as :func:`~labelaudit.data.layouts.load_dataset` takes them: what a later
+        stage needs to read it again.
     """
 
     root: Path
@@ -79,6 +89,9 @@ class Dataset:
     rows: list[int] = field(default_factory=list)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     follow_symlinks: bool = False
+    label_sep: str = ""
+    label_column: str = ""
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=bool)
@@ -87,6 +100,8 @@ class Dataset:
         assert len(self.class_names) == k == len(self.class_tokens)
         if not self.rows:
             self.rows = list(range(2, n + 2))
+        if not self.label_sep:
+            self.label_sep = " " if self.layout == "hpa2018" else "|"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -98,11 +113,6 @@ class Dataset:
     def label_tokens(self, i: int) -> list[str]:
         """The labels of image ``i`` in the dataset's own notation."""
         return [self.class_tokens[k] for k in np.flatnonzero(self.labels[i])]
-
-    @property
-    def label_sep(self) -> str:
-        """The separator of labels in the label file (HPA 2018: a space; else ``|``)."""
-        return " " if self.layout == "hpa2018" else "|"
 
     def format_labels(self, row: np.ndarray) -> str:
         """Write a boolean label row in the dataset's own notation (``7|1|2``)."""
