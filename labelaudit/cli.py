@@ -358,8 +358,8 @@ def scan(
         return  # under torchrun, rank 0 speaks for the job
     if not result.complete:
         console.print(f"fold {fold} finished; run the scan again without --fold to merge")
-    elif result.report is not None:
-        console.print(f"report: {escape(str(result.report))}")
+    elif result.report_path is not None:
+        console.print(f"report: {escape(str(result.report_path))}")
 
 
 @app.command()

@@ -26,6 +26,7 @@ from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 from labelaudit.errors import SettingsError
 from labelaudit.io import edit_run_json
+from labelaudit.results import AuditResult
 from labelaudit.rundir import (
     DEFAULT_RUN,
     RunDir,
@@ -41,15 +42,16 @@ from labelaudit.rundir import (
 LEVELS: tuple[str, ...] = ("field", "cell")
 
 
-@dataclass
-class ScanResult:
-    """What a scan produced: the run directory and the stages that ran."""
+@dataclass(kw_only=True)
+class ScanResult(AuditResult):
+    """What a scan produced: the run directory, the dataset, whether every stage ran
+    (``False`` after ``fold=k``), their timings, and the audit's tables
+    (:class:`~labelaudit.results.AuditResult`: ``.issues``, ``.summary``,
+    ``.duplicates``, ``.report(path)``; ``report_path`` once the report is written)."""
 
-    run_dir: Path
     dataset: Dataset
     complete: bool
     timings: dict[str, float] = field(default_factory=dict)
-    report: Path | None = None
 
 
 def cache_with_progress(
@@ -354,7 +356,7 @@ def scan(
         from labelaudit.report import write_report
 
         t = time.perf_counter()
-        result.report = write_report(run_dir)
+        result.report_path = write_report(run_dir)
         timings["report"] = time.perf_counter() - t
         _record_timings(run_dir, timings)
     return result

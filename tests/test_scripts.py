@@ -88,6 +88,9 @@ def test_readme_snippets_run_as_an_unguarded_script(tmp_path, tiny_dataset):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.rstrip().endswith("README snippets done"), proc.stdout[-2000:]
     assert "bootstrapping" not in proc.stderr
+    assert "no images given" in proc.stdout  # find_issues on arrays ran and said so
+    assert (tmp_path / "path" / "to" / "run" / "report.html").is_file()
+    assert "labelaudit report" in (tmp_path / "audit.html").read_text()
 
 
 @pytest.mark.slow
@@ -120,4 +123,7 @@ def test_readme_snippets_run_in_a_jupyter_kernel(tmp_path, tiny_dataset):
         for o in cell.outputs
         if o.output_type == "stream"
     ]
-    assert "kernel done (24, 4, 24, 24)" in "".join(outputs)
+    text = "".join(outputs)
+    assert "kernel done (24, 4, 24, 24)" in text
+    assert "no images given" in text  # find_issues on arrays ran in the kernel
+    assert "labelaudit report" in (tmp_path / "audit.html").read_text()
