@@ -136,3 +136,18 @@ def test_images_as_arrays_add_the_pixel_evidence(tmp_path):
     assert issues.loc[5, "id"] == "cell5" and "dark" in issues.loc[5, "quality_issues"]
     assert result.report().name == "report.html"
     assert (tmp_path / "run-inputs" / "images" / "cell5.tiff").is_file()
+
+
+@pytest.mark.slow
+def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path):
+    root = tmp_path / "data"
+    labelaudit.synthesize(root, n=16, size=32, seed=2)
+    ds = labelaudit.load_dataset(root)
+    green = [source.paths[1] for source in ds.sources]
+    result = labelaudit.find_issues(
+        ds.labels, images=green, class_names=ds.class_names, ids=ds.ids, out=tmp_path / "run",
+        preset="demo", epochs=1, folds=2, image_size=32, cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    assert result.summary["predictions"] == "cross-validated"
+    assert (tmp_path / "run" / "folds").is_dir()
+    assert sorted(result.issues["id"]) == sorted(ds.ids)
