@@ -98,6 +98,26 @@ MaxPixelsOption = Annotated[
 ]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from labelaudit import __version__
+
+        console.print(f"labelaudit {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Audit the labels of multi-label microscope image datasets."""
+
+
 def _print_check(summary: dict) -> None:
     console.print(f"[bold]{escape(summary['dataset'])}[/]  layout {summary['layout']}")
     console.print(

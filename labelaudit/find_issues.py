@@ -284,7 +284,7 @@ def find_issues(
         )
     work, run_dir, temporary = _work_dirs(out)
     try:
-        if images is None:
+        if probs is not None and images is None:
             result = _audit_arrays(
                 run_dir, _check_ids(ids, n), matrix, names, probs, emb, detectors
             )
@@ -364,7 +364,7 @@ def _audit_arrays(
     open_output_dir(run_dir)
     run = RunDir(run_dir)
     with run_lock(run_dir):
-        info = {
+        info: dict[str, Any] = {
             "path": None,
             "layout": "arrays",
             "label_file": None,

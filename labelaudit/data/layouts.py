@@ -1073,8 +1073,9 @@ def write_label_file(ds: Dataset, dest: Path, rows: Mapping[int, str | None]) ->
         if line not in rows:
             continue
         fields = list(fields)
-        if rows[line] is not None:
-            fields[i_label] = rows[line]
+        new = rows[line]
+        if new is not None:
+            fields[i_label] = new
         kept.append(fields)
     with atomic_open(dest, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")
