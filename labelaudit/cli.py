@@ -389,12 +389,17 @@ def demo(
     ),
     n: Annotated[int, typer.Option("--n", help="Number of synthetic fields.")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print the full benchmark table.")
+    ] = False,
 ) -> None:
     """Synthesise a dataset with known label errors, scan it and score the detectors."""
-    from labelaudit.bench import bench, format_bench_table
+    from labelaudit.bench import BENCH_TABLE, bench, demo_summary, format_bench_table
     from labelaudit.config import PRESETS
     from labelaudit.data.synth import synthesize
     from labelaudit.errors import SettingsError
+    from labelaudit.io import write_text
+    from labelaudit.rundir import ISSUES_CSV, RunDir
     from labelaudit.scan import scan as run_scan
 
     folds = PRESETS["demo"].folds
@@ -407,11 +412,16 @@ def demo(
     # The report is written once, after bench, so it includes the detection scores.
     run_scan(data, out / "run", preset="demo", report=False, console=console)
     scores = bench(out / "run", data / "truth.csv")
-    console.print(format_bench_table(scores), markup=False)
+    table = out / "run" / BENCH_TABLE
+    write_text(table, format_bench_table(scores) + "\n")
+    if verbose:
+        console.print(format_bench_table(scores), markup=False)
     from labelaudit.report import write_report
 
     path = write_report(out / "run")
-    console.print(f"report: {escape(str(path.resolve()))}")
+    issues = RunDir(out / "run").read_table(ISSUES_CSV)
+    console.print("")
+    console.print(demo_summary(scores, issues, path.resolve(), table.resolve()), markup=False)
 
 
 @app.command()
