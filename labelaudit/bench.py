@@ -674,8 +674,8 @@ def demo_summary(
     n_label = sum(counts[t] for t in LABEL_NOISE)
     n_image = sum(counts[t] for t in IMAGE_NOISE)
     lines = [
-        f"{result['n_images']} synthetic fields; injected: {n_label} label errors, "
-        f"{n_image} image faults (truth.csv)"
+        f"{result['n_images']} synthetic fields; injected: label errors in {n_label}, "
+        f"image faults in {n_image} (truth.csv)"
     ]
     metrics = result["metrics"]
     for name, group, what in (
@@ -692,7 +692,7 @@ def demo_summary(
     if g:
         lines.append(
             f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
-            f"(precision {_fmt(g['precision'])}); label errors {g['errors_given']} -> "
+            f"(precision {_fmt(g['precision'])}); wrong labels {g['errors_given']} -> "
             f"{g['errors_accepted']} if every suggestion is accepted"
         )
     lines.append(f"top {min(top, len(issues))} findings (of {len(issues)} fields, review order):")
