@@ -144,9 +144,13 @@ def _print_check(summary: dict) -> None:
     console.print("[green]no problems found[/]" if n == 0 else f"[red]{n} problem(s) found[/]")
 
 
+#: click's usage error (exit status 2), taken from typer like :data:`ClickException`.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def _dataset_given(dataset: Path | None, labels: Path | None) -> None:
     if dataset is None and labels is None:
-        raise typer.BadParameter("give DATASET or --labels FILE", param_hint="DATASET")
+        raise UsageError("Missing argument 'DATASET' (or give the label file with --labels FILE)")
 
 
 @app.command()
