@@ -155,7 +155,7 @@ PRESETS: dict[str, TrainSettings] = {
     # 5 folds, 20 epochs; 512 px with mixed precision fits one 24 GB GPU at batch 8.
     # timm's `efficientnet_b7` has no pretrained weights (tag "untrained"): the ImageNet
     # B7 is the TensorFlow release's, `tf_efficientnet_b7.aa_in1k` (Keras' EfficientNetB7
-    # weights; 266 MB from the Hugging Face hub when online, see README).
+    # weights; 66.3 M parameters, ~265 MB from the Hugging Face hub when online, see README).
     "seed": TrainSettings(
         backbone="tf_efficientnet_b7.aa_in1k",
         pretrained=True,
