@@ -19,7 +19,7 @@ import pandas as pd
 
 from labelaudit.errors import SettingsError
 from labelaudit.io import atomic_open
-from labelaudit.rundir import ISSUES_CSV, RunDir
+from labelaudit.rundir import ISSUES_CSV, RunDir, ensure_outside
 
 #: In the head of every report (its <title>): marks a file as one that may be replaced.
 _REPORT_MARK = "<title>labelaudit report: "
@@ -45,6 +45,9 @@ class AuditResult:
         (``find_issues`` on arrays writes ``{id}.tiff`` files).
     report_path
         The report, once written.
+    inputs
+        ``(description, path)`` of what the audit read: ``report(path)`` may not write
+        onto or into any of them.
     """
 
     run_dir: Path
@@ -52,6 +55,7 @@ class AuditResult:
     positions: dict[str, int] | None = field(default=None, repr=False)
     input_ids: list[str] | None = field(default=None, repr=False)
     report_path: Path | None = None
+    inputs: list[tuple[str, Path]] = field(default_factory=list, repr=False)
 
     @property
     def issues(self) -> pd.DataFrame:
@@ -111,15 +115,18 @@ class AuditResult:
         Raises
         ------
         SettingsError
-            ``path`` is a directory, or an existing file labelaudit did not write.
+            ``path`` is a directory, an existing file labelaudit did not write, or on
+            or inside one of the audit's inputs (the dataset, its images).
         """
         from labelaudit.report import write_report
 
+        target = None if path is None else Path(path)
+        if target is not None:
+            ensure_outside(self.inputs, target, "report")
         written = write_report(self.run_dir)
         self.report_path = written
-        if path is None:
+        if target is None:
             return written
-        target = Path(path)
         if target.is_dir():
             raise SettingsError(f"{target} is a directory; give the report's file name")
         if (target.exists() or target.is_symlink()) and not _is_report(target):

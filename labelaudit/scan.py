@@ -307,8 +307,14 @@ def scan(
         result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=timings)
     else:
         result, audit = _train(run_dir, info, ds, cache, settings, fold, console, timings, _locks)
-        if audit is None:
-            return result
+    result.inputs = scan_inputs(
+        ds,
+        masks,
+        overrides.get("weights"),
+        [("the --probs file", probs), ("the --embeddings file", embeddings)],
+    )
+    if audit is None:
+        return result
 
     from labelaudit.compare import detect_and_compare
 

@@ -151,3 +151,6 @@ def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path
     assert result.summary["predictions"] == "cross-validated"
     assert (tmp_path / "run" / "folds").is_dir()
     assert sorted(result.issues["id"]) == sorted(ds.ids)
+    with pytest.raises(SettingsError, match="never writes into its inputs"):
+        result.report(root / "train" / "report.html")  # the images' folder: an input
+    assert not (root / "train" / "report.html").exists()
