@@ -185,10 +185,16 @@ class RunDir:
         Raises
         ------
         RunDirError
-            The dataset no longer has every scanned image.
+            The dataset no longer has every scanned image, or the run has no dataset
+            (``find_issues`` on arrays without images).
         """
         from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
 
+        if not info.get("path"):
+            raise RunDirError(
+                f"{self.path} was audited from arrays without images (find_issues): it has "
+                "no dataset to clean or retrain on; pass images to find_issues, or scan a dataset"
+            )
         root = Path(info["path"])
         ds = load_dataset(
             root, info["layout"], strict=False, report=LoadReport(), **recorded_load_options(info)

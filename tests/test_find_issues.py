@@ -68,13 +68,18 @@ def test_a_temporary_run_goes_with_its_result():
     assert not run.parent.exists()
 
 
-def test_out_keeps_the_run(tmp_path):
+def test_out_keeps_the_run(tmp_path, run_cli):
     lists, _, probs, _ = arrays()
     result = labelaudit.find_issues(lists, pred_probs=probs, out=tmp_path / "run")
     assert result.run_dir == tmp_path / "run"
     del result
     gc.collect()
     assert (tmp_path / "run" / "issues.csv").is_file()
+    code, out, _ = run_cli("report", tmp_path / "run")  # the commands read it
+    assert code == 0 and "report.html" in out
+    for command in (["clean", tmp_path / "run"], ["retrain", "--run", tmp_path / "run"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "audited from arrays without images" in err, (command, err)
 
 
 def test_integer_ids_and_default_names():
