@@ -611,7 +611,7 @@ def predict_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     out: Annotated[Path, typer.Option("--out", help="The sweep directory.")] = Path(
         "labelaudit-sweep"
     ),
@@ -634,6 +634,11 @@ def sweep_cmd(
     ] = None,
     preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
@@ -668,6 +673,7 @@ def sweep_cmd(
         strict=True if strict else None,
     )
     del allow_rare  # deprecated no-op
+    _dataset_given(dataset, labels)
     result = sweep(
         dataset,
         out,
@@ -679,6 +685,11 @@ def sweep_cmd(
         holdout=holdout,
         preset=preset,
         layout=layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         cache_dir=cache_dir,
         keep_models=keep_models,
         console=Console(quiet=True) if quiet else console,

@@ -220,3 +220,14 @@ def test_scan_clean_and_report_of_a_dataset_with_its_own_layout(tmp_path, make_h
     assert cleaned.label_sep == ";" and cleaned.label_file == run / "cleaned" / table.name
     assert len(cleaned) == len(ds)
     assert (snapshot(tmp_path / "tables"), snapshot(images)) == before
+
+
+def test_sweep_reads_the_same_options(tmp_path, run_cli):
+    root = generic(tmp_path, ";")
+    code, _, err = run_cli("sweep", "--labels", root / "labels.csv", "--out", tmp_path / "sw")
+    assert code == 2 and "--sep ';'" in err  # the joined labels are seen
+    code, _, err = run_cli(
+        "sweep", "--labels", root / "labels.csv", "--sep", ";", "--out", tmp_path / "sw",
+        "--lrs", "0.01", "--folds", "9",
+    )  # fmt: skip
+    assert code == 2 and "too few for 9-fold cross-validation" in err  # loaded, then checked
