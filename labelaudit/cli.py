@@ -674,6 +674,11 @@ def sweep_cmd(
     )
     del allow_rare  # deprecated no-op
     _dataset_given(dataset, labels)
+    where = dict(labels=labels, images=images, id_column=id_column, label_column=label_column)
+    if sep is not None or any(v is not None for v in where.values()):
+        from labelaudit.data.layouts import load_dataset
+
+        dataset = load_dataset(dataset, layout, sep=sep, **where)  # any layout
     result = sweep(
         dataset,
         out,
@@ -685,11 +690,6 @@ def sweep_cmd(
         holdout=holdout,
         preset=preset,
         layout=layout,
-        labels=labels,
-        images=images,
-        id_column=id_column,
-        label_column=label_column,
-        sep=sep,
         cache_dir=cache_dir,
         keep_models=keep_models,
         console=Console(quiet=True) if quiet else console,

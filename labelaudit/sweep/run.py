@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,7 @@ from rich.progress import (
 )
 
 from labelaudit.config import TrainSettings
+from labelaudit.data.dataset import Dataset
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, write_csv, write_json, write_text
 from labelaudit.rundir import dataset_inputs, open_output_dir
@@ -479,7 +480,7 @@ def _write_outputs(
 
 
 def sweep(
-    dataset: str | Path | None,
+    dataset: str | Path | Dataset,
     out: str | Path = DEFAULT_SWEEP,
     *,
     backbones: str | Iterable[str] | None = None,
@@ -494,11 +495,6 @@ def sweep(
     keep_models: bool = False,
     html: bool = True,
     console: Console | None = None,
-    labels: str | Path | None = None,
-    images: str | Path | None = None,
-    id_column: str | None = None,
-    label_column: str | None = None,
-    sep: str | None = None,
     **overrides,
 ) -> SweepResult:
     """Run the method's model-selection studies on a dataset: one table per axis.
@@ -506,7 +502,7 @@ def sweep(
     Parameters
     ----------
     dataset
-        The dataset directory (only read); may be ``None`` with ``labels``.
+        The dataset directory (only read), or a :class:`Dataset` (:func:`load_dataset`: any layout).
     out
         The sweep directory (created; reused for resuming).
     backbones, lrs, activations
@@ -532,9 +528,6 @@ def sweep(
         Keep each fold's ``model.pt`` (deleted after scoring by default).
     html
         Write ``sweep.html``.
-    labels, images, id_column, label_column, sep
-        Where the label file and images are and how the labels are written, when not
-        the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
     console
         Where messages and the progress display go; silent when ``None``.
     **overrides
@@ -558,9 +551,7 @@ def sweep(
     start, run_dir = time.perf_counter(), Path(out)
     values = {"backbone": backbones, "lr": lrs, "activation": activations}
     study = _plan_study(preset, overrides, values, folds, holdout, one_at_a_time)
-    where = {"labels": labels, "images": images, "id_column": id_column}
-    where |= {"label_column": label_column, "sep": sep}
-    ds, cache, notes = _open_inputs(dataset, layout, run_dir, cache_dir, study, console, where)
+    ds, cache, notes = _open_inputs(dataset, layout, run_dir, cache_dir, study, console)
     plan = _plan_record(study, ds, preset, notes)
     write_json(run_dir / "sweep.json", plan)
     results = _run_configs(study, ds, cache.images, plan, run_dir, console, keep_models)
@@ -612,20 +603,19 @@ def _plan_study(
 
 
 def _open_inputs(
-    dataset: str | Path | None,
+    dataset: str | Path | Dataset,
     layout: str | None,
     run_dir: Path,
     cache_dir: str | Path | None,
     study: _Study,
     console: Console,
-    where: dict[str, Any],
 ):
     """Load the dataset, check its labels, claim the sweep directory, build the cache."""
     from labelaudit.data.layouts import load_dataset
     from labelaudit.scan import cache_with_progress
     from labelaudit.train.folds import check_folds
 
-    ds = load_dataset(dataset, layout, **where)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, layout)
     strict = study.base_settings.strict
     notes = check_folds(ds.labels, ds.class_names, study.split.folds, strict=strict)
     open_output_dir(run_dir, dataset_inputs(ds), kind="sweep")  # new, empty or a sweep's
