@@ -1,6 +1,7 @@
 # Set-up contract: `make demo` and `make test` work on a fresh clone.
 # `make test` is the complete suite (what .ci/run calls); `make test-fast` skips the
-# tests marked slow; `make lint` also checks the import layers (pyproject.toml).
+# tests marked slow; `make lint` also checks the import layers and runs mypy on the
+# modules [tool.mypy] lists (pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -40,6 +41,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format --check labelaudit tests benchmarks examples
 	$(VENV)/bin/ruff check labelaudit tests benchmarks examples
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format labelaudit tests benchmarks examples

@@ -25,6 +25,8 @@ _LAZY = {
     "load_dataset": "labelaudit.data.layouts",
     "synthesize": "labelaudit.data.synth",
     "scan": "labelaudit.scan",
+    "find_issues": "labelaudit.find_issues",
+    "AuditResult": "labelaudit.results",
     "resolve_settings": "labelaudit.config",
     "cross_validate": "labelaudit.train.cv",
     "detect_and_compare": "labelaudit.compare",

@@ -728,3 +728,58 @@ def format_bench_table(result: dict[str, Any]) -> str:
             "from the run's"
         )
     return "\n".join(out)
+
+
+#: Name of the full benchmark table the demo writes beside ``bench.json``.
+BENCH_TABLE = "bench.txt"
+
+
+def demo_summary(
+    result: dict[str, Any], issues: pd.DataFrame, report: Path, table: Path, top: int = 5
+) -> str:
+    """The demo's short account: headline numbers, the top findings, where things are.
+
+    Parameters
+    ----------
+    result
+        :func:`bench` of the demo's run against its truth.
+    issues
+        The run's ``issues.csv`` (text), in review order.
+    report, table
+        The report and the full benchmark table (:func:`format_bench_table`).
+    top
+        Findings listed.
+    """
+    counts = result["noise_counts"]
+    n_label = sum(counts[t] for t in LABEL_NOISE)
+    n_image = sum(counts[t] for t in IMAGE_NOISE)
+    lines = [
+        f"{result['n_images']} synthetic fields; injected: label errors in {n_label}, "
+        f"image faults in {n_image} (truth.csv)"
+    ]
+    metrics = result["metrics"]
+    for name, group, what in (
+        ("label order", "label", "label errors"),
+        ("image order", "image", "image faults"),
+    ):
+        m = metrics.get(name, {}).get(group)
+        if m and m["n_pos"]:
+            lines.append(
+                f"{what} ranked by the review order: AUROC {_fmt(m['auroc'])}, "
+                f"precision in the top {m['n_pos']} {_fmt(m['precision_at_t'])}"
+            )
+    g = result.get("suggestions")
+    if g:
+        lines.append(
+            f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
+            f"(precision {_fmt(g['precision'])}); wrong labels {g['errors_given']} -> "
+            f"{g['errors_accepted']} if every suggestion is accepted"
+        )
+    lines.append(f"top {min(top, len(issues))} findings (of {len(issues)} fields, review order):")
+    for _, row in issues.head(top).iterrows():
+        given, suggested = row.get("given_labels", ""), row.get("suggested_labels", "")
+        change = f" -> {suggested}" if suggested != given else ""
+        lines.append(f"  {row['id']}  labels {given or '-'}{change}  [{row.get('evidence', '')}]")
+    lines.append(f"full benchmark table: {table} (or run the demo with --verbose)")
+    lines.append(f"report: {report}")
+    return "\n".join(lines)

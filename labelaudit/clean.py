@@ -806,7 +806,12 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray)
 
     The marker file (:data:`CLEANED_MARKER`) lists every entry written there.
     """
-    from labelaudit.data.layouts import cleaned_marker, get_layout, write_label_file
+    from labelaudit.data.layouts import (
+        cleaned_copy_options,
+        cleaned_marker,
+        get_layout,
+        write_label_file,
+    )
 
     layout = get_layout(ds.layout)
     rows_out = {}  # label-file line -> new label text (None: unchanged)
@@ -823,12 +828,15 @@ def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray)
             shutil.copyfile(root / name, out / name)
             written.append(name)
     kept_ids = [view.ids[i] for i in np.flatnonzero(plan.kept)]
-    for top in layout.image_entries(ds, kept_ids):
+    # Images in a directory given with --images stay there: the marker names it.
+    entries = [] if "images" in ds.options else layout.image_entries(ds, kept_ids)
+    for top in entries:
         if top in (ds.label_file.name, *layout.extra_files, CLEANED_MARKER):
             raise RunDirError(f"an image path starts with {top!r}, the name of a label file")
         _link((root / top).resolve(), out / top)
         written.append(top)
-    write_json(out / CLEANED_MARKER, cleaned_marker(_source_root(root), written))
+    options = cleaned_copy_options(ds) if ds.options else None
+    write_json(out / CLEANED_MARKER, cleaned_marker(_source_root(root), written, options))
     return n_rows
 
 
@@ -884,8 +892,11 @@ def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
     """The cleaned dataset must load, with exactly the kept images and new labels."""
     from labelaudit.data.layouts import load_dataset, recorded_load_options
 
-    # The cleaned dataset links to the scanned one's images: read them as the scan did.
-    ds = load_dataset(out, view.info["layout"], **recorded_load_options(view.info))
+    # The cleaned dataset links to the scanned one's images: read them as the scan did
+    # (its marker gives its own label file and image directory).
+    options = recorded_load_options(view.info)
+    options = {k: options[k] for k in ("follow_symlinks", "max_pixels")}
+    ds = load_dataset(out, view.info["layout"], **options)
     kept = [view.ids[i] for i in np.flatnonzero(plan.kept)]
     if ds.ids != kept or not np.array_equal(ds.labels, plan.labels[plan.kept]):
         raise AssertionError("the cleaned dataset does not read back as written")

@@ -48,6 +48,41 @@ LayoutOption = Annotated[
     str | None,
     typer.Option("--layout", help="hpa2021, hpa2018 or generic (detected when omitted)."),
 ]
+DatasetArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="The dataset directory (optional with --labels: then the label file's folder).",
+        show_default=False,
+    ),
+]
+LabelsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels", help="The label file, anywhere (default DATASET/train.csv or labels.csv)."
+    ),
+]
+ImagesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--images",
+        help="The image directory, anywhere (HPA: the {ID}_{channel} files, default"
+        " DATASET/train; generic: image paths are relative to it, default DATASET).",
+    ),
+]
+IdColumnOption = Annotated[
+    str | None,
+    typer.Option("--id-column", help="The label file's id/image column (ID, Id or image)."),
+]
+LabelColumnOption = Annotated[
+    str | None,
+    typer.Option("--label-column", help="The label file's labels column (Label, Target, labels)."),
+]
+SepOption = Annotated[
+    str | None,
+    typer.Option(
+        "--sep", help="Separator of labels in the label column: '|' (default), ';', ',', space."
+    ),
+]
 FollowSymlinksOption = Annotated[
     bool,
     typer.Option(
@@ -64,6 +99,26 @@ MaxPixelsOption = Annotated[
         " checked from each file's header before decoding.",
     ),
 ]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from labelaudit import __version__
+
+        console.print(f"labelaudit {__version__}", markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Audit the labels of multi-label microscope image datasets."""
 
 
 def _print_check(summary: dict) -> None:
@@ -100,10 +155,24 @@ def _print_check(summary: dict) -> None:
     console.print("[green]no problems found[/]" if n == 0 else f"[red]{n} problem(s) found[/]")
 
 
+#: click's usage error (exit status 2), taken from typer like :data:`ClickException`.
+UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def _dataset_given(dataset: Path | None, labels: Path | None) -> None:
+    if dataset is None and labels is None:
+        raise UsageError("Missing argument 'DATASET' (or give the label file with --labels FILE)")
+
+
 @app.command()
 def check(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     deep: Annotated[
         bool, typer.Option(help="Decode every image fully (finds truncated files).")
     ] = False,
@@ -115,9 +184,15 @@ def check(
     from labelaudit.data.check import check_dataset
     from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 
+    _dataset_given(dataset, labels)
     report = check_dataset(
         dataset,
         layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         deep=deep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
@@ -192,10 +267,15 @@ DEFAULT_RUN = Path("labelaudit-out")
 
 @app.command()
 def scan(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     out: Annotated[Path, typer.Option("--out", help="The run directory.")] = DEFAULT_RUN,
     preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     backbone: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
     folds: Annotated[int | None, typer.Option(help="K of the K-fold cross-validation.")] = None,
@@ -283,11 +363,17 @@ def scan(
         overrides["strict"] = True
     del allow_rare  # deprecated no-op: rare classes are a warning unless --strict
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
+    _dataset_given(dataset, labels)
     result = run_scan(
         dataset,
         out,
         preset=preset,
         layout=layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         cache_dir=cache_dir,
         detectors=names,
         fold=fold,
@@ -307,8 +393,8 @@ def scan(
         return  # under torchrun, rank 0 speaks for the job
     if not result.complete:
         console.print(f"fold {fold} finished; run the scan again without --fold to merge")
-    elif result.report is not None:
-        console.print(f"report: {escape(str(result.report))}")
+    elif result.report_path is not None:
+        console.print(f"report: {escape(str(result.report_path))}")
 
 
 @app.command()
@@ -318,13 +404,17 @@ def demo(
     ),
     n: Annotated[int, typer.Option("--n", help="Number of synthetic fields.")] = 400,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Also print the full benchmark table.")
+    ] = False,
 ) -> None:
     """Synthesise a dataset with known label errors, scan it and score the detectors."""
-    from labelaudit.bench import bench, format_bench_table
+    from labelaudit.bench import BENCH_TABLE, bench, demo_summary, format_bench_table
     from labelaudit.config import PRESETS
     from labelaudit.data.synth import synthesize
     from labelaudit.errors import SettingsError
-    from labelaudit.rundir import claim_demo_dir
+    from labelaudit.io import write_text
+    from labelaudit.rundir import ISSUES_CSV, RunDir, claim_demo_dir
     from labelaudit.scan import scan as run_scan
 
     folds = PRESETS["demo"].folds
@@ -338,11 +428,16 @@ def demo(
     # The report is written once, after bench, so it includes the detection scores.
     run_scan(data, out / "run", preset="demo", report=False, console=console)
     scores = bench(out / "run", data / "truth.csv")
-    console.print(format_bench_table(scores), markup=False)
+    table = out / "run" / BENCH_TABLE
+    write_text(table, format_bench_table(scores) + "\n")
+    if verbose:
+        console.print(format_bench_table(scores), markup=False)
     from labelaudit.report import write_report
 
     path = write_report(out / "run")
-    console.print(f"report: {escape(str(path.resolve()))}")
+    issues = RunDir(out / "run").read_table(ISSUES_CSV)
+    console.print("")
+    console.print(demo_summary(scores, issues, path.resolve(), table.resolve()), markup=False)
 
 
 @app.command()
@@ -578,7 +673,7 @@ def predict_cmd(
 
 @app.command("sweep")
 def sweep_cmd(
-    dataset: Annotated[Path, typer.Argument(help="The dataset directory.")],
+    dataset: DatasetArgument = None,
     out: Annotated[Path, typer.Option("--out", help="The sweep directory.")] = Path(
         "labelaudit-sweep"
     ),
@@ -601,6 +696,11 @@ def sweep_cmd(
     ] = None,
     preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
     layout: LayoutOption = None,
+    labels: LabelsOption = None,
+    images: ImagesOption = None,
+    id_column: IdColumnOption = None,
+    label_column: LabelColumnOption = None,
+    sep: SepOption = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
     image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
@@ -635,6 +735,12 @@ def sweep_cmd(
         strict=True if strict else None,
     )
     del allow_rare  # deprecated no-op
+    _dataset_given(dataset, labels)
+    where = dict(labels=labels, images=images, id_column=id_column, label_column=label_column)
+    if sep is not None or any(v is not None for v in where.values()):
+        from labelaudit.data.layouts import load_dataset
+
+        dataset = load_dataset(dataset, layout, sep=sep, **where)  # any layout
     result = sweep(
         dataset,
         out,

@@ -153,8 +153,11 @@ class TrainSettings:
 PRESETS: dict[str, TrainSettings] = {
     # The method as published: EfficientNetB7, ImageNet weights, Adam 1e-3, BCE,
     # 5 folds, 20 epochs; 512 px with mixed precision fits one 24 GB GPU at batch 8.
+    # timm's `efficientnet_b7` has no pretrained weights (tag "untrained"): the ImageNet
+    # B7 is the TensorFlow release's, `tf_efficientnet_b7.aa_in1k` (Keras' EfficientNetB7
+    # weights; 66.3 M parameters, ~265 MB from the Hugging Face hub when online, see README).
     "seed": TrainSettings(
-        backbone="efficientnet_b7",
+        backbone="tf_efficientnet_b7.aa_in1k",
         pretrained=True,
         lr=1e-3,
         epochs=20,

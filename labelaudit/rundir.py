@@ -24,7 +24,6 @@ import pandas as pd
 from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
-from labelaudit.data.layouts import label_separator
 from labelaudit.data.roles import exclusive_classes
 from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.io import (
@@ -155,7 +154,8 @@ class RunDir:
             "n_classes": dataset.n_classes,
             "class_names": dataset.class_names,
             "class_tokens": dataset.class_tokens,
-            "label_sep": label_separator(dataset.layout),
+            "label_sep": dataset.label_sep,
+            "load_options": dict(dataset.options),
             "channels": list(dataset.channels),
             "protein_channel": dataset.channels[dataset.protein_channel],
             "cache": str(cache.path),
@@ -193,10 +193,16 @@ class RunDir:
         Raises
         ------
         RunDirError
-            The dataset no longer has every scanned image.
+            The dataset no longer has every scanned image, or the run has no dataset
+            (``find_issues`` on arrays without images).
         """
         from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
 
+        if not info.get("path"):
+            raise RunDirError(
+                f"{self.path} was audited from arrays without images (find_issues): it has "
+                "no dataset to clean or retrain on; pass images to find_issues, or scan a dataset"
+            )
         root = Path(info["path"])
         ds = load_dataset(
             root, info["layout"], strict=False, report=LoadReport(), **recorded_load_options(info)

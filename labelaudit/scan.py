@@ -26,6 +26,7 @@ from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 from labelaudit.errors import DatasetError, SettingsError
 from labelaudit.io import edit_run_json
+from labelaudit.results import AuditResult
 from labelaudit.rundir import (
     DEFAULT_RUN,
     RunDir,
@@ -42,15 +43,16 @@ from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file, load_user_npy
 LEVELS: tuple[str, ...] = ("field", "cell")
 
 
-@dataclass
-class ScanResult:
-    """What a scan produced: the run directory and the stages that ran."""
+@dataclass(kw_only=True)
+class ScanResult(AuditResult):
+    """What a scan produced: the run directory, the dataset, whether every stage ran
+    (``False`` after ``fold=k``), their timings, and the audit's tables
+    (:class:`~labelaudit.results.AuditResult`: ``.issues``, ``.summary``,
+    ``.duplicates``, ``.report(path)``; ``report_path`` once the report is written)."""
 
-    run_dir: Path
     dataset: Dataset
     complete: bool
     timings: dict[str, float] = field(default_factory=dict)
-    report: Path | None = None
 
 
 def cache_with_progress(
@@ -151,11 +153,16 @@ def scan_inputs(
 
 @_one_writer
 def scan(
-    dataset: str | Path,
+    dataset: str | Path | None = None,
     out: str | Path = DEFAULT_RUN,
     *,
     preset: str = "auto",
     layout: str | None = None,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
     cache_dir: str | Path | None = None,
     detectors: Sequence[str] | None = None,
     fold: int | None = None,
@@ -178,7 +185,7 @@ def scan(
     Parameters
     ----------
     dataset
-        The dataset directory (only read).
+        The dataset directory (only read); may be left out when ``labels`` is given.
     out
         The run directory (created; reused for resuming).
     preset
@@ -187,6 +194,9 @@ def scan(
         ``image_size``, ...) replace single settings.
     layout
         Force a dataset layout.
+    labels, images, id_column, label_column, sep
+        Where the label file and images are and how the labels are written, when
+        not the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
     cache_dir
         Where image cache entries live.
     detectors
@@ -255,6 +265,11 @@ def scan(
     ds = load_dataset(
         dataset,
         layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
     )
@@ -295,8 +310,14 @@ def scan(
         result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=timings)
     else:
         result, audit = _train(run_dir, info, ds, cache, settings, fold, console, timings, _locks)
-        if audit is None:
-            return result
+    result.inputs = scan_inputs(
+        ds,
+        masks,
+        overrides.get("weights"),
+        [("the --probs file", probs), ("the --embeddings file", embeddings)],
+    )
+    if audit is None:
+        return result
 
     from labelaudit.compare import detect_and_compare
 
@@ -344,7 +365,7 @@ def scan(
         from labelaudit.report import write_report
 
         t = time.perf_counter()
-        result.report = write_report(run_dir)
+        result.report_path = write_report(run_dir)
         timings["report"] = time.perf_counter() - t
         _record_timings(run_dir, timings)
     return result

@@ -40,3 +40,11 @@ def test_unknown_name_is_an_attribute_error():
         assert "no_such_thing" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_version_is_the_installed_metadata_and_the_cli_prints_it(run_cli):
+    from importlib.metadata import version
+
+    assert labelaudit.__version__ == version("labelaudit")
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"labelaudit {labelaudit.__version__}"

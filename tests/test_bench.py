@@ -322,3 +322,28 @@ def test_negative_swaps_and_true_negative_fields(tmp_path):
     text = format_bench_table(result)
     assert "swap (Negative)" in text
     assert "swaps to or from Negative: 2, correct suggestion 1 (0.500)" in text
+
+
+def test_demo_summary_is_short_and_names_the_table_and_report(tmp_path):
+    from pathlib import Path
+
+    from labelaudit.bench import demo_summary
+    from labelaudit.rundir import RunDir
+
+    synth = make_audit(400, 5, 16, label_noise=0.1, image_noise=0.05, seed=4)
+    detect_and_compare(synth.inputs, tmp_path, params={"isolation": {"n_estimators": 30}})
+    synth.truth_frame().to_csv(tmp_path / "truth.csv", index=False)
+    result = bench(tmp_path, tmp_path / "truth.csv", write=False)
+    issues = RunDir(tmp_path).read_table("issues.csv")
+    text = demo_summary(result, issues, Path("/r/report.html"), Path("/r/bench.txt"))
+    lines = text.splitlines()
+    assert len(lines) <= 12 and len(lines) < len(format_bench_table(result).splitlines())
+    m = result["metrics"]["label order"]["label"]
+    assert lines[0].startswith("400 synthetic fields; injected:")
+    assert f"label errors ranked by the review order: AUROC {m['auroc']:.3f}" in text
+    first = issues.iloc[0]
+    assert lines[lines.index(next(x for x in lines if x.startswith("top 5"))) + 1].startswith(
+        f"  {first['id']}  labels {first['given_labels']}"
+    )
+    assert lines[-2] == "full benchmark table: /r/bench.txt (or run the demo with --verbose)"
+    assert lines[-1] == "report: /r/report.html"

@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import LoadReport, load_dataset
-from labelaudit.data.parallel import available_cores
+from labelaudit.data.parallel import available_cores, worker_context
 from labelaudit.data.readers import (
     DEFAULT_MAX_PIXELS,
     ImageInfo,
@@ -112,13 +111,18 @@ def _deep_job(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> str | 
 
 
 def check_dataset(
-    path: str | Path,
+    path: str | Path | None = None,
     layout: str | None = None,
     *,
     deep: bool = False,
     workers: int | None = None,
     follow_symlinks: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
 ) -> CheckReport:
     """Validate the label file and every image, collecting all problems.
 
@@ -139,6 +143,9 @@ def check_dataset(
     max_pixels
         Pixels per channel an image may have; a larger one is a problem, found
         from its header (``None``: no limit).
+    labels, images, id_column, label_column, sep
+        Where the label file and images are and how the labels are written, when
+        not the layout's (see :func:`~labelaudit.data.layouts.load_dataset`).
 
     Raises
     ------
@@ -152,6 +159,11 @@ def check_dataset(
         layout,
         strict=False,
         report=load,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels,
     )
@@ -209,7 +221,7 @@ def check_dataset(
         files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
         n_workers = workers or available_cores()
         if n_workers > 1 and len(files) >= 16:
-            with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(n_workers, mp_context=worker_context(_deep_job)) as pool:
                 results = list(
                     pool.map(
                         _deep_job,

@@ -68,6 +68,16 @@ class Dataset:
     exclusive_classes
         Names of the classes never combined with another class (HPA 2021: Negative;
         a generic dataset's ``classes.txt`` marks them): :mod:`labelaudit.data.roles`.
+    label_sep
+        The separator of labels in the label file (default: the layout's, ``|``;
+        HPA 2018: a space, meaning any whitespace).
+    label_column
+        The label file's column of labels ("" for the layout's).
+    options
+        The loader options this dataset was read with that are not the layout's
+        defaults (``labels``, ``images``, ``id_column``, ``label_column``, ``sep``),
+        as :func:`~labelaudit.data.layouts.load_dataset` takes them: what a later
+        stage needs to read it again.
     """
 
     root: Path
@@ -84,6 +94,9 @@ class Dataset:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     follow_symlinks: bool = False
     exclusive_classes: tuple[str, ...] = ()
+    label_sep: str = ""
+    label_column: str = ""
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=bool)
@@ -92,6 +105,8 @@ class Dataset:
         assert len(self.class_names) == k == len(self.class_tokens)
         if not self.rows:
             self.rows = list(range(2, n + 2))
+        if not self.label_sep:
+            self.label_sep = " " if self.layout == "hpa2018" else "|"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -113,11 +128,6 @@ class Dataset:
     def label_tokens(self, i: int) -> list[str]:
         """The labels of image ``i`` in the dataset's own notation."""
         return [self.class_tokens[k] for k in np.flatnonzero(self.labels[i])]
-
-    @property
-    def label_sep(self) -> str:
-        """The separator of labels in the label file (HPA 2018: a space; else ``|``)."""
-        return " " if self.layout == "hpa2018" else "|"
 
     def format_labels(self, row: np.ndarray) -> str:
         """Write a boolean label row in the dataset's own notation (``7|1|2``)."""

@@ -176,6 +176,7 @@ class LabelCodec:
         values = list(values)
         out = np.zeros((len(values), self.n_classes), dtype=bool)
         for i, value in enumerate(values):
+            hook: Where | None
             if lenient:
                 hook = None
             elif where is not None:

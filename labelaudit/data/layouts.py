@@ -8,6 +8,12 @@ Layouts (registered in :data:`REGISTRY`; adding one: docs/design.md):
 - ``generic``: ``DIR/labels.csv`` with ``image`` (path relative to DIR) and ``labels``
   (``|``-separated class names or integer ids), optional ``DIR/classes.txt``.
 
+Any layout's files may sit elsewhere: ``labels`` names the label file, ``images`` the
+image directory, ``id_column``/``label_column`` its columns and ``sep`` the separator
+of labels (:class:`LoadOptions`). A label file whose class names look like joined
+labels (``a;b`` where ``a`` and ``b`` are classes) is refused with the separator to
+give, never read as one class named ``a;b``.
+
 Every problem is reported as a :class:`DatasetError` naming the file and line.
 
 Image paths are resolved (symbolic links included) and must stay inside the dataset
@@ -20,6 +26,7 @@ Only regular files are accepted as images (a FIFO would block the reader).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -66,6 +73,83 @@ class LoadReport:
 
     errors: list[DatasetError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+
+#: Names ``--sep`` accepts for separators awkward to type.
+SEP_NAMES = {"space": " ", "whitespace": " ", "tab": " ", "semicolon": ";", "comma": ",",
+             "pipe": "|"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Where a dataset's files are and how its label file is written (``None``: the
+    layout's default).
+
+    Attributes
+    ----------
+    labels
+        The label file (default: ``train.csv`` or ``labels.csv`` in the dataset directory).
+    images
+        The image directory: HPA layouts read ``{ID}_{channel}`` files from it (default
+        ``DIR/train``); the generic layout's image paths are relative to it (default ``DIR``).
+    id_column, label_column
+        The label file's columns (HPA 2021 ``ID``, ``Label``; HPA 2018 ``Id``,
+        ``Target``; generic ``image``, ``labels``).
+    sep
+        The separator of labels in the label column (``|``; HPA 2018: whitespace).
+        ``" "`` (or ``"space"``) means any whitespace.
+    """
+
+    labels: Path | None = None
+    images: Path | None = None
+    id_column: str | None = None
+    label_column: str | None = None
+    sep: str | None = None
+
+    @classmethod
+    def make(
+        cls,
+        labels: str | Path | None = None,
+        images: str | Path | None = None,
+        id_column: str | None = None,
+        label_column: str | None = None,
+        sep: str | None = None,
+    ) -> LoadOptions:
+        """Checked options; a :class:`SettingsError` names a bad one."""
+        if sep is not None:
+            if not isinstance(sep, str) or not sep:
+                raise SettingsError(f"sep must be a non-empty string, got {sep!r}")
+            sep = SEP_NAMES.get(sep.strip().lower(), sep)
+            sep = " " if not sep.strip() else sep
+            if sep != " " and (sep != sep.strip() or '"' in sep):
+                raise SettingsError(f"sep {sep!r}: give one mark such as ';' ',' '|' or 'space'")
+        for name, value in (("id_column", id_column), ("label_column", label_column)):
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise SettingsError(f"{name} must be a column name, got {value!r}")
+        return cls(
+            labels=None if labels is None else Path(labels),
+            images=None if images is None else Path(images),
+            id_column=None if id_column is None else id_column.strip(),
+            label_column=None if label_column is None else label_column.strip(),
+            sep=sep,
+        )
+
+    def recorded(self) -> dict[str, str]:
+        """The options given, as ``load_dataset`` keywords (paths absolute): run.json's."""
+        out: dict[str, str] = {}
+        for name in ("labels", "images"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = os.path.realpath(value)
+        for name in ("id_column", "label_column", "sep"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+def _sep_flag(sep: str) -> str:
+    return "--sep space" if sep == " " else f"--sep '{sep}'"
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -139,14 +223,36 @@ _MARKER_MAX_BYTES = MAX_MARKER_BYTES
 _MARKER_MAX_DEPTH = 8  # a cleaned dataset of a cleaned dataset of ...
 
 
-def cleaned_marker(source: Path, entries: list[str]) -> dict:
-    """The content of a cleaned dataset's marker: its source, its entries, signed.
+def cleaned_marker(
+    source: Path, entries: list[str], load_options: Mapping[str, str] | None = None
+) -> dict:
+    """The content of a cleaned dataset's marker: source, entries, load options, signed.
 
-    The signature (:mod:`labelaudit.trust`) binds the source to this user's key, so
-    only a marker this user's labelaudit wrote admits links into that source.
+    The signature (:mod:`labelaudit.trust`) binds what the marker admits (links into
+    ``source``, images read from ``load_options["images"]``) to this user's key, so
+    only a marker this user's labelaudit wrote widens what the dataset may read.
     """
-    payload = {"source": str(source), "entries": list(entries)}
+    payload: dict[str, Any] = {"source": str(source), "entries": list(entries)}
+    if load_options:
+        payload["load_options"] = dict(load_options)
     return {**payload, "signature": trust.sign(payload)}
+
+
+def _verified_marker(root: Path) -> dict | None:
+    """A cleaned dataset's marker, when it is a regular file this user's labelaudit
+    signed (:func:`cleaned_marker`); ``None`` otherwise (absent, malformed, forged)."""
+    marker = Path(root) / CLEANED_MARKER
+    try:
+        st = os.lstat(marker)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
+            return None
+        data = json.loads(marker.read_bytes().decode("utf-8"))
+        payload = {k: data[k] for k in ("source", "entries", "load_options") if k in data}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if "source" not in payload or not trust.verify(payload, data.get("signature")):
+        return None
+    return payload
 
 
 def marker_source(root: str | Path) -> Path | None:
@@ -157,24 +263,51 @@ def marker_source(root: str | Path) -> Path | None:
     (one with a label file); anything else is ignored, so a malformed, copied or
     planted marker admits nothing.
     """
-    marker = Path(root) / CLEANED_MARKER
-    try:
-        st = os.lstat(marker)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
-            return None
-        data = json.loads(marker.read_bytes().decode("utf-8"))
-        payload = {"source": data["source"], "entries": data["entries"]}
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        return None
-    source = payload["source"]
+    data = _verified_marker(Path(root))
+    source = data.get("source") if data is not None else None
     if not isinstance(source, str) or not os.path.isabs(source):
-        return None
-    if not trust.verify(payload, data.get("signature")):
         return None
     source_dir = Path(os.path.realpath(source))
     if not any((source_dir / name).is_file() for name in ("train.csv", "labels.csv")):
         return None
     return source_dir
+
+
+def _marker_options(root: Path) -> dict[str, str]:
+    """The load options a cleaned dataset's marker records (``{}``: none or malformed).
+
+    A cleaned copy of a dataset read with ``labels``/``images``/columns/``sep`` carries
+    them, so that it loads as it is: ``labels`` is a file name inside the copy,
+    ``images`` the (absolute) image directory of the source dataset.
+    """
+    data = _verified_marker(root)  # signed: an --images path from elsewhere admits nothing
+    options = (data.get("load_options") if data is not None else None) or {}
+    if not isinstance(options, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in options.items()
+    ):
+        return {}
+    options = {k: v for k, v in options.items() if k in LoadOptions.__dataclass_fields__}
+    labels = options.get("labels")
+    if labels is not None:
+        if "/" in labels or "\\" in labels or labels in (".", ".."):
+            return {}
+        options["labels"] = str(root / labels)
+    images = options.get("images")
+    if images is not None and not (os.path.isabs(images) and os.path.isdir(images)):
+        return {}
+    return options
+
+
+def cleaned_copy_options(ds: Dataset) -> dict[str, str]:
+    """The load options a cleaned copy of ``ds`` records in its marker.
+
+    The copy holds the label file under its own name; the images stay where they are
+    (an ``images`` directory given to the scan is not linked into the copy).
+    """
+    options = {k: v for k, v in ds.options.items() if k != "labels"}
+    if "labels" in ds.options:
+        options["labels"] = ds.label_file.name
+    return options
 
 
 def admitted_roots(root: str | Path) -> tuple[Path, ...]:
@@ -234,19 +367,32 @@ def _image_problem(path: Path, resolver: _Resolver | None) -> str | None:
 # ----------------------------------------------------------------------- detection
 
 
-def detect_layout(root: Path) -> str:
-    """Decide the layout from the files present and the label file's header."""
-    if (root / "train.csv").is_file():
-        header = _peek_header(root / "train.csv")
-        if _column_index(header, "Target") is not None:
-            return "hpa2018"
-        return "hpa2021"
-    if (root / "labels.csv").is_file():
-        return "generic"
-    raise DatasetError(
-        "no label file found: expected train.csv (HPA layouts) or labels.csv (generic layout)",
-        path=root,
-    )
+def detect_layout(root: Path, options: LoadOptions | None = None) -> str:
+    """Decide the layout from the label file's name and header (or the columns named)."""
+    options = options or LoadOptions()
+    if options.labels is None:
+        if (root / "train.csv").is_file():
+            header = _peek_header(root / "train.csv")
+            target = options.label_column or ("Target" if "target" in _lowered(header) else "")
+            return "hpa2018" if target.lower() == "target" else "hpa2021"
+        if (root / "labels.csv").is_file():
+            return "generic"
+        raise DatasetError(
+            "no label file found: expected train.csv (HPA layouts) or labels.csv (generic "
+            "layout); give another with --labels FILE",
+            path=root,
+        )
+    header = _lowered(_peek_header(options.labels))
+    for name, (id_col, label_col) in _HPA_COLUMNS.items():
+        id_col = (options.id_column or id_col).lower()
+        label_col = (options.label_column or label_col).lower()
+        if id_col in header and label_col in header and label_col == _HPA_COLUMNS[name][1].lower():
+            return name
+    return "generic"
+
+
+def _lowered(header: list[str]) -> list[str]:
+    return [h.lower() for h in header]
 
 
 def _peek_header(path: Path) -> list[str]:
@@ -286,29 +432,89 @@ def _parse_int_labels(
     )
 
 
+def _missing_image_dir(root: Path, image_dir: Path, given: bool) -> DatasetError:
+    """The error for an absent HPA image directory, pointing at the folders that hold images."""
+    if given:
+        return DatasetError("the --images directory does not exist", path=image_dir)
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(root), key=lambda e: e.name):
+            if entry.is_dir() and _holds_images(Path(entry.path)):
+                found.append(entry.name + "/")
+    hint = (
+        f"; images found in {', '.join(found[:3])}: give the folder with --images "
+        f"{root / found[0].rstrip('/')}"
+        if found
+        else "; give the folder of the {ID}_{red,green,blue,yellow} files with --images DIR"
+    )
+    return DatasetError(f"image directory 'train/' not found{hint}", path=image_dir)
+
+
+def _holds_images(folder: Path, look: int = 200) -> bool:
+    """Whether one of the first ``look`` entries of ``folder`` is an image file."""
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for n, entry in enumerate(entries):
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                return True
+            if n >= look:
+                break
+    return False
+
+
+def _hpa_int_labels(
+    value: str, sep: str, n_classes: int, path: Path, row: int, image: str
+) -> list[int]:
+    """Integer class ids; a value joined with another separator names ``--sep``."""
+    try:
+        return _parse_int_labels(value, sep, n_classes, path, row, image)
+    except DatasetError as exc:
+        other = _joined_ids(value, sep)
+        if other is None:
+            raise
+        raise DatasetError(
+            f"{exc.message}: the labels look separated by {other!r}; give {_sep_flag(other)}",
+            path=path,
+            row=row,
+            image=image,
+        ) from None
+
+
+def _joined_ids(value: str, sep: str) -> str | None:
+    """The separator that splits ``value`` into two or more integers, if not ``sep``."""
+    for other in (";", ",", "|", " "):
+        if other == sep:
+            continue
+        parts = split_labels(value, other)
+        if len(parts) > 1 and all(p.isdigit() for p in parts):
+            return other
+    return None
+
+
 def _load_hpa(
     root: Path,
     layout: str,
     report: LoadReport,
-    image_dir: Path | None,
+    options: LoadOptions,
     resolver: _Resolver | None,
 ) -> Dataset:
-    label_file = root / "train.csv"
+    label_file = options.labels or root / "train.csv"
     id_col, label_col = _HPA_COLUMNS[layout]
+    id_col, label_col = options.id_column or id_col, options.label_column or label_col
     classes = _HPA_CLASSES[layout]
     header, rows = read_label_table(label_file)
     i_id, i_label = _column_index(header, id_col), _column_index(header, label_col)
     if i_id is None or i_label is None:
         raise DatasetError(
-            f"expected columns {id_col},{label_col} ({layout}); {_describe_header(header)}",
+            f"expected columns {id_col},{label_col} ({layout}); {_describe_header(header)} "
+            "(name the columns with --id-column and --label-column)",
             path=label_file,
             row=1,
         )
-    image_dir = image_dir or root / "train"
+    image_dir = options.images or root / "train"
     if not image_dir.is_dir():
-        raise DatasetError("image directory 'train/' not found", path=image_dir)
+        raise _missing_image_dir(root, image_dir, options.images is not None)
     index = _hpa_image_index(image_dir)
-    sep = _LABEL_SEP[layout]
+    sep = options.sep or _LABEL_SEP[layout]
     ids: list[str] = []
     label_rows: list[list[int]] = []
     sources: list[ImageSource] = []
@@ -348,9 +554,7 @@ def _load_hpa(
             )
             continue
         try:
-            labels = _parse_int_labels(
-                fields[i_label], sep, len(classes), label_file, line, image_id
-            )
+            labels = _hpa_int_labels(fields[i_label], sep, len(classes), label_file, line, image_id)
         except DatasetError as exc:
             report.errors.append(exc)
             continue
@@ -396,6 +600,9 @@ def _load_hpa(
         protein_channel=1,
         rows=line_nums,
         exclusive_classes=BUILT_IN_EXCLUSIVE.get(layout, ()),
+        label_sep=sep,
+        label_column=header[i_label],
+        options=options.recorded(),
     )
 
 
@@ -462,15 +669,53 @@ def _generic_channels(n: int) -> tuple[tuple[str, ...], int]:
     return tuple(f"ch{i}" for i in range(n)), min(1, n - 1)
 
 
+def joined_labels(
+    names: list[str], sep: str, classes: list[str] | None = None
+) -> tuple[str, str] | None:
+    """A class name that looks like several labels joined, and the separator joining them.
+
+    A name holding ``;`` or ``|`` (not the separator in use), or ``,`` or whitespace
+    where every part is itself a class name, is taken for joined labels: a label file
+    read with the wrong separator.
+
+    ``classes`` (e.g. from ``classes.txt``) count as class names too.
+
+    Returns
+    -------
+    ``(name, separator)`` of the first such name, or ``None``.
+    """
+    known = set(names) | set(classes or ())
+    for candidate in (";", "|", ",", " "):
+        if candidate == sep:
+            continue
+        for name in names:
+            parts = split_labels(name, candidate)
+            if len(parts) < 2:
+                continue
+            if candidate in ";|" or all(p in known for p in parts):
+                return name, candidate
+    return None
+
+
 def _load_generic(
-    root: Path, report: LoadReport, resolver: _Resolver | None, max_pixels: int | None
+    root: Path,
+    report: LoadReport,
+    options: LoadOptions,
+    resolver: _Resolver | None,
+    max_pixels: int | None,
 ) -> Dataset:
-    label_file = root / "labels.csv"
+    label_file = options.labels or root / "labels.csv"
+    image_root = options.images or root
+    if options.images is not None and not image_root.is_dir():
+        raise DatasetError("the --images directory does not exist", path=image_root)
+    sep = options.sep or _LABEL_SEP["generic"]
+    image_col, labels_col = options.id_column or "image", options.label_column or "labels"
     header, rows = read_label_table(label_file)
-    i_image, i_labels = _column_index(header, "image"), _column_index(header, "labels")
+    i_image, i_labels = _column_index(header, image_col), _column_index(header, labels_col)
     if i_image is None or i_labels is None:
         raise DatasetError(
-            f"expected columns image,labels (generic layout); {_describe_header(header)}",
+            f"expected columns {image_col},{labels_col} (generic layout); "
+            f"{_describe_header(header)} (name the columns with --id-column and --label-column)",
             path=label_file,
             row=1,
         )
@@ -510,8 +755,8 @@ def _load_generic(
             )
             continue
         seen[image_id] = line
-        tokens = split_labels(fields[i_labels], "|")
-        parsed.append((line, image_id, root / rel, tokens))
+        tokens = split_labels(fields[i_labels], sep)
+        parsed.append((line, image_id, image_root / rel, tokens))
 
     # Class vocabulary: classes.txt, else integer ids 0..max, else sorted names.
     all_tokens = {t for *_, toks in parsed for t in toks}
@@ -529,6 +774,16 @@ def _load_generic(
         use_ids = False
     if not class_names:
         raise DatasetError("no labels in the label file, and no classes.txt", path=label_file)
+    joined = joined_labels(sorted(all_tokens), sep, class_names)
+    if joined is not None:
+        name, other = joined
+        line = next(line for line, _, _, toks in parsed if name in toks)
+        raise DatasetError(
+            f"the label {name!r} looks like labels joined by {other!r}, not one class: "
+            f"give the separator with {_sep_flag(other)} (sep={other!r} in Python)",
+            path=label_file,
+            row=line,
+        )
     tokens_of_class = [str(k) for k in range(len(class_names))] if use_ids else class_names
 
     ids, sources, line_nums, label_rows = [], [], [], []
@@ -582,6 +837,9 @@ def _load_generic(
         protein_channel=protein,
         rows=line_nums,
         exclusive_classes=tuple(exclusive),
+        label_sep=sep,
+        label_column=header[i_labels],
+        options=options.recorded(),
     )
 
 
@@ -599,15 +857,21 @@ def recorded_load_options(info: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "follow_symlinks": bool(info.get("follow_symlinks", False)),
         "max_pixels": info.get("max_pixels", DEFAULT_MAX_PIXELS),
+        **dict(info.get("load_options") or {}),
     }
 
 
 def load_dataset(
-    path: str | Path,
+    path: str | Path | None = None,
     layout: str | None = None,
     *,
     strict: bool = True,
     report: LoadReport | None = None,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
     image_dir: str | Path | None = None,
     follow_symlinks: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -617,17 +881,30 @@ def load_dataset(
     Parameters
     ----------
     path
-        The dataset directory. It is only read, never written.
+        The dataset directory. It is only read, never written. May be left out when
+        ``labels`` is given (then the label file's directory).
     layout
-        ``"hpa2021"``, ``"hpa2018"`` or ``"generic"``; detected when ``None``.
+        ``"hpa2021"``, ``"hpa2018"`` or ``"generic"``; detected when ``None`` (from the
+        label file's name and header, or from the columns named).
     strict
         Raise the first row-level problem (the default). With ``strict=False`` the
         bad rows are left out and their problems collected in ``report``.
     report
         Collects row-level problems and warnings when given.
+    labels
+        The label file, anywhere (default: ``train.csv`` or ``labels.csv`` in ``path``).
+    images
+        The image directory, anywhere (a directory the caller chose: paths may resolve
+        inside it). HPA layouts read ``{ID}_{channel}`` files from it (default
+        ``path/train``); the generic layout's image paths are relative to it (default
+        ``path``).
+    id_column, label_column
+        The label file's columns, when not the layout's (see :class:`LoadOptions`).
+    sep
+        The separator of labels in the label column: ``"|"`` (default), ``";"``,
+        ``","``, ``" "`` or ``"space"`` (any whitespace), ...
     image_dir
-        HPA layouts only: read channel files from here instead of ``path/train``
-        (a directory the caller chose: paths may resolve inside it too).
+        The former name of ``images``.
     follow_symlinks
         Admit image paths that resolve outside the dataset directory (by default
         such a row is a problem, except for paths inside the source dataset of a
@@ -650,7 +927,17 @@ def load_dataset(
     SettingsError
         When ``max_pixels`` is not a positive integer.
     """
+    options = LoadOptions.make(labels, images or image_dir, id_column, label_column, sep)
+    if path is not None and options == LoadOptions() and Path(path).is_dir():
+        options = LoadOptions.make(**_marker_options(Path(path)))  # a cleaned copy's own
+    if path is None:
+        if options.labels is None:
+            raise SettingsError("give a dataset directory or a label file (labels=...)")
+        path = options.labels.parent
     root = Path(path)
+    if options.labels is not None and not options.labels.is_file():
+        problem = file_problem(options.labels, what="label file") or "not a file"
+        raise DatasetError(problem, path=options.labels)
     if max_pixels is not None and (
         isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1
     ):
@@ -659,14 +946,13 @@ def load_dataset(
         raise DatasetError("dataset directory not found", path=root)
     if root.is_file():
         raise DatasetError("expected a dataset directory, got a file", path=root)
-    spec = get_layout(detect_layout(root) if layout is None else layout)
+    spec = get_layout(detect_layout(root, options) if layout is None else layout)
     report = report if report is not None else LoadReport()
-    image_dir = Path(image_dir) if image_dir else None
     resolver = None
     if not follow_symlinks:
-        extra = (Path(os.path.realpath(image_dir)),) if image_dir else ()
+        extra = (Path(os.path.realpath(options.images)),) if options.images else ()
         resolver = _Resolver(admitted_roots(root) + extra)
-    dataset = spec.load(spec.name, root, report, image_dir, resolver, max_pixels)
+    dataset = spec.load(spec.name, root, report, options, resolver, max_pixels)
     dataset.max_pixels = max_pixels
     dataset.follow_symlinks = follow_symlinks
     if strict and report.errors:
@@ -722,12 +1008,12 @@ def _generic_image_entries(ds: Dataset, ids: list[str]) -> list[str]:
     return sorted({PurePosixPath(i).parts[0] for i in ids})
 
 
-def _load_hpa_layout(name, root, report, image_dir, resolver, max_pixels) -> Dataset:
-    return _load_hpa(root, name, report, image_dir, resolver)
+def _load_hpa_layout(name, root, report, options, resolver, max_pixels) -> Dataset:
+    return _load_hpa(root, name, report, options, resolver)
 
 
-def _load_generic_layout(name, root, report, image_dir, resolver, max_pixels) -> Dataset:
-    return _load_generic(root, report, resolver, max_pixels)
+def _load_generic_layout(name, root, report, options, resolver, max_pixels) -> Dataset:
+    return _load_generic(root, report, options, resolver, max_pixels)
 
 
 @dataclass(frozen=True)
@@ -745,7 +1031,9 @@ class Layout:
     separator
         Between label tokens in that column.
     load
-        ``load(name, root, report, image_dir, resolver, max_pixels)`` -> :class:`Dataset`.
+        ``load(name, root, report, options, resolver, max_pixels)`` -> :class:`Dataset`
+        (``options``: a :class:`LoadOptions`, every field ``None`` for the layout's
+        defaults).
     image_entries
         ``image_entries(dataset, ids)`` -> the top-level entries of the dataset
         directory that hold the images of ``ids`` (what a cleaned copy links to).
@@ -815,15 +1103,16 @@ def write_label_file(ds: Dataset, dest: Path, rows: Mapping[int, str | None]) ->
         Rows written.
     """
     header, table = read_label_table(ds.label_file)
-    i_label = _column_index(header, get_layout(ds.layout).label_column)
+    i_label = _column_index(header, ds.label_column or get_layout(ds.layout).label_column)
     assert i_label is not None  # load_dataset checked the columns
     kept = []
     for line, fields in table:
         if line not in rows:
             continue
         fields = list(fields)
-        if rows[line] is not None:
-            fields[i_label] = rows[line]
+        new = rows[line]
+        if new is not None:
+            fields[i_label] = new
         kept.append(fields)
     with atomic_open(dest, "w") as fh:
         writer = csv.writer(fh, lineterminator="\n")

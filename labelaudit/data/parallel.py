@@ -12,6 +12,14 @@ sent to the process group in their first moments prints no traceback), then igno
 it; they die with the parent (``PR_SET_PDEATHSIG`` on Linux, a watchdog thread
 elsewhere); when the parent stops early (Ctrl-C, an error, a consumer that stops
 reading) the pending jobs are cancelled and the workers killed.
+
+Workers never run the user's main module. A plain ``spawn`` child re-runs the script
+that started the parent (as ``__mp_main__``) so that functions defined there can be
+unpickled; a script without an ``if __name__ == "__main__":`` guard then calls
+labelaudit again inside the child, which fails (``RuntimeError ... bootstrapping
+phase``, a held lock, ``BrokenProcessPool``) or hangs. Every job here is a function
+of labelaudit itself, so :func:`worker_context` starts children that skip that step,
+as loky's default context does for joblib: scripts and notebooks need no guard.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import InvalidStateError, ProcessPoolExecutor
 from multiprocessing import get_context
+from multiprocessing.context import BaseContext, SpawnContext, SpawnProcess
 from typing import Any
 
 from labelaudit.errors import DatasetError
@@ -63,6 +72,98 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+#: Preparation-data keys that make a spawned child import the parent's ``__main__``.
+_MAIN_KEYS = ("init_main_from_name", "init_main_from_path")
+
+
+@functools.cache
+def _popen_without_main() -> type | None:
+    """A POSIX spawn ``Popen`` whose children do not import the parent's ``__main__``.
+
+    Its ``_launch`` is CPython's ``popen_spawn_posix.Popen._launch`` (3.10-3.13) with
+    the main-module keys dropped from the preparation data; loky's ``popen_loky_posix``
+    does the same. ``None`` where that class does not exist (Windows).
+    """
+    if sys.platform == "win32":
+        return None
+    import io
+    from multiprocessing import popen_spawn_posix, resource_tracker, spawn, util
+    from multiprocessing.context import reduction, set_spawning_popen
+
+    class PopenWithoutMain(popen_spawn_posix.Popen):
+        def _launch(self, process_obj: Any) -> None:
+            tracker_fd = resource_tracker.getfd()
+            self._fds.append(tracker_fd)
+            prep_data = spawn.get_preparation_data(process_obj._name)
+            for key in _MAIN_KEYS:
+                prep_data.pop(key, None)
+            fp = io.BytesIO()
+            set_spawning_popen(self)
+            try:
+                reduction.dump(prep_data, fp)
+                reduction.dump(process_obj, fp)
+            finally:
+                set_spawning_popen(None)
+            parent_r = child_w = child_r = parent_w = None
+            try:
+                parent_r, child_w = os.pipe()
+                child_r, parent_w = os.pipe()
+                cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
+                self._fds.extend([child_r, child_w])
+                self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
+                self.sentinel = parent_r
+                with open(parent_w, "wb", closefd=False) as f:
+                    f.write(fp.getbuffer())
+            finally:
+                self.finalizer = util.Finalize(
+                    self, util.close_fds, [fd for fd in (parent_r, parent_w) if fd is not None]
+                )
+                for fd in (child_r, child_w):
+                    if fd is not None:
+                        os.close(fd)
+
+    return PopenWithoutMain
+
+
+class _ProcessWithoutMain(SpawnProcess):
+    """A spawn process whose child skips the parent's main module."""
+
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> Any:  # noqa: N802 (multiprocessing's name)
+        popen = _popen_without_main()
+        if popen is None:
+            return SpawnProcess._Popen(process_obj)
+        return popen(process_obj)
+
+
+class _ContextWithoutMain(SpawnContext):
+    Process = _ProcessWithoutMain
+
+
+def worker_context(job: Callable[..., Any] | None = None) -> BaseContext:
+    """The start method for labelaudit's worker processes: ``spawn``, with children
+    that do not re-run the user's script (see the module docstring).
+
+    Parameters
+    ----------
+    job
+        The function the workers will run. One defined in the main script itself can
+        only be found by re-running that script: it gets the plain ``spawn`` context
+        (and the script needs the ``__main__`` guard, as with ``multiprocessing``).
+
+    Returns
+    -------
+    multiprocessing.context.BaseContext
+        Pass it as ``mp_context`` to a :class:`~concurrent.futures.ProcessPoolExecutor`.
+        On Windows it is the plain ``spawn`` context.
+    """
+    if getattr(job, "__module__", None) == "__main__" or _popen_without_main() is None:
+        return get_context("spawn")
+    return _ContextWithoutMain()
 
 
 def _init_worker(parent: int) -> None:
@@ -178,7 +279,7 @@ def map_fields(
     chunk = max(1, min(max_chunk, len(jobs) // (workers * 8)))
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=get_context("spawn"),
+        mp_context=worker_context(job),
         initializer=_init_worker,
         initargs=(os.getpid(),),
     )

@@ -121,7 +121,7 @@ def exclusive_indices(class_names: Sequence[str], exclusive: Sequence[str]) -> n
     return np.array([k for k, c in enumerate(class_names) if c in wanted], dtype=int)
 
 
-def conflicting_rows(labels: np.ndarray, exclusive_idx: Sequence[int]) -> np.ndarray:
+def conflicting_rows(labels: np.ndarray, exclusive_idx: Sequence[int] | np.ndarray) -> np.ndarray:
     """(N,) bool: the row joins an exclusive class with any other class."""
     labels = np.asarray(labels, dtype=bool)
     idx = np.asarray(exclusive_idx, dtype=int)
@@ -132,7 +132,7 @@ def conflicting_rows(labels: np.ndarray, exclusive_idx: Sequence[int]) -> np.nda
 
 
 def resolve_exclusive(
-    labels: np.ndarray, scores: np.ndarray, exclusive_idx: Sequence[int]
+    labels: np.ndarray, scores: np.ndarray, exclusive_idx: Sequence[int] | np.ndarray
 ) -> np.ndarray:
     """Labels with every exclusive conflict resolved to one side (a copy).
 

@@ -45,6 +45,7 @@ from rich.progress import (
 )
 
 from labelaudit.config import TrainSettings
+from labelaudit.data.dataset import Dataset
 from labelaudit.errors import SettingsError
 from labelaudit.io import read_json, write_csv, write_json, write_text
 from labelaudit.rundir import dataset_inputs, open_output_dir
@@ -479,7 +480,7 @@ def _write_outputs(
 
 
 def sweep(
-    dataset: str | Path,
+    dataset: str | Path | Dataset,
     out: str | Path = DEFAULT_SWEEP,
     *,
     backbones: str | Iterable[str] | None = None,
@@ -501,7 +502,7 @@ def sweep(
     Parameters
     ----------
     dataset
-        The dataset directory (only read).
+        The dataset directory (only read), or a :class:`Dataset` (:func:`load_dataset`: any layout).
     out
         The sweep directory (created; reused for resuming).
     backbones, lrs, activations
@@ -602,7 +603,7 @@ def _plan_study(
 
 
 def _open_inputs(
-    dataset: str | Path,
+    dataset: str | Path | Dataset,
     layout: str | None,
     run_dir: Path,
     cache_dir: str | Path | None,
@@ -614,7 +615,7 @@ def _open_inputs(
     from labelaudit.scan import cache_with_progress
     from labelaudit.train.folds import check_folds
 
-    ds = load_dataset(dataset, layout)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, layout)
     strict = study.base_settings.strict
     notes = check_folds(ds.labels, ds.class_names, study.split.folds, strict=strict)
     open_output_dir(run_dir, dataset_inputs(ds), kind="sweep")  # new, empty or a sweep's

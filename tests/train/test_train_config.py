@@ -8,9 +8,20 @@ from labelaudit.config import PRESETS, TrainSettings, resolve_settings
 from labelaudit.errors import SettingsError
 
 
+def test_seed_preset_names_a_backbone_with_imagenet_weights():
+    import timm
+
+    from labelaudit.train.weights import _has_pretrained
+
+    cfg = timm.models.get_pretrained_cfg(resolve_settings("seed").backbone)
+    assert cfg.hf_hub_id == "timm/tf_efficientnet_b7.aa_in1k"
+    assert _has_pretrained(resolve_settings("seed").backbone)
+    assert not _has_pretrained("efficientnet_b7")  # timm ships it untrained
+
+
 def test_presets_resolve_and_validate():
     seed = resolve_settings("seed")
-    assert seed.backbone == "efficientnet_b7" and seed.pretrained and seed.lr == 1e-3
+    assert seed.backbone == "tf_efficientnet_b7.aa_in1k" and seed.pretrained and seed.lr == 1e-3
     assert seed.folds == 5 and seed.epochs == 20 and seed.image_size == 512 and seed.amp
     cpu = resolve_settings("cpu")
     assert cpu.backbone == "tf_efficientnet_lite0" and cpu.pretrained
