@@ -60,7 +60,7 @@ def test_without_probabilities_a_conflict_is_removed(conflict_run):
 def test_a_decision_joining_negative_with_another_class_is_refused(conflict_run, tmp_path):
     _, run = conflict_run
     bad = tmp_path / "bad.csv"
-    bad.write_text("id,decision,labels\nfield001,accept,1|18\n")
+    bad.write_text("id,decision,labels\nfield001,edit,1|18\n")
     with pytest.raises(DatasetError, match=r"bad.csv.*line 2.*Negative given with"):
         clean(run, policy="none", decisions=bad)
     ok = tmp_path / "ok.csv"
@@ -81,3 +81,14 @@ def test_accepting_a_suggested_swap_to_negative_applies_it(conflict_run, tmp_pat
     clean(run, policy="none", decisions=decisions)
     ds = load_dataset(run / "cleaned")
     assert ds.format_labels(ds.labels[ds.ids.index("field001")]) == "18"
+
+
+def test_keeping_a_conflicting_given_set_is_refused(conflict_run, tmp_path):
+    """A person's keep may not leave Negative joined with another class either."""
+    _, run = conflict_run
+    conflicted = [i for i, lab in enumerate(LABELS) if "18" in lab.split("|") and "|" in lab]
+    keep = tmp_path / "keep.csv"
+    keep.write_text(f"id,decision\nfield{conflicted[0]:03d},keep\n")
+    with pytest.raises(DatasetError, match=r"keep.csv.*line 2.*Negative is never combined"):
+        clean(run, decisions=keep)
+    assert not (run / "cleaned").exists()

@@ -24,8 +24,12 @@ from labelaudit.cli import app
 #: ``(command, parameter)`` -> "file" (a file is read or written) or "dir" (a directory).
 ROLES: dict[tuple[str, str], str] = {
     ("check", "dataset"): "dir",
+    ("check", "labels"): "file",
+    ("check", "images"): "dir",
     ("synth", "out"): "dir",
     ("scan", "dataset"): "dir",
+    ("scan", "labels"): "file",
+    ("scan", "images"): "dir",
     ("scan", "out"): "dir",
     ("scan", "weights"): "file",
     ("scan", "cache_dir"): "dir",
@@ -51,6 +55,8 @@ ROLES: dict[tuple[str, str], str] = {
     ("predict", "data"): "dir",
     ("predict", "out"): "file",
     ("sweep", "dataset"): "dir",
+    ("sweep", "labels"): "file",
+    ("sweep", "images"): "dir",
     ("sweep", "out"): "dir",
     ("sweep", "cache_dir"): "dir",
 }
