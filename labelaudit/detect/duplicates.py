@@ -1,38 +1,65 @@
-"""Exact and near duplicates, and duplicates whose labels disagree.
+"""Exact and near duplicates, verified on their pixels, and duplicates whose labels disagree.
 
-Three kinds of evidence pair two images (row indices ``i < j``):
+A hash or embedding match is only a candidate. Every candidate pair (row indices
+``i < j``) is checked on its pixels before it is called a duplicate:
 
-* ``exact``: identical decoded pixels. Two fields whose cached pixels (the resized
-  uint8 copy) and full-resolution statistics are identical are taken as identical
-  (:func:`pixel_keys` hashes both).
-* ``phash``: a DCT perceptual hash (the algorithm of imagehash's ``phash``: the
-  sign of the 8 x 8 lowest frequencies of a 32 x 32 thumbnail against their median)
-  of each channel, 64 bits per channel; pairs whose hashes differ in at most
-  ``hash_distance`` (a fraction, 0.2) of the bits. Small shifts, fresh noise and
-  re-encoding change few bits. One hash per stain, not one of their mean: on synth
-  fields a 64-bit hash of the mean put planted copies (up to 16 bits apart) and
-  distinct fields (from 12 bits) in overlapping ranges; per-stain hashes (256 bits)
-  separate them (copies at most 48 bits apart, distinct fields at least 56).
-* ``embedding``: cosine neighbours in the model's embedding space closer than
-  ``embedding_factor`` times the median nearest-neighbour distance (the rule of
-  cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13), confirmed by a
-  looser perceptual-hash distance (``2 * hash_distance``): two fields that merely
-  share their classes can sit close in a model's embedding space.
+1. **Candidates.**
 
-Pairs form groups (connected components). Each group's first image in dataset order
-is its original; ``duplicate_of`` names it on the other members. A group whose members
-carry different given labels is a label problem: every member gets a finding per
-class on which the group disagrees (``suggestion="review"``; ``value`` = the share of
-the group carrying the class; ``score`` = the share of the other members that
-disagree with this image on it).
+   * ``exact``: identical decoded pixels. Two fields whose cached pixels (the resized
+     uint8 copy) and full-resolution statistics are identical are taken as identical
+     (:func:`pixel_keys` hashes both); they need no further check.
+   * ``neighbour``: the nearest neighbours of each image by its thumbnail (a few
+     area-averaged pixels per channel, standardised; :func:`thumbnails`), found with
+     an index (:func:`nearest`: faiss, exact below :data:`EXACT_INDEX_MAX` images, an
+     inverted-file index above). A neighbour is a candidate when it is much closer
+     than the image's typical neighbours (``candidate_ratio`` of the median distance
+     to its 4th to 8th neighbour), the ratio test of near-duplicate search. Small sets
+     (at most :data:`ALL_PAIRS_MAX` images) compare all pairs.
+   * ``embedding``: cosine neighbours in the model's embedding space closer than
+     ``embedding_factor`` times the median nearest-neighbour distance (the rule of
+     cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13).
+
+2. **Verification** (:class:`PixelVerifier`). Both images are band-passed per channel
+   (difference of Gaussians: smooth gradients, vignetting and camera noise out, the
+   structure in) at the cached resolution, at most :data:`VERIFY_SIDE` pixels a side.
+   Their normalised cross-correlation is computed per channel over shifts of up to
+   :data:`SHIFT_FRACTION` of the side and over zooms of up to :data:`MAX_ZOOM` either
+   way (a crop of a few percent resized to the same side is a zoom and a shift), and
+   pooled over the channels weighted by their structure. The best alignment gives the
+   pair's ``correlation``, ``shift`` and ``scale``.
+
+3. **A threshold relative to the data.** Each image of a candidate pair gets a null:
+   the median correlation, computed the same way, with its nearest neighbours that are
+   not its candidates (:data:`NULL_NEIGHBOURS`; in small sets all other images). A
+   pair is a duplicate when its correlation closes at least half of the gap between
+   the larger of the two nulls and 1 (``null_fraction``), and is at least
+   ``min_correlation``. Images alike in texture correlate highly with their
+   non-duplicate neighbours too, so their bar rises with them.
+
+4. **Low information.** A channel whose band-passed pixels vary by less than
+   :data:`MIN_STRUCTURE` grey levels carries nothing to align; an image with no such
+   channel (empty background) cannot be verified. It is never matched (except as an
+   ``exact`` copy) and is reported instead (``low_information``).
+
+Groups are built without chaining (:func:`verified_groups`): a group holds only images
+that verified pairwise, around a representative (the member with the most verified
+partners). ``duplicate_of`` names the representative on the other members. Verified
+pairs are also listed as pairs (``duplicates.csv``), with their evidence.
+
+A group whose members carry different given labels is a label problem: every member
+gets a finding per class on which the group disagrees (``suggestion="review"``;
+``value`` = the share of the group carrying the class; ``score`` = the share of the
+other members that disagree with this image on it).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -41,21 +68,49 @@ from labelaudit.detect.base import AuditInputs, DetectorResult, empty_findings, 
 
 __all__ = [
     "DuplicateResult",
+    "Match",
+    "PixelVerifier",
     "embedding_pairs",
     "find_duplicates",
-    "group_pairs",
-    "hamming_pairs",
+    "match_sets",
+    "nearest",
     "perceptual_hashes",
     "phash",
     "pixel_keys",
+    "thumbnails",
+    "verified_groups",
 ]
 
 #: Bits of the perceptual hash of one channel (8 x 8 DCT coefficients).
 HASH_BITS = 64
-#: Default largest share of differing perceptual-hash bits of a near-duplicate pair.
-HASH_DISTANCE = 0.2
 #: cleanlab Datalab's near_duplicate threshold: a fraction of the median NN distance.
 EMBEDDING_FACTOR = 0.13
+#: Pixels are verified at the cached resolution, area-averaged to at most this side.
+VERIFY_SIDE = 64
+#: Largest shift searched, as a share of the side (synth copies move up to 1/32; a
+#: crop of 8 % off one side moves the centre by 4 %).
+SHIFT_FRACTION = 0.07
+#: Zooms searched either way: a crop of up to ~10 % resized back to the same side.
+ZOOMS = (1.0, 1.03, 1.06, 1.09, 1.12)
+MAX_ZOOM = ZOOMS[-1]
+#: A channel whose band-passed pixels vary less than this (grey levels) is empty.
+MIN_STRUCTURE = 1.0
+#: Default share of the gap between the pair's null correlation and 1 to close.
+NULL_FRACTION = 0.5
+#: Default floor of a duplicate's correlation, whatever the null.
+MIN_CORRELATION = 0.75
+#: Default ratio test: a neighbour this much closer than the typical neighbour.
+CANDIDATE_RATIO = 0.6
+#: Neighbours looked up per image in the thumbnail index.
+NEIGHBOURS = 10
+#: Neighbours (not candidates) whose median correlation is an image's null.
+NULL_NEIGHBOURS = 3
+#: Sets up to this size compare all pairs of images.
+ALL_PAIRS_MAX = 24
+#: Indexes up to this size search exhaustively; larger ones use an inverted file.
+EXACT_INDEX_MAX = 20_000
+#: Values (per channel) of a thumbnail: about 256 in all.
+THUMB_VALUES = 256
 
 
 def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> np.ndarray:
@@ -84,7 +139,7 @@ def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> np.
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """Perceptual hashes of the mean of each field's channels.
+    """Perceptual hashes of each field's channels.
 
     Parameters
     ----------
@@ -136,50 +191,126 @@ def pixel_keys(images: np.ndarray, stats: pd.DataFrame | None = None) -> list[st
     return keys
 
 
-def max_bits(hashes: np.ndarray, fraction: float) -> int:
-    """The largest distance in bits that ``fraction`` of the hashes' bits allows."""
-    words = 1 if np.ndim(hashes) < 2 else np.shape(hashes)[1]
-    return int(np.floor(float(fraction) * HASH_BITS * words))
+# ----------------------------------------------------------------- candidates
 
 
-def hamming_pairs(
-    a: np.ndarray, b: np.ndarray | None = None, max_distance: int = 51
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of hashes within ``max_distance`` bits.
+def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """Standardised thumbnails of each field, the candidate search's features.
+
+    Each channel is area-averaged to ``t x t`` pixels (``t^2 * C`` about
+    :data:`THUMB_VALUES`), centred and divided by its spread (at least 2 grey levels,
+    so an empty channel stays near zero instead of blowing its noise up); the vector is
+    scaled to unit length, so Euclidean distances order like cosine ones.
 
     Parameters
     ----------
-    a, b
-        uint64 hashes, (N,) or (N, W) (W words per hash, e.g. one per channel);
-        with ``b=None`` pairs within ``a`` (``i < j``).
-    max_distance
-        Largest Hamming distance kept.
+    images
+        (N, C, S, S) uint8 pixels (read in batches: a memory map is fine).
+    batch
+        Images read at a time.
 
     Returns
     -------
-    i, j, distance
-        Index into ``a``, index into ``b`` (or ``a``), and the distance.
+    numpy.ndarray
+        (N, t * t * C) float32.
     """
-    a = np.asarray(a, dtype=np.uint64)
-    a = a[:, None] if a.ndim == 1 else a
-    same = b is None
-    b = a if same else np.asarray(b, dtype=np.uint64)
-    b = b[:, None] if b.ndim == 1 else b
-    out_i, out_j, out_d = [], [], []
-    block = max(1, 2_000_000 // max(len(b) * a.shape[1], 1))  # bounded memory per block
-    for start in range(0, len(a), block):
-        x = a[start : start + block, None, :] ^ b[None, :, :]
-        d = np.bitwise_count(x).sum(axis=2, dtype=np.int64)
-        ii, jj = np.nonzero(d <= max_distance)
-        ii = ii + start
-        keep = ii < jj if same else np.ones(len(ii), dtype=bool)
-        out_i.append(ii[keep])
-        out_j.append(jj[keep])
-        out_d.append(d[ii[keep] - start, jj[keep]].astype(np.int64))
-    if not out_i:
+    n, c, s = images.shape[0], images.shape[1], images.shape[2]
+    t = int(max(2, min(s, round(np.sqrt(THUMB_VALUES / max(c, 1))))))
+    out = np.zeros((n, c * t * t), dtype=np.float32)
+    for start in range(0, n, batch):
+        chunk = np.asarray(images[start : start + batch], dtype=np.float32)
+        m = len(chunk)
+        planes = chunk.reshape(m * c, s, s)
+        if s % t == 0:  # area average = block mean
+            small = planes.reshape(m * c, t, s // t, t, s // t).mean(axis=(2, 4))
+        else:  # OpenCV's INTER_AREA, four planes at a time (its limit for it)
+            small = np.empty((m * c, t, t), dtype=np.float32)
+            for p in range(0, m * c, 4):
+                block = np.ascontiguousarray(planes[p : p + 4].transpose(1, 2, 0))
+                res = cv2.resize(block, (t, t), interpolation=cv2.INTER_AREA)
+                small[p : p + 4] = res.reshape(t, t, -1).transpose(2, 0, 1)
+        small = small.reshape(m, c, t * t)
+        small -= small.mean(axis=2, keepdims=True)
+        small /= np.maximum(small.std(axis=2, keepdims=True), 2.0)
+        flat = small.reshape(m, -1)
+        flat /= np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
+        out[start : start + m] = flat
+    return out
+
+
+def nearest(
+    base: np.ndarray, queries: np.ndarray | None = None, k: int = NEIGHBOURS
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest rows of ``base`` to each query (Euclidean), by a faiss index.
+
+    Exhaustive up to :data:`EXACT_INDEX_MAX` rows; above, an inverted-file index
+    (``4 sqrt(N)`` lists, 12 probed): near duplicates lie in the same cell or a
+    neighbouring one, so the approximate search keeps them.
+
+    Parameters
+    ----------
+    base
+        (N, D) features.
+    queries
+        (M, D) features; ``None``: ``base`` itself, without each row's own match.
+    k
+        Neighbours wanted (fewer when ``base`` is smaller).
+
+    Returns
+    -------
+    distance, index
+        (M, k') arrays, nearest first; index -1 where none was found.
+    """
+    import faiss
+
+    same = queries is None
+    x = np.ascontiguousarray(base, dtype=np.float32)
+    q = x if same else np.ascontiguousarray(queries, dtype=np.float32)
+    n, d = x.shape
+    want = min(k + int(same), n)
+    if want <= 0 or len(q) == 0:
+        return np.zeros((len(q), 0)), np.zeros((len(q), 0), dtype=np.int64)
+    if n <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatL2(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+        index.train(x)
+        index.nprobe = 12
+    index.add(x)
+    dist, idx = index.search(q, want)
+    dist = np.sqrt(np.maximum(dist, 0.0))
+    if same:  # drop each row's own entry (wherever exact copies put it)
+        own = idx == np.arange(len(q))[:, None]
+        keep_first = ~own.any(axis=1)  # its own entry lost among exact copies: drop the last
+        own[keep_first, -1] = True
+        dist = dist[~own].reshape(len(q), want - 1)
+        idx = idx[~own].reshape(len(q), want - 1)
+    return dist, idx.astype(np.int64)
+
+
+def ratio_candidates(
+    dist: np.ndarray, idx: np.ndarray, ratio: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbours much closer than the query's typical neighbour (the ratio test).
+
+    The typical distance is the median of the 4th to the last neighbour's (the
+    nearest few may all be copies); a neighbour is a candidate when it lies within
+    ``ratio`` of it.
+
+    Returns
+    -------
+    query, neighbour
+        Index arrays of the candidate pairs.
+    """
+    if dist.shape[1] == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+        return empty, empty
+    tail = dist[:, min(3, dist.shape[1] - 1) :]
+    typical = np.median(tail, axis=1)
+    ok = (dist <= ratio * typical[:, None]) & (idx >= 0)
+    qi, kk = np.nonzero(ok)
+    return qi.astype(np.int64), idx[qi, kk]
 
 
 def embedding_pairs(
@@ -202,49 +333,495 @@ def embedding_pairs(
     i, j, threshold
         Pairs ``i < j`` and the distance threshold used.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = np.asarray(embeddings, dtype=np.float32)
     n = len(x)
     if n < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0.0
-    k = min(k, n - 1)
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x)
-    dist, idx = nn.kneighbors(x)
-    dist, idx = dist[:, 1:], idx[:, 1:]  # drop self (exact copies may come first: fine)
-    threshold = float(factor * np.median(dist[:, 0]))
-    ii, kk = np.nonzero(dist < threshold)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dist, idx = nearest(x, k=min(k, n - 1))
+    cosine = dist**2 / 2.0  # unit vectors: |a - b|^2 = 2 (1 - cos)
+    threshold = float(factor * np.median(cosine[:, 0]))
+    ii, kk = np.nonzero((cosine < threshold) & (idx >= 0))
     jj = idx[ii, kk]
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     pairs = np.unique(np.column_stack([lo, hi])[lo != hi], axis=0).reshape(-1, 2)
     return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), threshold
 
 
-def group_pairs(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected components of the pair graph: group id per image, -1 when alone.
+# ----------------------------------------------------------------- verification
 
-    Groups are numbered 0, 1, ... in the dataset order of their first member.
+
+@dataclass(frozen=True)
+class Match:
+    """The best alignment of two images' pixels.
+
+    Attributes
+    ----------
+    correlation
+        Pooled normalised cross-correlation of the band-passed channels (-1 to 1;
+        NaN when the two share no channel with structure).
+    channel_min
+        The lowest per-channel correlation at that alignment.
+    shift_y, shift_x
+        Shift of the second image against the first, in cached pixels.
+    scale
+        Zoom of the second image against the first (> 1: it shows a crop).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
 
-    if len(i) == 0:
-        return np.full(n, -1, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    sizes = np.bincount(comp)
-    out = np.full(n, -1, dtype=np.int64)
-    next_id = 0
-    seen: dict[int, int] = {}
+    correlation: float
+    channel_min: float
+    shift_y: float
+    shift_x: float
+    scale: float
+
+    @property
+    def verifiable(self) -> bool:
+        return bool(np.isfinite(self.correlation))
+
+
+NO_MATCH = Match(float("nan"), float("nan"), 0.0, 0.0, 1.0)
+
+
+class PixelVerifier:
+    """Aligns pairs of cached images and measures how well their pixels agree.
+
+    Parameters
+    ----------
+    images
+        (N, C, S, S) uint8 pixels (a memory map is fine: images are read on demand).
+    other
+        A second set of the same channels (leakage between two datasets), or ``None``.
+        Image ``j`` of :meth:`match` indexes ``other`` when given.
+    side
+        Side pixels are verified at (area-averaged from the cache; never upscaled).
+    """
+
+    def __init__(
+        self, images: np.ndarray, other: np.ndarray | None = None, side: int = VERIFY_SIDE
+    ) -> None:
+        self.sets = (images, images if other is None else other)
+        self.cached_side = int(images.shape[-1])
+        self.side = int(min(side, self.cached_side))
+        self.radius = max(2, int(np.ceil(SHIFT_FRACTION * self.side)))
+        sigma = max(0.6, self.side / 96.0)
+        self._sigmas = (sigma, 4.0 * sigma)
+        self._prepared: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
+        self._energy: tuple[dict[int, np.ndarray], dict[int, np.ndarray]] = ({}, {})
+        self._memo: dict[tuple[int, int], Match] = {}
+        self.n_compared = 0
+
+    def _band(self, which: int, i: int) -> np.ndarray:
+        """Band-passed channels (C, V, V) of image ``i`` of set ``which`` (memoised)."""
+        got = self._prepared[which].get(i)
+        if got is not None:
+            return got
+        raw = np.asarray(self.sets[which][i], dtype=np.float32)
+        planes = []
+        for ch in raw:
+            if self.side != ch.shape[0]:
+                ch = cv2.resize(ch, (self.side, self.side), interpolation=cv2.INTER_AREA)
+            fine = cv2.GaussianBlur(ch, (0, 0), self._sigmas[0])
+            coarse = cv2.GaussianBlur(ch, (0, 0), self._sigmas[1])
+            planes.append(fine - coarse)
+        out = np.stack(planes).astype(np.float32)
+        self._prepared[which][i] = out
+        self._energy[which][i] = out.std(axis=(1, 2))
+        return out
+
+    def structure(self, i: int, which: int = 0) -> np.ndarray:
+        """Band-passed spread per channel of image ``i`` (grey levels)."""
+        self._band(which, i)
+        return self._energy[which][i]
+
+    def informative(self, i: int, which: int = 0) -> bool:
+        """Whether image ``i`` has a channel with structure (:data:`MIN_STRUCTURE`)."""
+        return bool((self.structure(i, which) >= MIN_STRUCTURE).any())
+
+    def match(self, i: int, j: int) -> Match:
+        """Best alignment of image ``i`` (first set) and ``j`` (second set)."""
+        key = (i, j)
+        if key in self._memo:
+            return self._memo[key]
+        a, b = self._band(0, i), self._band(1, j)
+        ea, eb = self._energy[0][i], self._energy[1][j]
+        use = np.flatnonzero((ea >= MIN_STRUCTURE) & (eb >= MIN_STRUCTURE))
+        if len(use) == 0:
+            self._memo[key] = NO_MATCH
+            return NO_MATCH
+        self.n_compared += 1
+        weights = (ea[use] * eb[use]).astype(np.float64)
+        weights /= weights.sum()
+        best: tuple[float, float, float, float, float, float] | None = None
+
+        def trial(zy: float, zx: float, sign: int) -> None:
+            nonlocal best
+            wide, narrow = (a, b) if sign > 0 else (b, a)
+            r, low, dy, dx = self._align(wide, narrow, (zy, zx), use, weights)
+            if best is None or r > best[0]:
+                if sign < 0:  # a was zoomed: b is the wider view
+                    dy, dx, zy, zx = -dy, -dx, 1.0 / zy, 1.0 / zx
+                best = (r, low, dy, dx, zy, zx)
+
+        # Isotropic zooms either way (b a crop of a, or a of b), then each axis
+        # apart around the best (a crop off one side only changes the aspect).
+        trial(1.0, 1.0, 1)
+        for z in ZOOMS[1:]:
+            trial(z, z, 1)
+            trial(z, z, -1)
+        assert best is not None
+        sign = 1 if best[4] * best[5] >= 1.0 else -1
+        z0 = max(best[4], 1.0 / best[4])
+        for z in ZOOMS:
+            if z != z0:
+                trial(z0, z, sign)
+                trial(z, z0, sign)
+        assert best is not None
+        best = (*best[:4], float(np.sqrt(best[4] * best[5])), best[5])
+        to_cache = self.cached_side / self.side
+        found = Match(
+            float(best[0]),
+            float(best[1]),
+            float(best[2] * to_cache),
+            float(best[3] * to_cache),
+            float(best[4]),
+        )
+        self._memo[key] = found
+        return found
+
+    def _align(
+        self,
+        wide: np.ndarray,
+        narrow: np.ndarray,
+        zoom: tuple[float, float],
+        use: np.ndarray,
+        weights: np.ndarray,
+    ) -> tuple[float, float, int, int]:
+        """Correlation of ``narrow``'s centre with ``wide`` zoomed in by ``zoom`` (y, x)."""
+        v, r = self.side, self.radius
+        maps = []
+        for c in use:
+            img = wide[c]
+            if zoom != (1.0, 1.0):
+                hy, wx = int(round(v * zoom[0])), int(round(v * zoom[1]))
+                img = cv2.resize(img, (wx, hy), interpolation=cv2.INTER_LINEAR)
+                oy, ox = (hy - v) // 2, (wx - v) // 2
+                img = img[oy : oy + v, ox : ox + v]
+            tpl = np.ascontiguousarray(narrow[c, r : v - r, r : v - r])
+            res = cv2.matchTemplate(np.ascontiguousarray(img), tpl, cv2.TM_CCOEFF_NORMED)
+            maps.append(res)
+        stack = np.stack(maps)
+        pooled = np.tensordot(weights, stack, axes=1)
+        y, x = np.unravel_index(int(np.argmax(pooled)), pooled.shape)
+        return float(pooled[y, x]), float(stack[:, y, x].min()), int(y - r), int(x - r)
+
+
+# ----------------------------------------------------------------- matching
+
+
+@dataclass
+class MatchedPairs:
+    """Candidate pairs with their pixel evidence and the verdict.
+
+    ``pairs`` has ``i``, ``j`` (row indices; into the second set for two sets),
+    ``evidence``, ``correlation``, ``channel_min``, ``shift_y``, ``shift_x``,
+    ``scale``, ``null_correlation``, ``threshold``, ``verified``; ``low_information``
+    lists the rows (first set, then second) that could not be verified.
+    """
+
+    pairs: pd.DataFrame
+    low_information: tuple[np.ndarray, np.ndarray]
+    null: dict[tuple[int, int], float]
+    verifier: PixelVerifier | None
+    min_correlation: float
+    null_fraction: float
+
+    def threshold(self, null: float) -> float:
+        """The correlation a pair must reach against its null."""
+        base = 0.0 if not np.isfinite(null) else max(float(null), 0.0)
+        return max(self.min_correlation, 1.0 - (1.0 - base) * self.null_fraction)
+
+    def agrees(self, i: int, j: int) -> bool:
+        """Whether rows ``i`` and ``j`` of one set verify as duplicates (computed on demand)."""
+        if self.verifier is None:
+            return False
+        m = self.verifier.match(min(i, j), max(i, j))
+        if not m.verifiable:
+            return False
+        null = max(self.null.get((0, i), np.nan), self.null.get((0, j), np.nan))
+        return m.correlation >= self.threshold(null)
+
+
+def match_sets(
+    images: np.ndarray | None,
+    other: np.ndarray | None = None,
+    *,
+    keys: tuple[list[str], list[str]] | list[str] | None = None,
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    candidate_ratio: float = CANDIDATE_RATIO,
+    min_correlation: float = MIN_CORRELATION,
+    null_fraction: float = NULL_FRACTION,
+    verify_side: int = VERIFY_SIDE,
+) -> MatchedPairs:
+    """Candidate pairs within one set (or between two), verified on their pixels.
+
+    Parameters
+    ----------
+    images
+        (N, C, S, S) uint8 cached pixels, or ``None`` (then only ``exact`` pairs).
+    other
+        A second set (M, C, S', S'), or ``None`` for pairs within ``images``.
+    keys
+        :func:`pixel_keys` of the set (or a pair of lists, one per set): ``exact``.
+    extra
+        More candidates by source name (e.g. ``"embedding"``): ``(i, j)`` arrays.
+    candidate_ratio, min_correlation, null_fraction
+        The ratio test, the floor and the share of the gap to the null (see the
+        module's docstring).
+    verify_side
+        Side pixels are verified at.
+
+    Returns
+    -------
+    MatchedPairs
+    """
+    same = other is None
+    sources: dict[tuple[int, int], set[str]] = {}
+
+    def add(ii: np.ndarray, jj: np.ndarray, kind: str) -> None:
+        for a, b in zip(np.asarray(ii).tolist(), np.asarray(jj).tolist(), strict=True):
+            if same:
+                if a == b:
+                    continue
+                a, b = min(a, b), max(a, b)
+            sources.setdefault((a, b), set()).add(kind)
+
+    exact: set[tuple[int, int]] = set()
+    if keys is not None:
+        keys_a, keys_b = (keys, keys) if same else keys
+        where: dict[str, list[int]] = {}
+        for r, key in enumerate(keys_a):
+            where.setdefault(key, []).append(r)
+        for r, key in enumerate(keys_b):
+            for q in where.get(key, []):
+                if not same or q < r:
+                    exact.add((q, r))
+        if exact:
+            add(np.array([p[0] for p in exact]), np.array([p[1] for p in exact]), "exact")
+    for kind, (ii, jj) in (extra or {}).items():
+        add(ii, jj, kind)
+
+    verifier = None
+    nulls: dict[tuple[int, int], float] = {}
+    low: tuple[set[int], set[int]] = (set(), set())
+    neighbours: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
+    if images is not None and len(images) and (same or (other is not None and len(other))):
+        verifier = PixelVerifier(images, other, side=verify_side)
+        _neighbour_candidates(images, other, candidate_ratio, add, neighbours)
+
+    rows = []
+    for (a, b), kinds in sorted(sources.items()):
+        rows.append(_judge(a, b, kinds, (a, b) in exact, verifier, low))
+    table = pd.DataFrame(rows, columns=list(_PAIR_COLUMNS))
+    result = MatchedPairs(
+        table,
+        (np.array(sorted(low[0]), dtype=np.int64), np.array(sorted(low[1]), dtype=np.int64)),
+        nulls,
+        verifier,
+        float(min_correlation),
+        float(null_fraction),
+    )
+    if verifier is None or table.empty:
+        if not table.empty:
+            table["verified"] = table["evidence"].str.contains("exact")
+        return result
+
+    # Nulls: each image of a candidate pair against its nearest non-candidates.
+    partners: tuple[dict[int, set[int]], dict[int, set[int]]] = ({}, {})
+    for a, b in zip(table["i"], table["j"], strict=True):
+        partners[0].setdefault(int(a), set()).add(int(b))
+        partners[1 if not same else 0].setdefault(int(b), set()).add(int(a))
+    for side_idx in (0, 1) if not same else (0,):
+        for row, mine in partners[side_idx].items():
+            nulls[(side_idx, row)] = _null_of(
+                verifier, row, side_idx, mine, neighbours[side_idx].get(row), same
+            )
+    nb = 1 if not same else 0
+    null_pair = [
+        max(nulls.get((0, int(a)), np.nan), nulls.get((nb, int(b)), np.nan))
+        for a, b in zip(table["i"], table["j"], strict=True)
+    ]
+    table["null_correlation"] = np.asarray(null_pair, dtype=np.float64)
+    table["threshold"] = [result.threshold(v) for v in table["null_correlation"]]
+    table["verified"] = table["evidence"].str.contains("exact") | (
+        table["correlation"].to_numpy() >= table["threshold"].to_numpy()
+    )
+    result.pairs = table
+    return result
+
+
+_PAIR_COLUMNS = (
+    "i",
+    "j",
+    "evidence",
+    "correlation",
+    "channel_min",
+    "shift_y",
+    "shift_x",
+    "scale",
+    "null_correlation",
+    "threshold",
+    "verified",
+)
+
+
+def _judge(
+    a: int,
+    b: int,
+    kinds: set[str],
+    is_exact: bool,
+    verifier: PixelVerifier | None,
+    low: tuple[set[int], set[int]],
+) -> dict[str, Any]:
+    """One candidate's row: its pixel evidence (exact copies need none)."""
+    m = Match(1.0, 1.0, 0.0, 0.0, 1.0) if is_exact else NO_MATCH
+    if not is_exact and verifier is not None:
+        m = verifier.match(a, b)
+        if not m.verifiable:
+            if not verifier.informative(a, 0):
+                low[0].add(a)
+            if not verifier.informative(b, 1):
+                low[1].add(b)
+    return {
+        "i": a,
+        "j": b,
+        "evidence": ";".join(sorted(kinds)),
+        "correlation": m.correlation,
+        "channel_min": m.channel_min,
+        "shift_y": m.shift_y,
+        "shift_x": m.shift_x,
+        "scale": m.scale,
+        "null_correlation": np.nan,
+        "threshold": np.nan,
+        "verified": False,
+    }
+
+
+def _neighbour_candidates(
+    images: np.ndarray,
+    other: np.ndarray | None,
+    ratio: float,
+    add: Callable[[np.ndarray, np.ndarray, str], None],
+    neighbours: tuple[dict[int, list[int]], dict[int, list[int]]],
+) -> None:
+    """``neighbour`` candidates (ratio test on thumbnails; all pairs in small sets)."""
+    same = other is None
+    n = len(images)
+    m = n if same else len(other)
+    if (n if same else n + m) <= ALL_PAIRS_MAX:
+        ii, jj = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
+        keep = (ii < jj) if same else np.ones_like(ii, dtype=bool)
+        add(ii[keep], jj[keep], "neighbour")
+        return  # the null of each image: all others (no neighbour lists)
+    thumbs = thumbnails(images)
+    if same:
+        dist, idx = nearest(thumbs)
+        qi, nj = ratio_candidates(dist, idx, ratio)
+        add(qi, nj, "neighbour")
+        for r in range(n):
+            neighbours[0][r] = idx[r].tolist()
+        return
+    thumbs_b = thumbnails(other)
+    dist, idx = nearest(thumbs, thumbs_b)  # B's neighbours in A
+    qi, nj = ratio_candidates(dist, idx, ratio)
+    add(nj, qi, "neighbour")
+    for r in range(m):
+        neighbours[1][r] = idx[r].tolist()
+    dist, idx = nearest(thumbs_b, thumbs)  # A's neighbours in B
     for r in range(n):
-        c = int(comp[r])
-        if sizes[c] < 2:
+        neighbours[0][r] = idx[r].tolist()
+
+
+def _null_of(
+    verifier: PixelVerifier,
+    row: int,
+    which: int,
+    partners: set[int],
+    ranked: list[int] | None,
+    same: bool,
+) -> float:
+    """Median correlation of an image with its nearest non-candidates (NaN: none)."""
+    n_other = len(verifier.sets[1 - which if not same else 0])
+    if ranked is None:  # small sets: every other image
+        ranked = [r for r in range(n_other) if not (same and r == row)]
+        pick = [r for r in ranked if r >= 0]
+    else:
+        pick = [r for r in ranked if r >= 0 and r not in partners][:NULL_NEIGHBOURS]
+    values = []
+    for r in pick:
+        if same:
+            m = verifier.match(min(row, r), max(row, r))
+        else:
+            m = verifier.match(row, r) if which == 0 else verifier.match(r, row)
+        if m.verifiable:
+            values.append(m.correlation)
+    return float(np.median(values)) if values else float("nan")
+
+
+def verified_groups(
+    n: int, pairs: pd.DataFrame, agrees: Callable[[int, int], bool]
+) -> tuple[np.ndarray, list[int]]:
+    """Groups of images that verified pairwise, without chaining.
+
+    The image with the most verified partners (then the first in dataset order)
+    founds a group; its partners join, strongest first, when they also verify
+    against every member already in (``agrees``, evaluated on demand). Repeated
+    until no ungrouped image has an ungrouped partner.
+
+    Parameters
+    ----------
+    n
+        Images.
+    pairs
+        Verified pairs: ``i``, ``j`` and ``correlation`` (higher = stronger).
+    agrees
+        Whether two rows verify as duplicates.
+
+    Returns
+    -------
+    group, representatives
+        (n,) group id (-1 alone) and each group's representative; groups are
+        numbered in the dataset order of their representatives.
+    """
+    partners: dict[int, list[tuple[float, int]]] = {}
+    for a, b, r in zip(pairs["i"], pairs["j"], pairs["correlation"], strict=True):
+        strength = float(r) if np.isfinite(r) else 1.0
+        partners.setdefault(int(a), []).append((strength, int(b)))
+        partners.setdefault(int(b), []).append((strength, int(a)))
+    group = np.full(n, -1, dtype=np.int64)
+    order = sorted(partners, key=lambda u: (-len(partners[u]), u))
+    founders: list[int] = []
+    for u in order:
+        if group[u] >= 0:
             continue
-        if c not in seen:
-            seen[c] = next_id
-            next_id += 1
-        out[r] = seen[c]
-    return out
+        members = [u]
+        for _, v in sorted(partners[u], key=lambda p: (-p[0], p[1])):
+            if group[v] >= 0 or v in members:
+                continue
+            if all(agrees(v, w) for w in members[1:]):
+                members.append(v)
+        if len(members) < 2:
+            continue
+        gid = len(founders)
+        founders.append(u)
+        group[members] = gid
+    if not founders:
+        return group, []
+    rank = np.argsort(np.argsort(founders))  # renumber in the representatives' order
+    out = np.where(group >= 0, rank[np.maximum(group, 0)], -1)
+    return out.astype(np.int64), sorted(founders)
+
+
+# ----------------------------------------------------------------- result
 
 
 @dataclass
@@ -254,14 +831,19 @@ class DuplicateResult:
     Attributes
     ----------
     pairs
-        One row per pair: ``a``, ``b`` (ids), ``evidence`` (``exact``, ``phash``,
-        ``embedding``; ``;``-joined), ``phash_distance`` (bits; -1 unknown).
+        One row per verified pair: ``a``, ``b`` (ids), ``evidence`` (candidate
+        sources: ``exact``, ``neighbour``, ``embedding``; ``;``-joined),
+        ``phash_distance`` (bits of the per-channel perceptual hashes),
+        ``correlation``, ``channel_min``, ``shift_y``, ``shift_x`` (cached pixels),
+        ``scale``, ``null_correlation``, ``threshold``, ``same_group``.
     group
         (N,) group id, -1 for images without a duplicate.
     duplicate_of
-        (N,) the id of the group's first image, ``""`` for it and for loners.
+        (N,) the id of the group's representative, ``""`` for it and for loners.
     conflict
         (N,) the class tokens the image's group disagrees on (``;``-joined).
+    low_information
+        (N,) images that could not be verified: no channel with structure.
     result
         A :class:`DetectorResult` named ``duplicates`` (findings: the conflicts).
     summary
@@ -273,6 +855,7 @@ class DuplicateResult:
     duplicate_of: np.ndarray
     conflict: np.ndarray
     result: DetectorResult
+    low_information: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     summary: dict[str, Any] = field(default_factory=dict)
 
     def columns(self, ids: list[str]) -> pd.DataFrame:
@@ -292,73 +875,58 @@ class DuplicateResult:
 def find_duplicates(
     inputs: AuditInputs,
     *,
+    images: np.ndarray | None = None,
     keys: list[str] | None = None,
-    hashes: np.ndarray | None = None,
-    hash_distance: float = HASH_DISTANCE,
     embedding_factor: float = EMBEDDING_FACTOR,
+    candidate_ratio: float = CANDIDATE_RATIO,
+    min_correlation: float = MIN_CORRELATION,
+    null_fraction: float = NULL_FRACTION,
 ) -> DuplicateResult:
-    """Exact and near duplicate groups, and the label conflicts inside them.
+    """Verified duplicate groups, and the label conflicts inside them.
 
     Parameters
     ----------
     inputs
         The audit inputs (ids, given labels, embeddings when present).
+    images
+        (N, C, S, S) uint8 cached pixels in the order of ``inputs.ids``; without
+        them only ``exact`` copies (``keys``) are found.
     keys
         :func:`pixel_keys` per image (exact duplicates), or ``None``.
-    hashes
-        :func:`perceptual_hashes` per image, or ``None``.
-    hash_distance
-        Largest share of differing perceptual-hash bits of a near pair; embedding
-        neighbours need ``2 * hash_distance`` or less when hashes are given.
     embedding_factor
-        See :func:`embedding_pairs`; 0 turns the embedding evidence off.
+        See :func:`embedding_pairs`; 0 turns the embedding candidates off.
+    candidate_ratio, min_correlation, null_fraction
+        See the module's docstring.
 
     Returns
     -------
     DuplicateResult
     """
     n = inputs.n_images
-    evidence: dict[tuple[int, int], set[str]] = {}
-    dist: dict[tuple[int, int], int] = {}
-
-    def add(ii: np.ndarray, jj: np.ndarray, kind: str) -> None:
-        for a, b in zip(ii.tolist(), jj.tolist(), strict=True):
-            evidence.setdefault((min(a, b), max(a, b)), set()).add(kind)
-
-    if keys is not None:
-        first: dict[str, int] = {}
-        for r, key in enumerate(keys):
-            if key in first:
-                add(np.array([first[key]]), np.array([r]), "exact")
-            else:
-                first[key] = r
-    if hashes is not None:
-        limit = max_bits(hashes, hash_distance)
-        ii, jj, dd = hamming_pairs(hashes, max_distance=2 * limit)
-        for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
-            dist[(a, b)] = d
-        close = dd <= limit
-        add(ii[close], jj[close], "phash")
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     threshold = None
-    if inputs.embeddings is not None and embedding_factor > 0:
+    if inputs.embeddings is not None and embedding_factor > 0 and images is not None:
         ii, jj, threshold = embedding_pairs(inputs.embeddings, embedding_factor)
-        if hashes is not None:  # confirm by a looser hash distance
-            ok = np.array([(a, b) in dist for a, b in zip(ii, jj, strict=True)], dtype=bool)
-            ii, jj = ii[ok], jj[ok]
-        add(ii, jj, "embedding")
-
-    pair_list = sorted(evidence)
-    pi = np.array([p[0] for p in pair_list], dtype=np.int64)
-    pj = np.array([p[1] for p in pair_list], dtype=np.int64)
-    group = group_pairs(n, pi, pj)
+        extra["embedding"] = (ii, jj)
+    matched = match_sets(
+        images,
+        keys=keys,
+        extra=extra,
+        candidate_ratio=candidate_ratio,
+        min_correlation=min_correlation,
+        null_fraction=null_fraction,
+    )
+    table = matched.pairs
+    good = table[table["verified"].astype(bool)].reset_index(drop=True)
+    group, reps = verified_groups(n, good, matched.agrees)
     ids = np.asarray(inputs.ids, dtype=object)
     duplicate_of = np.full(n, "", dtype=object)
     conflict = np.full(n, "", dtype=object)
     f_img, f_cls, f_score, f_value = [], [], [], []
     n_conflict_groups = 0
-    for g in range(int(group.max()) + 1 if n else 0):
+    for g, rep in enumerate(reps):
         members = np.flatnonzero(group == g)
-        duplicate_of[members[1:]] = ids[members[0]]
+        duplicate_of[members[members != rep]] = ids[rep]
         labels = inputs.labels[members]
         share = labels.mean(axis=0)
         disagree = np.flatnonzero((share > 0) & (share < 1))
@@ -374,32 +942,71 @@ def find_duplicates(
                 f_cls.append(k)
                 f_score.append(float(np.mean(others != lab[k])))
                 f_value.append(float(share[k]))
-    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value)
-    pairs = pd.DataFrame(
-        {
-            "a": ids[pi] if len(pi) else np.zeros(0, dtype=object),
-            "b": ids[pj] if len(pj) else np.zeros(0, dtype=object),
-            "evidence": [";".join(sorted(evidence[p])) for p in pair_list],
-            "phash_distance": [dist.get(p, -1) for p in pair_list],
-        }
-    )
+    low = np.zeros(n, dtype=bool)
+    low[matched.low_information[0]] = True
+    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value, low)
+    pairs = pair_table(good, ids, ids, images, images, group)
+    n_groups = len(reps)
     summary = {
-        "n_pairs": len(pair_list),
-        "n_groups": int(group.max()) + 1 if n else 0,
+        "n_candidates": len(table),
+        "n_pairs": len(good),
+        "n_groups": n_groups,
         "n_images_in_groups": int((group >= 0).sum()),
+        "largest_group": int(np.bincount(group[group >= 0]).max()) if n_groups else 0,
         "n_conflict_groups": n_conflict_groups,
-        "evidence": {k: int(sum(k in e for e in evidence.values())) for k in _KINDS},
-        "hash_distance": float(hash_distance),
+        "n_low_information": int(low.sum()),
+        "evidence": {k: int(table["evidence"].str.contains(k).sum()) for k in _KINDS if len(table)},
         "embedding_factor": float(embedding_factor),
         "embedding_threshold": threshold,
-        "used": [k for k, v in (("exact", keys), ("phash", hashes)) if v is not None]
+        "candidate_ratio": float(candidate_ratio),
+        "min_correlation": float(min_correlation),
+        "null_fraction": float(null_fraction),
+        "verify_side": int(matched.verifier.side) if matched.verifier is not None else None,
+        "used": [k for k, v in (("exact", keys), ("pixels", images)) if v is not None]
         + (["embedding"] if threshold is not None else []),
     }
     result.summary = summary
-    return DuplicateResult(pairs, group, duplicate_of, conflict, result, summary)
+    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, summary)
 
 
-_KINDS = ("exact", "phash", "embedding")
+_KINDS = ("exact", "neighbour", "embedding")
+
+
+def pair_table(
+    good: pd.DataFrame,
+    ids_a: np.ndarray,
+    ids_b: np.ndarray,
+    images_a: np.ndarray | None,
+    images_b: np.ndarray | None,
+    group: np.ndarray | None,
+    names: tuple[str, str] = ("a", "b"),
+) -> pd.DataFrame:
+    """Verified pairs with ids, the perceptual-hash distance and the pixel evidence."""
+    ii = good["i"].to_numpy(dtype=np.int64)
+    jj = good["j"].to_numpy(dtype=np.int64)
+    dist = np.full(len(good), -1, dtype=np.int64)
+    if images_a is not None and images_b is not None and len(good):
+        ha = {r: perceptual_hashes(np.asarray(images_a[r : r + 1]))[0] for r in set(ii.tolist())}
+        hb = {r: perceptual_hashes(np.asarray(images_b[r : r + 1]))[0] for r in set(jj.tolist())}
+        dist = np.array(
+            [int(np.bitwise_count(ha[a] ^ hb[b]).sum()) for a, b in zip(ii, jj, strict=True)],
+            dtype=np.int64,
+        )
+    out = pd.DataFrame(
+        {
+            names[0]: ids_a[ii] if len(ii) else np.zeros(0, dtype=object),
+            names[1]: ids_b[jj] if len(jj) else np.zeros(0, dtype=object),
+            "evidence": good["evidence"].astype(str).to_numpy(),
+            "phash_distance": dist,
+        }
+    )
+    for col in ("correlation", "channel_min", "shift_y", "shift_x", "scale"):
+        out[col] = good[col].to_numpy(dtype=np.float64).round(4)
+    for col in ("null_correlation", "threshold"):
+        out[col] = good[col].to_numpy(dtype=np.float64).round(4)
+    if group is not None:
+        out["same_group"] = (group[ii] >= 0) & (group[ii] == group[jj]) if len(ii) else []
+    return out
 
 
 def _detector_result(
@@ -409,6 +1016,7 @@ def _detector_result(
     f_cls: list[int],
     f_score: list[float],
     f_value: list[float],
+    low: np.ndarray,
 ) -> DetectorResult:
     """Conflict findings as a detector result: score 1 per conflicting class share."""
     n = inputs.n_images
@@ -436,5 +1044,5 @@ def _detector_result(
         findings,
         score,
         flagged,
-        columns={"duplicate_score": score},
+        columns={"duplicate_score": score, "duplicate_low_information": low},
     )
