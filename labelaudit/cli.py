@@ -248,6 +248,13 @@ def scan(
         Path | None,
         typer.Option(help="With --probs: embeddings (.npy, N x D, dataset order)."),
     ] = None,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--against",
+            help="Another dataset (e.g. the test set) to check for leaked copies; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     from labelaudit.scan import scan as run_scan
@@ -290,6 +297,7 @@ def scan(
         skip_broken=skip_broken,
         probs=probs,
         embeddings=embeddings,
+        against=against or (),
         **overrides,
     )
     if os.environ.get("RANK", "0") != "0":

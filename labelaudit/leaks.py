@@ -38,13 +38,23 @@ from labelaudit.detect.duplicates import (
 )
 from labelaudit.errors import SettingsError
 from labelaudit.io import write_csv
-from labelaudit.rundir import FINDINGS_CSV, RunDir, dataset_inputs, ensure_outside
+from labelaudit.rundir import (
+    FINDINGS_CSV,
+    ISSUES_CSV,
+    LEAKS_CSV,
+    RunDir,
+    dataset_inputs,
+    ensure_outside,
+)
 
 __all__ = [
     "DUPLICATES_CSV",
     "DUPLICATE_COLUMNS",
+    "LEAKS_CSV",
+    "LEAK_COLUMNS",
     "LeakResult",
     "add_duplicates",
+    "add_leaks",
     "cache_signatures",
     "find_leaks",
 ]
@@ -53,6 +63,8 @@ __all__ = [
 DUPLICATE_COLUMNS = ("duplicate_group", "duplicate_of", "duplicate_conflict")
 #: The run file listing every duplicate pair with its evidence.
 DUPLICATES_CSV = "duplicates.csv"
+#: Columns :func:`add_leaks` adds to ``issues.csv``.
+LEAK_COLUMNS = ("leak_of", "leak_correlation")
 #: Side of the cache entries ``leaks`` builds (pixels are verified at 64 x 64).
 LEAKS_IMAGE_SIZE = 64
 
@@ -97,6 +109,30 @@ def _run_cache(run: RunDir) -> ImageCache | None:
     return ImageCache.open(path)
 
 
+#: Quality's issue type for images the duplicate check found too empty to verify.
+LOW_INFORMATION_CLASS = "low_information:pixels"
+
+
+def _mark_low_information(run: RunDir, ids: set[str]) -> None:
+    """Add (or remove) ``low_information:pixels`` in ``issues.csv``'s ``quality_issues``."""
+    issues = run.read_table(ISSUES_CSV)
+    if "quality_issues" not in issues.columns:
+        if not ids:
+            return
+        issues["quality_issues"] = ""
+    old = issues["quality_issues"].fillna("").astype(str)
+    kept = [[t for t in text.split(";") if t and t != LOW_INFORMATION_CLASS] for text in old]
+    new = [
+        ";".join([*tokens, LOW_INFORMATION_CLASS] if i in ids else tokens)
+        for i, tokens in zip(issues["id"].astype(str), kept, strict=True)
+    ]
+    if new != old.tolist():
+        run.add_issue_columns(
+            pd.DataFrame({"quality_issues": new}, index=pd.Index(issues["id"], name="id")),
+            ["quality_issues"],
+        )
+
+
 def add_duplicates(
     run_dir: str | Path,
     inputs: AuditInputs | None = None,
@@ -133,10 +169,14 @@ def add_duplicates(
         dups.summary["warning"] = "image cache not found: no pixel evidence, no duplicates"
     run.add_issue_columns(dups.columns(inputs.ids), DUPLICATE_COLUMNS)
     findings = run.read_table(FINDINGS_CSV)
-    findings = findings[findings["detector"] != "duplicates"]
-    if len(dups.result.findings):
-        findings = pd.concat([findings, dups.result.findings.astype(str)], ignore_index=True)
+    mine = (findings["detector"] == "duplicates") | (findings["class"] == LOW_INFORMATION_CLASS)
+    findings = findings[~mine]
+    low = dups.low_information_findings(inputs.ids)
+    extra = [f.astype(str) for f in (dups.result.findings, low) if len(f)]
+    if extra:
+        findings = pd.concat([findings, *extra], ignore_index=True)
     run.write_table(FINDINGS_CSV, findings)
+    _mark_low_information(run, set(low["id"]))
     run.write_table(DUPLICATES_CSV, dups.pairs)
 
     def record(data: dict) -> None:
@@ -295,3 +335,84 @@ def find_leaks(
     if out is not None:
         write_csv(Path(out), pairs)
     return LeakResult(pairs, len(sigs[0][0]), len(sigs[1][0]), low)
+
+
+def add_leaks(
+    run_dir: str | Path,
+    ids: list[str],
+    cache: ImageCache,
+    others: list[tuple[str, ImageCache]],
+    *,
+    min_correlation: float = MIN_CORRELATION,
+) -> dict[str, Any]:
+    """Check a scanned run's images against other datasets and write what they share.
+
+    Adds ``leak_of`` (``;``-joined ``NAME:ID`` of the matching images of the other
+    datasets, strongest first) and ``leak_correlation`` (the strongest match's aligned
+    correlation; 1 for identical pixels) to ``issues.csv``, every pair to
+    ``leaks.csv`` (``dataset``, ``id``, ``other_id`` and the evidence of
+    :func:`match_signatures`) and a summary to ``run.json["leaks"]``.
+
+    Parameters
+    ----------
+    run_dir
+        A scanned run (``issues.csv`` written).
+    ids
+        The run's image ids, in the order of ``issues.csv``'s dataset.
+    cache
+        The run's image cache.
+    others
+        ``(name, cache)`` of each other dataset, cached at the run's image size.
+    min_correlation
+        Floor of a near match's aligned correlation.
+
+    Returns
+    -------
+    dict
+        The summary written to ``run.json``.
+    """
+    run = RunDir(run_dir)
+    sig = cache_signatures(cache, ids)
+    if sig is None:
+        raise SettingsError(f"the image cache {cache.path} lacks images of the run")
+    mine = (list(ids), sig[0], sig[1])
+    frames, summary = [], {"datasets": []}
+    for name, other in others:
+        keys, images = cache_signatures(other)
+        pairs, low = match_signatures(
+            (list(other.ids), keys, images), mine, min_correlation=float(min_correlation)
+        )
+        pairs = pairs.rename(columns={"id_a": "other_id", "id_b": "id"})
+        pairs.insert(0, "dataset", name)
+        frames.append(pairs)
+        summary["datasets"].append(
+            {
+                "dataset": name,
+                "n_images": len(other.ids),
+                "n_pairs": len(pairs),
+                "n_leaked": int(pairs["id"].nunique()),
+                "n_low_information": len(low),
+            }
+        )
+    columns = ["dataset", "id", "other_id"]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    table = table[columns + [c for c in table.columns if c not in columns]]
+    strongest = table.sort_values("correlation", ascending=False, kind="stable")
+    leak_of: dict[str, list[str]] = {}
+    best: dict[str, float] = {}
+    for row in strongest.itertuples(index=False):
+        leak_of.setdefault(row.id, []).append(f"{row.dataset}:{row.other_id}")
+        best.setdefault(row.id, float(row.correlation))
+    cols = pd.DataFrame(
+        {
+            "leak_of": [";".join(leak_of.get(i, [])) for i in ids],
+            "leak_correlation": [best.get(i, np.nan) for i in ids],
+        },
+        index=pd.Index(ids, name="id"),
+    )
+    run.add_issue_columns(cols, LEAK_COLUMNS)
+    run.write_table(LEAKS_CSV, table)
+    summary["n_leaked"] = int(table["id"].nunique()) if len(table) else 0
+    summary["min_correlation"] = float(min_correlation)
+    run.edit_run(lambda data: data.__setitem__("leaks", summary))
+    return summary

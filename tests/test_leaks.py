@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pandas as pd
 from la_copies import COPIES, two_datasets
 from la_runfixture import make_run
 from la_testutils import snapshot
+from PIL import Image
 
 from labelaudit.data.cache import build_cache
 from labelaudit.data.classes import HPA_CHANNELS
@@ -127,3 +129,32 @@ def test_report_shows_duplicate_groups_side_by_side_with_their_labels(make_hpa, 
     assert "<code>field000</code><br>given 1" in section
     assert "<code>field001</code><br>given 2<br>copy of <code>field000</code>" in section
     assert section.count('class="thumb"') == 2  # both images shown
+
+
+def test_images_too_empty_to_verify_become_low_information_quality_findings(make_hpa, tmp_path):
+    dataset = make_hpa(n=8, size=32, labels=["1", "2", "3", "4", "5", "6", "7", "8"])
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    vignette = 10 - 5 * (((yy - 16) ** 2 + (xx - 16) ** 2) / 16**2)
+    for field in ("field003", "field005"):  # dark, faintly noisy, no structure
+        for c in HPA_CHANNELS:
+            raw = np.clip(np.rint(vignette + rng.normal(0, 0.3, (32, 32))), 0, 255)
+            Image.fromarray(raw.astype(np.uint8)).save(dataset / "train" / f"{field}_{c}.png")
+    run = make_run(tmp_path, dataset)
+    RunDir(run).write_section("detect", {"n_images": 8})
+    cache = build_cache(load_dataset(dataset), 32, tmp_path / "cache")
+    dups = add_duplicates(run, cache=cache)
+    assert dups.summary["n_pairs"] == 0 and dups.summary["n_low_information"] == 2
+    findings = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    low = findings[findings["class"] == "low_information:pixels"]
+    assert sorted(low["id"]) == ["field003", "field005"]
+    assert set(low["detector"]) == {"quality"} and set(low["flagged"]) == {"True"}
+    assert (low["score"].astype(float) >= 1).all()
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False).set_index("id")
+    assert "low_information:pixels" in issues.loc["field003", "quality_issues"]
+    assert "low_information:pixels" not in issues.loc["field000", "quality_issues"]
+    add_duplicates(run, cache=cache)  # again: replaced, not repeated
+    again = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    assert (again["class"] == "low_information:pixels").sum() == 2
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False).set_index("id")
+    assert issues.loc["field003", "quality_issues"].count("low_information:pixels") == 1

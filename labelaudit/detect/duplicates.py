@@ -199,8 +199,8 @@ def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
 
     Each channel is area-averaged to ``t x t`` pixels (``t^2 * C`` about
     :data:`THUMB_VALUES`), centred and divided by its spread (at least 2 grey levels,
-    so an empty channel stays near zero instead of blowing its noise up); the vector is
-    scaled to unit length, so Euclidean distances order like cosine ones.
+    so an empty channel stays near zero instead of blowing its noise up: empty images
+    lie near each other and near the origin, where the pixel check finds them empty).
 
     Parameters
     ----------
@@ -232,9 +232,7 @@ def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
         small = small.reshape(m, c, t * t)
         small -= small.mean(axis=2, keepdims=True)
         small /= np.maximum(small.std(axis=2, keepdims=True), 2.0)
-        flat = small.reshape(m, -1)
-        flat /= np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-6)
-        out[start : start + m] = flat
+        out[start : start + m] = small.reshape(m, -1)
     return out
 
 
@@ -844,6 +842,9 @@ class DuplicateResult:
         (N,) the class tokens the image's group disagrees on (``;``-joined).
     low_information
         (N,) images that could not be verified: no channel with structure.
+    structure
+        (N,) the largest band-passed spread of a channel (grey levels) of the
+        ``low_information`` images, NaN for the others.
     result
         A :class:`DetectorResult` named ``duplicates`` (findings: the conflicts).
     summary
@@ -856,7 +857,34 @@ class DuplicateResult:
     conflict: np.ndarray
     result: DetectorResult
     low_information: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     summary: dict[str, Any] = field(default_factory=dict)
+
+    def low_information_findings(self, ids: list[str]) -> pd.DataFrame:
+        """The images too empty to verify, as image-quality findings.
+
+        One row per image: detector ``quality``, class ``low_information:pixels``
+        (quality's issue type, measured on the cached pixels), ``value`` = the
+        largest band-passed spread of a channel in grey levels, ``score`` = how many
+        times short of :data:`MIN_STRUCTURE` it falls (at least 1), flagged.
+        """
+        from labelaudit.detect.base import FINDINGS_COLUMNS
+
+        rows = np.flatnonzero(self.low_information)
+        spread = self.structure[rows] if len(self.structure) else np.zeros(len(rows))
+        spread = np.nan_to_num(spread, nan=0.0)
+        return pd.DataFrame(
+            {
+                "id": [ids[r] for r in rows],
+                "class": "low_information:pixels",
+                "detector": "quality",
+                "score": np.minimum(MIN_STRUCTURE / np.maximum(spread, 0.02), 50.0).round(3),
+                "flagged": True,
+                "suggestion": "",
+                "value": spread.round(3),
+            },
+            columns=FINDINGS_COLUMNS,
+        )
 
     def columns(self, ids: list[str]) -> pd.DataFrame:
         """``duplicate_group``, ``duplicate_of``, ``duplicate_conflict`` indexed by id."""
@@ -944,6 +972,10 @@ def find_duplicates(
                 f_value.append(float(share[k]))
     low = np.zeros(n, dtype=bool)
     low[matched.low_information[0]] = True
+    structure = np.full(n, np.nan)
+    if matched.verifier is not None:
+        for r in np.flatnonzero(low):
+            structure[r] = float(matched.verifier.structure(int(r)).max())
     result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value, low)
     pairs = pair_table(good, ids, ids, images, images, group)
     n_groups = len(reps)
@@ -966,7 +998,7 @@ def find_duplicates(
         + (["embedding"] if threshold is not None else []),
     }
     result.summary = summary
-    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, summary)
+    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, structure, summary)
 
 
 _KINDS = ("exact", "neighbour", "embedding")
