@@ -9,12 +9,14 @@ A hash or embedding match is only a candidate. Every candidate pair (row indices
      uint8 copy) and full-resolution statistics are identical are taken as identical
      (:func:`pixel_keys` hashes both); they need no further check.
    * ``neighbour``: the nearest neighbours of each image by its thumbnail (a few
-     area-averaged pixels per channel, standardised; :func:`thumbnails`), found with
-     an index (:func:`nearest`: faiss, exact below :data:`EXACT_INDEX_MAX` images, an
-     inverted-file index above). A neighbour is a candidate when it is much closer
-     than the image's typical neighbours (``candidate_ratio`` of the median distance
-     to its 4th to 8th neighbour), the ratio test of near-duplicate search. Small sets
-     (at most :data:`ALL_PAIRS_MAX` images) compare all pairs.
+     area-averaged pixels per channel, band-passed and standardised;
+     :func:`thumbnails`), found with a faiss index (:func:`build_index`: exact up to
+     :data:`EXACT_INDEX_MAX` images, an inverted file above). Each image is looked up
+     twice: as it is and zoomed in by :data:`CROP_ZOOM` (its crops then lie close). A
+     neighbour is a candidate when it is much closer than the image's typical
+     neighbours (``candidate_ratio`` of the median distance to its 4th to 10th
+     neighbour), the ratio test of near-duplicate search. Small sets (at most
+     :data:`ALL_PAIRS_MAX` images) compare all pairs.
    * ``embedding``: cosine neighbours in the model's embedding space closer than
      ``embedding_factor`` times the median nearest-neighbour distance (the rule of
      cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13).
@@ -29,11 +31,11 @@ A hash or embedding match is only a candidate. Every candidate pair (row indices
    pair's ``correlation``, ``shift`` and ``scale``.
 
 3. **A threshold relative to the data.** Each image of a candidate pair gets a null:
-   the median correlation, computed the same way, with its nearest neighbours that are
-   not its candidates (:data:`NULL_NEIGHBOURS`; in small sets all other images). A
-   pair is a duplicate when its correlation closes at least half of the gap between
-   the larger of the two nulls and 1 (``null_fraction``), and is at least
-   ``min_correlation``. Images alike in texture correlate highly with their
+   the largest correlation, computed the same way, with its nearest neighbours that
+   are not its candidates (:data:`NULL_NEIGHBOURS`; in small sets the median over all
+   other images). A pair is a duplicate when its correlation closes at least half of
+   the gap between the larger of the two nulls and 1 (``null_fraction``), and is at
+   least ``min_correlation``. Images alike in texture correlate highly with their
    non-duplicate neighbours too, so their bar rises with them.
 
 4. **Low information.** A channel whose band-passed pixels vary by less than
@@ -72,8 +74,10 @@ __all__ = [
     "PixelVerifier",
     "embedding_pairs",
     "find_duplicates",
+    "build_index",
     "match_sets",
     "nearest",
+    "search",
     "perceptual_hashes",
     "phash",
     "pixel_keys",
@@ -100,7 +104,9 @@ NULL_FRACTION = 0.5
 #: Default floor of a duplicate's correlation, whatever the null.
 MIN_CORRELATION = 0.75
 #: Default ratio test: a neighbour this much closer than the typical neighbour.
-CANDIDATE_RATIO = 0.6
+CANDIDATE_RATIO = 0.7
+#: Zoom of the second thumbnail query: crops of 2 to 6 % a side, resized back.
+CROP_ZOOM = 1.08
 #: Neighbours looked up per image in the thumbnail index.
 NEIGHBOURS = 10
 #: Neighbours (not candidates) whose median correlation is an image's null.
@@ -111,6 +117,9 @@ ALL_PAIRS_MAX = 24
 EXACT_INDEX_MAX = 20_000
 #: Values (per channel) of a thumbnail: about 256 in all.
 THUMB_VALUES = 256
+#: Band-passed thumbnails are divided by their spread, at least this (grey levels):
+#: empty channels stay near zero instead of blowing their noise up.
+THUMB_MIN_SPREAD = 1.0
 
 
 def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> np.ndarray:
@@ -194,7 +203,7 @@ def pixel_keys(images: np.ndarray, stats: pd.DataFrame | None = None) -> list[st
 # ----------------------------------------------------------------- candidates
 
 
-def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
+def thumbnails(images: np.ndarray, zoom: float = 1.0, batch: int = 4096) -> np.ndarray:
     """Standardised thumbnails of each field, the candidate search's features.
 
     Each channel is area-averaged to ``t x t`` pixels (``t^2 * C`` about
@@ -206,6 +215,8 @@ def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
     ----------
     images
         (N, C, S, S) uint8 pixels (read in batches: a memory map is fine).
+    zoom
+        Thumbnail of the central ``1 / zoom`` of each field (> 1: zoomed in).
     batch
         Images read at a time.
 
@@ -221,70 +232,85 @@ def thumbnails(images: np.ndarray, batch: int = 4096) -> np.ndarray:
         chunk = np.asarray(images[start : start + batch], dtype=np.float32)
         m = len(chunk)
         planes = chunk.reshape(m * c, s, s)
-        if s % t == 0:  # area average = block mean
-            small = planes.reshape(m * c, t, s // t, t, s // t).mean(axis=(2, 4))
+        side = s
+        if zoom != 1.0:
+            side = max(t, int(round(s / zoom)))
+            off = (s - side) // 2
+            planes = planes[:, off : off + side, off : off + side]
+        if side % t == 0:  # area average = block mean
+            small = planes.reshape(m * c, t, side // t, t, side // t).mean(axis=(2, 4))
         else:  # OpenCV's INTER_AREA, four planes at a time (its limit for it)
             small = np.empty((m * c, t, t), dtype=np.float32)
             for p in range(0, m * c, 4):
                 block = np.ascontiguousarray(planes[p : p + 4].transpose(1, 2, 0))
                 res = cv2.resize(block, (t, t), interpolation=cv2.INTER_AREA)
                 small[p : p + 4] = res.reshape(t, t, -1).transpose(2, 0, 1)
+        # Band-pass at the thumbnail's scale, as the pixel check does: slow gradients
+        # and vignetting out, each object a blob that a shift of a pixel barely moves.
+        from scipy import ndimage
+
+        small = ndimage.gaussian_filter(small, (0, 1.0, 1.0)) - ndimage.gaussian_filter(
+            small, (0, 3.0, 3.0)
+        )
         small = small.reshape(m, c, t * t)
-        small -= small.mean(axis=2, keepdims=True)
-        small /= np.maximum(small.std(axis=2, keepdims=True), 2.0)
+        small /= np.maximum(small.std(axis=2, keepdims=True), THUMB_MIN_SPREAD)
         out[start : start + m] = small.reshape(m, -1)
     return out
+
+
+def build_index(base: np.ndarray) -> Any:
+    """A faiss index of ``base`` (Euclidean): exact up to :data:`EXACT_INDEX_MAX` rows.
+
+    Above, an inverted-file index (``4 sqrt(N)`` lists, 12 probed): near duplicates
+    lie in the same cell or a neighbouring one, so the approximate search keeps them.
+    """
+    import faiss
+
+    x = np.ascontiguousarray(base, dtype=np.float32)
+    n, d = x.shape
+    if n <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatL2(d)
+    else:
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, int(4 * np.sqrt(n)))
+        index.train(x)
+        index.nprobe = 12
+    index.add(x)
+    return index
+
+
+def search(
+    index: Any, queries: np.ndarray, k: int = NEIGHBOURS, drop_self: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` nearest indexed rows to each query: (M, k') distances and rows.
+
+    ``drop_self``: query ``r`` is (a view of) indexed row ``r``, left out of its list.
+    Index -1 where fewer rows were found.
+    """
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    want = min(k + int(drop_self), int(index.ntotal))
+    if want <= 0 or len(q) == 0:
+        return np.zeros((len(q), 0)), np.zeros((len(q), 0), dtype=np.int64)
+    dist, idx = index.search(q, want)
+    dist = np.sqrt(np.maximum(dist, 0.0))
+    if drop_self:  # drop each row's own entry (wherever exact copies put it)
+        own = idx == np.arange(len(q))[:, None]
+        own[~own.any(axis=1), -1] = True  # not found (lost among exact copies): the last
+        dist = dist[~own].reshape(len(q), want - 1)
+        idx = idx[~own].reshape(len(q), want - 1)
+    return dist, idx.astype(np.int64)
 
 
 def nearest(
     base: np.ndarray, queries: np.ndarray | None = None, k: int = NEIGHBOURS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` nearest rows of ``base`` to each query (Euclidean), by a faiss index.
+    """The ``k`` nearest rows of ``base`` to each query (``None``: ``base``, self left out).
 
-    Exhaustive up to :data:`EXACT_INDEX_MAX` rows; above, an inverted-file index
-    (``4 sqrt(N)`` lists, 12 probed): near duplicates lie in the same cell or a
-    neighbouring one, so the approximate search keeps them.
-
-    Parameters
-    ----------
-    base
-        (N, D) features.
-    queries
-        (M, D) features; ``None``: ``base`` itself, without each row's own match.
-    k
-        Neighbours wanted (fewer when ``base`` is smaller).
-
-    Returns
-    -------
-    distance, index
-        (M, k') arrays, nearest first; index -1 where none was found.
+    See :func:`build_index` and :func:`search`.
     """
-    import faiss
-
-    same = queries is None
-    x = np.ascontiguousarray(base, dtype=np.float32)
-    q = x if same else np.ascontiguousarray(queries, dtype=np.float32)
-    n, d = x.shape
-    want = min(k + int(same), n)
-    if want <= 0 or len(q) == 0:
-        return np.zeros((len(q), 0)), np.zeros((len(q), 0), dtype=np.int64)
-    if n <= EXACT_INDEX_MAX:
-        index = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        index.train(x)
-        index.nprobe = 12
-    index.add(x)
-    dist, idx = index.search(q, want)
-    dist = np.sqrt(np.maximum(dist, 0.0))
-    if same:  # drop each row's own entry (wherever exact copies put it)
-        own = idx == np.arange(len(q))[:, None]
-        keep_first = ~own.any(axis=1)  # its own entry lost among exact copies: drop the last
-        own[keep_first, -1] = True
-        dist = dist[~own].reshape(len(q), want - 1)
-        idx = idx[~own].reshape(len(q), want - 1)
-    return dist, idx.astype(np.int64)
+    index = build_index(base)
+    if queries is None:
+        return search(index, base, k, drop_self=True)
+    return search(index, queries, k)
 
 
 def ratio_candidates(
@@ -720,21 +746,32 @@ def _neighbour_candidates(
         keep = (ii < jj) if same else np.ones_like(ii, dtype=bool)
         add(ii[keep], jj[keep], "neighbour")
         return  # the null of each image: all others (no neighbour lists)
-    thumbs = thumbnails(images)
+    # Thumbnails as they are, and zoomed in (a crop of a few percent resized back
+    # matches the zoomed view of its original better than the original itself).
+    thumbs, zoomed = thumbnails(images), thumbnails(images, zoom=CROP_ZOOM)
     if same:
-        dist, idx = nearest(thumbs)
+        index = build_index(thumbs)
+        dist, idx = search(index, thumbs, drop_self=True)
         qi, nj = ratio_candidates(dist, idx, ratio)
+        add(qi, nj, "neighbour")
+        qi, nj = ratio_candidates(*search(index, zoomed, drop_self=True), ratio)
         add(qi, nj, "neighbour")
         for r in range(n):
             neighbours[0][r] = idx[r].tolist()
         return
-    thumbs_b = thumbnails(other)
-    dist, idx = nearest(thumbs, thumbs_b)  # B's neighbours in A
+    thumbs_b, zoomed_b = thumbnails(other), thumbnails(other, zoom=CROP_ZOOM)
+    index = build_index(thumbs)  # B's neighbours in A
+    dist, idx = search(index, thumbs_b)
     qi, nj = ratio_candidates(dist, idx, ratio)
+    add(nj, qi, "neighbour")
+    qi, nj = ratio_candidates(*search(index, zoomed_b), ratio)  # A shows a crop of B
     add(nj, qi, "neighbour")
     for r in range(m):
         neighbours[1][r] = idx[r].tolist()
-    dist, idx = nearest(thumbs_b, thumbs)  # A's neighbours in B
+    index = build_index(thumbs_b)  # A's neighbours in B
+    dist, idx = search(index, thumbs)
+    qi, nj = ratio_candidates(*search(index, zoomed), ratio)  # B shows a crop of A
+    add(qi, nj, "neighbour")
     for r in range(n):
         neighbours[0][r] = idx[r].tolist()
 
@@ -747,11 +784,16 @@ def _null_of(
     ranked: list[int] | None,
     same: bool,
 ) -> float:
-    """Median correlation of an image with its nearest non-candidates (NaN: none)."""
+    """An image's null: how well it agrees with images that are not its copies.
+
+    The largest correlation with its :data:`NULL_NEIGHBOURS` nearest non-candidates;
+    in small sets (every pair a candidate) the median over all other images (most
+    of them are no copies). NaN when none could be compared.
+    """
     n_other = len(verifier.sets[1 - which if not same else 0])
-    if ranked is None:  # small sets: every other image
-        ranked = [r for r in range(n_other) if not (same and r == row)]
-        pick = [r for r in ranked if r >= 0]
+    small = ranked is None
+    if small:  # every other image
+        pick = [r for r in range(n_other) if not (same and r == row)]
     else:
         pick = [r for r in ranked if r >= 0 and r not in partners][:NULL_NEIGHBOURS]
     values = []
@@ -762,7 +804,9 @@ def _null_of(
             m = verifier.match(row, r) if which == 0 else verifier.match(r, row)
         if m.verifiable:
             values.append(m.correlation)
-    return float(np.median(values)) if values else float("nan")
+    if not values:
+        return float("nan")
+    return float(np.median(values) if small else np.max(values))
 
 
 def verified_groups(
