@@ -57,6 +57,7 @@ other members that disagree with this image on it).
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,8 +95,10 @@ VERIFY_SIDE = 64
 #: Largest shift searched, as a share of the side (synth copies move up to 1/32; a
 #: crop of 8 % off one side moves the centre by 4 %).
 SHIFT_FRACTION = 0.07
-#: Zooms searched either way: a crop of up to ~10 % resized back to the same side.
-ZOOMS = (1.0, 1.03, 1.06, 1.09, 1.12)
+#: Zooms searched either way: a crop of up to ~12 % resized back to the same side.
+ZOOMS = (1.0, 1.04, 1.08, 1.12)
+#: A pair this well aligned at zoom 1 is not searched over zooms.
+NO_ZOOM_NEEDED = 0.97
 MAX_ZOOM = ZOOMS[-1]
 #: A channel whose band-passed pixels vary less than this (grey levels) is empty.
 MIN_STRUCTURE = 1.0
@@ -435,7 +438,8 @@ class PixelVerifier:
         self.n_compared = 0
 
     def _band(self, which: int, i: int) -> np.ndarray:
-        """Band-passed channels (C, V, V) of image ``i`` of set ``which`` (memoised)."""
+        """Band-passed channels (V, V, C) of image ``i`` of set ``which`` (memoised)."""
+        which = which if self.sets[0] is not self.sets[1] else 0
         got = self._prepared[which].get(i)
         if got is not None:
             return got
@@ -447,15 +451,15 @@ class PixelVerifier:
             fine = cv2.GaussianBlur(ch, (0, 0), self._sigmas[0])
             coarse = cv2.GaussianBlur(ch, (0, 0), self._sigmas[1])
             planes.append(fine - coarse)
-        out = np.stack(planes).astype(np.float32)
+        out = np.ascontiguousarray(np.stack(planes, axis=-1), dtype=np.float32)
         self._prepared[which][i] = out
-        self._energy[which][i] = out.std(axis=(1, 2))
+        self._energy[which][i] = out.std(axis=(0, 1))
         return out
 
     def structure(self, i: int, which: int = 0) -> np.ndarray:
         """Band-passed spread per channel of image ``i`` (grey levels)."""
         self._band(which, i)
-        return self._energy[which][i]
+        return self._energy[which if self.sets[0] is not self.sets[1] else 0][i]
 
     def informative(self, i: int, which: int = 0) -> bool:
         """Whether image ``i`` has a channel with structure (:data:`MIN_STRUCTURE`)."""
@@ -467,48 +471,47 @@ class PixelVerifier:
         if key in self._memo:
             return self._memo[key]
         a, b = self._band(0, i), self._band(1, j)
-        ea, eb = self._energy[0][i], self._energy[1][j]
+        ea, eb = self.structure(i, 0), self.structure(j, 1)
         use = np.flatnonzero((ea >= MIN_STRUCTURE) & (eb >= MIN_STRUCTURE))
         if len(use) == 0:
             self._memo[key] = NO_MATCH
             return NO_MATCH
         self.n_compared += 1
-        weights = (ea[use] * eb[use]).astype(np.float64)
-        weights /= weights.sum()
-        best: tuple[float, float, float, float, float, float] | None = None
+        if len(use) < a.shape[-1]:
+            a, b = np.ascontiguousarray(a[..., use]), np.ascontiguousarray(b[..., use])
+        best: tuple[float, int, int, float, float, int] | None = None
 
         def trial(zy: float, zx: float, sign: int) -> None:
             nonlocal best
             wide, narrow = (a, b) if sign > 0 else (b, a)
-            r, low, dy, dx = self._align(wide, narrow, (zy, zx), use, weights)
+            r, dy, dx = self._align(wide, narrow, (zy, zx))
             if best is None or r > best[0]:
-                if sign < 0:  # a was zoomed: b is the wider view
-                    dy, dx, zy, zx = -dy, -dx, 1.0 / zy, 1.0 / zx
-                best = (r, low, dy, dx, zy, zx)
+                best = (r, dy, dx, zy, zx, sign)
 
         # Isotropic zooms either way (b a crop of a, or a of b), then each axis
-        # apart around the best (a crop off one side only changes the aspect).
+        # apart around the best (a crop off one side only changes the aspect). A pair
+        # already near-identical at zoom 1 needs no zoom.
         trial(1.0, 1.0, 1)
-        for z in ZOOMS[1:]:
-            trial(z, z, 1)
-            trial(z, z, -1)
         assert best is not None
-        sign = 1 if best[4] * best[5] >= 1.0 else -1
-        z0 = max(best[4], 1.0 / best[4])
-        for z in ZOOMS:
-            if z != z0:
-                trial(z0, z, sign)
-                trial(z, z0, sign)
-        assert best is not None
-        best = (*best[:4], float(np.sqrt(best[4] * best[5])), best[5])
-        to_cache = self.cached_side / self.side
-        found = Match(
-            float(best[0]),
-            float(best[1]),
-            float(best[2] * to_cache),
-            float(best[3] * to_cache),
-            float(best[4]),
+        if best[0] < NO_ZOOM_NEEDED:
+            for z in ZOOMS[1:]:
+                trial(z, z, 1)
+                trial(z, z, -1)
+            z0, sign = best[3], best[5]
+            for z in ZOOMS:
+                if z != z0:
+                    trial(z0, z, sign)
+                    trial(z, z0, sign)
+        r, dy, dx, zy, zx, sign = best
+        wide, narrow = (a, b) if sign > 0 else (b, a)
+        low = min(
+            self._align(wide[..., c : c + 1], narrow[..., c : c + 1], (zy, zx), (dy, dx))[0]
+            for c in range(a.shape[-1])
         )
+        if sign < 0:  # a was zoomed: b is the wider view
+            dy, dx, zy, zx = -dy, -dx, 1.0 / zy, 1.0 / zx
+        to_cache = self.cached_side / self.side
+        found = Match(float(r), float(low), dy * to_cache, dx * to_cache, float(np.sqrt(zy * zx)))
         self._memo[key] = found
         return found
 
@@ -517,26 +520,41 @@ class PixelVerifier:
         wide: np.ndarray,
         narrow: np.ndarray,
         zoom: tuple[float, float],
-        use: np.ndarray,
-        weights: np.ndarray,
-    ) -> tuple[float, float, int, int]:
-        """Correlation of ``narrow``'s centre with ``wide`` zoomed in by ``zoom`` (y, x)."""
+        at: tuple[int, int] | None = None,
+    ) -> tuple[float, int, int]:
+        """Pooled correlation of ``narrow``'s centre with ``wide`` zoomed in by ``zoom``.
+
+        The channels (last axis) are pooled: their covariances summed over the product
+        of their summed variances, so each weighs by its structure. Returns the best
+        correlation over the shifts (or at the shift ``at``) and that shift.
+        """
         v, r = self.side, self.radius
-        maps = []
-        for c in use:
-            img = wide[c]
-            if zoom != (1.0, 1.0):
-                hy, wx = int(round(v * zoom[0])), int(round(v * zoom[1]))
-                img = cv2.resize(img, (wx, hy), interpolation=cv2.INTER_LINEAR)
-                oy, ox = (hy - v) // 2, (wx - v) // 2
-                img = img[oy : oy + v, ox : ox + v]
-            tpl = np.ascontiguousarray(narrow[c, r : v - r, r : v - r])
-            res = cv2.matchTemplate(np.ascontiguousarray(img), tpl, cv2.TM_CCOEFF_NORMED)
-            maps.append(res)
-        stack = np.stack(maps)
-        pooled = np.tensordot(weights, stack, axes=1)
-        y, x = np.unravel_index(int(np.argmax(pooled)), pooled.shape)
-        return float(pooled[y, x]), float(stack[:, y, x].min()), int(y - r), int(x - r)
+        img = wide
+        if zoom != (1.0, 1.0):
+            hy, wx = int(round(v * zoom[0])), int(round(v * zoom[1]))
+            img = cv2.resize(wide, (wx, hy), interpolation=cv2.INTER_LINEAR)
+            img = img.reshape(hy, wx, -1)
+            oy, ox = (hy - v) // 2, (wx - v) // 2
+            img = img[oy : oy + v, ox : ox + v]
+        tpl = narrow[r : v - r, r : v - r]
+        c = wide.shape[-1]
+        if c <= 4:
+            res = cv2.matchTemplate(
+                np.ascontiguousarray(img), np.ascontiguousarray(tpl), cv2.TM_CCOEFF_NORMED
+            )
+        else:  # OpenCV pools up to four channels: weigh more by their structure
+            maps, weights = [], []
+            for k in range(c):
+                t = np.ascontiguousarray(tpl[..., k])
+                maps.append(
+                    cv2.matchTemplate(np.ascontiguousarray(img[..., k]), t, cv2.TM_CCOEFF_NORMED)
+                )
+                weights.append(float(t.std()) * float(img[..., k].std()))
+            res = np.tensordot(np.asarray(weights) / max(sum(weights), 1e-12), np.stack(maps), 1)
+        if at is not None:
+            return float(res[at[0] + r, at[1] + r]), at[0], at[1]
+        y, x = np.unravel_index(int(np.argmax(res)), res.shape)
+        return float(res[y, x]), int(y - r), int(x - r)
 
 
 # ----------------------------------------------------------------- matching
@@ -558,6 +576,7 @@ class MatchedPairs:
     verifier: PixelVerifier | None
     min_correlation: float
     null_fraction: float
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def threshold(self, null: float) -> float:
         """The correlation a pair must reach against its null."""
@@ -608,6 +627,7 @@ def match_sets(
     -------
     MatchedPairs
     """
+    started = time.perf_counter()
     same = other is None
     sources: dict[tuple[int, int], set[str]] = {}
 
@@ -641,6 +661,7 @@ def match_sets(
     if images is not None and len(images) and (same or (other is not None and len(other))):
         verifier = PixelVerifier(images, other, side=verify_side)
         _neighbour_candidates(images, other, candidate_ratio, add, neighbours)
+    seconds = {"candidates": time.perf_counter() - started}
 
     rows = []
     for (a, b), kinds in sorted(sources.items()):
@@ -653,6 +674,7 @@ def match_sets(
         verifier,
         float(min_correlation),
         float(null_fraction),
+        seconds,
     )
     if verifier is None or table.empty:
         if not table.empty:
@@ -680,6 +702,7 @@ def match_sets(
         table["correlation"].to_numpy() >= table["threshold"].to_numpy()
     )
     result.pairs = table
+    seconds["verify"] = time.perf_counter() - started - seconds["candidates"]
     return result
 
 
@@ -1038,6 +1061,8 @@ def find_duplicates(
         "min_correlation": float(min_correlation),
         "null_fraction": float(null_fraction),
         "verify_side": int(matched.verifier.side) if matched.verifier is not None else None,
+        "n_compared": int(matched.verifier.n_compared) if matched.verifier is not None else 0,
+        "seconds": {k: round(v, 3) for k, v in matched.seconds.items()},
         "used": [k for k, v in (("exact", keys), ("pixels", images)) if v is not None]
         + (["embedding"] if threshold is not None else []),
     }
