@@ -107,6 +107,8 @@ def main() -> None:
         f"{len(truth):,}: recall {hit / len(truth):.3f}, precision "
         f"{hit / max(len(found), 1):.3f} |"
     )
+    for part, value in s["seconds"].items():
+        print(f"| of which: {part} | {value:.1f} | {s['n_compared']:,} pixel checks in all |")
     print(f"| all-pairs thumbnail search (reference, extrapolated) | {brute:.1f} | numpy, k=10 |")
 
 

@@ -82,6 +82,8 @@ __all__ = [
     "perceptual_hashes",
     "phash",
     "pixel_keys",
+    "reduce_dims",
+    "thumbnail_sets",
     "thumbnails",
     "verified_groups",
 ]
@@ -116,8 +118,10 @@ NEIGHBOURS = 10
 NULL_NEIGHBOURS = 3
 #: Sets up to this size compare all pairs of images.
 ALL_PAIRS_MAX = 24
-#: Indexes up to this size search exhaustively; larger ones use an inverted file.
-EXACT_INDEX_MAX = 20_000
+#: Sets up to this size search exhaustively; larger ones an inverted file on the
+#: thumbnails' :data:`INDEX_DIMS` leading principal axes.
+EXACT_INDEX_MAX = 5_000
+INDEX_DIMS = 64
 #: Values (per channel) of a thumbnail: about 256 in all.
 THUMB_VALUES = 256
 #: Band-passed thumbnails are divided by their spread, at least this (grey levels):
@@ -206,13 +210,15 @@ def pixel_keys(images: np.ndarray, stats: pd.DataFrame | None = None) -> list[st
 # ----------------------------------------------------------------- candidates
 
 
-def thumbnails(images: np.ndarray, zoom: float = 1.0, batch: int = 4096) -> np.ndarray:
-    """Standardised thumbnails of each field, the candidate search's features.
+def thumbnails(images: np.ndarray, zoom: float = 1.0, batch: int = 2048) -> np.ndarray:
+    """Band-passed, standardised thumbnails of each field, the candidate search's features.
 
     Each channel is area-averaged to ``t x t`` pixels (``t^2 * C`` about
-    :data:`THUMB_VALUES`), centred and divided by its spread (at least 2 grey levels,
-    so an empty channel stays near zero instead of blowing its noise up: empty images
-    lie near each other and near the origin, where the pixel check finds them empty).
+    :data:`THUMB_VALUES`), band-passed at that scale (as the pixel check does: slow
+    gradients and vignetting out, each object a blob a shift of a pixel barely moves)
+    and divided by its spread (at least :data:`THUMB_MIN_SPREAD` grey levels, so an
+    empty channel stays near zero instead of blowing its noise up: empty images lie
+    near each other and near the origin, where the pixel check finds them empty).
 
     Parameters
     ----------
@@ -228,43 +234,64 @@ def thumbnails(images: np.ndarray, zoom: float = 1.0, batch: int = 4096) -> np.n
     numpy.ndarray
         (N, t * t * C) float32.
     """
+    return thumbnail_sets(images, (zoom,), batch)[0]
+
+
+def thumbnail_sets(
+    images: np.ndarray, zooms: tuple[float, ...] = (1.0,), batch: int = 2048
+) -> list[np.ndarray]:
+    """:func:`thumbnails` at several zooms, reading the pixels once."""
+    from scipy import ndimage
+
     n, c, s = images.shape[0], images.shape[1], images.shape[2]
     t = int(max(2, min(s, round(np.sqrt(THUMB_VALUES / max(c, 1))))))
-    out = np.zeros((n, c * t * t), dtype=np.float32)
+    outs = [np.zeros((n, c * t * t), dtype=np.float32) for _ in zooms]
+    crops = []
+    for zoom in zooms:
+        side = s if zoom == 1.0 else max(t, int(round(s / zoom)))
+        crops.append(((s - side) // 2, side))
     for start in range(0, n, batch):
-        chunk = np.asarray(images[start : start + batch], dtype=np.float32)
+        chunk = np.asarray(images[start : start + batch])
         m = len(chunk)
-        planes = chunk.reshape(m * c, s, s)
-        side = s
-        if zoom != 1.0:
-            side = max(t, int(round(s / zoom)))
-            off = (s - side) // 2
-            planes = planes[:, off : off + side, off : off + side]
-        if side % t == 0:  # area average = block mean
-            small = planes.reshape(m * c, t, side // t, t, side // t).mean(axis=(2, 4))
-        else:  # OpenCV's INTER_AREA, four planes at a time (its limit for it)
-            small = np.empty((m * c, t, t), dtype=np.float32)
-            for p in range(0, m * c, 4):
-                block = np.ascontiguousarray(planes[p : p + 4].transpose(1, 2, 0))
-                res = cv2.resize(block, (t, t), interpolation=cv2.INTER_AREA)
-                small[p : p + 4] = res.reshape(t, t, -1).transpose(2, 0, 1)
-        # Band-pass at the thumbnail's scale, as the pixel check does: slow gradients
-        # and vignetting out, each object a blob that a shift of a pixel barely moves.
-        from scipy import ndimage
-
-        small = ndimage.gaussian_filter(small, (0, 1.0, 1.0)) - ndimage.gaussian_filter(
-            small, (0, 3.0, 3.0)
+        small = np.empty((len(zooms), m, c, t, t), dtype=np.float32)
+        for r in range(m):
+            hwc = chunk[r].transpose(1, 2, 0).astype(np.float32)  # (S, S, C)
+            for z, (off, side) in enumerate(crops):
+                view = hwc[off : off + side, off : off + side]
+                for g in range(0, c, 4):  # OpenCV's INTER_AREA takes up to 4 channels
+                    part = cv2.resize(
+                        np.ascontiguousarray(view[..., g : g + 4]),
+                        (t, t),
+                        interpolation=cv2.INTER_AREA,
+                    )
+                    small[z, r, g : g + 4] = part.reshape(t, t, -1).transpose(2, 0, 1)
+        band = ndimage.gaussian_filter(small, (0, 0, 0, 1.0, 1.0)) - ndimage.gaussian_filter(
+            small, (0, 0, 0, 3.0, 3.0)
         )
-        small = small.reshape(m, c, t * t)
-        small /= np.maximum(small.std(axis=2, keepdims=True), THUMB_MIN_SPREAD)
-        out[start : start + m] = small.reshape(m, -1)
-    return out
+        band = band.reshape(len(zooms), m, c, t * t)
+        band /= np.maximum(band.std(axis=3, keepdims=True), THUMB_MIN_SPREAD)
+        for z in range(len(zooms)):
+            outs[z][start : start + m] = band[z].reshape(m, -1)
+    return outs
+
+
+def reduce_dims(base: np.ndarray, *others: np.ndarray, dims: int = INDEX_DIMS) -> list[np.ndarray]:
+    """Project features on the ``dims`` leading principal axes of ``base`` (a sample)."""
+    if base.shape[1] <= dims:
+        return [base, *others]
+    rng = np.random.default_rng(0)
+    sample = base[rng.choice(len(base), min(len(base), 5000), replace=False)]
+    mean = sample.mean(axis=0)
+    centred = (sample - mean).astype(np.float64)
+    _, vecs = np.linalg.eigh(centred.T @ centred)  # ascending: the last are the leading
+    axes = vecs[:, ::-1][:, :dims].astype(np.float32)
+    return [np.ascontiguousarray((x - mean) @ axes, dtype=np.float32) for x in (base, *others)]
 
 
 def build_index(base: np.ndarray) -> Any:
     """A faiss index of ``base`` (Euclidean): exact up to :data:`EXACT_INDEX_MAX` rows.
 
-    Above, an inverted-file index (``4 sqrt(N)`` lists, 12 probed): near duplicates
+    Above, an inverted-file index (``2 sqrt(N)`` lists, 16 probed): near duplicates
     lie in the same cell or a neighbouring one, so the approximate search keeps them.
     """
     import faiss
@@ -274,9 +301,9 @@ def build_index(base: np.ndarray) -> Any:
     if n <= EXACT_INDEX_MAX:
         index = faiss.IndexFlatL2(d)
     else:
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, int(4 * np.sqrt(n)))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, int(2 * np.sqrt(n)))
         index.train(x)
-        index.nprobe = 12
+        index.nprobe = 16
     index.add(x)
     return index
 
@@ -770,9 +797,12 @@ def _neighbour_candidates(
         add(ii[keep], jj[keep], "neighbour")
         return  # the null of each image: all others (no neighbour lists)
     # Thumbnails as they are, and zoomed in (a crop of a few percent resized back
-    # matches the zoomed view of its original better than the original itself).
-    thumbs, zoomed = thumbnails(images), thumbnails(images, zoom=CROP_ZOOM)
+    # matches the zoomed view of its original better than the original itself);
+    # large sets search an inverted file on their leading principal axes.
+    thumbs, zoomed = thumbnail_sets(images, (1.0, CROP_ZOOM))
     if same:
+        if n > EXACT_INDEX_MAX:
+            thumbs, zoomed = reduce_dims(thumbs, zoomed)
         index = build_index(thumbs)
         dist, idx = search(index, thumbs, drop_self=True)
         qi, nj = ratio_candidates(dist, idx, ratio)
@@ -782,7 +812,9 @@ def _neighbour_candidates(
         for r in range(n):
             neighbours[0][r] = idx[r].tolist()
         return
-    thumbs_b, zoomed_b = thumbnails(other), thumbnails(other, zoom=CROP_ZOOM)
+    thumbs_b, zoomed_b = thumbnail_sets(other, (1.0, CROP_ZOOM))
+    if max(n, m) > EXACT_INDEX_MAX:
+        thumbs, zoomed, thumbs_b, zoomed_b = reduce_dims(thumbs, zoomed, thumbs_b, zoomed_b)
     index = build_index(thumbs)  # B's neighbours in A
     dist, idx = search(index, thumbs_b)
     qi, nj = ratio_candidates(dist, idx, ratio)
