@@ -617,7 +617,7 @@ class MatchedPairs:
         m = self.verifier.match(min(i, j), max(i, j))
         if not m.verifiable:
             return False
-        null = max(self.null.get((0, i), np.nan), self.null.get((0, j), np.nan))
+        null = _larger(self.null.get((0, i), np.nan), self.null.get((0, j), np.nan))
         return m.correlation >= self.threshold(null)
 
 
@@ -720,7 +720,7 @@ def match_sets(
             )
     nb = 1 if not same else 0
     null_pair = [
-        max(nulls.get((0, int(a)), np.nan), nulls.get((nb, int(b)), np.nan))
+        _larger(nulls.get((0, int(a)), np.nan), nulls.get((nb, int(b)), np.nan))
         for a, b in zip(table["i"], table["j"], strict=True)
     ]
     table["null_correlation"] = np.asarray(null_pair, dtype=np.float64)
@@ -731,6 +731,12 @@ def match_sets(
     result.pairs = table
     seconds["verify"] = time.perf_counter() - started - seconds["candidates"]
     return result
+
+
+def _larger(a: float, b: float) -> float:
+    """The larger of two nulls, a missing (NaN) one left out."""
+    values = [v for v in (a, b) if np.isfinite(v)]
+    return max(values) if values else float("nan")
 
 
 _PAIR_COLUMNS = (
