@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from labelaudit.detect.base import AuditInputs
-    from labelaudit.detect.duplicates import find_duplicates, thumbnails
+    from labelaudit.detect.duplicates import find_duplicates
+    from labelaudit.detect.pixelmatch import thumbnails
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "images.npy"

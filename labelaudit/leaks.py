@@ -26,16 +26,8 @@ import pandas as pd
 
 from labelaudit.data.cache import ImageCache, build_cache, default_cache_dir
 from labelaudit.detect.base import AuditInputs
-from labelaudit.detect.duplicates import (
-    CANDIDATE_RATIO,
-    MIN_CORRELATION,
-    NULL_FRACTION,
-    DuplicateResult,
-    find_duplicates,
-    match_sets,
-    pair_table,
-    pixel_keys,
-)
+from labelaudit.detect.duplicates import DuplicateResult, find_duplicates, pair_table, pixel_keys
+from labelaudit.detect.pixelmatch import CANDIDATE_RATIO, MIN_CORRELATION, NULL_FRACTION, match_sets
 from labelaudit.errors import SettingsError
 from labelaudit.io import write_csv
 from labelaudit.rundir import (

@@ -181,11 +181,10 @@ def test_crops_and_jpeg_reencodes_verify_at_their_scale_and_shift():
 
 @pytest.mark.parametrize("inverted_file", [False, True])
 def test_index_path_finds_planted_copies_among_many_fields(monkeypatch, inverted_file):
-    from labelaudit.detect import duplicates
+    from labelaudit.detect import pixelmatch
 
     if inverted_file:  # the large-set path: principal axes and an inverted file
-        monkeypatch.setattr(duplicates, "EXACT_INDEX_MAX", 40)
-        monkeypatch.setattr(duplicates, "INDEX_DIMS", 32)
+        monkeypatch.setattr(pixelmatch, "EXACT_INDEX_MAX", 40)
     imgs = _fields(80, seed=7)
     imgs[70] = _copy(imgs[3], 1)
     imgs[71] = _cropped(imgs[9], 2, 1, 0, 2)
