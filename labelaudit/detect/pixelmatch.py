@@ -61,7 +61,7 @@ ALL_PAIRS_MAX = 24
 #: Sets up to this size search exhaustively; larger ones an inverted file on the
 #: thumbnails' :data:`INDEX_DIMS` leading principal axes.
 EXACT_INDEX_MAX = 5_000
-INDEX_DIMS = 32
+INDEX_DIMS = 64
 #: Values (per channel) of a thumbnail: about 256 in all.
 THUMB_VALUES = 256
 #: Band-passed thumbnails are divided by their spread, at least this (grey levels):
