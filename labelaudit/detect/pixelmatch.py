@@ -55,7 +55,7 @@ CROP_ZOOM = 1.08
 #: Neighbours looked up per image in the thumbnail index.
 NEIGHBOURS = 10
 #: Neighbours (not candidates) whose median correlation is an image's null.
-NULL_NEIGHBOURS = 3
+NULL_NEIGHBOURS = 2
 #: Sets up to this size compare all pairs of images.
 ALL_PAIRS_MAX = 24
 #: Sets up to this size search exhaustively; larger ones an inverted file on the
@@ -321,11 +321,17 @@ class PixelVerifier:
         """Whether image ``i`` has a channel with structure (:data:`MIN_STRUCTURE`)."""
         return bool((self.structure(i, which) >= MIN_STRUCTURE).any())
 
-    def match(self, i: int, j: int) -> Match:
-        """Best alignment of image ``i`` (first set) and ``j`` (second set)."""
+    def match(self, i: int, j: int, detail: bool = True) -> Match:
+        """Best alignment of image ``i`` (first set) and ``j`` (second set).
+
+        ``detail=False`` leaves ``channel_min`` NaN (a null needs the correlation only).
+        """
         key = (i, j)
-        if key in self._memo:
-            return self._memo[key]
+        known = self._memo.get(key)
+        if known is not None and (
+            not detail or not known.verifiable or np.isfinite(known.channel_min)
+        ):
+            return known
         a, b = self._band(0, i), self._band(1, j)
         ea, eb = self.structure(i, 0), self.structure(j, 1)
         use = np.flatnonzero((ea >= MIN_STRUCTURE) & (eb >= MIN_STRUCTURE))
@@ -360,10 +366,12 @@ class PixelVerifier:
                     trial(z, z0, sign)
         r, dy, dx, zy, zx, sign = best
         wide, narrow = (a, b) if sign > 0 else (b, a)
-        low = min(
-            self._align(wide[..., c : c + 1], narrow[..., c : c + 1], (zy, zx), (dy, dx))[0]
-            for c in range(a.shape[-1])
-        )
+        low = r if a.shape[-1] == 1 else float("nan")
+        if detail and a.shape[-1] > 1:
+            low = min(
+                self._align(wide[..., c : c + 1], narrow[..., c : c + 1], (zy, zx), (dy, dx))[0]
+                for c in range(a.shape[-1])
+            )
         if sign < 0:  # a was zoomed: b is the wider view
             dy, dx, zy, zx = -dy, -dx, 1.0 / zy, 1.0 / zx
         to_cache = self.cached_side / self.side
@@ -689,9 +697,9 @@ def _null_of(
     values = []
     for r in pick:
         if same:
-            m = verifier.match(min(row, r), max(row, r))
+            m = verifier.match(min(row, r), max(row, r), detail=False)
         else:
-            m = verifier.match(row, r) if which == 0 else verifier.match(r, row)
+            m = verifier.match(*((row, r) if which == 0 else (r, row)), detail=False)
         if m.verifiable:
             values.append(m.correlation)
     if not values:
