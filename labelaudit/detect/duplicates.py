@@ -88,12 +88,12 @@ __all__ = [
     "verified_groups",
 ]
 
+#: Bits of the perceptual hash of one channel (8 x 8 DCT coefficients).
 HASH_BITS = 64
 #: cleanlab Datalab's near_duplicate threshold: a fraction of the median NN distance.
 EMBEDDING_FACTOR = 0.13
 
 
-#: Pixels are verified at the cached resolution, area-averaged to at most this side.
 def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> np.ndarray:
     """Perceptual hash of one greyscale image (imagehash's ``phash`` algorithm).
 

@@ -33,6 +33,7 @@ __all__ = [
     "thumbnails",
 ]
 
+#: Pixels are verified at the cached resolution, area-averaged to at most this side.
 VERIFY_SIDE = 64
 #: Largest shift searched, as a share of the side (synth copies move up to 1/32; a
 #: crop of 8 % off one side moves the centre by 4 %).
@@ -41,6 +42,7 @@ SHIFT_FRACTION = 0.07
 ZOOMS = (1.0, 1.04, 1.08, 1.12)
 #: A pair this well aligned at zoom 1 is not searched over zooms.
 NO_ZOOM_NEEDED = 0.97
+#: The largest zoom searched.
 MAX_ZOOM = ZOOMS[-1]
 #: A channel whose band-passed pixels vary less than this (grey levels) is empty.
 MIN_STRUCTURE = 1.0
@@ -54,13 +56,14 @@ CANDIDATE_RATIO = 0.7
 CROP_ZOOM = 1.08
 #: Neighbours looked up per image in the thumbnail index.
 NEIGHBOURS = 10
-#: Neighbours (not candidates) whose median correlation is an image's null.
+#: Nearest non-candidates whose largest correlation is an image's null.
 NULL_NEIGHBOURS = 2
 #: Sets up to this size compare all pairs of images.
 ALL_PAIRS_MAX = 24
 #: Sets up to this size search exhaustively; larger ones an inverted file on the
 #: thumbnails' :data:`INDEX_DIMS` leading principal axes.
 EXACT_INDEX_MAX = 5_000
+#: Principal axes of the large sets' index (32 lost planted pairs at 100,000 fields).
 INDEX_DIMS = 64
 #: Values (per channel) of a thumbnail: about 256 in all.
 THUMB_VALUES = 256
