@@ -339,6 +339,13 @@ def scan(
         Path | None,
         typer.Option(help="With --probs: embeddings (.npy, N x D, dataset order)."),
     ] = None,
+    against: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--against",
+            help="Another dataset (e.g. the test set) to check for leaked copies; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     from labelaudit.scan import scan as run_scan
@@ -387,6 +394,7 @@ def scan(
         skip_broken=skip_broken,
         probs=probs,
         embeddings=embeddings,
+        against=against or (),
         **overrides,
     )
     if os.environ.get("RANK", "0") != "0":
@@ -485,10 +493,14 @@ def leaks_cmd(
         Path | None, typer.Option("--out", help="Write the matching pairs to this CSV.")
     ] = None,
     layout: LayoutOption = None,
-    hash_distance: Annotated[
+    min_correlation: Annotated[
         float,
-        typer.Option(min=0.0, max=1.0, help="Largest share of differing perceptual-hash bits."),
-    ] = 0.2,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Floor of a near copy's aligned pixel correlation (the data may raise it).",
+        ),
+    ] = 0.75,
 ) -> None:
     """List images of DATASET_B that also appear in DATASET_A (identical or near copies)."""
     from labelaudit.leaks import find_leaks
@@ -498,12 +510,13 @@ def leaks_cmd(
         dataset_b,
         out=out,
         layout=layout,
-        hash_distance=hash_distance,
+        min_correlation=min_correlation,
         on_cache=lambda line: console.print(line, markup=False),
     )
     for row in res.pairs.head(50).itertuples(index=False):
         console.print(
-            f"{row.id_b} = {row.id_a} ({row.evidence}, phash distance {row.phash_distance})",
+            f"{row.id_b} = {row.id_a} ({row.evidence}, correlation {row.correlation:.3f}, "
+            f"phash distance {row.phash_distance})",
             markup=False,
         )
     if len(res.pairs) > 50:

@@ -51,6 +51,8 @@ FINDINGS_CSV = "findings.csv"
 ISSUES_CSV = "issues.csv"
 CELLS_CSV = "cells.csv"
 CHANGES_CSV = "changes.csv"
+#: Images shared with the datasets of ``scan --against`` (labelaudit.leaks.add_leaks).
+LEAKS_CSV = "leaks.csv"
 #: Per-label loss weights of the soft cleaning policies (``id`` + one column per class).
 LABEL_WEIGHTS_CSV = "label_weights.csv"
 BENCH_JSON = "bench.json"

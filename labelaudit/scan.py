@@ -177,6 +177,7 @@ def scan(
     skip_broken: bool = False,
     probs: str | Path | None = None,
     embeddings: str | Path | None = None,
+    against: Sequence[str | Path] = (),
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -236,6 +237,12 @@ def scan(
     embeddings
         With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
         embedding detectors (without them those are skipped).
+    against
+        Other datasets (e.g. the test set; only read) to check for leakage: images
+        of this dataset that also appear in one of them (identical, or verified
+        copies: shifted, re-noised, re-encoded, cropped by a few percent) get
+        ``leak_of`` and ``leak_correlation`` in ``issues.csv``, the pairs go to
+        ``leaks.csv`` (:func:`labelaudit.leaks.add_leaks`).
 
     Returns
     -------
@@ -279,6 +286,7 @@ def scan(
         _check_masks(masks, ds.ids, skip_broken)
     preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
     supplied = _read_supplied(ds, probs, embeddings, fold)
+    others = _load_against(ds, against, max_pixels)
     _claim_outputs(
         run_dir,
         ds,
@@ -287,7 +295,8 @@ def scan(
         overrides.get("weights"),
         force,
         console,
-        supplied=[("the --probs file", probs), ("the --embeddings file", embeddings)],
+        supplied=[("the --probs file", probs), ("the --embeddings file", embeddings)]
+        + [(f"the --against dataset {o.root}", p) for o in others for _, p in dataset_inputs(o)],
     )
     _locks.enter_context(run_lock(run_dir, fold=fold))  # one writer (fold jobs: one per fold)
     check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
@@ -326,6 +335,8 @@ def scan(
     from labelaudit.leaks import add_duplicates
 
     add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
+    if others:
+        _check_leaks(run_dir, audit.ids, cache, others, settings.image_size, cache_dir, console)
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
@@ -369,6 +380,49 @@ def scan(
         timings["report"] = time.perf_counter() - t
         _record_timings(run_dir, timings)
     return result
+
+
+def _load_against(
+    ds: Dataset, against: Sequence[str | Path], max_pixels: int | None
+) -> list[Dataset]:
+    """The ``--against`` datasets, loaded and checked against the scanned one."""
+    others = []
+    for path in against:
+        other = load_dataset(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        if len(other.channels) != len(ds.channels):
+            raise SettingsError(
+                f"--against {path}: {len(other.channels)} channel(s), the dataset has "
+                f"{len(ds.channels)}: their images cannot be compared"
+            )
+        if Path(other.root).resolve() == Path(ds.root).resolve():
+            raise SettingsError(f"--against {path} is the scanned dataset itself")
+        others.append(other)
+    return others
+
+
+def _check_leaks(
+    run_dir: Path,
+    ids: list[str],
+    cache: ImageCache,
+    others: list[Dataset],
+    image_size: int,
+    cache_dir: str | Path | None,
+    console: Console,
+) -> None:
+    """Cache each ``--against`` dataset at the run's size and record what they share."""
+    from labelaudit.leaks import add_leaks
+
+    pairs = []
+    for other in others:
+        other_cache = cache_with_progress(other, image_size, cache_dir, console)
+        pairs.append((str(other.root), other_cache))
+    summary = add_leaks(run_dir, ids, cache, pairs)
+    for entry in summary["datasets"]:
+        console.print(
+            f"leakage: {entry['n_leaked']} images also in {entry['dataset']} "
+            f"({entry['n_pairs']} pairs, {run_dir / 'leaks.csv'})",
+            markup=False,
+        )
 
 
 def _train(run_dir, info, ds, cache, settings, fold, console, timings, locks):

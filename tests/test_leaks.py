@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from la_copies import COPIES, two_datasets
 from la_runfixture import make_run
 from la_testutils import snapshot
 from PIL import Image
@@ -14,51 +14,38 @@ from PIL import Image
 from labelaudit.data.cache import build_cache
 from labelaudit.data.classes import HPA_CHANNELS
 from labelaudit.data.layouts import load_dataset
-from labelaudit.data.synth import near_copy, synthesize
 from labelaudit.leaks import add_duplicates, find_leaks
 from labelaudit.rundir import RunDir, read_run
 
 
-def _two_datasets(tmp_path: Path) -> tuple[Path, Path]:
-    """A (10 fields) and B (6 fields, plus one exact and one near copy of A's fields)."""
-    a, b = tmp_path / "A", tmp_path / "B"
-    ta = synthesize(a, n=10, size=48, seed=1)
-    tb = synthesize(b, n=6, size=48, seed=2)
-    exact, near = ta["ID"][2], ta["ID"][5]
-    for c in HPA_CHANNELS:
-        shutil.copy(a / "train" / f"{exact}_{c}.png", b / "train" / f"copy-exact_{c}.png")
-    chans = {c: np.asarray(Image.open(a / "train" / f"{near}_{c}.png")) for c in HPA_CHANNELS}
-    for c, arr in near_copy(chans, np.random.default_rng(0)).items():
-        Image.fromarray(arr).save(b / "train" / f"copy-near_{c}.png")
-    rows = pd.DataFrame({"ID": [*tb["ID"], "copy-exact", "copy-near"]})
-    rows["Label"] = [*tb["given_label"], "0", "1"]
-    rows.to_csv(b / "train.csv", index=False)
-    return a, b
-
-
-def test_leaks_lists_exact_and_near_copies_of_a_in_b(tmp_path):
-    a, b = _two_datasets(tmp_path)
-    ids_a = pd.read_csv(a / "train.csv", dtype=str)["ID"]
+def test_leaks_lists_copies_of_a_in_b_exact_shifted_cropped_and_reencoded(tmp_path):
+    a, b, ta = two_datasets(tmp_path)
+    ids_a = ta["ID"]
     before = snapshot(a), snapshot(b)
     res = find_leaks(a, b, out=tmp_path / "leaks.csv", cache_dir=tmp_path / "cache")
-    assert (res.n_a, res.n_b, res.n_leaked) == (10, 8, 2)
+    assert (res.n_a, res.n_b) == (10, 11)
     got = res.pairs.set_index("id_b")
-    assert got.loc["copy-exact", "id_a"] == ids_a[2]
-    assert got.loc["copy-exact", "evidence"] == "exact"
+    assert sorted(got.index) == sorted(COPIES)  # each copy once; same-class is no copy
+    for name, (_, row) in COPIES.items():
+        assert got.loc[name, "id_a"] == ids_a[row], name
+        assert got.loc[name, "correlation"] >= got.loc[name, "threshold"], name
+    assert got.loc["copy-exact", "evidence"].split(";")[0] == "exact"
     assert got.loc["copy-exact", "phash_distance"] == 0
-    assert got.loc["copy-near", "id_a"] == ids_a[5]
-    assert got.loc["copy-near", "evidence"] == "phash"
+    assert got.loc["copy-near", "evidence"] == "neighbour"
+    assert got.loc["copy-crop", "scale"] > 1.02  # seen as a zoomed-in view
+    assert res.low_information == []
     written = pd.read_csv(tmp_path / "leaks.csv", dtype=str)
-    assert sorted(written["id_b"]) == ["copy-exact", "copy-near"]
+    assert sorted(written["id_b"]) == sorted(COPIES)
+    assert {"correlation", "shift_y", "shift_x", "scale"} <= set(written.columns)
     assert (snapshot(a), snapshot(b)) == before  # inputs untouched
 
 
 def test_leaks_cli_prints_the_pairs_and_refuses_an_output_inside_an_input(tmp_path, run_cli):
-    a, b = _two_datasets(tmp_path)
+    a, b, _ = two_datasets(tmp_path)
     code, out, err = run_cli("leaks", a, b)
     assert code == 0, err
-    assert "copy-exact" in out and "copy-near" in out
-    assert "2 of 8 images" in " ".join(out.split())
+    assert "copy-exact" in out and "copy-jpeg" in out and "same-class" not in out
+    assert "4 of 11 images" in " ".join(out.split())
     code, out, err = run_cli("leaks", a, b, "--out", a / "leaks.csv")
     assert code == 2
     assert len((out + err).strip().splitlines()) == 1 and "leaks file" in out + err
@@ -143,3 +130,32 @@ def test_report_shows_duplicate_groups_side_by_side_with_their_labels(make_hpa, 
     assert "<code>field000</code><br>given Nuclear membrane" in section
     assert "<code>field001</code><br>given Nucleoli<br>copy of <code>field000</code>" in section
     assert section.count('class="thumb"') == 2  # both images shown
+
+
+def test_images_too_empty_to_verify_become_low_information_quality_findings(make_hpa, tmp_path):
+    dataset = make_hpa(n=8, size=32, labels=["1", "2", "3", "4", "5", "6", "7", "8"])
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    vignette = 10 - 5 * (((yy - 16) ** 2 + (xx - 16) ** 2) / 16**2)
+    for field in ("field003", "field005"):  # dark, faintly noisy, no structure
+        for c in HPA_CHANNELS:
+            raw = np.clip(np.rint(vignette + rng.normal(0, 0.3, (32, 32))), 0, 255)
+            Image.fromarray(raw.astype(np.uint8)).save(dataset / "train" / f"{field}_{c}.png")
+    run = make_run(tmp_path, dataset)
+    RunDir(run).write_section("detect", {"n_images": 8})
+    cache = build_cache(load_dataset(dataset), 32, tmp_path / "cache")
+    dups = add_duplicates(run, cache=cache)
+    assert dups.summary["n_pairs"] == 0 and dups.summary["n_low_information"] == 2
+    findings = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    low = findings[findings["class"] == "low_information:pixels"]
+    assert sorted(low["id"]) == ["field003", "field005"]
+    assert set(low["detector"]) == {"quality"} and set(low["flagged"]) == {"True"}
+    assert (low["score"].astype(float) >= 1).all()
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False).set_index("id")
+    assert "low_information:pixels" in issues.loc["field003", "quality_issues"]
+    assert "low_information:pixels" not in issues.loc["field000", "quality_issues"]
+    add_duplicates(run, cache=cache)  # again: replaced, not repeated
+    again = pd.read_csv(run / "findings.csv", dtype=str, keep_default_na=False)
+    assert (again["class"] == "low_information:pixels").sum() == 2
+    issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False).set_index("id")
+    assert issues.loc["field003", "quality_issues"].count("low_information:pixels") == 1

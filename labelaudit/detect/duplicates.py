@@ -1,35 +1,63 @@
-"""Exact and near duplicates, and duplicates whose labels disagree.
+"""Exact and near duplicates, verified on their pixels, and duplicates whose labels disagree.
 
-Three kinds of evidence pair two images (row indices ``i < j``):
+A hash or embedding match is only a candidate. Every candidate pair (row indices
+``i < j``) is checked on its pixels before it is called a duplicate (the candidate
+search and the pixel check live in :mod:`labelaudit.detect.pixelmatch`, also used by
+:mod:`labelaudit.leaks`; the constants named below are there):
 
-* ``exact``: identical decoded pixels. Two fields whose cached pixels (the resized
-  uint8 copy) and full-resolution statistics are identical are taken as identical
-  (:func:`pixel_keys` hashes both).
-* ``phash``: a DCT perceptual hash (the algorithm of imagehash's ``phash``: the
-  sign of the 8 x 8 lowest frequencies of a 32 x 32 thumbnail against their median)
-  of each channel, 64 bits per channel; pairs whose hashes differ in at most
-  ``hash_distance`` (a fraction, 0.2) of the bits. Small shifts, fresh noise and
-  re-encoding change few bits. One hash per stain, not one of their mean: on synth
-  fields a 64-bit hash of the mean put planted copies (up to 16 bits apart) and
-  distinct fields (from 12 bits) in overlapping ranges; per-stain hashes (256 bits)
-  separate them (copies at most 48 bits apart, distinct fields at least 56).
-* ``embedding``: cosine neighbours in the model's embedding space closer than
-  ``embedding_factor`` times the median nearest-neighbour distance (the rule of
-  cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13), confirmed by a
-  looser perceptual-hash distance (``2 * hash_distance``): two fields that merely
-  share their classes can sit close in a model's embedding space.
+1. **Candidates.**
 
-Pairs form groups (connected components). Each group's first image in dataset order
-is its original; ``duplicate_of`` names it on the other members. A group whose members
-carry different given labels is a label problem: every member gets a finding per
-class on which the group disagrees (``suggestion="review"``; ``value`` = the share of
-the group carrying the class; ``score`` = the share of the other members that
-disagree with this image on it).
+   * ``exact``: identical decoded pixels. Two fields whose cached pixels (the resized
+     uint8 copy) and full-resolution statistics are identical are taken as identical
+     (:func:`pixel_keys` hashes both); they need no further check.
+   * ``neighbour``: the nearest neighbours of each image by its thumbnail (a few
+     area-averaged pixels per channel, band-passed and standardised;
+     :func:`thumbnails`), found with a faiss index (:func:`build_index`: exact up to
+     :data:`EXACT_INDEX_MAX` images, an inverted file above). Each image is looked up
+     twice: as it is and zoomed in by :data:`CROP_ZOOM` (its crops then lie close). A
+     neighbour is a candidate when it is much closer than the image's typical
+     neighbours (``candidate_ratio`` of the median distance to its 4th to 10th
+     neighbour), the ratio test of near-duplicate search. Small sets (at most
+     :data:`ALL_PAIRS_MAX` images) compare all pairs.
+   * ``embedding``: cosine neighbours in the model's embedding space closer than
+     ``embedding_factor`` times the median nearest-neighbour distance (the rule of
+     cleanlab Datalab's ``near_duplicate`` issue manager, factor 0.13).
+
+2. **Verification** (:class:`PixelVerifier`). Both images are band-passed per channel
+   (difference of Gaussians: smooth gradients, vignetting and camera noise out, the
+   structure in) at the cached resolution, at most :data:`VERIFY_SIDE` pixels a side.
+   Their normalised cross-correlation is computed per channel over shifts of up to
+   :data:`SHIFT_FRACTION` of the side and over zooms of up to :data:`MAX_ZOOM` either
+   way (a crop of a few percent resized to the same side is a zoom and a shift), and
+   pooled over the channels weighted by their structure. The best alignment gives the
+   pair's ``correlation``, ``shift`` and ``scale``.
+
+3. **A threshold relative to the data.** Each image of a candidate pair gets a null:
+   the largest correlation, computed the same way, with its nearest neighbours that
+   are not its candidates (:data:`NULL_NEIGHBOURS`; in small sets the median over all
+   other images). A pair is a duplicate when its correlation closes at least half of
+   the gap between the larger of the two nulls and 1 (``null_fraction``), and is at
+   least ``min_correlation``. Images alike in texture correlate highly with their
+   non-duplicate neighbours too, so their bar rises with them.
+
+4. **Low information.** A channel whose band-passed pixels vary by less than
+   :data:`MIN_STRUCTURE` grey levels carries nothing to align; an image with no such
+   channel (empty background) cannot be verified. It is never matched (except as an
+   ``exact`` copy) and is reported instead (``low_information``).
+
+Groups are built without chaining (:func:`verified_groups`): a group holds only images
+that verified pairwise, around a representative (the member with the most verified
+partners). ``duplicate_of`` names the representative on the other members. Verified
+pairs are also listed as pairs (``duplicates.csv``), with their evidence.
+
+A group whose members carry different given labels is a label problem: every member
+gets a finding per class on which the group disagrees (``suggestion="review"``;
+``value`` = the share of the group carrying the class; ``score`` = the share of the
+other members that disagree with this image on it).
 """
 
-from __future__ import annotations
-
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,22 +66,30 @@ import pandas as pd
 from PIL import Image
 
 from labelaudit.detect.base import AuditInputs, DetectorResult, empty_findings, make_findings
+from labelaudit.detect.pixelmatch import (
+    CANDIDATE_RATIO,
+    MIN_CORRELATION,
+    MIN_STRUCTURE,
+    NULL_FRACTION,
+    PixelVerifier,
+    match_sets,
+    nearest,
+)
 
 __all__ = [
     "DuplicateResult",
+    "PixelVerifier",
     "embedding_pairs",
     "find_duplicates",
-    "group_pairs",
-    "hamming_pairs",
+    "pair_table",
     "perceptual_hashes",
     "phash",
     "pixel_keys",
+    "verified_groups",
 ]
 
 #: Bits of the perceptual hash of one channel (8 x 8 DCT coefficients).
 HASH_BITS = 64
-#: Default largest share of differing perceptual-hash bits of a near-duplicate pair.
-HASH_DISTANCE = 0.2
 #: cleanlab Datalab's near_duplicate threshold: a fraction of the median NN distance.
 EMBEDDING_FACTOR = 0.13
 
@@ -84,7 +120,7 @@ def phash(gray: np.ndarray, hash_size: int = 8, highfreq_factor: int = 4) -> np.
 
 
 def perceptual_hashes(images: np.ndarray) -> np.ndarray:
-    """Perceptual hashes of the mean of each field's channels.
+    """Perceptual hashes of each field's channels.
 
     Parameters
     ----------
@@ -136,52 +172,6 @@ def pixel_keys(images: np.ndarray, stats: pd.DataFrame | None = None) -> list[st
     return keys
 
 
-def max_bits(hashes: np.ndarray, fraction: float) -> int:
-    """The largest distance in bits that ``fraction`` of the hashes' bits allows."""
-    words = 1 if np.ndim(hashes) < 2 else np.shape(hashes)[1]
-    return int(np.floor(float(fraction) * HASH_BITS * words))
-
-
-def hamming_pairs(
-    a: np.ndarray, b: np.ndarray | None = None, max_distance: int = 51
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of hashes within ``max_distance`` bits.
-
-    Parameters
-    ----------
-    a, b
-        uint64 hashes, (N,) or (N, W) (W words per hash, e.g. one per channel);
-        with ``b=None`` pairs within ``a`` (``i < j``).
-    max_distance
-        Largest Hamming distance kept.
-
-    Returns
-    -------
-    i, j, distance
-        Index into ``a``, index into ``b`` (or ``a``), and the distance.
-    """
-    a = np.asarray(a, dtype=np.uint64)
-    a = a[:, None] if a.ndim == 1 else a
-    same = b is None
-    b = a if same else np.asarray(b, dtype=np.uint64)
-    b = b[:, None] if b.ndim == 1 else b
-    out_i, out_j, out_d = [], [], []
-    block = max(1, 2_000_000 // max(len(b) * a.shape[1], 1))  # bounded memory per block
-    for start in range(0, len(a), block):
-        x = a[start : start + block, None, :] ^ b[None, :, :]
-        d = np.bitwise_count(x).sum(axis=2, dtype=np.int64)
-        ii, jj = np.nonzero(d <= max_distance)
-        ii = ii + start
-        keep = ii < jj if same else np.ones(len(ii), dtype=bool)
-        out_i.append(ii[keep])
-        out_j.append(jj[keep])
-        out_d.append(d[ii[keep] - start, jj[keep]].astype(np.int64))
-    if not out_i:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, empty
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
-
-
 def embedding_pairs(
     embeddings: np.ndarray, factor: float = EMBEDDING_FACTOR, k: int = 10
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -202,49 +192,76 @@ def embedding_pairs(
     i, j, threshold
         Pairs ``i < j`` and the distance threshold used.
     """
-    from sklearn.neighbors import NearestNeighbors
-
-    x = np.asarray(embeddings, dtype=np.float64)
+    x = np.asarray(embeddings, dtype=np.float32)
     n = len(x)
     if n < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), 0.0
-    k = min(k, n - 1)
-    nn = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x)
-    dist, idx = nn.kneighbors(x)
-    dist, idx = dist[:, 1:], idx[:, 1:]  # drop self (exact copies may come first: fine)
-    threshold = float(factor * np.median(dist[:, 0]))
-    ii, kk = np.nonzero(dist < threshold)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dist, idx = nearest(x, k=min(k, n - 1))
+    cosine = dist**2 / 2.0  # unit vectors: |a - b|^2 = 2 (1 - cos)
+    threshold = float(factor * np.median(cosine[:, 0]))
+    ii, kk = np.nonzero((cosine < threshold) & (idx >= 0))
     jj = idx[ii, kk]
     lo, hi = np.minimum(ii, jj), np.maximum(ii, jj)
     pairs = np.unique(np.column_stack([lo, hi])[lo != hi], axis=0).reshape(-1, 2)
     return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), threshold
 
 
-def group_pairs(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Connected components of the pair graph: group id per image, -1 when alone.
+def verified_groups(
+    n: int, pairs: pd.DataFrame, agrees: Callable[[int, int], bool]
+) -> tuple[np.ndarray, list[int]]:
+    """Groups of images that verified pairwise, without chaining.
 
-    Groups are numbered 0, 1, ... in the dataset order of their first member.
+    The image with the most verified partners (then the first in dataset order)
+    founds a group; its partners join, strongest first, when they also verify
+    against every member already in (``agrees``, evaluated on demand). Repeated
+    until no ungrouped image has an ungrouped partner.
+
+    Parameters
+    ----------
+    n
+        Images.
+    pairs
+        Verified pairs: ``i``, ``j`` and ``correlation`` (higher = stronger).
+    agrees
+        Whether two rows verify as duplicates.
+
+    Returns
+    -------
+    group, representatives
+        (n,) group id (-1 alone) and each group's representative; groups are
+        numbered in the dataset order of their representatives.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if len(i) == 0:
-        return np.full(n, -1, dtype=np.int64)
-    graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    sizes = np.bincount(comp)
-    out = np.full(n, -1, dtype=np.int64)
-    next_id = 0
-    seen: dict[int, int] = {}
-    for r in range(n):
-        c = int(comp[r])
-        if sizes[c] < 2:
+    partners: dict[int, list[tuple[float, int]]] = {}
+    for a, b, r in zip(pairs["i"], pairs["j"], pairs["correlation"], strict=True):
+        strength = float(r) if np.isfinite(r) else 1.0
+        partners.setdefault(int(a), []).append((strength, int(b)))
+        partners.setdefault(int(b), []).append((strength, int(a)))
+    group = np.full(n, -1, dtype=np.int64)
+    order = sorted(partners, key=lambda u: (-len(partners[u]), u))
+    founders: list[int] = []
+    for u in order:
+        if group[u] >= 0:
             continue
-        if c not in seen:
-            seen[c] = next_id
-            next_id += 1
-        out[r] = seen[c]
-    return out
+        members = [u]
+        for _, v in sorted(partners[u], key=lambda p: (-p[0], p[1])):
+            if group[v] >= 0 or v in members:
+                continue
+            if all(agrees(v, w) for w in members[1:]):
+                members.append(v)
+        if len(members) < 2:
+            continue
+        gid = len(founders)
+        founders.append(u)
+        group[members] = gid
+    if not founders:
+        return group, []
+    rank = np.argsort(np.argsort(founders))  # renumber in the representatives' order
+    out = np.where(group >= 0, rank[np.maximum(group, 0)], -1)
+    return out.astype(np.int64), sorted(founders)
+
+
+# ----------------------------------------------------------------- result
 
 
 @dataclass
@@ -254,14 +271,22 @@ class DuplicateResult:
     Attributes
     ----------
     pairs
-        One row per pair: ``a``, ``b`` (ids), ``evidence`` (``exact``, ``phash``,
-        ``embedding``; ``;``-joined), ``phash_distance`` (bits; -1 unknown).
+        One row per verified pair: ``a``, ``b`` (ids), ``evidence`` (candidate
+        sources: ``exact``, ``neighbour``, ``embedding``; ``;``-joined),
+        ``phash_distance`` (bits of the per-channel perceptual hashes),
+        ``correlation``, ``channel_min``, ``shift_y``, ``shift_x`` (cached pixels),
+        ``scale``, ``null_correlation``, ``threshold``, ``same_group``.
     group
         (N,) group id, -1 for images without a duplicate.
     duplicate_of
-        (N,) the id of the group's first image, ``""`` for it and for loners.
+        (N,) the id of the group's representative, ``""`` for it and for loners.
     conflict
         (N,) the class tokens the image's group disagrees on (``;``-joined).
+    low_information
+        (N,) images that could not be verified: no channel with structure.
+    structure
+        (N,) the largest band-passed spread of a channel (grey levels) of the
+        ``low_information`` images, NaN for the others.
     result
         A :class:`DetectorResult` named ``duplicates`` (findings: the conflicts).
     summary
@@ -273,7 +298,35 @@ class DuplicateResult:
     duplicate_of: np.ndarray
     conflict: np.ndarray
     result: DetectorResult
+    low_information: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    structure: np.ndarray = field(default_factory=lambda: np.zeros(0))
     summary: dict[str, Any] = field(default_factory=dict)
+
+    def low_information_findings(self, ids: list[str]) -> pd.DataFrame:
+        """The images too empty to verify, as image-quality findings.
+
+        One row per image: detector ``quality``, class ``low_information:pixels``
+        (quality's issue type, measured on the cached pixels), ``value`` = the
+        largest band-passed spread of a channel in grey levels, ``score`` = how many
+        times short of :data:`MIN_STRUCTURE` it falls (at least 1), flagged.
+        """
+        from labelaudit.detect.base import FINDINGS_COLUMNS
+
+        rows = np.flatnonzero(self.low_information)
+        spread = self.structure[rows] if len(self.structure) else np.zeros(len(rows))
+        spread = np.nan_to_num(spread, nan=0.0)
+        return pd.DataFrame(
+            {
+                "id": [ids[r] for r in rows],
+                "class": "low_information:pixels",
+                "detector": "quality",
+                "score": np.minimum(MIN_STRUCTURE / np.maximum(spread, 0.02), 50.0).round(3),
+                "flagged": True,
+                "suggestion": "",
+                "value": spread.round(3),
+            },
+            columns=FINDINGS_COLUMNS,
+        )
 
     def columns(self, ids: list[str]) -> pd.DataFrame:
         """``duplicate_group``, ``duplicate_of``, ``duplicate_conflict`` indexed by id."""
@@ -292,73 +345,58 @@ class DuplicateResult:
 def find_duplicates(
     inputs: AuditInputs,
     *,
+    images: np.ndarray | None = None,
     keys: list[str] | None = None,
-    hashes: np.ndarray | None = None,
-    hash_distance: float = HASH_DISTANCE,
     embedding_factor: float = EMBEDDING_FACTOR,
+    candidate_ratio: float = CANDIDATE_RATIO,
+    min_correlation: float = MIN_CORRELATION,
+    null_fraction: float = NULL_FRACTION,
 ) -> DuplicateResult:
-    """Exact and near duplicate groups, and the label conflicts inside them.
+    """Verified duplicate groups, and the label conflicts inside them.
 
     Parameters
     ----------
     inputs
         The audit inputs (ids, given labels, embeddings when present).
+    images
+        (N, C, S, S) uint8 cached pixels in the order of ``inputs.ids``; without
+        them only ``exact`` copies (``keys``) are found.
     keys
         :func:`pixel_keys` per image (exact duplicates), or ``None``.
-    hashes
-        :func:`perceptual_hashes` per image, or ``None``.
-    hash_distance
-        Largest share of differing perceptual-hash bits of a near pair; embedding
-        neighbours need ``2 * hash_distance`` or less when hashes are given.
     embedding_factor
-        See :func:`embedding_pairs`; 0 turns the embedding evidence off.
+        See :func:`embedding_pairs`; 0 turns the embedding candidates off.
+    candidate_ratio, min_correlation, null_fraction
+        See the module's docstring.
 
     Returns
     -------
     DuplicateResult
     """
     n = inputs.n_images
-    evidence: dict[tuple[int, int], set[str]] = {}
-    dist: dict[tuple[int, int], int] = {}
-
-    def add(ii: np.ndarray, jj: np.ndarray, kind: str) -> None:
-        for a, b in zip(ii.tolist(), jj.tolist(), strict=True):
-            evidence.setdefault((min(a, b), max(a, b)), set()).add(kind)
-
-    if keys is not None:
-        first: dict[str, int] = {}
-        for r, key in enumerate(keys):
-            if key in first:
-                add(np.array([first[key]]), np.array([r]), "exact")
-            else:
-                first[key] = r
-    if hashes is not None:
-        limit = max_bits(hashes, hash_distance)
-        ii, jj, dd = hamming_pairs(hashes, max_distance=2 * limit)
-        for a, b, d in zip(ii.tolist(), jj.tolist(), dd.tolist(), strict=True):
-            dist[(a, b)] = d
-        close = dd <= limit
-        add(ii[close], jj[close], "phash")
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     threshold = None
-    if inputs.embeddings is not None and embedding_factor > 0:
+    if inputs.embeddings is not None and embedding_factor > 0 and images is not None:
         ii, jj, threshold = embedding_pairs(inputs.embeddings, embedding_factor)
-        if hashes is not None:  # confirm by a looser hash distance
-            ok = np.array([(a, b) in dist for a, b in zip(ii, jj, strict=True)], dtype=bool)
-            ii, jj = ii[ok], jj[ok]
-        add(ii, jj, "embedding")
-
-    pair_list = sorted(evidence)
-    pi = np.array([p[0] for p in pair_list], dtype=np.int64)
-    pj = np.array([p[1] for p in pair_list], dtype=np.int64)
-    group = group_pairs(n, pi, pj)
+        extra["embedding"] = (ii, jj)
+    matched = match_sets(
+        images,
+        keys=keys,
+        extra=extra,
+        candidate_ratio=candidate_ratio,
+        min_correlation=min_correlation,
+        null_fraction=null_fraction,
+    )
+    table = matched.pairs
+    good = table[table["verified"].astype(bool)].reset_index(drop=True)
+    group, reps = verified_groups(n, good, matched.agrees)
     ids = np.asarray(inputs.ids, dtype=object)
     duplicate_of = np.full(n, "", dtype=object)
     conflict = np.full(n, "", dtype=object)
     f_img, f_cls, f_score, f_value = [], [], [], []
     n_conflict_groups = 0
-    for g in range(int(group.max()) + 1 if n else 0):
+    for g, rep in enumerate(reps):
         members = np.flatnonzero(group == g)
-        duplicate_of[members[1:]] = ids[members[0]]
+        duplicate_of[members[members != rep]] = ids[rep]
         labels = inputs.labels[members]
         share = labels.mean(axis=0)
         disagree = np.flatnonzero((share > 0) & (share < 1))
@@ -374,32 +412,77 @@ def find_duplicates(
                 f_cls.append(k)
                 f_score.append(float(np.mean(others != lab[k])))
                 f_value.append(float(share[k]))
-    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value)
-    pairs = pd.DataFrame(
-        {
-            "a": ids[pi] if len(pi) else np.zeros(0, dtype=object),
-            "b": ids[pj] if len(pj) else np.zeros(0, dtype=object),
-            "evidence": [";".join(sorted(evidence[p])) for p in pair_list],
-            "phash_distance": [dist.get(p, -1) for p in pair_list],
-        }
-    )
+    low = np.zeros(n, dtype=bool)
+    low[matched.low_information[0]] = True
+    structure = np.full(n, np.nan)
+    if matched.verifier is not None:
+        for r in np.flatnonzero(low):
+            structure[r] = float(matched.verifier.structure(int(r)).max())
+    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value, low)
+    pairs = pair_table(good, ids, ids, images, images, group)
+    n_groups = len(reps)
     summary = {
-        "n_pairs": len(pair_list),
-        "n_groups": int(group.max()) + 1 if n else 0,
+        "n_candidates": len(table),
+        "n_pairs": len(good),
+        "n_groups": n_groups,
         "n_images_in_groups": int((group >= 0).sum()),
+        "largest_group": int(np.bincount(group[group >= 0]).max()) if n_groups else 0,
         "n_conflict_groups": n_conflict_groups,
-        "evidence": {k: int(sum(k in e for e in evidence.values())) for k in _KINDS},
-        "hash_distance": float(hash_distance),
+        "n_low_information": int(low.sum()),
+        "evidence": {k: int(table["evidence"].str.contains(k).sum()) for k in _KINDS if len(table)},
         "embedding_factor": float(embedding_factor),
         "embedding_threshold": threshold,
-        "used": [k for k, v in (("exact", keys), ("phash", hashes)) if v is not None]
+        "candidate_ratio": float(candidate_ratio),
+        "min_correlation": float(min_correlation),
+        "null_fraction": float(null_fraction),
+        "verify_side": int(matched.verifier.side) if matched.verifier is not None else None,
+        "n_compared": int(matched.verifier.n_compared) if matched.verifier is not None else 0,
+        "seconds": {k: round(v, 3) for k, v in matched.seconds.items()},
+        "used": [k for k, v in (("exact", keys), ("pixels", images)) if v is not None]
         + (["embedding"] if threshold is not None else []),
     }
     result.summary = summary
-    return DuplicateResult(pairs, group, duplicate_of, conflict, result, summary)
+    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, structure, summary)
 
 
-_KINDS = ("exact", "phash", "embedding")
+_KINDS = ("exact", "neighbour", "embedding")
+
+
+def pair_table(
+    good: pd.DataFrame,
+    ids_a: np.ndarray,
+    ids_b: np.ndarray,
+    images_a: np.ndarray | None,
+    images_b: np.ndarray | None,
+    group: np.ndarray | None,
+    names: tuple[str, str] = ("a", "b"),
+) -> pd.DataFrame:
+    """Verified pairs with ids, the perceptual-hash distance and the pixel evidence."""
+    ii = good["i"].to_numpy(dtype=np.int64)
+    jj = good["j"].to_numpy(dtype=np.int64)
+    dist = np.full(len(good), -1, dtype=np.int64)
+    if images_a is not None and images_b is not None and len(good):
+        ha = {r: perceptual_hashes(np.asarray(images_a[r : r + 1]))[0] for r in set(ii.tolist())}
+        hb = {r: perceptual_hashes(np.asarray(images_b[r : r + 1]))[0] for r in set(jj.tolist())}
+        dist = np.array(
+            [int(np.bitwise_count(ha[a] ^ hb[b]).sum()) for a, b in zip(ii, jj, strict=True)],
+            dtype=np.int64,
+        )
+    out = pd.DataFrame(
+        {
+            names[0]: ids_a[ii] if len(ii) else np.zeros(0, dtype=object),
+            names[1]: ids_b[jj] if len(jj) else np.zeros(0, dtype=object),
+            "evidence": good["evidence"].astype(str).to_numpy(),
+            "phash_distance": dist,
+        }
+    )
+    for col in ("correlation", "channel_min", "shift_y", "shift_x", "scale"):
+        out[col] = good[col].to_numpy(dtype=np.float64).round(4)
+    for col in ("null_correlation", "threshold"):
+        out[col] = good[col].to_numpy(dtype=np.float64).round(4)
+    if group is not None:
+        out["same_group"] = (group[ii] >= 0) & (group[ii] == group[jj]) if len(ii) else []
+    return out
 
 
 def _detector_result(
@@ -409,6 +492,7 @@ def _detector_result(
     f_cls: list[int],
     f_score: list[float],
     f_value: list[float],
+    low: np.ndarray,
 ) -> DetectorResult:
     """Conflict findings as a detector result: score 1 per conflicting class share."""
     n = inputs.n_images
@@ -436,5 +520,5 @@ def _detector_result(
         findings,
         score,
         flagged,
-        columns={"duplicate_score": score},
+        columns={"duplicate_score": score, "duplicate_low_information": low},
     )

@@ -32,7 +32,7 @@ from labelaudit.report.artifacts import RunArtifacts
 from labelaudit.report.images import collect_field_images
 from labelaudit.report.pagejson import Figures
 from labelaudit.report.table import TableRow
-from labelaudit.rundir import LABEL_WEIGHTS_CSV
+from labelaudit.rundir import LABEL_WEIGHTS_CSV, LEAKS_CSV, RunDir
 from labelaudit.stats import NOISE_NOTE, Interval, format_change
 
 #: Environment variable that turns a failing section into a message on the page.
@@ -899,4 +899,53 @@ def duplicates_section(state: ReportState) -> dict[str, Any]:
         "groups": out_groups,
         "n_hidden": len(groups) - len(shown),
         "images_note": note,
+    }
+
+
+# --------------------------------------------------------------------- leakage
+
+#: Leaked pairs listed in the report (strongest first); all are in leaks.csv.
+MAX_LEAK_ROWS = 100
+
+
+@register("leakage", "Leakage", rows=[], facts=[])
+def leakage_section(state: ReportState) -> dict[str, Any]:
+    """Images of this dataset that also appear in the datasets of ``scan --against``."""
+    art = state.art
+    summary = art.section("leaks")
+    if not summary:
+        return {
+            "available": False,
+            "why": "Not checked: scan with --against OTHER (e.g. the test set) to list the "
+            "images this dataset shares with it.",
+        }
+    run = RunDir(art.run_dir)
+    table = run.read_table(LEAKS_CSV) if run.file(LEAKS_CSV).is_file() else pd.DataFrame()
+    facts = [
+        (str(d.get("dataset", "")), f"{_count(d.get('n_leaked', 0))} images shared "
+         f"({_count(d.get('n_pairs', 0))} pairs) with its {_count(d.get('n_images', 0))} images")
+        for d in _list(summary.get("datasets"))
+        if isinstance(d, dict)
+    ]  # fmt: skip
+    rows = []
+    if len(table):
+        order = pd.to_numeric(table["correlation"], errors="coerce").fillna(1.0)
+        table = table.assign(strength=order).sort_values("strength", ascending=False, kind="stable")
+        for r in table.head(MAX_LEAK_ROWS).itertuples(index=False):
+            rows.append(
+                {
+                    "id": str(r.id),
+                    "dataset": str(r.dataset),
+                    "other_id": str(r.other_id),
+                    "evidence": str(r.evidence),
+                    "correlation": f"{float(r.strength):.3f}",
+                    "scale": str(getattr(r, "scale", "")),
+                    "shift": f"{getattr(r, 'shift_y', '')}, {getattr(r, 'shift_x', '')}",
+                }
+            )
+    return {
+        "available": True,
+        "facts": facts,
+        "rows": rows,
+        "n_hidden": max(0, len(table) - len(rows)),
     }
