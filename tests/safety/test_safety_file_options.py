@@ -36,6 +36,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("scan", "masks"): "dir",
     ("scan", "probs"): "file",
     ("scan", "embeddings"): "file",
+    ("scan", "against"): "dir",
     ("demo", "out"): "dir",
     ("segment", "dataset"): "dir",
     ("segment", "out"): "dir",
@@ -67,9 +68,13 @@ def _is_path(param) -> bool:
     """Whether a parameter takes a path (typer's type descriptor, or click's type)."""
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is not None:
-        annotation = descriptor.annotation
-        return annotation is Path or Path in typing.get_args(annotation)
+        return _mentions_path(descriptor.annotation)
     return type(getattr(param, "type", None)).__name__ == "Path"
+
+
+def _mentions_path(annotation) -> bool:
+    """``Path``, ``Path | None``, ``list[Path]``, ``list[Path] | None``, ..."""
+    return annotation is Path or any(_mentions_path(a) for a in typing.get_args(annotation))
 
 
 def _path_params() -> list[tuple[str, str, object]]:
