@@ -58,7 +58,7 @@ class ScanResult(AuditResult):
 def cache_with_progress(
     dataset: Dataset,
     size: int,
-    cache_dir: Path | None,
+    cache_dir: str | Path | None,
     console: Console | None,
     skip_broken: bool = False,
 ) -> ImageCache:
@@ -607,7 +607,7 @@ def _read_probs_csv(
     extra = [c for c, name in columns.items() if name is None]
     if extra:
         raise _bad(path, f"columns that are not classes of the dataset: {_listed(extra)}", 1)
-    found = list(columns.values())
+    found = [name for name in columns.values() if name is not None]  # extra: refused above
     repeated = sorted({c for c in found if found.count(c) > 1})
     if repeated:
         raise _bad(path, f"class columns given twice: {_listed(repeated)}", 1)

@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -173,6 +174,7 @@ def laplacian_variance(arr: np.ndarray) -> float:
         return 0.0
     if arr.dtype in _FAST_DTYPES and arr.ndim == 2:
         return _field_pass(_contiguous(arr), moments=False).focus()
+    work: np.ndarray[Any, np.dtype[Any]]
     if np.issubdtype(arr.dtype, np.integer):
         work = arr.astype(np.int32 if arr.dtype.itemsize >= 2 else np.int16)
     else:
@@ -305,7 +307,8 @@ def _field_pass(
             fp.above += cv2.countNonZero(t)
         if lo is not None and win_buf is not None:
             t = win_buf[: end - y]
-            cv2.subtract(own, lo, dst=t)  # saturating: 0 for pixels <= lo
+            # saturating: 0 for pixels <= lo (OpenCV takes a scalar; its stubs say arrays)
+            cv2.subtract(own, lo, dst=t)  # type: ignore[call-overload]
             cv2.min(t, _WINDOW, dst=t)
             fp.window[0] += cv2.countNonZero(t)
             fp.window[1] += round(cv2.sumElems(t)[0])
@@ -452,9 +455,11 @@ def channel_stats(arr: np.ndarray, coarse: np.ndarray | None = None) -> dict[str
         fp = _field_pass(work, _window_start(0.99, guide, top), saturation_level=level, band=band)
         mean, std = fp.mean_std()
         high = fp.high
-        p99 = _percentile_in_window(fp, 0.99)
-        if p99 is None:  # the row sample missed by more than a level: search
-            p99 = _percentile_uint(work, 0.99, fp.high, guide)
+        in_window = _percentile_in_window(fp, 0.99)
+        # None: the row sample missed by more than a level: search
+        p99: float = (
+            in_window if in_window is not None else _percentile_uint(work, 0.99, fp.high, guide)
+        )
         if high < top:  # most fields
             saturated = 0.0
         elif level is not None:
@@ -614,11 +619,7 @@ def _read(path: Path, max_pixels: int | str | None) -> np.ndarray:
         problem = quick(path)  # raises DatasetError, or returns what is wrong
         if isinstance(problem, str) and problem:
             raise DatasetError(problem, path=path)
-    arr = (
-        read_array(path)
-        if max_pixels == READER_DEFAULT
-        else read_array(path, max_pixels=max_pixels)
-    )
+    arr = read_array(path) if isinstance(max_pixels, str) else read_array(path, max_pixels)
     if arr.dtype.kind == "f":  # floats are intensities in [0, 1] (readers.to_unit_float)
         arr = np.clip(arr, 0.0, 1.0)
     return arr
@@ -649,7 +650,8 @@ def decode_field(
     for c, plane in enumerate(planes):
         coarse = coarse_channel(plane)
         stats.append(channel_stats(plane, coarse))
-        out[c] = resize_to_uint8(coarse if _divides(coarse, size) else plane, size)
+        small = coarse if coarse is not None and _divides(coarse, size) else plane
+        out[c] = resize_to_uint8(small, size)
     info = {
         "height": int(planes[0].shape[0]),
         "width": int(planes[0].shape[1]),
