@@ -55,11 +55,25 @@ def test_artifacts_are_written(compared, synth):
         "flagged",
         "suggestion",
     ]
-    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity", "quality"}
+    assert set(findings["detector"]) == {
+        "confident",
+        "knn",
+        "evidence",
+        "isolation",
+        "intensity",
+        "quality",
+    }
     assert set(findings["suggestion"]) <= {"remove", "add", "review", ""}
     run = read_json(run_dir / "run.json")
     detect = run["detect"]
-    assert set(detect["detectors"]) == {"confident", "knn", "isolation", "intensity", "quality"}
+    assert set(detect["detectors"]) == {
+        "confident",
+        "knn",
+        "evidence",
+        "isolation",
+        "intensity",
+        "quality",
+    }
     assert 0 <= detect["detectors"]["confident"]["summary"]["health"]["overall_health_score"] <= 1
     assert detect["detectors"]["isolation"]["params"]["n_estimators"] == 30
     assert detect["warnings"] == []
@@ -105,14 +119,15 @@ def test_combination_counts_add_up(compared, synth):
     agree = result.agreement
     combos = agree["combinations"]
     assert sum(combos.values()) == synth.inputs.n_images
-    assert len(combos) == 2**5  # five default detectors (knn and quality added, issue 14)
+    assert len(combos) == 2**6  # six default detectors (knn, quality: issue 14; evidence: 27)
     assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
         combos
     )
     # Exclusive combinations agree with the per-image flags.
     issues = result.issues
     assert combos["none"] == (issues["n_flags"] == 0).sum()
-    assert combos["confident+knn+isolation+intensity+quality"] == (issues["n_flags"] == 5).sum()
+    every = "confident+knn+evidence+isolation+intensity+quality"
+    assert combos[every] == (issues["n_flags"] == 6).sum()
     for m, n in agree["flag_counts"].items():
         assert n == sum(v for k, v in combos.items() if m in k.split("+"))
 
@@ -206,7 +221,7 @@ def test_none_flagged_and_all_flagged(tmp_path, flag_all):
 def test_missing_inputs_are_skipped_with_a_warning(tmp_path):
     inputs = constant_inputs()
     result = detect_and_compare(inputs, tmp_path, detectors=None)  # None = the defaults
-    assert set(result.skipped) == {"confident", "knn", "isolation"}
+    assert set(result.skipped) == {"confident", "knn", "evidence", "isolation"}
     run = read_json(tmp_path / "run.json")
     assert any("confident" in w and "probs" in w for w in run["detect"]["warnings"])
     assert "filter_by" in run["detect"]["skipped"]["confident"]["params"]
@@ -318,6 +333,22 @@ def test_a_weak_secondary_detector_does_not_blur_the_reference_order():
     # The old consensus (mean rank percentile) loses to confident alone here.
     consensus = (rank_percentile(confident) + rank_percentile(knn)) / 2
     assert roc_auc_score(truth, consensus) < roc_auc_score(truth, confident)
+
+
+def test_the_label_evidence_replaces_confident_learning_in_the_label_bulk():
+    from labelaudit.compare import family_scores
+
+    rng = np.random.default_rng(2)
+    n = 100
+    confident = rng.uniform(0, 1, n)
+    evidence = rng.uniform(0, 1, n)
+    fam = family_scores(
+        {"confident": _result("confident", confident), "evidence": _result("evidence", evidence)}
+    )
+    np.testing.assert_allclose(fam.label, rank_percentile(evidence))
+    # without it, confident learning is the label family's bulk again
+    fam = family_scores({"confident": _result("confident", confident)})
+    np.testing.assert_allclose(fam.label, rank_percentile(confident))
 
 
 def test_null_width_follows_the_upper_tail_of_the_bulk(monkeypatch):

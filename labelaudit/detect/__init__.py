@@ -22,6 +22,7 @@ from labelaudit.detect.base import (
     register,
 )
 from labelaudit.detect.confident import ConfidentLearning
+from labelaudit.detect.evidence import LabelEvidence
 from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
@@ -38,6 +39,7 @@ __all__ = [
     "ImageQuality",
     "IsolationOutliers",
     "KnnLabelAgreement",
+    "LabelEvidence",
     "available_detectors",
     "get_detector",
     "make_findings",
