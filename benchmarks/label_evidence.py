@@ -118,7 +118,7 @@ def score_run(
     inputs = RunDir(run).audit_inputs()
     groups, clean = truth_groups(inputs.ids, dataset / "truth.csv")
     start = time.perf_counter()
-    detectors = [m for m in DEFAULT_DETECTORS if not (before and m == "evidence")]
+    detectors = [m for m in DEFAULT_DETECTORS if not (before and m == "combined")]
     results, _, _ = run_detectors(inputs, detectors)
     issues = build_issues(inputs, results).set_index("id").loc[inputs.ids]
     seconds = time.perf_counter() - start
@@ -150,7 +150,7 @@ def score_run(
         "auroc": table,
         "counts": counts,
         "suggestions": suggestions,
-        "evidence": results["evidence"].summary if "evidence" in results else None,
+        "evidence": results["combined"].summary if "combined" in results else None,
         "seconds": {"labelaudit": round(seconds, 1), "datalab": datalab_seconds},
     }
 

@@ -56,7 +56,7 @@ from labelaudit.suggest import (
     suggest_labels,
 )
 
-DEFAULT_DETECTORS = ("confident", "knn", "evidence", "isolation", "intensity", "quality")
+DEFAULT_DETECTORS = ("confident", "knn", "combined", "isolation", "intensity", "quality")
 
 #: The issues.csv columns every run has, in order (per-detector columns stay empty
 #: when the detector did not run).
@@ -68,7 +68,7 @@ ISSUES_COLUMNS = [
     "outlier_score",
     "intensity_z",
     "knn_disagreement",
-    "label_evidence",
+    "combined_score",
     "quality_score",
     "quality_issues",
     "flagged_by",
@@ -339,7 +339,7 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
 
     def bulk(members: list[str]) -> np.ndarray:
         # A detector that contains another's evidence replaces it in the bulk order
-        # (``supersedes``: the label evidence contains confident learning's).
+        # (``supersedes``: the combined label evidence contains confident learning's).
         gone = {o for m in members for o in getattr(REGISTRY.get(m), "supersedes", ())}
         members = [m for m in members if m not in gone]
         if not members:
@@ -441,7 +441,7 @@ def build_issues(
         "outlier_score": np.full(n, np.nan),
         "intensity_z": np.full(n, np.nan),
         "knn_disagreement": np.full(n, np.nan),
-        "label_evidence": np.full(n, np.nan),
+        "combined_score": np.full(n, np.nan),
         "quality_score": np.full(n, np.nan),
         "quality_issues": [""] * n,
     }
@@ -501,16 +501,16 @@ def _suggestions(
         if frames
         else pd.DataFrame({"row": [], "class": [], "add": []})
     )
-    if "evidence" in results:
+    if "combined" in results:
         # The label evidence's posteriors (every given pair and every absent pair it
         # finds likely) for each candidate; its own flagged pairs are candidates too.
         posterior = neighbour_shares(
-            results["evidence"].findings.assign(detector="evidence"),
+            results["combined"].findings.assign(detector="combined"),
             inputs.ids,
             list(inputs.class_names),
-            detector="evidence",
+            detector="combined",
         )
-        own = _flagged_changes(results["evidence"].findings, id_index, class_index)
+        own = _flagged_changes(results["combined"].findings, id_index, class_index)
         candidates = pd.concat([candidates, own], ignore_index=True)
         rows, cols = candidates["row"].to_numpy(int), candidates["class"].to_numpy(int)
         candidates["posterior"] = posterior[rows, cols]

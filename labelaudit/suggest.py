@@ -13,7 +13,7 @@ are wrong (docs/cleaning.md, "Suggestions"), so a flagged label becomes a
 * an *add* has probability >= ``add_min_p`` **and** at least ``add_min_neighbours``
   of the image's nearest neighbours in the embedding space carry the class (the
   ``knn`` detector's share): two different models agree; **or** the label evidence
-  (``detect/evidence.py``: probabilities, neighbours and image content combined by a
+  (``detect/combined.py``: probabilities, neighbours and image content combined by a
   rule fitted on planted noise) gives the missing label a posterior >=
   ``add_min_posterior``;
 * a *remove* is trusted only in a swap, an image that also has a trusted add (the
@@ -80,7 +80,7 @@ class SuggestRules:
         Out-of-fold average precision (against the given labels) a class needs.
     add_min_posterior
         The label evidence's posterior that the absent label is missing
-        (``detect/evidence.py``) at which an add is trusted without the probability
+        (``detect/combined.py``) at which an add is trusted without the probability
         and neighbour rule (``None``: never). Chosen on synth seeds 7, 11, 13 and the
         real-pixel set, where adds at 0.6 were right 91-100 % of the time
         (docs/benchmarks.md, "label evidence").

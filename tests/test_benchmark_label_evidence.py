@@ -50,7 +50,7 @@ def test_the_table_marks_the_best_single_detector(label_evidence):
         "name": "toy",
         "auroc": {
             "confident": dict.fromkeys(groups, 0.9),
-            "evidence": {**dict.fromkeys(groups, 0.8), "missing": 0.95},
+            "combined": {**dict.fromkeys(groups, 0.8), "missing": 0.95},
             "datalab label": dict.fromkeys(groups, 0.9),
         },
         "counts": {**dict.fromkeys(groups, 3), "clean": 10},
@@ -62,7 +62,7 @@ def test_the_table_marks_the_best_single_detector(label_evidence):
         },
     }
     text = label_evidence.format_run(scored, markdown=True)
-    assert "| evidence | 0.800 | **0.950** |" in text
+    assert "| combined | 0.800 | **0.950** |" in text
     assert "| datalab label | 0.900 | 0.900 |" in text  # a peer tool is never marked
     assert "label errors 10 -> 7 (30% removed)" in text
 

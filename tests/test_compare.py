@@ -58,7 +58,7 @@ def test_artifacts_are_written(compared, synth):
     assert set(findings["detector"]) == {
         "confident",
         "knn",
-        "evidence",
+        "combined",
         "isolation",
         "intensity",
         "quality",
@@ -69,7 +69,7 @@ def test_artifacts_are_written(compared, synth):
     assert set(detect["detectors"]) == {
         "confident",
         "knn",
-        "evidence",
+        "combined",
         "isolation",
         "intensity",
         "quality",
@@ -119,14 +119,14 @@ def test_combination_counts_add_up(compared, synth):
     agree = result.agreement
     combos = agree["combinations"]
     assert sum(combos.values()) == synth.inputs.n_images
-    assert len(combos) == 2**6  # six default detectors (knn, quality: issue 14; evidence: 27)
+    assert len(combos) == 2**6  # six default detectors (knn, quality: issue 14; combined: 27)
     assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
         combos
     )
     # Exclusive combinations agree with the per-image flags.
     issues = result.issues
     assert combos["none"] == (issues["n_flags"] == 0).sum()
-    every = "confident+knn+evidence+isolation+intensity+quality"
+    every = "confident+knn+combined+isolation+intensity+quality"
     assert combos[every] == (issues["n_flags"] == 6).sum()
     for m, n in agree["flag_counts"].items():
         assert n == sum(v for k, v in combos.items() if m in k.split("+"))
@@ -221,7 +221,7 @@ def test_none_flagged_and_all_flagged(tmp_path, flag_all):
 def test_missing_inputs_are_skipped_with_a_warning(tmp_path):
     inputs = constant_inputs()
     result = detect_and_compare(inputs, tmp_path, detectors=None)  # None = the defaults
-    assert set(result.skipped) == {"confident", "knn", "evidence", "isolation"}
+    assert set(result.skipped) == {"confident", "knn", "combined", "isolation"}
     run = read_json(tmp_path / "run.json")
     assert any("confident" in w and "probs" in w for w in run["detect"]["warnings"])
     assert "filter_by" in run["detect"]["skipped"]["confident"]["params"]
@@ -343,7 +343,7 @@ def test_the_label_evidence_replaces_confident_learning_in_the_label_bulk():
     confident = rng.uniform(0, 1, n)
     evidence = rng.uniform(0, 1, n)
     fam = family_scores(
-        {"confident": _result("confident", confident), "evidence": _result("evidence", evidence)}
+        {"confident": _result("confident", confident), "combined": _result("combined", evidence)}
     )
     np.testing.assert_allclose(fam.label, rank_percentile(evidence))
     # without it, confident learning is the label family's bulk again

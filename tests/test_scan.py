@@ -40,7 +40,7 @@ def test_scan_writes_the_run_directory_contract(scanned):
     assert set(findings["detector"]) == {
         "confident",
         "knn",
-        "evidence",
+        "combined",
         "isolation",
         "intensity",
         "quality",

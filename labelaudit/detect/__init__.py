@@ -4,8 +4,9 @@ Importing this package registers ``confident`` (cleanlab confident learning),
 ``isolation`` (isolation forests on embeddings) and ``intensity`` (per-class
 3-sigma rule on the protein channel's intensity) and ``knn`` (label agreement of
 an image's neighbours in the embedding space) and ``quality`` (dark, light, saturated,
-blurry, low-information, artifact and odd-size images per stain channel). Add a
-detector by subclassing :class:`Detector` and decorating it with :func:`register`.
+blurry, low-information, artifact and odd-size images per stain channel) and
+``combined`` (the label evidence of the others combined by a rule fitted on planted
+noise). Add a detector by subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
+from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.confident import ConfidentLearning
-from labelaudit.detect.evidence import LabelEvidence
 from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
@@ -32,6 +33,7 @@ __all__ = [
     "FINDINGS_COLUMNS",
     "REGISTRY",
     "AuditInputs",
+    "CombinedEvidence",
     "ConfidentLearning",
     "Detector",
     "DetectorResult",
@@ -39,7 +41,6 @@ __all__ = [
     "ImageQuality",
     "IsolationOutliers",
     "KnnLabelAgreement",
-    "LabelEvidence",
     "available_detectors",
     "get_detector",
     "make_findings",

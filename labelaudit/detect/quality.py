@@ -165,7 +165,7 @@ def label_model_fit(
         N z-scores (0 where ``x`` is NaN, everywhere when the residuals do not vary)
         and K class effects in the same sigmas (0 for a class without an effect of
         its own): adding class k to image i moves its z by ``-effects[k]``, removing
-        it by ``+effects[k]`` (what the label evidence reads, ``detect/evidence.py``).
+        it by ``+effects[k]`` (what the label evidence reads, ``detect/combined.py``).
     """
     x = np.asarray(x, dtype=float)
     ok = np.isfinite(x)

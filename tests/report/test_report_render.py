@@ -101,7 +101,7 @@ def test_bench_has_a_row_per_detector_and_a_column_per_kind_of_label_noise(page:
     # the fixture's truth has extra and missing labels, and two image faults
     assert {"label", "missing", "extra", "image"} <= set(header)
     rows = re.findall(r"<tr><td>([^<]+)</td>", table)
-    assert {"confident", "evidence", "label order", "default order"} <= set(rows)
+    assert {"confident", "combined", "label order", "default order"} <= set(rows)
 
 
 def test_limits_on_embedded_images(report_run: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from labelaudit.detect import AuditInputs, get_detector
-from labelaudit.detect.evidence import (
+from labelaudit.detect.combined import (
     EvidenceContext,
     confident_learning_rates,
     entry_features,
@@ -110,13 +110,13 @@ def synthetic_inputs(seed: int = 0) -> tuple[AuditInputs, np.ndarray]:
 def test_evidence_ranks_wrong_labels_and_suggests_the_right_changes():
     inputs, true = synthetic_inputs()
     wrong_image = (true != inputs.labels).any(axis=1)
-    result = get_detector("evidence").run(inputs)
+    result = get_detector("combined").run(inputs)
     score = result.image_score
     assert ((score >= 0) & (score <= 1)).all()
     assert roc_auc_score(wrong_image, score) > 0.85
-    np.testing.assert_array_equal(result.columns["label_evidence"], score)
+    np.testing.assert_array_equal(result.columns["combined_score"], score)
     f = result.findings
-    assert set(f["detector"]) == {"evidence"}
+    assert set(f["detector"]) == {"combined"}
     flagged = f[f["flagged"]]
     assert len(flagged) > 0
     rows = pd.Index(inputs.ids).get_indexer(flagged["id"])
@@ -131,12 +131,12 @@ def test_evidence_ranks_wrong_labels_and_suggests_the_right_changes():
 
 def test_evidence_is_deterministic_and_runs_without_embeddings_or_statistics():
     inputs, _ = synthetic_inputs(1)
-    a = get_detector("evidence").run(inputs).image_score
-    b = get_detector("evidence").run(inputs).image_score
+    a = get_detector("combined").run(inputs).image_score
+    b = get_detector("combined").run(inputs).image_score
     np.testing.assert_array_equal(a, b)
     inputs.embeddings = None
     inputs.stats = None
-    result = get_detector("evidence").run(inputs)
+    result = get_detector("combined").run(inputs)
     assert "flip_gain" not in result.summary["features"]
     assert "logit_neighbours" not in result.summary["features"]
     assert np.isfinite(result.image_score).all()
@@ -146,7 +146,7 @@ def test_each_fold_is_scored_by_a_model_fitted_on_the_other_folds_only():
     """Cross-fitting: per direction and fold one fit, on about (folds - 1) / folds of the
     planted entries, scoring the fold's real entries of that direction."""
     inputs, _ = synthetic_inputs(2)
-    det = get_detector("evidence", repeats=1, copies=2)
+    det = get_detector("combined", repeats=1, copies=2)
     calls = []
     original = det._fit_predict
 
@@ -183,5 +183,5 @@ def test_noise_rate_as_confident_learning_counts_it():
     [{"copies": 0}, {"plant_rate": 0.0}, {"plant_rate": 0.9}, {"folds": 1}, {"flag_at": 1.0}],
 )
 def test_bad_parameters_are_refused(params):
-    with pytest.raises(SettingsError, match="evidence"):
-        get_detector("evidence", **params)
+    with pytest.raises(SettingsError, match="combined"):
+        get_detector("combined", **params)

@@ -42,7 +42,7 @@ Scores
 * per (image, class) ``score`` = ``value`` = the posterior that the given label
   (present or absent) is wrong; rows: every given pair and every absent pair with a
   posterior of at least 0.01;
-* per image ``label_evidence`` = the posterior that any of its labels is wrong,
+* per image ``combined_score`` = the posterior that any of its labels is wrong,
   ``1 - prod_k (1 - q_k)``: the label family's reference ranking (``label_score``'s
   bulk, replacing confident learning's);
 * flagged pairs: posterior >= ``flag_at`` (``"remove"`` for a given label, ``"add"``
@@ -260,8 +260,8 @@ def confident_learning_rates(labels: np.ndarray, probs: np.ndarray) -> dict[bool
     return out
 
 
-@register("evidence")
-class LabelEvidence(Detector):
+@register("combined")
+class CombinedEvidence(Detector):
     """Whether each label is wrong, from all the run's evidence, combined per dataset.
 
     Parameters
@@ -317,19 +317,19 @@ class LabelEvidence(Detector):
 
     def _validate_params(self) -> None:
         if int(self.copies) < 1:
-            raise SettingsError(f"evidence: copies must be >= 1, got {self.copies}")
+            raise SettingsError(f"combined: copies must be >= 1, got {self.copies}")
         if not 0 < float(self.plant_rate) <= 0.5:
-            raise SettingsError(f"evidence: plant_rate must be in (0, 0.5], got {self.plant_rate}")
+            raise SettingsError(f"combined: plant_rate must be in (0, 0.5], got {self.plant_rate}")
         if int(self.repeats) < 1:
-            raise SettingsError(f"evidence: repeats must be >= 1, got {self.repeats}")
+            raise SettingsError(f"combined: repeats must be >= 1, got {self.repeats}")
         if int(self.folds) < 2:
-            raise SettingsError(f"evidence: folds must be >= 2, got {self.folds}")
+            raise SettingsError(f"combined: folds must be >= 2, got {self.folds}")
         if int(self.k) < 1:
-            raise SettingsError(f"evidence: k must be >= 1, got {self.k}")
+            raise SettingsError(f"combined: k must be >= 1, got {self.k}")
         if not 0 < float(self.flag_at) < 1:
-            raise SettingsError(f"evidence: flag_at must be in (0, 1), got {self.flag_at}")
+            raise SettingsError(f"combined: flag_at must be in (0, 1), got {self.flag_at}")
         if not float(self.regularisation) > 0:
-            raise SettingsError(f"evidence: regularisation must be > 0, got {self.regularisation}")
+            raise SettingsError(f"combined: regularisation must be > 0, got {self.regularisation}")
 
     def context(self, inputs: AuditInputs) -> EvidenceContext:
         """The evidence that does not depend on the labels (neighbours, measures)."""
@@ -523,6 +523,6 @@ class LabelEvidence(Detector):
             findings=findings,
             image_score=image_score,
             image_flagged=np.zeros(n, dtype=bool) | (post >= float(self.flag_at)).any(axis=1),
-            columns={"label_evidence": image_score},
+            columns={"combined_score": image_score},
             summary={**info, "n_flagged_pairs": int(flagged.sum())},
         )
