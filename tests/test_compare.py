@@ -438,3 +438,47 @@ def test_each_kind_of_evidence_is_judged_against_its_own_null():
     assert (fam.problem[60] > fam.problem).mean() > 0.95
     quality.evidence_scores = {}  # one score: the blur fault drowns in the saturation tail
     assert family_scores(results).problem[60] < 1
+
+
+def test_an_add_the_combined_evidence_flags_reaches_the_issues_table():
+    """The combined detector's flagged adds are candidates with their posterior, even
+    where confident learning flagged nothing: the missing label is suggested back."""
+    from labelaudit.compare import build_issues
+    from labelaudit.detect.base import make_findings
+
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = np.zeros((n, 3), dtype=bool)
+    labels[:, 0] = True
+    labels[::2, 1] = True
+    probs = np.where(labels, 0.8, 0.1) + rng.uniform(-0.05, 0.05, labels.shape)
+    probs[5, 1] = 0.7  # image 5 lacks class 1; the model half believes it
+    inputs = AuditInputs(
+        ids=[f"i{k}" for k in range(n)],
+        class_names=["a", "b", "c"],
+        class_tokens=["0", "1", "2"],
+        label_sep="|",
+        labels=labels,
+        probs=probs,
+    )
+    rows, cols = np.nonzero(labels | (np.arange(n)[:, None] == 5) & (np.arange(3) == 1))
+    post = np.where((rows == 5) & (cols == 1), 0.8, 0.02)
+    flagged = post >= 0.5
+    findings = make_findings(
+        inputs,
+        "combined",
+        rows,
+        cols,
+        post,
+        flagged,
+        np.where(flagged, "add", "").astype(object),
+        post,
+    )
+    score = np.zeros(n)
+    score[5] = 0.8
+    result = DetectorResult("combined", findings, score, score > 0.5)
+    issues = build_issues(inputs, {"combined": result}).set_index("id")
+    assert issues.loc["i5", "suggested_labels"] == "0|1"
+    assert issues.loc["i5", "label_changes"].startswith("+1")
+    assert (issues.drop(index="i5")["label_changes"] == "").all()
+    assert issues["label_score"].idxmax() == "i5"
