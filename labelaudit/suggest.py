@@ -15,8 +15,7 @@ are wrong (docs/cleaning.md, "Suggestions"), so a flagged label becomes a
   ``knn`` detector's share): two different models agree; **or** the label evidence
   (``detect/combined.py``: probabilities, neighbours and image content combined by a
   rule fitted on planted noise) gives the missing label a posterior >=
-  ``add_min_posterior`` (whatever the class's AP and the image detectors say: the
-  posterior weighs both);
+  ``add_min_posterior``;
 * a *remove* is trusted only in a swap, an image that also has a trusted add (the
   model sees another class instead of the given one), with probability <=
   ``swap_remove_max_p``. A lone low probability is weak evidence whatever its size:
@@ -287,12 +286,7 @@ def suggest_labels(
     post = cand["posterior"].to_numpy()
     by_evidence = np.zeros(len(cand), dtype=bool)
     if rules.add_min_posterior is not None:
-        # Not gated by the class's AP or an image detector's flag: the posterior
-        # already weighs how far the class's probabilities and the image can be
-        # trusted (fitted on planted noise; gated, it fixed 1-4 fewer errors per
-        # benchmark run at no better precision).
-        sure = np.nan_to_num(post, nan=-1.0) >= rules.add_min_posterior
-        by_evidence = add & np.isfinite(p) & sure
+        by_evidence = usable & add & (np.nan_to_num(post, nan=-1.0) >= rules.add_min_posterior)
         trusted_add |= by_evidence
     swap = np.isin(rows, rows[trusted_add])
     lone_max = -np.inf if rules.remove_max_p is None else rules.remove_max_p

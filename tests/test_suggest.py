@@ -78,14 +78,10 @@ def test_an_add_the_label_evidence_is_sure_of_needs_no_neighbours():
     out = suggest_labels(given, probs, cands.assign(posterior=0.4), flags)
     assert not out.iloc[0]["trusted"]
     assert "evidence below 0.6" in out.iloc[0]["evidence"]
-    # the posterior already weighs the class and the image: no AP or image gate
-    assert suggest_labels(given, probs, cands, np.ones(N, dtype=bool)).iloc[0]["trusted"]
+    # the class and image gates still hold, and the rule can be switched off
+    assert not suggest_labels(given, probs, cands, np.ones(N, dtype=bool)).iloc[0]["trusted"]
     unlearned = _cands((i, 1, True, 0.2)).assign(posterior=0.9)
-    assert suggest_labels(given, probs, unlearned, flags).iloc[0]["trusted"]
-    # the probability and neighbour rule keeps its gates, and the rule can be switched off
-    plain = _cands((i, 1, True, 0.9))
-    probs[i, 1] = 0.95
-    assert not suggest_labels(given, probs, plain, flags).iloc[0]["trusted"]
+    assert not suggest_labels(given, probs, unlearned, flags).iloc[0]["trusted"]
     rules = SuggestRules(add_min_posterior=None)
     assert not suggest_labels(given, probs, cands, flags, rules).iloc[0]["trusted"]
 
