@@ -90,7 +90,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def plant_label_noise(
-    labels: np.ndarray, rate: float, rng: np.random.Generator
+    labels: np.ndarray,
+    rate: float,
+    rng: np.random.Generator,
+    exclusive: np.ndarray | list[int] | tuple[int, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """A copy of ``labels`` with one label error planted in a share ``rate`` of the images.
 
@@ -98,6 +101,11 @@ def plant_label_noise(
     given label dropped; needs two or more), ``extra`` (one absent class added) or
     ``swap`` (one given label replaced by an absent class). Added classes are drawn
     by prevalence (with one pseudo-count each), as a labeller's slip would pick them.
+
+    ``exclusive``: indices of classes never combined with another (HPA's Negative;
+    issue 23's class roles). No planted set joins one with another class: an image
+    given an exclusive class can only have it swapped for another class, and a swap
+    *to* an exclusive class (drawn like any added class) replaces the whole set.
 
     Returns
     -------
@@ -108,24 +116,38 @@ def plant_label_noise(
     n, k = labels.shape
     noisy = labels.copy()
     weight = labels.sum(axis=0) + 1.0
+    is_exclusive = np.zeros(k, dtype=bool)
+    is_exclusive[np.asarray(exclusive, dtype=int)] = True
     for i in np.flatnonzero(rng.random(n) < rate):
         given = np.flatnonzero(labels[i])
         absent = np.flatnonzero(~labels[i])
+        joinable = absent[~is_exclusive[absent]]
         kinds = []
         if len(given) >= 2:
             kinds.append("missing")
-        if len(absent):
+        if len(joinable) and not is_exclusive[given].any():
             kinds.append("extra")
-            if len(given):
-                kinds.append("swap")
+        if len(absent) and len(given):
+            kinds.append("swap")
         if not kinds:
             continue
         kind = kinds[rng.integers(len(kinds))]
-        if kind in ("missing", "swap"):
+        new = None
+        if kind == "extra":
+            w = weight[joinable]
+            new = rng.choice(joinable, p=w / w.sum())
+        elif kind == "swap":
+            pool = absent if len(given) == 1 or not len(joinable) else joinable
+            if is_exclusive[given].any():
+                pool = absent[~is_exclusive[absent]] if len(joinable) else absent
+            w = weight[pool]
+            new = rng.choice(pool, p=w / w.sum())
+        if kind == "missing" or (kind == "swap" and not is_exclusive[new]):
             noisy[i, rng.choice(given)] = False
-        if kind in ("extra", "swap"):
-            w = weight[absent]
-            noisy[i, rng.choice(absent, p=w / w.sum())] = True
+        if kind == "swap" and is_exclusive[new]:
+            noisy[i, :] = False  # a swap to an exclusive class replaces the whole set
+        if new is not None:
+            noisy[i, new] = True
     return noisy, noisy != labels
 
 
@@ -371,6 +393,9 @@ class CombinedEvidence(Detector):
         n, k = y.shape
         ctx = self.context(inputs)
         real, names = entry_features(y, ctx)
+        # Exclusive classes (issue 23's class roles, where the inputs carry them):
+        # planted sets never join one with another class.
+        exclusive = np.asarray(getattr(inputs, "exclusive_idx", ()), dtype=int)
         rng = np.random.default_rng(int(self.seed))
         logit_post = np.zeros((n, k))
         image_logit = np.zeros(n)
@@ -379,7 +404,7 @@ class CombinedEvidence(Detector):
         for _ in range(repeats):
             # Each repeat plants afresh and splits the folds afresh; the logits are
             # averaged (a bagged estimate: one planting's chance errors average out).
-            logit, prior, planted = self._cross_fit(y, real, ctx, rng)
+            logit, prior, planted = self._cross_fit(y, real, ctx, rng, exclusive)
             logit_post += logit / repeats
             image_logit += self._image_stage(real, logit, planted, names) / repeats
             for present in train_prior:
@@ -409,7 +434,12 @@ class CombinedEvidence(Detector):
         return self._fit_predict(x, t, image_features(real, logit))[0]
 
     def _cross_fit(
-        self, y: np.ndarray, real: np.ndarray, ctx: EvidenceContext, rng: np.random.Generator
+        self,
+        y: np.ndarray,
+        real: np.ndarray,
+        ctx: EvidenceContext,
+        rng: np.random.Generator,
+        exclusive: np.ndarray,
     ) -> tuple[np.ndarray, dict[bool, float], list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
         """One planting and one cross-fit: each image's logits from the other folds' fit.
 
@@ -420,7 +450,7 @@ class CombinedEvidence(Detector):
         n, k = y.shape
         copies = []
         for _ in range(int(self.copies)):
-            noisy, flipped = plant_label_noise(y, float(self.plant_rate), rng)
+            noisy, flipped = plant_label_noise(y, float(self.plant_rate), rng, exclusive)
             copies.append((entry_features(noisy, ctx)[0], noisy, flipped))
         n_folds = min(int(self.folds), n)
         fold = rng.permutation(n) % n_folds

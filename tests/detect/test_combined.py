@@ -45,6 +45,28 @@ def test_planting_makes_one_error_of_a_known_kind_per_chosen_image():
     assert (y == multilabel()).all()
 
 
+def test_planting_never_joins_an_exclusive_class_with_another():
+    y = multilabel(400, 5)
+    y[:, 4] = False
+    y[~y.any(axis=1), 0] = True
+    y[:60] = False
+    y[:60, 4] = True  # class 4 is exclusive (HPA's Negative): alone wherever given
+    for seed in range(5):
+        noisy, flipped = plant_label_noise(y, 0.5, np.random.default_rng(seed), exclusive=[4])
+        with_exclusive = noisy[:, 4]
+        assert (noisy[with_exclusive].sum(axis=1) == 1).all()
+        # an image given the exclusive class can only have it swapped for another
+        changed = flipped[:60].any(axis=1)
+        assert changed.any()
+        assert (noisy[:60][changed].sum(axis=1) == 1).all()
+        assert not noisy[:60][changed, 4].any()
+        # some single-label images were swapped to it, replacing their label
+        assert (with_exclusive[60:] & ~y[60:, 4]).any()
+    # without roles an exclusive-looking class is planted like any other
+    noisy, _ = plant_label_noise(y, 0.5, np.random.default_rng(0))
+    assert (noisy[:, 4] & (noisy.sum(axis=1) > 1)).any()
+
+
 def test_label_model_fit_gives_each_class_its_effect_in_sigmas():
     rng = np.random.default_rng(0)
     y = multilabel(400, 4)
