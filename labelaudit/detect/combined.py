@@ -169,10 +169,11 @@ def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray
     Features (names returned alongside): the probability's logit and its class
     threshold's; the image's most contrary other entries (the strongest absent class
     and the weakest given one, relative to their thresholds); its number of labels;
-    the neighbour share's logit and the class prevalence's (with embeddings); the
-    label model's flip gain and the image's unexplained residual (with statistics).
-    Signs are such that the same feature means the same for both directions where it
-    can: the models are fitted per direction anyway.
+    cleanlab's label quality of the whole image (``ctx.image_quality``); the neighbour
+    share's logit and the class prevalence's (with embeddings); the label model's flip
+    gain and the image's unexplained residual (with statistics). The same feature
+    means opposite things for a given and an absent label (a high probability), which
+    is why the models are fitted per direction.
     """
     y = np.asarray(labels, dtype=bool)
     n, k = y.shape
