@@ -13,6 +13,9 @@ isolation     ``outlier_score``
 intensity     ``intensity_z``
 consensus     ``consensus_score``
 quality       ``quality_score`` (when the run has it)
+knn           ``knn_disagreement`` (when the run has it)
+combined      ``combined_score`` (when the run has it)
+label order   ``label_score`` (the default order's families and the order itself)
 ============  =======================
 
 For each, and for each group of images, the result has AUROC, average precision
@@ -57,6 +60,7 @@ SCORES: dict[str, tuple[str, str]] = {
     "consensus": ("consensus_score", "consensus_score"),
     "quality": ("quality_score", "quality_score"),
     "knn": ("knn_disagreement", "knn_disagreement"),
+    "combined": ("combined_score", "combined_score"),
     # The default order (issue 14): per family and over both; flags: consensus_flag.
     "label order": ("label_score", "label_score"),
     "image order": ("image_score", "image_score"),
@@ -64,7 +68,7 @@ SCORES: dict[str, tuple[str, str]] = {
 }
 #: Score columns a run may lack (a detector added later): the detector is then left
 #: out of the metrics (a column present but empty lists it under ``skipped``).
-OPTIONAL_SCORES = ("quality", "knn", "label order", "image order", "default order")
+OPTIONAL_SCORES = ("quality", "knn", "combined", "label order", "image order", "default order")
 GROUPS: dict[str, tuple[str, ...]] = {
     "any": NOISE_TYPES,
     "label": LABEL_NOISE,

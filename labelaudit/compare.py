@@ -61,7 +61,15 @@ from labelaudit.suggest import (
     suggest_labels,
 )
 
-DEFAULT_DETECTORS = ("confident", "knn", "isolation", "intensity", "quality", "exclusive")
+DEFAULT_DETECTORS = (
+    "confident",
+    "knn",
+    "combined",
+    "isolation",
+    "intensity",
+    "quality",
+    "exclusive",
+)
 
 #: The issues.csv columns every run has, in order (per-detector columns stay empty
 #: when the detector did not run).
@@ -73,6 +81,7 @@ ISSUES_COLUMNS = [
     "outlier_score",
     "intensity_z",
     "knn_disagreement",
+    "combined_score",
     "quality_score",
     "quality_issues",
     "stain_evidence",
@@ -370,6 +379,10 @@ def family_scores(results: dict[str, DetectorResult]) -> FamilyScores:
     strong = {s: np.maximum(z[s] / null_width(z[s]) - STRONG_Z, 0.0) for s in streams}
 
     def bulk(members: list[str]) -> np.ndarray:
+        # A detector that contains another's evidence replaces it in the bulk order
+        # (``supersedes``: the combined label evidence contains confident learning's).
+        gone = {o for m in members for o in getattr(REGISTRY.get(m), "supersedes", ())}
+        members = [m for m in members if m not in gone]
         if not members:
             return np.zeros(n)
         w = np.array([weight[m] for m in members])
@@ -480,6 +493,7 @@ def build_issues(
         "outlier_score": np.full(n, np.nan),
         "intensity_z": np.full(n, np.nan),
         "knn_disagreement": np.full(n, np.nan),
+        "combined_score": np.full(n, np.nan),
         "quality_score": np.full(n, np.nan),
         "quality_issues": [""] * n,
         "stain_evidence": [""] * n,
@@ -531,23 +545,30 @@ def _suggestions(
     flagged add/remove findings of the ``suggest_from`` detectors."""
     id_index = pd.Index(inputs.ids)
     class_index = {c: k for k, c in enumerate(inputs.class_names)}
-    frames = []
-    for m in suggest_from:
-        if m not in results:
-            continue
-        f = results[m].findings
-        f = f[f["flagged"].to_numpy() & f["suggestion"].isin(["add", "remove"]).to_numpy()]
-        rows = id_index.get_indexer(f["id"])
-        cols = f["class"].map(class_index).fillna(-1).to_numpy(dtype=np.int64)
-        ok = (rows >= 0) & (cols >= 0)  # a custom detector might name unknown ids/classes
-        add = (f["suggestion"] == "add").to_numpy()
-        frames.append(pd.DataFrame({"row": rows[ok], "class": cols[ok], "add": add[ok]}))
+    frames = [
+        _flagged_changes(results[m].findings, id_index, class_index)
+        for m in suggest_from
+        if m in results
+    ]
     candidates = (
         pd.concat(frames, ignore_index=True)
         if frames
         else pd.DataFrame({"row": [], "class": [], "add": []})
     )
     shares = None
+    if "combined" in results:
+        # The label evidence's posteriors (every given pair and every absent pair it
+        # finds likely) for each candidate; its own flagged pairs are candidates too.
+        posterior = neighbour_shares(
+            results["combined"].findings.assign(detector="combined"),
+            inputs.ids,
+            list(inputs.class_names),
+            detector="combined",
+        )
+        own = _flagged_changes(results["combined"].findings, id_index, class_index)
+        candidates = pd.concat([candidates, own], ignore_index=True)
+        rows, cols = candidates["row"].to_numpy(int), candidates["class"].to_numpy(int)
+        candidates["posterior"] = posterior[rows, cols]
     if "knn" in results:
         shares = neighbour_shares(
             results["knn"].findings.assign(detector="knn"), inputs.ids, list(inputs.class_names)
@@ -571,6 +592,20 @@ def _suggestions(
         neighbours=shares,
         empty_target=empty,
     )
+
+
+def _flagged_changes(
+    findings: pd.DataFrame, id_index: pd.Index, class_index: dict[str, int]
+) -> pd.DataFrame:
+    """A detector's flagged add/remove findings as ``row``, ``class``, ``add``."""
+    f = findings[
+        findings["flagged"].to_numpy() & findings["suggestion"].isin(["add", "remove"]).to_numpy()
+    ]
+    rows = id_index.get_indexer(f["id"])
+    cols = f["class"].map(class_index).fillna(-1).to_numpy(dtype=np.int64)
+    ok = (rows >= 0) & (cols >= 0)  # a custom detector might name unknown ids/classes
+    add = (f["suggestion"] == "add").to_numpy()
+    return pd.DataFrame({"row": rows[ok], "class": cols[ok], "add": add[ok]})
 
 
 def _change_columns(inputs: AuditInputs, suggestions: pd.DataFrame) -> tuple[list[str], list[str]]:

@@ -111,6 +111,15 @@ def test_end_to_end_with_detectors(tmp_path):
     table = format_bench_table(result)
     assert "AUROC" in table and "consensus" in table and "saturated" in table
     assert "nan" not in table.lower()
+    # issue 27: the combined label evidence and the label order have a row per kind of
+    # label noise, each scored against the clean images
+    for det in ("combined", "label order"):
+        for kind in ("label", "missing", "extra", "swap"):
+            m = result["metrics"][det][kind]
+            assert m["n_pos"] > 0 and m["auroc"] is not None
+            lines = table.splitlines()
+            assert any(line.startswith(det) and f" {kind} " in line for line in lines)
+    assert result["metrics"]["combined"]["label"]["auroc"] > 0.9
 
 
 def test_skipped_detector(tmp_path):

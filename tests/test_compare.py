@@ -55,11 +55,25 @@ def test_artifacts_are_written(compared, synth):
         "flagged",
         "suggestion",
     ]
-    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity", "quality"}
+    assert set(findings["detector"]) == {
+        "confident",
+        "knn",
+        "combined",
+        "isolation",
+        "intensity",
+        "quality",
+    }
     assert set(findings["suggestion"]) <= {"remove", "add", "review", ""}
     run = read_json(run_dir / "run.json")
     detect = run["detect"]
-    assert set(detect["detectors"]) == {"confident", "knn", "isolation", "intensity", "quality"}
+    assert set(detect["detectors"]) == {
+        "confident",
+        "knn",
+        "combined",
+        "isolation",
+        "intensity",
+        "quality",
+    }
     assert 0 <= detect["detectors"]["confident"]["summary"]["health"]["overall_health_score"] <= 1
     assert detect["detectors"]["isolation"]["params"]["n_estimators"] == 30
     assert detect["warnings"] == []
@@ -105,14 +119,15 @@ def test_combination_counts_add_up(compared, synth):
     agree = result.agreement
     combos = agree["combinations"]
     assert sum(combos.values()) == synth.inputs.n_images
-    assert len(combos) == 2**5  # five default detectors (knn and quality added, issue 14)
+    assert len(combos) == 2**6  # six default detectors (knn, quality: issue 14; combined: 27)
     assert {"none", "confident", "confident+isolation", "confident+isolation+intensity"} <= set(
         combos
     )
     # Exclusive combinations agree with the per-image flags.
     issues = result.issues
     assert combos["none"] == (issues["n_flags"] == 0).sum()
-    assert combos["confident+knn+isolation+intensity+quality"] == (issues["n_flags"] == 5).sum()
+    every = "confident+knn+combined+isolation+intensity+quality"
+    assert combos[every] == (issues["n_flags"] == 6).sum()
     for m, n in agree["flag_counts"].items():
         assert n == sum(v for k, v in combos.items() if m in k.split("+"))
 
@@ -206,7 +221,7 @@ def test_none_flagged_and_all_flagged(tmp_path, flag_all):
 def test_missing_inputs_are_skipped_with_a_warning(tmp_path):
     inputs = constant_inputs()
     result = detect_and_compare(inputs, tmp_path, detectors=None)  # None = the defaults
-    assert set(result.skipped) == {"confident", "knn", "isolation"}
+    assert set(result.skipped) == {"confident", "knn", "combined", "isolation"}
     run = read_json(tmp_path / "run.json")
     assert any("confident" in w and "probs" in w for w in run["detect"]["warnings"])
     assert "filter_by" in run["detect"]["skipped"]["confident"]["params"]
@@ -320,6 +335,22 @@ def test_a_weak_secondary_detector_does_not_blur_the_reference_order():
     assert roc_auc_score(truth, consensus) < roc_auc_score(truth, confident)
 
 
+def test_the_label_evidence_replaces_confident_learning_in_the_label_bulk():
+    from labelaudit.compare import family_scores
+
+    rng = np.random.default_rng(2)
+    n = 100
+    confident = rng.uniform(0, 1, n)
+    evidence = rng.uniform(0, 1, n)
+    fam = family_scores(
+        {"confident": _result("confident", confident), "combined": _result("combined", evidence)}
+    )
+    np.testing.assert_allclose(fam.label, rank_percentile(evidence))
+    # without it, confident learning is the label family's bulk again
+    fam = family_scores({"confident": _result("confident", confident)})
+    np.testing.assert_allclose(fam.label, rank_percentile(confident))
+
+
 def test_null_width_follows_the_upper_tail_of_the_bulk(monkeypatch):
     from labelaudit import compare
     from labelaudit.compare import null_width, robust_z
@@ -407,3 +438,47 @@ def test_each_kind_of_evidence_is_judged_against_its_own_null():
     assert (fam.problem[60] > fam.problem).mean() > 0.95
     quality.evidence_scores = {}  # one score: the blur fault drowns in the saturation tail
     assert family_scores(results).problem[60] < 1
+
+
+def test_an_add_the_combined_evidence_flags_reaches_the_issues_table():
+    """The combined detector's flagged adds are candidates with their posterior, even
+    where confident learning flagged nothing: the missing label is suggested back."""
+    from labelaudit.compare import build_issues
+    from labelaudit.detect.base import make_findings
+
+    rng = np.random.default_rng(0)
+    n = 40
+    labels = np.zeros((n, 3), dtype=bool)
+    labels[:, 0] = True
+    labels[::2, 1] = True
+    probs = np.where(labels, 0.8, 0.1) + rng.uniform(-0.05, 0.05, labels.shape)
+    probs[5, 1] = 0.7  # image 5 lacks class 1; the model half believes it
+    inputs = AuditInputs(
+        ids=[f"i{k}" for k in range(n)],
+        class_names=["a", "b", "c"],
+        class_tokens=["0", "1", "2"],
+        label_sep="|",
+        labels=labels,
+        probs=probs,
+    )
+    rows, cols = np.nonzero(labels | (np.arange(n)[:, None] == 5) & (np.arange(3) == 1))
+    post = np.where((rows == 5) & (cols == 1), 0.8, 0.02)
+    flagged = post >= 0.5
+    findings = make_findings(
+        inputs,
+        "combined",
+        rows,
+        cols,
+        post,
+        flagged,
+        np.where(flagged, "add", "").astype(object),
+        post,
+    )
+    score = np.zeros(n)
+    score[5] = 0.8
+    result = DetectorResult("combined", findings, score, score > 0.5)
+    issues = build_issues(inputs, {"combined": result}).set_index("id")
+    assert issues.loc["i5", "suggested_labels"] == "0|1"
+    assert issues.loc["i5", "label_changes"].startswith("+1")
+    assert (issues.drop(index="i5")["label_changes"] == "").all()
+    assert issues["label_score"].idxmax() == "i5"

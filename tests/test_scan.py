@@ -37,7 +37,14 @@ def test_scan_writes_the_run_directory_contract(scanned):
     for col in ("id", "class", "detector", "score", "flagged", "suggestion"):
         assert col in findings.columns
     # issue 14: knn and quality joined the default detectors
-    assert set(findings["detector"]) == {"confident", "knn", "isolation", "intensity", "quality"}
+    assert set(findings["detector"]) == {
+        "confident",
+        "knn",
+        "combined",
+        "isolation",
+        "intensity",
+        "quality",
+    }
     issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
     for col in (
         "id",

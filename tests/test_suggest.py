@@ -67,6 +67,25 @@ def test_an_add_needs_the_neighbours_to_agree():
     assert suggest_labels(given, probs, _cands((i, 0, True, 0.3)), flags, rules).iloc[0]["trusted"]
 
 
+def test_an_add_the_label_evidence_is_sure_of_needs_no_neighbours():
+    given, probs = _world()
+    i = N - 1
+    probs[i, 0] = 0.7  # below add_min_p, and the neighbours do not carry the class
+    flags = np.zeros(N, dtype=bool)
+    cands = _cands((i, 0, True, 0.2)).assign(posterior=0.8)
+    out = suggest_labels(given, probs, cands, flags)
+    assert out.iloc[0]["trusted"] and "evidence 0.80" in out.iloc[0]["evidence"]
+    out = suggest_labels(given, probs, cands.assign(posterior=0.4), flags)
+    assert not out.iloc[0]["trusted"]
+    assert "evidence below 0.6" in out.iloc[0]["evidence"]
+    # the class and image gates still hold, and the rule can be switched off
+    assert not suggest_labels(given, probs, cands, np.ones(N, dtype=bool)).iloc[0]["trusted"]
+    unlearned = _cands((i, 1, True, 0.2)).assign(posterior=0.9)
+    assert not suggest_labels(given, probs, unlearned, flags).iloc[0]["trusted"]
+    rules = SuggestRules(add_min_posterior=None)
+    assert not suggest_labels(given, probs, cands, flags, rules).iloc[0]["trusted"]
+
+
 def test_same_add_on_unlearned_class_is_doubtful():
     given, probs = _world()
     i = 1  # not labelled 1

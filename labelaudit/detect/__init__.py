@@ -5,8 +5,10 @@ Importing this package registers ``confident`` (cleanlab confident learning),
 3-sigma rule on the protein channel's intensity) and ``knn`` (label agreement of
 an image's neighbours in the embedding space) and ``quality`` (dark, light, saturated,
 blurry, low-information, artifact and odd-size images per stain channel) and
-``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another). Add a
-detector by subclassing :class:`Detector` and decorating it with :func:`register`.
+``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another) and
+``combined`` (the label evidence of the others combined by a rule fitted on planted
+noise). Add a detector by subclassing :class:`Detector` and decorating it with
+:func:`register`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
+from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.confident import ConfidentLearning
 from labelaudit.detect.exclusive import ExclusiveConflict
 from labelaudit.detect.intensity import IntensityOutliers
@@ -33,6 +36,7 @@ __all__ = [
     "FINDINGS_COLUMNS",
     "REGISTRY",
     "AuditInputs",
+    "CombinedEvidence",
     "ConfidentLearning",
     "Detector",
     "DetectorResult",

@@ -175,6 +175,16 @@ def label_model_z(
 ) -> np.ndarray:
     """Robust z of ``x`` against what the image's classes predict.
 
+    The z of :func:`label_model_fit` (see there).
+    """
+    return label_model_fit(x, labels, min_group, ridge, max_iter)[0]
+
+
+def label_model_fit(
+    x: np.ndarray, labels: np.ndarray, min_group: int, ridge: float = 1.0, max_iter: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of ``x`` against what the image's classes predict, and each class's effect.
+
     An additive model in the (log) measure, ``x ~ b0 + sum of b_k over the image's
     classes``, fitted robustly (Huber weights by iteratively reweighted least squares,
     a small ridge on the class effects); the z is the residual over its robust scale.
@@ -186,8 +196,11 @@ def label_model_z(
 
     Returns
     -------
-    numpy.ndarray
-        N z-scores (0 where ``x`` is NaN, everywhere when the residuals do not vary).
+    z, effects
+        N z-scores (0 where ``x`` is NaN, everywhere when the residuals do not vary)
+        and K class effects in the same sigmas (0 for a class without an effect of
+        its own): adding class k to image i moves its z by ``-effects[k]``, removing
+        it by ``+effects[k]`` (what the label evidence reads, ``detect/combined.py``).
     """
     x = np.asarray(x, dtype=float)
     ok = np.isfinite(x)
@@ -214,7 +227,10 @@ def label_model_z(
         # pull the class effects towards themselves.
         u = np.abs(residual - center) / (1.345 * scale)
         weight = np.where(ok, 1.0 / np.maximum(u, 1.0), 0.0)
-    return np.where(ok, _standardise(y - design @ beta, center, scale), 0.0)
+    effects = np.zeros(labels.shape[1])
+    if scale > 0:
+        effects[labels.sum(axis=0) >= min_group] = beta[1:] / scale
+    return np.where(ok, _standardise(y - design @ beta, center, scale), 0.0), effects
 
 
 def _standardise(x: np.ndarray, center: float, scale: float) -> np.ndarray:
@@ -409,18 +425,7 @@ class ImageQuality(Detector):
             if col not in stats.columns:
                 missing.add(measure)
                 continue
-            x = pd.to_numeric(stats[col], errors="coerce").to_numpy(dtype=float)
-            if measure == "saturated" and f"{channel}_foreground" in stats.columns:
-                # Clipped share of the stained pixels: bright classes clip a little,
-                # an over-exposed field clips most of its stain.
-                fg = pd.to_numeric(stats[f"{channel}_foreground"], errors="coerce")
-                x = clipped_share(x, fg.to_numpy(dtype=float))
-            if measure == "block_max":
-                # Debris fills a block near full scale: judge the headroom left on
-                # a log scale (0.9 -> 0.99 matters, 0.4 -> 0.5 does not).
-                x = -np.log(np.clip(1.0 - x, 0.0, None) + HEADROOM_EPS)
-            elif log:
-                x = np.log(np.clip(x, 0.0, None) + EPS)
+            x = measure_values(stats, channel, measure, col, log)
             if skip is not None:
                 x = np.where(skip, np.nan, x)
             if labels is None:
@@ -522,6 +527,55 @@ class ImageQuality(Detector):
             label_evidence={EMPTY_TARGET: empty_score} if np.ptp(empty_score) > 0 else {},
             evidence_names={EMPTY_TARGET: words},
         )
+
+
+def measure_values(
+    stats: pd.DataFrame, channel: str, measure: str, column: str, log: bool
+) -> np.ndarray:
+    """One measure of one channel on the scale it is judged on (log, clipped share, headroom).
+
+    ``column`` is the statistics column read (``measure``'s own or its fallback).
+    """
+    x = pd.to_numeric(stats[column], errors="coerce").to_numpy(dtype=float)
+    if measure == "saturated" and f"{channel}_foreground" in stats.columns:
+        # Clipped share of the stained pixels: bright classes clip a little,
+        # an over-exposed field clips most of its stain.
+        fg = pd.to_numeric(stats[f"{channel}_foreground"], errors="coerce")
+        x = clipped_share(x, fg.to_numpy(dtype=float))
+    if measure == "block_max":
+        # Debris fills a block near full scale: judge the headroom left on
+        # a log scale (0.9 -> 0.99 matters, 0.4 -> 0.5 does not).
+        x = -np.log(np.clip(1.0 - x, 0.0, None) + HEADROOM_EPS)
+    elif log:
+        x = np.log(np.clip(x, 0.0, None) + EPS)
+    return x
+
+
+def label_shaped_measures(stats: pd.DataFrame, protein_channel: str) -> dict[str, np.ndarray]:
+    """The measures quality judges against the label model, by ``issue:channel:measure``.
+
+    Dark, light and low information on every channel; blur and artifacts on the
+    protein channel (``CHANNEL_WIDE`` / ``PER_CLASS_ON_PROTEIN``). Measures the
+    statistics lack (and their fallbacks) are left out.
+    """
+    channels = [c[: -len("_mean")] for c in stats.columns if str(c).endswith("_mean")]
+    out: dict[str, np.ndarray] = {}
+    for channel in channels:
+        for issue, (measures, _, log) in CHANNEL_ISSUES.items():
+            wide = issue in CHANNEL_WIDE and not (
+                issue in PER_CLASS_ON_PROTEIN and channel == protein_channel
+            )
+            if wide:
+                continue
+            for measure in measures:
+                col = f"{channel}_{measure}"
+                if col not in stats.columns and measure in FALLBACK:
+                    col = f"{channel}_{FALLBACK[measure]}"
+                if col in stats.columns:
+                    out[f"{issue}:{channel}:{measure}"] = measure_values(
+                        stats, channel, measure, col, log
+                    )
+    return out
 
 
 def _odd_size(stats: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:

@@ -75,6 +75,10 @@ def stain_captions(info: dict[str, Any]) -> list[str]:
 #: ``issues.csv`` columns that are not scores: the duplicate group is an id, not a number
 #: to compare.
 NOT_SCORES = {"duplicate_group"}
+#: Scores the review list leaves out because another column shows them: the combined
+#: label evidence is ``label_score``'s order (issue 27), and the list must fit a
+#: 1400 px window.
+REPEATED_SCORES = {"combined_score"}
 
 #: ``issues.csv`` columns that are not per-detector scores.
 BASE_ISSUE_COLUMNS = {
@@ -212,7 +216,7 @@ def score_columns(issues: pd.DataFrame) -> list[ScoreColumn]:
     cols = [s for s in KNOWN_SCORES if s.key in issues.columns and issues[s.key].notna().any()]
     known = {s.key for s in KNOWN_SCORES}
     for col in issues.columns:
-        if col in BASE_ISSUE_COLUMNS or col in known or col in NOT_SCORES:
+        if col in BASE_ISSUE_COLUMNS or col in known or col in NOT_SCORES | REPEATED_SCORES:
             continue
         if pd.api.types.is_numeric_dtype(issues[col]) and issues[col].notna().any():
             cols.append(ScoreColumn(col, col.replace("_", " "), ""))

@@ -523,6 +523,10 @@ def _bench_section(art: RunArtifacts, figs: Figures) -> tuple[dict[str, Any], li
         "rows": [(str(i), [_fmt(v) for v in r]) for i, r in table.iterrows()],
         "columns": [str(c) for c in table.columns],
         "raw": _flatten(art.bench, depth=3) if table.empty else [],
+        # AUROC per kind of problem: label problems, then each kind of label noise
+        # on its own (missing, extra, swap), then the image faults.
+        "group_rows": [(str(i), [_fmt(v) for v in r]) for i, r in groups.iterrows()],
+        "group_columns": [str(c) for c in groups.columns],
     }
     out = []
     main = [c for c in table.columns if _main_metric(c)]

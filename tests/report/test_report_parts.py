@@ -130,6 +130,21 @@ def test_method_flags_and_order() -> None:
     assert an.consensus_order(issues)["id"].tolist() == ["y", "z", "x"]
 
 
+def test_review_list_score_columns_leave_out_what_label_score_shows() -> None:
+    issues = pd.DataFrame(
+        {
+            "id": ["a", "b"],
+            "label_quality": [0.9, 0.1],
+            "knn_disagreement": [0.2, 0.8],
+            "combined_score": [0.1, 0.9],
+            "label_score": [0.1, 0.9],
+            "duplicate_group": [1, 1],
+        }
+    )
+    keys = [c.key for c in an.score_columns(issues)]
+    assert keys == ["label_quality", "knn_disagreement", "label_score"]
+
+
 def test_project_2d_falls_back_to_pca() -> None:
     emb = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
     xy, how = an.project_2d(emb)

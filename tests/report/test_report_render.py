@@ -93,6 +93,17 @@ def test_sections_present(page: str) -> None:
     assert "Not run" not in page  # cleaning and retrain artifacts exist in the fixture
 
 
+def test_bench_has_a_row_per_detector_and_a_column_per_kind_of_label_noise(page: str) -> None:
+    import re
+
+    table = page.split('id="bench-groups"', 1)[1].split("</table>", 1)[0]
+    header = re.findall(r'<th class="num">([^<]+)</th>', table)
+    # the fixture's truth has extra and missing labels, and two image faults
+    assert {"label", "missing", "extra", "image"} <= set(header)
+    rows = re.findall(r"<tr><td>([^<]+)</td>", table)
+    assert {"confident", "combined", "label order", "default order"} <= set(rows)
+
+
 def test_limits_on_embedded_images(report_run: Path, tmp_path: Path) -> None:
     run = copy_run(
         report_run,
