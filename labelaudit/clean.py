@@ -973,6 +973,7 @@ def plan_changes(
     -------
     (view of the run, plan: new labels / kept / reasons per image, decisions applied)
     """
+    decisions_only = policy is None and decisions is not None
     policy = resolve_policy(policy, decisions)
     if policy not in _POLICY_FUNCS:
         raise SettingsError(
@@ -988,8 +989,41 @@ def plan_changes(
     )
     parsed = read_decisions(decisions, view) if decisions is not None else []
     _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
+    if decisions_only:
+        _refuse_undecided_conflicts(view, plan, Path(decisions))  # type: ignore[arg-type]
     _resolve_exclusive(view, plan)
     return view, plan, len(parsed)
+
+
+def _refuse_undecided_conflicts(view: _RunView, plan: _Plan, path: Path) -> None:
+    """With decisions alone, a given set joining an exclusive class stays a person's call.
+
+    Only what the file decides may change without a policy, and no output ever joins
+    an exclusive class with another: so such images must be decided in the file
+    (``edit`` one side, or ``reject``), or a policy asked for, which resolves them by
+    the probabilities (:func:`_resolve_exclusive`).
+
+    Raises
+    ------
+    DatasetError
+        Naming the decisions file, how many images are undecided and the first few.
+    """
+    decided = plan.decided if plan.decided is not None else np.zeros(len(view.ids), bool)
+    open_rows = plan.kept & ~decided & conflicting_rows(plan.labels, view.exclusive)
+    if not open_rows.any():
+        return
+    first = [
+        f"{view.ids[i]} ({describe_conflict(view.names, plan.labels[i], view.exclusive)})"
+        for i in np.flatnonzero(open_rows)[:3]
+    ]
+    n = int(open_rows.sum())
+    raise DatasetError(
+        f"{n} image(s) the file does not decide join an exclusive class with another, "
+        f"which no cleaned dataset may keep: {'; '.join(first)}{'; ...' if n > 3 else ''}; "
+        "decide them (edit one side, or reject) or ask for a policy (--policy none "
+        "resolves them by the probabilities)",
+        path=path,
+    )
 
 
 def _resolve_exclusive(view: _RunView, plan: _Plan) -> None:
@@ -1095,14 +1129,14 @@ def _clean(
     min_class_ap: float,
 ) -> CleanResult:
     start = time.perf_counter()
-    policy = resolve_policy(policy, decisions)
     view, plan, n_decisions = plan_changes(
         run_dir,
-        policy=policy,
+        policy=policy,  # None with decisions: only they may change anything
         decisions=decisions,
         confidence=confidence,
         min_class_ap=min_class_ap,
     )
+    policy = resolve_policy(policy, decisions)
     if not plan.kept.any():
         raise SettingsError(
             f"cleaning policy {policy!r} would remove all {len(view.ids)} images; "

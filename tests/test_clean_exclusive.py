@@ -92,3 +92,21 @@ def test_keeping_a_conflicting_given_set_is_refused(conflict_run, tmp_path):
     with pytest.raises(DatasetError, match=r"keep.csv.*line 2.*Negative is never combined"):
         clean(run, decisions=keep)
     assert not (run / "cleaned").exists()
+
+
+def test_decisions_alone_leave_no_conflict_undecided(conflict_run, tmp_path):
+    """Without a policy only the file may change rows, and no output may join Negative:
+    an undecided conflicting given set is refused, named; a policy resolves it."""
+    _, run = conflict_run
+    some = tmp_path / "some.csv"
+    some.write_text("id,decision\nfield001,keep\n")  # field000 and field002 undecided
+    with pytest.raises(DatasetError, match=r"some.csv: 2 image\(s\) the file does not decide"):
+        clean(run, decisions=some)
+    assert not (run / "cleaned").exists()
+    result = clean(run, policy="none", decisions=some)  # asked for: the policy resolves
+    by = dict(zip(result.changes["id"], result.changes["made_by"], strict=True))
+    assert by["field000"] == "policy" and by["field002"] == "policy"
+    all_decided = tmp_path / "all.csv"
+    all_decided.write_text("id,decision,labels\nfield000,edit,16\nfield002,reject,\n")
+    result = clean(run, decisions=all_decided)
+    assert set(result.changes["made_by"]) == {"person"}

@@ -388,6 +388,7 @@ def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
     fresh browser; ``clean --decisions``: the cleaned labels are exactly the decisions."""
     from labelaudit.clean import clean
     from labelaudit.data.layouts import load_dataset
+    from labelaudit.errors import DatasetError
     from labelaudit.io import read_json
 
     run = tmp_path / "run"
@@ -542,12 +543,28 @@ def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
     other.check_clean()
     other.context.close()
 
-    # clean --decisions: exactly the decided labels, nothing else.
+    # clean --decisions: exactly the decided labels, nothing else. Given sets that join
+    # Negative with another class (the real HPA label sample has some) must be decided
+    # too: without a policy, clean refuses to keep them or to change them on its own.
+    conflicts = [
+        r["id"]
+        for r in rows
+        if negative in r["given"] and len(r["given"]) > 1 and r["id"] not in want
+    ]
+    if conflicts:
+        with pytest.raises(DatasetError, match="does not decide join an exclusive class"):
+            clean(run, decisions=path)
+        assert not (run / "cleaned").exists()
+        with path.open("a") as fh:
+            fh.writelines(f"{i},reject,\n" for i in conflicts)
+        want.update({i: ("reject", []) for i in conflicts})
     result = clean(run, decisions=path)
     assert set(result.changes["made_by"]) == {"person"}
     ds = load_dataset(run / "cleaned")
     cleaned = {i: np.flatnonzero(row).tolist() for i, row in zip(ds.ids, ds.labels, strict=True)}
     expect = {r["id"]: r["given"] for r in rows}
     expect.update({i: labs for i, (d, labs) in want.items()})
-    del expect[reject_id]
+    for i, (d, _) in want.items():
+        if d == "reject":
+            del expect[i]
     assert cleaned == expect
