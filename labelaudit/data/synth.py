@@ -286,8 +286,8 @@ def inject_label_noise(
             c, q = options[int(rng.integers(len(options)))]
         else:  # every partner already present: any other non-negative class
             c = int(rng.choice(true))
-            free = [q for q in range(NEGATIVE) if q not in given]
-            q = int(rng.choice(free))
+            others = [q for q in range(NEGATIVE) if q not in given]
+            q = int(rng.choice(others))
         given.remove(c)
         given.add(q)
     return tuple(sorted(given)), kind
@@ -373,8 +373,8 @@ def _splat_blur(
         ww = ww * np.tile(np.broadcast_to(w, ys.shape), 4)
         ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < wd)
         img += np.bincount(yy[ok] * wd + xx[ok], weights=ww[ok], minlength=h * wd)
-    img = img.reshape(h, wd).astype(np.float32)
-    return ndimage.gaussian_filter(img, sigma, mode="constant", truncate=3.0)
+    field = img.reshape(h, wd).astype(np.float32)
+    return ndimage.gaussian_filter(field, sigma, mode="constant", truncate=3.0)
 
 
 # Sampling step of filaments, pixels: blurred with sigma >= 0.55 px (plus the bilinear
@@ -466,7 +466,9 @@ class _Cell:
         return r
 
     def r_cell(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
-        h = sum(_harm(c, m + 1, cos_t, sin_t) for m, c in enumerate(self.cell_c))
+        h = np.zeros_like(cos_t)  # the same sum as sum(...) from 0, typed as an array
+        for m, c in enumerate(self.cell_c):
+            h = h + _harm(c, m + 1, cos_t, sin_t)
         return self.rc * (1.0 + h)
 
     def mtoc(self) -> tuple[float, float]:
@@ -651,8 +653,8 @@ def _make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> _Field:
         dx = grid[None, x0:x1] - np.float32(c.cx)
         d = np.maximum(np.hypot(dy, dx), np.float32(1e-3))
         cos_t, sin_t = dx / d, dy / d
-        rc = c.r_cell(cos_t, sin_t).astype(np.float32)
-        rho = d / rc
+        r_edge = c.r_cell(cos_t, sin_t).astype(np.float32)
+        rho = d / r_edge
         box = (slice(y0, y1), slice(x0, x1))
         b1, b2 = rho1[box], rho2[box]
         better = rho < b1
@@ -660,7 +662,7 @@ def _make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> _Field:
         b1[better] = rho[better]
         own[box][better] = i
         d_own[box][better] = d[better]
-        rc_own[box][better] = rc[better]
+        rc_own[box][better] = r_edge[better]
         rn_own[box][better] = c.r_nuc(cos_t[better], sin_t[better])
     inside = rho1 < 1.0
     label = np.where(inside, own + 1, 0).astype(np.int32)
@@ -1015,7 +1017,8 @@ def _g_mitotic_spindle(f: _Field, rng: np.random.Generator) -> np.ndarray:
 def _g_centrosome(f: _Field, rng: np.random.Generator) -> np.ndarray:
     """One or two bright dots beside the nucleus (at both spindle poles in mitosis)."""
     sig = f.sigma(0.13, lo=0.7)
-    ys, xs = [], []
+    ys: list[float] = []
+    xs: list[float] = []
     for c in f.cells:
         if c.mitotic:
             p = c.poles()
@@ -1444,15 +1447,15 @@ def _check_args(
         raise SettingsError(f"synth: n must be at most {MAX_FIELDS:,} fields, got {n}")
     if seed < 0:
         raise SettingsError(f"synth: seed must be a non-negative integer, got {seed}")
-    for name, v in (
+    for name, rate in (
         ("noise_rate", noise_rate),
         ("fault_rate", fault_rate),
         ("partial_cells", partial_cells),
     ):
-        if isinstance(v, bool) or not isinstance(v, int | float | np.number):
-            raise SettingsError(f"synth: {name} must be a number in [0, 1], got {v!r}")
-        if not (0.0 <= float(v) <= 1.0):
-            raise SettingsError(f"synth: {name} must be in [0, 1], got {v}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float | np.number):
+            raise SettingsError(f"synth: {name} must be a number in [0, 1], got {rate!r}")
+        if not (0.0 <= float(rate) <= 1.0):
+            raise SettingsError(f"synth: {name} must be in [0, 1], got {rate}")
     if not isinstance(write_masks, bool | np.bool_):
         raise SettingsError(f"synth: write_masks must be true or false, got {write_masks!r}")
     if out_dir.exists():
@@ -1595,8 +1598,8 @@ def synthesize(
     if float(partial_cells) > 0:
         stained = np.flatnonzero([t != (NEGATIVE,) for t in true])
         pick = np.random.default_rng([seed, _PARTIAL_PICK_TAG, _PARTIAL_PICK_TAG])
-        k = int(round(float(partial_cells) * len(stained)))
-        partial[pick.permutation(stained)[:k]] = True
+        n_partial = int(round(float(partial_cells) * len(stained)))
+        partial[pick.permutation(stained)[:n_partial]] = True
     cells_col: list[str] = []
 
     img_dir = out_dir / "train"
