@@ -973,7 +973,7 @@ def plan_changes(
     -------
     (view of the run, plan: new labels / kept / reasons per image, decisions applied)
     """
-    decisions_only = policy is None and decisions is not None
+    asked = policy  # None: not asked for (only a decisions file may change rows)
     policy = resolve_policy(policy, decisions)
     if policy not in _POLICY_FUNCS:
         raise SettingsError(
@@ -989,8 +989,8 @@ def plan_changes(
     )
     parsed = read_decisions(decisions, view) if decisions is not None else []
     _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
-    if decisions_only:
-        _refuse_undecided_conflicts(view, plan, Path(decisions))  # type: ignore[arg-type]
+    if asked is None and decisions is not None:
+        _refuse_undecided_conflicts(view, plan, Path(decisions))
     _resolve_exclusive(view, plan)
     return view, plan, len(parsed)
 

@@ -637,21 +637,22 @@ def _broken_images_hint() -> Iterator[None]:
 def _refresh_report(run: Path) -> None:
     """Re-render RUN/report.html so it shows what a command just added.
 
-    When that fails (a full disk), the old report would contradict ``run.json``,
-    which already records the command: it is removed, and the message says how to
-    write it again.
+    When the file system fails it (a full disk), the old report would contradict
+    ``run.json``, which already records the command: it is removed, and the message
+    says how to write it again. A user error (another process holding the run) is
+    left as it is: that process may be writing the report.
     """
     from labelaudit.report import write_report
     from labelaudit.userfiles import remove_entry
 
     try:
         path = write_report(run)
-    except (OSError, LabelAuditError) as exc:
-        if isinstance(exc, OSError) and _file_system_message(exc) is None:
+    except OSError as exc:
+        reason = _file_system_message(exc)
+        if reason is None:
             raise
         with contextlib.suppress(OSError, LabelAuditError):
             remove_entry(run, "report.html")  # stale now: run.json records the change
-        reason = _file_system_message(exc) if isinstance(exc, OSError) else str(exc)
         raise RunDirError(
             f"the report could not be updated ({reason}); the out-of-date report.html was "
             f"removed: run `labelaudit report {run}` once the cause is fixed"

@@ -438,3 +438,20 @@ def test_scan_on_a_full_disk_is_one_line(run, tmp_path, monkeypatch, run_cli):
     code, _, err = run_cli(*args)
     err = _one_line(code, err)
     assert "no space left" in err and "issues.csv" in err
+
+
+def test_a_report_held_by_another_process_is_left_alone(run, monkeypatch, run_cli):
+    """Only a failing file system makes the stale report go: another writer's is kept."""
+    import labelaudit.report as report
+    from labelaudit.locks import LockHeld
+
+    assert run_cli("report", run)[0] == 0
+    before = (run / "report.html").read_bytes()
+
+    def held(*args, **kwargs):
+        raise LockHeld("the run directory is in use by process 1")
+
+    monkeypatch.setattr(report, "write_report", held)
+    code, _, err = run_cli("clean", run, "--policy", "none")
+    assert "in use by process 1" in _one_line(code, err)
+    assert (run / "report.html").read_bytes() == before
