@@ -4,7 +4,7 @@ For each noise rate: ``labelaudit synth`` (N fields with known true labels), one
 ``labelaudit scan --mode probe`` (frozen pretrained EfficientNet-Lite0 embeddings,
 5-fold logistic regressions for the out-of-fold probabilities), then ``labelaudit scan
 --probs`` of those predictions (every detector and the comparison with the current
-code, no training), then :func:`labelaudit.benefit.evaluate_cleaning`: for each split seed,
+code, no training), then :func:`labelaudit.tools.benefit.evaluate_cleaning`: for each split seed,
 each cleaning policy (``labelaudit clean``'s code) and class-weight kind, a
 logistic-regression probe retrained on the cleaned training labels and scored on the
 test images against their true labels; each configuration against no cleaning on the
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from labelaudit.benefit import evaluate_cleaning
-from labelaudit.clean import DEFAULT_POLICY, POLICIES
+from labelaudit.pipeline.clean import DEFAULT_POLICY, POLICIES
+from labelaudit.tools.benefit import evaluate_cleaning
 
 WEIGHTED_POLICIES = tuple(dict.fromkeys(("none", DEFAULT_POLICY, "soft", "relabel-soft")))
 

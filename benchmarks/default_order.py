@@ -28,7 +28,7 @@ the fixed weights whose label order does best on the worst run
 (:func:`fixed_label_weights`).
 
 ``--grid`` repeats the margins for null-width quantiles 0.75-0.95 and strong-evidence
-thresholds 2.5-4 (``labelaudit.compare.NULL_QUANTILE`` and ``STRONG_Z``), the grid the
+thresholds 2.5-4 (``labelaudit.pipeline.compare.NULL_QUANTILE`` and ``STRONG_Z``), the grid the
 defaults were chosen from (docs/benchmarks.md, "default order").
 """
 
@@ -63,7 +63,7 @@ def _auroc(problem: np.ndarray, clean: np.ndarray, score: np.ndarray) -> float:
 
 def score_run(name: str, dataset: Path, run: Path) -> dict:
     """Every detector's and order's AUROC (label / image / any) on one scanned dataset."""
-    from labelaudit.compare import run_detectors
+    from labelaudit.pipeline.compare import run_detectors
     from labelaudit.rundir import RunDir
 
     inputs = RunDir(run).audit_inputs()
@@ -77,7 +77,7 @@ def score_run(name: str, dataset: Path, run: Path) -> dict:
 
 def orders(scored: dict) -> dict[str, list[float]]:
     """AUROC of the label, image and default orders under the current constants."""
-    from labelaudit.compare import family_scores
+    from labelaudit.pipeline.compare import family_scores
 
     fam = family_scores(scored["results"])
     out = {}
@@ -103,7 +103,7 @@ def _normal_score(result) -> np.ndarray:
     """A detector's image score as a normal score: probit of its rank percentile."""
     from scipy.stats import norm
 
-    from labelaudit.compare import rank_percentile
+    from labelaudit.pipeline.compare import rank_percentile
 
     pct = np.nan_to_num(rank_percentile(result.image_score), nan=0.5)
     return norm.ppf(np.clip(pct, 1e-3, 0.999))
@@ -190,7 +190,7 @@ def bound_margin(scored: dict, label_score: np.ndarray | None = None) -> float:
 
     ``label_score``: the label order to interleave (default: the label family's).
     """
-    from labelaudit.compare import family_scores
+    from labelaudit.pipeline.compare import family_scores
 
     fam = family_scores(scored["results"])
     label, image, _ = scored["groups"]
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {s['name']}: {m:+.4f}")
 
     if args.grid:
-        from labelaudit import compare
+        from labelaudit.pipeline import compare
 
         saved = compare.NULL_QUANTILE, compare.STRONG_Z
         print("\nquantile  widths  cells short  total shortfall")

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/detectors.py               # N=100,000, K=19, D=1,280
     .venv/bin/python benchmarks/detectors.py --n 20000     # quicker
 
-Inputs come from :func:`labelaudit.detect.synthetic.make_audit` (labels from class
+Inputs come from :func:`labelaudit.synth.audit.make_audit` (labels from class
 priors with 5 % corrupted, probabilities a noisy function of the true labels,
 embeddings = class centroids + noise, lognormal per-class intensities, 2 % image
 faults). Prints a markdown table of wall times, then the detectors' AUROC against
@@ -44,11 +44,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from labelaudit.bench import bench, format_bench_table
-    from labelaudit.compare import detect_and_compare
+    from labelaudit.core.io import read_json
     from labelaudit.detect import get_detector
-    from labelaudit.detect.synthetic import make_audit
-    from labelaudit.io import read_json
+    from labelaudit.pipeline.bench import bench, format_bench_table
+    from labelaudit.pipeline.compare import detect_and_compare
+    from labelaudit.synth.audit import make_audit
 
     rows: list[tuple[str, float, str]] = []
 

@@ -78,7 +78,7 @@ def make_lowinfo(out: Path, n: int = 1000, seed: int = 0) -> None:
 
 def make_base(name: str, out: Path, seed: int, n: int | None) -> None:
     if name == "synth":
-        from labelaudit.data.synth import synthesize
+        from labelaudit.synth.simulate import synthesize
 
         synthesize(out, n=n or 300, size=128, seed=seed)
     elif name == "realpix":

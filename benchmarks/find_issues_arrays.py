@@ -1,4 +1,4 @@
-"""Wall time of ``labelaudit.find_issues`` on arrays alone (no images).
+"""Wall time of ``labelaudit.pipeline.find_issues`` on arrays alone (no images).
 
 N images x 19 classes: random multi-label labels (15 % per class, at least one), noisy
 probabilities that mostly agree with them, 64-d features with a class signal. Prints

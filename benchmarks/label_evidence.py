@@ -110,9 +110,9 @@ def score_run(
     ``before``: without the label evidence (the detectors, orders and suggestions as
     they were before it).
     """
-    from labelaudit.bench import suggestion_bench
-    from labelaudit.compare import DEFAULT_DETECTORS, build_issues, run_detectors
     from labelaudit.data.labels import split_any_labels
+    from labelaudit.pipeline.bench import suggestion_bench
+    from labelaudit.pipeline.compare import DEFAULT_DETECTORS, build_issues, run_detectors
     from labelaudit.rundir import RunDir
 
     inputs = RunDir(run).audit_inputs()
@@ -157,7 +157,7 @@ def score_run(
 
 def format_run(scored: dict, markdown: bool = False) -> str:
     """One dataset's table: score x group, the best single detector per group marked."""
-    from labelaudit.compare import DEFAULT_DETECTORS
+    from labelaudit.pipeline.compare import DEFAULT_DETECTORS
 
     table = scored["auroc"]
     best = {

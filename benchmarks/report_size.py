@@ -5,7 +5,7 @@ the run-directory contract: HPA 2021 label sets (drawn from the real label table
 when ``../shared/hpa-samples`` is there), out-of-fold probabilities that mostly
 agree with the true labels, 1280-d embeddings (EfficientNet-lite0's width), channel
 statistics, a 5-fold training history, and an image cache entry at 256 px whose
-pixels are written (with ``labelaudit.data.synth.render_field``) only for the
+pixels are written (with ``labelaudit.synth.simulate.render_field``) only for the
 fields the report embeds, the top few hundred by consensus (the rest of the
 memory-mapped file stays sparse). The detectors and the comparison run for real.
 
@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.io import update_run_json, write_csv, write_json
 from labelaudit.data.classes import HPA2021_CLASSES
-from labelaudit.io import update_run_json, write_csv, write_json
 
 HERE = Path(__file__).resolve().parent
 LABELS = HERE.parent.parent / "shared" / "hpa-samples" / "hpa2021-all-train-labels.csv"
@@ -60,8 +60,8 @@ def label_sets(n: int, rng: np.random.Generator) -> list[list[int]]:
 
 def fabricate(root: Path, n: int, *, size: int = 256, dim: int = 1280, top: int = 300) -> Path:
     """A run directory of ``n`` fields under ``root``; returns its path."""
-    from labelaudit.bench import bench
-    from labelaudit.compare import detect_and_compare
+    from labelaudit.pipeline.bench import bench
+    from labelaudit.pipeline.compare import detect_and_compare
     from labelaudit.rundir import load_audit_inputs
 
     rng = np.random.default_rng(n)
@@ -181,7 +181,7 @@ def fabricate(root: Path, n: int, *, size: int = 256, dim: int = 1280, top: int 
 
 def _paint_top(cache: Path, ids: list[str], truth: list[list[int]], top: list[str], size: int):
     """Write synthetic pixels for the fields the report embeds."""
-    from labelaudit.data.synth import render_field
+    from labelaudit.synth.simulate import render_field
 
     images = np.memmap(
         cache / "images.u8", dtype=np.uint8, mode="r+", shape=(len(ids), 4, size, size)

@@ -52,7 +52,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _settings(size: int):
-    from labelaudit.config import resolve_settings
+    from labelaudit.core.config import resolve_settings
 
     # One PyTorch thread: a per-core rate (the extrapolation multiplies it by the
     # cores) that holds on a machine shared with other jobs.
@@ -96,8 +96,8 @@ def stage_cache(args) -> dict:
 
 def stage_train(args) -> dict:
 
+    from labelaudit.core.io import read_json
     from labelaudit.data.cache import build_cache
-    from labelaudit.io import read_json
     from labelaudit.train.cv import cross_validate
 
     ds, out = _load(args)
@@ -123,8 +123,8 @@ def stage_train(args) -> dict:
 
 
 def stage_detect(args) -> dict:
-    from labelaudit.compare import detect_and_compare
-    from labelaudit.io import read_json
+    from labelaudit.core.io import read_json
+    from labelaudit.pipeline.compare import detect_and_compare
     from labelaudit.rundir import load_audit_inputs
 
     t = time.perf_counter()
@@ -139,7 +139,7 @@ def stage_detect(args) -> dict:
 
 
 def stage_clean(args) -> dict:
-    from labelaudit.clean import clean
+    from labelaudit.pipeline.clean import clean
 
     result = clean(args.run)
     return {"cleaned": str(result.cleaned_dir)}
@@ -307,7 +307,7 @@ def synthesize_once(args) -> float | None:
         return None
     if args.data.exists():
         raise SystemExit(f"{args.data} exists and is not this benchmark's dataset: remove it")
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     t = time.perf_counter()
     synthesize(args.data, n=args.n, size=args.size, seed=args.seed)

@@ -20,7 +20,7 @@ import timm
 import torch
 from torch import nn
 
-from labelaudit.config import resolve_settings
+from labelaudit.core.config import resolve_settings
 from labelaudit.train.backbones import build_model, channel_stats
 from labelaudit.train.loop import make_runtime, train_fold
 

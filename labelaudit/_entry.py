@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED
+from labelaudit.core.errors import INTERRUPT_STATUS, INTERRUPTED
 
 
 def run() -> None:

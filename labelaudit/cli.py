@@ -1,6 +1,6 @@
 """The ``labelaudit`` command line: parse arguments, call the library, map errors.
 
-Known user errors (:class:`~labelaudit.errors.LabelAuditError`) print one line and
+Known user errors (:class:`~labelaudit.core.errors.LabelAuditError`) print one line and
 exit with status 2; usage errors exit 2 as well (click's convention); anything
 else is an internal failure and exits 1. Ctrl-C and SIGTERM print one line and exit
 with status 130 after the ``finally`` blocks on the way out have cleaned up.
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from labelaudit.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError, RunDirError
+from labelaudit.core.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError, RunDirError
 
 app = typer.Typer(
     name="labelaudit",
@@ -241,7 +241,7 @@ def synth(
     ] = 0,
 ) -> None:
     """Write a synthetic HPA-layout dataset with known injected problems (truth.csv)."""
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     truth = synthesize(
         out,
@@ -348,7 +348,7 @@ def scan(
     ] = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
-    from labelaudit.scan import scan as run_scan
+    from labelaudit.pipeline.scan import scan as run_scan
 
     overrides = {
         k: v
@@ -417,13 +417,13 @@ def demo(
     ] = False,
 ) -> None:
     """Synthesise a dataset with known label errors, scan it and score the detectors."""
-    from labelaudit.bench import BENCH_TABLE, bench, demo_summary, format_bench_table
-    from labelaudit.config import PRESETS
-    from labelaudit.data.synth import synthesize
-    from labelaudit.errors import SettingsError
-    from labelaudit.io import write_text
+    from labelaudit.core.config import PRESETS
+    from labelaudit.core.errors import SettingsError
+    from labelaudit.core.io import write_text
+    from labelaudit.pipeline.bench import BENCH_TABLE, bench, demo_summary, format_bench_table
+    from labelaudit.pipeline.scan import scan as run_scan
     from labelaudit.rundir import ISSUES_CSV, RunDir, claim_demo_dir
-    from labelaudit.scan import scan as run_scan
+    from labelaudit.synth.simulate import synthesize
 
     folds = PRESETS["demo"].folds
     if n < 2 * folds:  # checked before synthesising: demo has no --folds to lower
@@ -503,7 +503,7 @@ def leaks_cmd(
     ] = 0.75,
 ) -> None:
     """List images of DATASET_B that also appear in DATASET_A (identical or near copies)."""
-    from labelaudit.leaks import find_leaks
+    from labelaudit.pipeline.leaks import find_leaks
 
     res = find_leaks(
         dataset_a,
@@ -534,7 +534,7 @@ def bench_cmd(
     truth: Annotated[Path, typer.Option("--truth", help="truth.csv written by synth.")],
 ) -> None:
     """Score each detector against a ground-truth file; writes RUN/bench.json."""
-    from labelaudit.bench import bench, format_bench_table
+    from labelaudit.pipeline.bench import bench, format_bench_table
 
     console.print(format_bench_table(bench(run, truth)), markup=False)
 
@@ -568,7 +568,7 @@ def clean_cmd(
     ] = None,
 ) -> None:
     """Write RUN/cleaned/ (a dataset in the input's layout) and RUN/changes.csv."""
-    from labelaudit.clean import clean
+    from labelaudit.pipeline.clean import clean
 
     result = clean(run, policy=policy, decisions=decisions)
     actions = result.changes["action"].value_counts().to_dict() if len(result.changes) else {}
@@ -603,7 +603,7 @@ def retrain_cmd(
     ] = None,
 ) -> None:
     """Retrain on the cleaned labels with class weights; compare with the original labels."""
-    from labelaudit.retrain import retrain, summary_lines
+    from labelaudit.pipeline.retrain import retrain, summary_lines
 
     overrides = {k: v for k, v in dict(epochs=epochs, seed=seed).items() if v is not None}
     metrics = retrain(
@@ -642,8 +642,8 @@ def _refresh_report(run: Path) -> None:
     says how to write it again. A user error (another process holding the run) is
     left as it is: that process may be writing the report.
     """
+    from labelaudit.core.userfiles import remove_entry
     from labelaudit.report import write_report
-    from labelaudit.userfiles import remove_entry
 
     try:
         path = write_report(run)
@@ -671,7 +671,7 @@ def predict_cmd(
 ) -> None:
     """Label new images with a retrained model; writes probabilities and label sets."""
     from labelaudit.data.readers import DEFAULT_MAX_PIXELS
-    from labelaudit.predict import predict
+    from labelaudit.tools.predict import predict
 
     with _broken_images_hint():
         frame = predict(
@@ -737,7 +737,7 @@ def sweep_cmd(
     ] = False,
 ) -> None:
     """Compare backbones, learning rates and output activations: the method's tables."""
-    from labelaudit.sweep import sweep
+    from labelaudit.tools.sweep import sweep
 
     overrides = dict(
         epochs=epochs,

@@ -21,12 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from labelaudit.data.cache import ImageCache
-from labelaudit.data.dataset import Dataset
-from labelaudit.data.labels import LabelCodec
-from labelaudit.data.roles import exclusive_classes
-from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.io import (
+from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.io import (
     RUN_FORMAT,
     RUN_JSON_LOCK,
     edit_run_json,
@@ -36,8 +32,12 @@ from labelaudit.io import (
     write_json,
     write_npy,
 )
-from labelaudit.locks import hold_lock
-from labelaudit.userfiles import check_user_file, load_user_npy
+from labelaudit.core.locks import hold_lock
+from labelaudit.core.userfiles import check_user_file, load_user_npy
+from labelaudit.data.cache import ImageCache
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.labels import LabelCodec
+from labelaudit.data.roles import exclusive_classes
 
 DEFAULT_RUN = Path("labelaudit-out")
 
@@ -51,7 +51,7 @@ FINDINGS_CSV = "findings.csv"
 ISSUES_CSV = "issues.csv"
 CELLS_CSV = "cells.csv"
 CHANGES_CSV = "changes.csv"
-#: Images shared with the datasets of ``scan --against`` (labelaudit.leaks.add_leaks).
+#: Images shared with the datasets of ``scan --against`` (labelaudit.pipeline.leaks.add_leaks).
 LEAKS_CSV = "leaks.csv"
 #: Per-label loss weights of the soft cleaning policies (``id`` + one column per class).
 LABEL_WEIGHTS_CSV = "label_weights.csv"

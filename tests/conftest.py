@@ -30,7 +30,7 @@ def _offline_and_private_cache(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("LABELAUDIT_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LABELAUDIT_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    # ... nor the user's marker key (labelaudit.trust).
+    # ... nor the user's marker key (labelaudit.core.trust).
     monkeypatch.setenv("LABELAUDIT_CONFIG_DIR", str(_config_dir(tmp_path_factory)))
 
 

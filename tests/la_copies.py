@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from labelaudit.data.classes import HPA_CHANNELS
-from labelaudit.data.synth import near_copy, synthesize
+from labelaudit.synth.simulate import near_copy, synthesize
 
 #: B's copies of A: id in B -> (how it was made, the row of A it copies).
 COPIES = {

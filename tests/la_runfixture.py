@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.io import update_run_json, write_csv
 from labelaudit.data.layouts import label_separator, load_dataset
-from labelaudit.io import update_run_json, write_csv
 
 ISSUE_COLUMNS = [
     "id",

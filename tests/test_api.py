@@ -25,12 +25,12 @@ def test_lazy_names_stay_callable_after_their_modules_are_imported():
 
 
 def test_stage_module_calls_its_function_and_keeps_its_contents():
-    import labelaudit.scan as scan_module
+    import labelaudit.pipeline.scan as scan_module
 
     assert scan_module.LEVELS == ("field", "cell")  # `import ... as` gets the module
-    assert labelaudit.scan is scan_module
+    assert labelaudit.pipeline.scan is scan_module
     with pytest.raises(labelaudit.SettingsError, match="level"):
-        labelaudit.scan("nowhere", level="nuclei")  # calls labelaudit.scan.scan
+        labelaudit.scan("nowhere", level="nuclei")  # calls labelaudit.pipeline.scan.scan
 
 
 def test_unknown_name_is_an_attribute_error():

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.errors import RunDirError
-from labelaudit.io import write_json
+from labelaudit.core.errors import RunDirError
+from labelaudit.core.io import write_json
 from labelaudit.rundir import RUN_FORMAT, RunDir
 
 
@@ -27,7 +27,7 @@ INFO = {
 
 
 def test_missing_dataset_section_is_one_message(tmp_path):
-    from labelaudit.clean import read_run_view
+    from labelaudit.pipeline.clean import read_run_view
 
     run = _run(tmp_path)
     expected = f"{run.path}/run.json has no dataset section; re-run the scan"
@@ -104,8 +104,8 @@ def test_missing_table_names_the_file_and_stage(tmp_path):
 
 @pytest.mark.slow
 def test_scan_hands_the_same_inputs_it_writes(tmp_path, make_hpa, monkeypatch):
-    import labelaudit.compare as compare
-    from labelaudit.scan import scan
+    import labelaudit.pipeline.compare as compare
+    from labelaudit.pipeline.scan import scan
 
     seen = []
     real = compare.detect_and_compare

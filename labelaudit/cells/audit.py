@@ -33,13 +33,13 @@ import pandas as pd
 from rich.console import Console
 
 from labelaudit.cells.findings import CellFindingParams, cell_findings
-from labelaudit.config import TrainSettings
+from labelaudit.core.config import TrainSettings
+from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.userfiles import is_plain_entry, remove_entry
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import split_labels
-from labelaudit.errors import RunDirError, SettingsError
 from labelaudit.rundir import CELLS_CSV, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
-from labelaudit.userfiles import is_plain_entry, remove_entry
 
 CELLS_DIR = "cells"
 #: Columns the cell stage adds to ``issues.csv``.

@@ -31,6 +31,9 @@ import pandas as pd
 from labelaudit.cells.dataset import cell_table, read_planes
 from labelaudit.cells.masks import MaskSet, load_masks, read_mask, touches_border, write_mask
 from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_field
+from labelaudit.core.errors import DatasetError, SettingsError
+from labelaudit.core.io import write_csv, write_json
+from labelaudit.core.userfiles import read_user_json
 from labelaudit.data.cache import (
     STAT_NAMES,
     channel_stats,
@@ -41,9 +44,6 @@ from labelaudit.data.cache import (
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale
-from labelaudit.errors import DatasetError, SettingsError
-from labelaudit.io import write_csv, write_json
-from labelaudit.userfiles import read_user_json
 
 CELL_CACHE_VERSION = 2  # 2: OpenCV statistics and resize (data.cache v2)
 # Bump when segment_field's algorithm changes: cached segmentations go stale.

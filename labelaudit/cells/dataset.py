@@ -30,13 +30,13 @@ from labelaudit.cells.masks import (
 )
 from labelaudit.cells.overlay import overlay_image, save_image
 from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_field
+from labelaudit.core.errors import DatasetError, SettingsError
+from labelaudit.core.io import write_csv, write_json
 from labelaudit.data.cache import split_channels
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS, read_array
-from labelaudit.errors import DatasetError, SettingsError
-from labelaudit.io import write_csv, write_json
 from labelaudit.rundir import OUTPUT_KINDS, dataset_inputs, open_output_dir
 
 # Which comparison the summary leads with: the reference masks keep the cells cut

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.optimize import linear_sum_assignment
 
-from labelaudit.errors import DatasetError, SettingsError
-from labelaudit.io import atomic_path
+from labelaudit.core.errors import DatasetError, SettingsError
+from labelaudit.core.io import atomic_path
 
 PNG_SUFFIX = "_predictedmask.png"
 NPZ_SUFFIX = ".npz"

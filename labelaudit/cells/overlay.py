@@ -10,9 +10,9 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
+from labelaudit.core.io import atomic_path
 from labelaudit.data.classes import CHANNEL_RGB
 from labelaudit.data.readers import to_unit_float
-from labelaudit.io import atomic_path
 
 
 def _shrink(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -27,8 +27,8 @@ from skimage.filters import threshold_otsu
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.data.readers import to_unit_float
-from labelaudit.errors import SettingsError
 
 HPA_CHANNELS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 # Working resolution: a typical nucleus spans about this many pixels. Enough for the

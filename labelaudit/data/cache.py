@@ -45,14 +45,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from labelaudit.core.errors import DatasetError, RunDirError, SettingsError
+from labelaudit.core.io import write_csv, write_json
+from labelaudit.core.locks import LockHeld, hold_lock
+from labelaudit.core.userfiles import read_user_csv, read_user_json, remove_entry
 from labelaudit.data import readers
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale, read_array
-from labelaudit.errors import DatasetError, RunDirError, SettingsError
-from labelaudit.io import write_csv, write_json
-from labelaudit.locks import LockHeld, hold_lock
-from labelaudit.userfiles import read_user_csv, read_user_json, remove_entry
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EDQUOT)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import LoadReport, load_dataset
 from labelaudit.data.parallel import available_cores, worker_context
@@ -20,7 +21,6 @@ from labelaudit.data.readers import (
     read_header,
 )
 from labelaudit.data.roles import conflicting_rows, describe_conflict, exclusive_indices
-from labelaudit.errors import DatasetError
 
 #: Rows joining an exclusive class with another that ``check`` names (it counts all).
 SHOW_CONFLICTS = 5

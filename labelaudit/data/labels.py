@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from labelaudit.errors import DatasetError
+from labelaudit.core.errors import DatasetError
 
 #: Builds the exception for a bad label string from a message (it names the row).
 Where = Callable[[str], Exception]

@@ -40,7 +40,10 @@ from typing import Any
 
 import numpy as np
 
-from labelaudit import trust
+from labelaudit.core import trust
+from labelaudit.core.errors import DatasetError, SettingsError
+from labelaudit.core.io import atomic_open
+from labelaudit.core.userfiles import MAX_MARKER_BYTES
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.labels import parse_class_ids, split_labels
@@ -51,9 +54,6 @@ from labelaudit.data.readers import (
     read_header,
 )
 from labelaudit.data.roles import BUILT_IN_EXCLUSIVE, EXCLUSIVE_MARKER
-from labelaudit.errors import DatasetError, SettingsError
-from labelaudit.io import atomic_open
-from labelaudit.userfiles import MAX_MARKER_BYTES
 
 LAYOUTS = ("hpa2021", "hpa2018", "generic")
 
@@ -228,7 +228,7 @@ def cleaned_marker(
 ) -> dict:
     """The content of a cleaned dataset's marker: source, entries, load options, signed.
 
-    The signature (:mod:`labelaudit.trust`) binds what the marker admits (links into
+    The signature (:mod:`labelaudit.core.trust`) binds what the marker admits (links into
     ``source``, images read from ``load_options["images"]``) to this user's key, so
     only a marker this user's labelaudit wrote widens what the dataset may read.
     """

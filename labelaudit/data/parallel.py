@@ -3,7 +3,7 @@
 The image cache, the cell cache and segmentation all do one independent job per
 field (decode, segment, crop). :func:`map_fields` runs such jobs in order, in
 ``spawn`` processes when it pays (fork would copy the parent's torch/OpenMP
-threads), and turns a :class:`~labelaudit.errors.DatasetError` raised in a worker
+threads), and turns a :class:`~labelaudit.core.errors.DatasetError` raised in a worker
 back into one naming the field: exceptions are returned rather than raised across
 the process boundary, because pickling an exception loses its fields.
 
@@ -38,7 +38,7 @@ from multiprocessing import get_context
 from multiprocessing.context import BaseContext, SpawnContext, SpawnProcess
 from typing import Any
 
-from labelaudit.errors import DatasetError
+from labelaudit.core.errors import DatasetError
 
 _PR_SET_PDEATHSIG = 1
 
@@ -261,7 +261,7 @@ def map_fields(
         Largest number of jobs sent to a worker at once.
     errors
         ``"raise"``: stop at the first field whose job raised a
-        :class:`~labelaudit.errors.DatasetError`; ``"return"``: yield
+        :class:`~labelaudit.core.errors.DatasetError`; ``"return"``: yield
         ``(i, error)`` for it, the error naming the field, and go on.
 
     Raises

@@ -1,7 +1,7 @@
 """Image readers: header reads for validation, full decodes for the cache.
 
 PNG and JPEG go through Pillow, TIFF through tifffile (multi-channel and 16-bit
-stacks). Every failure is turned into a :class:`~labelaudit.errors.DatasetError`
+stacks). Every failure is turned into a :class:`~labelaudit.core.errors.DatasetError`
 that names the file, so a broken image never surfaces as a traceback.
 
 Image files are treated as hostile: only regular files are opened (a FIFO would
@@ -24,8 +24,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from labelaudit.errors import DatasetError
-from labelaudit.userfiles import file_kind, open_checked
+from labelaudit.core.errors import DatasetError
+from labelaudit.core.userfiles import file_kind, open_checked
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 TIFF_SUFFIXES = (".tif", ".tiff")

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.data.roles import exclusive_indices
-from labelaudit.errors import RunDirError, SettingsError
 
 #: Columns of the tidy findings table (``findings.csv``). ``value`` is the raw,
 #: detector-specific number behind ``score`` (a probability, a signed z, ...).
@@ -285,7 +285,8 @@ class Detector(ABC):
 
     name: ClassVar[str] = ""
     #: ``"label"`` (a given label is wrong, missing or extra) or ``"image"`` (the image
-    #: itself is bad); ``None``: the ranking decides (:func:`labelaudit.compare.family_of`).
+    #: itself is bad); ``None``: the ranking decides
+    #: (:func:`labelaudit.pipeline.compare.family_of`).
     family: ClassVar[str | None] = None
     #: Weight of the detector's whole ranking (rank percentile) in its family's score;
     #: 0 = only its strong evidence (beyond 3 robust sigmas of its own scores) counts.

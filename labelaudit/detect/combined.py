@@ -46,7 +46,7 @@ Scores
   ``1 - prod_k (1 - q_k)``: the label family's reference ranking (``label_score``'s
   bulk, replacing confident learning's);
 * flagged pairs: posterior >= ``flag_at`` (``"remove"`` for a given label, ``"add"``
-  for an absent one); :mod:`labelaudit.suggest` trusts those above its own
+  for an absent one); :mod:`labelaudit.detect.suggest` trusts those above its own
   threshold.
 
 Measured in docs/benchmarks.md, "label evidence".
@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -67,7 +68,6 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
-from labelaudit.errors import SettingsError
 
 #: Probabilities are clipped here before their logit (a 1e-6 and a 1e-9 are both "no").
 P_CLIP = 1e-4

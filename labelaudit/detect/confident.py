@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -49,7 +50,6 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
-from labelaudit.errors import SettingsError
 
 CL_FILTERS = (
     "prune_by_noise_rate",

@@ -3,7 +3,7 @@
 A hash or embedding match is only a candidate. Every candidate pair (row indices
 ``i < j``) is checked on its pixels before it is called a duplicate (the candidate
 search and the pixel check live in :mod:`labelaudit.detect.pixelmatch`, also used by
-:mod:`labelaudit.leaks`; the constants named below are there):
+:mod:`labelaudit.pipeline.leaks`; the constants named below are there):
 
 1. **Candidates.**
 

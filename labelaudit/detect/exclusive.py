@@ -3,7 +3,7 @@
 An exclusive class (HPA's Negative: no protein staining in the field;
 :mod:`labelaudit.data.roles`) is never combined with another class, so a field given
 "Negative + Cytosol" has a wrong label whatever its pixels show: one side must go.
-Which one is for the model to say (:func:`labelaudit.suggest.suggest_labels`
+Which one is for the model to say (:func:`labelaudit.detect.suggest.suggest_labels`
 resolves it with the out-of-fold probabilities); this detector names the conflict.
 
 Scores and flags

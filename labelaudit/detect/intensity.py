@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -42,7 +43,6 @@ from labelaudit.detect.base import (
     register,
 )
 from labelaudit.detect.quality import ImageQuality
-from labelaudit.errors import RunDirError, SettingsError
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this = its sigma
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -42,7 +43,6 @@ from labelaudit.detect.base import (
     per_image_max,
     register,
 )
-from labelaudit.errors import SettingsError
 
 
 @register("isolation")

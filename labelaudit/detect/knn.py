@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -36,7 +37,6 @@ from labelaudit.detect.base import (
     per_image_max,
     register,
 )
-from labelaudit.errors import SettingsError
 
 
 def neighbour_indices(embeddings: np.ndarray, k: int, n_components: int | None = 32) -> np.ndarray:

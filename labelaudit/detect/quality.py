@@ -78,6 +78,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.data.roles import EMPTY_TARGET
 from labelaudit.detect.base import (
     AuditInputs,
@@ -86,7 +87,6 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
-from labelaudit.errors import SettingsError
 
 MAD_TO_SIGMA = 1.4826
 #: Upper quantiles and their distance from the median in sigmas of a normal (only

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.errors import DatasetError, RunDirError
 from labelaudit.data.labels import LabelCodec
-from labelaudit.errors import DatasetError, RunDirError
 from labelaudit.rundir import (
     BENCH_JSON,
     CHANGES_CSV,

@@ -91,9 +91,9 @@ def _cache_fetcher(art: RunArtifacts):
 
 
 def _dataset_fetcher(art: RunArtifacts):
+    from labelaudit.core.errors import LabelAuditError
     from labelaudit.data.cache import decode_field
     from labelaudit.data.layouts import load_dataset, recorded_load_options
-    from labelaudit.errors import LabelAuditError
 
     path = art.section("dataset").get("path")
     if not path or not Path(path).is_dir():

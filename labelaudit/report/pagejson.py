@@ -12,7 +12,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from labelaudit.io import finite, json_default
+from labelaudit.core.io import finite, json_default
 from labelaudit.report import figures as fg
 
 

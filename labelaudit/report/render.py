@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from labelaudit.core.io import write_text
 from labelaudit.data.roles import exclusive_classes, exclusive_indices
-from labelaudit.io import write_text
 from labelaudit.report import analysis as an
 from labelaudit.report.artifacts import RunArtifacts, load_run
 from labelaudit.report.pagejson import Figures, script_json

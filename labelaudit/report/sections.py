@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.stats import NOISE_NOTE, Interval, format_change
 from labelaudit.data.roles import EMPTY_TARGET, roles_from_info
 from labelaudit.report import analysis as an
 from labelaudit.report import figures as fg
@@ -33,7 +34,6 @@ from labelaudit.report.images import collect_field_images
 from labelaudit.report.pagejson import Figures
 from labelaudit.report.table import TableRow
 from labelaudit.rundir import LABEL_WEIGHTS_CSV, LEAKS_CSV, RunDir
-from labelaudit.stats import NOISE_NOTE, Interval, format_change
 
 #: Environment variable that turns a failing section into a message on the page.
 LENIENT_ENV = "LABELAUDIT_REPORT_LENIENT"

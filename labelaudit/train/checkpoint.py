@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from labelaudit.errors import SettingsError
-from labelaudit.io import atomic_path
+from labelaudit.core.errors import SettingsError
+from labelaudit.core.io import atomic_path
+from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file
 from labelaudit.train.backbones import LabelModel, build_model
-from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file
 
 MODEL_FORMAT = "labelaudit-model"
 MODEL_VERSION = 1

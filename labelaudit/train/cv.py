@@ -35,9 +35,9 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from labelaudit.config import TrainSettings
-from labelaudit.errors import SettingsError, TrainingDiverged
-from labelaudit.io import atomic_path, update_run_json, write_csv, write_json, write_npy
+from labelaudit.core.config import TrainSettings
+from labelaudit.core.errors import SettingsError, TrainingDiverged
+from labelaudit.core.io import atomic_path, update_run_json, write_csv, write_json, write_npy
 from labelaudit.rundir import RunDir
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_stats
@@ -383,7 +383,7 @@ def cross_validate(
     class_names
         K class names (the other columns of ``oof_probs.csv``).
     settings
-        From :func:`labelaudit.config.resolve_settings`; ``image_size`` must equal S.
+        From :func:`labelaudit.core.config.resolve_settings`; ``image_size`` must equal S.
     run_dir
         The run directory (created).
     fingerprint

@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils.multiclass import type_of_target
 
-from labelaudit.errors import SettingsError
+from labelaudit.core.errors import SettingsError
 
 
 def rare_classes(labels: np.ndarray, class_names: list[str], n_folds: int) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from labelaudit.config import TrainSettings
+from labelaudit.core.config import TrainSettings
 from labelaudit.train import ddp
 from labelaudit.train.backbones import LabelModel
 from labelaudit.train.batches import TTA_CODES, augment, dihedral, make_loader, set_epoch

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from labelaudit.errors import SettingsError
+from labelaudit.core.errors import SettingsError
 from labelaudit.train.backbones import OUTPUTS
 
 #: ``loss(logits, targets) -> scalar tensor``: what the training loop calls. A loss

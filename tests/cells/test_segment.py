@@ -16,7 +16,7 @@ from labelaudit.cells.segment import (
     estimate_nucleus_diameter,
     segment_field,
 )
-from labelaudit.errors import SettingsError
+from labelaudit.core.errors import SettingsError
 
 
 def test_finds_every_known_cell(known):

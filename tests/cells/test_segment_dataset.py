@@ -11,7 +11,7 @@ from la_testutils import snapshot
 
 from labelaudit.cells.dataset import format_comparison, segment_dataset
 from labelaudit.cells.masks import load_masks, write_mask
-from labelaudit.errors import DatasetError, SettingsError
+from labelaudit.core.errors import DatasetError, SettingsError
 
 
 def _reference(tmp_path, truth, fmt="png"):

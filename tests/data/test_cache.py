@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from la_testutils import write_image
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data.cache import build_cache, channel_stats, resize_to_uint8
 from labelaudit.data.layouts import load_dataset
-from labelaudit.errors import DatasetError
 
 
 def test_round_trip_and_reuse(make_hpa, tmp_path):

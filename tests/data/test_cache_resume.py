@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from la_testutils import write_image
 
+from labelaudit.core.locks import hold_lock
 from labelaudit.data import cache as cache_mod
 from labelaudit.data.cache import BrokenImages, build_cache, subset_dataset
 from labelaudit.data.layouts import load_dataset
-from labelaudit.locks import hold_lock
 
 # A cache build in a separate process, slowed down so a test can stop it midway.
 SLOW_BUILD = """

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labelaudit.core.errors import DatasetError, RunDirError
 from labelaudit.data.labels import LabelCodec, parse_class_ids, split_labels
-from labelaudit.errors import DatasetError, RunDirError
 
 
 def test_split_both_separators_and_empty():

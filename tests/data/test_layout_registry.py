@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data import layouts as L
-from labelaudit.data.synth import synthesize
-from labelaudit.errors import DatasetError
+from labelaudit.synth.simulate import synthesize
 
 
 def test_registry_lists_every_layout_and_refuses_unknown_names():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from la_testutils import CHANNELS, HPA_SAMPLES, write_image
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data.layouts import detect_layout, load_dataset
-from labelaudit.errors import DatasetError
 
 
 def test_hpa2021_layout(make_hpa):
@@ -142,7 +142,7 @@ def test_recorded_load_options_round_trip(make_hpa):
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "many"])
 def test_max_pixels_must_be_a_positive_integer(make_hpa, bad):
-    from labelaudit.errors import SettingsError
+    from labelaudit.core.errors import SettingsError
 
     with pytest.raises(SettingsError, match="max_pixels"):
         load_dataset(make_hpa(n=1), max_pixels=bad)

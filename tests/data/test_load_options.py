@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from la_testutils import snapshot, write_image
 
+from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.data.layouts import joined_labels, load_dataset
-from labelaudit.errors import DatasetError, SettingsError
 
 CLASSES = ["Golgi apparatus", "Nuclear membrane", "Nucleoli", "Nucleoplasm"]
 ROWS = [

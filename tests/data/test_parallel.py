@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from la_testutils import write_image
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data.cache import _decode_job
 from labelaudit.data.parallel import map_fields
-from labelaudit.errors import DatasetError
 
 
 def fields(tmp_path, n, broken=None):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from la_testutils import write_image
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.roles import (
     Roles,
@@ -16,7 +17,6 @@ from labelaudit.data.roles import (
     resolve_exclusive,
     roles_from_info,
 )
-from labelaudit.errors import DatasetError
 
 
 def test_hpa2021_has_negative_exclusive_and_green_as_the_target(make_hpa):

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect import AuditInputs, get_detector
 from labelaudit.detect.combined import (
     EvidenceContext,
@@ -15,7 +16,6 @@ from labelaudit.detect.combined import (
     plant_label_noise,
 )
 from labelaudit.detect.quality import label_model_fit, label_model_z
-from labelaudit.errors import SettingsError
 
 
 def multilabel(n: int = 300, k: int = 5, seed: int = 0) -> np.ndarray:

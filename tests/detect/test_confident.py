@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.detect import AuditInputs, get_detector
-from labelaudit.detect.synthetic import make_audit
-from labelaudit.errors import SettingsError
+from labelaudit.synth.audit import make_audit
 
 
 def flipped_case(n: int = 120, seed: int = 0) -> AuditInputs:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.data import synth
+from labelaudit.synth import simulate as synth
 from labelaudit.data.cache import build_cache
 from labelaudit.data.layouts import load_dataset
 from labelaudit.detect.base import AuditInputs
@@ -18,7 +18,7 @@ from labelaudit.detect.duplicates import (
     pixel_keys,
     verified_groups,
 )
-from labelaudit.leaks import cache_signatures
+from labelaudit.pipeline.leaks import cache_signatures
 
 CLASSES = ["a", "b", "c"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from labelaudit.compare import DEFAULT_DETECTORS, build_issues, run_detectors
 from labelaudit.detect import get_detector
 from labelaudit.detect.base import AuditInputs
+from labelaudit.pipeline.compare import DEFAULT_DETECTORS, build_issues, run_detectors
 
 CLASSES = ["Nucleoplasm", "Cytosol", "Negative"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.detect import AuditInputs, get_detector
-from labelaudit.errors import RunDirError, SettingsError
 
 
 def make(labels: np.ndarray, green: np.ndarray) -> AuditInputs:

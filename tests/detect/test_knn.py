@@ -58,7 +58,7 @@ def test_swapped_label_is_flagged_with_the_right_suggestions():
 
 
 def test_family_is_label():
-    from labelaudit.compare import family_of
+    from labelaudit.pipeline.compare import family_of
 
     assert family_of("knn") == "label"
     assert family_of("confident") == "label"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.data.cache import STAT_NAMES, channel_stats
 from labelaudit.detect import get_detector
 from labelaudit.detect.base import AuditInputs
-from labelaudit.errors import SettingsError
 
 CHANNELS = ("red", "green", "blue", "yellow")
 N = 40
@@ -109,7 +109,7 @@ def test_bad_parameters_and_unknown_channels_raise():
 
 
 def test_bench_scores_quality_per_fault_type(tmp_path):
-    from labelaudit.bench import IMAGE_NOISE, bench
+    from labelaudit.pipeline.bench import IMAGE_NOISE, bench
 
     noise = ["none"] * 8 + ["dim", "saturated", "blur", "artifact"]
     ids = [f"{i:03d}" for i in range(len(noise))]

@@ -67,7 +67,7 @@ def test_without_an_exclusive_class_an_empty_stain_stays_an_image_fault():
 
 
 def test_the_default_order_counts_the_empty_stain_in_the_label_family():
-    from labelaudit.compare import family_scores
+    from labelaudit.pipeline.compare import family_scores
 
     result = get_detector("quality").run(role_inputs(CASES))
     fam = family_scores({"quality": result})

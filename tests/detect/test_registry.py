@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.detect import (
     REGISTRY,
     AuditInputs,
@@ -17,7 +18,6 @@ from labelaudit.detect import (
     make_findings,
     register,
 )
-from labelaudit.errors import RunDirError, SettingsError
 
 
 @pytest.fixture

@@ -81,9 +81,9 @@ def synth_field(
 def make_field(
     labels: list[int], rng: np.random.Generator, size: int, fault: str | None
 ) -> np.ndarray:
-    """A realistic synthetic field (``labelaudit.data.synth``), else :func:`synth_field`."""
+    """A realistic synthetic field (``labelaudit.synth.simulate``), else :func:`synth_field`."""
     try:
-        from labelaudit.data.synth import render_field
+        from labelaudit.synth.simulate import render_field
     except ImportError:
         gain = {"dim": 0.03}.get(fault or "", float(rng.uniform(0.5, 1.0)))
         return synth_field(labels, rng, size, gain, offset=0.9 if fault == "saturated" else 0.0)
@@ -110,12 +110,12 @@ def train_metrics(y: np.ndarray, probs: np.ndarray, names: list[str]) -> dict:
 
 def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -> Path:
     """Fabricate ``root/dataset`` and a complete run directory ``root/run``; return the run."""
-    from labelaudit.bench import bench
-    from labelaudit.compare import detect_and_compare
+    from labelaudit.core.io import read_json, update_run_json, write_json
     from labelaudit.data.cache import build_cache
     from labelaudit.data.classes import HPA2021_CLASSES
     from labelaudit.data.layouts import load_dataset
-    from labelaudit.io import read_json, update_run_json, write_json
+    from labelaudit.pipeline.bench import bench
+    from labelaudit.pipeline.compare import detect_and_compare
     from labelaudit.rundir import load_audit_inputs, record_dataset
 
     rng = np.random.default_rng(seed)

@@ -386,10 +386,10 @@ def _picked(w: Watched) -> list[int]:
 def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
     """Edit one row, accept one, keep one, reject one; export; import the export into a
     fresh browser; ``clean --decisions``: the cleaned labels are exactly the decisions."""
-    from labelaudit.clean import clean
+    from labelaudit.core.errors import DatasetError
+    from labelaudit.core.io import read_json
     from labelaudit.data.layouts import load_dataset
-    from labelaudit.errors import DatasetError
-    from labelaudit.io import read_json
+    from labelaudit.pipeline.clean import clean
 
     run = tmp_path / "run"
     shutil.copytree(report_run, run, ignore=shutil.ignore_patterns("report.html", "*.lock"))

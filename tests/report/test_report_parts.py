@@ -94,7 +94,7 @@ def test_learning_curves_found_in_any_nesting() -> None:
 
 def agreement_of(flags: dict[str, np.ndarray]) -> dict:
     """The comparison's agreement counts and Jaccard indices for ``flags``."""
-    from labelaudit.compare import _jaccard, _pairwise, combination_counts
+    from labelaudit.pipeline.compare import _jaccard, _pairwise, combination_counts
 
     n = len(next(iter(flags.values())))
     return {

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from labelaudit.compare import DEFAULT_DETECTORS
-from labelaudit.errors import RunDirError
-from labelaudit.io import read_json, write_json
+from labelaudit.core.errors import RunDirError
+from labelaudit.core.io import read_json, write_json
+from labelaudit.pipeline.compare import DEFAULT_DETECTORS
 from labelaudit.report import write_report
 from labelaudit.report.render import script_json
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from labelaudit.io import read_json, write_json
+from labelaudit.core.io import read_json, write_json
 from labelaudit.report import figures, write_report
 from labelaudit.report.sections import SECTIONS, register
 from labelaudit.report.table import TableRow
@@ -200,7 +200,7 @@ def test_page_data_carries_stains_and_exclusive_classes(report_run: Path, tmp_pa
 def test_cleaning_section_says_who_made_each_change(report_run: Path, tmp_path: Path) -> None:
     import pandas as pd
 
-    from labelaudit.clean import clean
+    from labelaudit.pipeline.clean import clean
 
     run = copy_run(report_run, tmp_path / "run")
     issues = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)

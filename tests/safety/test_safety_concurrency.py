@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from la_testutils import snapshot
 
-from labelaudit.locks import LockHeld
+from labelaudit.core.locks import LockHeld
 from labelaudit.rundir import open_output_dir, run_lock
 
 TINY = [
@@ -131,7 +131,7 @@ def test_only_rank_zero_takes_the_lock_under_torchrun(run, monkeypatch):
 WRITER = textwrap.dedent(
     """
     import sys
-    from labelaudit.io import update_run_json
+    from labelaudit.core.io import update_run_json
     for i in range(int(sys.argv[3])):
         update_run_json(sys.argv[1], f"{sys.argv[2]}{i}", {"i": i})
     """

@@ -101,7 +101,7 @@ def world(tmp_path_factory):
     from la_runfixture import make_run
     from la_testutils import write_tiny_model
 
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     base = tmp_path_factory.mktemp("hostile")
     data = base / "data"

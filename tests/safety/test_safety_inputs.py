@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from la_testutils import HPA_SAMPLES, snapshot, write_image
 
+from labelaudit.core.errors import DatasetError
 from labelaudit.data import readers
 from labelaudit.data.check import check_dataset
 from labelaudit.data.layouts import CLEANED_MARKER, cleaned_marker, load_dataset
-from labelaudit.errors import DatasetError
 
 SCAN_FLAGS = ("--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32")
 FIELD = "synth-00000"  # id prefix of the first synthetic field
@@ -54,7 +54,7 @@ def bomb_png(path: Path, width: int = 40000, height: int = 40000) -> Path:
 
 @pytest.fixture(scope="module")
 def _synth_template(tmp_path_factory) -> Path:
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     root = tmp_path_factory.mktemp("template") / "hpa"
     synthesize(root, n=60, size=32, seed=1)

@@ -29,7 +29,7 @@ def _assert_interrupted(code: int, err: str) -> None:
 
 @pytest.mark.parametrize("how", ["keyboard", "sigterm"])
 def test_main_turns_an_interrupt_into_one_line_and_130(how, run_cli, monkeypatch, tmp_path):
-    import labelaudit.scan
+    import labelaudit.pipeline.scan
 
     cleaned = []
 
@@ -43,7 +43,7 @@ def test_main_turns_an_interrupt_into_one_line_and_130(how, run_cli, monkeypatch
         finally:
             cleaned.append(True)  # finally blocks run on the way out
 
-    monkeypatch.setattr(labelaudit.scan, "scan", interrupted_scan)
+    monkeypatch.setattr(labelaudit.pipeline.scan, "scan", interrupted_scan)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     code, _, err = run_cli("scan", tmp_path, "--out", tmp_path / "run")
     _assert_interrupted(code, err)
@@ -57,7 +57,7 @@ def test_main_turns_an_interrupt_into_one_line_and_130(how, run_cli, monkeypatch
 @pytest.fixture(scope="module")
 def slow_data(tmp_path_factory):
     """120 fields at 96 px: the cache build takes a second or two (worker start-up included)."""
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     root = tmp_path_factory.mktemp("interrupts") / "ds"
     synthesize(root, n=120, size=96, seed=2)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from la_testutils import run_ok, snapshot, write_tiny_model
 
-from labelaudit.errors import RunDirError, SettingsError
+from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.rundir import RUN_LOCK, open_output_dir
 
 FAST = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32", "--quiet"]
@@ -34,7 +34,7 @@ def _one_line_error(code: int, err: str) -> str:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     root = tmp_path_factory.mktemp("safety-out") / "data"
     synthesize(root, n=60, size=32, seed=1)
@@ -209,7 +209,7 @@ def test_run_json_of_an_older_labelaudit_is_adopted(tmp_path):
 
 def test_forget_cells_removes_only_what_the_cell_audit_recorded(tmp_path):
     from labelaudit.cells.audit import forget_cells
-    from labelaudit.io import update_run_json
+    from labelaudit.core.io import update_run_json
 
     run = tmp_path / "run"
     open_output_dir(run)

@@ -20,10 +20,10 @@ import pytest
 from la_runfixture import make_run
 from la_testutils import snapshot, write_image
 
-from labelaudit.clean import CLEANED_DIR, CLEANED_MARKER, check_replaceable
-from labelaudit.errors import RunDirError, SettingsError
-from labelaudit.locks import hold_lock
-from labelaudit.userfiles import is_plain_entry, remove_entry
+from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.locks import hold_lock
+from labelaudit.core.userfiles import is_plain_entry, remove_entry
+from labelaudit.pipeline.clean import CLEANED_DIR, CLEANED_MARKER, check_replaceable
 
 
 def _one_line(code: int, err: str, status: int = 2) -> str:
@@ -181,7 +181,7 @@ def test_truth_from_dev_zero_and_a_fifo(run, tmp_path, run_cli):
 
 
 def test_oversized_table_is_refused_before_it_is_read(run, tmp_path, monkeypatch, run_cli):
-    from labelaudit import userfiles
+    from labelaudit.core import userfiles
 
     monkeypatch.setattr(userfiles, "MAX_TABLE_BYTES", 64)
     monkeypatch.setattr(userfiles.read_user_csv, "__kwdefaults__", {"max_bytes": 64})
@@ -254,7 +254,7 @@ def test_all_black_channel_warns_nothing():
 
 def _full_disk_at(monkeypatch, name: str) -> None:
     """The disk fills up when labelaudit's atomic write puts ``name`` in place."""
-    import labelaudit.io as lio
+    import labelaudit.core.io as lio
 
     real = lio.os.replace
 
@@ -443,7 +443,7 @@ def test_scan_on_a_full_disk_is_one_line(run, tmp_path, monkeypatch, run_cli):
 def test_a_report_held_by_another_process_is_left_alone(run, monkeypatch, run_cli):
     """Only a failing file system makes the stale report go: another writer's is kept."""
     import labelaudit.report as report
-    from labelaudit.locks import LockHeld
+    from labelaudit.core.locks import LockHeld
 
     assert run_cli("report", run)[0] == 0
     before = (run / "report.html").read_bytes()

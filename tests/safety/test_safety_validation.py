@@ -11,8 +11,8 @@ import pytest
 import torch
 from la_testutils import write_tiny_model
 
+from labelaudit.core.errors import SettingsError
 from labelaudit.data.classes import HPA2021_CLASSES
-from labelaudit.errors import SettingsError
 from labelaudit.train.folds import rare_classes
 
 TINY = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32"]
@@ -22,7 +22,7 @@ NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine w
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory):
     """60 tiny synthetic fields (two classes have one image: fewer than 2 folds)."""
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     root = tmp_path_factory.mktemp("validation") / "ds"
     synthesize(root, n=60, size=32, seed=1)
@@ -139,8 +139,8 @@ def test_synth_huge_size_leaves_no_directory(run_cli, tmp_path):
 
 
 def test_python_callers_get_the_same_settings_errors(synth_data, tmp_path):
-    from labelaudit.config import check_fold, resolve_settings
-    from labelaudit.scan import scan
+    from labelaudit.core.config import check_fold, resolve_settings
+    from labelaudit.pipeline.scan import scan
 
     with pytest.raises(SettingsError, match="seed"):
         resolve_settings("demo", seed=-1)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.io import read_json
+from labelaudit.core.io import read_json
 
 FLAGS = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32",
          "--allow-rare"]  # fmt: skip
@@ -34,7 +34,7 @@ def _env() -> dict[str, str]:
 
 @pytest.mark.slow
 def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path, run_cli, monkeypatch):
-    from labelaudit.data.synth import synthesize
+    from labelaudit.synth.simulate import synthesize
 
     data, run, cache = tmp_path / "data", tmp_path / "run", tmp_path / "shared-cache"
     synthesize(data, n=60, size=32, seed=1)

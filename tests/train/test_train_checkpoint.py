@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.errors import SettingsError
+from labelaudit.core.errors import SettingsError
 from labelaudit.train.backbones import build_model
 from labelaudit.train.checkpoint import (
     FOLD_META,
@@ -145,6 +145,6 @@ def test_bad_checkpoints_fail_with_one_clear_message(tmp_path):
 
 
 def test_predict_does_not_depend_on_retrain():
-    import labelaudit.predict as predict
+    import labelaudit.tools.predict as predict
 
     assert predict.load_checkpoint is load_checkpoint

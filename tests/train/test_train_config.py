@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labelaudit.config import PRESETS, TrainSettings, resolve_settings
-from labelaudit.errors import SettingsError
+from labelaudit.core.config import PRESETS, TrainSettings, resolve_settings
+from labelaudit.core.errors import SettingsError
 
 
 def test_seed_preset_names_a_backbone_with_imagenet_weights():
@@ -88,14 +88,14 @@ def test_result_fields_exclude_runtime_only_settings():
 
 
 def test_config_imports_neither_torch_nor_the_training_code():
-    """Settings are checked without the model code: ``import labelaudit.config`` loads
+    """Settings are checked without the model code: ``import labelaudit.core.config`` loads
     no torch, and validating does not reach into ``labelaudit.train`` (no cycle)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, labelaudit.config as c\n"
-        "assert 'torch' not in sys.modules, 'torch imported by labelaudit.config'\n"
+        "import sys, labelaudit.core.config as c\n"
+        "assert 'torch' not in sys.modules, 'torch imported by labelaudit.core.config'\n"
         "c._check_backbone = lambda name: None  # the timm lookup (it imports torch)\n"
         "c.resolve_settings('demo', activation='tanh')\n"
         "assert 'torch' not in sys.modules, 'torch imported by validation'\n"
@@ -107,7 +107,7 @@ def test_config_imports_neither_torch_nor_the_training_code():
 
 
 def test_activation_names_match_the_heads_registry():
-    from labelaudit.config import ACTIVATIONS
+    from labelaudit.core.config import ACTIVATIONS
     from labelaudit.train.backbones import OUTPUTS
 
     assert tuple(OUTPUTS) == ACTIVATIONS

@@ -15,9 +15,9 @@ import pytest
 import torch
 from rich.console import Console
 
-from labelaudit.config import resolve_settings
-from labelaudit.errors import SettingsError
-from labelaudit.io import read_json
+from labelaudit.core.config import resolve_settings
+from labelaudit.core.errors import SettingsError
+from labelaudit.core.io import read_json
 from labelaudit.train.cv import check_oof_provenance, cross_validate, fold_dir, load_fold
 
 CLASSES = ["Nucleoplasm", "Cytosol", "Mitochondria"]
@@ -237,7 +237,7 @@ def test_sigkill_during_fold_2_leaves_fold_1_reusable(tmp_path):
 
 
 def test_diverged_fold_is_a_clear_settings_error(tmp_path, monkeypatch):
-    from labelaudit.errors import TrainingDiverged
+    from labelaudit.core.errors import TrainingDiverged
     from labelaudit.train import cv, loop
 
     real = loop.train_fold

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.io import read_json
+from labelaudit.core.io import read_json
 from labelaudit.train import cross_validate
 from labelaudit.train.ddp import DistInfo, env_info
 

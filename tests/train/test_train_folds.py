@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelaudit.errors import SettingsError
+from labelaudit.core.errors import SettingsError
 from labelaudit.train.folds import check_folds, fold_indices, make_folds
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from labelaudit.config import resolve_settings
-from labelaudit.errors import SettingsError
+from labelaudit.core.config import resolve_settings
+from labelaudit.core.errors import SettingsError
 from labelaudit.train.backbones import KERAS_EPSILON, build_model, channel_stats
 from labelaudit.train.loop import make_runtime, train_fold
 from labelaudit.train.loss import TrainLoss, training_loss

@@ -7,8 +7,8 @@ import pytest
 import timm
 import torch
 
-from labelaudit.config import resolve_settings
-from labelaudit.errors import SettingsError
+from labelaudit.core.config import resolve_settings
+from labelaudit.core.errors import SettingsError
 from labelaudit.train import weights as W
 from labelaudit.train.backbones import build_model
 
@@ -104,7 +104,7 @@ def test_random_fallback_warns(monkeypatch):
 
 def test_check_weights_refuses_before_any_work(tmp_path):
     """``check_weights`` (run by the preflight, before the cache is built) names the file."""
-    from labelaudit.preflight import preflight
+    from labelaudit.pipeline.preflight import preflight
 
     path = tmp_path / "w.pt"
     torch.save(timm.create_model("resnet10t", pretrained=False).state_dict(), path)

@@ -1,0 +1,748 @@
+"""``labelaudit scan``: the whole pipeline, stage after stage, into a run directory.
+
+load/validate -> cache -> cross-validate -> detect + compare -> report -> clean.
+Each stage writes its artifacts atomically, so a killed scan resumes where it
+stopped (finished folds are reused by the training stage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from labelaudit.core.errors import DatasetError, SettingsError
+from labelaudit.core.io import edit_run_json
+from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file, load_user_npy, read_user_csv
+from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.layouts import load_dataset
+from labelaudit.data.readers import DEFAULT_MAX_PIXELS
+from labelaudit.pipeline.clean import CLEANED_DIR, check_replaceable
+from labelaudit.pipeline.results import AuditResult
+from labelaudit.rundir import (
+    DEFAULT_RUN,
+    RunDir,
+    dataset_inputs,
+    ensure_outside,
+    finish_lock,
+    make_audit_inputs,
+    open_output_dir,
+    run_lock,
+)
+
+#: Audit levels of ``scan``.
+LEVELS: tuple[str, ...] = ("field", "cell")
+
+
+@dataclass(kw_only=True)
+class ScanResult(AuditResult):
+    """What a scan produced: the run directory, the dataset, whether every stage ran
+    (``False`` after ``fold=k``), their timings, and the audit's tables
+    (:class:`~labelaudit.pipeline.results.AuditResult`: ``.issues``, ``.summary``,
+    ``.duplicates``, ``.report(path)``; ``report_path`` once the report is written)."""
+
+    dataset: Dataset
+    complete: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def cache_with_progress(
+    dataset: Dataset,
+    size: int,
+    cache_dir: str | Path | None,
+    console: Console | None,
+    skip_broken: bool = False,
+) -> ImageCache:
+    """Build (or reuse) the image cache, showing a progress bar on ``console``.
+
+    With ``skip_broken`` unreadable images are left out (``cache.skipped``)
+    instead of stopping the scan with the list of them.
+    """
+    if console is None or console.quiet:
+        return build_cache(dataset, size, cache_dir, skip_broken=skip_broken)
+    with Progress(
+        TextColumn("decoding images"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("decode", total=len(dataset))
+        cache = build_cache(
+            dataset,
+            size,
+            cache_dir,
+            progress=lambda done, total: bar.update(task, completed=done),
+            skip_broken=skip_broken,
+            on_wait=lambda line: console.print(f"image cache: {line}", markup=False),
+        )
+    resumed = f" ({cache.resumed} of {len(dataset)} fields decoded by an earlier, unfinished build)"
+    console.print(
+        f"image cache: {'reused' if cache.reused else 'built'} {cache.path}"
+        + (resumed if cache.resumed else ""),
+        markup=False,
+    )
+    for skipped in cache.skipped:
+        console.print(
+            f"skipped unreadable image {skipped['id']!r}: {skipped['file']}: {skipped['reason']}",
+            markup=False,
+        )
+    return cache
+
+
+def _one_writer(func: Callable[..., ScanResult]) -> Callable[..., ScanResult]:
+    """Give ``func`` an ExitStack (``_locks``) whose locks are released when it returns."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs) -> ScanResult:
+        with contextlib.ExitStack() as locks:
+            return func(*args, _locks=locks, **kwargs)
+
+    return wrapper
+
+
+def _claim_outputs(
+    run_dir: Path,
+    ds: Dataset,
+    cache_dir: str | Path | None,
+    masks: str | Path | None,
+    weights: str | Path | None,
+    force: bool,
+    console: Console,
+    supplied: Sequence[tuple[str, str | Path | None]] = (),
+) -> None:
+    """Check the scan's outputs against its inputs; create or adopt the run directory.
+
+    The image cache is an output too; the run directory must be labelaudit's
+    (new, empty or marked, see :func:`~labelaudit.rundir.open_output_dir`).
+    """
+    from labelaudit.data.cache import check_cache_dir
+
+    inputs = scan_inputs(ds, masks, weights, supplied)
+    cache_root = check_cache_dir(cache_dir)
+    ensure_outside(inputs, cache_root, "image cache directory")
+    say = functools.partial(console.print, markup=False)
+    open_output_dir(run_dir, inputs, force=force, say=say)
+
+
+def scan_inputs(
+    ds: Dataset,
+    masks: str | Path | None,
+    weights: str | Path | None,
+    supplied: Sequence[tuple[str, str | Path | None]] = (),
+) -> list:
+    """Everything a scan reads: no output may land on or inside any of it."""
+    inputs = dataset_inputs(ds)
+    if masks is not None:
+        inputs.append(("the masks directory", Path(masks)))
+    if weights is not None:
+        inputs.append(("the weights file", Path(weights)))
+    inputs += [(what, Path(path)) for what, path in supplied if path is not None]
+    return inputs
+
+
+@_one_writer
+def scan(
+    dataset: str | Path | None = None,
+    out: str | Path = DEFAULT_RUN,
+    *,
+    preset: str = "auto",
+    layout: str | None = None,
+    labels: str | Path | None = None,
+    images: str | Path | None = None,
+    id_column: str | None = None,
+    label_column: str | None = None,
+    sep: str | None = None,
+    cache_dir: str | Path | None = None,
+    detectors: Sequence[str] | None = None,
+    fold: int | None = None,
+    report: bool = True,
+    level: str = "field",
+    masks: str | Path | None = None,
+    cell_size: int | None = None,
+    console: Console | None = None,
+    force: bool = False,
+    follow_symlinks: bool = False,
+    max_pixels: int | None = None,
+    skip_broken: bool = False,
+    probs: str | Path | None = None,
+    embeddings: str | Path | None = None,
+    against: Sequence[str | Path] = (),
+    _locks: contextlib.ExitStack,
+    **overrides,
+) -> ScanResult:
+    """Audit a dataset: train cross-validated models, run the detectors, write the report.
+
+    Parameters
+    ----------
+    dataset
+        The dataset directory (only read); may be left out when ``labels`` is given.
+    out
+        The run directory (created; reused for resuming).
+    preset
+        Training preset (``seed``, ``cpu``, ``demo``; ``auto`` picks ``seed`` on a
+        GPU, else ``cpu``). Keyword ``overrides`` (``backbone``, ``epochs``,
+        ``image_size``, ...) replace single settings.
+    layout
+        Force a dataset layout.
+    labels, images, id_column, label_column, sep
+        Where the label file and images are and how the labels are written, when
+        not the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
+    cache_dir
+        Where image cache entries live.
+    detectors
+        Detector names to run (all registered by default).
+    fold
+        Train only this fold (1-based) and stop; a later scan merges the folds.
+    report
+        Write ``report.html`` at the end.
+    level
+        ``"field"`` (the method: one model over whole fields) or ``"cell"``: also
+        segment the fields into cells (or read ``masks``), train cross-validated
+        cell models (folds by field, each cell inheriting its field's labels) and
+        add the cell findings (:mod:`labelaudit.cells.audit`).
+    masks
+        With ``level="cell"``: a directory of cell masks made elsewhere
+        (``{ID}_predictedmask.png`` or ``{ID}.npz``) instead of segmenting.
+    cell_size
+        With ``level="cell"``: side of the cell crops (default: half the field size).
+    console
+        Where to print progress; silent when ``None``.
+    force
+        Write into an existing non-empty directory that is not a run directory,
+        replacing its files that have an output's name (it says which).
+    follow_symlinks
+        Read images whose paths resolve outside the dataset directory.
+    max_pixels
+        Largest image accepted, pixels per channel (default
+        :data:`~labelaudit.data.readers.DEFAULT_MAX_PIXELS`), checked from headers.
+    skip_broken
+        Audit the readable images when some cannot be decoded (recorded in
+        ``run.json["skipped_images"]``) instead of stopping with the list of them.
+    probs
+        Predictions made elsewhere (:func:`read_supplied_probs`): no training; the
+        detectors run on them. They must be out-of-sample (cross-validated), or the
+        model has learnt the label errors it should reveal; ``run.json["predictions"]``
+        and the report say they were supplied.
+    embeddings
+        With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
+        embedding detectors (without them those are skipped).
+    against
+        Other datasets (e.g. the test set; only read) to check for leakage: images
+        of this dataset that also appear in one of them (identical, or verified
+        copies: shifted, re-noised, re-encoded, cropped by a few percent) get
+        ``leak_of`` and ``leak_correlation`` in ``issues.csv``, the pairs go to
+        ``leaks.csv`` (:func:`labelaudit.pipeline.leaks.add_leaks`).
+
+    Returns
+    -------
+    ScanResult
+    """
+    from labelaudit.core.config import resolve_settings
+    from labelaudit.pipeline.preflight import preflight
+
+    console = console or Console(quiet=True)
+    run_dir = Path(out)
+    timings: dict[str, float] = {}
+
+    if level not in LEVELS:
+        raise SettingsError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level != "cell" and (masks is not None or cell_size is not None):
+        raise SettingsError("--masks and --cell-size need --level cell")
+    if masks is not None and not Path(masks).is_dir():
+        raise SettingsError(f"the masks directory {masks} does not exist")
+    if cell_size is not None and not (isinstance(cell_size, int) and 16 <= cell_size <= 4096):
+        raise SettingsError(f"cell_size must be between 16 and 4096 pixels, got {cell_size!r}")
+    if level == "cell" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SettingsError(
+            "--level cell does not run under torchrun yet: scan at field level with torchrun, "
+            "then run the same scan with --level cell in one process (the field folds are reused)"
+        )
+    t = time.perf_counter()
+    ds = load_dataset(
+        dataset,
+        layout,
+        labels=labels,
+        images=images,
+        id_column=id_column,
+        label_column=label_column,
+        sep=sep,
+        follow_symlinks=follow_symlinks,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+    )
+    settings = resolve_settings(preset, **overrides)
+    # Every option is checked before a directory is created or an image decoded.
+    if masks is not None:
+        _check_masks(masks, ds.ids, skip_broken)
+    preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
+    supplied = _read_supplied(ds, probs, embeddings, fold)
+    others = _load_against(ds, against, max_pixels)
+    _claim_outputs(
+        run_dir,
+        ds,
+        cache_dir,
+        masks,
+        overrides.get("weights"),
+        force,
+        console,
+        supplied=[("the --probs file", probs), ("the --embeddings file", embeddings)]
+        + [(f"the --against dataset {o.root}", p) for o in others for _, p in dataset_inputs(o)],
+    )
+    _locks.enter_context(run_lock(run_dir, fold=fold))  # one writer (fold jobs: one per fold)
+    check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
+    timings["load"] = time.perf_counter() - t
+    console.print(
+        f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",
+        markup=False,
+    )
+
+    t = time.perf_counter()
+    cache = cache_with_progress(ds, settings.image_size, cache_dir, console, skip_broken)
+    if cache.skipped:  # audit the readable images: the dataset's rows follow the cache's
+        ds = subset_dataset(ds, cache.ids)
+    edit_run_json(run_dir, lambda data: data.__setitem__("skipped_images", cache.skipped))
+    info = RunDir(run_dir).write_dataset(ds, cache)
+    timings["cache"] = time.perf_counter() - t
+
+    if supplied is not None:  # predictions made elsewhere: no training
+        audit = _use_supplied(run_dir, info, ds, cache, supplied)
+        result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=timings)
+    else:
+        result, audit = _train(run_dir, info, ds, cache, settings, fold, console, timings, _locks)
+    result.inputs = scan_inputs(
+        ds,
+        masks,
+        overrides.get("weights"),
+        [("the --probs file", probs), ("the --embeddings file", embeddings)],
+    )
+    if audit is None:
+        return result
+
+    from labelaudit.pipeline.compare import detect_and_compare
+
+    t = time.perf_counter()
+    detect_and_compare(audit, run_dir, detectors=detectors)
+    from labelaudit.pipeline.leaks import add_duplicates
+
+    add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
+    if others:
+        _check_leaks(run_dir, audit.ids, cache, others, settings.image_size, cache_dir, console)
+    timings["detect"] = time.perf_counter() - t
+    _record_timings(run_dir, timings)
+    console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
+    if level == "field":
+        from labelaudit.cells.audit import forget_cells
+
+        forget_cells(run_dir)
+    else:
+        from labelaudit.cells.audit import audit_cells
+
+        t = time.perf_counter()
+        cells = audit_cells(
+            run_dir,
+            ds,
+            settings,
+            masks=masks,
+            cell_size=cell_size,
+            cache_dir=cache_dir,
+            fold=fold,
+            console=console,
+        )
+        timings["cells"] = time.perf_counter() - t
+        _record_timings(run_dir, timings)
+        if not cells:  # cell folds unfinished (--fold) or a non-zero DDP rank
+            result.complete = False
+            return result
+    from labelaudit.pipeline.clean import clean
+
+    t = time.perf_counter()
+    cleaned = clean(run_dir)  # the default policy; `labelaudit clean` re-runs it
+    timings["clean"] = time.perf_counter() - t
+    console.print(
+        f"cleaned dataset: {cleaned.cleaned_dir} (changes in {cleaned.changes_file})",
+        markup=False,
+    )
+    if report:
+        from labelaudit.report import write_report
+
+        t = time.perf_counter()
+        result.report_path = write_report(run_dir)
+        timings["report"] = time.perf_counter() - t
+        _record_timings(run_dir, timings)
+    return result
+
+
+def _load_against(
+    ds: Dataset, against: Sequence[str | Path], max_pixels: int | None
+) -> list[Dataset]:
+    """The ``--against`` datasets, loaded and checked against the scanned one."""
+    others = []
+    for path in against:
+        other = load_dataset(path, max_pixels=max_pixels or DEFAULT_MAX_PIXELS)
+        if len(other.channels) != len(ds.channels):
+            raise SettingsError(
+                f"--against {path}: {len(other.channels)} channel(s), the dataset has "
+                f"{len(ds.channels)}: their images cannot be compared"
+            )
+        if Path(other.root).resolve() == Path(ds.root).resolve():
+            raise SettingsError(f"--against {path} is the scanned dataset itself")
+        others.append(other)
+    return others
+
+
+def _check_leaks(
+    run_dir: Path,
+    ids: list[str],
+    cache: ImageCache,
+    others: list[Dataset],
+    image_size: int,
+    cache_dir: str | Path | None,
+    console: Console,
+) -> None:
+    """Cache each ``--against`` dataset at the run's size and record what they share."""
+    from labelaudit.pipeline.leaks import add_leaks
+
+    pairs = []
+    for other in others:
+        other_cache = cache_with_progress(other, image_size, cache_dir, console)
+        pairs.append((str(other.root), other_cache))
+    summary = add_leaks(run_dir, ids, cache, pairs)
+    for entry in summary["datasets"]:
+        console.print(
+            f"leakage: {entry['n_leaked']} images also in {entry['dataset']} "
+            f"({entry['n_pairs']} pairs, {run_dir / 'leaks.csv'})",
+            markup=False,
+        )
+
+
+def _train(run_dir, info, ds, cache, settings, fold, console, timings, locks):
+    """Cross-validate; return the result so far and the detectors' inputs (``None``: stop).
+
+    ``None`` when this process does not go on to detection: a non-zero torchrun
+    rank, or unfinished folds (``--fold``).
+    """
+    from labelaudit.train.cv import cross_validate
+
+    if os.environ.get("RANK", "0") == "0":  # trained here, not supplied
+        RunDir(run_dir).edit_run(lambda data: data.pop("predictions", None))
+    t = time.perf_counter()
+    cv = cross_validate(
+        cache.images,
+        ds.labels,
+        ds.ids,
+        ds.class_names,
+        settings,
+        run_dir,
+        ds.fingerprint(),
+        fold=fold,
+        console=console,
+    )
+    timings["train"] = time.perf_counter() - t
+    result = ScanResult(run_dir=run_dir, dataset=ds, complete=cv.complete, timings=timings)
+    if getattr(cv, "rank", 0) != 0:  # under torchrun only rank 0 goes on to detection
+        return result, None
+    if not cv.complete:
+        _record_timings(run_dir, timings)
+        return result, None
+    if fold is not None:  # the last fold jobs to finish write the rest one at a time
+        locks.enter_context(finish_lock(run_dir, say=console.print))
+    return result, _audit_inputs(run_dir, info, ds, cache, cv)
+
+
+def _audit_inputs(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, cv):
+    """The detectors' inputs from what the scan holds in memory (the files are written).
+
+    The same values the run directory's files read back to: labels and ids of
+    ``dataset.csv``, the cache's statistics, the out-of-fold probabilities and
+    embeddings of the cross-validation.
+    """
+    if cv.oof_probs is None or cv.embeddings is None:  # not this process's: read them
+        return RunDir(run_dir).audit_inputs()
+    emb = np.ascontiguousarray(cv.embeddings, dtype=np.float32)
+    probs = np.asarray(cv.oof_probs).astype(np.float64)
+    return make_audit_inputs(info, list(ds.ids), ds.labels, probs, emb, cache.stats)
+
+
+def _record_timings(run_dir: Path, timings: dict[str, float]) -> None:
+    def merge(data: dict) -> None:  # one read-modify-write: fold jobs record concurrently
+        previous = data.get("timings") or {}
+        previous.update({k: round(v, 3) for k, v in timings.items()})
+        data["timings"] = previous
+
+    edit_run_json(run_dir, merge)
+
+
+# ------------------------------------------------------------ supplied predictions
+
+#: What ``run.json["predictions"]`` and the report say about supplied predictions.
+SUPPLIED_NOTE = (
+    "predictions supplied with --probs, not trained by this scan: they must be "
+    "out-of-sample (cross-validated); a model that saw an image's label in training "
+    "has learnt its errors and hides them"
+)
+
+
+@dataclass
+class Supplied:
+    """Predictions made elsewhere, aligned with the dataset (row i = image ``ids[i]``)."""
+
+    ids: list[str]
+    probs: np.ndarray
+    embeddings: np.ndarray | None
+    probs_path: Path
+    embeddings_path: Path | None
+
+    def subset(self, ids: list[str]) -> Supplied:
+        """The rows of ``ids`` (the readable images, with ``skip_broken``)."""
+        rows = [self.ids.index(i) for i in ids] if ids != self.ids else list(range(len(ids)))
+        emb = None if self.embeddings is None else self.embeddings[rows]
+        return Supplied(list(ids), self.probs[rows], emb, self.probs_path, self.embeddings_path)
+
+
+def _bad(path: Path, message: str, line: int | None = None) -> SettingsError:
+    where = f"{path}, line {line}" if line is not None else str(path)
+    return SettingsError(f"{where}: {message}")
+
+
+def _listed(values: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:most])
+    more = len(values) - most
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def read_supplied_probs(
+    path: str | Path, ids: Sequence[str], class_names: Sequence[str], class_tokens: Sequence[str]
+) -> np.ndarray:
+    """Read and check a ``--probs`` file; the (N, K) probabilities in dataset order.
+
+    Parameters
+    ----------
+    path
+        ``.npy`` (N x K, rows in dataset order) or CSV with an ``id`` column and
+        one column per class (named like the classes or their tokens, any order of
+        rows and columns).
+    ids, class_names, class_tokens
+        The dataset's image ids (in order) and classes.
+
+    Raises
+    ------
+    SettingsError
+        One line naming the file (and line): unreadable, wrong shape, an id column
+        missing, unknown / missing / repeated ids, missing or extra class columns,
+        a value that is not a number, NaN, or outside [0, 1].
+    """
+    path = Path(path)
+    check_user_file(path, "the --probs file")
+    if path.suffix.lower() == ".npy":
+        probs = _read_npy(path, "probabilities")
+        if probs.ndim != 2 or probs.shape != (len(ids), len(class_names)):
+            raise _bad(
+                path,
+                f"probabilities of shape {probs.shape}; the dataset needs "
+                f"{len(ids)} rows (images, in dataset order) x {len(class_names)} columns "
+                "(classes)",
+            )
+        return _check_values(path, probs, list(ids), list(class_names), header=False)
+    return _read_probs_csv(path, list(ids), list(class_names), list(class_tokens))
+
+
+def _check_masks(masks: str | Path, ids: list[str], skip_broken: bool) -> None:
+    """``--masks`` holds a mask for every field (with ``--skip-broken``: for some field).
+
+    Raises
+    ------
+    DatasetError
+        The directory is missing, not a directory, or lacks the masks (named).
+    """
+    from labelaudit.cells.masks import load_masks
+
+    try:
+        load_masks(masks, ids)
+    except DatasetError:
+        if not skip_broken or not any(_has_mask(masks, i) for i in ids):
+            raise
+
+
+def _has_mask(masks: str | Path, image_id: str) -> bool:
+    from labelaudit.cells.masks import load_masks
+
+    try:
+        load_masks(masks, [image_id])
+    except DatasetError:
+        return False
+    return True
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    array = load_user_npy(path, f"the {what} file")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise _bad(path, f"{what} must be numbers, the array holds {array.dtype}")
+    return np.asarray(array, dtype=np.float64)
+
+
+def _read_probs_csv(
+    path: Path, ids: list[str], class_names: list[str], class_tokens: list[str]
+) -> np.ndarray:
+    import pandas as pd
+
+    frame = read_user_csv(
+        path, "the probabilities file (--probs)", dtype=str, keep_default_na=False
+    )
+    id_col = next((c for c in frame.columns if str(c).strip().lower() == "id"), None)
+    if id_col is None:
+        raise _bad(path, "no id column (the first row must name an 'id' column)", 1)
+    by_name = dict(zip(class_names, class_names, strict=True))
+    by_name.update(zip(class_tokens, class_names, strict=True))
+    columns = {c: by_name.get(str(c).strip()) for c in frame.columns if c != id_col}
+    extra = [c for c, name in columns.items() if name is None]
+    if extra:
+        raise _bad(path, f"columns that are not classes of the dataset: {_listed(extra)}", 1)
+    found = [name for name in columns.values() if name is not None]  # extra: refused above
+    repeated = sorted({c for c in found if found.count(c) > 1})
+    if repeated:
+        raise _bad(path, f"class columns given twice: {_listed(repeated)}", 1)
+    missing = [c for c in class_names if c not in found]
+    if missing:
+        raise _bad(path, f"missing class columns: {_listed(missing)}", 1)
+    given = frame[id_col].str.strip()
+    dup = given[given.duplicated()]
+    if len(dup):
+        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
+    known = set(ids)
+    unknown = given[~given.isin(known)]
+    if len(unknown):
+        raise _bad(
+            path,
+            f"image id {unknown.iloc[0]!r} is not in the dataset "
+            f"({len(unknown)} unknown id{'s' if len(unknown) > 1 else ''})",
+            int(unknown.index[0]) + 2,
+        )
+    absent = sorted(known - set(given))
+    if absent:
+        raise _bad(
+            path,
+            f"{len(frame)} rows for {len(ids)} images: no row for {_listed(absent)}",
+        )
+    order = pd.Index(given).get_indexer(ids)
+    frame = frame.iloc[order].rename(columns=columns).reset_index()
+    text = frame[class_names]
+    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    blank = (
+        np.isnan(values)
+        & ~text.apply(lambda c: c.str.strip().str.lower().isin(["", "nan"])).to_numpy()
+    )
+    if blank.any():
+        r, c = np.argwhere(blank)[0]
+        raise _bad(
+            path,
+            f"column {class_names[c]!r}: {text.iat[r, c]!r} is not a number",
+            int(frame["index"].iat[r]) + 2,
+        )
+    lines = (frame["index"].to_numpy() + 2).tolist()
+    return _check_values(path, values, ids, class_names, header=True, lines=lines)
+
+
+def _check_values(
+    path: Path,
+    values: np.ndarray,
+    ids: list[str],
+    class_names: list[str],
+    *,
+    header: bool,
+    lines: list[int] | None = None,
+) -> np.ndarray:
+    """NaN, infinite or outside [0, 1]: one message naming the first offending cell."""
+    bad_nan = ~np.isfinite(values)
+    bad_range = np.isfinite(values) & ((values < 0) | (values > 1))
+    for mask, what in (
+        (bad_nan, "is NaN (or empty) or infinite"),
+        (bad_range, "is outside [0, 1]"),
+    ):
+        if mask.any():
+            r, c = np.argwhere(mask)[0]
+            where = f"image {ids[r]!r}, class {class_names[c]!r}"
+            line = lines[r] if lines is not None else None
+            message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
+            if not header:
+                message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
+            raise _bad(path, message, line)
+    return values
+
+
+def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
+    """Read and check an ``--embeddings`` file: ``.npy``, N x D, dataset order, finite.
+
+    Raises
+    ------
+    SettingsError
+        One line naming the file.
+    """
+    path = Path(path)
+    check_user_file(path, "the --embeddings file", max_bytes=MAX_ARRAY_BYTES)
+    if path.suffix.lower() != ".npy":
+        raise _bad(path, "embeddings must be a .npy array (N x D, rows in dataset order)")
+    emb = _read_npy(path, "embeddings")
+    if emb.ndim != 2 or emb.shape[0] != n_images or emb.shape[1] < 1:
+        raise _bad(path, f"embeddings of shape {emb.shape}; the dataset needs {n_images} rows x D")
+    if not np.isfinite(emb).all():
+        r = int(np.argwhere(~np.isfinite(emb))[0][0])
+        raise _bad(path, f"row {r} holds NaN or infinite values")
+    return emb.astype(np.float32)
+
+
+def _read_supplied(
+    ds: Dataset, probs: str | Path | None, embeddings: str | Path | None, fold: int | None
+) -> Supplied | None:
+    """Check ``--probs``/``--embeddings`` before anything is written (``None``: train)."""
+    if probs is None:
+        if embeddings is not None:
+            raise SettingsError("--embeddings needs --probs (predictions made elsewhere)")
+        return None
+    if fold is not None:
+        raise SettingsError("--fold trains one fold; --probs skips training: give one of them")
+    ids = [str(i) for i in ds.ids]
+    values = read_supplied_probs(probs, ids, ds.class_names, ds.class_tokens)
+    emb = None if embeddings is None else read_supplied_embeddings(embeddings, len(ids))
+    return Supplied(ids, values, emb, Path(probs), None if embeddings is None else Path(embeddings))
+
+
+def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, supplied: Supplied):
+    """Write the supplied predictions as the run's and record that they were supplied."""
+    from labelaudit.core.io import write_csv
+    from labelaudit.rundir import OOF_CSV
+
+    supplied = supplied.subset([str(i) for i in ds.ids])
+    run = RunDir(run_dir)
+    run.forget_oof()  # a previous run's embeddings must not stay beside new predictions
+    if supplied.embeddings is not None:
+        run.write_oof(supplied.ids, ds.class_names, supplied.probs, supplied.embeddings)
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(supplied.probs, columns=list(ds.class_names))
+        frame.insert(0, "id", supplied.ids)
+        write_csv(run.file(OOF_CSV), frame)
+    run.write_section(
+        "predictions",
+        {
+            "supplied": True,
+            "probs": str(supplied.probs_path),
+            "embeddings": None
+            if supplied.embeddings_path is None
+            else str(supplied.embeddings_path),
+            "note": SUPPLIED_NOTE,
+        },
+    )
+    return make_audit_inputs(
+        info, supplied.ids, ds.labels, supplied.probs, supplied.embeddings, cache.stats
+    )

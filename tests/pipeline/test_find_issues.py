@@ -1,0 +1,161 @@
+"""``labelaudit.find_issues``: labels, probabilities, features and images held in memory."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import labelaudit
+from labelaudit.core.errors import SettingsError
+from labelaudit.pipeline.find_issues import NO_FEATURES_NOTE, NO_IMAGES_NOTE, label_matrix
+
+NAMES = ["Cytosol", "Golgi apparatus", "Nucleoli", "Nucleoplasm"]
+
+
+def arrays(n: int = 60, seed: int = 0):
+    """Label lists, a matrix, good out-of-sample-like probabilities (row 3 wrong), features."""
+    rng = np.random.default_rng(seed)
+    matrix = rng.random((n, len(NAMES))) < 0.3
+    matrix[~matrix.any(axis=1), 0] = True
+    lists = [[NAMES[k] for k in np.flatnonzero(row)] for row in matrix]
+    probs = np.clip(np.where(matrix, 0.9, 0.05) + rng.normal(0, 0.03, matrix.shape), 0, 1)
+    probs[3] = 1 - probs[3]  # every label of image 3 looks wrong
+    features = rng.normal(size=(n, 8)) + matrix @ rng.normal(size=(len(NAMES), 8)) * 3
+    return lists, matrix, probs, features
+
+
+def test_arrays_only_find_the_wrong_labels_and_say_what_was_skipped(tmp_path):
+    lists, _, probs, features = arrays()
+    result = labelaudit.find_issues(lists, pred_probs=probs, features=features, class_names=NAMES)
+    issues = result.issues
+    assert issues.index.name == "row" and sorted(issues.index) == list(range(60))
+    assert issues.index[0] == 3  # review order: the image whose labels are all wrong first
+    assert issues.loc[3, "given_labels"] == "|".join(lists[3])
+    assert issues["label_quality"].dtype == float and issues["consensus_flag"].dtype == bool
+    summary = result.summary
+    assert summary["images"] == 60 and summary["classes"] == 4
+    assert {"confident", "knn", "isolation"} <= set(summary["detectors"])
+    assert {"quality", "intensity"} <= set(summary["skipped"])
+    assert summary["notes"] == [NO_IMAGES_NOTE]
+    assert list(result.duplicates.columns)[:2] == ["a", "b"]
+    page = result.report(tmp_path / "audit.html")
+    assert page == tmp_path / "audit.html" and "labelaudit report" in page.read_text()
+    assert result.report(tmp_path / "audit.html") == page  # its own report is replaced
+    (tmp_path / "mine.html").write_text("my notes")
+    with pytest.raises(SettingsError, match="not a labelaudit report"):
+        result.report(tmp_path / "mine.html")
+    assert (tmp_path / "mine.html").read_text() == "my notes"
+
+
+def test_matrix_and_label_lists_give_the_same_issues():
+    lists, matrix, probs, _ = arrays()
+    a = labelaudit.find_issues(lists, pred_probs=probs, class_names=NAMES).issues
+    b = labelaudit.find_issues(matrix.astype(int), pred_probs=probs, class_names=NAMES).issues
+    pd.testing.assert_frame_equal(a, b)
+    assert NO_FEATURES_NOTE in labelaudit.find_issues(lists, pred_probs=probs).summary["notes"]
+
+
+def test_a_temporary_run_goes_with_its_result():
+    lists, _, probs, _ = arrays()
+    result = labelaudit.find_issues(lists, pred_probs=probs)
+    run = result.run_dir
+    assert (run / "issues.csv").is_file()
+    del result
+    gc.collect()
+    assert not run.parent.exists()
+
+
+def test_out_keeps_the_run(tmp_path, run_cli):
+    lists, _, probs, _ = arrays()
+    result = labelaudit.find_issues(lists, pred_probs=probs, out=tmp_path / "run")
+    assert result.run_dir == tmp_path / "run"
+    del result
+    gc.collect()
+    assert (tmp_path / "run" / "issues.csv").is_file()
+    code, out, _ = run_cli("report", tmp_path / "run")  # the commands read it
+    assert code == 0 and "report.html" in out
+    for command in (["clean", tmp_path / "run"], ["retrain", "--run", tmp_path / "run"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "audited from arrays without images" in err, (command, err)
+
+
+def test_integer_ids_and_default_names():
+    matrix, names = label_matrix([[0, 2], [1], []], None)
+    assert names == ["0", "1", "2"]
+    assert matrix.tolist() == [[True, False, True], [False, True, False], [False, False, False]]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: {"pred_probs": a["pred_probs"][:-1]}, r"pred_probs has shape \(59, 4\)"),
+        (lambda a: {"pred_probs": a["pred_probs"][:, :3]}, r"x 4 columns \(classes\)"),
+        (lambda a: {"pred_probs": _set(a["pred_probs"], (5, 1), np.nan)}, r"pred_probs\[5, 1\]"),
+        (lambda a: {"pred_probs": _set(a["pred_probs"], (2, 0), 3.5)}, r"outside \[0, 1\]"),
+        (lambda a: {"pred_probs": [["x"] * 4] * 60}, "real numbers"),
+        (lambda a: {"features": _set(a["features"], (7, 2), np.inf)}, r"features\[7, 2\]"),
+        (lambda a: {"features": a["features"][:10]}, "features has shape"),
+        (lambda a: {"labels": ["Cytosol;Nucleoli"] * 60}, "as a list"),
+        (lambda a: {"labels": [["Cytosol", "Mitochondria"]] * 60}, "'Mitochondria' is not"),
+        (lambda a: {"labels": np.full((60, 4), 2)}, r"labels\[0, 0\] = 2"),
+        (lambda a: {"labels": np.ones((60, 4), bool), "class_names": NAMES[:3]}, "3 names"),
+        (lambda a: {"pred_probs": None}, "give pred_probs"),
+        (lambda a: {"images": np.zeros((60, 8, 8), dtype=np.float32)}, "uint8 or uint16"),
+        (lambda a: {"images": np.zeros((59, 8, 8), dtype=np.uint8)}, "expected \\(60, H, W\\)"),
+    ],
+)
+def test_bad_arrays_are_one_clear_error(change, message, tmp_path):
+    lists, _, probs, features = arrays()
+    args = {"labels": lists, "pred_probs": probs, "features": features, "class_names": NAMES}
+    args.update(change(args))
+    with pytest.raises(SettingsError, match=message) as err:
+        labelaudit.find_issues(**args, out=tmp_path / "run")
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+
+def _set(array, where, value):
+    array = np.array(array, dtype=float)
+    array[where] = value
+    return array
+
+
+@pytest.mark.slow
+def test_images_as_arrays_add_the_pixel_evidence(tmp_path):
+    lists, _, probs, features = arrays(n=24)
+    rng = np.random.default_rng(1)
+    images = rng.integers(20, 120, size=(24, 16, 16, 3), dtype=np.uint8)
+    images[5] = 0  # a dark image
+    ids = [f"cell{i}" for i in range(24)]
+    result = labelaudit.find_issues(
+        lists, pred_probs=probs, features=features, images=images, class_names=NAMES,
+        ids=ids, out=tmp_path / "run", cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    summary = result.summary
+    assert {"quality", "intensity", "confident", "knn"} <= set(summary["detectors"])
+    assert summary["notes"] == [] and summary["predictions"] == "supplied"
+    issues = result.issues
+    assert issues.loc[5, "id"] == "cell5" and "dark" in issues.loc[5, "quality_issues"]
+    assert result.report().name == "report.html"
+    assert (tmp_path / "run-inputs" / "images" / "cell5.tiff").is_file()
+
+
+@pytest.mark.slow
+def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path):
+    root = tmp_path / "data"
+    labelaudit.synthesize(root, n=16, size=32, seed=2)
+    ds = labelaudit.load_dataset(root)
+    green = [source.paths[1] for source in ds.sources]
+    result = labelaudit.find_issues(
+        ds.labels, images=green, class_names=ds.class_names, ids=ds.ids, out=tmp_path / "run",
+        preset="demo", epochs=1, folds=2, image_size=32, cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    assert result.summary["predictions"] == "cross-validated"
+    assert (tmp_path / "run" / "folds").is_dir()
+    assert sorted(result.issues["id"]) == sorted(ds.ids)
+    with pytest.raises(SettingsError, match="never writes into its inputs"):
+        result.report(root / "train" / "report.html")  # the images' folder: an input
+    assert not (root / "train" / "report.html").exists()
