@@ -19,7 +19,6 @@ fold, and a changed setting or dataset retrains.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -36,6 +35,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from labelaudit.core.config import TrainSettings
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError, TrainingDiverged
 from labelaudit.core.io import atomic_path, update_run_json, write_csv, write_json, write_npy
 from labelaudit.rundir import RunDir
@@ -130,7 +130,7 @@ class FoldRecord:
 
 def _hash(obj: object) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return short_digest(text.encode(), 20)
 
 
 def package_versions() -> dict[str, str]:

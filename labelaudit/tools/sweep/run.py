@@ -22,7 +22,6 @@ gigabytes of checkpoints.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -45,6 +44,7 @@ from rich.progress import (
 )
 
 from labelaudit.core.config import TrainSettings
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import read_json, write_csv, write_json, write_text
 from labelaudit.data.dataset import Dataset
@@ -285,7 +285,7 @@ def config_key(
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return short_digest(text.encode(), 20)
 
 
 def _non_finite(exc: BaseException) -> bool:
