@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.defaults import DEFAULT_RUN
 from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.core.io import (
     RUN_FORMAT,
@@ -38,9 +39,6 @@ from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.roles import exclusive_classes
-
-DEFAULT_RUN = Path("labelaudit-out")
-
 
 #: Run-directory files (the contract; see :class:`RunDir`).
 DATASET_CSV = "dataset.csv"
