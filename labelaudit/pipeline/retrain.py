@@ -56,7 +56,7 @@ from labelaudit.core.stats import NOISE_NOTE, bootstrap_f1, format_change, label
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.roles import roles_from_info
 from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
-from labelaudit.train.backbones import LabelModel, build_model, channel_stats
+from labelaudit.train.backbones import LabelModel, build_model, channel_mean_std
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
 # importable from here for callers of earlier versions.
@@ -557,7 +557,7 @@ def _fit(side: Side, ctx: TrainContext, loss: LossFn) -> Fitted:
     runtime = make_runtime(settings)
     start = time.perf_counter()
     with torch_threads(settings.threads, runtime.info, runtime.device):
-        stats = channel_stats(ctx.images, seed=settings.seed)
+        stats = channel_mean_std(ctx.images, seed=settings.seed)
         trained = [_train_member(side, ctx, m, stats, runtime, loss) for m in range(ctx.members)]
         outs = [out for out, _ in trained]
         models = [model for _, model in trained]

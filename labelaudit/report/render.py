@@ -146,7 +146,7 @@ def template_environment():
 
 
 def render_html(art: RunArtifacts, **kwargs: Any) -> str:
-    """The report page of ``art`` as a string (see :func:`write_report` for arguments)."""
+    """The report page of ``art`` as a string (see :func:`write_report_unlocked` for arguments)."""
     from plotly.offline import get_plotlyjs
 
     ctx = build_context(art, **kwargs)
@@ -166,7 +166,7 @@ def render_html(art: RunArtifacts, **kwargs: Any) -> str:
     )
 
 
-def write_report(
+def write_report_unlocked(
     run_dir: str | Path,
     *,
     max_thumbnails: int = 300,
@@ -174,7 +174,9 @@ def write_report(
     open_browser: bool = False,
     lenient: bool | None = None,
 ) -> Path:
-    """Write ``RUN/report.html`` from the artifacts in ``run_dir``.
+    """Write ``RUN/report.html`` from the artifacts in ``run_dir``, without the run's lock.
+
+    :func:`labelaudit.report.write_report` is the same holding the lock (the public one).
 
     Parameters
     ----------
@@ -223,5 +225,5 @@ __all__ = [
     "run_versions",
     "script_json",
     "template_environment",
-    "write_report",
+    "write_report_unlocked",
 ]
