@@ -2,7 +2,7 @@
 
 A small HPA-layout dataset of synthetic fields (nuclei, microtubules, ER and a green
 pattern that follows the true classes) is written to a temporary directory, cached
-with the real image cache and recorded with the real ``record_dataset``. Training
+with the real image cache and recorded with the real ``RunDir.write_dataset``. Training
 is faked (plausible out-of-fold probabilities, embeddings and a ``train`` section);
 the detectors and the comparison run for real, so ``findings.csv``, ``issues.csv``
 and the ``detect``/``compare`` sections have the exact contract format. ``bench.json``,
@@ -116,7 +116,7 @@ def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -
     from labelaudit.data.layouts import load_dataset
     from labelaudit.pipeline.bench import bench
     from labelaudit.pipeline.compare import detect_and_compare
-    from labelaudit.rundir import load_audit_inputs, record_dataset
+    from labelaudit.rundir import RunDir, load_audit_inputs
 
     rng = np.random.default_rng(seed)
     data, run = root / "dataset", root / "run"
@@ -149,7 +149,7 @@ def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -
     ds = load_dataset(data)
     cache = build_cache(ds, 96, root / "cache", workers=1)
     run.mkdir()
-    record_dataset(run, ds, cache)
+    RunDir(run).write_dataset(ds, cache)
     names = list(HPA2021_CLASSES)
     if hostile:
         names[15] = HOSTILE
