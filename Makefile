@@ -1,7 +1,8 @@
 # Set-up contract: `make demo` and `make test` work on a fresh clone.
 # `make test` is the complete suite (what .ci/run calls); `make test-fast` skips the
-# tests marked slow; `make lint` also checks the import layers and runs mypy on the
-# modules [tool.mypy] lists (pyproject.toml).
+# tests marked slow; `make lint` also checks the import layers, runs mypy on the
+# modules [tool.mypy] lists (pyproject.toml) and vulture for dead code (what is used
+# only from outside the package's sight is listed, with its user, in vulture_allowlist.py).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -42,6 +43,8 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check labelaudit tests benchmarks examples
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	$(VENV)/bin/vulture labelaudit vulture_allowlist.py --min-confidence 60 \
+		--ignore-decorators "@app.command,@app.callback,@register"
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format labelaudit tests benchmarks examples

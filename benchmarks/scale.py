@@ -3,7 +3,7 @@
 A synthetic dataset of HPA 2021 size (21,806 fields, 4 stains each, rendered at
 reduced resolution) goes through the stages ``labelaudit scan`` runs, in its
 order and with the library calls it makes: ``check`` (header pass), ``cache``
-(decode + statistics + resize, ``record_dataset``), ``train`` (``--mode probe``:
+(decode + statistics + resize, ``RunDir.write_dataset``), ``train`` (``--mode probe``:
 frozen embeddings + 5-fold logistic regression), ``detect`` (the three detectors
 and the comparison), ``clean`` and ``report``. Each stage runs in its own child
 process, so its peak memory is its own:
@@ -78,7 +78,7 @@ def stage_check(args) -> dict:
 
 def stage_cache(args) -> dict:
     from labelaudit.data.cache import build_cache
-    from labelaudit.rundir import ensure_outside, record_dataset
+    from labelaudit.rundir import RunDir, ensure_outside
 
     ds, out = _load(args)
     ensure_outside(ds.root, args.run)
@@ -87,7 +87,7 @@ def stage_cache(args) -> dict:
     cache = build_cache(ds, args.size, args.cache)
     out["build_cache_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    record_dataset(args.run, ds, cache)
+    RunDir(args.run).write_dataset(ds, cache)
     out["record_dataset_s"] = time.perf_counter() - t
     out["reused"] = cache.reused
     out["cache_bytes"] = int(cache.images.nbytes)
@@ -199,7 +199,7 @@ def stage_embedrate(args) -> dict:
     import numpy as np
     import torch
 
-    from labelaudit.train.backbones import build_model, channel_stats
+    from labelaudit.train.backbones import build_model, channel_mean_std
     from labelaudit.train.loop import make_runtime
     from labelaudit.train.probe import embed_all
     from labelaudit.train.weights import resolve_weights
@@ -212,7 +212,7 @@ def stage_embedrate(args) -> dict:
         images = rng.integers(0, 255, (128, 4, size, size), dtype=np.uint8)
         runtime = make_runtime(settings)
         weights = resolve_weights(settings, 4)
-        model = build_model(settings.backbone, 4, 19, channel_stats(images), weights)
+        model = build_model(settings.backbone, 4, 19, channel_mean_std(images), weights)
         embed_all(model, images[:32], settings.batch_size, runtime, tta=settings.tta)  # warm-up
         t, c = time.perf_counter(), time.process_time()
         embed_all(model, images, settings.batch_size, runtime, tta=settings.tta)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from labelaudit.core.config import resolve_settings
-from labelaudit.train.backbones import build_model, channel_stats
+from labelaudit.train.backbones import build_model, channel_mean_std
 from labelaudit.train.loop import make_runtime, train_fold
 
 
@@ -71,7 +71,7 @@ def labelaudit_loop(
         progress=False,
         channels_last=cl,
     )
-    model = build_model(backbone, images.shape[1], labels.shape[1], channel_stats(images))
+    model = build_model(backbone, images.shape[1], labels.shape[1], channel_mean_std(images))
     held = np.arange(n, n + batch)  # a tiny held-out part so evaluation barely counts
     all_images = np.concatenate([images, images[:batch]])
     all_labels = np.concatenate([labels, labels[:batch]])

@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from labelaudit.core.defaults import DEFAULT_RUN
 from labelaudit.core.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError, RunDirError
 
 app = typer.Typer(
@@ -260,9 +261,6 @@ def synth(
         f"wrote {len(truth)} fields to {escape(str(out))} ({noisy} with injected problems;"
         f" truth in {escape(str(Path(out) / 'truth.csv'))}{extra})"
     )
-
-
-DEFAULT_RUN = Path("labelaudit-out")
 
 
 @app.command()

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from labelaudit.core.defaults import DEFAULT_RUN
 from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.core.io import (
     RUN_FORMAT,
@@ -38,9 +39,6 @@ from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.roles import exclusive_classes
-
-DEFAULT_RUN = Path("labelaudit-out")
-
 
 #: Run-directory files (the contract; see :class:`RunDir`).
 DATASET_CSV = "dataset.csv"
@@ -300,11 +298,6 @@ class RunDir:
         write_csv(path, frame)
         return path
 
-    def write_detections(self, findings: pd.DataFrame, issues: pd.DataFrame) -> None:
-        """Write ``findings.csv`` and ``issues.csv`` (the field-level detect stage)."""
-        self.write_table(FINDINGS_CSV, findings)
-        self.write_table(ISSUES_CSV, issues)
-
     def add_issue_columns(self, columns: pd.DataFrame, names: Iterable[str]) -> None:
         """Add (or replace) columns of ``issues.csv``, keeping its rows and order.
 
@@ -420,11 +413,6 @@ def make_audit_inputs(
     )
 
 
-def record_dataset(run_dir: Path, dataset: Dataset, cache: ImageCache) -> dict:
-    """Write the run's dataset section, ``dataset.csv`` and ``image_stats.csv``."""
-    return RunDir(run_dir).write_dataset(dataset, cache)
-
-
 def read_run(run_dir: str | Path) -> dict:
     """Read ``run.json``; a missing, unreadable or invalid one is a user error."""
     return RunDir(run_dir).read_run()
@@ -433,11 +421,6 @@ def read_run(run_dir: str | Path) -> dict:
 def parse_labels(values: pd.Series, tokens: list[str], sep: str) -> np.ndarray:
     """Turn label strings in the dataset's notation back into a boolean matrix."""
     return LabelCodec(list(tokens), sep).parse_many(values.fillna("").astype(str))
-
-
-def load_given_labels(run_dir: Path, info: dict) -> tuple[list[str], np.ndarray]:
-    """Ids and the given label matrix, from ``dataset.csv``."""
-    return RunDir(run_dir).read_given(info)
 
 
 def load_audit_inputs(run_dir: str | Path):

@@ -1,14 +1,20 @@
-"""Shared fixtures: offline mode, a private cache, small datasets, a ready run
-directory (``hpa_run``, from :mod:`la_runfixture`), a CLI runner."""
+"""Shared fixtures: offline mode, a private cache, small datasets (random fields,
+``make_hpa``; the session's synthetic set, ``synth60``), a ready run directory
+(``hpa_run``, from :mod:`la_runfixture`), a CLI runner."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from la_testutils import CHANNELS, write_image
+from la_testutils import CHANNELS, REPORT_LABEL_SOURCE, snapshot, write_image
+
+
+def pytest_report_header() -> str:
+    """Name the report fixtures' label source in the session's header (never silent)."""
+    return f"report fixtures' labels: {REPORT_LABEL_SOURCE}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,6 +76,24 @@ def make_hpa(tmp_path) -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synth60(tmp_path_factory) -> Iterator[Path]:
+    """60 synthetic HPA-2021 fields, 32 px, seed 1 (two classes have one image: fewer
+    than 2 folds), made once for the session.
+
+    Read only: every test that uses it shares it (a test that changes its dataset
+    copies it first, as ``hpa`` in ``safety/test_safety_inputs.py``). The session
+    fails at its end if a file of it changed.
+    """
+    from labelaudit.synth.simulate import synthesize
+
+    root = tmp_path_factory.mktemp("synth60") / "data"
+    synthesize(root, n=60, size=32, seed=1)
+    before = snapshot(root)
+    yield root
+    assert snapshot(root) == before, f"a test changed the shared dataset {root}"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.core.io import update_run_json, write_csv
-from labelaudit.data.layouts import label_separator, load_dataset
+from labelaudit.data.layouts import load_dataset
 
 ISSUE_COLUMNS = [
     "id",
@@ -69,7 +69,7 @@ def make_run(tmp_path: Path, dataset: Path, layout: str = "hpa2021") -> Path:
     ds = load_dataset(dataset, layout)
     run = tmp_path / "run"
     run.mkdir()
-    sep = label_separator(ds.layout)
+    sep = ds.label_sep
     update_run_json(
         run,
         "dataset",

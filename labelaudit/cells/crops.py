@@ -31,6 +31,7 @@ import pandas as pd
 from labelaudit.cells.dataset import cell_table, read_planes
 from labelaudit.cells.masks import MaskSet, load_masks, read_mask, touches_border, write_mask
 from labelaudit.cells.segment import SegmentParams, drop_border_cells, segment_field
+from labelaudit.core.digest import ShortDigest, short_digest
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import write_csv, write_json
 from labelaudit.core.userfiles import read_user_json
@@ -261,7 +262,7 @@ class CellCache:
 
 
 def _mask_key(masks: object, params: SegmentParams | None, drop_border: bool) -> str:
-    h = hashlib.sha256()
+    h = ShortDigest(16)
     h.update(f"drop_border={drop_border}".encode())
     if masks is None:
         params_text = json.dumps(params.to_dict() if params else {}, sort_keys=True)
@@ -273,7 +274,7 @@ def _mask_key(masks: object, params: SegmentParams | None, drop_border: bool) ->
             arr = np.ascontiguousarray(masks[image_id])
             h.update(f"{image_id}:{arr.dtype}:{arr.shape}".encode())
             h.update(hashlib.sha256(arr.tobytes()).digest())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def cell_cache_key(
@@ -289,7 +290,7 @@ def cell_cache_key(
         f"cells-v{CELL_CACHE_VERSION}:{dataset.image_fingerprint()}:"
         f"{_mask_key(masks, params, drop_border)}:{size}:{pad}:{','.join(dataset.channels)}"
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return short_digest(text.encode(), 20)
 
 
 def _job(args: tuple) -> tuple[np.ndarray, list[dict], int]:

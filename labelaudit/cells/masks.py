@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.optimize import linear_sum_assignment
 
+from labelaudit.core.digest import ShortDigest
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import atomic_path
 
@@ -191,13 +192,11 @@ class MaskSet(Mapping):
 
     def fingerprint(self) -> str:
         """Names, sizes and modification times of the mask files (keys caches)."""
-        import hashlib
-
-        h = hashlib.sha256()
+        h = ShortDigest(16)
         for image_id, path in self.paths.items():
             st = path.stat()
             h.update(f"{image_id}:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        return h.hexdigest()
 
 
 def load_masks(mask_dir: str | Path, ids: Iterable[str]) -> MaskSet:

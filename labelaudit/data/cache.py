@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -45,6 +44,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from labelaudit.core.digest import ShortDigest, short_digest
 from labelaudit.core.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.core.io import write_csv, write_json
 from labelaudit.core.locks import LockHeld, hold_lock
@@ -843,20 +843,18 @@ def staged_entry(final: Path, on_wait: Callable[[str], None] | None = None) -> I
 
 def cache_key(dataset: Dataset, size: int) -> str:
     """The key of a dataset's cache entry at ``size``."""
-    h = hashlib.sha256(
-        f"v{CACHE_VERSION}:{dataset.image_fingerprint()}:{size}:{','.join(dataset.channels)}".encode()
-    )
-    return h.hexdigest()[:20]
+    text = f"v{CACHE_VERSION}:{dataset.image_fingerprint()}:{size}:{','.join(dataset.channels)}"
+    return short_digest(text.encode(), 20)
 
 
 def partial_key(dataset: Dataset, size: int) -> str:
     """The key of a partial entry: ids, resolved paths, size, channels (not file times)."""
-    h = hashlib.sha256(f"v{CACHE_VERSION}:partial:{size}:{','.join(dataset.channels)}".encode())
+    h = ShortDigest(20, f"v{CACHE_VERSION}:partial:{size}:{','.join(dataset.channels)}".encode())
     for image_id, source in zip(dataset.ids, dataset.sources, strict=True):
         h.update(f"\x1e{image_id}".encode())
         for p in source.paths:
             h.update(f"\x1f{p.resolve()}".encode())
-    return h.hexdigest()[:20]
+    return h.hexdigest()
 
 
 def _file_stamps(paths: tuple[Path, ...]) -> list[list[int]]:

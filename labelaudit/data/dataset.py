@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from labelaudit.core.digest import ShortDigest
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 from labelaudit.data.roles import Roles, make_roles
 
@@ -139,7 +139,7 @@ class Dataset:
         Anything that changes what the cache or a trained fold would see changes
         the fingerprint, so stale artifacts are never reused.
         """
-        h = hashlib.sha256()
+        h = ShortDigest(16)
         h.update(self.layout.encode())
         h.update("\x1f".join(self.class_names).encode())
         h.update("\x1f".join(self.channels).encode())
@@ -150,15 +150,15 @@ class Dataset:
                 h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
         h.update(np.packbits(self.labels, axis=None).tobytes())
         h.update(str(self.labels.shape).encode())
-        return h.hexdigest()[:16]
+        return h.hexdigest()
 
     def image_fingerprint(self) -> str:
         """Like :meth:`fingerprint` but ignoring labels: keys the image cache."""
-        h = hashlib.sha256()
+        h = ShortDigest(16)
         h.update("\x1f".join(self.channels).encode())
         for image_id, source in zip(self.ids, self.sources, strict=True):
             h.update(image_id.encode())
             for p in source.paths:
                 st = p.stat()
                 h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-        return h.hexdigest()[:16]
+        return h.hexdigest()

@@ -37,28 +37,5 @@ HPA2021_CLASS_COUNTS: tuple[int, ...] = (
 #: Fields with exactly k labels, k = 1..5 (index 0 = one label).
 HPA2021_LABELS_PER_FIELD: tuple[int, ...] = (10_412, 8_928, 2_266, 197, 3)
 
-#: Fields whose only label is each class (single-label fields per class).
-HPA2021_SINGLE_LABEL_COUNTS: tuple[int, ...] = (
-    1551,
-    221,
-    515,
-    549,
-    788,
-    636,
-    476,
-    719,
-    529,
-    294,
-    404,
-    1,
-    561,
-    818,
-    1054,
-    82,
-    906,
-    274,
-    34,
-)
-
 #: Class id of "Negative"; in the real data it is never combined with another class.
 NEGATIVE: int = 18

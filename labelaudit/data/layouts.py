@@ -55,16 +55,9 @@ from labelaudit.data.readers import (
 )
 from labelaudit.data.roles import BUILT_IN_EXCLUSIVE, EXCLUSIVE_MARKER
 
-LAYOUTS = ("hpa2021", "hpa2018", "generic")
-
 _HPA_COLUMNS = {"hpa2021": ("ID", "Label"), "hpa2018": ("Id", "Target")}
 _HPA_CLASSES = {"hpa2021": HPA2021_CLASSES, "hpa2018": HPA2018_CLASSES}
 _LABEL_SEP = {"hpa2021": "|", "hpa2018": " ", "generic": "|"}
-
-
-def label_separator(layout: str) -> str:
-    """The separator of label tokens in a layout's label file."""
-    return _LABEL_SEP[layout]
 
 
 @dataclass

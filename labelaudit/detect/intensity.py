@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.robust import robust_center_scale
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -43,8 +44,6 @@ from labelaudit.detect.base import (
     register,
 )
 from labelaudit.detect.quality import ImageQuality
-
-MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this = its sigma
 
 
 @register("intensity")
@@ -164,13 +163,9 @@ class IntensityOutliers(Detector):
         v = values[np.isfinite(values)]
         if len(v) < 2:
             return (float(v[0]) if len(v) else None), 0.0
+        if self.method != "sigma":
+            return robust_center_scale(v)  # median and MAD, the std where the MAD is 0
         # Round-off makes the std of identical values ~1e-17, not 0; treat as 0.
         tiny = 1e-9 * max(float(np.abs(v).max()), 1e-12)
-        if self.method == "sigma":
-            center, scale = float(v.mean()), float(v.std())
-        else:
-            center = float(np.median(v))
-            scale = MAD_TO_SIGMA * float(np.median(np.abs(v - center)))
-            if scale <= tiny:
-                scale = float(v.std())
+        center, scale = float(v.mean()), float(v.std())
         return center, (scale if scale > tiny else 0.0)

@@ -79,6 +79,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.robust import MAD_TO_SIGMA, robust_center_scale
 from labelaudit.data.roles import EMPTY_TARGET
 from labelaudit.detect.base import (
     AuditInputs,
@@ -88,7 +89,6 @@ from labelaudit.detect.base import (
     register,
 )
 
-MAD_TO_SIGMA = 1.4826
 #: Upper quantiles and their distance from the median in sigmas of a normal (only
 #: where a tenth of the values differ: one or two outliers must not set the scale).
 UPPER_TAIL = ((0.9, 1.2816),)
@@ -151,25 +151,6 @@ def clipped_share(saturated: np.ndarray, foreground: np.ndarray) -> np.ndarray:
     return np.divide(saturated, denom, out=np.full_like(saturated, np.nan), where=denom > 0)
 
 
-def robust_z(values: np.ndarray) -> tuple[float, float]:
-    """Centre and scale of ``values`` (median, 1.4826 MAD; std where the MAD is 0)."""
-    v = values[np.isfinite(values)]
-    if len(v) < 2:
-        return (float(v[0]) if len(v) else 0.0), 0.0
-    center = float(np.median(v))
-    tiny = 1e-9 * max(float(np.abs(v).max()), 1e-12)
-    scale = MAD_TO_SIGMA * float(np.median(np.abs(v - center)))
-    # Most values alike (no pixel clipped in most fields): the spread of the upper
-    # tail, as a normal's, before the outlier-dragged standard deviation.
-    for q, sigmas in UPPER_TAIL:
-        if scale > tiny:
-            break
-        scale = (float(np.quantile(v, q)) - center) / sigmas
-    if scale <= tiny:
-        scale = float(v.std())
-    return center, (scale if scale > tiny else 0.0)
-
-
 def label_model_z(
     x: np.ndarray, labels: np.ndarray, min_group: int, ridge: float = 1.0, max_iter: int = 20
 ) -> np.ndarray:
@@ -217,7 +198,7 @@ def label_model_fit(
         gram = design.T @ weighted + penalty
         new_beta = np.linalg.lstsq(gram, weighted.T @ y, rcond=None)[0]
         residual = y - design @ new_beta
-        center, scale = robust_z(residual[ok])
+        center, scale = robust_center_scale(residual[ok], UPPER_TAIL)
         # Converged when no fitted value moves by a thousandth of a sigma.
         converged = float(np.abs(new_beta - beta).sum()) <= 1e-3 * scale
         beta = new_beta
@@ -245,7 +226,7 @@ def restandardise(z: np.ndarray) -> np.ndarray:
     A mean of several z-scores is not a z-score: averaging shrinks the spread of
     the normal images, so the mean is standardised again before it is compared.
     """
-    center, scale = robust_z(np.asarray(z, dtype=float))
+    center, scale = robust_center_scale(np.asarray(z, dtype=float), UPPER_TAIL)
     return _standardise(np.asarray(z, dtype=float), center, scale)
 
 
@@ -385,7 +366,7 @@ class ImageQuality(Detector):
                 continue  # an older cache: judged on the measures it has
             x = np.log(np.clip(pd.to_numeric(inputs.stats[col], errors="coerce"), 0, None) + EPS)
             x = np.asarray(x, dtype=float)
-            # Median and MAD of the typical exclusive field (not robust_z's tail
+            # Median and MAD of the typical exclusive field (not robust_center_scale's tail
             # fallback: a few faulted Negative fields must not widen "empty").
             ref = x[only_exclusive & np.isfinite(x)]
             center = float(np.median(ref)) if len(ref) else np.nan
@@ -429,7 +410,7 @@ class ImageQuality(Detector):
             if skip is not None:
                 x = np.where(skip, np.nan, x)
             if labels is None:
-                zs.append(_standardise(x, *robust_z(x)))
+                zs.append(_standardise(x, *robust_center_scale(x, UPPER_TAIL)))
             else:
                 zs.append(label_model_z(x, labels, int(self.min_group)))
         if not zs:
@@ -586,7 +567,7 @@ def _odd_size(stats: pd.DataFrame) -> list[tuple[str, str, np.ndarray]]:
     w = pd.to_numeric(stats["width"], errors="coerce").to_numpy(dtype=float)
     out = []
     for name, x in (("area", np.log(h * w + 1)), ("aspect", np.log((h + 1) / (w + 1)))):
-        center, scale = robust_z(x)
+        center, scale = robust_center_scale(x, UPPER_TAIL)
         if scale <= 0:
             # All alike but a few: any deviation is odd; a fixed large z says so.
             z = np.where(np.abs(x - center) > 1e-9, MAX_SCORE, 0.0)

@@ -117,6 +117,7 @@ from labelaudit.detect.suggest import (  # IMAGE_DETECTORS: re-exported
     suggest_labels,
 )
 from labelaudit.rundir import (
+    CHANGES_CSV,
     FINDINGS_CSV,
     ISSUES_CSV,
     LABEL_WEIGHTS_CSV,
@@ -155,7 +156,6 @@ DECISIONS = ("keep", "accept", "edit", "reject")
 #: The policy applied beside a decisions file when none is asked for: nothing else.
 DECISIONS_ONLY_POLICY = "none"
 CLEANED_DIR = "cleaned"
-CHANGES_FILE = "changes.csv"
 #: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
 #: policies: ``id`` and one column per class name, values in [0, 1].
 LABEL_WEIGHTS_FILE = LABEL_WEIGHTS_CSV
@@ -1145,7 +1145,7 @@ def _clean(
     changes = changes_table(view, plan)
 
     final = run_dir / CLEANED_DIR
-    changes_file = run_dir / CHANGES_FILE
+    changes_file = run_dir / CHANGES_CSV
     ds, rows = _load_source(view)
     # No output on, inside or around an input (the scanned dataset may be this
     # run's own cleaned/ when an older labelaudit scanned it; a decisions file
@@ -1170,7 +1170,7 @@ def _clean(
         _swap_in(tmp, final)
     finally:
         remove_entry(run_dir, tmp.name)
-    RunDir(run_dir).write_table(CHANGES_FILE, changes)
+    RunDir(run_dir).write_table(CHANGES_CSV, changes)
     if plan.weights is not None:
         RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))
     elif weights_file.is_file():
@@ -1253,8 +1253,8 @@ def read_label_weights(run_dir: str | Path, ids: list[str], names: list[str]) ->
 
 def read_changes(run_dir: str | Path) -> pd.DataFrame:
     """Read ``RUN/changes.csv`` (every column as text, empty strings kept)."""
-    path = Path(run_dir) / CHANGES_FILE
-    frame = RunDir(run_dir).read_table(CHANGES_FILE)
+    path = Path(run_dir) / CHANGES_CSV
+    frame = RunDir(run_dir).read_table(CHANGES_CSV)
     missing = [c for c in CHANGES_COLUMNS[:5] if c not in frame.columns]
     if missing:
         raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")

@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.robust import robust_z
 from labelaudit.detect import (
     REGISTRY,
     AuditInputs,
@@ -246,31 +247,6 @@ def family_of(name: str) -> str:
     cls = REGISTRY.get(name)
     family = getattr(cls, "family", None) if cls is not None else None
     return family or _FAMILY_FALLBACK.get(name, "label")
-
-
-def robust_z(score: np.ndarray) -> np.ndarray:
-    """How far each score lies above the bulk of the detector's own scores.
-
-    (score - median) / (1.4826 MAD): the median and MAD describe the images most
-    of which are fine (the detector's null), so the z of a real problem is large
-    whatever the detector's scale. Falls back to the IQR, then the standard
-    deviation, when the MAD is 0 (a score that is constant for most images);
-    a constant score gives 0 everywhere. NaN -> 0.
-    """
-    s = np.asarray(score, dtype=float)
-    ok = ~np.isnan(s)
-    out = np.zeros(s.shape)
-    if not ok.any():
-        return out
-    v = s[ok]
-    med = float(np.median(v))
-    spread = 1.4826 * float(np.median(np.abs(v - med)))
-    if spread <= 0:
-        q75, q25 = np.percentile(v, [75, 25])
-        spread = float(q75 - q25) / 1.349 or float(np.std(v))
-    if spread > 0:
-        out[ok] = (v - med) / spread
-    return out
 
 
 def null_width(z: np.ndarray) -> float:

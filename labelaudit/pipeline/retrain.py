@@ -34,7 +34,6 @@ labels, class weights) matches an existing checkpoint is reused, not retrained.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -49,6 +48,7 @@ from rich.console import Console
 from sklearn.metrics import precision_recall_fscore_support
 
 from labelaudit.core.config import TrainSettings, resolve_settings, validate
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.core.io import atomic_path
 from labelaudit.core.stats import NOISE_MARK as NOISE_MARK
@@ -56,7 +56,7 @@ from labelaudit.core.stats import NOISE_NOTE, bootstrap_f1, format_change, label
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.roles import roles_from_info
 from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
-from labelaudit.train.backbones import LabelModel, build_model, channel_stats
+from labelaudit.train.backbones import LabelModel, build_model, channel_mean_std
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
 # importable from here for callers of earlier versions.
@@ -371,12 +371,12 @@ def _label_errors(
 
 
 def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return short_digest(json.dumps(parts, sort_keys=True, default=str).encode(), 20)
 
 
 def _label_digest(labels: np.ndarray, rows: np.ndarray) -> str:
     packed = np.packbits(np.asarray(labels[rows], dtype=bool), axis=None).tobytes()
-    return hashlib.sha256(packed + str(labels.shape).encode()).hexdigest()[:16]
+    return short_digest(packed + str(labels.shape).encode(), 16)
 
 
 def _find_trained(out_dir: Path, key: str) -> tuple[Path, Path, dict] | None:
@@ -464,7 +464,7 @@ def model_key(side: Side, ctx: TrainContext) -> str:
 
 def _weight_digest(weights: np.ndarray, rows: np.ndarray) -> str:
     data = np.ascontiguousarray(np.round(weights[np.sort(rows)], 4), dtype=np.float32)
-    return hashlib.sha256(data.tobytes()).hexdigest()[:16]
+    return short_digest(data.tobytes(), 16)
 
 
 def side_loss(
@@ -557,7 +557,7 @@ def _fit(side: Side, ctx: TrainContext, loss: LossFn) -> Fitted:
     runtime = make_runtime(settings)
     start = time.perf_counter()
     with torch_threads(settings.threads, runtime.info, runtime.device):
-        stats = channel_stats(ctx.images, seed=settings.seed)
+        stats = channel_mean_std(ctx.images, seed=settings.seed)
         trained = [_train_member(side, ctx, m, stats, runtime, loss) for m in range(ctx.members)]
         outs = [out for out, _ in trained]
         models = [model for _, model in trained]

@@ -17,7 +17,7 @@ def write_report(run_dir: str | Path, **kwargs) -> Path:
     """Write ``RUN/report.html`` holding the run directory's lock (one writer at a time).
 
     The page is written atomically over an earlier report; see
-    :func:`labelaudit.report.render.write_report` for the arguments.
+    :func:`labelaudit.report.render.write_report_unlocked` for the arguments.
 
     Raises
     ------
@@ -30,7 +30,7 @@ def write_report(run_dir: str | Path, **kwargs) -> Path:
 
     read_run(run_dir)  # a run directory, before the lock file is created in it
     with run_lock(run_dir):
-        return render.write_report(run_dir, **kwargs)
+        return render.write_report_unlocked(run_dir, **kwargs)
 
 
 __all__ = ["REPORT_NAME", "build_context", "render_html", "write_report"]

@@ -14,7 +14,6 @@ the issue table's rows are named records (:mod:`labelaudit.report.table`).
 from __future__ import annotations
 
 import functools
-import hashlib
 import webbrowser
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from labelaudit.core.digest import short_digest
 from labelaudit.core.io import write_text
 from labelaudit.data.roles import exclusive_classes, exclusive_indices
 from labelaudit.report import analysis as an
@@ -71,9 +71,9 @@ def _issue_table(
 def _page_data(state: ReportState, threshold: float) -> dict[str, Any]:
     """The table's data for ``report.js``: rows as named records, images, probabilities."""
     art = state.art
-    run_key = hashlib.sha256(
-        f"{art.run_dir.resolve()}|{art.section('dataset').get('fingerprint', '')}".encode()
-    ).hexdigest()[:16]
+    run_key = short_digest(
+        f"{art.run_dir.resolve()}|{art.section('dataset').get('fingerprint', '')}".encode(), 16
+    )
     return {
         "runKey": run_key,
         "runName": art.run_dir.resolve().name,
@@ -146,7 +146,7 @@ def template_environment():
 
 
 def render_html(art: RunArtifacts, **kwargs: Any) -> str:
-    """The report page of ``art`` as a string (see :func:`write_report` for arguments)."""
+    """The report page of ``art`` as a string (see :func:`write_report_unlocked` for arguments)."""
     from plotly.offline import get_plotlyjs
 
     ctx = build_context(art, **kwargs)
@@ -166,7 +166,7 @@ def render_html(art: RunArtifacts, **kwargs: Any) -> str:
     )
 
 
-def write_report(
+def write_report_unlocked(
     run_dir: str | Path,
     *,
     max_thumbnails: int = 300,
@@ -174,7 +174,9 @@ def write_report(
     open_browser: bool = False,
     lenient: bool | None = None,
 ) -> Path:
-    """Write ``RUN/report.html`` from the artifacts in ``run_dir``.
+    """Write ``RUN/report.html`` from the artifacts in ``run_dir``, without the run's lock.
+
+    :func:`labelaudit.report.write_report` is the same holding the lock (the public one).
 
     Parameters
     ----------
@@ -223,5 +225,5 @@ __all__ = [
     "run_versions",
     "script_json",
     "template_environment",
-    "write_report",
+    "write_report_unlocked",
 ]

@@ -107,22 +107,6 @@ def encode(img: Image.Image, fmt: str = "jpeg", quality: int = 85) -> str:
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def thumbnail_uri(
-    field: np.ndarray, channels: Sequence[str], size: int = 96, fmt: str = "jpeg"
-) -> str:
-    """The composite thumbnail of a C x H x W field, ``size`` px square, as a data URI."""
-    return field_images(field, channels, thumb_size=size, detail_size=0, fmt=fmt)[0]
-
-
-def detail_uri(field: np.ndarray, size: int = 256, fmt: str = "jpeg") -> str:
-    """The detail tile of a C x H x W field: stretched channels side by side, grayscale.
-
-    The tile is ``C * size`` px wide and ``size`` px high; channel ``i`` occupies
-    columns ``i * size .. (i + 1) * size``.
-    """
-    return field_images(field, [], thumb_size=0, detail_size=size, fmt=fmt)[1]
-
-
 def field_images(
     field: np.ndarray,
     channels: Sequence[str],

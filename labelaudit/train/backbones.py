@@ -126,7 +126,7 @@ OUTPUTS: dict[str, OutputActivation] = {
 }
 
 
-def channel_stats(images: np.ndarray, max_images: int = 512, seed: int = 0) -> np.ndarray:
+def channel_mean_std(images: np.ndarray, max_images: int = 512, seed: int = 0) -> np.ndarray:
     """Per-channel mean and standard deviation of uint8 images, in [0, 1] units.
 
     Computed on at most ``max_images`` images (a fixed random subset) so it stays
@@ -248,7 +248,7 @@ def build_model(
     num_classes
         K.
     stats
-        (2, C) channel statistics (see :func:`channel_stats`).
+        (2, C) channel statistics (see :func:`channel_mean_std`).
     weights
         From :func:`labelaudit.train.weights.resolve_weights`; ``None`` or a
         random source keeps timm's initialisation.

@@ -19,7 +19,6 @@ fold, and a changed setting or dataset retrains.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -36,11 +35,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from labelaudit.core.config import TrainSettings
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError, TrainingDiverged
 from labelaudit.core.io import atomic_path, update_run_json, write_csv, write_json, write_npy
 from labelaudit.rundir import RunDir
 from labelaudit.train import ddp
-from labelaudit.train.backbones import build_model, channel_stats
+from labelaudit.train.backbones import build_model, channel_mean_std
 from labelaudit.train.checkpoint import FOLD_META, save_checkpoint
 from labelaudit.train.ddp import DistInfo
 from labelaudit.train.folds import (
@@ -130,7 +130,7 @@ class FoldRecord:
 
 def _hash(obj: object) -> str:
     text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return short_digest(text.encode(), 20)
 
 
 def package_versions() -> dict[str, str]:
@@ -546,7 +546,7 @@ def _run_finetune(
     n_folds = settings.folds
     info = runtime.info
     todo = range(n_folds) if fold is None else [fold - 1]
-    stats = channel_stats(images, seed=settings.seed)
+    stats = channel_mean_std(images, seed=settings.seed)
     default_threads = torch.get_num_threads()
     records: dict[int, FoldRecord] = {}
     reused, trained = [], []
@@ -709,7 +709,7 @@ def _run_probe(
             say("[yellow]warning: probe mode with random weights gives near-useless embeddings[/]")
         _adapt_threads(settings, runtime, torch.get_num_threads(), say, "probe")
         torch.manual_seed(settings.seed)
-        stats = channel_stats(images, seed=settings.seed)
+        stats = channel_mean_std(images, seed=settings.seed)
         model = build_model(settings.backbone, images.shape[1], len(class_names), stats, weights)
         emb = embed_all(model, images, settings.batch_size, runtime, tta=settings.tta)
         if info.is_main:

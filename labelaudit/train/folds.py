@@ -7,12 +7,11 @@ held-out fold is judged by a model that saw the class in training.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils.multiclass import type_of_target
 
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError
 
 
@@ -183,4 +182,4 @@ def fold_indices(fold_of: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def indices_digest(indices: np.ndarray) -> str:
     """A short hash of an index array (stored with each fold's predictions)."""
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+    return short_digest(np.ascontiguousarray(indices, dtype=np.int64).tobytes(), 16)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_fscore_support
 
 
@@ -68,13 +67,6 @@ def multilabel_metrics(
         for k, name in enumerate(class_names)
     ]
     return out
-
-
-def per_class_table(metrics: dict) -> pd.DataFrame:
-    """The per-class report of :func:`multilabel_metrics` as a DataFrame."""
-    return pd.DataFrame(
-        metrics["per_class"], columns=["class", "precision", "recall", "f1", "support"]
-    )
 
 
 def summary(metrics: dict) -> dict:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from labelaudit.core.config import TrainSettings, offline_requested
+from labelaudit.core.digest import ShortDigest
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file
 
@@ -152,12 +153,12 @@ def state_dict_digest(state_dict: dict[str, torch.Tensor]) -> str:
     The same weights give the same digest wherever they came from (a download, the
     local Hugging Face cache), so fold jobs on other machines agree on them.
     """
-    h = hashlib.sha256()
+    h = ShortDigest(16)
     for key in sorted(state_dict):
         t = state_dict[key].detach().cpu().contiguous()
         h.update(f"{key}|{tuple(t.shape)}|{t.dtype}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return h.hexdigest()
 
 
 def _file_sha256(path: Path) -> str:

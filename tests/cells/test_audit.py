@@ -5,15 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from la_testutils import run_ok
+from la_testutils import TINY_SCAN, run_ok
 
 from labelaudit.cells.audit import ISSUE_COLUMNS, default_cell_size, suspect_fields
 from labelaudit.core.io import read_json
 
-TINY = [
-    "--preset", "demo", "--backbone", "test_efficientnet", "--epochs", "1", "--folds", "2",
-    "--image-size", "32", "--allow-rare", "--quiet",
-]  # fmt: skip
+TINY = [*TINY_SCAN, "--quiet"]
 
 
 @pytest.fixture(scope="module")

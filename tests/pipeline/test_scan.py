@@ -9,8 +9,6 @@ import pandas as pd
 import pytest
 from la_testutils import TINY_SCAN, run_ok, snapshot
 
-TINY = [*TINY_SCAN, "--allow-rare"]
-
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
@@ -18,7 +16,7 @@ def scanned(tmp_path_factory):
     data, run = root / "data", root / "run"
     run_ok(
         ["synth", data, "--n", "48", "--size", "64", "--seed", "3"],
-        ["scan", data, "--out", run, *TINY, "--quiet"],
+        ["scan", data, "--out", run, *TINY_SCAN, "--quiet"],
     )
     return data, run
 
@@ -81,7 +79,7 @@ def test_bench_and_rerun_reuses_folds(scanned, run_cli):
     assert "consensus" in out
     assert (run / "bench.json").is_file()
     before = snapshot(data)
-    code, out, err = run_cli("scan", data, "--out", run, *TINY)
+    code, out, err = run_cli("scan", data, "--out", run, *TINY_SCAN)
     assert code == 0, err
     assert "fold 1/2: reused" in out and "fold 2/2: reused" in out
     assert snapshot(data) == before
@@ -98,7 +96,7 @@ def test_report_command_rewrites_report(scanned, run_cli):
 def test_scan_refuses_to_write_inside_the_dataset(make_hpa, run_cli):
     root = make_hpa(n=4)
     before = snapshot(root)
-    code, _, err = run_cli("scan", root, "--out", root / "run", *TINY)
+    code, _, err = run_cli("scan", root, "--out", root / "run", *TINY_SCAN)
     assert code == 2 and "inside the dataset directory" in err
     assert snapshot(root) == before
 

@@ -2,7 +2,7 @@
 
 A small HPA-layout dataset of synthetic fields (nuclei, microtubules, ER and a green
 pattern that follows the true classes) is written to a temporary directory, cached
-with the real image cache and recorded with the real ``record_dataset``. Training
+with the real image cache and recorded with the real ``RunDir.write_dataset``. Training
 is faked (plausible out-of-fold probabilities, embeddings and a ``train`` section);
 the detectors and the comparison run for real, so ``findings.csv``, ``issues.csv``
 and the ``detect``/``compare`` sections have the exact contract format. ``bench.json``,
@@ -17,76 +17,36 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from la_testutils import HPA2021_LABELS_CSV, REPORT_LABEL_SOURCE
 from PIL import Image
 
-HPA_LABELS = Path(__file__).resolve().parents[3] / "shared" / "hpa-samples"
-HPA_LABELS = HPA_LABELS / "hpa2021-all-train-labels.csv"
+from labelaudit.synth.simulate import render_field
+
 HOSTILE = "<img src=x onerror=alert(1)>"
 N_CLASSES = 19
-NUCLEAR = {0, 1, 2, 3, 4, 5}
+#: The skewed random draw's class frequencies (HPA-like: Nucleoplasm and Cytosol common).
+SKEWED_CLASS_WEIGHTS = np.array([8, 1, 2, 1, 1, 1, 1, 2, 1, 1, 1, 0.3, 1, 2, 2, 0.5, 5, 2, 0.5])
 
 
 def sample_labels(n: int, rng: np.random.Generator) -> list[list[int]]:
-    """HPA-like label sets: real 2021 rows when available, else a skewed random draw."""
-    if HPA_LABELS.is_file():
-        with open(HPA_LABELS, newline="") as fh:
+    """``n`` HPA-like label sets from ``la_testutils.REPORT_LABEL_SOURCE``."""
+    if REPORT_LABEL_SOURCE == "hpa2021 rows":
+        with open(HPA2021_LABELS_CSV, newline="") as fh:
             rows = [r["Label"] for r in csv.DictReader(fh)]
         pick = rng.choice(len(rows), size=n, replace=False)
         return [sorted({int(t) for t in rows[i].split("|")}) for i in pick]
-    p = np.array([8, 1, 2, 1, 1, 1, 1, 2, 1, 1, 1, 0.3, 1, 2, 2, 0.5, 5, 2, 0.5])
+    p = SKEWED_CLASS_WEIGHTS / SKEWED_CLASS_WEIGHTS.sum()
     out = []
     for _ in range(n):
-        k = rng.choice(N_CLASSES, size=rng.integers(1, 4), replace=False, p=p / p.sum())
+        k = rng.choice(N_CLASSES, size=rng.integers(1, 4), replace=False, p=p)
         out.append(sorted(int(x) for x in k))
     return out
-
-
-def synth_field(
-    labels: list[int],
-    rng: np.random.Generator,
-    size: int,
-    green_gain: float = 1.0,
-    offset: float = 0.0,
-) -> np.ndarray:
-    """A 4 x size x size uint8 field (red, green, blue, yellow) with cell-like structure."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    red, green, blue, yellow = (np.zeros((size, size), np.float32) for _ in range(4))
-    for c in range(int(rng.integers(4, 8))):
-        cx, cy = rng.uniform(6, size - 6, 2)
-        r = rng.uniform(size / 18, size / 11)
-        d = np.hypot(xx - cx, yy - cy)
-        nucleus = np.exp(-((d / r) ** 4))
-        cyto = np.clip(np.exp(-((d / (2.2 * r)) ** 2)) - nucleus, 0, 1)
-        blue += nucleus
-        red += cyto * (0.55 + 0.45 * np.sin(0.9 * xx + 0.4 * yy + c))
-        yellow += 0.8 * cyto * (0.7 + 0.3 * np.cos(0.5 * xx - 0.7 * yy))
-        for k in labels:
-            if k == 18:
-                continue
-            if k == 1:
-                green += np.exp(-(((d - r) / 1.2) ** 2))
-            elif k in (2, 3, 4, 5):
-                green += nucleus * (np.sin(1.7 * xx + k) * np.sin(1.3 * yy) > 0.6)
-            elif k in NUCLEAR:
-                green += 0.8 * nucleus
-            elif k == 13:
-                green += np.exp(-(((d - 2.3 * r) / 1.5) ** 2))
-            else:
-                green += cyto * (0.4 + 0.6 * (np.sin(k * 0.37 * xx) * np.cos(0.5 * yy) > 0))
-    noise = rng.normal(0, 0.03, (4, size, size)).astype(np.float32)
-    stack = np.stack([red, green * green_gain + offset, blue, yellow]) + noise
-    return np.clip(stack * 170, 0, 255).astype(np.uint8)
 
 
 def make_field(
     labels: list[int], rng: np.random.Generator, size: int, fault: str | None
 ) -> np.ndarray:
-    """A realistic synthetic field (``labelaudit.synth.simulate``), else :func:`synth_field`."""
-    try:
-        from labelaudit.synth.simulate import render_field
-    except ImportError:
-        gain = {"dim": 0.03}.get(fault or "", float(rng.uniform(0.5, 1.0)))
-        return synth_field(labels, rng, size, gain, offset=0.9 if fault == "saturated" else 0.0)
+    """A realistic synthetic 4 x size x size field (the simulator's ``render_field``)."""
     planes = render_field(labels, size, rng, fault)
     return np.stack([planes[c] for c in ("red", "green", "blue", "yellow")])
 
@@ -116,7 +76,7 @@ def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -
     from labelaudit.data.layouts import load_dataset
     from labelaudit.pipeline.bench import bench
     from labelaudit.pipeline.compare import detect_and_compare
-    from labelaudit.rundir import load_audit_inputs, record_dataset
+    from labelaudit.rundir import RunDir, load_audit_inputs
 
     rng = np.random.default_rng(seed)
     data, run = root / "dataset", root / "run"
@@ -149,7 +109,7 @@ def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -
     ds = load_dataset(data)
     cache = build_cache(ds, 96, root / "cache", workers=1)
     run.mkdir()
-    record_dataset(run, ds, cache)
+    RunDir(run).write_dataset(ds, cache)
     names = list(HPA2021_CLASSES)
     if hostile:
         names[15] = HOSTILE

@@ -14,7 +14,7 @@ from labelaudit.report import analysis as an
 from labelaudit.report.figures import esc
 from labelaudit.report.loader import template_loader
 from labelaudit.report.sections import bench_table, bench_tables
-from labelaudit.report.thumbnails import composite, detail_uri, stretch, thumbnail_uri
+from labelaudit.report.thumbnails import composite, field_images, stretch
 
 
 def decode(uri: str) -> Image.Image:
@@ -45,9 +45,12 @@ def test_composite_is_hpa_coloured() -> None:
 @pytest.mark.parametrize("fmt", ["jpeg", "png"])
 def test_data_uris(fmt: str) -> None:
     field = np.random.default_rng(1).integers(0, 255, (4, 48, 48)).astype(np.uint8)
-    thumb = decode(thumbnail_uri(field, ["red", "green", "blue", "yellow"], 32, fmt))
+    thumb_uri, tile_uri = field_images(
+        field, ["red", "green", "blue", "yellow"], thumb_size=32, detail_size=40, fmt=fmt
+    )
+    thumb = decode(thumb_uri)
     assert thumb.size == (32, 32) and thumb.mode == "RGB"
-    tile = decode(detail_uri(field, 40, fmt))
+    tile = decode(tile_uri)
     assert tile.size == (160, 40) and tile.mode == "L"
 
 

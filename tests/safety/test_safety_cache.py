@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from la_testutils import FAST_SCAN
 
 from labelaudit.data.cache import build_cache
 from labelaudit.data.layouts import load_dataset
-
-F = ("--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32", "--allow-rare")
 
 
 def _break_three(root: Path) -> list[str]:
@@ -47,14 +46,14 @@ def test_scan_names_every_broken_file_once_then_skip_broken_audits_the_rest(
     run_cli, broken_dataset, tmp_path
 ):
     root, names = broken_dataset
-    code, _, err = run_cli("scan", root, "--out", tmp_path / "run", *F)
+    code, _, err = run_cli("scan", root, "--out", tmp_path / "run", *FAST_SCAN)
     assert code == 2
     assert "Traceback" not in err
     assert err.count("cannot be read") == 1  # one error, every file in it
     for name in names:
         assert err.count(name) == 1, err
 
-    code, out, err = run_cli("scan", root, "--out", tmp_path / "run", *F, "--skip-broken")
+    code, out, err = run_cli("scan", root, "--out", tmp_path / "run", *FAST_SCAN, "--skip-broken")
     assert code == 0, err
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     skipped = run["skipped_images"]
@@ -71,7 +70,7 @@ def test_scan_names_every_broken_file_once_then_skip_broken_audits_the_rest(
 
 def _scan_process(root: Path, run: Path, cache: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "labelaudit", "scan", str(root), "--out", str(run), *F,
+        [sys.executable, "-m", "labelaudit", "scan", str(root), "--out", str(run), *FAST_SCAN,
          "--cache-dir", str(cache)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -15,15 +15,12 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from la_testutils import snapshot
+from la_testutils import TINY_SCAN, snapshot
 
 from labelaudit.core.locks import LockHeld
 from labelaudit.rundir import open_output_dir, run_lock
 
-TINY = [
-    "--preset", "demo", "--backbone", "test_efficientnet", "--epochs", "1", "--folds", "2",
-    "--image-size", "32", "--allow-rare", "--quiet",
-]  # fmt: skip
+TINY = [*TINY_SCAN, "--quiet"]
 
 HOLDER = textwrap.dedent(
     """

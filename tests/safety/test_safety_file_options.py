@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import typer
-from la_testutils import snapshot
+from la_testutils import TINY_SCAN, snapshot
 
 from labelaudit.cli import app
 
@@ -132,8 +132,7 @@ def _hostile(world, kind: str) -> Path:
 def _args(command: str, param: str, value: Path, world, tmp: Path) -> list[str]:
     """A command line that would run, with ``param`` set to ``value``."""
     data, run, model = world["data"], world["run"], world["model"]
-    fast = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32"]
-    fast += ["--backbone", "test_efficientnet", "--quiet"]
+    fast = [*TINY_SCAN, "--quiet"]
     defaults = {
         "check": {"dataset": data},
         "synth": {"out": tmp / "synth", "__": ["--n", "8", "--size", "32"]},

@@ -19,14 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from la_testutils import HPA_SAMPLES, snapshot, write_image
+from la_testutils import FAST_SCAN, HPA_SAMPLES, snapshot, write_image
 
 from labelaudit.core.errors import DatasetError
 from labelaudit.data import readers
 from labelaudit.data.check import check_dataset
 from labelaudit.data.layouts import CLEANED_MARKER, cleaned_marker, load_dataset
 
-SCAN_FLAGS = ("--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32")
 FIELD = "synth-00000"  # id prefix of the first synthetic field
 
 
@@ -52,20 +51,11 @@ def bomb_png(path: Path, width: int = 40000, height: int = 40000) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def _synth_template(tmp_path_factory) -> Path:
-    from labelaudit.synth.simulate import synthesize
-
-    root = tmp_path_factory.mktemp("template") / "hpa"
-    synthesize(root, n=60, size=32, seed=1)
-    return root
-
-
 @pytest.fixture
-def hpa(_synth_template, tmp_path) -> Path:
-    """A fresh copy of a 60-field synthetic HPA dataset (32 px)."""
+def hpa(synth60, tmp_path) -> Path:
+    """A fresh copy of the session's 60-field synthetic HPA dataset (32 px)."""
     root = tmp_path / "hpa"
-    shutil.copytree(_synth_template, root)
+    shutil.copytree(synth60, root)
     return root
 
 
@@ -140,7 +130,7 @@ def test_symlink_escape_refused_by_scan(tmp_path, run_cli, opened):
     root, secret = generic_with_escape(tmp_path)
     run = tmp_path / "run"
     _one_clear_line(
-        *run_cli("scan", root, "--out", run, *SCAN_FLAGS),
+        *run_cli("scan", root, "--out", run, *FAST_SCAN),
         "labels.csv, line 4",
         "escape/secret.png",
         "outside the dataset directory",
@@ -275,7 +265,7 @@ def test_bomb_header_refused_without_decoding(hpa, run_cli, monkeypatch):
 @pytest.mark.slow
 def test_bomb_refused_by_scan(hpa, tmp_path, run_cli):
     bomb = bomb_png(channel(hpa, "green"))
-    _one_clear_line(*run_cli("scan", hpa, "--out", tmp_path / "run", *SCAN_FLAGS), bomb.name)
+    _one_clear_line(*run_cli("scan", hpa, "--out", tmp_path / "run", *FAST_SCAN), bomb.name)
 
 
 def test_max_pixels_is_configurable(hpa, run_cli):
@@ -304,7 +294,7 @@ def test_fifo_channel_file_does_not_hang(hpa, tmp_path, command):
     red = channel(hpa)
     red.unlink()
     os.mkfifo(red)
-    extra = ("--out", tmp_path / "run", *SCAN_FLAGS) if command == "scan" else ()
+    extra = ("--out", tmp_path / "run", *FAST_SCAN) if command == "scan" else ()
     proc = _run(command, hpa, *extra, timeout=120)  # a hang fails here, not forever
     _one_clear_line(proc.returncode, proc.stdout, proc.stderr, red.name, "FIFO")
 
@@ -331,7 +321,7 @@ def test_dangling_and_looping_links(hpa, tmp_path, run_cli, command, target, mes
     red = channel(hpa)
     red.unlink()
     os.symlink(target or red.name, red)  # None: the link points at itself
-    extra = ("--out", tmp_path / "run", *SCAN_FLAGS) if command == "scan" else ()
+    extra = ("--out", tmp_path / "run", *FAST_SCAN) if command == "scan" else ()
     _one_clear_line(*run_cli(command, hpa, *extra), red.name, message)
 
 
@@ -447,8 +437,8 @@ def test_scan_follow_symlinks_end_to_end(hpa, tmp_path, run_cli):
     os.symlink(elsewhere, hpa / "train")
     run = tmp_path / "run"
     _one_clear_line(*run_cli("check", hpa), "train.csv, line 2", "outside the dataset directory")
-    _one_clear_line(*run_cli("scan", hpa, "--out", run, *SCAN_FLAGS), "--follow-symlinks")
-    code, out, err = run_cli("scan", hpa, "--out", run, *SCAN_FLAGS, "--follow-symlinks")
+    _one_clear_line(*run_cli("scan", hpa, "--out", run, *FAST_SCAN), "--follow-symlinks")
+    code, out, err = run_cli("scan", hpa, "--out", run, *FAST_SCAN, "--follow-symlinks")
     assert code == 0, out + err
     info = json.loads((run / "run.json").read_text())["dataset"]
     assert info["follow_symlinks"] is True and info["n_images"] == 60

@@ -12,10 +12,12 @@ import sys
 import time
 
 import pytest
+from la_testutils import FAST_SCAN
 
 from labelaudit.cli import INTERRUPTED
 
-FLAGS = ["--preset", "demo", "--epochs", "3", "--folds", "2", "--image-size", "32"]
+#: Three epochs (the last --epochs wins): time for the signal to land mid-training.
+FLAGS = [*FAST_SCAN, "--epochs", "3"]
 
 
 def _assert_interrupted(code: int, err: str) -> None:

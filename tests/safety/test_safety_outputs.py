@@ -12,13 +12,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from la_testutils import run_ok, snapshot, write_tiny_model
+from la_testutils import TINY_SCAN, run_ok, snapshot, write_tiny_model
 
 from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.rundir import RUN_LOCK, open_output_dir
 
-FAST = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32", "--quiet"]
-TINY = [*FAST[:-1], "--backbone", "test_efficientnet", "--allow-rare", "--quiet"]
+TINY = [*TINY_SCAN, "--quiet"]
 
 
 def _files(root: Path) -> dict:
@@ -33,12 +32,9 @@ def _one_line_error(code: int, err: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    from labelaudit.synth.simulate import synthesize
-
-    root = tmp_path_factory.mktemp("safety-out") / "data"
-    synthesize(root, n=60, size=32, seed=1)
-    return root
+def data(synth60) -> Path:
+    """The module's dataset: the session's 60 synthetic fields (read only)."""
+    return synth60
 
 
 @pytest.fixture(scope="module")

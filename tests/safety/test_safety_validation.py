@@ -9,24 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from la_testutils import write_tiny_model
+from la_testutils import FAST_SCAN, write_tiny_model
 
 from labelaudit.core.errors import SettingsError
 from labelaudit.data.classes import HPA2021_CLASSES
 from labelaudit.train.folds import rare_classes
 
-TINY = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32"]
 NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-
-
-@pytest.fixture(scope="module")
-def synth_data(tmp_path_factory):
-    """60 tiny synthetic fields (two classes have one image: fewer than 2 folds)."""
-    from labelaudit.synth.simulate import synthesize
-
-    root = tmp_path_factory.mktemp("validation") / "ds"
-    synthesize(root, n=60, size=32, seed=1)
-    return root
 
 
 @pytest.fixture
@@ -74,42 +63,42 @@ SCAN_CASES = {
 
 
 @pytest.mark.parametrize("case", list(SCAN_CASES))
-def test_scan_option_refused_in_one_line_before_any_work(case, synth_data, run_cli, tmp_path):
+def test_scan_option_refused_in_one_line_before_any_work(case, synth60, run_cli, tmp_path):
     args, needles = SCAN_CASES[case]
     out, cache = tmp_path / "run", tmp_path / "cache"
-    code, _, err = run_cli("scan", synth_data, "--out", out, "--cache-dir", cache, *TINY, *args)
+    code, _, err = run_cli("scan", synth60, "--out", out, "--cache-dir", cache, *FAST_SCAN, *args)
     _one_line_error(code, err, *needles)
     _nothing_created(tmp_path)
 
 
 @NO_GPU
 @pytest.mark.parametrize("command", ["scan", "sweep"])
-def test_cuda_without_a_gpu_is_one_line_before_the_cache(command, synth_data, run_cli, tmp_path):
+def test_cuda_without_a_gpu_is_one_line_before_the_cache(command, synth60, run_cli, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     code, _, err = run_cli(
-        command, synth_data, "--out", out, "--cache-dir", cache, *TINY, "--device", "cuda"
+        command, synth60, "--out", out, "--cache-dir", cache, *FAST_SCAN, "--device", "cuda"
     )
     _one_line_error(code, err, "--device cuda", "no CUDA GPU")
     _nothing_created(tmp_path)
 
 
 @NO_GPU
-def test_predict_cuda_without_a_gpu(synth_data, run_cli, checkpoint, tmp_path):
+def test_predict_cuda_without_a_gpu(synth60, run_cli, checkpoint, tmp_path):
     code, _, err = run_cli(
-        "predict", checkpoint(), synth_data, "--out", tmp_path / "p.csv", "--device", "cuda"
+        "predict", checkpoint(), synth60, "--out", tmp_path / "p.csv", "--device", "cuda"
     )
     _one_line_error(code, err, "--device cuda")
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_predict_checkpoint_with_a_negative_image_size(synth_data, run_cli, checkpoint, tmp_path):
+def test_predict_checkpoint_with_a_negative_image_size(synth60, run_cli, checkpoint, tmp_path):
     model = checkpoint(image_size=-5)
-    code, _, err = run_cli("predict", model, synth_data, "--out", tmp_path / "p.csv")
+    code, _, err = run_cli("predict", model, synth60, "--out", tmp_path / "p.csv")
     _one_line_error(code, err, "model.pt", "image_size", "-5")
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_weights_file_not_loadable_or_not_fitting(synth_data, run_cli, tmp_path):
+def test_weights_file_not_loadable_or_not_fitting(synth60, run_cli, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_text("not a checkpoint\n")
     alien = tmp_path / "alien.pt"
@@ -117,16 +106,16 @@ def test_weights_file_not_loadable_or_not_fitting(synth_data, run_cli, tmp_path)
     for path, needle in ((garbage, "loads safely"), (alien, "does not match the backbone")):
         out, cache = tmp_path / "run", tmp_path / "cache"
         code, _, err = run_cli(
-            "scan", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--weights", path
+            "scan", synth60, "--out", out, "--cache-dir", cache, *FAST_SCAN, "--weights", path
         )
         _one_line_error(code, err, str(path), needle)
         _nothing_created(tmp_path)
 
 
-def test_sweep_negative_or_zero_learning_rate(synth_data, run_cli, tmp_path):
+def test_sweep_negative_or_zero_learning_rate(synth60, run_cli, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     code, _, err = run_cli(
-        "sweep", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--lrs", "-1,0"
+        "sweep", synth60, "--out", out, "--cache-dir", cache, *FAST_SCAN, "--lrs", "-1,0"
     )
     _one_line_error(code, err, "--lrs", "'-1'")
     _nothing_created(tmp_path)
@@ -138,7 +127,7 @@ def test_synth_huge_size_leaves_no_directory(run_cli, tmp_path):
     assert not (tmp_path / "big").exists()
 
 
-def test_python_callers_get_the_same_settings_errors(synth_data, tmp_path):
+def test_python_callers_get_the_same_settings_errors(synth60, tmp_path):
     from labelaudit.core.config import check_fold, resolve_settings
     from labelaudit.pipeline.scan import scan
 
@@ -147,14 +136,14 @@ def test_python_callers_get_the_same_settings_errors(synth_data, tmp_path):
     with pytest.raises(SettingsError, match="--fold"):
         check_fold(3, resolve_settings("demo", folds=2))
     with pytest.raises(SettingsError, match="unknown detector 'bogus'"):
-        scan(synth_data, tmp_path / "run", preset="demo", folds=2, detectors=["bogus"])
+        scan(synth60, tmp_path / "run", preset="demo", folds=2, detectors=["bogus"])
     assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("name", [":x:[red]data", "[bold]a[/bold]:thumbs_up:"])
 def test_paths_print_literally_without_emoji_or_markup(name, run_cli, tmp_path):
     missing = tmp_path / name
-    code, _, err = run_cli("scan", missing, "--out", tmp_path / "run", *TINY)
+    code, _, err = run_cli("scan", missing, "--out", tmp_path / "run", *FAST_SCAN)
     line = _one_line_error(code, err)
     assert name in line  # not an emoji, not a style
     code, out, _ = run_cli("synth", tmp_path / name, "--n", "20", "--size", "32")
@@ -162,12 +151,19 @@ def test_paths_print_literally_without_emoji_or_markup(name, run_cli, tmp_path):
 
 
 @pytest.mark.slow
-def test_rare_classes_warn_and_are_marked_unreliable(synth_data, run_cli, tmp_path):
+def test_rare_classes_warn_and_are_marked_unreliable(synth60, run_cli, tmp_path):
     """A scan proceeds past a class with fewer images than folds; --allow-rare is a no-op."""
-    labels = pd.read_csv(synth_data / "train.csv", dtype=str)["Label"]
+    labels = pd.read_csv(synth60 / "train.csv", dtype=str)["Label"]
     out = tmp_path / "run"
     code, stdout, err = run_cli(
-        "scan", synth_data, "--out", out, "--cache-dir", tmp_path / "cache", *TINY, "--allow-rare"
+        "scan",
+        synth60,
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "cache",
+        *FAST_SCAN,
+        "--allow-rare",
     )
     assert code == 0, err
     assert "warning:" in stdout and "fewer positive images than the 2 folds" in stdout
@@ -206,10 +202,10 @@ def test_demo_too_few_fields_is_refused_before_synthesising(run_cli, tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
-def test_sweep_strict_stops_on_rare_classes_before_any_work(synth_data, run_cli, tmp_path):
+def test_sweep_strict_stops_on_rare_classes_before_any_work(synth60, run_cli, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     code, _, err = run_cli(
-        "sweep", synth_data, "--out", out, "--cache-dir", cache, *TINY, "--strict"
+        "sweep", synth60, "--out", out, "--cache-dir", cache, *FAST_SCAN, "--strict"
     )
     _one_line_error(code, err, "fewer positive images than the 2 folds", "--strict")
     _nothing_created(tmp_path)

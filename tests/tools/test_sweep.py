@@ -173,7 +173,6 @@ TINY = [
     "1",
     "--batch-size",
     "8",
-    "--allow-rare",
 ]
 
 #: The same tiny settings for calls from Python.
@@ -184,7 +183,6 @@ TINY_KWARGS = dict(
     image_size=32,
     epochs=1,
     batch_size=8,
-    allow_rare=True,
     html=False,
 )
 

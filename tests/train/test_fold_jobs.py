@@ -16,11 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from la_testutils import FAST_SCAN
 
 from labelaudit.core.io import read_json
-
-FLAGS = ["--preset", "demo", "--epochs", "1", "--folds", "2", "--image-size", "32",
-         "--allow-rare"]  # fmt: skip
 
 
 def _labelaudit(*args: str | Path) -> list[str]:
@@ -33,13 +31,10 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_two_fold_jobs_at_once_then_merge_reuses_both(tmp_path, run_cli, monkeypatch):
-    from labelaudit.synth.simulate import synthesize
+def test_two_fold_jobs_at_once_then_merge_reuses_both(synth60, tmp_path, run_cli, monkeypatch):
+    data, run, cache = synth60, tmp_path / "run", tmp_path / "shared-cache"
 
-    data, run, cache = tmp_path / "data", tmp_path / "run", tmp_path / "shared-cache"
-    synthesize(data, n=60, size=32, seed=1)
-
-    common = [data, "--out", run, "--cache-dir", cache, *FLAGS]
+    common = [data, "--out", run, "--cache-dir", cache, *FAST_SCAN]
     jobs = [
         subprocess.Popen(
             _labelaudit("scan", *common, "--fold", str(k)),

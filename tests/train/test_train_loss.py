@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from labelaudit.core.config import resolve_settings
 from labelaudit.core.errors import SettingsError
-from labelaudit.train.backbones import KERAS_EPSILON, build_model, channel_stats
+from labelaudit.train.backbones import KERAS_EPSILON, build_model, channel_mean_std
 from labelaudit.train.loop import make_runtime, train_fold
 from labelaudit.train.loss import TrainLoss, training_loss
 
@@ -52,7 +52,7 @@ def train(loss, activation: str = "sigmoid", model_seed: int = 3):
     images, labels = tiny()
     s = settings(activation)
     torch.manual_seed(model_seed)
-    model = build_model(s.backbone, 4, 3, channel_stats(images), None, activation)
+    model = build_model(s.backbone, 4, 3, channel_mean_std(images), None, activation)
     start = {k: v.clone() for k, v in model.state_dict().items()}
     held = np.arange(18, 24)
     out = train_fold(

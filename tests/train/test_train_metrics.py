@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from labelaudit.train.metrics import multilabel_metrics, per_class_table
+from labelaudit.train.metrics import multilabel_metrics
 
 
 def test_metrics_match_sklearn():
@@ -20,7 +21,7 @@ def test_metrics_match_sklearn():
         assert m[f"{avg}_f1"] == pytest.approx(f1_score(y, pred, **kw))
         assert m[f"{avg}_precision"] == pytest.approx(precision_score(y, pred, **kw))
         assert m[f"{avg}_recall"] == pytest.approx(recall_score(y, pred, **kw))
-    table = per_class_table(m)
+    table = pd.DataFrame(m["per_class"])
     assert list(table.columns) == ["class", "precision", "recall", "f1", "support"]
     assert table["support"].tolist() == y.sum(axis=0).tolist()
     per = f1_score(y, pred, average=None, zero_division=0)

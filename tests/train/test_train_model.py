@@ -7,14 +7,14 @@ import pickle
 import numpy as np
 import torch
 
-from labelaudit.train.backbones import build_model, channel_stats
+from labelaudit.train.backbones import build_model, channel_mean_std
 from labelaudit.train.batches import ArrayBatches, augment, dihedral, make_loader
 from labelaudit.train.ddp import DistInfo
 
 
 def test_channel_stats_match_numpy():
     x = np.random.default_rng(0).integers(0, 256, (70, 4, 8, 8), dtype=np.uint8)
-    stats = channel_stats(x)
+    stats = channel_mean_std(x)
     f = x.astype(np.float64) / 255
     assert np.allclose(stats[0], f.mean(axis=(0, 2, 3)), atol=1e-6)
     assert np.allclose(stats[1], f.std(axis=(0, 2, 3)), atol=1e-5)

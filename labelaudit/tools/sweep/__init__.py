@@ -14,7 +14,7 @@ every run, learning curves and ``RUN/sweep.html``.
 from __future__ import annotations
 
 from labelaudit.tools.sweep.page import write_sweep_html
-from labelaudit.tools.sweep.plan import AXES, Config, Split, plan_configs, resolve_split
+from labelaudit.tools.sweep.plan import AXES, Config, EvaluationScheme, plan_configs, resolve_split
 from labelaudit.tools.sweep.run import DEFAULT_SWEEP, ConfigResult, SweepResult, run_config, sweep
 from labelaudit.tools.sweep.scores import axis_table, method_scores
 
@@ -23,7 +23,7 @@ __all__ = [
     "DEFAULT_SWEEP",
     "Config",
     "ConfigResult",
-    "Split",
+    "EvaluationScheme",
     "SweepResult",
     "axis_table",
     "method_scores",

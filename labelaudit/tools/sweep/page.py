@@ -20,7 +20,14 @@ from markupsafe import Markup
 from labelaudit.core.errors import RunDirError
 from labelaudit.core.io import read_json, write_text
 from labelaudit.report.render import template_environment
-from labelaudit.tools.sweep.plan import AXES, AXIS_TITLES, RESULT_NAME, Config, Split, format_value
+from labelaudit.tools.sweep.plan import (
+    AXES,
+    AXIS_TITLES,
+    RESULT_NAME,
+    Config,
+    EvaluationScheme,
+    format_value,
+)
 from labelaudit.tools.sweep.scores import SCORES, sweep_tables
 
 PAGE_NAME = "sweep.html"
@@ -161,7 +168,9 @@ def _grid_figure(plan: dict, runs: pd.DataFrame, base: Config, figs) -> Any:
     return figs.add("grid", fg.score_heatmap(pivot, title))
 
 
-def _facts(plan: dict, runs: pd.DataFrame, split: Split, base: Config) -> list[tuple[str, str]]:
+def _facts(
+    plan: dict, runs: pd.DataFrame, split: EvaluationScheme, base: Config
+) -> list[tuple[str, str]]:
     """The page's header: dataset, evaluation, design and timings."""
     facts = [
         ("dataset", plan["dataset"]["path"]),
@@ -189,7 +198,7 @@ def build_context(run_dir: Path) -> dict[str, Any]:
     runs, curves = _read_runs(run_dir)
     base = Config(**{a: plan["base"][a] for a in AXES})
     axes = {a: list(plan["axes"][a]) for a in AXES}
-    split = Split(folds=plan["split"]["folds"], holdout=plan["split"]["holdout"])
+    split = EvaluationScheme(folds=plan["split"]["folds"], holdout=plan["split"]["holdout"])
     figs = Figures()
     sections = [
         _axis_section(axis, table, plan, runs, curves, figs)

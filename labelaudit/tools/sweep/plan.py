@@ -66,7 +66,7 @@ class Config:
 
 
 @dataclass(frozen=True)
-class Split:
+class EvaluationScheme:
     """How each configuration is evaluated.
 
     Attributes
@@ -102,7 +102,9 @@ class Split:
         return {"folds": self.folds, "holdout": self.holdout, "description": self.describe()}
 
 
-def resolve_split(base: TrainSettings, folds: int | None, holdout: float | None) -> Split:
+def resolve_split(
+    base: TrainSettings, folds: int | None, holdout: float | None
+) -> EvaluationScheme:
     """The evaluation split from ``--folds`` / ``--holdout`` (at most one of them).
 
     Raises
@@ -115,11 +117,11 @@ def resolve_split(base: TrainSettings, folds: int | None, holdout: float | None)
     if holdout is not None:
         if not (isinstance(holdout, int | float) and 0 < holdout <= 0.5):
             raise SettingsError(f"--holdout must be a fraction in (0, 0.5], got {holdout!r}")
-        return Split(folds=max(2, round(1 / holdout)), holdout=float(holdout))
+        return EvaluationScheme(folds=max(2, round(1 / holdout)), holdout=float(holdout))
     k = base.folds if folds is None else folds
     if not (isinstance(k, int) and not isinstance(k, bool) and k >= 2):
         raise SettingsError(f"--folds must be at least 2, got {k!r}")
-    return Split(folds=k)
+    return EvaluationScheme(folds=k)
 
 
 def parse_values(axis: str, values: str | Iterable[object] | None) -> list[object] | None:

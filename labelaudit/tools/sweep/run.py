@@ -22,7 +22,6 @@ gigabytes of checkpoints.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
 import json
 import re
@@ -45,6 +44,7 @@ from rich.progress import (
 )
 
 from labelaudit.core.config import TrainSettings
+from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import read_json, write_csv, write_json, write_text
 from labelaudit.data.dataset import Dataset
@@ -54,7 +54,7 @@ from labelaudit.tools.sweep.plan import (
     AXIS_TITLES,
     RESULT_NAME,
     Config,
-    Split,
+    EvaluationScheme,
     format_value,
     parse_values,
     plan_configs,
@@ -141,7 +141,7 @@ class SweepResult:
     run_dir: Path
     base: Config
     configs: list[Config]
-    split: Split
+    split: EvaluationScheme
     runs: pd.DataFrame
     tables: dict[str, pd.DataFrame]
     markdown: str
@@ -257,7 +257,7 @@ def _score(
     return row, full["per_class"]
 
 
-def _prune(cdir: Path, split: Split) -> None:
+def _prune(cdir: Path, split: EvaluationScheme) -> None:
     """Delete the scored folds' ``model.pt`` (cross-validation keeps the rest)."""
     from labelaudit.train.cv import fold_dir
 
@@ -266,7 +266,11 @@ def _prune(cdir: Path, split: Split) -> None:
 
 
 def config_key(
-    settings: TrainSettings, fingerprint: str, split: Split, shape: tuple, class_names: list[str]
+    settings: TrainSettings,
+    fingerprint: str,
+    split: EvaluationScheme,
+    shape: tuple,
+    class_names: list[str],
 ) -> str:
     """What a stored configuration result must match to be reused without training.
 
@@ -285,7 +289,7 @@ def config_key(
         sort_keys=True,
         default=str,
     )
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+    return short_digest(text.encode(), 20)
 
 
 def _non_finite(exc: BaseException) -> bool:
@@ -298,7 +302,7 @@ def _diverged_before_saving(
     labels: np.ndarray,
     class_names: list[str],
     cdir: Path,
-    split: Split,
+    split: EvaluationScheme,
     exc: BaseException,
 ) -> tuple[dict, list[dict]]:
     """Score a configuration whose outputs went non-finite before a fold was saved.
@@ -318,7 +322,7 @@ def _diverged_before_saving(
 def run_config(
     config: Config,
     settings: TrainSettings,
-    split: Split,
+    split: EvaluationScheme,
     images: np.ndarray,
     labels: np.ndarray,
     ids: list[str],
@@ -370,7 +374,11 @@ def run_config(
 
 
 def _cross_validate(
-    settings: TrainSettings, split: Split, data: tuple, cdir: Path, console: Console | None
+    settings: TrainSettings,
+    split: EvaluationScheme,
+    data: tuple,
+    cdir: Path,
+    console: Console | None,
 ) -> tuple[str, list[FoldRecord] | None, BaseException | None]:
     """Cross-validate one configuration: its status and the scored folds' records.
 
@@ -435,7 +443,7 @@ def curves_frame(results: list[ConfigResult]) -> pd.DataFrame:
 def tables_markdown(
     tables: dict[str, pd.DataFrame],
     base: Config,
-    split: Split,
+    split: EvaluationScheme,
     n_images: int,
     n_scored: int | None = None,
 ) -> str:
@@ -566,7 +574,7 @@ class _Study:
     """A sweep's plan: the validated settings of every configuration and the split."""
 
     base_settings: TrainSettings
-    split: Split
+    split: EvaluationScheme
     base: Config
     configs: list[Config]
     settings: dict[Config, TrainSettings]
