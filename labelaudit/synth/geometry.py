@@ -163,6 +163,36 @@ def _cell_count_range(size: int) -> tuple[int, int]:
 
 
 def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
+    """Place a field's cells and compute the maps its stains and patterns are drawn from.
+
+    Parameters
+    ----------
+    size
+        Side of the square field, pixels.
+    rng
+        The field's generator: the cells, the texture and the nucleoli are drawn from
+        it, in that order.
+    n_mitotic
+        Cells to make mitotic (at most all of them).
+
+    Returns
+    -------
+    Field
+        The geometry, its masks and maps (``red`` and ``yellow`` not drawn yet).
+    """
+    cells = _place_cells(size, rng, n_mitotic)
+    f = _partition(size, cells)
+    f.tex = ndimage.gaussian_filter(
+        rng.standard_normal((size, size), dtype=np.float32), max(1.0, 0.3 * f.unit)
+    )
+    f.tex /= max(float(f.tex.std()), 1e-6)
+    _add_nucleoli(f, rng)
+    return f
+
+
+def _place_cells(size: int, rng: np.random.Generator, n_mitotic: int) -> list[Cell]:
+    """Draw the cells: nucleus centres placed greedily with a minimum spacing, then
+    each cell's radii, outline harmonics and orientation."""
     lo, hi = _cell_count_range(size)
     k = int(rng.integers(lo, hi + 1))
     rc_mean = math.sqrt(0.66 * size * size / (k * math.pi))
@@ -185,7 +215,7 @@ def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
         rc = rc_mean * rng.uniform(0.85, 1.12) * (0.85 if mit else 1.0)
         rn = rc * rng.uniform(0.40, 0.48)
         amp = (0.03, 0.015, 0.01) if mit else (0.14, 0.10, 0.05)
-        cell_c = tuple(complex(*(a * np.array(unit_vector(rng)))) for a in amp)
+        harmonics = [complex(*(a * np.array(unit_vector(rng)))) for a in amp]
         if mit:  # metaphase plate: a bar across the spindle axis
             nuc_a, nuc_b, c3 = 0.85 * rn, 0.26 * rn, 0j
         else:
@@ -202,16 +232,22 @@ def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
                 nuc_b=nuc_b,
                 nuc_angle=float(rng.uniform(0, math.pi)),
                 nuc_c3=c3,
-                cell_c=cell_c,  # type: ignore[arg-type]
+                cell_c=(harmonics[0], harmonics[1], harmonics[2]),
                 mitotic=bool(mit),
                 mtoc_angle=float(rng.uniform(0, 2 * math.pi)),
             )
         )
+    return cells
 
-    # Each pixel belongs to the cell with the smallest normalised radius
-    # rho = distance / outline radius (a weighted Voronoi split of touching cells).
-    # Cells are evaluated in their bounding boxes only; rho2 (the runner-up) locates
-    # the borders between touching cells.
+
+def _partition(size: int, cells: list[Cell]) -> Field:
+    """Split the field between its cells and compute the masks and maps (no draws).
+
+    Each pixel belongs to the cell with the smallest normalised radius
+    rho = distance / outline radius (a weighted Voronoi split of touching cells).
+    Cells are evaluated in their bounding boxes only; rho2 (the runner-up) locates
+    the borders between touching cells. The texture is left empty.
+    """
     far = np.float32(1e6)
     rho1 = np.full((size, size), 1e3, dtype=np.float32)
     rho2 = np.full((size, size), 1e3, dtype=np.float32)
@@ -258,7 +294,7 @@ def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
     w = max(0.9, 0.08 * unit)
     edges = np.exp(-((dist / w) ** 2))
 
-    f = Field(
+    return Field(
         size=size,
         cells=cells,
         label=label,
@@ -271,14 +307,14 @@ def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
         nucleoli=np.zeros_like(nuc_soft),
         edges=edges,
         unit=unit,
-        tex=ndimage.gaussian_filter(
-            rng.standard_normal((size, size), dtype=np.float32), max(1.0, 0.3 * unit)
-        ),
+        tex=np.zeros(0, dtype=np.float32),
     )
-    f.tex /= max(float(f.tex.std()), 1e-6)
-    # Nucleoli: 1-3 per interphase nucleus; flat-topped soft discs.
+
+
+def _add_nucleoli(f: Field, rng: np.random.Generator) -> None:
+    """Nucleoli: 1-3 per interphase nucleus; flat-topped soft discs (``f.nucleoli``)."""
     ys, xs, amps = [], [], []
-    for c in cells:
+    for c in f.cells:
         if c.mitotic:
             continue
         n = int(rng.integers(1, 4))
@@ -292,12 +328,12 @@ def make_field(size: int, rng: np.random.Generator, n_mitotic: int) -> Field:
         amps.append(a)
     if ys:
         y, x, a = np.concatenate(ys), np.concatenate(xs), np.concatenate(amps)
-        b = blobs(f.shape, y, x, 0.15 * unit + 0.3, a)
-        f.nucleoli = np.clip((b - 0.3) / 0.3, 0.0, 1.0) * nuc_soft
-    return f
+        b = blobs(f.shape, y, x, 0.15 * f.unit + 0.3, a)
+        f.nucleoli = np.clip((b - 0.3) / 0.3, 0.0, 1.0) * f.nuc_soft
 
 
 def unit_vector(rng: np.random.Generator) -> tuple[float, float]:
+    """A random direction ``(cos t, sin t)``, ``t`` uniform in [0, 2 pi)."""
     t = rng.uniform(0, 2 * math.pi)
     return math.cos(t), math.sin(t)
 

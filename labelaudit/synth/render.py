@@ -18,7 +18,7 @@ from labelaudit.synth.faults import (
     fault_dim,
     fault_saturated,
 )
-from labelaudit.synth.geometry import make_field
+from labelaudit.synth.geometry import Field, make_field
 from labelaudit.synth.patterns import CLASS_PEAK, GREEN_PATTERNS
 from labelaudit.synth.stains import er_stain, microtubule_stain, nucleus_stain
 
@@ -108,30 +108,7 @@ def _render(
     blue = nucleus_stain(f, rng)
 
     n_cells = len(f.cells)
-    shown: dict[int, np.ndarray] = {}
-    nearest: np.ndarray | None = None  # per pixel, the cell it belongs or is closest to
-    green = np.zeros(f.shape, dtype=np.float32)
-    if labels != [NEGATIVE]:
-        field_gain = math.exp(rng.uniform(math.log(0.6), math.log(1.15)))
-        for c in labels:
-            # Same draws in the same order with or without the cell-level bookkeeping.
-            pattern = GREEN_PATTERNS[c](f, rng)
-            if cells:
-                s = shown_cells(pattern, f.label, n_cells, f.unit)
-                if partial_rng is not None:
-                    keep = partial_subset(s, partial_rng)
-                    if not keep.all():
-                        if nearest is None:
-                            nearest = nearest_cell(f.label)
-                        # Background takes its nearest cell's fate, so no halo of a
-                        # removed pattern is left around its cell.
-                        pattern = pattern * np.concatenate([[False], keep])[nearest]
-                        s = s & keep
-                shown[c] = s
-            green += pattern * (CLASS_PEAK[c] * rng.uniform(0.8, 1.2))
-        cell_gain = np.ones(n_cells + 1, dtype=np.float32)
-        cell_gain[1:] = rng.uniform(0.7, 1.15, n_cells)
-        green *= field_gain * cell_gain[f.label]
+    green, shown = _green(f, labels, rng, partial_rng, cells)
 
     def per_cell(lo: float, hi: float) -> np.ndarray:
         g = np.ones(n_cells + 1, dtype=np.float32)
@@ -168,3 +145,41 @@ def _render(
     if labels == [NEGATIVE]:
         shown[NEGATIVE] = np.ones(n_cells, dtype=bool)
     return out, FieldCells(mask=f.label.copy(), shown=shown)
+
+
+def _green(
+    f: Field,
+    labels: list[int],
+    rng: np.random.Generator,
+    partial_rng: np.random.Generator | None,
+    cells: bool,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The green channel (8-bit units, before noise): each true class's pattern at its
+    typical brightness, times a field and a per-cell gain; with ``cells``, which cells
+    show each class (a partial field's removed cells no longer do)."""
+    n_cells = len(f.cells)
+    shown: dict[int, np.ndarray] = {}
+    nearest: np.ndarray | None = None  # per pixel, the cell it belongs or is closest to
+    green = np.zeros(f.shape, dtype=np.float32)
+    if labels != [NEGATIVE]:
+        field_gain = math.exp(rng.uniform(math.log(0.6), math.log(1.15)))
+        for c in labels:
+            # Same draws in the same order with or without the cell-level bookkeeping.
+            pattern = GREEN_PATTERNS[c](f, rng)
+            if cells:
+                s = shown_cells(pattern, f.label, n_cells, f.unit)
+                if partial_rng is not None:
+                    keep = partial_subset(s, partial_rng)
+                    if not keep.all():
+                        if nearest is None:
+                            nearest = nearest_cell(f.label)
+                        # Background takes its nearest cell's fate, so no halo of a
+                        # removed pattern is left around its cell.
+                        pattern = pattern * np.concatenate([[False], keep])[nearest]
+                        s = s & keep
+                shown[c] = s
+            green += pattern * (CLASS_PEAK[c] * rng.uniform(0.8, 1.2))
+        cell_gain = np.ones(n_cells + 1, dtype=np.float32)
+        cell_gain[1:] = rng.uniform(0.7, 1.15, n_cells)
+        green *= field_gain * cell_gain[f.label]
+    return green, shown

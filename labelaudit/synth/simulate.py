@@ -14,6 +14,19 @@ generator (seeded with ``[seed, field index]``) and depend only on that, the fie
 true labels and its fault; true labels and IDs are drawn before any noise, so changing
 ``noise_rate`` changes the given labels only.
 
+Label sets and noise
+--------------------
+True label sets follow the HPA 2021 class frequencies and labels-per-field counts,
+with every class raised to at least :data:`CLASS_FLOOR` (5 %) of the fields and
+Negative never combined with other classes (see :func:`sample_label_sets`).
+Exactly ``round(noise_rate * n)`` fields get label noise (``missing``: one true
+label dropped, only with two or more labels; ``extra``: one false label added;
+``swap``: one label replaced by a plausible confusion from :data:`CONFUSIONS`) and,
+drawn independently, exactly ``round(fault_rate * n)`` fields get an image fault
+(``dim``, ``saturated``, ``blur``, ``artifact``; Negative fields only ``blur`` or
+``artifact``, the others would not show). A field with both has ``noise`` like
+``swap;blur``.
+
 Cell-level truth
 ----------------
 With ``partial_cells > 0`` a fraction of the fields express their true classes in only
@@ -50,12 +63,24 @@ of the mask is entry ``j - 1`` of :attr:`FieldCells.shown` (:func:`render_field_
 The cell-level draws come from their own streams (which fields are partial, and each
 partial field's cell subsets), so enabling them changes neither the labels, the noise,
 nor the pixels of the other fields; a partial field is its fully expressing twin with
-some cells' class patterns removed.
+some cells' class patterns removed. Negative fields have no pattern to split; a class
+shown by one cell at most (a lone mitotic spindle, or any class in a one-cell field)
+stays as it is. With the defaults the output is byte-identical to what it was before
+these options existed.
+
+Near-duplicates
+---------------
+``synthesize(duplicates=m)`` plants copies of ``m`` distinct fields, shifted by a few
+pixels and re-noised, after the ``n`` fields (:func:`plant_duplicates`). ``truth.csv``
+then gains a ``duplicate_of`` column (the original's ID, empty elsewhere); a copy's
+``noise`` is ``duplicate`` (same given labels as its original) or, for a third of
+them, ``duplicate_conflict`` (given labels changed).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -186,27 +211,8 @@ def synthesize(
     Writes ``out_dir/train/{ID}_{red,green,blue,yellow}.png`` (8-bit grayscale,
     ``size`` x ``size``), ``out_dir/truth.csv`` (``ID,true_label,given_label,noise``)
     and, last, ``out_dir/train.csv`` (``ID,Label`` with the GIVEN labels), so an
-    interrupted run leaves no loadable dataset behind.
-
-    True label sets follow the HPA 2021 class frequencies and labels-per-field counts,
-    with every class raised to at least :data:`CLASS_FLOOR` (5 %) of the fields and
-    Negative never combined with other classes (see :func:`sample_label_sets`).
-    Exactly ``round(noise_rate * n)`` fields get label noise (``missing``: one true
-    label dropped, only with two or more labels; ``extra``: one false label added;
-    ``swap``: one label replaced by a plausible confusion from :data:`CONFUSIONS`) and,
-    drawn independently, exactly ``round(fault_rate * n)`` fields get an image fault
-    (``dim``, ``saturated``, ``blur``, ``artifact``; Negative fields only ``blur`` or
-    ``artifact``, the others would not show). A field with both has ``noise`` like
-    ``swap;blur``.
-
-    Cell-level truth (see the module docstring for the details): ``partial_cells``
-    makes exactly ``round(partial_cells * m)`` of the ``m`` non-Negative fields express
-    each true class in only some of their cells, and with ``partial_cells > 0`` or
-    ``write_masks`` ``truth.csv`` gains a ``cells`` column (``0:3/8;5:0/8``: for each
-    true or given class, the cells showing it out of the field's cells; read it with
-    :func:`parse_cells_column`). ``write_masks`` writes the true cell label images as
-    ``out_dir/masks/{ID}_predictedmask.png``. With the defaults the output is
-    byte-identical to what it was before these options existed.
+    interrupted run leaves no loadable dataset behind. The label statistics, the noise,
+    the cell-level truth and the near-duplicates are described in the module docstring.
 
     Parameters
     ----------
@@ -218,38 +224,27 @@ def synthesize(
         Field side in pixels (>= 32). Cells per field: 1-2 below 48 px, 2-3 below 96 px,
         3-4 up to 159 px (large cells, so the patterns survive downscaling to 64 px),
         then up to 8 (at 384 px and more).
-    noise_rate
-        Fraction of fields with label noise, in [0, 1].
-    fault_rate
-        Fraction of fields with an image fault, in [0, 1].
+    noise_rate, fault_rate
+        Fraction of fields with label noise, and with an image fault, in [0, 1].
     seed
         Random seed (>= 0); the same arguments give byte-identical files.
     progress
         Show a progress bar on stderr.
     partial_cells
         Fraction of the non-Negative fields in which each true class is shown by only
-        some of the cells that would show it (1..m-1 of m), in [0, 1]. Negative fields
-        have no pattern to split; a class shown by one cell at most (a lone mitotic
-        spindle, or any class in a one-cell field) stays as it is.
+        some of the cells that would show it (1..m-1 of m), in [0, 1].
     write_masks
-        Also write ``masks/{ID}_predictedmask.png``: the true cell label image (uint8,
-        uint16 beyond 255 cells; background 0, cell ``j`` = ``j``; cells cut by the
-        field border included), numbered like the cells counted in ``cells``.
+        Also write the true cell label images ``masks/{ID}_predictedmask.png``.
     duplicates
-        Near-duplicates to plant (0..n): copies of ``duplicates`` distinct fields,
-        shifted by a few pixels and re-noised, appended after the ``n`` fields (see
-        :func:`plant_duplicates`). ``truth.csv`` then gains a ``duplicate_of`` column
-        (the original's ID, empty elsewhere); a copy's ``noise`` is ``duplicate``
-        (same given labels as its original) or, for a third of them,
-        ``duplicate_conflict`` (given labels changed). Not combined with
-        ``partial_cells``/``write_masks``. With 0 the output is unchanged.
+        Near-duplicates to plant (0..n), appended after the ``n`` fields; not combined
+        with ``partial_cells``/``write_masks``. With 0 the output is unchanged.
 
     Returns
     -------
     pandas.DataFrame
         The truth table: ``ID``, ``true_label``, ``given_label`` (``|``-separated ids),
-        ``noise`` (``none`` or ``;``-joined noise types), and ``cells`` when
-        ``partial_cells > 0`` or ``write_masks``.
+        ``noise`` (``none`` or ``;``-joined noise types), ``cells`` when
+        ``partial_cells > 0`` or ``write_masks``, ``duplicate_of`` with ``duplicates``.
 
     Raises
     ------
@@ -260,8 +255,65 @@ def synthesize(
     _check_args(out_dir, n, size, noise_rate, fault_rate, seed, partial_cells, write_masks)
     _check_duplicates(duplicates, n, partial_cells, write_masks)
     n, size, seed = int(n), int(size), int(seed)
-    rng = np.random.default_rng(seed)
+    plan = _plan_fields(n, noise_rate, fault_rate, seed)
+    with_cells = float(partial_cells) > 0 or bool(write_masks)
+    partial = _partial_fields(plan.true, float(partial_cells), seed)
+    cells_col = _write_fields(out_dir, plan, size, seed, partial, with_cells, write_masks, progress)
 
+    truth = plan.truth_table()
+    if with_cells:
+        truth["cells"] = cells_col
+    if duplicates:
+        truth = plant_duplicates(out_dir / "train", truth, int(duplicates), seed)
+    write_csv(out_dir / "truth.csv", truth)
+    write_csv(
+        out_dir / "train.csv", pd.DataFrame({"ID": truth["ID"], "Label": truth["given_label"]})
+    )
+    return truth
+
+
+@dataclass
+class _FieldPlan:
+    """What every field of a dataset shows, drawn before any pixel.
+
+    Attributes
+    ----------
+    true, given
+        Sorted true and given class ids of each field.
+    ids
+        Field ids (``synth-{i:05d}-{hash}``).
+    kinds
+        The noise injected into each field (label noise, then the fault), maybe empty.
+    faults
+        Each field's image fault, or ``None``.
+    """
+
+    true: list[tuple[int, ...]]
+    ids: list[str]
+    given: list[tuple[int, ...]]
+    kinds: list[list[str]]
+    faults: list[str | None]
+
+    def truth_table(self) -> pd.DataFrame:
+        """``ID``, ``true_label``, ``given_label`` and ``noise`` of ``truth.csv``."""
+        return pd.DataFrame(
+            {
+                "ID": self.ids,
+                "true_label": [format_label_set(t) for t in self.true],
+                "given_label": [format_label_set(g) for g in self.given],
+                "noise": [";".join(k) if k else "none" for k in self.kinds],
+            }
+        )
+
+
+def _plan_fields(n: int, noise_rate: float, fault_rate: float, seed: int) -> _FieldPlan:
+    """Draw the fields' true labels, ids, label noise and faults from the ``seed`` stream.
+
+    Exactly ``round(noise_rate * n)`` fields get label noise and, drawn independently,
+    ``round(fault_rate * n)`` an image fault (Negative fields only ``blur`` or
+    ``artifact``, the others would not show).
+    """
+    rng = np.random.default_rng(seed)
     true = sample_label_sets(n, rng)
     ids = [f"synth-{i:05d}-{h:08x}" for i, h in enumerate(rng.integers(0, 2**32, n))]
     noisy = np.zeros(n, dtype=bool)
@@ -269,9 +321,7 @@ def synthesize(
     faulty = np.zeros(n, dtype=bool)
     faulty[rng.permutation(n)[: int(round(fault_rate * n))]] = True
 
-    given: list[tuple[int, ...]] = []
-    kinds: list[list[str]] = []
-    faults: list[str | None] = []
+    plan = _FieldPlan(true=true, ids=ids, given=[], kinds=[], faults=[])
     for i in range(n):
         k: list[str] = []
         if noisy[i]:
@@ -284,40 +334,63 @@ def synthesize(
             options = ("blur", "artifact") if true[i] == (NEGATIVE,) else FAULT_TYPES
             fault = str(rng.choice(options))
             k.append(fault)
-        given.append(g)
-        kinds.append(k)
-        faults.append(fault)
+        plan.given.append(g)
+        plan.kinds.append(k)
+        plan.faults.append(fault)
+    return plan
 
-    # Cell-level draws use their own streams: the labels, noise and other fields above
-    # do not depend on them.
-    with_cells = float(partial_cells) > 0 or bool(write_masks)
-    partial = np.zeros(n, dtype=bool)
-    if float(partial_cells) > 0:
+
+def _partial_fields(true: list[tuple[int, ...]], partial_cells: float, seed: int) -> np.ndarray:
+    """Which fields express their classes in only some cells (bool per field).
+
+    ``round(partial_cells * m)`` of the ``m`` non-Negative fields, drawn from their own
+    stream: the labels, noise and other fields do not depend on it.
+    """
+    partial = np.zeros(len(true), dtype=bool)
+    if partial_cells > 0:
         stained = np.flatnonzero([t != (NEGATIVE,) for t in true])
         pick = np.random.default_rng([seed, _PARTIAL_PICK_TAG, _PARTIAL_PICK_TAG])
-        n_partial = int(round(float(partial_cells) * len(stained)))
+        n_partial = int(round(partial_cells * len(stained)))
         partial[pick.permutation(stained)[:n_partial]] = True
-    cells_col: list[str] = []
+    return partial
 
+
+def _write_fields(
+    out_dir: Path,
+    plan: _FieldPlan,
+    size: int,
+    seed: int,
+    partial: np.ndarray,
+    with_cells: bool,
+    write_masks: bool,
+    progress: bool,
+) -> list[str]:
+    """Render and write every field's channels (and masks); returns the ``cells`` column.
+
+    Field ``i``'s pixels come from its own generator ``[seed, i]`` (a partial field's
+    cell subsets from ``[seed, i, tag]``); the column is empty without ``with_cells``.
+    """
+    cells_col: list[str] = []
     img_dir = out_dir / "train"
     img_dir.mkdir(parents=True, exist_ok=True)
     mask_dir = out_dir / "masks"
     if write_masks:
         mask_dir.mkdir()
-    bar = _progress(n) if progress else None
+    true, given, ids = plan.true, plan.given, plan.ids
+    bar = _progress(len(ids)) if progress else None
     try:
-        for i in range(n):
+        for i in range(len(ids)):
             field_rng = np.random.default_rng([int(seed), i])
             if with_cells:
                 part_rng = (
                     np.random.default_rng([seed, i, _PARTIAL_FIELD_TAG]) if partial[i] else None
                 )
-                chans, fc = render_field_cells(true[i], size, field_rng, faults[i], part_rng)
+                chans, fc = render_field_cells(true[i], size, field_rng, plan.faults[i], part_rng)
                 cells_col.append(format_cells_column(fc.counts((*true[i], *given[i]))))
                 if write_masks:
                     _save_mask(mask_dir / f"{ids[i]}_predictedmask.png", fc.mask)
             else:
-                chans = render_field(true[i], size, field_rng, faults[i])
+                chans = render_field(true[i], size, field_rng, plan.faults[i])
             for name, arr in chans.items():
                 Image.fromarray(arr).save(
                     img_dir / f"{ids[i]}_{name}.png", format="PNG", compress_level=1
@@ -327,24 +400,7 @@ def synthesize(
     finally:
         if bar is not None:
             bar[0].stop()
-
-    truth = pd.DataFrame(
-        {
-            "ID": ids,
-            "true_label": [format_label_set(t) for t in true],
-            "given_label": [format_label_set(g) for g in given],
-            "noise": [";".join(k) if k else "none" for k in kinds],
-        }
-    )
-    if with_cells:
-        truth["cells"] = cells_col
-    if duplicates:
-        truth = plant_duplicates(img_dir, truth, int(duplicates), seed)
-    write_csv(out_dir / "truth.csv", truth)
-    write_csv(
-        out_dir / "train.csv", pd.DataFrame({"ID": truth["ID"], "Label": truth["given_label"]})
-    )
-    return truth
+    return cells_col
 
 
 def _check_duplicates(duplicates: int, n: int, partial_cells: float, write_masks: bool) -> None:
