@@ -13,7 +13,6 @@ from PIL import Image
 from scipy import ndimage
 
 from labelaudit.core.errors import SettingsError
-from labelaudit.synth import simulate as synth
 from labelaudit.data.classes import HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.hpa_stats import (
     HPA2021_CLASS_COUNTS,
@@ -21,6 +20,7 @@ from labelaudit.data.hpa_stats import (
     HPA2021_N_FIELDS,
     NEGATIVE,
 )
+from labelaudit.synth import simulate as synth
 
 LABEL_KINDS = set(synth.LABEL_NOISE_TYPES)
 FAULT_KINDS = set(synth.FAULT_TYPES)
