@@ -81,6 +81,8 @@ def read_marker(path: Path, kind: OutputKind | None = None) -> dict:
 
 
 def is_ours(data: dict, kind: OutputKind) -> bool:
+    """Whether a marker's content says labelaudit wrote it: its ``format`` kind, or a
+    key an older labelaudit wrote (``kind.legacy``)."""
     fmt = data.get("format")
     if isinstance(fmt, dict) and fmt.get("kind") == kind.format["kind"]:
         return True
@@ -88,6 +90,13 @@ def is_ours(data: dict, kind: OutputKind) -> bool:
 
 
 def check_marker(path: Path, kind: OutputKind) -> dict:
+    """Read a marker and refuse one labelaudit did not write or a newer labelaudit wrote.
+
+    Raises
+    ------
+    RunDirError
+        Unreadable (:func:`read_marker`), foreign, or of a newer format version.
+    """
     data = read_marker(path, kind)
     if not is_ours(data, kind):
         raise RunDirError(

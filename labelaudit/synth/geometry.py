@@ -18,6 +18,8 @@ from labelaudit.synth.drawing import blobs
 
 @dataclass
 class Cell:
+    """One cell of a field: its centre, nucleus and outline shapes (radii in pixels)."""
+
     cy: float
     cx: float
     rn: float  # nominal nucleus radius, px
@@ -32,6 +34,7 @@ class Cell:
     nucleoli: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # y, x, amp
 
     def r_nuc(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+        """Radius of the nuclear outline in the directions ``(cos_t, sin_t)``."""
         ca, sa = math.cos(self.nuc_angle), math.sin(self.nuc_angle)
         u = cos_t * ca + sin_t * sa
         v = sin_t * ca - cos_t * sa
@@ -41,12 +44,14 @@ class Cell:
         return r
 
     def r_cell(self, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+        """Radius of the cell outline in the directions ``(cos_t, sin_t)``."""
         h = np.zeros_like(cos_t)  # the same sum as sum(...) from 0, typed as an array
         for m, c in enumerate(self.cell_c):
             h = h + _harm(c, m + 1, cos_t, sin_t)
         return self.rc * (1.0 + h)
 
     def mtoc(self) -> tuple[float, float]:
+        """Position ``(y, x)`` of the centrosome, just outside the nucleus."""
         c, s = math.cos(self.mtoc_angle), math.sin(self.mtoc_angle)
         r = float(self.r_nuc(np.array(c), np.array(s))) + 0.2 * self.rn
         return self.cy + r * s, self.cx + r * c
@@ -77,6 +82,8 @@ def _harm(c: complex, m: int, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarra
 
 @dataclass
 class Field:
+    """A field's cells and the masks and maps its stains and patterns are drawn from."""
+
     size: int
     cells: list[Cell]
     label: np.ndarray  # int, 0 background, i + 1 = cell i
@@ -95,6 +102,7 @@ class Field:
 
     @property
     def shape(self) -> tuple[int, int]:
+        """The field's image shape ``(size, size)``."""
         return (self.size, self.size)
 
     def sigma(self, rel: float, lo: float = 0.55) -> float:
@@ -116,6 +124,7 @@ class Field:
         return ok
 
     def in_nucleus(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Whether each point lies in a nucleus (nearest pixel, clipped to the field)."""
         yi = np.clip(np.rint(ys).astype(np.intp), 0, self.size - 1)
         xi = np.clip(np.rint(xs).astype(np.intp), 0, self.size - 1)
         return self.nuc[yi, xi]

@@ -111,6 +111,7 @@ def er_stain(f: Field, rng: np.random.Generator) -> np.ndarray:
 
 
 def nucleus_stain(f: Field, rng: np.random.Generator) -> np.ndarray:
+    """Nuclei (blue): textured, darker at the nucleoli, brighter in mitotic cells."""
     tex = texture(f, rng)
     mit = np.zeros(len(f.cells) + 1, dtype=np.float32)
     mit[1:] = [1.35 if c.mitotic else 1.0 for c in f.cells]
