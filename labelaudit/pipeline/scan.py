@@ -1,6 +1,7 @@
 """``labelaudit scan``: the whole pipeline, stage after stage, into a run directory.
 
-load/validate -> cache -> cross-validate -> detect + compare (+ cells) -> clean -> report.
+load/validate -> cache -> cross-validate -> detect + compare -> clean (the default
+policy) -> report (written last: it shows the cleaning).
 Each stage writes its artifacts atomically, so a killed scan resumes where it
 stopped (finished folds are reused by the training stage).
 
