@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.synth import simulate as synth
 from labelaudit.data.cache import build_cache
 from labelaudit.data.layouts import load_dataset
 from labelaudit.detect.base import AuditInputs
@@ -19,6 +18,7 @@ from labelaudit.detect.duplicates import (
     verified_groups,
 )
 from labelaudit.pipeline.leaks import cache_signatures
+from labelaudit.synth import simulate as synth
 
 CLASSES = ["a", "b", "c"]
 
