@@ -401,9 +401,8 @@ def _open_run(
         supplied=files.supplied
         + [(f"the --against dataset {o.root}", p) for o in others for _, p in dataset_inputs(o)],
     )
-    job.locks.enter_context(
-        run_lock(job.run_dir, fold=fold)
-    )  # one writer (fold jobs: one per fold)
+    # One writer at a time (fold jobs: one per fold).
+    job.locks.enter_context(run_lock(job.run_dir, fold=fold))
     check_replaceable(job.run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
     job.timings["load"] = time.perf_counter() - job.started
     return settings, supplied, others
