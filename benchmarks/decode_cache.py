@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from labelaudit.data import cache as cache_module
+from labelaudit.data import measures
 from labelaudit.data.cache import build_cache, resize_to_uint8
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
@@ -106,7 +107,7 @@ def _cpu_ms(fn, planes: list[np.ndarray], repeats: int = 7) -> float:
 
 def profile_stats(dataset: Dataset, size: int) -> None:
     """Print the CPU cost per channel of each part of the statistics and the resize."""
-    c = cache_module
+    c = measures
     planes = [read_array(p) for s in dataset.sources for p in s.paths]
     planes = [p for p in planes if p.ndim == 2 and p.dtype == np.uint8]
     coarse = {id(p): c.coarse_channel(p) for p in planes}
@@ -121,7 +122,7 @@ def profile_stats(dataset: Dataset, size: int) -> None:
     def whole(p: np.ndarray) -> None:
         small = c.coarse_channel(p)
         c.channel_stats(p, small)
-        resize_to_uint8(small if c._divides(small, size) else p, size)
+        resize_to_uint8(small if cache_module._divides(small, size) else p, size)
 
     parts = {
         "coarse channel (INTER_AREA by 4)": c.coarse_channel,
@@ -131,7 +132,7 @@ def profile_stats(dataset: Dataset, size: int) -> None:
             p, 255.0, coarse[id(p)], 200, guide[id(p)]
         ),
         f"resize to {size} px": lambda p: resize_to_uint8(
-            coarse[id(p)] if c._divides(coarse[id(p)], size) else p, size
+            coarse[id(p)] if cache_module._divides(coarse[id(p)], size) else p, size
         ),
         "**coarse + channel_stats + resize**": whole,
     }

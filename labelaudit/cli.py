@@ -567,6 +567,7 @@ def clean_cmd(
 ) -> None:
     """Write RUN/cleaned/ (a dataset in the input's layout) and RUN/changes.csv."""
     from labelaudit.pipeline.clean import clean
+    from labelaudit.rundir import ISSUES_CSV
 
     result = clean(run, policy=policy, decisions=decisions)
     actions = result.changes["action"].value_counts().to_dict() if len(result.changes) else {}
@@ -576,7 +577,7 @@ def clean_cmd(
         f"{actions.get('remove', 0)} removed, {actions.get('relabel', 0)} relabelled; "
         f"see {escape(str(result.changes_file))})"
     )
-    if (run / "issues.csv").is_file():
+    if (run / ISSUES_CSV).is_file():
         _refresh_report(run)
 
 
@@ -642,6 +643,7 @@ def _refresh_report(run: Path) -> None:
     """
     from labelaudit.core.userfiles import remove_entry
     from labelaudit.report import write_report
+    from labelaudit.rundir import REPORT_HTML
 
     try:
         path = write_report(run)
@@ -650,7 +652,7 @@ def _refresh_report(run: Path) -> None:
         if reason is None:
             raise
         with contextlib.suppress(OSError, LabelAuditError):
-            remove_entry(run, "report.html")  # stale now: run.json records the change
+            remove_entry(run, REPORT_HTML)  # stale now: run.json records the change
         raise RunDirError(
             f"the report could not be updated ({reason}); the out-of-date report.html was "
             f"removed: run `labelaudit report {run}` once the cause is fixed"

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from labelaudit.data.cache import channel_stats
+from labelaudit.data.measures import channel_stats
 from labelaudit.detect.base import AuditInputs
 
 CHANNELS = ("red", "green", "blue", "yellow")

@@ -38,10 +38,9 @@ from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.core.userfiles import is_plain_entry, remove_entry
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import split_labels
-from labelaudit.rundir import CELLS_CSV, ISSUES_CSV, RunDir
+from labelaudit.rundir import CELL_OVERLAYS_DIR, CELLS_CSV, CELLS_DIR, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
 
-CELLS_DIR = "cells"
 #: Columns the cell stage adds to ``issues.csv``.
 ISSUE_COLUMNS: tuple[str, ...] = (
     "n_cells",
@@ -204,7 +203,7 @@ def audit_cells(
     console.print(
         f"cells: {section['n_fields_with_unsupported_labels']} fields with a label no cell "
         f"shows, {section['n_fields_with_cell_missing_labels']} with a class most cells show "
-        f"but not labelled; {section['n_odd_cells']} odd cells (in {run_dir / 'cells.csv'})"
+        f"but not labelled; {section['n_odd_cells']} odd cells (in {run_dir / CELLS_CSV})"
     )
     return section
 
@@ -252,7 +251,7 @@ def write_overlays(
     if not chosen:
         return []
     masks = load_masks(masks_dir, chosen)
-    out_dir = run_dir / CELLS_DIR / "overlays"
+    out_dir = run_dir / CELL_OVERLAYS_DIR
     _remove_recorded_overlays(run_dir)  # pictures of an earlier selection (ours only)
     out_dir.mkdir(parents=True, exist_ok=True)
     position = {fid: i for i, fid in enumerate(dataset.ids)}
@@ -307,17 +306,17 @@ def _remove_recorded_overlays(run_dir: Path) -> None:
     folder then).
     """
     section = _recorded_cells(run_dir) or {}
-    overlays = run_dir / CELLS_DIR / "overlays"
+    overlays = run_dir / CELL_OVERLAYS_DIR
     for entry in section.get("overlays") or []:
         name = entry.get("file") if isinstance(entry, dict) else None
         if not isinstance(name, str) or not name.lower().endswith((".jpg", ".png")):
             continue
         folder, _, leaf = name.rpartition("/")
         # run.json is read back (untrusted): only a plain picture name of overlays/ goes.
-        if folder == f"{CELLS_DIR}/overlays" and is_plain_entry(leaf):
+        if folder == CELL_OVERLAYS_DIR and is_plain_entry(leaf):
             remove_entry(overlays, leaf)
     with contextlib.suppress(OSError):  # only when empty
-        (run_dir / CELLS_DIR / "overlays").rmdir()
+        (run_dir / CELL_OVERLAYS_DIR).rmdir()
 
 
 def forget_cells(run_dir: str | Path) -> None:

@@ -8,7 +8,7 @@ stored as ``images.u8`` (M x C x S x S, uint8, raw, :func:`numpy.memmap`), the
 layout of :class:`~labelaudit.data.cache.ImageCache`, so the training code can read
 cells as it reads fields. ``cells.csv`` holds one row per cell: its id
 (``{field}_{label}``), its field, label, box, area, and the full-resolution
-statistics of the field cache (:func:`~labelaudit.data.cache.channel_stats`) over
+statistics of the field cache (:func:`~labelaudit.data.measures.channel_stats`) over
 the cell's own pixels.
 
 An entry is keyed by the images, the masks (file names, sizes and times; or the
@@ -35,14 +35,9 @@ from labelaudit.core.digest import ShortDigest, short_digest
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import write_csv, write_json
 from labelaudit.core.userfiles import read_user_json
-from labelaudit.data.cache import (
-    STAT_NAMES,
-    channel_stats,
-    default_cache_dir,
-    resize_to_uint8,
-    staged_entry,
-)
+from labelaudit.data.cache import default_cache_dir, resize_to_uint8, staged_entry
 from labelaudit.data.dataset import Dataset
+from labelaudit.data.measures import STAT_NAMES, channel_stats
 from labelaudit.data.parallel import available_cores, map_fields
 from labelaudit.data.readers import full_scale
 
@@ -89,7 +84,7 @@ def masked_focus(plane: np.ndarray, core: np.ndarray) -> float:
 
     Variance of the 4-neighbour Laplacian over ``core`` (see :func:`interior`: the
     cell minus its outline, so the outline is not mistaken for sharpness), the plane
-    scaled to [0, 1] as in :func:`~labelaudit.data.cache.channel_stats`.
+    scaled to [0, 1] as in :func:`~labelaudit.data.measures.channel_stats`.
     """
     if not core.any():
         return 0.0
@@ -102,7 +97,7 @@ def masked_focus(plane: np.ndarray, core: np.ndarray) -> float:
 
 
 def cell_stats(plane: np.ndarray, inside: np.ndarray, core: np.ndarray | None = None) -> dict:
-    """:func:`~labelaudit.data.cache.channel_stats` of a cell's pixels, focus in the cell.
+    """:func:`~labelaudit.data.measures.channel_stats` of a cell's pixels, focus in the cell.
 
     ``plane`` and ``inside`` cover the cell's box; ``core`` is :func:`interior` of
     ``inside`` (computed when not given).
@@ -205,7 +200,7 @@ class CellCache:
         ``y0, x0, y1, x1`` (full-resolution pixels, end exclusive), ``area``
         (pixels), ``border`` (touches the field border), ``height``, ``width`` (of
         the box), ``bit_depth`` and ``{channel}_{stat}`` for every stat in
-        :data:`~labelaudit.data.cache.STAT_NAMES`, over the cell's pixels.
+        :data:`~labelaudit.data.measures.STAT_NAMES`, over the cell's pixels.
     reused
         True when the entry existed and was served without decoding.
     """

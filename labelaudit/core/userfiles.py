@@ -24,7 +24,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from labelaudit.core.errors import DatasetError, RunDirError
 
@@ -116,7 +116,7 @@ def _check_stat(st: os.stat_result, path: str | Path, what: str, max_bytes: int)
 @contextlib.contextmanager
 def open_user_file(
     path: str | Path, what: str, *, max_bytes: int = MAX_TABLE_BYTES
-) -> Iterator[BinaryIO]:
+) -> Iterator[io.BufferedReader[io.FileIO]]:
     """Open a user's file for binary reading: regular files only, size bounded.
 
     The file is opened non-blocking and checked on the descriptor (``fstat``), so a
@@ -137,7 +137,7 @@ def open_user_file(
 @contextlib.contextmanager
 def open_checked(
     path: str | Path, check: Callable[[os.stat_result], object], cannot: str
-) -> Iterator[BinaryIO]:
+) -> Iterator[io.BufferedReader[io.FileIO]]:
     """Open ``path`` for binary reading without blocking; ``check`` its ``fstat`` first.
 
     The descriptor is opened non-blocking (a FIFO cannot hang the open) and

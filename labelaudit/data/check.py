@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from labelaudit.core.errors import DatasetError
-from labelaudit.data.dataset import Dataset
+from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.layouts import LoadReport, load_dataset
 from labelaudit.data.parallel import available_cores, worker_context
 from labelaudit.data.readers import (
@@ -168,73 +168,13 @@ def check_dataset(
         max_pixels=max_pixels,
     )
     report = CheckReport(dataset=dataset, errors=list(load.errors), warnings=list(load.warnings))
-
-    bad: set[int] = set()
-    for i, (image_id, source) in enumerate(zip(dataset.ids, dataset.sources, strict=True)):
-        infos: list[ImageInfo] = []
-        for p in source.paths:
-            try:
-                problem = quick_integrity(p)
-                if problem is not None:
-                    raise DatasetError(problem, path=p)
-                info = read_header(p, max_pixels=dataset.max_pixels)
-            except DatasetError as exc:
-                report.errors.append(DatasetError(exc.message, path=p, image=image_id))
-                bad.add(i)
-                continue
-            if info.floating and not deep:  # NaN or infinity only show in the pixels
-                message = _deep_job(p, dataset.max_pixels)
-                if message is not None:
-                    report.errors.append(DatasetError(message, path=p, image=image_id))
-                    bad.add(i)
-            infos.append(info)
-            if not source.one_file and info.channels != 1:
-                report.errors.append(
-                    DatasetError(
-                        f"expected a single-channel image, found {info.channels} channels",
-                        path=p,
-                        image=image_id,
-                    )
-                )
-                bad.add(i)
-        if source.one_file and infos and infos[0].channels != len(dataset.channels):
-            report.errors.append(
-                DatasetError(
-                    f"image has {infos[0].channels} channel(s), the dataset's first image has "
-                    f"{len(dataset.channels)}",
-                    path=source.paths[0],
-                    image=image_id,
-                )
-            )
-            bad.add(i)
-        if infos:  # one count per field, from its first channel file
-            report.sizes[f"{infos[0].width} x {infos[0].height}"] += 1
-            report.bit_depths[infos[0].bit_depth] += 1
-        shapes = {(x.width, x.height) for x in infos}
-        if len(shapes) > 1:
-            listed = ", ".join(f"{w}x{h}" for w, h in sorted(shapes))
-            report.warnings.append(
-                f"image {image_id!r}: channel files differ in size ({listed}); "
-                "each is resized to the training size separately"
-            )
+    bad = {
+        i
+        for i, (image_id, source) in enumerate(zip(dataset.ids, dataset.sources, strict=True))
+        if not _check_field(report, dataset, image_id, source, deep)
+    }
     if deep:
-        files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
-        n_workers = workers or available_cores()
-        if n_workers > 1 and len(files) >= 16:
-            with ProcessPoolExecutor(n_workers, mp_context=worker_context(_deep_job)) as pool:
-                results = list(
-                    pool.map(
-                        _deep_job,
-                        [p for _, p in files],
-                        [dataset.max_pixels] * len(files),
-                        chunksize=8,
-                    )
-                )
-        else:
-            results = [_deep_job(p, dataset.max_pixels) for _, p in files]
-        for (i, p), message in zip(files, results, strict=True):
-            if message is not None:
-                report.errors.append(DatasetError(message, path=p, image=dataset.ids[i]))
+        _decode_all(report, dataset, bad, workers)
     if len(dataset) == 0 and not report.errors:
         report.errors.append(DatasetError("no images listed", path=dataset.label_file))
     if len(dataset):
@@ -243,3 +183,81 @@ def check_dataset(
             names = ", ".join(dataset.class_names[k] for k in empty[:10])
             report.warnings.append(f"{empty.size} class(es) have no images: {names}")
     return report
+
+
+def _check_field(
+    report: CheckReport, dataset: Dataset, image_id: str, source: ImageSource, deep: bool
+) -> bool:
+    """Check one field's files from their headers (and a float image's pixels unless
+    ``deep`` decodes every file later); count its size and bit depth. ``False`` when
+    a problem was found (added to ``report``)."""
+    ok = True
+    infos: list[ImageInfo] = []
+    for p in source.paths:
+        try:
+            problem = quick_integrity(p)
+            if problem is not None:
+                raise DatasetError(problem, path=p)
+            info = read_header(p, max_pixels=dataset.max_pixels)
+        except DatasetError as exc:
+            report.errors.append(DatasetError(exc.message, path=p, image=image_id))
+            ok = False
+            continue
+        if info.floating and not deep:  # NaN or infinity only show in the pixels
+            message = _deep_job(p, dataset.max_pixels)
+            if message is not None:
+                report.errors.append(DatasetError(message, path=p, image=image_id))
+                ok = False
+        infos.append(info)
+        if not source.one_file and info.channels != 1:
+            report.errors.append(
+                DatasetError(
+                    f"expected a single-channel image, found {info.channels} channels",
+                    path=p,
+                    image=image_id,
+                )
+            )
+            ok = False
+    if source.one_file and infos and infos[0].channels != len(dataset.channels):
+        report.errors.append(
+            DatasetError(
+                f"image has {infos[0].channels} channel(s), the dataset's first image has "
+                f"{len(dataset.channels)}",
+                path=source.paths[0],
+                image=image_id,
+            )
+        )
+        ok = False
+    if infos:  # one count per field, from its first channel file
+        report.sizes[f"{infos[0].width} x {infos[0].height}"] += 1
+        report.bit_depths[infos[0].bit_depth] += 1
+    shapes = {(x.width, x.height) for x in infos}
+    if len(shapes) > 1:
+        listed = ", ".join(f"{w}x{h}" for w, h in sorted(shapes))
+        report.warnings.append(
+            f"image {image_id!r}: channel files differ in size ({listed}); "
+            "each is resized to the training size separately"
+        )
+    return ok
+
+
+def _decode_all(report: CheckReport, dataset: Dataset, bad: set[int], workers: int | None) -> None:
+    """``deep``: decode every file of the fields without a problem yet, in ``workers``
+    processes (all cores when ``None``); what cannot be decoded goes to ``report``."""
+    files = [(i, p) for i, s in enumerate(dataset.sources) if i not in bad for p in s.paths]
+    n_workers = workers or available_cores()
+    if n_workers > 1 and len(files) >= 16:
+        with ProcessPoolExecutor(n_workers, mp_context=worker_context(_deep_job)) as pool:
+            results = list(
+                pool.map(
+                    _deep_job,
+                    [p for _, p in files],
+                    [dataset.max_pixels] * len(files),
+                    chunksize=8,
+                )
+            )
+    else:
+        results = [_deep_job(p, dataset.max_pixels) for _, p in files]
+    for (i, p), message in zip(files, results, strict=True):
+        if message is not None:
+            report.errors.append(DatasetError(message, path=p, image=dataset.ids[i]))

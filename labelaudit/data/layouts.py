@@ -506,68 +506,21 @@ def _load_hpa(
     image_dir = options.images or root / "train"
     if not image_dir.is_dir():
         raise _missing_image_dir(root, image_dir, options.images is not None)
+    table = _HpaTable(
+        label_file, len(header), i_id, i_label, options.sep or _LABEL_SEP[layout], len(classes)
+    )
     index = _hpa_image_index(image_dir)
-    sep = options.sep or _LABEL_SEP[layout]
     ids: list[str] = []
     label_rows: list[list[int]] = []
     sources: list[ImageSource] = []
     line_nums: list[int] = []
     seen: dict[str, int] = {}
     for line, fields in rows:
-        if len(fields) <= max(i_id, i_label):
-            report.errors.append(
-                DatasetError(
-                    f"expected {len(header)} fields, found {len(fields)}", path=label_file, row=line
-                )
-            )
-            continue
-        image_id = fields[i_id].strip()
-        if not image_id:
-            report.errors.append(DatasetError("empty image id", path=label_file, row=line))
-            continue
-        if image_id in seen:
-            report.errors.append(
-                DatasetError(
-                    f"duplicate id (first on line {seen[image_id]})",
-                    path=label_file,
-                    row=line,
-                    image=image_id,
-                )
-            )
-            continue
-        seen[image_id] = line
-        if "/" in image_id or "\\" in image_id or image_id in (".", ".."):
-            report.errors.append(
-                DatasetError(
-                    "id must be a plain file name stem, not a path",
-                    path=label_file,
-                    row=line,
-                    image=image_id,
-                )
-            )
-            continue
         try:
-            labels = _hpa_int_labels(fields[i_label], sep, len(classes), label_file, line, image_id)
+            image_id, labels = table.row(line, fields, seen)
+            paths = _hpa_channel_paths(index, image_dir, image_id, table.label_file, line)
         except DatasetError as exc:
             report.errors.append(exc)
-            continue
-        paths = []
-        missing = []
-        for channel in HPA_CHANNELS:
-            p = index.get(f"{image_id}_{channel}")
-            if p is None:
-                missing.append(f"{image_id}_{channel}.png")
-            else:
-                paths.append(p)
-        if missing:
-            report.errors.append(
-                DatasetError(
-                    f"missing channel file(s) in {image_dir}: {', '.join(missing)}",
-                    path=label_file,
-                    row=line,
-                    image=image_id,
-                )
-            )
             continue
         problem = next(filter(None, (_image_problem(p, resolver) for p in paths)), None)
         if problem is not None:
@@ -577,15 +530,12 @@ def _load_hpa(
         label_rows.append(labels)
         sources.append(ImageSource(tuple(paths)))
         line_nums.append(line)
-    matrix = np.zeros((len(ids), len(classes)), dtype=bool)
-    for i, labels in enumerate(label_rows):
-        matrix[i, labels] = True
     return Dataset(
         root=root,
         layout=layout,
         label_file=label_file,
         ids=ids,
-        labels=matrix,
+        labels=_label_matrix(label_rows, len(classes)),
         class_names=list(classes),
         class_tokens=[str(k) for k in range(len(classes))],
         channels=HPA_CHANNELS,
@@ -593,10 +543,86 @@ def _load_hpa(
         protein_channel=1,
         rows=line_nums,
         exclusive_classes=BUILT_IN_EXCLUSIVE.get(layout, ()),
-        label_sep=sep,
+        label_sep=table.sep,
         label_column=header[i_label],
         options=options.recorded(),
     )
+
+
+@dataclass(frozen=True)
+class _HpaTable:
+    """Where an HPA label file's id and labels are, and how its labels are written."""
+
+    label_file: Path
+    n_fields: int
+    i_id: int
+    i_label: int
+    sep: str
+    n_classes: int
+
+    def row(self, line: int, fields: list[str], seen: dict[str, int]) -> tuple[str, list[int]]:
+        """The id and class ids of one row; :class:`DatasetError` naming the row when it
+        is short, has an empty, repeated or path-like id, or bad labels. ``seen``
+        (id -> first line) gains the row's id once it is known not to be a repeat."""
+        if len(fields) <= max(self.i_id, self.i_label):
+            raise DatasetError(
+                f"expected {self.n_fields} fields, found {len(fields)}",
+                path=self.label_file,
+                row=line,
+            )
+        image_id = fields[self.i_id].strip()
+        if not image_id:
+            raise DatasetError("empty image id", path=self.label_file, row=line)
+        if image_id in seen:
+            raise DatasetError(
+                f"duplicate id (first on line {seen[image_id]})",
+                path=self.label_file,
+                row=line,
+                image=image_id,
+            )
+        seen[image_id] = line
+        if "/" in image_id or "\\" in image_id or image_id in (".", ".."):
+            raise DatasetError(
+                "id must be a plain file name stem, not a path",
+                path=self.label_file,
+                row=line,
+                image=image_id,
+            )
+        labels = _hpa_int_labels(
+            fields[self.i_label], self.sep, self.n_classes, self.label_file, line, image_id
+        )
+        return image_id, labels
+
+
+def _hpa_channel_paths(
+    index: dict[str, Path], image_dir: Path, image_id: str, label_file: Path, line: int
+) -> list[Path]:
+    """The four channel files of a field, in :data:`HPA_CHANNELS` order; a
+    :class:`DatasetError` naming the row lists the missing ones."""
+    paths = []
+    missing = []
+    for channel in HPA_CHANNELS:
+        p = index.get(f"{image_id}_{channel}")
+        if p is None:
+            missing.append(f"{image_id}_{channel}.png")
+        else:
+            paths.append(p)
+    if missing:
+        raise DatasetError(
+            f"missing channel file(s) in {image_dir}: {', '.join(missing)}",
+            path=label_file,
+            row=line,
+            image=image_id,
+        )
+    return paths
+
+
+def _label_matrix(label_rows: list[list[int]], n_classes: int) -> np.ndarray:
+    """The (N, K) boolean label matrix of each row's class ids."""
+    matrix = np.zeros((len(label_rows), n_classes), dtype=bool)
+    for i, labels in enumerate(label_rows):
+        matrix[i, labels] = True
+    return matrix
 
 
 # ---------------------------------------------------------------------- generic
@@ -714,14 +740,71 @@ def _load_generic(
         )
     classes_file = root / "classes.txt"
     declared, exclusive = _read_classes_txt(classes_file) if classes_file.is_file() else (None, [])
+    parsed = _generic_rows(
+        rows, len(header), i_image, i_labels, label_file, image_root, sep, report
+    )
+    vocab = _GenericClasses.of(parsed, declared, label_file, sep)
 
+    ids, sources, line_nums, label_rows = [], [], [], []
+    n_channels: int | None = None
+    for line, image_id, path, tokens in parsed:
+        ks, bad = vocab.class_ids(tokens)
+        if bad:
+            report.errors.append(DatasetError(bad, path=label_file, row=line, image=image_id))
+            continue
+        problem = _image_problem(path, resolver)
+        if problem is not None:
+            report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
+            continue
+        if n_channels is None:
+            try:
+                n_channels = read_header(path, max_pixels=max_pixels).channels
+            except DatasetError as exc:
+                report.errors.append(exc)
+                continue
+        ids.append(image_id)
+        sources.append(ImageSource((path,)))
+        line_nums.append(line)
+        label_rows.append(ks)
+    channels, protein = _generic_channels(n_channels or 1)
+    return Dataset(
+        root=root,
+        layout="generic",
+        label_file=label_file,
+        ids=ids,
+        labels=_label_matrix(label_rows, len(vocab.class_names)),
+        class_names=list(vocab.class_names),
+        class_tokens=list(vocab.tokens),
+        channels=channels,
+        sources=sources,
+        protein_channel=protein,
+        rows=line_nums,
+        exclusive_classes=tuple(exclusive),
+        label_sep=sep,
+        label_column=header[i_labels],
+        options=options.recorded(),
+    )
+
+
+def _generic_rows(
+    rows: list[tuple[int, list[str]]],
+    n_fields: int,
+    i_image: int,
+    i_labels: int,
+    label_file: Path,
+    image_root: Path,
+    sep: str,
+    report: LoadReport,
+) -> list[tuple[int, str, Path, list[str]]]:
+    """``(line, image id, image path, label tokens)`` of each usable row of a generic
+    label file; short rows, unsafe paths and repeated images go to ``report``."""
     parsed: list[tuple[int, str, Path, list[str]]] = []
     seen: dict[str, int] = {}
     for line, fields in rows:
         if len(fields) <= max(i_image, i_labels):
             report.errors.append(
                 DatasetError(
-                    f"expected {len(header)} fields, found {len(fields)}", path=label_file, row=line
+                    f"expected {n_fields} fields, found {len(fields)}", path=label_file, row=line
                 )
             )
             continue
@@ -750,90 +833,89 @@ def _load_generic(
         seen[image_id] = line
         tokens = split_labels(fields[i_labels], sep)
         parsed.append((line, image_id, image_root / rel, tokens))
+    return parsed
 
-    # Class vocabulary: classes.txt, else integer ids 0..max, else sorted names.
-    all_tokens = {t for *_, toks in parsed for t in toks}
-    if declared is not None:
-        class_names = declared
-        by_name = {n: i for i, n in enumerate(declared)}
-        use_ids = all(t.isdigit() for t in all_tokens) and not (all_tokens & set(by_name))
-    elif all_tokens and all(t.isdigit() for t in all_tokens):
-        class_names = [str(k) for k in range(max(int(t) for t in all_tokens) + 1)]
-        by_name = {n: i for i, n in enumerate(class_names)}
-        use_ids = True
-    else:
-        class_names = sorted(all_tokens)
-        by_name = {n: i for i, n in enumerate(class_names)}
-        use_ids = False
-    if not class_names:
-        raise DatasetError("no labels in the label file, and no classes.txt", path=label_file)
-    joined = joined_labels(sorted(all_tokens), sep, class_names)
-    if joined is not None:
-        name, other = joined
-        line = next(line for line, _, _, toks in parsed if name in toks)
-        raise DatasetError(
-            f"the label {name!r} looks like labels joined by {other!r}, not one class: "
-            f"give the separator with {_sep_flag(other)} (sep={other!r} in Python)",
-            path=label_file,
-            row=line,
-        )
-    tokens_of_class = [str(k) for k in range(len(class_names))] if use_ids else class_names
 
-    ids, sources, line_nums, label_rows = [], [], [], []
-    n_channels: int | None = None
-    for line, image_id, path, tokens in parsed:
+@dataclass(frozen=True)
+class _GenericClasses:
+    """The class vocabulary of a generic dataset and how its label tokens map to it.
+
+    Attributes
+    ----------
+    class_names
+        From ``classes.txt``, else integer ids ``0..max``, else the sorted names.
+    by_name
+        Class name -> class id.
+    use_ids
+        Whether the label tokens are class ids (digits) rather than names.
+    declared
+        Whether the classes come from ``classes.txt``.
+    """
+
+    class_names: list[str]
+    by_name: dict[str, int]
+    use_ids: bool
+    declared: bool
+
+    @classmethod
+    def of(
+        cls,
+        parsed: list[tuple[int, str, Path, list[str]]],
+        declared: list[str] | None,
+        label_file: Path,
+        sep: str,
+    ) -> _GenericClasses:
+        """The vocabulary of the parsed rows; :class:`DatasetError` when there is no
+        label at all, or a label looks like several joined by another separator."""
+        all_tokens = {t for *_, toks in parsed for t in toks}
+        if declared is not None:
+            class_names = declared
+            by_name = {n: i for i, n in enumerate(declared)}
+            use_ids = all(t.isdigit() for t in all_tokens) and not (all_tokens & set(by_name))
+        elif all_tokens and all(t.isdigit() for t in all_tokens):
+            class_names = [str(k) for k in range(max(int(t) for t in all_tokens) + 1)]
+            by_name = {n: i for i, n in enumerate(class_names)}
+            use_ids = True
+        else:
+            class_names = sorted(all_tokens)
+            by_name = {n: i for i, n in enumerate(class_names)}
+            use_ids = False
+        if not class_names:
+            raise DatasetError("no labels in the label file, and no classes.txt", path=label_file)
+        joined = joined_labels(sorted(all_tokens), sep, class_names)
+        if joined is not None:
+            name, other = joined
+            line = next(line for line, _, _, toks in parsed if name in toks)
+            raise DatasetError(
+                f"the label {name!r} looks like labels joined by {other!r}, not one class: "
+                f"give the separator with {_sep_flag(other)} (sep={other!r} in Python)",
+                path=label_file,
+                row=line,
+            )
+        return cls(class_names, by_name, use_ids, declared is not None)
+
+    @property
+    def tokens(self) -> list[str]:
+        """How each class is written in the label file (its id or its name)."""
+        return [str(k) for k in range(len(self.class_names))] if self.use_ids else self.class_names
+
+    def class_ids(self, tokens: list[str]) -> tuple[list[int], str | None]:
+        """A row's class ids, or what is wrong with its first bad token."""
         ks: list[int] = []
-        bad = None
         for tok in tokens:
-            if use_ids and tok.isdigit():
+            if self.use_ids and tok.isdigit():
                 k = int(tok)
-                if k >= len(class_names):
-                    bad = f"label {k} is out of range (class ids are 0..{len(class_names) - 1})"
-                    break
-            elif tok in by_name:
-                k = by_name[tok]
+                if k >= len(self.class_names):
+                    n = len(self.class_names)
+                    return ks, f"label {k} is out of range (class ids are 0..{n - 1})"
+            elif tok in self.by_name:
+                k = self.by_name[tok]
             else:
-                bad = f"unknown class {tok!r}" + (" (not in classes.txt)" if declared else "")
-                break
+                return ks, f"unknown class {tok!r}" + (
+                    " (not in classes.txt)" if self.declared else ""
+                )
             ks.append(k)
-        if bad:
-            report.errors.append(DatasetError(bad, path=label_file, row=line, image=image_id))
-            continue
-        problem = _image_problem(path, resolver)
-        if problem is not None:
-            report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
-            continue
-        if n_channels is None:
-            try:
-                n_channels = read_header(path, max_pixels=max_pixels).channels
-            except DatasetError as exc:
-                report.errors.append(exc)
-                continue
-        ids.append(image_id)
-        sources.append(ImageSource((path,)))
-        line_nums.append(line)
-        label_rows.append(ks)
-    matrix = np.zeros((len(ids), len(class_names)), dtype=bool)
-    for i, ks in enumerate(label_rows):
-        matrix[i, ks] = True
-    channels, protein = _generic_channels(n_channels or 1)
-    return Dataset(
-        root=root,
-        layout="generic",
-        label_file=label_file,
-        ids=ids,
-        labels=matrix,
-        class_names=list(class_names),
-        class_tokens=list(tokens_of_class),
-        channels=channels,
-        sources=sources,
-        protein_channel=protein,
-        rows=line_nums,
-        exclusive_classes=tuple(exclusive),
-        label_sep=sep,
-        label_column=header[i_labels],
-        options=options.recorded(),
-    )
+        return ks, None
 
 
 # ------------------------------------------------------------------------ public
@@ -920,14 +1002,45 @@ def load_dataset(
     SettingsError
         When ``max_pixels`` is not a positive integer.
     """
-    options = LoadOptions.make(labels, images or image_dir, id_column, label_column, sep)
+    options, root = _load_options(path, labels, images or image_dir, id_column, label_column, sep)
+    _check_load_args(root, options, max_pixels)
+    spec = get_layout(detect_layout(root, options) if layout is None else layout)
+    report = report if report is not None else LoadReport()
+    resolver = None
+    if not follow_symlinks:
+        extra = (Path(os.path.realpath(options.images)),) if options.images else ()
+        resolver = _Resolver(admitted_roots(root) + extra)
+    dataset = spec.load(spec.name, root, report, options, resolver, max_pixels)
+    dataset.max_pixels = max_pixels
+    dataset.follow_symlinks = follow_symlinks
+    if strict:
+        _raise_first_problem(report, dataset)
+    return dataset
+
+
+def _load_options(
+    path: str | Path | None,
+    labels: str | Path | None,
+    images: str | Path | None,
+    id_column: str | None,
+    label_column: str | None,
+    sep: str | None,
+) -> tuple[LoadOptions, Path]:
+    """The loader options and the dataset directory: a cleaned copy's own options when
+    none are given, the label file's directory when no directory is."""
+    options = LoadOptions.make(labels, images, id_column, label_column, sep)
     if path is not None and options == LoadOptions() and Path(path).is_dir():
         options = LoadOptions.make(**_marker_options(Path(path)))  # a cleaned copy's own
     if path is None:
         if options.labels is None:
             raise SettingsError("give a dataset directory or a label file (labels=...)")
         path = options.labels.parent
-    root = Path(path)
+    return options, Path(path)
+
+
+def _check_load_args(root: Path, options: LoadOptions, max_pixels: int | None) -> None:
+    """Refuse a label file that is not a file, a bad ``max_pixels``, a missing dataset
+    directory or a file in its place, before the layout is looked at."""
     if options.labels is not None and not options.labels.is_file():
         problem = file_problem(options.labels, what="label file") or "not a file"
         raise DatasetError(problem, path=options.labels)
@@ -939,16 +1052,12 @@ def load_dataset(
         raise DatasetError("dataset directory not found", path=root)
     if root.is_file():
         raise DatasetError("expected a dataset directory, got a file", path=root)
-    spec = get_layout(detect_layout(root, options) if layout is None else layout)
-    report = report if report is not None else LoadReport()
-    resolver = None
-    if not follow_symlinks:
-        extra = (Path(os.path.realpath(options.images)),) if options.images else ()
-        resolver = _Resolver(admitted_roots(root) + extra)
-    dataset = spec.load(spec.name, root, report, options, resolver, max_pixels)
-    dataset.max_pixels = max_pixels
-    dataset.follow_symlinks = follow_symlinks
-    if strict and report.errors:
+
+
+def _raise_first_problem(report: LoadReport, dataset: Dataset) -> None:
+    """``load_dataset(strict=True)``: the first row problem (saying how many more
+    there are), or the lack of any usable image."""
+    if report.errors:
         first = report.errors[0]
         more = len(report.errors) - 1
         if more:
@@ -960,9 +1069,8 @@ def load_dataset(
                 image=first.image,
             )
         raise first
-    if len(dataset) == 0 and strict:
+    if len(dataset) == 0:
         raise DatasetError("no usable images in the label file", path=dataset.label_file)
-    return dataset
 
 
 # -------------------------------------------------------------------------- the registry

@@ -38,7 +38,15 @@ import pandas as pd
 from labelaudit.core.errors import DatasetError, RunDirError
 from labelaudit.core.userfiles import read_user_csv
 from labelaudit.data.labels import split_any_labels
-from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, LABEL_WEIGHTS_CSV, RunDir, load_audit_inputs
+from labelaudit.rundir import (
+    BENCH_JSON,
+    CHANGES_CSV,
+    ISSUES_CSV,
+    LABEL_WEIGHTS_CSV,
+    RETRAIN_METRICS,
+    RunDir,
+    load_audit_inputs,
+)
 
 LABEL_NOISE = ("missing", "extra", "swap")
 IMAGE_NOISE = ("dim", "saturated", "blur", "artifact")
@@ -317,7 +325,7 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
             result["exclusive"] = exclusive_bench(
                 roles, excl_tokens, excl_swap, true_sets, suggested, issues
             )
-    changes_file = Path(run_dir) / "changes.csv"
+    changes_file = RunDir(run_dir).file(CHANGES_CSV)
     if changes_file.is_file():
         result["cleaning"] = cleaning_bench(truth, changes_file, _token_weights(run_dir))
     retrained = retrain_bench(run_dir)
@@ -495,10 +503,10 @@ def _token_weights(run_dir: str | Path) -> dict[str, dict[str, float]] | None:
 
 def retrain_bench(run_dir: str | Path) -> dict[str, Any] | None:
     """The true-label F1 change of the run's last ``retrain --truth`` and its interval."""
-    path = Path(run_dir) / "retrain" / "metrics.json"
-    if not path.is_file():
+    run = RunDir(run_dir)
+    if not run.has(RETRAIN_METRICS):
         return None
-    m = RunDir(run_dir).read_json_file("retrain/metrics.json")
+    m = run.read_json_file(RETRAIN_METRICS)
     b, a, ci = m.get("before", {}), m.get("after", {}), m.get("delta_ci", {})
     out: dict[str, Any] = {"policy": (m.get("config") or {}).get("policy")}
     for k in ("macro_f1_true", "micro_f1_true"):

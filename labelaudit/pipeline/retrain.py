@@ -55,7 +55,16 @@ from labelaudit.core.stats import NOISE_MARK as NOISE_MARK
 from labelaudit.core.stats import NOISE_NOTE, bootstrap_f1, format_change, label_errors
 from labelaudit.data.labels import LabelCodec
 from labelaudit.data.roles import roles_from_info
-from labelaudit.rundir import DEFAULT_RUN, RunDir, with_run_lock
+from labelaudit.rundir import (
+    CHANGES_CSV,
+    DEFAULT_RUN,
+    RETRAIN_DIR,
+    RETRAIN_METRICS,
+    RETRAIN_SPLIT,
+    RETRAIN_TABLE,
+    RunDir,
+    with_run_lock,
+)
 from labelaudit.train.backbones import LabelModel, build_model, channel_mean_std
 
 # The checkpoint format lives in labelaudit.train.checkpoint; these names stay
@@ -73,7 +82,6 @@ from labelaudit.train.loss import LossFn, TrainLoss, training_loss
 from labelaudit.train.metrics import multilabel_metrics, summary
 
 CLASS_WEIGHTS: tuple[str, ...] = ("method", "none", "pos")
-RETRAIN_DIR = "retrain"
 #: Bump when what a saved retrain model means changes (keys stop matching).
 RETRAIN_FORMAT = 1
 #: Below this many training images ``retrain`` ensembles 3 models per side by default.
@@ -320,7 +328,7 @@ def _cleaned_labels(
     labels = given.copy()
     removed = np.zeros(len(ids), dtype=bool)
     codec = LabelCodec.from_info(info)
-    path = run_dir / "changes.csv"
+    path = run_dir / CHANGES_CSV
     for line, row in enumerate(changes.itertuples(index=False), start=2):
         i = index.get(row.id)
         if i is None:
@@ -988,7 +996,7 @@ def split_summary(split: Split, seed: int, opts: RetrainOptions) -> dict:
         "n_val": int(len(split.val_idx)),
         "n_test": int(len(split.test_idx)),
         "test_digest": indices_digest(split.test_idx),
-        "file": "retrain/split.csv",
+        "file": RETRAIN_SPLIT,
     }
 
 
@@ -1058,7 +1066,7 @@ def _apply_cleaning(
     if (
         opts.policy is not None
         or opts.decisions is not None
-        or not (run_dir / "changes.csv").is_file()
+        or not (run_dir / CHANGES_CSV).is_file()
     ):
         # No policy asked for: the default one, or only the decisions beside a file.
         run_clean(run_dir, policy=opts.policy, decisions=opts.decisions)
@@ -1128,10 +1136,10 @@ def _context(
 def _write_outputs(run_dir: Path, result: dict, policy: str | None) -> None:
     """``metrics.json``, the ``table.csv`` rows and ``run.json["retrain"]``."""
     run = RunDir(run_dir)
-    metrics = run.write_json_file(f"{RETRAIN_DIR}/metrics.json", result)
+    metrics = run.write_json_file(RETRAIN_METRICS, result)
     seed = result["split"]["seed"]
     rows = [_table_row(result[w], policy, seed) for w in ("before", "after")]
-    run.upsert_table(f"{RETRAIN_DIR}/table.csv", rows, key="key")
+    run.upsert_table(RETRAIN_TABLE, rows, key="key")
     b, a = result["before"], result["after"]
     run.write_section(
         "retrain",
@@ -1161,7 +1169,7 @@ def _run_retrain(
     out_dir = run_dir / RETRAIN_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     RunDir(run_dir).write_table(
-        f"{RETRAIN_DIR}/split.csv", pd.DataFrame({"id": inputs.ids, "part": split.parts})
+        RETRAIN_SPLIT, pd.DataFrame({"id": inputs.ids, "part": split.parts})
     )
     plan = plan_cleaning(given, cleaned, removed, split)
     members = resolve_members(opts.members, len(split.train_idx))
@@ -1198,7 +1206,7 @@ def _run_retrain(
         f"{k} {b[k]:.3f} -> {a[k]:.3f}" for k in ("micro_f1", "macro_f1", "macro_f1_true") if k in b
     )
     console.print(f"retrain: {headline}")
-    return RunDir(run_dir).read_json_file(f"{RETRAIN_DIR}/metrics.json")
+    return RunDir(run_dir).read_json_file(RETRAIN_METRICS)
 
 
 # ------------------------------------------------------------------ entry point

@@ -4,6 +4,69 @@ load/validate -> cache -> cross-validate -> detect + compare -> clean (the defau
 policy) -> report (written last: it shows the cleaning).
 Each stage writes its artifacts atomically, so a killed scan resumes where it
 stopped (finished folds are reused by the training stage).
+
+Options
+-------
+The parameters of :func:`scan` in full:
+
+dataset
+    The dataset directory (only read); may be left out when ``labels`` is given.
+out
+    The run directory (created; reused for resuming).
+preset
+    Training preset (``seed``, ``cpu``, ``demo``; ``auto`` picks ``seed`` on a
+    GPU, else ``cpu``). Keyword ``overrides`` (``backbone``, ``epochs``,
+    ``image_size``, ...) replace single settings.
+layout
+    Force a dataset layout.
+labels, images, id_column, label_column, sep
+    Where the label file and images are and how the labels are written, when
+    not the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
+cache_dir
+    Where image cache entries live.
+detectors
+    Detector names to run (all registered by default).
+fold
+    Train only this fold (1-based) and stop; a later scan merges the folds.
+report
+    Write ``report.html`` at the end.
+level
+    ``"field"`` (the method: one model over whole fields) or ``"cell"``: also
+    segment the fields into cells (or read ``masks``), train cross-validated
+    cell models (folds by field, each cell inheriting its field's labels) and
+    add the cell findings (:mod:`labelaudit.cells.audit`).
+masks
+    With ``level="cell"``: a directory of cell masks made elsewhere
+    (``{ID}_predictedmask.png`` or ``{ID}.npz``) instead of segmenting.
+cell_size
+    With ``level="cell"``: side of the cell crops (default: half the field size).
+console
+    Where to print progress; silent when ``None``.
+force
+    Write into an existing non-empty directory that is not a run directory,
+    replacing its files that have an output's name (it says which).
+follow_symlinks
+    Read images whose paths resolve outside the dataset directory.
+max_pixels
+    Largest image accepted, pixels per channel (default
+    :data:`~labelaudit.data.readers.DEFAULT_MAX_PIXELS`), checked from headers.
+skip_broken
+    Audit the readable images when some cannot be decoded (recorded in
+    ``run.json["skipped_images"]``) instead of stopping with the list of them.
+probs
+    Predictions made elsewhere (:func:`read_supplied_probs`): no training; the
+    detectors run on them. They must be out-of-sample (cross-validated), or the
+    model has learnt the label errors it should reveal; ``run.json["predictions"]``
+    and the report say they were supplied.
+embeddings
+    With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
+    embedding detectors (without them those are skipped).
+against
+    Other datasets (e.g. the test set; only read) to check for leakage: images
+    of this dataset that also appear in one of them (identical, or verified
+    copies: shifted, re-noised, re-encoded, cropped by a few percent) get
+    ``leak_of`` and ``leak_correlation`` in ``issues.csv``, the pairs go to
+    ``leaks.csv`` (:func:`labelaudit.pipeline.leaks.add_leaks`).
 """
 
 from __future__ import annotations
@@ -15,6 +78,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -27,9 +91,10 @@ from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
-from labelaudit.pipeline.clean import CLEANED_DIR, check_replaceable
+from labelaudit.pipeline.clean import check_replaceable
 from labelaudit.pipeline.results import AuditResult
 from labelaudit.rundir import (
+    CLEANED_DIR,
     DEFAULT_RUN,
     RunDir,
     dataset_inputs,
@@ -39,6 +104,10 @@ from labelaudit.rundir import (
     open_output_dir,
     run_lock,
 )
+
+if TYPE_CHECKING:
+    from labelaudit.core.config import TrainSettings
+    from labelaudit.detect.base import AuditInputs
 
 #: Audit levels of ``scan``.
 LEVELS: tuple[str, ...] = ("field", "cell")
@@ -152,6 +221,69 @@ def scan_inputs(
     return inputs
 
 
+def check_scan_params(level: str, masks: str | Path | None, cell_size: int | None) -> None:
+    """Check the scan's level options before anything is read or written.
+
+    Raises
+    ------
+    SettingsError
+        An unknown level, cell options without ``--level cell``, a missing masks
+        directory, a cell size out of range, or the cell level under torchrun.
+    """
+    if level not in LEVELS:
+        raise SettingsError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level != "cell" and (masks is not None or cell_size is not None):
+        raise SettingsError("--masks and --cell-size need --level cell")
+    if masks is not None and not Path(masks).is_dir():
+        raise SettingsError(f"the masks directory {masks} does not exist")
+    if cell_size is not None and not (isinstance(cell_size, int) and 16 <= cell_size <= 4096):
+        raise SettingsError(f"cell_size must be between 16 and 4096 pixels, got {cell_size!r}")
+    if level == "cell" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SettingsError(
+            "--level cell does not run under torchrun yet: scan at field level with torchrun, "
+            "then run the same scan with --level cell in one process (the field folds are reused)"
+        )
+
+
+@dataclass(frozen=True)
+class _ScanFiles:
+    """The files and directories a scan is given besides the dataset."""
+
+    cache_dir: str | Path | None
+    masks: str | Path | None
+    weights: str | Path | None
+    probs: str | Path | None
+    embeddings: str | Path | None
+    #: Other datasets (only read) checked for leakage.
+    against: Sequence[str | Path]
+
+    @property
+    def supplied(self) -> list[tuple[str, str | Path | None]]:
+        """``(description, path)`` of the ``--probs`` and ``--embeddings`` files."""
+        return [("the --probs file", self.probs), ("the --embeddings file", self.embeddings)]
+
+    def inputs(self, ds: Dataset) -> list:
+        """Everything the scan reads (:func:`scan_inputs`)."""
+        return scan_inputs(ds, self.masks, self.weights, self.supplied)
+
+
+@dataclass
+class _ScanJob:
+    """What the stages of one scan share: where it writes and what it was asked."""
+
+    run_dir: Path
+    console: Console
+    locks: contextlib.ExitStack
+    fold: int | None
+    detectors: Sequence[str] | None
+    files: _ScanFiles
+    #: Write into a non-empty directory that is not a run directory (``--force``).
+    force: bool
+    timings: dict[str, float] = field(default_factory=dict)
+    #: When the scan started (``timings["load"]`` runs from here to the run's lock).
+    started: float = field(default_factory=time.perf_counter)
+
+
 @_one_writer
 def scan(
     dataset: str | Path | None = None,
@@ -182,7 +314,9 @@ def scan(
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
-    """Audit a dataset: train cross-validated models, run the detectors, write the report.
+    """Audit a dataset: train cross-validated models, run the detectors, clean, report.
+
+    Each option in full is in the module docstring (*Options*).
 
     Parameters
     ----------
@@ -190,86 +324,28 @@ def scan(
         The dataset directory (only read); may be left out when ``labels`` is given.
     out
         The run directory (created; reused for resuming).
-    preset
-        Training preset (``seed``, ``cpu``, ``demo``; ``auto`` picks ``seed`` on a
-        GPU, else ``cpu``). Keyword ``overrides`` (``backbone``, ``epochs``,
-        ``image_size``, ...) replace single settings.
-    layout
-        Force a dataset layout.
-    labels, images, id_column, label_column, sep
-        Where the label file and images are and how the labels are written, when
-        not the layout's (:func:`~labelaudit.data.layouts.load_dataset`).
-    cache_dir
-        Where image cache entries live.
-    detectors
-        Detector names to run (all registered by default).
-    fold
-        Train only this fold (1-based) and stop; a later scan merges the folds.
-    report
-        Write ``report.html`` at the end.
-    level
-        ``"field"`` (the method: one model over whole fields) or ``"cell"``: also
-        segment the fields into cells (or read ``masks``), train cross-validated
-        cell models (folds by field, each cell inheriting its field's labels) and
-        add the cell findings (:mod:`labelaudit.cells.audit`).
-    masks
-        With ``level="cell"``: a directory of cell masks made elsewhere
-        (``{ID}_predictedmask.png`` or ``{ID}.npz``) instead of segmenting.
-    cell_size
-        With ``level="cell"``: side of the cell crops (default: half the field size).
-    console
-        Where to print progress; silent when ``None``.
-    force
-        Write into an existing non-empty directory that is not a run directory,
-        replacing its files that have an output's name (it says which).
-    follow_symlinks
-        Read images whose paths resolve outside the dataset directory.
-    max_pixels
-        Largest image accepted, pixels per channel (default
-        :data:`~labelaudit.data.readers.DEFAULT_MAX_PIXELS`), checked from headers.
-    skip_broken
-        Audit the readable images when some cannot be decoded (recorded in
-        ``run.json["skipped_images"]``) instead of stopping with the list of them.
-    probs
-        Predictions made elsewhere (:func:`read_supplied_probs`): no training; the
-        detectors run on them. They must be out-of-sample (cross-validated), or the
-        model has learnt the label errors it should reveal; ``run.json["predictions"]``
-        and the report say they were supplied.
-    embeddings
-        With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
-        embedding detectors (without them those are skipped).
+    preset, **overrides
+        Training preset (``seed``, ``cpu``, ``demo``, ``auto``) and settings replacing its.
+    layout, labels, images, id_column, label_column, sep, follow_symlinks, max_pixels
+        How the dataset is read (:func:`~labelaudit.data.layouts.load_dataset`).
+    cache_dir, detectors, fold, report, console, force, skip_broken
+        Image cache location; detectors to run (default: all); train only this fold
+        (1-based) and stop; write ``report.html``; where to print progress (``None``:
+        silent); write into a foreign directory; skip images that cannot be decoded.
+    level, masks, cell_size
+        ``"cell"`` also audits cells, segmented or read from ``masks``.
+    probs, embeddings
+        Out-of-sample predictions (and embeddings) made elsewhere: no training.
     against
-        Other datasets (e.g. the test set; only read) to check for leakage: images
-        of this dataset that also appear in one of them (identical, or verified
-        copies: shifted, re-noised, re-encoded, cropped by a few percent) get
-        ``leak_of`` and ``leak_correlation`` in ``issues.csv``, the pairs go to
-        ``leaks.csv`` (:func:`labelaudit.pipeline.leaks.add_leaks`).
+        Other datasets (only read) to check for leakage.
 
     Returns
     -------
     ScanResult
     """
-    from labelaudit.core.config import resolve_settings
-    from labelaudit.pipeline.preflight import preflight
-
-    console = console or Console(quiet=True)
-    run_dir = Path(out)
-    timings: dict[str, float] = {}
-
-    if level not in LEVELS:
-        raise SettingsError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    if level != "cell" and (masks is not None or cell_size is not None):
-        raise SettingsError("--masks and --cell-size need --level cell")
-    if masks is not None and not Path(masks).is_dir():
-        raise SettingsError(f"the masks directory {masks} does not exist")
-    if cell_size is not None and not (isinstance(cell_size, int) and 16 <= cell_size <= 4096):
-        raise SettingsError(f"cell_size must be between 16 and 4096 pixels, got {cell_size!r}")
-    if level == "cell" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise SettingsError(
-            "--level cell does not run under torchrun yet: scan at field level with torchrun, "
-            "then run the same scan with --level cell in one process (the field folds are reused)"
-        )
-    t = time.perf_counter()
+    check_scan_params(level, masks, cell_size)
+    files = _ScanFiles(cache_dir, masks, overrides.get("weights"), probs, embeddings, against)
+    job = _ScanJob(Path(out), console or Console(quiet=True), _locks, fold, detectors, files, force)
     ds = load_dataset(
         dataset,
         layout,
@@ -281,63 +357,125 @@ def scan(
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
     )
+    settings, supplied, others = _open_run(job, ds, preset, overrides, skip_broken, max_pixels)
+    ds, cache, info = _cache_stage(job, ds, settings, skip_broken)
+    result, audit = _train_stage(job, ds, cache, info, settings, supplied)
+    if audit is None:  # this process stops after training (see _train)
+        return result
+    if _detect_stage(job, ds, cache, audit, settings, others, level, cell_size, result):
+        _clean_and_report(job, result, report)
+    return result
+
+
+def _open_run(
+    job: _ScanJob,
+    ds: Dataset,
+    preset: str,
+    overrides: dict,
+    skip_broken: bool,
+    max_pixels: int | None,
+) -> tuple[TrainSettings, Supplied | None, list[Dataset]]:
+    """Check every option before a directory is created or an image decoded, then
+    claim the run directory and take its lock (fold jobs: one per fold)."""
+    from labelaudit.core.config import resolve_settings
+    from labelaudit.pipeline.preflight import preflight
+
     settings = resolve_settings(preset, **overrides)
-    # Every option is checked before a directory is created or an image decoded.
-    if masks is not None:
-        _check_masks(masks, ds.ids, skip_broken)
-    preflight(settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=detectors)
-    supplied = _read_supplied(ds, probs, embeddings, fold)
-    others = _load_against(ds, against, max_pixels)
+    files = job.files
+    if files.masks is not None:
+        _check_masks(files.masks, ds.ids, skip_broken)
+    fold = job.fold
+    preflight(
+        settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=job.detectors
+    )
+    supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
+    others = _load_against(ds, files.against, max_pixels)
     _claim_outputs(
-        run_dir,
+        job.run_dir,
         ds,
-        cache_dir,
-        masks,
-        overrides.get("weights"),
-        force,
-        console,
-        supplied=[("the --probs file", probs), ("the --embeddings file", embeddings)]
+        files.cache_dir,
+        files.masks,
+        files.weights,
+        job.force,
+        job.console,
+        supplied=files.supplied
         + [(f"the --against dataset {o.root}", p) for o in others for _, p in dataset_inputs(o)],
     )
-    _locks.enter_context(run_lock(run_dir, fold=fold))  # one writer (fold jobs: one per fold)
-    check_replaceable(run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
-    timings["load"] = time.perf_counter() - t
-    console.print(
+    # One writer at a time (fold jobs: one per fold).
+    job.locks.enter_context(run_lock(job.run_dir, fold=fold))
+    check_replaceable(job.run_dir / CLEANED_DIR)  # a foreign cleaned/ stops the scan now, not last
+    job.timings["load"] = time.perf_counter() - job.started
+    return settings, supplied, others
+
+
+def _cache_stage(
+    job: _ScanJob, ds: Dataset, settings: TrainSettings, skip_broken: bool
+) -> tuple[Dataset, ImageCache, dict]:
+    """Decode the images into the cache; record the dataset (only its readable images)."""
+    job.console.print(
         f"dataset: {ds.root} ({ds.layout}, {len(ds)} images, {ds.n_classes} classes)",
         markup=False,
     )
-
     t = time.perf_counter()
-    cache = cache_with_progress(ds, settings.image_size, cache_dir, console, skip_broken)
+    cache = cache_with_progress(
+        ds, settings.image_size, job.files.cache_dir, job.console, skip_broken
+    )
     if cache.skipped:  # audit the readable images: the dataset's rows follow the cache's
         ds = subset_dataset(ds, cache.ids)
-    edit_run_json(run_dir, lambda data: data.__setitem__("skipped_images", cache.skipped))
-    info = RunDir(run_dir).write_dataset(ds, cache)
-    timings["cache"] = time.perf_counter() - t
+    edit_run_json(job.run_dir, lambda data: data.__setitem__("skipped_images", cache.skipped))
+    info = RunDir(job.run_dir).write_dataset(ds, cache)
+    job.timings["cache"] = time.perf_counter() - t
+    return ds, cache, info
 
+
+def _train_stage(
+    job: _ScanJob,
+    ds: Dataset,
+    cache: ImageCache,
+    info: dict,
+    settings: TrainSettings,
+    supplied: Supplied | None,
+) -> tuple[ScanResult, AuditInputs | None]:
+    """Cross-validate, or take the supplied predictions; the detectors' inputs, or
+    ``None`` when this process stops here (see :func:`_train`)."""
+    run_dir = job.run_dir
+    audit: AuditInputs | None
     if supplied is not None:  # predictions made elsewhere: no training
         audit = _use_supplied(run_dir, info, ds, cache, supplied)
-        result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=timings)
+        result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=job.timings)
     else:
-        result, audit = _train(run_dir, info, ds, cache, settings, fold, console, timings, _locks)
-    result.inputs = scan_inputs(
-        ds,
-        masks,
-        overrides.get("weights"),
-        [("the --probs file", probs), ("the --embeddings file", embeddings)],
-    )
-    if audit is None:
-        return result
+        result, audit = _train(
+            run_dir, info, ds, cache, settings, job.fold, job.console, job.timings, job.locks
+        )
+    result.inputs = job.files.inputs(ds)
+    return result, audit
 
+
+def _detect_stage(
+    job: _ScanJob,
+    ds: Dataset,
+    cache: ImageCache,
+    audit: AuditInputs,
+    settings: TrainSettings,
+    others: list[Dataset],
+    level: str,
+    cell_size: int | None,
+    result: ScanResult,
+) -> bool:
+    """Run the detectors, duplicates and leakage, then the cell level (or forget a
+    previous one); ``False`` (``result`` incomplete) when the cell folds are not all
+    finished here: unfinished (``--fold``) or a non-zero DDP rank."""
     from labelaudit.pipeline.compare import detect_and_compare
-
-    t = time.perf_counter()
-    detect_and_compare(audit, run_dir, detectors=detectors)
     from labelaudit.pipeline.leaks import add_duplicates
 
+    run_dir, console, timings, files = job.run_dir, job.console, job.timings, job.files
+    t = time.perf_counter()
+    detect_and_compare(audit, run_dir, detectors=job.detectors)
     add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
     if others:
-        _check_leaks(run_dir, audit.ids, cache, others, settings.image_size, cache_dir, console)
+        _check_leaks(
+            run_dir, audit.ids, cache, others, settings.image_size, files.cache_dir, console
+        )
     timings["detect"] = time.perf_counter() - t
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
@@ -345,31 +483,35 @@ def scan(
         from labelaudit.cells.audit import forget_cells
 
         forget_cells(run_dir)
-    else:
-        from labelaudit.cells.audit import audit_cells
+        return True
+    from labelaudit.cells.audit import audit_cells
 
-        t = time.perf_counter()
-        cells = audit_cells(
-            run_dir,
-            ds,
-            settings,
-            masks=masks,
-            cell_size=cell_size,
-            cache_dir=cache_dir,
-            fold=fold,
-            console=console,
-        )
-        timings["cells"] = time.perf_counter() - t
-        _record_timings(run_dir, timings)
-        if not cells:  # cell folds unfinished (--fold) or a non-zero DDP rank
-            result.complete = False
-            return result
+    t = time.perf_counter()
+    cells = audit_cells(
+        run_dir,
+        ds,
+        settings,
+        masks=files.masks,
+        cell_size=cell_size,
+        cache_dir=files.cache_dir,
+        fold=job.fold,
+        console=console,
+    )
+    timings["cells"] = time.perf_counter() - t
+    _record_timings(run_dir, timings)
+    if not cells:
+        result.complete = False
+    return bool(cells)
+
+
+def _clean_and_report(job: _ScanJob, result: ScanResult, report: bool) -> None:
+    """Clean with the default policy (``labelaudit clean`` re-runs it), then the report."""
     from labelaudit.pipeline.clean import clean
 
     t = time.perf_counter()
-    cleaned = clean(run_dir)  # the default policy; `labelaudit clean` re-runs it
-    timings["clean"] = time.perf_counter() - t
-    console.print(
+    cleaned = clean(job.run_dir)  # the default policy; `labelaudit clean` re-runs it
+    job.timings["clean"] = time.perf_counter() - t
+    job.console.print(
         f"cleaned dataset: {cleaned.cleaned_dir} (changes in {cleaned.changes_file})",
         markup=False,
     )
@@ -377,10 +519,9 @@ def scan(
         from labelaudit.report import write_report
 
         t = time.perf_counter()
-        result.report_path = write_report(run_dir)
-        timings["report"] = time.perf_counter() - t
-        _record_timings(run_dir, timings)
-    return result
+        result.report_path = write_report(job.run_dir)
+        job.timings["report"] = time.perf_counter() - t
+        _record_timings(job.run_dir, job.timings)
 
 
 def _load_against(

@@ -69,18 +69,7 @@ def make_audit(
     true[np.flatnonzero(empty), rng.choice(k, int(empty.sum()), p=prior / prior.sum())] = True
 
     given = true.copy()
-    noise: list[list[str]] = [[] for _ in range(n)]
-    n_label = int(round(label_noise * n))
-    for i in rng.choice(n, n_label, replace=False):
-        kind = ("missing", "extra", "swap")[rng.integers(3)]
-        on, off = np.flatnonzero(given[i]), np.flatnonzero(~given[i])
-        if kind == "missing" and len(on) < 2:
-            kind = "swap"  # never leave an image with no label at all
-        if kind in ("missing", "swap") and len(on):
-            given[i, rng.choice(on)] = False
-        if kind in ("extra", "swap") and len(off):
-            given[i, rng.choice(off)] = True
-        noise[i].append(kind)
+    noise = _corrupt_labels(given, label_noise, rng)
 
     # A model that learned the true labels: confident but imperfect sigmoid outputs.
     logits = np.where(true, 2.5, -3.0) + rng.normal(0.0, 1.2, (n, k))
@@ -121,3 +110,24 @@ def make_audit(
         stats=stats,
     )
     return SyntheticAudit(inputs, true, [";".join(s) or "none" for s in noise])
+
+
+def _corrupt_labels(
+    given: np.ndarray, label_noise: float, rng: np.random.Generator
+) -> list[list[str]]:
+    """Corrupt ``round(label_noise * n)`` rows of ``given`` in place (``missing``,
+    ``extra`` or ``swap``); returns each image's list of injected noise kinds."""
+    n = len(given)
+    noise: list[list[str]] = [[] for _ in range(n)]
+    n_label = int(round(label_noise * n))
+    for i in rng.choice(n, n_label, replace=False):
+        kind = ("missing", "extra", "swap")[rng.integers(3)]
+        on, off = np.flatnonzero(given[i]), np.flatnonzero(~given[i])
+        if kind == "missing" and len(on) < 2:
+            kind = "swap"  # never leave an image with no label at all
+        if kind in ("missing", "swap") and len(on):
+            given[i, rng.choice(on)] = False
+        if kind in ("extra", "swap") and len(off):
+            given[i, rng.choice(off)] = True
+        noise[i].append(kind)
+    return noise

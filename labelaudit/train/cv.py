@@ -38,7 +38,15 @@ from labelaudit.core.config import TrainSettings
 from labelaudit.core.digest import short_digest
 from labelaudit.core.errors import SettingsError, TrainingDiverged
 from labelaudit.core.io import atomic_path, update_run_json, write_csv, write_json, write_npy
-from labelaudit.rundir import RunDir
+from labelaudit.rundir import (
+    FOLD_MODEL_PT,
+    FOLD_OOF_NPZ,
+    FOLD_STATE_JSON,
+    FOLDS_CSV,
+    PROBE_DIR,
+    RunDir,
+    fold_dir_name,
+)
 from labelaudit.train import ddp
 from labelaudit.train.backbones import build_model, channel_mean_std
 from labelaudit.train.checkpoint import FOLD_META, save_checkpoint
@@ -180,7 +188,7 @@ def run_key(
 
 def fold_dir(run_dir: Path, k: int) -> Path:
     """Directory of fold ``k`` (0-based) — named 1-based, as users count folds."""
-    return Path(run_dir) / "folds" / f"fold_{k + 1}"
+    return Path(run_dir) / fold_dir_name(k)
 
 
 def save_fold(
@@ -193,9 +201,9 @@ def save_fold(
     """
     directory.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
-        directory / "model.pt", out.state_dict, model_meta, flat_keys=(*FOLD_META, "fold", "key")
+        directory / FOLD_MODEL_PT, out.state_dict, model_meta, flat_keys=(*FOLD_META, "fold", "key")
     )
-    with atomic_path(directory / "oof.npz") as tmp:
+    with atomic_path(directory / FOLD_OOF_NPZ) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,
@@ -204,7 +212,7 @@ def save_fold(
                 probs=out.probs,
                 embeddings=out.embeddings,
             )
-    write_json(directory / "state.json", {"key": key, "fold": k + 1, "status": "done", **meta})
+    write_json(directory / FOLD_STATE_JSON, {"key": key, "fold": k + 1, "status": "done", **meta})
 
 
 def _fold_record(k: int, state: dict | None, arrays: dict | None) -> FoldRecord | None:
@@ -219,7 +227,7 @@ def load_fold(
     directory: Path, key: str, k: int, train_idx: np.ndarray, held_idx: np.ndarray, n_classes: int
 ) -> tuple[FoldRecord | None, str]:
     """A finished fold's record if its key and indices match; else ``(None, why)``."""
-    if not (directory / "state.json").is_file():
+    if not (directory / FOLD_STATE_JSON).is_file():
         return None, "not started"
     state, z = RunDir(directory.parent.parent).fold_files(k)
     if state is None:
@@ -450,7 +458,7 @@ def cross_validate(
                 run_dir.mkdir(parents=True, exist_ok=True)
                 _forget_stale_outputs(run_dir, key)
                 frame = pd.DataFrame({"id": list(ids), "fold": fold_of + 1})
-                write_csv(run_dir / "folds" / "folds.csv", frame)
+                write_csv(run_dir / FOLDS_CSV, frame)
             ddp.barrier(info)
             context = dict(
                 images=images,
@@ -692,14 +700,14 @@ def _run_probe(
 ) -> CVResult:
     info = runtime.info
     embed_key = _hash({"key": key, "part": "probe-embeddings"})
-    cache = run_dir / "folds" / "probe" / "embeddings.npy"
-    state_path = cache.parent / "state.json"
+    cache = run_dir / PROBE_DIR / "embeddings.npy"
+    state_path = run_dir / PROBE_DIR / "state.json"
     emb = None
     if state_path.is_file() and cache.is_file():
         run = RunDir(run_dir)
         with contextlib.suppress(OSError, ValueError):
-            if run.read_json_file("folds/probe/state.json").get("key") == embed_key:
-                emb = run.read_npy("folds/probe/embeddings.npy")
+            if run.read_json_file(f"{PROBE_DIR}/state.json").get("key") == embed_key:
+                emb = run.read_npy(f"{PROBE_DIR}/embeddings.npy")
                 if emb is not None and emb.shape[0] != images.shape[0]:
                     emb = None
     reused = emb is not None

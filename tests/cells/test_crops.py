@@ -10,8 +10,9 @@ from PIL import Image
 from labelaudit.cells.crops import build_cell_cache, cell_stats, crop_cells, square_box
 from labelaudit.cells.masks import load_masks, write_mask
 from labelaudit.core.errors import DatasetError, SettingsError
-from labelaudit.data.cache import STAT_NAMES, build_cache, channel_stats
+from labelaudit.data.cache import build_cache
 from labelaudit.data.layouts import load_dataset
+from labelaudit.data.measures import STAT_NAMES, channel_stats
 
 
 def test_shapes_mapping_and_stats(make_cells_dataset, tmp_path):

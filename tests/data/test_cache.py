@@ -10,8 +10,9 @@ import pytest
 from la_testutils import write_image
 
 from labelaudit.core.errors import DatasetError
-from labelaudit.data.cache import build_cache, channel_stats, resize_to_uint8
+from labelaudit.data.cache import build_cache, resize_to_uint8
 from labelaudit.data.layouts import load_dataset
+from labelaudit.data.measures import channel_stats
 
 
 def test_round_trip_and_reuse(make_hpa, tmp_path):
@@ -182,7 +183,7 @@ BANDED_FOCUS_TOL = 0.01
 
 
 def _assert_close_to_v1(arr: np.ndarray, sizes=(16, 128), banded_tol=BANDED_FOCUS_TOL) -> None:
-    from labelaudit.data.cache import HIST_SAMPLE_MIN
+    from labelaudit.data.measures import HIST_SAMPLE_MIN
 
     new, old = channel_stats(arr), _v1_channel_stats(arr)
     for k, tol in STAT_TOL.items():
@@ -240,7 +241,7 @@ def test_opencv_kernels_match_v1_on_real_fields():
 
 
 def test_percentile_search_equals_the_histogram_percentile():
-    from labelaudit.data.cache import _percentile_uint
+    from labelaudit.data.measures import _percentile_uint
 
     rng = np.random.default_rng(0)
     for trial in range(200):

@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from labelaudit.core.errors import SettingsError
-from labelaudit.data.cache import STAT_NAMES, channel_stats
+from labelaudit.data.measures import STAT_NAMES, channel_stats
 from labelaudit.detect import get_detector
 from labelaudit.detect.base import AuditInputs
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from labelaudit.core.errors import RunDirError
-from labelaudit.core.io import write_json
-from labelaudit.rundir import RUN_FORMAT, RunDir
+from labelaudit.core.io import RUN_FORMAT, write_json
+from labelaudit.rundir import RunDir
 
 
 def _run(tmp_path, info=None):
@@ -133,3 +133,62 @@ def test_scan_hands_the_same_inputs_it_writes(tmp_path, make_hpa, monkeypatch):
     assert given.embeddings.dtype == back.embeddings.dtype
     assert np.array_equal(given.embeddings, back.embeddings)
     pd.testing.assert_frame_equal(given.stats, back.stats)
+
+
+def test_run_file_names_are_the_contract_the_stages_write(tmp_path):
+    """The names the stages use come from the contract, and ``--force`` replaces them."""
+    from labelaudit import rundir
+    from labelaudit.train.cv import fold_dir
+
+    assert rundir.RUN_OUTPUTS == (
+        "run.json",
+        "dataset.csv",
+        "image_stats.csv",
+        "oof_probs.csv",
+        "embeddings.npy",
+        "findings.csv",
+        "issues.csv",
+        "report.html",
+        "changes.csv",
+        "cells.csv",
+        "bench.json",
+        "cleaned",
+        "folds",
+        "cells",
+        "retrain",
+    )
+    assert rundir.fold_dir_name(0) == "folds/fold_1"
+    assert fold_dir(tmp_path, 2) == tmp_path / "folds" / "fold_3"
+    assert (rundir.RETRAIN_METRICS, rundir.RETRAIN_TABLE, rundir.RETRAIN_SPLIT) == (
+        "retrain/metrics.json",
+        "retrain/table.csv",
+        "retrain/split.csv",
+    )
+    assert rundir.CELL_OVERLAYS_DIR == "cells/overlays"
+    assert rundir.FOLDS_CSV == "folds/folds.csv" and rundir.PROBE_DIR == "folds/probe"
+    # Every top-level entry a stage writes is one ``--force`` may replace.
+    for name in (rundir.CLEANED_DIR, rundir.FOLDS_DIR, rundir.RETRAIN_DIR, rundir.CELLS_DIR):
+        assert name in rundir.RUN_OUTPUTS
+
+
+def test_fold_files_reads_what_cross_validation_saves(tmp_path):
+    """``RunDir.fold_files`` finds the files ``save_fold`` writes, under the contract names."""
+    from labelaudit.train.cv import fold_dir, save_fold
+    from labelaudit.train.loop import FoldOutput
+
+    out = FoldOutput(
+        train_idx=np.array([0, 1]),
+        held_idx=np.array([2]),
+        probs=np.array([[0.25, 0.75]]),
+        embeddings=np.zeros((1, 3), dtype=np.float32),
+        best_epoch=0,
+        best_loss=0.5,
+        history=[],
+        state_dict={},
+        seconds=0.1,
+    )
+    save_fold(fold_dir(tmp_path, 1), "key-1", 1, out, {"epochs": 1}, {"backbone": "x"})
+    state, arrays = RunDir(tmp_path).fold_files(1)
+    assert state is not None and state["key"] == "key-1" and state["fold"] == 2
+    assert arrays is not None and np.array_equal(arrays["probs"], out.probs)
+    assert RunDir(tmp_path).fold_files(0) == (None, None)

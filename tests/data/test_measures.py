@@ -1,4 +1,4 @@
-"""The cache's strip-wise statistics against straightforward NumPy references.
+"""The image measures' strip-wise statistics against straightforward NumPy references.
 
 ``channel_stats`` reads an 8/16-bit channel in row strips (moments, maximum,
 Laplacian, the p99 window's counts and the saturated count in one pass) and counts
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelaudit.data import cache
-from labelaudit.data.cache import channel_stats, laplacian_variance
+from labelaudit.data import measures
+from labelaudit.data.measures import channel_stats, laplacian_variance
 
 REL = 1e-12
 
@@ -67,7 +67,7 @@ IMAGES = list(_images())
 @pytest.mark.parametrize("name", [n for n, _ in IMAGES])
 def test_channel_stats_equal_numpy(name, strip_pixels, monkeypatch):
     # 1: one row per strip; 200: a few rows, a short last strip; 1 << 18: one strip.
-    monkeypatch.setattr(cache, "STRIP_PIXELS", strip_pixels)
+    monkeypatch.setattr(measures, "STRIP_PIXELS", strip_pixels)
     arr = dict(IMAGES)[name]
     got, want = channel_stats(arr), _reference(arr)
     for key in ("p99", "saturated", "max"):
@@ -82,8 +82,8 @@ def test_row_sample_that_misses_the_tail_falls_back_exactly(dtype, monkeypatch):
     """Bright and saturated pixels only in rows the histogram sample skips: the p99
     window is far from the sample's guess, and the saturated count is not made in
     the pass; both fall back to exact counts."""
-    monkeypatch.setattr(cache, "HIST_SAMPLE_MIN", 16)  # sample every 4th row here too
-    monkeypatch.setattr(cache, "STRIP_PIXELS", 96)
+    monkeypatch.setattr(measures, "HIST_SAMPLE_MIN", 16)  # sample every 4th row here too
+    monkeypatch.setattr(measures, "STRIP_PIXELS", 96)
     top = np.iinfo(dtype).max
     rng = np.random.default_rng(3)
     arr = rng.integers(0, 10, (64, 48)).astype(dtype)
@@ -98,12 +98,12 @@ def test_row_sample_that_misses_the_tail_falls_back_exactly(dtype, monkeypatch):
 
 @pytest.mark.parametrize("width", [40, 41])
 def test_pair_counted_histogram_equals_bincount(width, monkeypatch):
-    monkeypatch.setattr(cache, "HIST_SAMPLE_MIN", 16)
+    monkeypatch.setattr(measures, "HIST_SAMPLE_MIN", 16)
     rng = np.random.default_rng(width)
     arr = rng.integers(0, 256, (30, width)).astype(np.uint8)
     arr[:, :5] = 0  # runs of one level
-    hist, n = cache._level_sample(arr)
-    rows = arr[:: cache.HIST_ROW_STEP]
+    hist, n = measures._level_sample(arr)
+    rows = arr[:: measures.HIST_ROW_STEP]
     assert n == rows.size
     assert np.array_equal(hist, np.bincount(rows.ravel(), minlength=256))
 
@@ -112,7 +112,7 @@ def test_window_counts_equal_numpy():
     rng = np.random.default_rng(7)
     arr = rng.integers(0, 12, (37, 29)).astype(np.uint8)
     for lo in range(0, 12):
-        fp = cache._field_pass(arr, lo)
+        fp = measures._field_pass(arr, lo)
         for v, count in fp.at_most().items():
             assert count == int((arr <= v).sum()), (lo, v)
 
@@ -123,16 +123,16 @@ def test_laplacian_sum_telescopes_to_the_border():
         x = rng.integers(0, np.iinfo(dtype).max + 1, (23, 31)).astype(dtype)
         y = x.astype(np.int64)
         lap = y[:-2, 1:-1] + y[2:, 1:-1] + y[1:-1, :-2] + y[1:-1, 2:] - 4 * y[1:-1, 1:-1]
-        assert cache._laplacian_sum(x) == int(lap.sum())
+        assert measures._laplacian_sum(x) == int(lap.sum())
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_banded_focus_of_large_fields_equals_numpy(dtype, monkeypatch):
     """Fields of at least HIST_SAMPLE_MIN pixels: ``focus`` is the Laplacian's variance
     over the interior rows in bands 0, 2, 4, ... of FOCUS_BAND rows counted from row 1."""
-    monkeypatch.setattr(cache, "HIST_SAMPLE_MIN", 16)
-    monkeypatch.setattr(cache, "FOCUS_BAND", 4)
-    monkeypatch.setattr(cache, "STRIP_PIXELS", 7 * 29)  # strips cut through the bands
+    monkeypatch.setattr(measures, "HIST_SAMPLE_MIN", 16)
+    monkeypatch.setattr(measures, "FOCUS_BAND", 4)
+    monkeypatch.setattr(measures, "STRIP_PIXELS", 7 * 29)  # strips cut through the bands
     rng = np.random.default_rng(21)
     arr = rng.integers(0, np.iinfo(dtype).max + 1, (43, 29)).astype(dtype)
     x = arr.astype(np.int64)

@@ -1,0 +1,111 @@
+"""The run directory: what each stage writes, and who may write where.
+
+- :mod:`~labelaudit.rundir.files`: the file contract (:class:`RunDir`, the file names,
+  :data:`DEFAULT_RUN`);
+- :mod:`~labelaudit.rundir.markers`: the marker files that say a directory is
+  labelaudit's (``run.json``, ``segment.json``, ...);
+- :mod:`~labelaudit.rundir.ownership`: output ownership (:func:`open_output_dir`,
+  :func:`guard_output_file`, :func:`ensure_outside`);
+- :mod:`~labelaudit.rundir.locking`: one writer at a time (:func:`run_lock`).
+
+The names below are the package's public interface; import them from here.
+"""
+
+from labelaudit.core.defaults import DEFAULT_RUN
+from labelaudit.rundir.files import (
+    BENCH_JSON,
+    CELL_OVERLAYS_DIR,
+    CELLS_CSV,
+    CELLS_DIR,
+    CHANGES_CSV,
+    CLEANED_DIR,
+    DATASET_CSV,
+    EMBEDDINGS_NPY,
+    FINDINGS_CSV,
+    FOLD_MODEL_PT,
+    FOLD_OOF_NPZ,
+    FOLD_STATE_JSON,
+    FOLDS_CSV,
+    FOLDS_DIR,
+    ISSUES_CSV,
+    LABEL_WEIGHTS_CSV,
+    LEAKS_CSV,
+    OOF_CSV,
+    PROBE_DIR,
+    PRODUCED_BY,
+    REPORT_HTML,
+    RETRAIN_DIR,
+    RETRAIN_METRICS,
+    RETRAIN_SPLIT,
+    RETRAIN_TABLE,
+    RUN_JSON,
+    RUN_OUTPUTS,
+    STATS_CSV,
+    RunDir,
+    fold_dir_name,
+    load_audit_inputs,
+    make_audit_inputs,
+    parse_labels,
+    read_run,
+)
+from labelaudit.rundir.locking import FINISH_LOCK, RUN_LOCK, finish_lock, run_lock, with_run_lock
+from labelaudit.rundir.markers import OUTPUT_KINDS, RUN_SECTIONS, OutputKind, read_marker
+from labelaudit.rundir.ownership import (
+    claim_demo_dir,
+    dataset_inputs,
+    ensure_outside,
+    guard_output_file,
+    open_output_dir,
+)
+
+__all__ = [
+    "BENCH_JSON",
+    "CELLS_CSV",
+    "CELLS_DIR",
+    "CELL_OVERLAYS_DIR",
+    "CHANGES_CSV",
+    "CLEANED_DIR",
+    "DATASET_CSV",
+    "DEFAULT_RUN",
+    "EMBEDDINGS_NPY",
+    "FINDINGS_CSV",
+    "FINISH_LOCK",
+    "FOLDS_CSV",
+    "FOLDS_DIR",
+    "FOLD_MODEL_PT",
+    "FOLD_OOF_NPZ",
+    "FOLD_STATE_JSON",
+    "ISSUES_CSV",
+    "LABEL_WEIGHTS_CSV",
+    "LEAKS_CSV",
+    "OOF_CSV",
+    "OUTPUT_KINDS",
+    "OutputKind",
+    "PROBE_DIR",
+    "PRODUCED_BY",
+    "REPORT_HTML",
+    "RETRAIN_DIR",
+    "RETRAIN_METRICS",
+    "RETRAIN_SPLIT",
+    "RETRAIN_TABLE",
+    "RUN_JSON",
+    "RUN_LOCK",
+    "RUN_OUTPUTS",
+    "RUN_SECTIONS",
+    "RunDir",
+    "STATS_CSV",
+    "claim_demo_dir",
+    "dataset_inputs",
+    "ensure_outside",
+    "finish_lock",
+    "fold_dir_name",
+    "guard_output_file",
+    "load_audit_inputs",
+    "make_audit_inputs",
+    "open_output_dir",
+    "parse_labels",
+    "read_marker",
+    "read_run",
+    "run_lock",
+    "with_run_lock",
+]

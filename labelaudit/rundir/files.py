@@ -1,0 +1,463 @@
+"""The run-directory contract: the files each stage writes and how a later stage reads
+them back (:class:`RunDir`).
+
+Besides the contract files, a scan writes ``dataset.csv`` (ids and given labels) and
+``image_stats.csv`` (the cache's full-resolution channel statistics), so that later
+stages (detect, report, clean) work from the run directory alone, without decoding
+images again. See the run-directory contract in docs/design.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from labelaudit.core.errors import RunDirError
+from labelaudit.core.io import (
+    edit_run_json,
+    read_json,
+    update_run_json,
+    write_csv,
+    write_json,
+    write_npy,
+)
+from labelaudit.core.userfiles import check_user_file, load_user_npy
+from labelaudit.data.cache import ImageCache
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.labels import LabelCodec
+from labelaudit.data.roles import exclusive_classes
+from labelaudit.rundir.markers import OUTPUT_KINDS, check_marker
+
+#: Run-directory files (the contract; see :class:`RunDir`), relative to the run directory.
+RUN_JSON = "run.json"
+DATASET_CSV = "dataset.csv"
+STATS_CSV = "image_stats.csv"
+OOF_CSV = "oof_probs.csv"
+EMBEDDINGS_NPY = "embeddings.npy"
+FINDINGS_CSV = "findings.csv"
+ISSUES_CSV = "issues.csv"
+CELLS_CSV = "cells.csv"
+CHANGES_CSV = "changes.csv"
+REPORT_HTML = "report.html"
+#: Images shared with the datasets of ``scan --against`` (labelaudit.pipeline.leaks.add_leaks).
+LEAKS_CSV = "leaks.csv"
+#: Per-label loss weights of the soft cleaning policies (``id`` + one column per class).
+LABEL_WEIGHTS_CSV = "label_weights.csv"
+BENCH_JSON = "bench.json"
+#: Cross-validation: ``folds.csv`` (each image's fold), one directory per fold
+#: (:func:`fold_dir_name`: ``model.pt``, ``oof.npz``, ``state.json``) and the cached
+#: embeddings of the linear-probe mode.
+FOLDS_DIR = "folds"
+FOLDS_CSV = f"{FOLDS_DIR}/folds.csv"
+PROBE_DIR = f"{FOLDS_DIR}/probe"
+FOLD_MODEL_PT = "model.pt"
+FOLD_OOF_NPZ = "oof.npz"
+FOLD_STATE_JSON = "state.json"
+#: ``labelaudit retrain``'s outputs.
+RETRAIN_DIR = "retrain"
+RETRAIN_METRICS = f"{RETRAIN_DIR}/metrics.json"
+RETRAIN_TABLE = f"{RETRAIN_DIR}/table.csv"
+RETRAIN_SPLIT = f"{RETRAIN_DIR}/split.csv"
+#: Cell-level outputs (``scan --level cell``): the cell models' folds and overlays.
+CELLS_DIR = "cells"
+CELL_OVERLAYS_DIR = f"{CELLS_DIR}/overlays"
+#: How each file is produced, for "not found" messages.
+PRODUCED_BY: dict[str, str] = {
+    ISSUES_CSV: "run `labelaudit scan` (the detect stage writes it)",
+    FINDINGS_CSV: "run `labelaudit scan` (the detect stage writes it)",
+    CHANGES_CSV: "run `labelaudit clean RUN` first",
+}
+#: The directory a cleaning writes (:mod:`labelaudit.pipeline.clean`).
+CLEANED_DIR = "cleaned"
+#: Top-level entries a run directory's stages write (what ``--force`` may replace).
+RUN_OUTPUTS: tuple[str, ...] = (
+    RUN_JSON,
+    DATASET_CSV,
+    STATS_CSV,
+    OOF_CSV,
+    EMBEDDINGS_NPY,
+    FINDINGS_CSV,
+    ISSUES_CSV,
+    REPORT_HTML,
+    CHANGES_CSV,
+    CELLS_CSV,
+    BENCH_JSON,
+    CLEANED_DIR,
+    FOLDS_DIR,
+    CELLS_DIR,
+    RETRAIN_DIR,
+)
+
+
+def fold_dir_name(k: int) -> str:
+    """The directory of cross-validation fold ``k`` (0-based), relative to the run."""
+    return f"{FOLDS_DIR}/fold_{k + 1}"
+
+
+def _table(path: Path, dtype: Any = str, na_values: list[str] | None = None) -> pd.DataFrame:
+    """Read one of the run's CSV files (empty strings kept as text by default).
+
+    A run directory may come from elsewhere: only a regular file of bounded size is read.
+    """
+    check_user_file(path, f"the run file {path.name}")
+    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=na_values)
+
+
+class RunDir:
+    """A run directory: the one reader and writer of every file of the contract.
+
+    ``run.json`` (sections, format marker, locking), ``dataset.csv``,
+    ``image_stats.csv``, ``oof_probs.csv``, ``embeddings.npy``, ``findings.csv``,
+    ``issues.csv``, ``cells.csv``, ``changes.csv``, ``bench.json`` and the retrain
+    outputs. Strict readers raise :class:`RunDirError` naming the file; the
+    ``*_or_none`` helpers return ``None`` for an absent file.
+
+    Parameters
+    ----------
+    path
+        The run directory.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def file(self, name: str) -> Path:
+        """The path of a run file (``name`` relative to the run directory)."""
+        return self.path / name
+
+    def has(self, name: str) -> bool:
+        """Whether the run file ``name`` exists."""
+        return self.file(name).is_file()
+
+    # ------------------------------------------------------------ run.json
+
+    def read_run(self) -> dict:
+        """``run.json``; a missing, unreadable, foreign or newer one is a user error."""
+        path = self.file(RUN_JSON)
+        if not path.is_file():
+            raise RunDirError(
+                f"{self.path}: not a labelaudit run directory (no run.json); "
+                "run `labelaudit scan DATASET --out RUN` first"
+            )
+        return check_marker(path, OUTPUT_KINDS["run"])  # labelaudit's, or refused
+
+    def section(self, name: str) -> dict | None:
+        """A ``run.json`` section (``None`` when absent, not an object, or no run.json)."""
+        if not self.has(RUN_JSON):
+            return None
+        value = read_json(self.file(RUN_JSON)).get(name)
+        return value if isinstance(value, dict) else None
+
+    def write_section(self, name: str, value: Any) -> dict:
+        """Set ``run.json[name]`` atomically, keeping the other sections."""
+        return update_run_json(self.path, name, value)
+
+    def edit_run(self, edit: Callable[[dict], None]) -> dict:
+        """Read-modify-write ``run.json`` under its lock."""
+        return edit_run_json(self.path, edit)
+
+    def dataset_info(self, run: dict | None = None) -> dict:
+        """``run.json["dataset"]``, the one check that a run has been scanned."""
+        run = self.read_run() if run is None else run
+        info = run.get("dataset")
+        if not isinstance(info, dict):
+            raise RunDirError(f"{self.path}/run.json has no dataset section; re-run the scan")
+        return info
+
+    def codec(self, info: Mapping[str, Any] | None = None) -> LabelCodec:
+        """The label codec of the scanned dataset."""
+        return LabelCodec.from_info(self.dataset_info() if info is None else info)
+
+    # ------------------------------------------------------------ dataset
+
+    def write_dataset(self, dataset: Dataset, cache: ImageCache) -> dict:
+        """Write the dataset section, ``dataset.csv`` and ``image_stats.csv``."""
+        info = {
+            "path": str(dataset.root.resolve()),
+            "layout": dataset.layout,
+            "label_file": str(dataset.label_file.resolve()),
+            "fingerprint": dataset.fingerprint(),
+            "n_images": len(dataset),
+            "n_classes": dataset.n_classes,
+            "class_names": dataset.class_names,
+            "class_tokens": dataset.class_tokens,
+            "label_sep": dataset.label_sep,
+            "load_options": dict(dataset.options),
+            "channels": list(dataset.channels),
+            "protein_channel": dataset.channels[dataset.protein_channel],
+            "cache": str(cache.path),
+            "image_size": cache.size,
+            "follow_symlinks": dataset.follow_symlinks,
+            "max_pixels": dataset.max_pixels,
+            "roles": dataset.roles.to_info(),
+        }
+        given = LabelCodec.from_info(info).format_many(dataset.labels)
+        write_csv(self.file(DATASET_CSV), pd.DataFrame({"id": dataset.ids, "labels": given}))
+        write_csv(self.file(STATS_CSV), cache.stats)
+        self.write_section("dataset", info)
+        return info
+
+    def read_dataset_table(self) -> pd.DataFrame:
+        """``dataset.csv`` as text (``id``, ``labels``)."""
+        return _table(self.file(DATASET_CSV))
+
+    def read_given(
+        self, info: Mapping[str, Any], *, lenient: bool = False
+    ) -> tuple[list[str], np.ndarray]:
+        """Ids and the given (N, K) label matrix, from ``dataset.csv``."""
+        frame = self.read_dataset_table()
+        path = self.file(DATASET_CSV)
+        labels = LabelCodec.from_info(info).parse_many(
+            frame["labels"],
+            lenient=lenient,
+            where=lambda i, m: RunDirError(f"{path}, line {i + 2}: {m}"),
+        )
+        return frame["id"].tolist(), labels
+
+    def load_scanned_dataset(self, info: Mapping[str, Any], ids: list[str]):
+        """The scanned dataset, re-read, and the row of each scanned id in it.
+
+        Raises
+        ------
+        RunDirError
+            The dataset no longer has every scanned image, or the run has no dataset
+            (``find_issues`` on arrays without images).
+        """
+        from labelaudit.data.layouts import LoadReport, load_dataset, recorded_load_options
+
+        if not info.get("path"):
+            raise RunDirError(
+                f"{self.path} was audited from arrays without images (find_issues): it has "
+                "no dataset to clean or retrain on; pass images to find_issues, or scan a dataset"
+            )
+        root = Path(info["path"])
+        ds = load_dataset(
+            root, info["layout"], strict=False, report=LoadReport(), **recorded_load_options(info)
+        )
+        index = {image_id: i for i, image_id in enumerate(ds.ids)}
+        missing = [image_id for image_id in ids if image_id not in index]
+        if missing:
+            raise RunDirError(
+                f"the dataset {info['path']} no longer has {len(missing)} scanned image(s) "
+                f"(e.g. {missing[0]!r}); re-run the scan"
+            )
+        return ds, np.array([index[image_id] for image_id in ids], dtype=int)
+
+    def read_stats(self) -> pd.DataFrame | None:
+        """``image_stats.csv`` (``None`` when absent)."""
+        if not self.has(STATS_CSV):
+            return None
+        return _table(self.file(STATS_CSV), dtype={"id": str})
+
+    # ------------------------------------------------------------ training outputs
+
+    def write_oof(
+        self, ids: list[str], class_names: list[str], probs: np.ndarray, emb: np.ndarray
+    ) -> None:
+        """Write ``oof_probs.csv`` and ``embeddings.npy`` (rows in ``ids`` order)."""
+        frame = pd.DataFrame(np.asarray(probs).astype(np.float64), columns=list(class_names))
+        frame.insert(0, "id", list(ids))
+        write_csv(self.file(OOF_CSV), frame)
+        write_npy(self.file(EMBEDDINGS_NPY), np.ascontiguousarray(emb, dtype=np.float32))
+
+    def read_oof_table(self) -> pd.DataFrame | None:
+        """``oof_probs.csv`` as written (``None`` when absent)."""
+        if not self.has(OOF_CSV):
+            return None
+        return _table(self.file(OOF_CSV), dtype={"id": str})
+
+    def read_probs(
+        self, class_names: list[str], ids: list[str], *, aligned: bool = True
+    ) -> np.ndarray | None:
+        """(N, K) out-of-fold probabilities in ``ids`` order (``None``: no file).
+
+        ``aligned``: the file's rows must be ``ids`` in order; otherwise any order
+        of the same ids is accepted.
+        """
+        frame = self.read_oof_table()
+        if frame is None:
+            return None
+        path = self.file(OOF_CSV)
+        if aligned:
+            if frame["id"].tolist() != ids:
+                raise RunDirError(f"{path}: ids do not match dataset.csv")
+            return frame[class_names].to_numpy(dtype=np.float64)
+        missing = [c for c in ["id", *class_names] if c not in frame.columns]
+        if missing or sorted(frame["id"]) != sorted(ids):
+            raise RunDirError(f"{path} does not match dataset.csv")
+        return frame.set_index("id").loc[ids, class_names].to_numpy(dtype=float)
+
+    def read_embeddings(self, n_rows: int | None = None) -> np.ndarray | None:
+        """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
+        if not self.has(EMBEDDINGS_NPY):
+            return None
+        emb = load_user_npy(self.file(EMBEDDINGS_NPY), "the run's embeddings.npy")
+        if n_rows is not None and emb.shape[0] != n_rows:
+            raise RunDirError(
+                f"{self.file(EMBEDDINGS_NPY)}: {emb.shape[0]} rows, expected {n_rows}"
+            )
+        return emb
+
+    def forget_oof(self) -> None:
+        """Delete ``oof_probs.csv`` and ``embeddings.npy`` (other training settings)."""
+        for name in (OOF_CSV, EMBEDDINGS_NPY):
+            self.file(name).unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ tables
+
+    def read_table(self, name: str, *, hint: str | None = None) -> pd.DataFrame:
+        """A run CSV as text; absent or unparsable: :class:`RunDirError` naming it."""
+        path = self.file(name)
+        if not path.is_file():
+            raise RunDirError(f"{path}: not found; {hint or PRODUCED_BY.get(name, '')}")
+        try:
+            return _table(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise RunDirError(f"{path}: cannot be read ({exc})") from None
+
+    def read_report_table(self, name: str) -> pd.DataFrame:
+        """A run CSV for the report: ids as text, empty cells as NaN."""
+        return _table(self.file(name), dtype={"id": str}, na_values=[""])
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> Path:
+        """Write a run CSV atomically; returns its path."""
+        path = self.file(name)
+        write_csv(path, frame)
+        return path
+
+    def add_issue_columns(self, columns: pd.DataFrame, names: Iterable[str]) -> None:
+        """Add (or replace) columns of ``issues.csv``, keeping its rows and order.
+
+        Parameters
+        ----------
+        columns
+            Indexed by image id; rows for ids ``issues.csv`` lacks are ignored,
+            ids it has but ``columns`` lacks get empty values.
+        names
+            The columns to add (in order); existing ones of these names are replaced.
+        """
+        names = list(names)
+        issues = self.read_table(ISSUES_CSV)
+        issues = issues.drop(columns=[c for c in names if c in issues.columns])
+        extra = columns.reindex(issues["id"]).reset_index(drop=True)
+        self.write_table(ISSUES_CSV, pd.concat([issues, extra[names]], axis=1))
+
+    def upsert_table(self, name: str, rows: list[dict], key: str) -> pd.DataFrame:
+        """Insert ``rows`` into a run CSV, replacing the rows with the same ``key``."""
+        new = pd.DataFrame(rows)
+        path = self.file(name)
+        if path.is_file():
+            old = pd.read_csv(path, dtype={key: str})
+            old = old[~old[key].isin(new[key])]
+            new = pd.concat([old, new], ignore_index=True)
+        write_csv(path, new)
+        return new
+
+    def read_arrays(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of a run ``.npz`` file; ``None`` when absent or unreadable."""
+        path = self.file(name)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            return None
+
+    def read_npy(self, name: str) -> np.ndarray | None:
+        """A run ``.npy`` file; ``None`` when absent or unreadable."""
+        path = self.file(name)
+        if not path.is_file():
+            return None
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def fold_files(self, k: int) -> tuple[dict | None, dict[str, np.ndarray] | None]:
+        """Cross-validation's resume state of fold ``k`` (0-based): its ``state.json``
+        and ``oof.npz`` (``None`` for each that is absent or unreadable)."""
+        folder = fold_dir_name(k)
+        try:
+            state = self.read_json_file(f"{folder}/{FOLD_STATE_JSON}")
+        except (OSError, ValueError):  # absent, or not JSON
+            state = None
+        arrays = self.read_arrays(f"{folder}/{FOLD_OOF_NPZ}")
+        return (state if isinstance(state, dict) else None), arrays
+
+    def fold_assignment(self) -> np.ndarray:
+        """The 0-based fold of each image, as cross-validation last assigned them."""
+        frame = pd.read_csv(self.file(FOLDS_CSV), dtype={"id": str})
+        return frame["fold"].to_numpy() - 1
+
+    def read_json_file(self, name: str) -> Any:
+        """A JSON run file (``bench.json``, ``retrain/metrics.json``)."""
+        return read_json(self.file(name))
+
+    def write_json_file(self, name: str, data: Any) -> Path:
+        """Write a JSON run file atomically; returns its path."""
+        path = self.file(name)
+        write_json(path, data)
+        return path
+
+    # ------------------------------------------------------------ detection inputs
+
+    def audit_inputs(self):
+        """Everything the detectors need, read back from the run directory.
+
+        Missing artifacts (no training yet) come back as ``None`` so detectors that
+        do not need them can still run.
+        """
+        info = self.dataset_info()
+        ids, labels = self.read_given(info)
+        probs = self.read_probs(info["class_names"], ids)
+        return make_audit_inputs(
+            info, ids, labels, probs, self.read_embeddings(len(ids)), self.read_stats()
+        )
+
+
+def make_audit_inputs(
+    info: Mapping[str, Any],
+    ids: list[str],
+    labels: np.ndarray,
+    probs: np.ndarray | None,
+    embeddings: np.ndarray | None,
+    stats: pd.DataFrame | None,
+):
+    """:class:`~labelaudit.detect.base.AuditInputs` of a run's dataset section."""
+    from labelaudit.detect.base import AuditInputs
+
+    return AuditInputs(
+        ids=ids,
+        class_names=list(info["class_names"]),
+        class_tokens=list(info["class_tokens"]),
+        label_sep=info["label_sep"],
+        labels=labels,
+        probs=probs,
+        embeddings=embeddings,
+        stats=stats,
+        protein_channel=info.get("protein_channel", "green"),
+        exclusive_classes=tuple(exclusive_classes(info)),
+    )
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """Read ``run.json``; a missing, unreadable or invalid one is a user error."""
+    return RunDir(run_dir).read_run()
+
+
+def parse_labels(values: pd.Series, tokens: list[str], sep: str) -> np.ndarray:
+    """Turn label strings in the dataset's notation back into a boolean matrix."""
+    return LabelCodec(list(tokens), sep).parse_many(values.fillna("").astype(str))
+
+
+def load_audit_inputs(run_dir: str | Path):
+    """Everything the detectors need, read back from a run directory (see :class:`RunDir`)."""
+    return RunDir(run_dir).audit_inputs()
