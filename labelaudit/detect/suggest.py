@@ -225,7 +225,7 @@ def suggest_labels(
     rules: SuggestRules | None = None,
     class_names: list[str] | None = None,
     *,
-    exclusive: Sequence[int] = (),
+    exclusive: Sequence[int] | np.ndarray = (),
     neighbours: np.ndarray | None = None,
     empty_target: np.ndarray | None = None,
 ) -> pd.DataFrame:
