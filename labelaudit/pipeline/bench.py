@@ -37,7 +37,7 @@ import pandas as pd
 
 from labelaudit.core.errors import DatasetError, RunDirError
 from labelaudit.core.userfiles import read_user_csv
-from labelaudit.data.labels import split_any_labels
+from labelaudit.data.labels import LabelCodec, split_any_labels
 from labelaudit.rundir import BENCH_JSON, ISSUES_CSV, LABEL_WEIGHTS_CSV, RunDir, load_audit_inputs
 
 LABEL_NOISE = ("missing", "extra", "swap")
@@ -145,6 +145,28 @@ def _parse_noise(raw: str, path: Path, line: int, image_id: str) -> frozenset[st
             image=image_id,
         )
     return frozenset(tokens)
+
+
+def read_true_labels(path: Path, ids: list[str], info: dict) -> np.ndarray:
+    """The true labels of ``ids`` from a truth file (bool N x K, the run's classes).
+
+    Raises
+    ------
+    DatasetError
+        An unreadable truth file, a missing image, or an unknown label.
+    """
+    truth = read_truth(path)
+    frame = truth.set_index("ID")
+    missing = [image_id for image_id in ids if image_id not in frame.index]
+    if missing:
+        raise DatasetError(
+            f"no true labels for {len(missing)} image(s) of the run (e.g. {missing[0]!r})",
+            path=path,
+        )
+    values = frame.loc[ids, "true_label"].astype(str)
+    return LabelCodec.from_info(info).parse_many(
+        values, where=lambda _, message: DatasetError(f"true_label: {message}", path=path)
+    )
 
 
 def read_issues(run_dir: str | Path) -> pd.DataFrame:

@@ -8,16 +8,16 @@ times cheaply, in *probe mode*: the run's frozen-backbone embeddings (a ``scan
 serves every policy and split) and one logistic regression per class, trained like
 ``retrain`` trains its networks:
 
-* the split is ``retrain``'s (:func:`labelaudit.pipeline.retrain.make_split`: test, validation
+* the split is ``retrain``'s (:func:`labelaudit.pipeline.evaluation.make_split`: test, validation
   and training parts, stratified, fixed by the seed), and cleaning is applied to the
-  training and validation parts only (:func:`labelaudit.pipeline.retrain.plan_cleaning`);
+  training and validation parts only (:func:`labelaudit.pipeline.evaluation.plan_cleaning`);
 * a policy's decisions are :func:`labelaudit.pipeline.clean.plan_changes` of the run (the code
   ``labelaudit clean`` runs); soft policies' per-label weights and the class weights
-  (:func:`labelaudit.pipeline.retrain.class_weights`: ``method`` = ``1 - n_k / N`` scales
+  (:func:`labelaudit.pipeline.evaluation.class_weights`: ``method`` = ``1 - n_k / N`` scales
   class k's loss, ``pos`` the positives of class k by ``(N - n_k) / n_k``) enter the
   regression as sample weights of each class's model;
 * per-class thresholds are tuned on the (cleaned) validation labels
-  (:func:`labelaudit.pipeline.retrain.tune_thresholds`), and the model is scored on the test
+  (:func:`labelaudit.pipeline.evaluation.tune_thresholds`), and the model is scored on the test
   images against their *true* labels (a truth file).
 
 Every policy is compared with no cleaning on the same split and seed: the change in
@@ -114,9 +114,9 @@ def training_weights(
 
     ``method`` multiplies every image of class k's model by ``1 - n_k / N``; ``pos``
     its positive images by ``(N - n_k) / n_k`` (both from
-    :func:`labelaudit.pipeline.retrain.class_weights` on ``labels``).
+    :func:`labelaudit.pipeline.evaluation.class_weights` on ``labels``).
     """
-    from labelaudit.pipeline.retrain import class_weights
+    from labelaudit.pipeline.evaluation import class_weights
 
     y = np.asarray(labels, dtype=bool)
     w = None if label_weight is None else np.asarray(label_weight, dtype=float).copy()
@@ -161,7 +161,7 @@ def reduce_features(x: np.ndarray, components: int | None, seed: int = 0) -> np.
 
 
 def _read_run(run_dir: Path, truth: Path) -> _Data:
-    from labelaudit.pipeline.retrain import read_true_labels
+    from labelaudit.pipeline.bench import read_true_labels
     from labelaudit.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -188,7 +188,7 @@ def _one(
     c: float,
     seed: int,
 ) -> dict:
-    from labelaudit.pipeline.retrain import plan_cleaning, tune_thresholds
+    from labelaudit.pipeline.evaluation import plan_cleaning, tune_thresholds
 
     plan = plan_cleaning(data.given, outcome.labels, outcome.removed, split)
     train, val, test = plan.train_idx, plan.val_idx, split.test_idx
@@ -274,7 +274,7 @@ def evaluate_cleaning(
         (``*_t_low/high``) and the pooled bootstrap interval over test images
         (``*_boot_low/high``).
     """
-    from labelaudit.pipeline.retrain import make_split
+    from labelaudit.pipeline.evaluation import make_split
 
     data = _read_run(Path(run_dir), Path(truth))
     data.x = reduce_features(data.x, components)
