@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from labelaudit.cli import INTERRUPTED
+from labelaudit.core.errors import INTERRUPTED
+from labelaudit.core.interrupts import Interrupts
 
 FLAGS = ["--preset", "demo", "--epochs", "3", "--folds", "2", "--image-size", "32"]
 
@@ -122,8 +123,6 @@ def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeyp
     half-started child never reads a closed pipe (its EOFError traceback)."""
     import threading
 
-    from labelaudit import cli
-
     code = compile(
         "import sys\ndef here():\n    return sys._getframe()\n",
         "/usr/lib/python3/multiprocessing/popen_spawn_posix.py",
@@ -135,7 +134,7 @@ def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeyp
     sent = threading.Event()
     monkeypatch.setattr(os, "kill", lambda pid, sig: sent.set())
 
-    interrupts = cli._Interrupts()
+    interrupts = Interrupts()
     interrupts._handle(signal.SIGINT, starting)  # deferred: no KeyboardInterrupt now
     assert not interrupts.raised and sent.wait(5)
     with pytest.raises(KeyboardInterrupt):  # elsewhere it interrupts at once
