@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from sklearn.preprocessing import StandardScaler
 
 from labelaudit.core.errors import RunDirError
 from labelaudit.core.stats import Interval, class_f1, label_errors, micro_f1, paired_interval
+
+if TYPE_CHECKING:  # evaluation imports the training package (torch): only when used
+    from labelaudit.pipeline.evaluation import Split
 
 #: Class-weight kinds compared (``retrain --class-weights``).
 WEIGHT_KINDS: tuple[str, ...] = ("none", "method", "pos")
@@ -183,7 +187,7 @@ def _read_run(run_dir: Path, truth: Path) -> _Data:
 def _one(
     data: _Data,
     outcome: PolicyOutcome,
-    split,
+    split: Split,
     kind: str,
     c: float,
     seed: int,
@@ -285,9 +289,27 @@ def evaluate_cleaning(
     grid = list(dict.fromkeys([("none", "none"), *sorted(needed), *grid]))
     outcomes = {p: policy_outcome(run_dir, p) for p in dict.fromkeys(p for p, _ in grid)}
     rarest = np.argsort(data.true.sum(axis=0), kind="stable")[:rare]
-    records, preds, truths = [], {}, {}
-    for seed in seeds:
-        split = make_split(data.given, int(seed), test_fraction, val_fraction)
+    splits = [(s, make_split(data.given, int(s), test_fraction, val_fraction)) for s in seeds]
+    records, preds, truths = _score_seeds(data, outcomes, grid, splits, c, rarest)
+    per_seed = pd.DataFrame.from_records(records)
+    summary = _summarize(per_seed, preds, truths, grid, list(seeds), rarest, n_boot)
+    return per_seed, summary
+
+
+def _score_seeds(
+    data: _Data,
+    outcomes: dict[str, PolicyOutcome],
+    grid: list[tuple[str, str]],
+    splits: list[tuple[int, Split]],
+    c: float,
+    rarest: np.ndarray,
+) -> tuple[list[dict], dict[tuple[str, str, int], np.ndarray], dict[int, np.ndarray]]:
+    """Every (policy, weights) on every seed's split: the per-seed rows, the test
+    predictions and the test images' true labels."""
+    records: list[dict] = []
+    preds: dict[tuple[str, str, int], np.ndarray] = {}
+    truths: dict[int, np.ndarray] = {}
+    for seed, split in splits:
         truths[seed] = data.true[split.test_idx]
         for policy, kind in grid:
             r = _one(data, outcomes[policy], split, kind, c, int(seed))
@@ -305,9 +327,7 @@ def evaluate_cleaning(
                     "rare_f1": float(f1[rarest].mean()),
                 }
             )
-    per_seed = pd.DataFrame.from_records(records)
-    summary = _summarize(per_seed, preds, truths, grid, list(seeds), rarest, n_boot)
-    return per_seed, summary
+    return records, preds, truths
 
 
 def _boot_scores(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, rarest: np.ndarray):
