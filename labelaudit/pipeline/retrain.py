@@ -40,7 +40,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -398,8 +398,10 @@ def _fit(side: Side, ctx: TrainContext, loss: LossFn) -> Fitted:
         final = models[0] if ctx.members == 1 else EnsembleModel(models)
 
         def probs_of(rows: np.ndarray) -> np.ndarray:
+            # An EnsembleModel answers as a LabelModel (same forward, head, activation).
+            model = cast(LabelModel, final)
             return predict_probs(
-                final, ctx.images, rows, settings.batch_size, runtime, tta=settings.tta
+                model, ctx.images, rows, settings.batch_size, runtime, tta=settings.tta
             )[0]
 
         val_probs = outs[0].probs if ctx.members == 1 else probs_of(side.val_idx)
@@ -497,9 +499,11 @@ def summary_lines(m: dict) -> list[str]:
         f"{CI_LEVEL:.0%} bootstrap interval)",
         f"{'metric':<15} {'before':>7} {'after':>7}  change [95% CI]",
     ]
-    for k in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true"):
-        if k in b and k in a:
-            lines.append(f"{k:<15} {b[k]:>7.3f} {a[k]:>7.3f}  {format_change(ci.get(k))}")
+    for name in ("micro_f1", "macro_f1", "micro_f1_true", "macro_f1_true"):
+        if name in b and name in a:
+            lines.append(
+                f"{name:<15} {b[name]:>7.3f} {a[name]:>7.3f}  {format_change(ci.get(name))}"
+            )
     errors = m.get("label_errors_true")
     if errors:
         dropped = errors["images_before"] - errors["images_after"]
@@ -850,7 +854,7 @@ def _run_retrain(
     test = (split.test_idx, given[split.test_idx], true)
     scored = {w: side_metrics(trained[w], sides[w], members, inputs.names, test) for w in sides}
     probs = [trained[w]["test_probs"] for w in ("before", "after")]
-    ci = change_intervals(*probs, test[1], true, seed)
+    ci = change_intervals(probs[0], probs[1], test[1], true, seed)
     result = assemble_result(scored, sides, inputs.names, clean_info, opts, ci)
     result["split"] = split_summary(split, seed, opts)
     result["settings"] = inputs.settings.to_dict()
