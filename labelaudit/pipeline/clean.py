@@ -639,7 +639,7 @@ def clean(
         A run directory with ``run.json``, ``dataset.csv``, ``issues.csv`` (and
         ``findings.csv`` for the ``relabel`` and ``intensity`` policies).
     policy
-        One of :data:`POLICIES` (module docstring); ``None``: ``none`` beside a
+        One of :data:`POLICIES` (:mod:`~labelaudit.pipeline.policies`); ``None``: ``none`` beside a
         decisions file (only the decisions change anything), else
         :data:`DEFAULT_POLICY`.
     decisions
