@@ -86,6 +86,7 @@ from labelaudit.pipeline.policies import (  # POLICIES & co: re-exported (clean'
     soft_label_weights,
 )
 from labelaudit.rundir import (
+    CHANGES_CSV,
     LABEL_WEIGHTS_CSV,
     RunDir,
     dataset_inputs,
@@ -105,7 +106,6 @@ Decision = tuple[int, int, str, np.ndarray]
 #: The policy applied beside a decisions file when none is asked for: nothing else.
 DECISIONS_ONLY_POLICY = "none"
 CLEANED_DIR = "cleaned"
-CHANGES_FILE = "changes.csv"
 #: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
 #: policies: ``id`` and one column per class name, values in [0, 1].
 LABEL_WEIGHTS_FILE = LABEL_WEIGHTS_CSV
@@ -703,10 +703,10 @@ def _clean(
     changes = changes_table(view, plan)
 
     final = run_dir / CLEANED_DIR
-    changes_file = run_dir / CHANGES_FILE
+    changes_file = run_dir / CHANGES_CSV
     weights_file = run_dir / LABEL_WEIGHTS_FILE
     n_rows = _write_cleaned(view, plan, decisions, final, changes_file, weights_file)
-    RunDir(run_dir).write_table(CHANGES_FILE, changes)
+    RunDir(run_dir).write_table(CHANGES_CSV, changes)
     if plan.weights is not None:
         RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))
     elif weights_file.is_file():
@@ -836,8 +836,8 @@ def read_label_weights(run_dir: str | Path, ids: list[str], names: list[str]) ->
 
 def read_changes(run_dir: str | Path) -> pd.DataFrame:
     """Read ``RUN/changes.csv`` (every column as text, empty strings kept)."""
-    path = Path(run_dir) / CHANGES_FILE
-    frame = RunDir(run_dir).read_table(CHANGES_FILE)
+    path = Path(run_dir) / CHANGES_CSV
+    frame = RunDir(run_dir).read_table(CHANGES_CSV)
     missing = [c for c in CHANGES_COLUMNS[:5] if c not in frame.columns]
     if missing:
         raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")
