@@ -44,7 +44,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 	$(VENV)/bin/vulture labelaudit vulture_allowlist.py --min-confidence 60 \
-		--ignore-decorators "@app.command,@app.callback,@register"
+		--ignore-decorators "@app.command,@app.callback,@register,@register_policy"
 
 format: $(VENV)/.installed-test
 	$(VENV)/bin/ruff format labelaudit tests benchmarks examples

@@ -14,13 +14,10 @@ import contextlib
 import errno
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, cast
 
 import typer
 from rich.console import Console
@@ -28,7 +25,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from labelaudit.core.defaults import DEFAULT_RUN
-from labelaudit.core.errors import INTERRUPT_STATUS, INTERRUPTED, LabelAuditError, RunDirError
+from labelaudit.core.errors import INTERRUPT_STATUS, LabelAuditError, RunDirError
+from labelaudit.core.interrupts import Interrupts
+
+if TYPE_CHECKING:
+    from labelaudit.data.dataset import Dataset
 
 app = typer.Typer(
     name="labelaudit",
@@ -43,7 +44,20 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 #: click's base of usage errors: typer vendors click (``typer._click``) in recent versions,
 #: so take the class from a public typer exception rather than from the click package.
-ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+ClickException: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException"
+)
+
+
+class _ClickError(Protocol):
+    """What labelaudit reads of a :data:`ClickException` (click's API)."""
+
+    exit_code: int
+
+    def format_message(self) -> str: ...
+
+    def show(self) -> None: ...
+
 
 LayoutOption = Annotated[
     str | None,
@@ -263,136 +277,154 @@ def synth(
     )
 
 
+# The options of scan and sweep (typer reads each parameter's Annotated option).
+PresetOption = Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")]
+EpochsOption = Annotated[int | None, typer.Option(help="Epochs per fold.")]
+ImageSizeOption = Annotated[int | None, typer.Option(help="Training image size.")]
+BatchSizeOption = Annotated[int | None, typer.Option(help="Batch size.")]
+SeedOption = Annotated[int | None, typer.Option(help="Random seed.")]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")]
+CacheDirOption = Annotated[Path | None, typer.Option(help="Image cache directory.")]
+AllowRareOption = Annotated[
+    bool, typer.Option(hidden=True, help="Deprecated, no effect (rare classes only warn).")
+]
+BackboneOption = Annotated[str | None, typer.Option(help="Any timm model name.")]
+FoldsOption = Annotated[int | None, typer.Option(help="K of the K-fold cross-validation.")]
+LrOption = Annotated[float | None, typer.Option(help="Adam learning rate.")]
+WeightsOption = Annotated[Path | None, typer.Option(help="A weights file (state dict).")]
+ModeOption = Annotated[str | None, typer.Option(help="finetune (default) or probe.")]
+FoldOption = Annotated[int | None, typer.Option(help="Train only this fold (1-based).")]
+DetectorsOption = Annotated[
+    str | None, typer.Option(help="Comma-separated detectors (default: all registered).")
+]
+ScanStrictOption = Annotated[
+    bool,
+    typer.Option(
+        help="Stop when a class has fewer images than folds (default: audit it with a"
+        " warning, its findings marked unreliable)."
+    ),
+]
+LevelOption = Annotated[
+    str, typer.Option(help="field (whole fields) or cell (also segment and audit cells).")
+]
+MasksOption = Annotated[
+    Path | None,
+    typer.Option(help="--level cell: masks made elsewhere ({ID}_predictedmask.png, {ID}.npz)."),
+]
+CellSizeOption = Annotated[
+    int | None, typer.Option(help="--level cell: cell crop size (default half the image size).")
+]
+ScanQuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")]
+ForceOption = Annotated[
+    bool,
+    typer.Option(
+        help="Write into a non-empty --out that is not a run directory, replacing its"
+        " files named like outputs (they are listed)."
+    ),
+]
+SkipBrokenOption = Annotated[
+    bool,
+    typer.Option(
+        help="Audit the readable images when some cannot be decoded (listed in run.json"
+        " and the report) instead of stopping with the list of them."
+    ),
+]
+ProbsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Predictions made elsewhere (CSV: id + one column per class, or .npy in"
+        " dataset order); skips training. They must be out-of-sample."
+    ),
+]
+EmbeddingsOption = Annotated[
+    Path | None,
+    typer.Option(help="With --probs: embeddings (.npy, N x D, dataset order)."),
+]
+AgainstOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--against",
+        help="Another dataset (e.g. the test set) to check for leaked copies; repeatable.",
+    ),
+]
+#: scan's options that are training settings, in the order they are passed on.
+SCAN_SETTINGS = (
+    "backbone",
+    "epochs",
+    "folds",
+    "image_size",
+    "batch_size",
+    "lr",
+    "seed",
+    "weights",
+    "mode",
+    "device",
+)
+
+
 @app.command()
 def scan(
     dataset: DatasetArgument = None,
     out: Annotated[Path, typer.Option("--out", help="The run directory.")] = DEFAULT_RUN,
-    preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
+    preset: PresetOption = "auto",
     layout: LayoutOption = None,
     labels: LabelsOption = None,
     images: ImagesOption = None,
     id_column: IdColumnOption = None,
     label_column: LabelColumnOption = None,
     sep: SepOption = None,
-    backbone: Annotated[str | None, typer.Option(help="Any timm model name.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
-    folds: Annotated[int | None, typer.Option(help="K of the K-fold cross-validation.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="A weights file (state dict).")] = None,
-    mode: Annotated[str | None, typer.Option(help="finetune (default) or probe.")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
-    fold: Annotated[int | None, typer.Option(help="Train only this fold (1-based).")] = None,
-    detectors: Annotated[
-        str | None, typer.Option(help="Comma-separated detectors (default: all registered).")
-    ] = None,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            help="Stop when a class has fewer images than folds (default: audit it with a"
-            " warning, its findings marked unreliable)."
-        ),
-    ] = False,
-    allow_rare: Annotated[
-        bool, typer.Option(hidden=True, help="Deprecated, no effect (rare classes only warn).")
-    ] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
-    level: Annotated[
-        str, typer.Option(help="field (whole fields) or cell (also segment and audit cells).")
-    ] = "field",
-    masks: Annotated[
-        Path | None,
-        typer.Option(help="--level cell: masks made elsewhere ({ID}_predictedmask.png, {ID}.npz)."),
-    ] = None,
-    cell_size: Annotated[
-        int | None, typer.Option(help="--level cell: cell crop size (default half the image size).")
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing.")] = False,
+    backbone: BackboneOption = None,
+    epochs: EpochsOption = None,
+    folds: FoldsOption = None,
+    image_size: ImageSizeOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    seed: SeedOption = None,
+    weights: WeightsOption = None,
+    mode: ModeOption = None,
+    device: DeviceOption = None,
+    fold: FoldOption = None,
+    detectors: DetectorsOption = None,
+    strict: ScanStrictOption = False,
+    allow_rare: AllowRareOption = False,
+    cache_dir: CacheDirOption = None,
+    level: LevelOption = "field",
+    masks: MasksOption = None,
+    cell_size: CellSizeOption = None,
+    quiet: ScanQuietOption = False,
     follow_symlinks: FollowSymlinksOption = False,
     max_pixels: MaxPixelsOption = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            help="Write into a non-empty --out that is not a run directory, replacing its"
-            " files named like outputs (they are listed)."
-        ),
-    ] = False,
-    skip_broken: Annotated[
-        bool,
-        typer.Option(
-            help="Audit the readable images when some cannot be decoded (listed in run.json"
-            " and the report) instead of stopping with the list of them."
-        ),
-    ] = False,
-    probs: Annotated[
-        Path | None,
-        typer.Option(
-            help="Predictions made elsewhere (CSV: id + one column per class, or .npy in"
-            " dataset order); skips training. They must be out-of-sample."
-        ),
-    ] = None,
-    embeddings: Annotated[
-        Path | None,
-        typer.Option(help="With --probs: embeddings (.npy, N x D, dataset order)."),
-    ] = None,
-    against: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--against",
-            help="Another dataset (e.g. the test set) to check for leaked copies; repeatable.",
-        ),
-    ] = None,
+    force: ForceOption = False,
+    skip_broken: SkipBrokenOption = False,
+    probs: ProbsOption = None,
+    embeddings: EmbeddingsOption = None,
+    against: AgainstOption = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
+    options = dict(locals())  # every option by name: _run_scan sorts them
+    _run_scan(options)
+
+
+def _run_scan(options: dict[str, Any]) -> None:
+    """:func:`labelaudit.scan` with the command line's options; print where things are."""
     from labelaudit.pipeline.scan import scan as run_scan
 
-    overrides = {
-        k: v
-        for k, v in dict(
-            backbone=backbone,
-            epochs=epochs,
-            folds=folds,
-            image_size=image_size,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            weights=weights,
-            mode=mode,
-            device=device,
-        ).items()
-        if v is not None
-    }
-    if strict:
+    overrides = {k: options.pop(k) for k in SCAN_SETTINGS}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if options.pop("strict"):
         overrides["strict"] = True
-    del allow_rare  # deprecated no-op: rare classes are a warning unless --strict
+    del options["allow_rare"]  # deprecated no-op: rare classes are a warning unless --strict
+    detectors = options.pop("detectors")
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else None
-    _dataset_given(dataset, labels)
+    _dataset_given(options["dataset"], options["labels"])
+    quiet, fold = options.pop("quiet"), options["fold"]
     result = run_scan(
-        dataset,
-        out,
-        preset=preset,
-        layout=layout,
-        labels=labels,
-        images=images,
-        id_column=id_column,
-        label_column=label_column,
-        sep=sep,
-        cache_dir=cache_dir,
+        options.pop("dataset"),
+        options.pop("out"),
         detectors=names,
-        fold=fold,
-        level=level,
-        masks=masks,
-        cell_size=cell_size,
         console=Console(quiet=True) if quiet else console,
-        follow_symlinks=follow_symlinks,
-        max_pixels=max_pixels,
-        force=force,
-        skip_broken=skip_broken,
-        probs=probs,
-        embeddings=embeddings,
-        against=against or (),
+        against=options.pop("against") or (),
+        **options,
         **overrides,
     )
     if os.environ.get("RANK", "0") != "0":
@@ -685,61 +717,70 @@ def predict_cmd(
     console.print(f"predicted {len(frame)} images into {escape(str(out))}")
 
 
+SweepOutOption = Annotated[Path, typer.Option("--out", help="The sweep directory.")]
+BackbonesOption = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated timm backbones, e.g. resnet50,efficientnet_b0."),
+]
+LrsOption = Annotated[
+    str | None, typer.Option(help="Comma-separated learning rates, e.g. 0.01,0.001.")
+]
+ActivationsOption = Annotated[
+    str | None, typer.Option(help="Comma-separated output activations: sigmoid,relu,tanh.")
+]
+OneAtATimeOption = Annotated[
+    bool, typer.Option(help="Vary one setting at a time around the base (the method's design).")
+]
+SweepFoldsOption = Annotated[int | None, typer.Option(help="K-fold cross-validation with this K.")]
+HoldoutOption = Annotated[
+    float | None, typer.Option(help="One stratified hold-out of this fraction instead.")
+]
+PretrainedOption = Annotated[
+    bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet weights.")
+]
+SweepStrictOption = Annotated[
+    bool,
+    typer.Option(help="Stop when a class has fewer images than folds (default: a warning)."),
+]
+KeepModelsOption = Annotated[bool, typer.Option(help="Keep every fold's model.pt.")]
+SweepQuietOption = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only the tables and the page's path.")
+]
+
+
 @app.command("sweep")
 def sweep_cmd(
     dataset: DatasetArgument = None,
-    out: Annotated[Path, typer.Option("--out", help="The sweep directory.")] = Path(
-        "labelaudit-sweep"
-    ),
-    backbones: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated timm backbones, e.g. resnet50,efficientnet_b0."),
-    ] = None,
-    lrs: Annotated[
-        str | None, typer.Option(help="Comma-separated learning rates, e.g. 0.01,0.001.")
-    ] = None,
-    activations: Annotated[
-        str | None, typer.Option(help="Comma-separated output activations: sigmoid,relu,tanh.")
-    ] = None,
-    one_at_a_time: Annotated[
-        bool, typer.Option(help="Vary one setting at a time around the base (the method's design).")
-    ] = False,
-    folds: Annotated[int | None, typer.Option(help="K-fold cross-validation with this K.")] = None,
-    holdout: Annotated[
-        float | None, typer.Option(help="One stratified hold-out of this fraction instead.")
-    ] = None,
-    preset: Annotated[str, typer.Option(help="seed, cpu, demo or auto (seed on a GPU).")] = "auto",
+    out: SweepOutOption = Path("labelaudit-sweep"),
+    backbones: BackbonesOption = None,
+    lrs: LrsOption = None,
+    activations: ActivationsOption = None,
+    one_at_a_time: OneAtATimeOption = False,
+    folds: SweepFoldsOption = None,
+    holdout: HoldoutOption = None,
+    preset: PresetOption = "auto",
     layout: LayoutOption = None,
     labels: LabelsOption = None,
     images: ImagesOption = None,
     id_column: IdColumnOption = None,
     label_column: LabelColumnOption = None,
     sep: SepOption = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per fold.")] = None,
-    image_size: Annotated[int | None, typer.Option(help="Training image size.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    pretrained: Annotated[
-        bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet weights.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N.")] = None,
-    strict: Annotated[
-        bool,
-        typer.Option(help="Stop when a class has fewer images than folds (default: a warning)."),
-    ] = False,
-    allow_rare: Annotated[
-        bool, typer.Option(hidden=True, help="Deprecated, no effect (rare classes only warn).")
-    ] = False,
-    keep_models: Annotated[bool, typer.Option(help="Keep every fold's model.pt.")] = False,
-    cache_dir: Annotated[Path | None, typer.Option(help="Image cache directory.")] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Print only the tables and the page's path.")
-    ] = False,
+    epochs: EpochsOption = None,
+    image_size: ImageSizeOption = None,
+    batch_size: BatchSizeOption = None,
+    seed: SeedOption = None,
+    pretrained: PretrainedOption = None,
+    device: DeviceOption = None,
+    strict: SweepStrictOption = False,
+    allow_rare: AllowRareOption = False,
+    keep_models: KeepModelsOption = False,
+    cache_dir: CacheDirOption = None,
+    quiet: SweepQuietOption = False,
 ) -> None:
     """Compare backbones, learning rates and output activations: the method's tables."""
     from labelaudit.tools.sweep import sweep
 
-    overrides = dict(
+    overrides: dict[str, Any] = dict(
         epochs=epochs,
         image_size=image_size,
         batch_size=batch_size,
@@ -750,13 +791,24 @@ def sweep_cmd(
     )
     del allow_rare  # deprecated no-op
     _dataset_given(dataset, labels)
-    where = dict(labels=labels, images=images, id_column=id_column, label_column=label_column)
-    if sep is not None or any(v is not None for v in where.values()):
+    source: Path | Dataset
+    if sep is not None or any(v is not None for v in (labels, images, id_column, label_column)):
         from labelaudit.data.layouts import load_dataset
 
-        dataset = load_dataset(dataset, layout, sep=sep, **where)  # any layout
+        source = load_dataset(  # any layout
+            dataset,
+            layout,
+            sep=sep,
+            labels=labels,
+            images=images,
+            id_column=id_column,
+            label_column=label_column,
+        )
+    else:
+        assert dataset is not None  # no --labels, so _dataset_given saw a DATASET
+        source = dataset
     result = sweep(
-        dataset,
+        source,
         out,
         backbones=backbones,
         lrs=lrs,
@@ -774,89 +826,6 @@ def sweep_cmd(
     console.print(result.markdown, markup=False)
     if result.html is not None:
         console.print(f"sweep page: {escape(str(result.html))}")
-
-
-class _Interrupts:
-    """SIGINT and SIGTERM while a command runs: unwind once, then leave at once.
-
-    The first signal raises :class:`KeyboardInterrupt` in the main thread, so the
-    ``finally`` blocks and context managers on the way out (temporary files, locks,
-    worker pools) clean up; :func:`main` then prints :data:`INTERRUPTED` and exits
-    130. A second signal during that clean-up ends the process immediately (with
-    the line, if it was not printed yet): a user pressing Ctrl-C twice wants out.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    #: Retries of a signal that arrived while a worker process was being started.
-    MAX_DEFERRALS = 40
-    DEFER_S = 0.025
-
-    def __init__(self) -> None:
-        self.raised = False
-        self.reported = False
-        self.deferred = 0
-        self.previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return  # signal handlers can only be set from the main thread
-        for sig in self.SIGNALS:
-            self.previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        self.previous.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if not self.raised:
-            if _starting_a_process(frame) and self.deferred < self.MAX_DEFERRALS:
-                self._defer(signum)
-                return
-            self.raised = True
-            raise KeyboardInterrupt
-        self.report()
-        os._exit(INTERRUPT_STATUS)
-
-    def _defer(self, signum: int) -> None:
-        """Deliver ``signum`` again shortly, once the process start-up is done.
-
-        Blocking the signal around worker start-up is not enough: CPython runs the
-        handler in the main thread whichever thread received the signal (a progress
-        bar's refresh thread, for one). Interrupting ``Process.start`` between the
-        spawn and the hand-over of its start-up data leaves a child that prints an
-        ``EOFError`` traceback; so the interrupt waits a few milliseconds.
-        """
-        self.deferred += 1
-        timer = threading.Timer(self.DEFER_S, os.kill, (os.getpid(), signum))
-        timer.daemon = True
-        timer.start()
-
-    def report(self) -> None:
-        if not self.reported:
-            self.reported = True
-            try:
-                sys.stderr.write(INTERRUPTED + "\n")
-                sys.stderr.flush()
-            except (OSError, ValueError):  # stderr closed: the status still says it
-                pass
-
-
-#: multiprocessing modules that start a process and hand it its start-up data.
-_PROCESS_START = frozenset({"popen_spawn_posix.py", "popen_fork.py", "popen_forkserver.py"})
-_PROCESS_START |= {"process.py", "spawn.py", "reduction.py"}
-
-
-def _starting_a_process(frame: FrameType | None) -> bool:
-    """Whether the interrupted code is inside multiprocessing's start of a process."""
-    while frame is not None:
-        path = frame.f_code.co_filename
-        if os.path.basename(path) in _PROCESS_START and (
-            os.path.basename(os.path.dirname(path)) == "multiprocessing"
-        ):
-            return True
-        frame = frame.f_back
-    return False
 
 
 #: Failures of the file system a user can fix (a read-only or full disk, permissions).
@@ -888,7 +857,7 @@ def _print_error(exc: LabelAuditError) -> None:
     err_console.print(f"[red]error:[/] {escape(str(exc))}")
 
 
-def _print_usage_error(exc: Exception) -> None:
+def _print_usage_error(exc: _ClickError) -> None:
     """A bad command line in one line (``error: ... (see `labelaudit scan --help`)``)."""
     if type(exc).__name__ == "NoArgsIsHelpError":  # `labelaudit` alone: show the help
         exc.show()
@@ -905,7 +874,7 @@ def main(argv: list[str] | None = None) -> None:
     Exit status: 0 success, 2 a user error (one line), 130 interrupted (Ctrl-C or
     SIGTERM; one line), 1 an internal failure.
     """
-    interrupts = _Interrupts()
+    interrupts = Interrupts()
     interrupts.install()
     try:
         try:
@@ -914,8 +883,9 @@ def main(argv: list[str] | None = None) -> None:
         except ClickException as exc:
             if interrupts.raised:
                 raise KeyboardInterrupt from None
-            _print_usage_error(exc)
-            sys.exit(exc.exit_code)
+            usage = cast(_ClickError, exc)  # typer's vendored click: no type to import
+            _print_usage_error(usage)
+            sys.exit(usage.exit_code)
         except typer.Abort:  # end of input at a prompt
             err_console.print("error: aborted", markup=False)
             sys.exit(1)

@@ -225,7 +225,7 @@ def suggest_labels(
     rules: SuggestRules | None = None,
     class_names: list[str] | None = None,
     *,
-    exclusive: Sequence[int] = (),
+    exclusive: Sequence[int] | np.ndarray = (),
     neighbours: np.ndarray | None = None,
     empty_target: np.ndarray | None = None,
 ) -> pd.DataFrame:
@@ -274,11 +274,36 @@ def suggest_labels(
     given = np.asarray(given, dtype=bool)
     flagged = np.asarray(image_flagged, dtype=bool)
     names = class_names or [str(k) for k in range(given.shape[1])]
+    cand = _candidate_table(candidates)
+    excl = np.asarray(exclusive, dtype=int)
+    ap = class_ap(given, probs)
+    swaps = exclusive_swaps(given, probs, excl, ap, flagged, rules, neighbours, empty_target, names)
+    if len(swaps):
+        # A whole-set change replaces the image's single-label candidates.
+        cand = cand[~cand["row"].isin(swaps["row"])]
+    if cand.empty and swaps.empty:
+        return _no_suggestions()
+    table = _judge_candidates(given, probs, cand, ap, flagged, rules, excl, names)
+    if swaps.empty:
+        return table
+    if table.empty:
+        return swaps[SUGGESTION_COLUMNS].reset_index(drop=True)
+    both = pd.concat([table, swaps[SUGGESTION_COLUMNS]], ignore_index=True)
+    return both.sort_values(["row", "class"], kind="mergesort").reset_index(drop=True)
+
+
+def _no_suggestions() -> pd.DataFrame:
+    """An empty table of :data:`SUGGESTION_COLUMNS`."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
+
+
+def _candidate_table(candidates: pd.DataFrame) -> pd.DataFrame:
+    """The candidates typed, one row per (row, class), sorted; absent columns NaN."""
     cand = candidates.copy()
     for col in ("probability", "neighbours", "posterior"):
         if col not in cand.columns:
             cand[col] = np.nan
-    cand = (
+    return (
         cand[["row", "class", "add", "probability", "neighbours", "posterior"]]
         .astype(
             {
@@ -294,14 +319,19 @@ def suggest_labels(
         .sort_values(["row", "class"], kind="mergesort")
         .reset_index(drop=True)
     )
-    excl = np.asarray(exclusive, dtype=int)
-    ap = class_ap(given, probs)
-    swaps = exclusive_swaps(given, probs, excl, ap, flagged, rules, neighbours, empty_target, names)
-    if len(swaps):
-        # A whole-set change replaces the image's single-label candidates.
-        cand = cand[~cand["row"].isin(swaps["row"])]
-    if cand.empty and swaps.empty:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
+
+
+def _judge_candidates(
+    given: np.ndarray,
+    probs: np.ndarray | None,
+    cand: pd.DataFrame,
+    ap: np.ndarray,
+    flagged: np.ndarray,
+    rules: SuggestRules,
+    excl: np.ndarray,
+    names: list[str],
+) -> pd.DataFrame:
+    """:func:`suggest_labels`' verdict on each single-label candidate (module docstring)."""
     rows, cols, add = cand["row"].to_numpy(), cand["class"].to_numpy(), cand["add"].to_numpy()
     p = cand["probability"].to_numpy()
     if probs is not None:
@@ -342,7 +372,7 @@ def suggest_labels(
         else e
         for e, j in zip(evidence, joins, strict=True)
     ]
-    table = pd.DataFrame(
+    return pd.DataFrame(
         {
             "row": rows,
             "class": cols,
@@ -354,12 +384,6 @@ def suggest_labels(
             "evidence": evidence,
         }
     )[SUGGESTION_COLUMNS]
-    if swaps.empty:
-        return table
-    if table.empty:
-        return swaps[SUGGESTION_COLUMNS].reset_index(drop=True)
-    both = pd.concat([table, swaps[SUGGESTION_COLUMNS]], ignore_index=True)
-    return both.sort_values(["row", "class"], kind="mergesort").reset_index(drop=True)
 
 
 def exclusive_swaps(
@@ -404,75 +428,126 @@ def exclusive_swaps(
         is filled by the caller's :func:`precision_at_many` rules (here: the class's
         out-of-fold precision at the probability).
     """
-    out = {c: [] for c in ("row", "class", "action", "probability", "evidence")}
     if probs is None or exclusive.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
+        return _no_suggestions()
     n, k = given.shape
     names = names or [str(c) for c in range(k)]
-    learned = np.nan_to_num(ap, nan=-1.0) >= rules.min_class_ap
     flagged = np.asarray(image_flagged, dtype=bool)
     share = np.full((n, k), np.nan) if neighbours is None else np.asarray(neighbours, float)
-    agree = np.nan_to_num(share, nan=-1.0) >= (rules.add_min_neighbours or 0.0)
-    empty = np.zeros(n, dtype=bool) if empty_target is None else np.asarray(empty_target, bool)
-    has_excl = given[:, exclusive].any(axis=1)
+    swaps = _SwapEvidence(
+        given,
+        probs,
+        exclusive,
+        learned=np.nan_to_num(ap, nan=-1.0) >= rules.min_class_ap,
+        share=share,
+        agree=np.nan_to_num(share, nan=-1.0) >= (rules.add_min_neighbours or 0.0),
+        empty=np.zeros(n, dtype=bool) if empty_target is None else np.asarray(empty_target, bool),
+        rules=rules,
+        names=names,
+    )
+    has_excl = np.asarray(given[:, exclusive].any(axis=1))
     conflict = conflicting_rows(given, exclusive)
+    found: list[tuple[int, np.ndarray, str]] = []  # (row, new label set, why)
+    for r in range(n):
+        if conflict[r]:
+            new = resolve_exclusive(given[r : r + 1], probs[r : r + 1], exclusive)[0]
+            kept = ", ".join(names[c] for c in np.flatnonzero(new))
+            found.append((r, new, f"exclusive class given with others: the model supports {kept}"))
+        elif flagged[r]:
+            continue
+        elif not has_excl[r] and given[r].any():
+            swap = swaps.to_exclusive(r)
+            if swap is not None:
+                found.append((r, *swap))
+        elif has_excl[r]:
+            swap = swaps.from_exclusive(r)
+            if swap is not None:
+                found.append((r, *swap))
+    if not found:
+        return _no_suggestions()
+    return _swap_table(given, probs, ap, names, found)
 
-    def emit(r: int, new: np.ndarray, why: str) -> None:
+
+@dataclass(frozen=True)
+class _SwapEvidence:
+    """What :func:`exclusive_swaps` weighs for one image, over a whole run."""
+
+    given: np.ndarray
+    probs: np.ndarray
+    exclusive: np.ndarray
+    learned: np.ndarray  # (K,) the class's average precision reaches min_class_ap
+    share: np.ndarray  # (N, K) neighbours carrying the class (NaN: unknown)
+    agree: np.ndarray  # (N, K) most neighbours carry it
+    empty: np.ndarray  # (N,) the target stain looks like the exclusive class's
+    rules: SuggestRules
+    names: list[str]
+
+    def to_exclusive(self, r: int) -> tuple[np.ndarray, str] | None:
+        """The swap of image ``r``'s labels to the exclusive class, if supported."""
+        given, probs, exclusive, rules = self.given, self.probs, self.exclusive, self.rules
+        k = given.shape[1]
+        e = exclusive[np.argmax(probs[r, exclusive])]
+        mine = np.flatnonzero(given[r])
+        # The stain's reading, where the model sees none of the given classes nor
+        # any other (its thresholded reading is empty or the exclusive class); or
+        # the model alone, on an add's and a swap's terms.
+        pos = np.setdiff1d(np.arange(k), exclusive)
+        by_stain = (
+            self.empty[r]
+            and self.learned[mine].all()
+            and probs[r, pos].max() < rules.exclusive_min_p
+        )
+        by_model = (
+            self.learned[e]
+            and probs[r, e] >= rules.add_min_p
+            and self.agree[r, e]
+            and probs[r, mine].max() <= rules.swap_remove_max_p
+        )
+        if not (by_stain or by_model):
+            return None
+        new = np.zeros(k, dtype=bool)
+        new[e] = True
+        why = "protein stain empty" if by_stain else f"neighbours {self.share[r, e]:.2f}"
+        return new, (
+            f"swap to {self.names[e]}: p={probs[r, e]:.2f}, given labels p<="
+            f"{probs[r, mine].max():.2f}, {why}"
+        )
+
+    def from_exclusive(self, r: int) -> tuple[np.ndarray, str] | None:
+        """The swap of image ``r``'s exclusive class to the classes seen, if supported."""
+        given, probs, rules, names = self.given, self.probs, self.rules, self.names
+        k = given.shape[1]
+        e = int(np.flatnonzero(given[r])[0])
+        pos = np.setdiff1d(np.arange(k), self.exclusive)
+        seen = pos[
+            (probs[r, pos] >= rules.exclusive_min_p) & self.learned[pos] & self.agree[r, pos]
+        ]
+        if not (self.learned[e] and probs[r, e] <= rules.swap_remove_max_p and seen.size):
+            return None
+        new = np.zeros(k, dtype=bool)
+        new[seen] = True
+        return new, (
+            f"swap from {names[e]}: p={probs[r, e]:.2f}, "
+            + ", ".join(f"{names[c]} p={probs[r, c]:.2f}" for c in seen)
+        )
+
+
+def _swap_table(
+    given: np.ndarray,
+    probs: np.ndarray,
+    ap: np.ndarray,
+    names: list[str],
+    found: list[tuple[int, np.ndarray, str]],
+) -> pd.DataFrame:
+    """:data:`SUGGESTION_COLUMNS` rows of the swaps found: one per changed class."""
+    out: dict[str, list] = {c: [] for c in ("row", "class", "action", "probability", "evidence")}
+    for r, new, why in found:
         for c in np.flatnonzero(new != given[r]):
             out["row"].append(r)
             out["class"].append(int(c))
             out["action"].append("add" if new[c] else "remove")
             out["probability"].append(float(probs[r, c]))
             out["evidence"].append(why)
-
-    for r in range(n):
-        if conflict[r]:
-            new = resolve_exclusive(given[r : r + 1], probs[r : r + 1], exclusive)[0]
-            kept = ", ".join(names[c] for c in np.flatnonzero(new))
-            emit(r, new, f"exclusive class given with others: the model supports {kept}")
-        elif flagged[r]:
-            continue
-        elif not has_excl[r] and given[r].any():
-            e = exclusive[np.argmax(probs[r, exclusive])]
-            mine = np.flatnonzero(given[r])
-            # The stain's reading, where the model sees none of the given classes nor
-            # any other (its thresholded reading is empty or the exclusive class); or
-            # the model alone, on an add's and a swap's terms.
-            pos = np.setdiff1d(np.arange(k), exclusive)
-            by_stain = (
-                empty[r] and learned[mine].all() and probs[r, pos].max() < rules.exclusive_min_p
-            )
-            by_model = (
-                learned[e]
-                and probs[r, e] >= rules.add_min_p
-                and agree[r, e]
-                and probs[r, mine].max() <= rules.swap_remove_max_p
-            )
-            if by_stain or by_model:
-                new = np.zeros(k, dtype=bool)
-                new[e] = True
-                why = "protein stain empty" if by_stain else f"neighbours {share[r, e]:.2f}"
-                emit(
-                    r,
-                    new,
-                    f"swap to {names[e]}: p={probs[r, e]:.2f}, given labels p<="
-                    f"{probs[r, mine].max():.2f}, {why}",
-                )
-        elif has_excl[r]:
-            e = int(np.flatnonzero(given[r])[0])
-            pos = np.setdiff1d(np.arange(k), exclusive)
-            seen = pos[(probs[r, pos] >= rules.exclusive_min_p) & learned[pos] & agree[r, pos]]
-            if learned[e] and probs[r, e] <= rules.swap_remove_max_p and seen.size:
-                new = np.zeros(k, dtype=bool)
-                new[seen] = True
-                emit(
-                    r,
-                    new,
-                    f"swap from {names[e]}: p={probs[r, e]:.2f}, "
-                    + ", ".join(f"{names[c]} p={probs[r, c]:.2f}" for c in seen),
-                )
-    if not out["row"]:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SUGGESTION_COLUMNS})
     rows = np.asarray(out["row"], dtype=int)
     cols = np.asarray(out["class"], dtype=int)
     adds = np.asarray(out["action"]) == "add"
@@ -556,6 +631,7 @@ def _evidence(
         what += f", evidence {posterior:.2f}"
     if trusted:
         return what + ("; swap" if swap and not add else "")
+    remove_max = rules.swap_remove_max_p if swap else rules.remove_max_p
     if image_flag:
         why = "image flagged by an image detector"
     elif not learned:
@@ -572,7 +648,7 @@ def _evidence(
         why = "the image's neighbours do not carry the class"
     elif not swap and rules.remove_max_p is None:
         why = "a low probability alone (no trusted add in the image)"
-    elif p > (rules.swap_remove_max_p if swap else rules.remove_max_p):
+    elif remove_max is not None and p > remove_max:  # None: ruled out just above
         why = "p not low enough"
     else:
         why = "would leave no labels"

@@ -37,7 +37,7 @@ import pandas as pd
 
 from labelaudit.core.errors import DatasetError, RunDirError
 from labelaudit.core.userfiles import read_user_csv
-from labelaudit.data.labels import split_any_labels
+from labelaudit.data.labels import LabelCodec, split_any_labels
 from labelaudit.rundir import (
     BENCH_JSON,
     CHANGES_CSV,
@@ -155,6 +155,28 @@ def _parse_noise(raw: str, path: Path, line: int, image_id: str) -> frozenset[st
     return frozenset(tokens)
 
 
+def read_true_labels(path: Path, ids: list[str], info: dict) -> np.ndarray:
+    """The true labels of ``ids`` from a truth file (bool N x K, the run's classes).
+
+    Raises
+    ------
+    DatasetError
+        An unreadable truth file, a missing image, or an unknown label.
+    """
+    truth = read_truth(path)
+    frame = truth.set_index("ID")
+    missing = [image_id for image_id in ids if image_id not in frame.index]
+    if missing:
+        raise DatasetError(
+            f"no true labels for {len(missing)} image(s) of the run (e.g. {missing[0]!r})",
+            path=path,
+        )
+    values = frame.loc[ids, "true_label"].astype(str)
+    return LabelCodec.from_info(info).parse_many(
+        values, where=lambda _, message: DatasetError(f"true_label: {message}", path=path)
+    )
+
+
 def read_issues(run_dir: str | Path) -> pd.DataFrame:
     """Read ``run_dir/issues.csv`` with ids as strings and numeric score columns."""
     run = RunDir(run_dir)
@@ -240,8 +262,70 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     truth_path = Path(truth_path)
     issues = read_issues(run_dir)
     truth = read_truth(truth_path)
-    index = pd.Index(issues["id"])
-    rows = index.get_indexer(truth["ID"])
+    n_run_images = len(issues)
+    issues = _issues_of_truth(issues, run_dir, truth, truth_path)
+    noise = list(truth["noise"])
+    clean = np.array([len(s) == 0 for s in noise])
+    mismatched = [
+        i
+        for i, (a, b) in enumerate(zip(truth["given_label"], issues["given_labels"], strict=True))
+        if _label_set(a) != _label_set(b)
+    ]
+
+    has = np.array([[t in s for t in NOISE_TYPES] for s in noise], dtype=bool).reshape(
+        -1, len(NOISE_TYPES)
+    )
+    positives = {
+        group: np.asarray(has[:, [NOISE_TYPES.index(t) for t in types]].any(axis=1))
+        for group, types in GROUPS.items()
+    }
+    roles = _run_roles(run_dir)
+    excl_tokens = _exclusive_tokens(run_dir, roles)
+    true_sets = truth["true_label"].map(_label_set).tolist()
+    given_sets = truth["given_label"].map(_label_set).tolist()
+    excl_swap = _exclusive_swaps(noise, true_sets, given_sets, excl_tokens)
+    if excl_tokens:
+        positives[f"swap ({', '.join(roles.exclusive)})"] = excl_swap
+    metrics, skipped = _detector_metrics(issues, positives, clean)
+
+    counts = {"none": int(clean.sum())}
+    counts.update({t: int(has[:, j].sum()) for j, t in enumerate(NOISE_TYPES)})
+    result = {
+        "run_dir": str(run_dir),
+        "truth": str(truth_path),
+        "n_images": len(truth),
+        "n_run_images": n_run_images,
+        "n_problem_images": int((~clean).sum()),
+        "noise_counts": counts,
+        "given_label_mismatches": len(mismatched),
+        "scores": {det: how for det, (_, how) in SCORES.items()},
+        "skipped": skipped,
+        "metrics": metrics,
+    }
+    if "suggested_labels" in issues.columns:
+        suggested = issues["suggested_labels"].fillna("").astype(str).map(_label_set).tolist()
+        result["suggestions"] = suggestion_bench(given_sets, suggested, true_sets)
+        if excl_tokens:
+            result["exclusive"] = exclusive_bench(
+                roles, excl_tokens, excl_swap, true_sets, suggested, issues
+            )
+    result.update(_run_sections(run_dir, truth, truth_path, issues))
+    if write:
+        RunDir(run_dir).write_json_file(BENCH_JSON, result)
+    return result
+
+
+def _issues_of_truth(
+    issues: pd.DataFrame, run_dir: str | Path, truth: pd.DataFrame, truth_path: Path
+) -> pd.DataFrame:
+    """The run's issues.csv rows in the truth file's order.
+
+    Raises
+    ------
+    DatasetError
+        A truth ID that is not in the run (naming the truth file's line).
+    """
+    rows = pd.Index(issues["id"]).get_indexer(truth["ID"])
     if (rows < 0).any():
         first = int(np.flatnonzero(rows < 0)[0])
         n_bad = int((rows < 0).sum())
@@ -252,36 +336,30 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
             row=int(truth["line"].iloc[first]),
             image=str(truth["ID"].iloc[first]),
         )
-    issues = issues.iloc[rows].reset_index(drop=True)
-    noise = list(truth["noise"])
-    clean = np.array([len(s) == 0 for s in noise])
-    mismatched = [
-        i
-        for i, (a, b) in enumerate(zip(truth["given_label"], issues["given_labels"], strict=True))
-        if _label_set(a) != _label_set(b)
-    ]
+    return issues.iloc[rows].reset_index(drop=True)
 
-    flagged_by = [set(s.split(";")) - {""} for s in issues["flagged_by"]]
-    has = np.array([[t in s for t in NOISE_TYPES] for s in noise], dtype=bool).reshape(
-        -1, len(NOISE_TYPES)
-    )
-    positives = {
-        group: has[:, [NOISE_TYPES.index(t) for t in types]].any(axis=1)
-        for group, types in GROUPS.items()
-    }
-    roles = _run_roles(run_dir)
-    excl_tokens = _exclusive_tokens(run_dir, roles)
-    true_sets = truth["true_label"].map(_label_set).tolist()
-    given_sets = truth["given_label"].map(_label_set).tolist()
-    excl_swap = np.array(
+
+def _exclusive_swaps(
+    noise: list[frozenset[str]],
+    true_sets: list[frozenset[str]],
+    given_sets: list[frozenset[str]],
+    excl_tokens: frozenset[str],
+) -> np.ndarray:
+    """(N,) bool: a planted swap to or from an exclusive class."""
+    return np.array(
         [
             "swap" in n and bool((t | g) & excl_tokens)
             for n, t, g in zip(noise, true_sets, given_sets, strict=True)
         ],
         dtype=bool,
     )
-    if excl_tokens:
-        positives[f"swap ({', '.join(roles.exclusive)})"] = excl_swap
+
+
+def _detector_metrics(
+    issues: pd.DataFrame, positives: dict[str, np.ndarray], clean: np.ndarray
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """:func:`score_metrics` per detector and group; the detectors without a score."""
+    flagged_by = [set(s.split(";")) - {""} for s in issues["flagged_by"]]
     metrics: dict[str, dict[str, Any]] = {}
     skipped: list[str] = []
     for det, (col, _) in SCORES.items():
@@ -303,41 +381,25 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
         for group, pos in positives.items():
             keep = pos | clean
             metrics[det][group] = score_metrics(pos[keep], score[keep], flags[keep])
+    return metrics, skipped
 
-    counts = {"none": int(clean.sum())}
-    counts.update({t: int(has[:, j].sum()) for j, t in enumerate(NOISE_TYPES)})
-    result = {
-        "run_dir": str(run_dir),
-        "truth": str(truth_path),
-        "n_images": len(truth),
-        "n_run_images": len(index),
-        "n_problem_images": int((~clean).sum()),
-        "noise_counts": counts,
-        "given_label_mismatches": len(mismatched),
-        "scores": {det: how for det, (_, how) in SCORES.items()},
-        "skipped": skipped,
-        "metrics": metrics,
-    }
-    if "suggested_labels" in issues.columns:
-        suggested = issues["suggested_labels"].fillna("").astype(str).map(_label_set).tolist()
-        result["suggestions"] = suggestion_bench(given_sets, suggested, true_sets)
-        if excl_tokens:
-            result["exclusive"] = exclusive_bench(
-                roles, excl_tokens, excl_swap, true_sets, suggested, issues
-            )
+
+def _run_sections(
+    run_dir: str | Path, truth: pd.DataFrame, truth_path: Path, issues: pd.DataFrame
+) -> dict[str, Any]:
+    """What the run adds beyond detection: cleaning, retrain, cells, duplicates."""
+    out: dict[str, Any] = {}
     changes_file = RunDir(run_dir).file(CHANGES_CSV)
     if changes_file.is_file():
-        result["cleaning"] = cleaning_bench(truth, changes_file, _token_weights(run_dir))
+        out["cleaning"] = cleaning_bench(truth, changes_file, _token_weights(run_dir))
     retrained = retrain_bench(run_dir)
     if retrained is not None:
-        result["retrain"] = retrained
+        out["retrain"] = retrained
     if "cells" in truth.columns and "label_support_score" in issues.columns:
-        result["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
+        out["cells"] = cell_support_bench(run_dir, truth, issues, truth_path)
     if "duplicate_of" in truth.columns and "duplicate_group" in issues.columns:
-        result["duplicates"] = duplicate_bench(truth, issues)
-    if write:
-        RunDir(run_dir).write_json_file(BENCH_JSON, result)
-    return result
+        out["duplicates"] = duplicate_bench(truth, issues)
+    return out
 
 
 def _run_roles(run_dir: str | Path):
@@ -474,7 +536,7 @@ def cleaning_bench(
         if weights is not None:
             w = weights.get(image_id, {})
             weighted += sum(w.get(token, 1.0) for token in g ^ t)
-    out = {
+    out: dict[str, float] = {
         "errors_given": label_errors(given, true),
         "errors_after": after,
         "n_removed": n_removed,
@@ -627,6 +689,29 @@ def _fmt(value: Any) -> str:
 
 def format_bench_table(result: dict[str, Any]) -> str:
     """A plain-text table of :func:`bench` results (groups without positives left out)."""
+    out = _detector_lines(result)
+    if "cells" in result:
+        out += _cell_lines(result["cells"])
+    if "duplicates" in result:
+        out += _duplicate_lines(result["duplicates"])
+    if "suggestions" in result:
+        out += _suggestion_lines(result["suggestions"])
+    if "exclusive" in result:
+        out += _exclusive_lines(result["exclusive"])
+    if "cleaning" in result:
+        out += _cleaning_lines(result["cleaning"])
+    if "retrain" in result:
+        out += _retrain_lines(result["retrain"])
+    if result.get("given_label_mismatches"):
+        out.append(
+            f"warning: {result['given_label_mismatches']} given labels in the truth file differ "
+            "from the run's"
+        )
+    return "\n".join(out)
+
+
+def _detector_lines(result: dict[str, Any]) -> list[str]:
+    """The per-detector, per-group table, and the detectors the run did not have."""
     header = ["detector", "group", "n_pos", "n_neg", "AUROC", "AP", "P@T", "R@flag", "P@flag"]
     lines = [header]
     for det, groups in result["metrics"].items():
@@ -658,88 +743,88 @@ def format_bench_table(result: dict[str, Any]) -> str:
             out.append("  ".join("-" * w for w in widths))
     if result.get("skipped"):
         out.append(f"not in this run: {', '.join(result['skipped'])}")
-    if "cells" in result:
-        c = result["cells"]
-        out.append("")
-        out.append(
-            f"fields with a label no cell shows: {c['n_pos']} of {c['n_fields']} "
-            "(cell level vs field level)"
-        )
-        out.append("score                 AUROC     AP    P@T  R@flag  P@flag")
-        for name, m in c["metrics"].items():
-            out.append(
-                f"{name:<20}  {_fmt(m['auroc']):>5}  {_fmt(m['ap']):>5}  "
-                f"{_fmt(m['precision_at_t']):>5}  {_fmt(m['recall_at_flag']):>6}  "
-                f"{_fmt(m['precision_at_flag']):>6}"
-            )
-    if "duplicates" in result:
-        d = result["duplicates"]
-        out.append("")
-        out.append(
-            f"planted duplicate pairs: {d['n_planted_pairs']}, found pairs: {d['n_found_pairs']},"
-            f" recall {_fmt(d['recall'])}, precision {_fmt(d['precision'])},"
-            f" label conflicts found {_fmt(d['conflicts_found'])}"
-        )
-    if "suggestions" in result:
-        g = result["suggestions"]
-        out.append("")
-        out.append(
-            f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
-            f"(precision {_fmt(g['precision'])}); images with a suggestion: {g['n_images']}, "
-            f"every change right {g['n_images_all_right']} "
-            f"(precision {_fmt(g['image_change_precision'])}), "
-            f"set equal to the truth {g['n_images_right']} ({_fmt(g['image_precision'])})"
-        )
-        out.append(
-            f"label errors: given {g['errors_given']}, after accepting every suggestion "
-            f"{g['errors_accepted']}"
-        )
-    if "exclusive" in result:
-        e = result["exclusive"]
-        names = ", ".join(e["classes"])
-        out.append(
-            f"swaps to or from {names}: {e['n_swaps']}, correct suggestion {e['swaps_right']}"
-            f" ({_fmt(e['swap_recall'])}); true {names} fields: {e['true_fields']}, flagged as"
-            f" an image problem for their empty stain {e['true_fields_image_flagged_empty_stain']}"
-            f" (by an image detector at all: {e['true_fields_image_flagged']})"
-        )
-    if "cleaning" in result:
-        c = result["cleaning"]
-        out.append(
-            f"label errors after the run's cleaning: {c['errors_after']} in the kept images "
-            f"(given {c['errors_given']}; {c['n_relabelled']} relabelled, {c['n_removed']} "
-            f"removed taking {c['errors_removed']} errors with them)"
-            + (
-                f"; weighted by the label weights: {c['weighted_errors_after']:.1f}"
-                if "weighted_errors_after" in c
-                else ""
-            )
-        )
-    if "retrain" in result:
-        from labelaudit.core.stats import Interval
+    return out
 
-        r = result["retrain"]
-        for k in ("macro_f1_true", "micro_f1_true"):
-            if k in r:
-                iv = r[k]["change"]
-                change = (
-                    Interval.from_dict(iv).format()
-                    if iv
-                    else f"{r[k]['after'] - r[k]['before']:+.3f}"
-                )
-                out.append(
-                    f"retrain ({r['policy'] or 'no cleaning'}): {k} {r[k]['before']:.3f} -> "
-                    f"{r[k]['after']:.3f}, change {change} (95% bootstrap over test images)"
-                )
-        if "label_errors" in r:
-            e = r["label_errors"]
-            out.append(f"retrain training label errors vs truth: {e['before']} -> {e['after']}")
-    if result.get("given_label_mismatches"):
+
+def _cell_lines(c: dict[str, Any]) -> list[str]:
+    out = [
+        "",
+        f"fields with a label no cell shows: {c['n_pos']} of {c['n_fields']} "
+        "(cell level vs field level)",
+        "score                 AUROC     AP    P@T  R@flag  P@flag",
+    ]
+    for name, m in c["metrics"].items():
         out.append(
-            f"warning: {result['given_label_mismatches']} given labels in the truth file differ "
-            "from the run's"
+            f"{name:<20}  {_fmt(m['auroc']):>5}  {_fmt(m['ap']):>5}  "
+            f"{_fmt(m['precision_at_t']):>5}  {_fmt(m['recall_at_flag']):>6}  "
+            f"{_fmt(m['precision_at_flag']):>6}"
         )
-    return "\n".join(out)
+    return out
+
+
+def _duplicate_lines(d: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        f"planted duplicate pairs: {d['n_planted_pairs']}, found pairs: {d['n_found_pairs']},"
+        f" recall {_fmt(d['recall'])}, precision {_fmt(d['precision'])},"
+        f" label conflicts found {_fmt(d['conflicts_found'])}",
+    ]
+
+
+def _suggestion_lines(g: dict[str, Any]) -> list[str]:
+    return [
+        "",
+        f"suggested label changes: {g['n_changes']}, right {g['n_right']} "
+        f"(precision {_fmt(g['precision'])}); images with a suggestion: {g['n_images']}, "
+        f"every change right {g['n_images_all_right']} "
+        f"(precision {_fmt(g['image_change_precision'])}), "
+        f"set equal to the truth {g['n_images_right']} ({_fmt(g['image_precision'])})",
+        f"label errors: given {g['errors_given']}, after accepting every suggestion "
+        f"{g['errors_accepted']}",
+    ]
+
+
+def _exclusive_lines(e: dict[str, Any]) -> list[str]:
+    names = ", ".join(e["classes"])
+    return [
+        f"swaps to or from {names}: {e['n_swaps']}, correct suggestion {e['swaps_right']}"
+        f" ({_fmt(e['swap_recall'])}); true {names} fields: {e['true_fields']}, flagged as"
+        f" an image problem for their empty stain {e['true_fields_image_flagged_empty_stain']}"
+        f" (by an image detector at all: {e['true_fields_image_flagged']})"
+    ]
+
+
+def _cleaning_lines(c: dict[str, Any]) -> list[str]:
+    return [
+        f"label errors after the run's cleaning: {c['errors_after']} in the kept images "
+        f"(given {c['errors_given']}; {c['n_relabelled']} relabelled, {c['n_removed']} "
+        f"removed taking {c['errors_removed']} errors with them)"
+        + (
+            f"; weighted by the label weights: {c['weighted_errors_after']:.1f}"
+            if "weighted_errors_after" in c
+            else ""
+        )
+    ]
+
+
+def _retrain_lines(r: dict[str, Any]) -> list[str]:
+    from labelaudit.core.stats import Interval
+
+    out = []
+    for k in ("macro_f1_true", "micro_f1_true"):
+        if k in r:
+            iv = r[k]["change"]
+            change = (
+                Interval.from_dict(iv).format() if iv else f"{r[k]['after'] - r[k]['before']:+.3f}"
+            )
+            out.append(
+                f"retrain ({r['policy'] or 'no cleaning'}): {k} {r[k]['before']:.3f} -> "
+                f"{r[k]['after']:.3f}, change {change} (95% bootstrap over test images)"
+            )
+    if "label_errors" in r:
+        e = r["label_errors"]
+        out.append(f"retrain training label errors vs truth: {e['before']} -> {e['after']}")
+    return out
 
 
 #: Name of the full benchmark table the demo writes beside ``bench.json``.

@@ -16,37 +16,9 @@ and writes
   it, ``made_by`` ``person`` (a decision) or ``policy``.
 * ``run.json["clean"]``: the policy, its parameters and the counts.
 
-Policies (:data:`POLICIES`; see ``docs/cleaning.md`` for why the default is what it is):
-
-``relabel-soft`` (default)
-    Apply the trusted per-label suggestions (below), remove nothing, and give every
-    label the ``soft`` weight computed on the relabelled labels.
-``relabel``
-    Apply the trusted per-label suggestions (:mod:`labelaudit.detect.suggest`: an added
-    class has out-of-fold probability >= ``confidence`` and most of the image's
-    nearest neighbours carry it; a removed one <= ``1 - confidence`` beside a trusted
-    add; on a class the model has learned: out-of-fold average precision >=
-    ``min_class_ap``; in an image no image-level detector (intensity) flagged); the
-    rest of the consensus (images flagged by at least two detectors) is removed.
-``consensus-drop``
-    Remove every image the consensus flagged.
-``intensity``
-    The method's published filter: remove the images the per-class 3-sigma
-    intensity detector flagged.
-``soft``
-    Keep every image and label; down-weight doubtful labels instead. Each (image,
-    class) label gets a loss weight in [0, 1]: its self-confidence (the out-of-fold
-    probability of the given value) relative to the mean self-confidence of that
-    class's labels of the same value (confident learning's per-class thresholds), capped
-    at 1. Written to ``RUN/label_weights.csv``; ``retrain`` multiplies them into the loss.
-``relabel-only``
-    The trusted per-label suggestions, as ``relabel`` applies them, and nothing else:
-    no image removed, no label weighted.
-``drop-labels``
-    Per-label drop: weight 0 for each label confident learning flagged, 1 for the rest;
-    the image's other labels still train.
-``none``
-    No change (a cleaned dataset equal to the input; a baseline for ``retrain``).
+Policies (:data:`POLICIES`): :mod:`labelaudit.pipeline.policies`, where they
+register (:func:`~labelaudit.pipeline.policies.register_policy`); ``relabel-soft`` is
+the default.
 
 A decisions file (``id, decision, labels``; exported by the report) says what a
 person decided about the images it names, and :func:`clean` applies exactly that:
@@ -83,9 +55,9 @@ import io
 import os
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -99,27 +71,23 @@ from labelaudit.core.userfiles import (
     read_user_text,
     remove_entry,
 )
-from labelaudit.data.labels import LabelCodec
-from labelaudit.data.roles import (
-    conflicting_rows,
-    describe_conflict,
-    exclusive_classes,
-    exclusive_indices,
-    resolve_exclusive,
-)
-from labelaudit.detect.suggest import (  # IMAGE_DETECTORS: re-exported
-    IMAGE_DETECTORS,
-    SuggestRules,
-    apply_suggestions,
-    class_ap,
-    empty_target_rows,
-    neighbour_shares,
-    suggest_labels,
+from labelaudit.data.dataset import Dataset
+from labelaudit.data.roles import conflicting_rows, describe_conflict, resolve_exclusive
+from labelaudit.pipeline.policies import (  # POLICIES & co: re-exported (clean's API)
+    DEFAULT_CONFIDENCE,
+    DEFAULT_MIN_CLASS_AP,
+    DEFAULT_POLICY,
+    POLICIES,
+    Plan,
+    RunView,
+    class_reliability,
+    get_policy,
+    read_run_view,
+    soft_label_weights,
 )
 from labelaudit.rundir import (
     CHANGES_CSV,
-    FINDINGS_CSV,
-    ISSUES_CSV,
+    CLEANED_DIR,
     LABEL_WEIGHTS_CSV,
     RunDir,
     dataset_inputs,
@@ -128,34 +96,17 @@ from labelaudit.rundir import (
     run_lock,
 )
 
-#: The cleaning policies; ``DEFAULT_POLICY`` is used by ``scan`` and ``clean``.
-POLICIES: tuple[str, ...] = (
-    "relabel",
-    "consensus-drop",
-    "intensity",
-    "soft",
-    "relabel-soft",
-    "relabel-only",
-    "drop-labels",
-    "none",
-)
-DEFAULT_POLICY = "relabel-soft"
-#: ``relabel``: the out-of-fold probability an added class needs (a removed class
-#: beside a trusted add needs ``1 - confidence`` or less; see labelaudit.detect.suggest).
-DEFAULT_CONFIDENCE = SuggestRules.add_min_p
-#: ``relabel``: a suggestion is trusted only for classes whose out-of-fold average
-#: precision (``oof_probs.csv`` against the given labels) reaches this.
-DEFAULT_MIN_CLASS_AP = SuggestRules.min_class_ap
-
 #: ``reason`` is a short category (a handful of distinct values, for counting);
 #: ``detail`` the specifics (probabilities, z-scores, the decisions file line).
 #: ``made_by``: ``person`` (a decisions file) or ``policy``.
 CHANGES_COLUMNS = ["id", "action", "old_labels", "new_labels", "reason", "detail", "made_by"]
 #: The decisions a decisions file may hold (module docstring).
 DECISIONS = ("keep", "accept", "edit", "reject")
+#: One parsed decision: (line number, image index, decision, label row to apply).
+Decision = tuple[int, int, str, np.ndarray]
 #: The policy applied beside a decisions file when none is asked for: nothing else.
 DECISIONS_ONLY_POLICY = "none"
-CLEANED_DIR = "cleaned"
+
 #: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
 #: policies: ``id`` and one column per class name, values in [0, 1].
 LABEL_WEIGHTS_FILE = LABEL_WEIGHTS_CSV
@@ -216,399 +167,10 @@ class CleanResult:
         return int(self.kept.sum())
 
 
-# ------------------------------------------------------------------ reading the run
-
-
-@dataclass
-class _RunView:
-    """The parts of a run the policies look at, aligned with the dataset order."""
-
-    run_dir: Path
-    info: dict
-    ids: list[str]
-    given: np.ndarray
-    issues: pd.DataFrame  # indexed by id, dataset order
-    findings: pd.DataFrame
-    tokens: list[str]
-    names: list[str]
-    sep: str
-    probs: np.ndarray | None = None  # out-of-fold probabilities (N, K), if the run has them
-
-    @property
-    def codec(self) -> LabelCodec:
-        return LabelCodec(self.tokens, self.sep, self.names)
-
-    @property
-    def exclusive(self) -> np.ndarray:
-        """Column indices of the exclusive classes (:mod:`labelaudit.data.roles`)."""
-        return exclusive_indices(self.names, exclusive_classes(self.info))
-
-    def fmt(self, row: np.ndarray) -> str:
-        return self.codec.format(row)
-
-    def parse(self, text: str, *, where: Callable[[str], Exception]) -> np.ndarray:
-        """Labels in the dataset's notation (class names accepted too) -> bool row."""
-        return self.codec.parse(text, where=where)
-
-
-def _truthy(values: pd.Series) -> np.ndarray:
-    return values.astype(str).str.strip().str.lower().isin(["true", "1", "yes"]).to_numpy()
-
-
-def _floats(values: pd.Series) -> np.ndarray:
-    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
-
-
-def read_run_view(run_dir: str | Path) -> _RunView:
-    """Read run.json, dataset.csv, issues.csv and findings.csv of a scanned run."""
-    run_dir = Path(run_dir)
-    run = RunDir(run_dir)
-    info = run.dataset_info()
-    ids, given = run.read_given(info)
-    issues = run.read_table(ISSUES_CSV)
-    for col in ("id", "suggested_labels", "flagged_by", "consensus_flag"):
-        if col not in issues.columns:
-            raise RunDirError(f"{run_dir}/issues.csv: column {col!r} missing")
-    if sorted(issues["id"]) != sorted(ids) or issues["id"].duplicated().any():
-        raise RunDirError(
-            f"{run_dir}/issues.csv: its ids do not match dataset.csv; re-run the detect stage"
-        )
-    issues = issues.set_index("id").loc[ids]
-    findings = run.read_table(FINDINGS_CSV) if run.has(FINDINGS_CSV) else pd.DataFrame()
-    for col in ("id", "class", "detector", "flagged", "suggestion", "value"):
-        if col not in findings.columns:
-            findings[col] = pd.Series(dtype=str)
-    probs = run.read_probs(info["class_names"], ids, aligned=False)
-    return _RunView(
-        probs=probs,
-        run_dir=run_dir,
-        info=info,
-        ids=ids,
-        given=given,
-        issues=issues,
-        findings=findings,
-        tokens=list(info["class_tokens"]),
-        names=list(info["class_names"]),
-        sep=info["label_sep"],
-    )
-
-
-def _flagged_by(view: _RunView, detector: str) -> np.ndarray:
-    """(N,) images the named detector flagged (issues.csv ``flagged_by``)."""
-    parts = view.issues["flagged_by"].astype(str).str.split(";")
-    return parts.apply(lambda names: detector in names).to_numpy(dtype=bool)
-
-
-# ------------------------------------------------------------------ policies
-
-
-@dataclass
-class _Plan:
-    """New labels, kept mask and reasons for every image."""
-
-    labels: np.ndarray
-    kept: np.ndarray
-    reasons: list[str]
-    details: list[str]
-    weights: np.ndarray | None = None  # per-label loss weights (N, K) of soft policies
-    decided: np.ndarray | None = None  # (N,) bool: a person's decision set this image
-
-
-def _start(view: _RunView) -> _Plan:
-    n = len(view.ids)
-    return _Plan(
-        view.given.copy(), np.ones(n, dtype=bool), [""] * n, [""] * n, decided=np.zeros(n, bool)
-    )
-
-
-def _consensus(view: _RunView) -> np.ndarray:
-    return _truthy(view.issues["consensus_flag"])
-
-
-def _drop_consensus(view: _RunView, plan: _Plan, skip: np.ndarray | None = None) -> None:
-    flagged = _consensus(view)
-    by = view.issues["flagged_by"].astype(str).to_numpy()
-    for i in np.flatnonzero(flagged):
-        if skip is not None and skip[i]:
-            continue
-        plan.kept[i] = False
-        plan.reasons[i] = f"consensus: {by[i].replace(';', '+')}"
-        plan.details[i] = ""
-
-
-def policy_consensus_drop(view: _RunView, **_: float) -> _Plan:
-    """Remove every image flagged by the consensus (``consensus_flag``)."""
-    plan = _start(view)
-    _drop_consensus(view, plan)
-    return plan
-
-
-def policy_intensity(view: _RunView, **_: float) -> _Plan:
-    """Remove the images the intensity detector flagged (the method's 3-sigma filter)."""
-    plan = _start(view)
-    f = view.findings
-    f = f[(f["detector"] == "intensity").to_numpy() & _truthy(f["flagged"])]
-    detail: dict[str, list[str]] = {}
-    for image_id, cls, value in zip(f["id"], f["class"], _floats(f["value"]), strict=True):
-        z = "" if np.isnan(value) else f" z={value:+.1f}"
-        detail.setdefault(image_id, []).append(f"{cls}{z}" if cls else z.strip())
-    flagged = _flagged_by(view, "intensity")
-    for i in np.flatnonzero(flagged | np.isin(view.ids, list(detail))):
-        plan.kept[i] = False
-        what = "; ".join(detail.get(view.ids[i], []))
-        plan.reasons[i] = "intensity outlier"
-        plan.details[i] = what
-    return plan
-
-
-def _confident_changes(view: _RunView, rules: SuggestRules | None = None) -> pd.DataFrame:
-    """Per-label suggestions (:func:`labelaudit.detect.suggest.suggest_labels`) from the flagged
-    confident-learning findings, the out-of-fold probabilities and the image detectors."""
-    f = view.findings
-    f = f[
-        (f["detector"] == "confident").to_numpy()
-        & _truthy(f["flagged"])
-        & f["suggestion"].isin(["add", "remove"]).to_numpy()
-    ]
-    rows = pd.Index(view.ids).get_indexer(f["id"])
-    cols = pd.Index(view.names).get_indexer(f["class"])
-    ok = (rows >= 0) & (cols >= 0)
-    candidates = pd.DataFrame(
-        {
-            "row": rows[ok],
-            "class": cols[ok],
-            "add": (f["suggestion"] == "add").to_numpy()[ok],
-            "probability": _floats(f["value"])[ok],  # the finding's probability
-        }
-    )
-    shares = neighbour_shares(view.findings, view.ids, view.names)
-    candidates["neighbours"] = shares[candidates["row"], candidates["class"]]
-    image_flag = np.zeros(len(view.ids), dtype=bool)
-    for det in IMAGE_DETECTORS:
-        image_flag |= _flagged_by(view, det)
-    return suggest_labels(
-        view.given,
-        view.probs,
-        candidates,
-        image_flag,
-        rules,
-        class_names=view.names,
-        exclusive=view.exclusive,
-        neighbours=shares,
-        empty_target=empty_target_rows(view.findings, view.ids),
-    )
-
-
-def class_reliability(view: _RunView) -> np.ndarray:
-    """Per-class out-of-fold average precision against the given labels (NaN: unknown).
-
-    NaN where the run has no ``oof_probs.csv`` or the class has no positive (or no
-    negative) image.
-    """
-    return class_ap(view.given, view.probs)
-
-
-def policy_relabel(
-    view: _RunView,
-    *,
-    confidence: float = DEFAULT_CONFIDENCE,
-    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
-    **_: float,
-) -> _Plan:
-    """Apply the trusted per-label suggestions; remove the rest of the consensus.
-
-    The suggestions are :func:`labelaudit.detect.suggest.suggest_labels`' with
-    :meth:`~labelaudit.detect.suggest.SuggestRules.from_confidence` rules: an added class
-    needs probability >= ``confidence`` and most of the image's nearest neighbours
-    carrying it, a removed one <= ``1 - confidence`` in an image that also gets a
-    trusted add (lone removals stay doubtful), on a class the model has
-    learned (out-of-fold average precision >= ``min_class_ap``), in an image no
-    image-level detector (:data:`IMAGE_DETECTORS`) flagged. Only those labels change
-    (the image's doubtful flagged labels stay as given). Consensus images without a
-    trusted change are removed.
-    """
-    plan = _start(view)
-    relabelled = _relabel_trusted(view, plan, confidence, min_class_ap)
-    _drop_consensus(view, plan, skip=relabelled)
-    return plan
-
-
-def _relabel_trusted(
-    view: _RunView, plan: _Plan, confidence: float, min_class_ap: float
-) -> np.ndarray:
-    """Apply the trusted per-label suggestions to ``plan``; (N,) images relabelled."""
-    rules = SuggestRules.from_confidence(confidence, min_class_ap)
-    sugg = _confident_changes(view, rules)
-    new = apply_suggestions(view.given, sugg)
-    relabelled = (new != view.given).any(axis=1)
-    trusted = sugg[sugg["trusted"].astype(bool)]
-    for i in np.flatnonzero(relabelled):
-        mine = trusted[trusted["row"] == i]
-        plan.labels[i] = new[i]
-        plan.reasons[i] = "confident learning"
-        plan.details[i] = "; ".join(
-            f"{'+' if a == 'add' else '-'}{view.tokens[int(k)]} (p={p:.2f})"
-            for k, a, p in zip(mine["class"], mine["action"], mine["probability"], strict=True)
-        )
-        if conflicting_rows(view.given[i : i + 1], view.exclusive)[0]:
-            plan.reasons[i] = "exclusive class joined with another"
-            what = describe_conflict(view.names, view.given[i], view.exclusive)
-            plan.details[i] = f"{what}; {plan.details[i]}"
-    return relabelled
-
-
-def policy_none(view: _RunView, **_: float) -> _Plan:
-    """No change."""
-    return _start(view)
-
-
-def soft_label_weights(given: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """Per-label loss weights from label quality, relative to the label's class.
-
-    The weight of label (i, k) is its self-confidence ``s`` (``p`` where class k is
-    given, ``1 - p`` where it is not) divided by the mean self-confidence of the
-    labels of class k with the same given value, capped at 1: confident learning's
-    per-class threshold, so a class the model learned poorly (low ``p`` for all its
-    positives) is not down-weighted as a whole, only its labels that sit below the
-    class's own level are.
-
-    Parameters
-    ----------
-    given
-        Bool (N, K) given labels.
-    probs
-        (N, K) out-of-fold probabilities.
-
-    Returns
-    -------
-    numpy.ndarray
-        Float32 (N, K) weights in [0, 1]; 1 where a probability is missing.
-    """
-    given = np.asarray(given, dtype=bool)
-    p = np.asarray(probs, dtype=np.float64)
-    s = np.where(given, p, 1.0 - p)
-    weights = np.ones(given.shape, dtype=np.float64)
-    for k in range(given.shape[1]):
-        for value in (True, False):
-            rows = (given[:, k] == value) & np.isfinite(s[:, k])
-            if not rows.any():
-                continue
-            threshold = float(s[rows, k].mean())
-            if threshold > 0:
-                weights[rows, k] = np.minimum(1.0, s[rows, k] / threshold)
-    return weights.astype(np.float32)
-
-
-def _needs_probs(view: _RunView, policy: str) -> np.ndarray:
-    """The run's out-of-fold probabilities, which soft policies weight labels by."""
-    if view.probs is None:
-        raise SettingsError(
-            f"policy {policy!r} needs out-of-fold probabilities; "
-            f"{view.run_dir} has no oof_probs.csv"
-        )
-    return view.probs
-
-
-def _weight_details(view: _RunView, plan: _Plan, below: float) -> None:
-    """``reason``/``detail`` of images with a label weighted below ``below``."""
-    assert plan.weights is not None
-    for i in np.flatnonzero((plan.weights < below).any(axis=1)):
-        low = np.flatnonzero(plan.weights[i] < below)
-        plan.reasons[i] = "label weights"
-        plan.details[i] = "; ".join(
-            f"{'' if plan.labels[i, k] else '+'}{view.tokens[k]} w={plan.weights[i, k]:.2f}"
-            for k in low
-        )
-
-
-def policy_soft(view: _RunView, **_: float) -> _Plan:
-    """Keep every label; weight each by its quality within its class (see soft_label_weights)."""
-    plan = _start(view)
-    plan.weights = soft_label_weights(view.given, _needs_probs(view, "soft"))
-    _weight_details(view, plan, below=0.5)
-    return plan
-
-
-def policy_relabel_only(
-    view: _RunView,
-    *,
-    confidence: float = DEFAULT_CONFIDENCE,
-    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
-    **_: float,
-) -> _Plan:
-    """Apply the trusted per-label suggestions; nothing removed, nothing weighted."""
-    plan = _start(view)
-    _relabel_trusted(view, plan, confidence, min_class_ap)
-    return plan
-
-
-def policy_relabel_soft(
-    view: _RunView,
-    *,
-    confidence: float = DEFAULT_CONFIDENCE,
-    min_class_ap: float = DEFAULT_MIN_CLASS_AP,
-    **_: float,
-) -> _Plan:
-    """Apply the trusted per-label suggestions, keep every image, weight the rest.
-
-    The labels change as in ``relabel`` (only trusted suggestions); no image is
-    removed; every label of the result gets :func:`soft_label_weights` (computed on
-    the new labels, so a trusted change keeps full weight).
-    """
-    plan = _start(view)
-    probs = _needs_probs(view, "relabel-soft")
-    relabelled = _relabel_trusted(view, plan, confidence, min_class_ap)
-    plan.weights = soft_label_weights(plan.labels, probs)
-    reasons, details = list(plan.reasons), list(plan.details)
-    _weight_details(view, plan, below=0.5)
-    for i in np.flatnonzero(relabelled):  # a relabelled image's reason is its relabel
-        weighted = plan.details[i] if plan.details[i] != details[i] else ""
-        plan.reasons[i] = reasons[i]
-        plan.details[i] = "; ".join(d for d in (details[i], weighted) if d)
-    return plan
-
-
-def policy_drop_labels(view: _RunView, **_: float) -> _Plan:
-    """Weight 0 for every label confident learning flagged (per-label drop), 1 elsewhere."""
-    plan = _start(view)
-    weights = np.ones(view.given.shape, dtype=np.float32)
-    row_of = {image_id: i for i, image_id in enumerate(view.ids)}
-    for image_id, classes in _flagged_labels(view).items():
-        if image_id in row_of:
-            weights[row_of[image_id], classes] = 0.0
-    plan.weights = weights
-    _weight_details(view, plan, below=0.5)
-    return plan
-
-
-def _flagged_labels(view: _RunView) -> dict[str, list[int]]:
-    """Classes confident learning flagged, by image id."""
-    f = view.findings
-    f = f[(f["detector"] == "confident").to_numpy() & _truthy(f["flagged"])]
-    index = {name: k for k, name in enumerate(view.names)}
-    out: dict[str, list[int]] = {}
-    for image_id, cls in zip(f["id"], f["class"], strict=True):
-        if cls in index:
-            out.setdefault(image_id, []).append(index[cls])
-    return out
-
-
-_POLICY_FUNCS: dict[str, Callable[..., _Plan]] = {
-    "relabel": policy_relabel,
-    "consensus-drop": policy_consensus_drop,
-    "intensity": policy_intensity,
-    "soft": policy_soft,
-    "relabel-soft": policy_relabel_soft,
-    "relabel-only": policy_relabel_only,
-    "drop-labels": policy_drop_labels,
-    "none": policy_none,
-}
-
-
 # ------------------------------------------------------------------ decisions
 
 
-def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str, np.ndarray]]:
+def read_decisions(path: str | Path, view: RunView) -> list[Decision]:
     """Parse a decisions CSV (``id, decision[, labels]``).
 
     Returns
@@ -645,7 +207,7 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
     i_lab = header.index("labels") if "labels" in header else None
     check = _DecisionCheck(view, path)
     seen: dict[str, int] = {}
-    out = []
+    out: list[Decision] = []
     for line, fields in rows:
         if len(fields) <= max(i_id, i_dec):
             raise DatasetError(
@@ -660,8 +222,8 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
                 image=image_id or None,
             )
         seen[image_id] = line
-        text = fields[i_lab] if i_lab is not None and len(fields) > i_lab else None
-        i, labels = check.row(line, image_id, fields[i_dec].strip(), text)
+        cell = fields[i_lab] if i_lab is not None and len(fields) > i_lab else None
+        i, labels = check.row(line, image_id, fields[i_dec].strip(), cell)
         out.append((line, i, fields[i_dec].strip().lower(), labels))
     return out
 
@@ -669,7 +231,7 @@ def read_decisions(path: str | Path, view: _RunView) -> list[tuple[int, int, str
 class _DecisionCheck:
     """Checks one decisions-file row against the run; returns the labels it sets."""
 
-    def __init__(self, view: _RunView, path: Path) -> None:
+    def __init__(self, view: RunView, path: Path) -> None:
         self.view, self.path = view, path
         self.index = {image_id: i for i, image_id in enumerate(view.ids)}
         self.suggested = view.issues["suggested_labels"].astype(str).to_numpy()
@@ -744,7 +306,9 @@ class _DecisionCheck:
         return i, labels
 
 
-def _apply_decisions(view: _RunView, plan: _Plan, decisions, path: Path | None) -> None:
+def _apply_decisions(
+    view: RunView, plan: Plan, decisions: list[Decision], path: Path | None
+) -> None:
     """Set the decided images' labels; a person's labels get full loss weight."""
     name = path.name if path is not None else "decisions"
     if plan.decided is None:
@@ -768,7 +332,7 @@ def _apply_decisions(view: _RunView, plan: _Plan, decisions, path: Path | None) 
 # ------------------------------------------------------------------ writing the dataset
 
 
-def _load_source(view: _RunView):
+def _load_source(view: RunView) -> tuple[Dataset, np.ndarray]:
     """The scanned dataset, re-read; checks it still has the scanned ids and labels."""
     ds, rows = RunDir(view.run_dir).load_scanned_dataset(view.info, view.ids)
     if not np.array_equal(ds.labels[rows], view.given):
@@ -801,7 +365,7 @@ def _link(target: Path, link: Path) -> None:
         ) from None
 
 
-def _write_dataset(view: _RunView, plan: _Plan, out: Path, ds, rows: np.ndarray) -> int:
+def _write_dataset(view: RunView, plan: Plan, out: Path, ds: Dataset, rows: np.ndarray) -> int:
     """Write the cleaned dataset into the empty directory ``out``; returns rows written.
 
     The marker file (:data:`CLEANED_MARKER`) lists every entry written there.
@@ -888,7 +452,7 @@ def check_replaceable(final: Path) -> None:
         )
 
 
-def _verify(out: Path, view: _RunView, plan: _Plan) -> None:
+def _verify(out: Path, view: RunView, plan: Plan) -> None:
     """The cleaned dataset must load, with exactly the kept images and new labels."""
     from labelaudit.data.layouts import load_dataset, recorded_load_options
 
@@ -963,7 +527,7 @@ def plan_changes(
     decisions: str | Path | None = None,
     confidence: float = DEFAULT_CONFIDENCE,
     min_class_ap: float = DEFAULT_MIN_CLASS_AP,
-) -> tuple[_RunView, _Plan, int]:
+) -> tuple[RunView, Plan, int]:
     """Apply a policy (and decisions) to a run without writing anything.
 
     ``policy=None``: :func:`resolve_policy` (with a decisions file, only its
@@ -975,18 +539,13 @@ def plan_changes(
     """
     asked = policy  # None: not asked for (only a decisions file may change rows)
     policy = resolve_policy(policy, decisions)
-    if policy not in _POLICY_FUNCS:
-        raise SettingsError(
-            f"unknown cleaning policy {policy!r}; choose one of {', '.join(POLICIES)}"
-        )
+    chosen = get_policy(policy)
     if not 0.5 < float(confidence) <= 1.0:
         raise SettingsError(f"confidence must be in (0.5, 1], got {confidence}")
     if not 0.0 <= float(min_class_ap) <= 1.0:
         raise SettingsError(f"min_class_ap must be in [0, 1], got {min_class_ap}")
     view = read_run_view(run_dir)
-    plan = _POLICY_FUNCS[policy](
-        view, confidence=float(confidence), min_class_ap=float(min_class_ap)
-    )
+    plan = chosen.func(view, confidence=float(confidence), min_class_ap=float(min_class_ap))
     parsed = read_decisions(decisions, view) if decisions is not None else []
     _apply_decisions(view, plan, parsed, Path(decisions) if decisions else None)
     if asked is None and decisions is not None:
@@ -995,7 +554,7 @@ def plan_changes(
     return view, plan, len(parsed)
 
 
-def _refuse_undecided_conflicts(view: _RunView, plan: _Plan, path: Path) -> None:
+def _refuse_undecided_conflicts(view: RunView, plan: Plan, path: Path) -> None:
     """With decisions alone, a given set joining an exclusive class stays a person's call.
 
     Only what the file decides may change without a policy, and no output ever joins
@@ -1026,7 +585,7 @@ def _refuse_undecided_conflicts(view: _RunView, plan: _Plan, path: Path) -> None
     )
 
 
-def _resolve_exclusive(view: _RunView, plan: _Plan) -> None:
+def _resolve_exclusive(view: RunView, plan: Plan) -> None:
     """No kept image leaves with an exclusive class joined to another class.
 
     Whatever the policy (the soft ones keep the given labels) or a reviewer's
@@ -1050,7 +609,7 @@ def _resolve_exclusive(view: _RunView, plan: _Plan) -> None:
         plan.details[i] = "; ".join(d for d in (what, plan.details[i]) if d)
 
 
-def changes_table(view: _RunView, plan: _Plan) -> pd.DataFrame:
+def changes_table(view: RunView, plan: Plan) -> pd.DataFrame:
     """The ``changes.csv`` rows: every removed or relabelled image, dataset order."""
     records = []
     decided = plan.decided if plan.decided is not None else np.zeros(len(view.ids), bool)
@@ -1081,7 +640,7 @@ def clean(
         A run directory with ``run.json``, ``dataset.csv``, ``issues.csv`` (and
         ``findings.csv`` for the ``relabel`` and ``intensity`` policies).
     policy
-        One of :data:`POLICIES` (module docstring); ``None``: ``none`` beside a
+        One of :data:`POLICIES` (:mod:`~labelaudit.pipeline.policies`); ``None``: ``none`` beside a
         decisions file (only the decisions change anything), else
         :data:`DEFAULT_POLICY`.
     decisions
@@ -1146,43 +705,14 @@ def _clean(
 
     final = run_dir / CLEANED_DIR
     changes_file = run_dir / CHANGES_CSV
-    ds, rows = _load_source(view)
-    # No output on, inside or around an input (the scanned dataset may be this
-    # run's own cleaned/ when an older labelaudit scanned it; a decisions file
-    # may sit in the run directory).
-    inputs = dataset_inputs(ds)
-    if decisions is not None:
-        inputs.append(("the decisions file", Path(decisions)))
     weights_file = run_dir / LABEL_WEIGHTS_FILE
-    for output, what in (
-        (final, "cleaned dataset"),
-        (changes_file, "changes file"),
-        (weights_file, "label weights file"),
-    ):
-        ensure_outside(inputs, output, what)
-    check_replaceable(final)
-    tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
-    remove_entry(run_dir, tmp.name)  # our own leftover (same pid, hidden name of our pattern)
-    tmp.mkdir()
-    try:
-        n_rows = _write_dataset(view, plan, tmp, ds, rows)
-        _verify(tmp, view, plan)
-        _swap_in(tmp, final)
-    finally:
-        remove_entry(run_dir, tmp.name)
+    n_rows = _write_cleaned(view, plan, decisions, final, changes_file, weights_file)
     RunDir(run_dir).write_table(CHANGES_CSV, changes)
     if plan.weights is not None:
         RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))
     elif weights_file.is_file():
         weights_file.unlink()  # an earlier soft policy's (run directory files are ours)
-    params = {}
-    if policy in ("relabel", "relabel-soft", "relabel-only"):
-        params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
-        ap = class_reliability(view)
-        params["class_ap"] = {
-            n: (None if np.isnan(a) else round(float(a), 4))
-            for n, a in zip(view.names, ap, strict=True)
-        }
+    params = _policy_params(view, policy, confidence, min_class_ap)
     RunDir(run_dir).write_section(
         "clean",
         {
@@ -1219,7 +749,61 @@ def _clean(
     )
 
 
-def label_weights_table(view: _RunView, weights: np.ndarray) -> pd.DataFrame:
+def _write_cleaned(
+    view: RunView,
+    plan: Plan,
+    decisions: str | Path | None,
+    final: Path,
+    changes_file: Path,
+    weights_file: Path,
+) -> int:
+    """Build ``cleaned/`` beside the old one, verify it, swap it in; rows written.
+
+    Every output is checked first: none may land on, inside or around an input.
+    """
+    ds, rows = _load_source(view)
+    # No output on, inside or around an input (the scanned dataset may be this
+    # run's own cleaned/ when an older labelaudit scanned it; a decisions file
+    # may sit in the run directory).
+    inputs = dataset_inputs(ds)
+    if decisions is not None:
+        inputs.append(("the decisions file", Path(decisions)))
+    for output, what in (
+        (final, "cleaned dataset"),
+        (changes_file, "changes file"),
+        (weights_file, "label weights file"),
+    ):
+        ensure_outside(inputs, output, what)
+    check_replaceable(final)
+    run_dir = view.run_dir
+    tmp = run_dir / f".{CLEANED_DIR}-tmp-{os.getpid()}"
+    remove_entry(run_dir, tmp.name)  # our own leftover (same pid, hidden name of our pattern)
+    tmp.mkdir()
+    try:
+        n_rows = _write_dataset(view, plan, tmp, ds, rows)
+        _verify(tmp, view, plan)
+        _swap_in(tmp, final)
+    finally:
+        remove_entry(run_dir, tmp.name)
+    return n_rows
+
+
+def _policy_params(
+    view: RunView, policy: str, confidence: float, min_class_ap: float
+) -> dict[str, Any]:
+    """``run.json["clean"]["params"]``: a suggestion policy's parameters and class APs."""
+    params: dict[str, Any] = {}
+    if get_policy(policy).uses_suggestions:
+        params = {"confidence": float(confidence), "min_class_ap": float(min_class_ap)}
+        ap = class_reliability(view)
+        params["class_ap"] = {
+            n: (None if np.isnan(a) else round(float(a), 4))
+            for n, a in zip(view.names, ap, strict=True)
+        }
+    return params
+
+
+def label_weights_table(view: RunView, weights: np.ndarray) -> pd.DataFrame:
     """``label_weights.csv``: ``id`` and one column of weights per class name."""
     frame = pd.DataFrame(np.round(weights.astype(float), 4), columns=view.names)
     frame.insert(0, "id", view.ids)

@@ -271,22 +271,12 @@ def find_issues(
     SettingsError
         A bad array, class name, id or option: one line naming it.
     """
-    matrix, names = label_matrix(labels, class_names)
-    n, k = matrix.shape
-    if n < 2:
-        raise SettingsError(f"labels: {n} image(s); an audit needs at least 2")
-    probs = None if pred_probs is None else check_probs(pred_probs, n, k)
-    emb = None if features is None else check_features(features, n)
-    if images is None and probs is None:
-        raise SettingsError(
-            "give pred_probs (out-of-sample probabilities) or images to train on: "
-            "without either there is nothing to audit the labels against"
-        )
+    matrix, names, probs, emb = _checked_arrays(labels, pred_probs, features, images, class_names)
     work, run_dir, temporary = _work_dirs(out)
     try:
         if probs is not None and images is None:
             result = _audit_arrays(
-                run_dir, _check_ids(ids, n), matrix, names, probs, emb, detectors
+                run_dir, _check_ids(ids, len(matrix)), matrix, names, probs, emb, detectors
             )
         else:
             result = _audit_images(
@@ -303,6 +293,34 @@ def find_issues(
     if temporary:  # the run lives as long as the result that reads it
         weakref.finalize(result, shutil.rmtree, str(work), True)
     return result
+
+
+def _checked_arrays(
+    labels: Any,
+    pred_probs: Any,
+    features: Any,
+    images: Any,
+    class_names: Sequence[str] | None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None, np.ndarray | None]:
+    """(label matrix, class names, probabilities, features), each checked.
+
+    Raises
+    ------
+    SettingsError
+        Fewer than 2 images, a bad array, or neither probabilities nor images.
+    """
+    matrix, names = label_matrix(labels, class_names)
+    n, k = matrix.shape
+    if n < 2:
+        raise SettingsError(f"labels: {n} image(s); an audit needs at least 2")
+    probs = None if pred_probs is None else check_probs(pred_probs, n, k)
+    emb = None if features is None else check_features(features, n)
+    if images is None and probs is None:
+        raise SettingsError(
+            "give pred_probs (out-of-sample probabilities) or images to train on: "
+            "without either there is nothing to audit the labels against"
+        )
+    return matrix, names, probs, emb
 
 
 #: Marks a directory of inputs find_issues wrote (the images and labels it scans).

@@ -139,7 +139,7 @@ def oof_threshold(train: dict[str, Any]) -> float:
 
 def fold_metrics(train: dict[str, Any]) -> pd.DataFrame:
     """Per-fold held-out scores recorded by training (fold x metric), empty when absent."""
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for entry in train.get("folds") or []:
         if isinstance(entry, dict) and isinstance(entry.get("metrics"), dict):
             nums = {
@@ -279,7 +279,8 @@ def pairwise_matrix(pairs: dict[str, Any], names: list[str]) -> np.ndarray:
     """A names x names matrix from the comparison's ``{a: {b: value}}`` (NaN: missing/None)."""
     out = np.full((len(names), len(names)), np.nan)
     for i, a in enumerate(names):
-        row = pairs.get(a) if isinstance(pairs.get(a), dict) else {}
+        entry = pairs.get(a)
+        row = entry if isinstance(entry, dict) else {}
         for j, b in enumerate(names):
             value = row.get(b)
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -357,7 +358,7 @@ def intensity_data(art: RunArtifacts) -> IntensityData | None:
     if "q1" not in classes:  # no class has a finite intensity
         return None
 
-    flagged = _intensity_flags(art, x, classes)
+    flagged = _intensity_flags(art, art.given, x, classes)
     if art.findings is not None and (art.findings["detector"] == "intensity").any():
         how = "robust (median/MAD of log intensity)" if use_log else "mean +/- sigma"
         source = f"bounds and flags from the intensity detector ({how}, {n_sigma:g} sigma)"
@@ -366,8 +367,11 @@ def intensity_data(art: RunArtifacts) -> IntensityData | None:
     return IntensityData(column, classes, flagged, source)
 
 
-def _intensity_flags(art: RunArtifacts, x: np.ndarray, classes: pd.DataFrame) -> pd.DataFrame:
-    index = {i: r for r, i in enumerate(art.ids or [])}
+def _intensity_flags(
+    art: RunArtifacts, given: np.ndarray, x: np.ndarray, classes: pd.DataFrame
+) -> pd.DataFrame:
+    ids = art.ids or []
+    index = {i: r for r, i in enumerate(ids)}
     cls_index = {c: k for k, c in enumerate(art.class_names)}
     f = art.findings
     if f is not None and (f["detector"] == "intensity").any():
@@ -383,12 +387,12 @@ def _intensity_flags(art: RunArtifacts, x: np.ndarray, classes: pd.DataFrame) ->
             if lower is None or pd.isna(lower):
                 continue
             sd = classes.loc[k, "std"] or 1.0
-            for r in np.flatnonzero(art.given[:, k] & ((x < lower) | (x > upper))):
+            for r in np.flatnonzero(given[:, k] & ((x < lower) | (x > upper))):
                 pairs.append((int(r), k, (x[r] - classes.loc[k, "mean"]) / sd))
     return pd.DataFrame(
         {
             "row": [p[0] for p in pairs],
-            "id": [art.ids[p[0]] for p in pairs],
+            "id": [ids[p[0]] for p in pairs],
             "class": [art.class_names[p[1]] for p in pairs],
             "value": [float(x[p[0]]) for p in pairs],
             "z": [float(p[2]) for p in pairs],

@@ -210,6 +210,8 @@ def _load_per_image(art: RunArtifacts) -> None:
     if run.has(EMBEDDINGS_NPY) and oof_ids is not None:
         try:
             emb = run.read_embeddings()
+            if emb is None:  # removed since run.has() saw it
+                raise OSError("embeddings.npy is gone")
             if emb.ndim != 2 or emb.shape[0] != len(oof_ids):
                 raise ValueError(f"shape {emb.shape}, expected {len(oof_ids)} rows")
             row = {i: r for r, i in enumerate(oof_ids)}

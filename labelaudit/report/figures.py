@@ -442,7 +442,8 @@ def method_heatmap(matrix: np.ndarray, names: Sequence[str], title: str, zmin: f
     text = [["" if not np.isfinite(v) else f"{v:.2f}" for v in row] for row in matrix]
     fig = go.Figure(
         go.Heatmap(
-            z=np.where(np.isfinite(matrix), matrix, None),
+            # None (a gap) where not finite; numpy's stubs leave None out of array_like
+            z=np.where(np.isfinite(matrix), matrix, None),  # type: ignore[call-overload]
             x=labels,
             y=labels,
             text=text,

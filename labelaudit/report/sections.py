@@ -334,7 +334,8 @@ def summary_section(state: ReportState) -> dict[str, Any]:
     """Dataset facts, problems found, timings, settings, weight source and versions."""
     art = state.art
     train, detect = art.section("train"), art.section("detect")
-    settings = train.get("settings") if isinstance(train.get("settings"), dict) else {}
+    recorded = train.get("settings")
+    settings = recorded if isinstance(recorded, dict) else {}
     setting_rows = _flatten(settings) + [
         (k, _fmt(v)) for k, v in train.items() if _scalar(v) and k not in ("key", "fingerprint")
     ]
@@ -394,7 +395,8 @@ def model_section(state: ReportState) -> dict[str, Any]:
     train = art.section("train")
     model: dict[str, Any] = {"available": art.probs is not None and bool(art.n_images)}
     model["figs"] = []
-    if model["available"]:
+    # With images, the run has dataset.csv: given labels come with the ids.
+    if art.probs is not None and art.given is not None and model["available"]:
         rep = an.oof_report(art.given, art.probs, art.class_names, an.oof_threshold(train))
         model.update(averages=rep["averages"], text=rep["text"], threshold=rep["threshold"])
         model["figs"].append(figs.add("per-class", fg.per_class_scores(rep["per_class"])))
@@ -516,13 +518,13 @@ def _agreement_figures(state: ReportState, agree: dict[str, Any]) -> list[dict[s
     return out
 
 
-def _bench_section(art: RunArtifacts, figs: Figures) -> tuple[dict[str, Any], list[dict]]:
-    """The bench table and its figures (``bench.json``)."""
-    table, groups = bench_tables(art.bench)
+def _bench_section(result: dict[str, Any], figs: Figures) -> tuple[dict[str, Any], list[dict]]:
+    """The bench table and its figures (``bench.json``, read as ``result``)."""
+    table, groups = bench_tables(result)
     bench = {
         "rows": [(str(i), [_fmt(v) for v in r]) for i, r in table.iterrows()],
         "columns": [str(c) for c in table.columns],
-        "raw": _flatten(art.bench, depth=3) if table.empty else [],
+        "raw": _flatten(result, depth=3) if table.empty else [],
         # AUROC per kind of problem: label problems, then each kind of label noise
         # on its own (missing, extra, swap), then the image faults.
         "group_rows": [(str(i), [_fmt(v) for v in r]) for i, r in groups.iterrows()],
@@ -562,7 +564,7 @@ def agreement_section(state: ReportState) -> dict[str, Any]:
         out["why"] = art.why("issues.csv") or "No detector ran."
     out["bench"] = None
     if art.bench is not None:
-        out["bench"], bench_figs = _bench_section(art, state.figs)
+        out["bench"], bench_figs = _bench_section(art.bench, state.figs)
         out["figs"] += bench_figs
     else:
         out["bench_why"] = art.why("bench.json")

@@ -171,11 +171,13 @@ def table_rows(
     text = _text_columns(ranked)
     row_of = np.full(len(ids), -1, dtype=np.int64)
     rows = []
+    given_labels = art.given  # with ids, always: both come from dataset.csv
     for r, image_id in enumerate(text["id"]):
         i = index.get(image_id, -1)
         if i >= 0:
             row_of[i] = r
-            given = np.flatnonzero(art.given[i]).tolist()
+        if i >= 0 and given_labels is not None:
+            given = np.flatnonzero(given_labels[i]).tolist()
         else:
             given = art.parse_labels(text["given_text"][r])
         sugg = text["sugg_text"][r]

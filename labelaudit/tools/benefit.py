@@ -8,16 +8,16 @@ times cheaply, in *probe mode*: the run's frozen-backbone embeddings (a ``scan
 serves every policy and split) and one logistic regression per class, trained like
 ``retrain`` trains its networks:
 
-* the split is ``retrain``'s (:func:`labelaudit.pipeline.retrain.make_split`: test, validation
+* the split is ``retrain``'s (:func:`labelaudit.pipeline.evaluation.make_split`: test, validation
   and training parts, stratified, fixed by the seed), and cleaning is applied to the
-  training and validation parts only (:func:`labelaudit.pipeline.retrain.plan_cleaning`);
+  training and validation parts only (:func:`labelaudit.pipeline.evaluation.plan_cleaning`);
 * a policy's decisions are :func:`labelaudit.pipeline.clean.plan_changes` of the run (the code
   ``labelaudit clean`` runs); soft policies' per-label weights and the class weights
-  (:func:`labelaudit.pipeline.retrain.class_weights`: ``method`` = ``1 - n_k / N`` scales
+  (:func:`labelaudit.pipeline.evaluation.class_weights`: ``method`` = ``1 - n_k / N`` scales
   class k's loss, ``pos`` the positives of class k by ``(N - n_k) / n_k``) enter the
   regression as sample weights of each class's model;
 * per-class thresholds are tuned on the (cleaned) validation labels
-  (:func:`labelaudit.pipeline.retrain.tune_thresholds`), and the model is scored on the test
+  (:func:`labelaudit.pipeline.evaluation.tune_thresholds`), and the model is scored on the test
   images against their *true* labels (a truth file).
 
 Every policy is compared with no cleaning on the same split and seed: the change in
@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -41,6 +42,9 @@ from sklearn.preprocessing import StandardScaler
 
 from labelaudit.core.errors import RunDirError
 from labelaudit.core.stats import Interval, class_f1, label_errors, micro_f1, paired_interval
+
+if TYPE_CHECKING:  # evaluation imports the training package (torch): only when used
+    from labelaudit.pipeline.evaluation import Split
 
 #: Class-weight kinds compared (``retrain --class-weights``).
 WEIGHT_KINDS: tuple[str, ...] = ("none", "method", "pos")
@@ -114,9 +118,9 @@ def training_weights(
 
     ``method`` multiplies every image of class k's model by ``1 - n_k / N``; ``pos``
     its positive images by ``(N - n_k) / n_k`` (both from
-    :func:`labelaudit.pipeline.retrain.class_weights` on ``labels``).
+    :func:`labelaudit.pipeline.evaluation.class_weights` on ``labels``).
     """
-    from labelaudit.pipeline.retrain import class_weights
+    from labelaudit.pipeline.evaluation import class_weights
 
     y = np.asarray(labels, dtype=bool)
     w = None if label_weight is None else np.asarray(label_weight, dtype=float).copy()
@@ -161,7 +165,7 @@ def reduce_features(x: np.ndarray, components: int | None, seed: int = 0) -> np.
 
 
 def _read_run(run_dir: Path, truth: Path) -> _Data:
-    from labelaudit.pipeline.retrain import read_true_labels
+    from labelaudit.pipeline.bench import read_true_labels
     from labelaudit.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -183,12 +187,12 @@ def _read_run(run_dir: Path, truth: Path) -> _Data:
 def _one(
     data: _Data,
     outcome: PolicyOutcome,
-    split,
+    split: Split,
     kind: str,
     c: float,
     seed: int,
 ) -> dict:
-    from labelaudit.pipeline.retrain import plan_cleaning, tune_thresholds
+    from labelaudit.pipeline.evaluation import plan_cleaning, tune_thresholds
 
     plan = plan_cleaning(data.given, outcome.labels, outcome.removed, split)
     train, val, test = plan.train_idx, plan.val_idx, split.test_idx
@@ -274,7 +278,7 @@ def evaluate_cleaning(
         (``*_t_low/high``) and the pooled bootstrap interval over test images
         (``*_boot_low/high``).
     """
-    from labelaudit.pipeline.retrain import make_split
+    from labelaudit.pipeline.evaluation import make_split
 
     data = _read_run(Path(run_dir), Path(truth))
     data.x = reduce_features(data.x, components)
@@ -285,9 +289,27 @@ def evaluate_cleaning(
     grid = list(dict.fromkeys([("none", "none"), *sorted(needed), *grid]))
     outcomes = {p: policy_outcome(run_dir, p) for p in dict.fromkeys(p for p, _ in grid)}
     rarest = np.argsort(data.true.sum(axis=0), kind="stable")[:rare]
-    records, preds, truths = [], {}, {}
-    for seed in seeds:
-        split = make_split(data.given, int(seed), test_fraction, val_fraction)
+    splits = [(s, make_split(data.given, int(s), test_fraction, val_fraction)) for s in seeds]
+    records, preds, truths = _score_seeds(data, outcomes, grid, splits, c, rarest)
+    per_seed = pd.DataFrame.from_records(records)
+    summary = _summarize(per_seed, preds, truths, grid, list(seeds), rarest, n_boot)
+    return per_seed, summary
+
+
+def _score_seeds(
+    data: _Data,
+    outcomes: dict[str, PolicyOutcome],
+    grid: list[tuple[str, str]],
+    splits: list[tuple[int, Split]],
+    c: float,
+    rarest: np.ndarray,
+) -> tuple[list[dict], dict[tuple[str, str, int], np.ndarray], dict[int, np.ndarray]]:
+    """Every (policy, weights) on every seed's split: the per-seed rows, the test
+    predictions and the test images' true labels."""
+    records: list[dict] = []
+    preds: dict[tuple[str, str, int], np.ndarray] = {}
+    truths: dict[int, np.ndarray] = {}
+    for seed, split in splits:
         truths[seed] = data.true[split.test_idx]
         for policy, kind in grid:
             r = _one(data, outcomes[policy], split, kind, c, int(seed))
@@ -305,9 +327,7 @@ def evaluate_cleaning(
                     "rare_f1": float(f1[rarest].mean()),
                 }
             )
-    per_seed = pd.DataFrame.from_records(records)
-    summary = _summarize(per_seed, preds, truths, grid, list(seeds), rarest, n_boot)
-    return per_seed, summary
+    return records, preds, truths
 
 
 def _boot_scores(y: np.ndarray, pred: np.ndarray, idx: np.ndarray, rarest: np.ndarray):

@@ -93,7 +93,8 @@ def test_bad_weights_file_is_refused(hpa_run):
 
 
 def test_retrain_trains_the_after_model_with_the_weights(hpa_run):
-    from labelaudit.pipeline.retrain import Split, comparison_sides, plan_cleaning, side_loss
+    from labelaudit.pipeline.evaluation import Split, plan_cleaning
+    from labelaudit.pipeline.retrain import comparison_sides, side_loss
 
     _, run = hpa_run
     view, plan, _ = plan_changes(run, policy="soft")

@@ -10,19 +10,21 @@ from la_runfixture import make_run
 
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import read_json, update_run_json
+from labelaudit.pipeline.evaluation import (
+    change_intervals,
+    class_weights,
+    split_parts,
+    thresholded_metrics,
+    tune_thresholds,
+)
 from labelaudit.pipeline.retrain import (
     NOISE_MARK,
     SMALL_DATASET,
     EnsembleModel,
-    change_intervals,
-    class_weights,
     default_members,
     load_checkpoint,
     retrain,
-    split_parts,
     summary_lines,
-    thresholded_metrics,
-    tune_thresholds,
 )
 
 TINY = {

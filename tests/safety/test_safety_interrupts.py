@@ -14,7 +14,8 @@ import time
 import pytest
 from la_testutils import FAST_SCAN
 
-from labelaudit.cli import INTERRUPTED
+from labelaudit.core.errors import INTERRUPTED
+from labelaudit.core.interrupts import Interrupts
 
 #: Three epochs (the last --epochs wins): time for the signal to land mid-training.
 FLAGS = [*FAST_SCAN, "--epochs", "3"]
@@ -124,8 +125,6 @@ def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeyp
     half-started child never reads a closed pipe (its EOFError traceback)."""
     import threading
 
-    from labelaudit import cli
-
     code = compile(
         "import sys\ndef here():\n    return sys._getframe()\n",
         "/usr/lib/python3/multiprocessing/popen_spawn_posix.py",
@@ -137,7 +136,7 @@ def test_an_interrupt_during_a_process_start_is_delivered_again_after_it(monkeyp
     sent = threading.Event()
     monkeypatch.setattr(os, "kill", lambda pid, sig: sent.set())
 
-    interrupts = cli._Interrupts()
+    interrupts = Interrupts()
     interrupts._handle(signal.SIGINT, starting)  # deferred: no KeyboardInterrupt now
     assert not interrupts.raised and sent.wait(5)
     with pytest.raises(KeyboardInterrupt):  # elsewhere it interrupts at once

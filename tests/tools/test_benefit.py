@@ -8,7 +8,7 @@ import pytest
 from la_runfixture import make_run
 
 from labelaudit.core.errors import RunDirError
-from labelaudit.pipeline.retrain import class_weights
+from labelaudit.pipeline.evaluation import class_weights
 from labelaudit.tools.benefit import evaluate_cleaning, fit_probe, training_weights
 
 
