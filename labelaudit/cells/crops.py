@@ -88,6 +88,7 @@ def masked_focus(plane: np.ndarray, core: np.ndarray) -> float:
     """
     if not core.any():
         return 0.0
+    work: np.ndarray
     if np.issubdtype(plane.dtype, np.integer):
         work = plane.astype(np.int32 if plane.dtype.itemsize >= 2 else np.int16)
     else:
@@ -243,6 +244,7 @@ class CellCache:
         path = Path(path)
         meta = read_user_json(path / "meta.json", "the cell cache's meta.json")
         shape = tuple(meta["shape"])
+        images: np.ndarray
         if shape[0]:
             images = np.memmap(path / "images.u8", dtype=np.uint8, mode="r", shape=shape)
         else:  # numpy cannot map an empty file
@@ -256,7 +258,11 @@ class CellCache:
         return cls(path, tuple(meta["channels"]), int(meta["size"]), images, cells, reused)
 
 
-def _mask_key(masks: object, params: SegmentParams | None, drop_border: bool) -> str:
+def _mask_key(
+    masks: MaskSet | Mapping[str, np.ndarray] | None,
+    params: SegmentParams | None,
+    drop_border: bool,
+) -> str:
     h = ShortDigest(16)
     h.update(f"drop_border={drop_border}".encode())
     if masks is None:
@@ -366,90 +372,123 @@ def build_cell_cache(
         raise SettingsError(f"size must be >= 1, got {size}")
     if not 0.0 <= pad <= 1.0:
         raise SettingsError(f"pad must be in [0, 1], got {pad}")
-    if isinstance(masks, str | Path):
-        masks = load_masks(masks, dataset.ids)
-    elif masks is not None:
-        missing = [i for i in dataset.ids if i not in masks]
-        if missing:
-            raise DatasetError("no cell mask for this image", image=missing[0])
-    params = (params or SegmentParams()) if masks is None else None
+    found = _find_masks(dataset, masks)
+    params = (params or SegmentParams()) if found is None else None
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    key = cell_cache_key(dataset, masks, size, pad, params, drop_border)
+    key = cell_cache_key(dataset, found, size, pad, params, drop_border)
     final = root / f"cells-{key}"
     if (final / "meta.json").is_file():
         return CellCache.open(final, reused=True)
 
     started = time.perf_counter()
-    n_ch = len(dataset.channels)
     with staged_entry(final) as tmp:
         if (final / "meta.json").is_file():  # built by the process we waited for
             return CellCache.open(final, reused=True)
-
-        def mask_of(image_id: str) -> object:
-            if masks is None:
-                return None
-            if isinstance(masks, MaskSet):
-                return masks.paths[image_id]  # the worker decodes it
-            return np.asarray(masks[image_id])
-
         jobs = [
-            (i, image_id, src.paths, dataset.channels, mask_of(image_id), size, pad, params,
-             drop_border, tmp / "masks")
+            (i, image_id, src.paths, dataset.channels, _field_mask(found, image_id), size, pad,
+             params, drop_border, tmp / "masks")
             for i, (image_id, src) in enumerate(zip(dataset.ids, dataset.sources, strict=True))
         ]  # fmt: skip
-        rows: list[dict[str, object]] = []
-        n_cells = 0
-        workers = workers or available_cores()
-        # Crops are appended field by field (the cell count is known only at the end),
-        # then the file is mapped with its final shape.
-        with open(tmp / "images.u8", "wb") as fh:
-            fields = map_fields(_job, jobs, dataset.ids, workers, min_parallel=4, max_chunk=8)
-            for done, (i, (crops, field_rows, depth)) in enumerate(fields, start=1):
-                fh.write(np.ascontiguousarray(crops).tobytes())
-                n_cells += len(crops)
-                for r in field_rows:
-                    row = {
-                        "id": cell_id(dataset.ids[i], r["cell"]),
-                        "field": dataset.ids[i],
-                        "field_index": i,
-                        **{k: r[k] for k in ("cell", "area", "y0", "x0", "y1", "x1", "border")},
-                        "height": int(r["y1"]) - int(r["y0"]),
-                        "width": int(r["x1"]) - int(r["x0"]),
-                        "bit_depth": depth,
-                    }
-                    for c, name in enumerate(dataset.channels):
-                        row.update({f"{name}_{st}": r[f"c{c}_{st}"] for st in STAT_NAMES})
-                    rows.append(row)
-                if progress is not None:
-                    progress(done, len(jobs))
+        rows, n_cells = _write_crops(tmp, dataset, jobs, workers, progress)
         columns = list(TABLE_COLUMNS) + [
             f"{ch}_{st}" for ch in dataset.channels for st in STAT_NAMES
         ]
         write_csv(tmp / "cells.csv", pd.DataFrame(rows, columns=columns))
-        write_json(
-            tmp / "meta.json",
-            {
-                "version": CELL_CACHE_VERSION,
-                "key": key,
-                "shape": [n_cells, n_ch, size, size],
-                "size": size,
-                "pad": pad,
-                "channels": list(dataset.channels),
-                "columns": columns,
-                "fields": len(dataset),
-                "dataset": str(dataset.root.resolve()),
-                "image_fingerprint": dataset.image_fingerprint(),
-                "masks": (
-                    "segmented"
-                    if masks is None
-                    else str(masks.root)
-                    if isinstance(masks, MaskSet)
-                    else "in memory"
-                ),
-                "segment_params": params.to_dict() if params else None,
-                "drop_border": drop_border,
-                "seconds": round(time.perf_counter() - started, 3),
-            },
-        )
+        meta = _entry_meta(dataset, found, params, key, n_cells, size, pad, columns, drop_border)
+        meta["seconds"] = round(time.perf_counter() - started, 3)
+        write_json(tmp / "meta.json", meta)
     return CellCache.open(final, reused=False)
+
+
+def _entry_meta(
+    dataset: Dataset,
+    masks: MaskSet | Mapping[str, np.ndarray] | None,
+    params: SegmentParams | None,
+    key: str,
+    n_cells: int,
+    size: int,
+    pad: float,
+    columns: list[str],
+    drop_border: bool,
+) -> dict[str, object]:
+    """An entry's ``meta.json`` (its build time is added by the caller)."""
+    return {
+        "version": CELL_CACHE_VERSION,
+        "key": key,
+        "shape": [n_cells, len(dataset.channels), size, size],
+        "size": size,
+        "pad": pad,
+        "channels": list(dataset.channels),
+        "columns": columns,
+        "fields": len(dataset),
+        "dataset": str(dataset.root.resolve()),
+        "image_fingerprint": dataset.image_fingerprint(),
+        "masks": (
+            "segmented"
+            if masks is None
+            else str(masks.root)
+            if isinstance(masks, MaskSet)
+            else "in memory"
+        ),
+        "segment_params": params.to_dict() if params else None,
+        "drop_border": drop_border,
+    }
+
+
+def _find_masks(
+    dataset: Dataset, masks: str | Path | Mapping[str, np.ndarray] | None
+) -> MaskSet | Mapping[str, np.ndarray] | None:
+    """The mask files of a directory, or the given mapping once it covers every field."""
+    if isinstance(masks, str | Path):
+        return load_masks(masks, dataset.ids)
+    if masks is not None:
+        missing = [i for i in dataset.ids if i not in masks]
+        if missing:
+            raise DatasetError("no cell mask for this image", image=missing[0])
+    return masks
+
+
+def _field_mask(masks: MaskSet | Mapping[str, np.ndarray] | None, image_id: str) -> object:
+    """What a worker gets for one field: ``None`` (segment it), a file path or the array."""
+    if masks is None:
+        return None
+    if isinstance(masks, MaskSet):
+        return masks.paths[image_id]  # the worker decodes it
+    return np.asarray(masks[image_id])
+
+
+def _write_crops(
+    tmp: Path,
+    dataset: Dataset,
+    jobs: list[tuple],
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[dict[str, object]], int]:
+    """Crop every field into ``tmp/images.u8``: the cells' table rows and their count."""
+    rows: list[dict[str, object]] = []
+    n_cells = 0
+    workers = workers or available_cores()
+    # Crops are appended field by field (the cell count is known only at the end),
+    # then the file is mapped with its final shape.
+    with open(tmp / "images.u8", "wb") as fh:
+        fields = map_fields(_job, jobs, dataset.ids, workers, min_parallel=4, max_chunk=8)
+        for done, (i, (crops, field_rows, depth)) in enumerate(fields, start=1):
+            fh.write(np.ascontiguousarray(crops).tobytes())
+            n_cells += len(crops)
+            for r in field_rows:
+                row = {
+                    "id": cell_id(dataset.ids[i], r["cell"]),
+                    "field": dataset.ids[i],
+                    "field_index": i,
+                    **{k: r[k] for k in ("cell", "area", "y0", "x0", "y1", "x1", "border")},
+                    "height": int(r["y1"]) - int(r["y0"]),
+                    "width": int(r["x1"]) - int(r["x0"]),
+                    "bit_depth": depth,
+                }
+                for c, name in enumerate(dataset.channels):
+                    row.update({f"{name}_{st}": r[f"c{c}_{st}"] for st in STAT_NAMES})
+                rows.append(row)
+            if progress is not None:
+                progress(done, len(jobs))
+    return rows, n_cells

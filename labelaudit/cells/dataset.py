@@ -123,6 +123,23 @@ def _job(args: tuple) -> dict:
     return record
 
 
+def _field_jobs(
+    dataset: Dataset,
+    out: Path,
+    params: SegmentParams,
+    ref_paths: list[Path | None],
+    overlays: bool,
+    mask_format: str,
+) -> list[tuple]:
+    """One :func:`_job` argument tuple per field, in dataset order."""
+    return [
+        (i, image_id, src.paths, dataset.channels, out, params, ref, overlays, mask_format)
+        for i, (image_id, src, ref) in enumerate(
+            zip(dataset.ids, dataset.sources, ref_paths, strict=True)
+        )
+    ]
+
+
 def segment_dataset(
     dataset_dir: str | Path | Dataset,
     out_dir: str | Path,
@@ -187,37 +204,33 @@ def segment_dataset(
     if mask_format not in ("png", "npz"):
         raise SettingsError(f"unknown mask format {mask_format!r}; choose png or npz")
     out = Path(out_dir)
+    reference = Path(compare) if compare is not None else None
     inputs = dataset_inputs(dataset)
-    ref_paths: list[Path | None] = [None] * len(dataset)
-    if compare is not None:
-        compare = Path(compare)
-        if not compare.is_dir():
-            raise DatasetError("mask directory not found", path=compare)
-        inputs.append(("the reference masks directory", compare))
-        ref_paths = [find_mask(compare, image_id) for image_id in dataset.ids]
+    ref_paths = _reference_masks(dataset, reference, inputs)
     # New, empty, or an earlier segment output (segment.json): never a directory
     # holding someone else's cells.csv or masks, never on or around an input.
     open_output_dir(out, inputs, kind="segment")
 
-    jobs = [
-        (i, image_id, src.paths, dataset.channels, out, params, ref, overlays, mask_format)
-        for i, (image_id, src, ref) in enumerate(
-            zip(dataset.ids, dataset.sources, ref_paths, strict=True)
-        )
-    ]
-    records: list[dict] = [{} for _ in jobs]
-    started = time.perf_counter()
-    # More processes than cores only add start-up time (1000 workers: 54 s for 2 s of work).
-    workers = max(1, min(workers or available_cores(), available_cores(), len(jobs)))
-    for done, (i, record) in enumerate(map_fields(_job, jobs, dataset.ids, workers), start=1):
-        records[i] = record
-        if progress is not None:
-            progress(done, len(jobs))
-    elapsed = time.perf_counter() - started
+    jobs = _field_jobs(dataset, out, params, ref_paths, overlays, mask_format)
+    records, elapsed, workers = _segment_fields(jobs, dataset.ids, workers, progress)
+    write_csv(out / "cells.csv", pd.concat([r.pop("table") for r in records], ignore_index=True))
+    summary = _summary(dataset, records, elapsed, workers, params, mask_format)
+    if reference is not None:
+        summary["compare"] = _write_comparison(out, records, reference)
+    write_json(out / "segment.json", summary)
+    return summary
 
-    tables = [r.pop("table") for r in records]
-    write_csv(out / "cells.csv", pd.concat(tables, ignore_index=True))
-    summary: dict = {
+
+def _summary(
+    dataset: Dataset,
+    records: list[dict],
+    elapsed: float,
+    workers: int,
+    params: SegmentParams,
+    mask_format: str,
+) -> dict:
+    """``segment.json`` without the comparison: counts, timings and settings."""
+    return {
         "dataset": str(dataset.root),
         "fields": len(records),
         "cells": int(sum(r["cells"] for r in records)),
@@ -228,20 +241,51 @@ def segment_dataset(
         "mask_format": mask_format,
         "format": dict(OUTPUT_KINDS["segment"].format),
     }
-    if compare is not None:
-        rows = []
-        for r in records:
-            for mode in ("all", "interior"):
-                rows.append({"id": r["id"], "cells": mode, **r[mode]})
-        write_csv(out / "compare.csv", pd.DataFrame(rows))
-        summary["compare"] = {
-            "reference": str(compare),
-            "headline": HEADLINE,
-            "all": summarize_comparisons(r["all"] for r in records),
-            "interior": summarize_comparisons(r["interior"] for r in records),
-        }
-    write_json(out / "segment.json", summary)
-    return summary
+
+
+def _reference_masks(
+    dataset: Dataset, compare: Path | None, inputs: list[tuple[str, Path]]
+) -> list[Path | None]:
+    """Each field's mask in ``compare`` (all ``None`` without one); ``compare`` joins ``inputs``."""
+    if compare is None:
+        return [None] * len(dataset)
+    if not compare.is_dir():
+        raise DatasetError("mask directory not found", path=compare)
+    inputs.append(("the reference masks directory", compare))
+    return [find_mask(compare, image_id) for image_id in dataset.ids]
+
+
+def _segment_fields(
+    jobs: list[tuple],
+    ids: list[str],
+    workers: int | None,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[list[dict], float, int]:
+    """Run :func:`_job` on every field: records in field order, seconds, processes used."""
+    records: list[dict] = [{} for _ in jobs]
+    started = time.perf_counter()
+    # More processes than cores only add start-up time (1000 workers: 54 s for 2 s of work).
+    workers = max(1, min(workers or available_cores(), available_cores(), len(jobs)))
+    for done, (i, record) in enumerate(map_fields(_job, jobs, ids, workers), start=1):
+        records[i] = record
+        if progress is not None:
+            progress(done, len(jobs))
+    return records, time.perf_counter() - started, workers
+
+
+def _write_comparison(out: Path, records: list[dict], reference: Path) -> dict:
+    """Write ``compare.csv`` (per field, both conventions); the pooled comparison."""
+    rows = []
+    for r in records:
+        for mode in ("all", "interior"):
+            rows.append({"id": r["id"], "cells": mode, **r[mode]})
+    write_csv(out / "compare.csv", pd.DataFrame(rows))
+    return {
+        "reference": str(reference),
+        "headline": HEADLINE,
+        "all": summarize_comparisons(r["all"] for r in records),
+        "interior": summarize_comparisons(r["interior"] for r in records),
+    }
 
 
 def format_comparison(summary: dict) -> str:

@@ -144,7 +144,8 @@ def write_mask(out_dir: str | Path, image_id: str, labels: np.ndarray, fmt: str 
     png, npz = mask_paths(out_dir, image_id)
     if fmt == "npz":
         with atomic_path(npz) as tmp, open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **{MASK_KEY: labels.astype(_min_dtype(top))})
+            # the keyword is MASK_KEY ("mask"), spelled out for the type checker
+            np.savez_compressed(fh, mask=labels.astype(_min_dtype(top)))
         return npz
     if fmt != "png":
         raise SettingsError(f"unknown mask format {fmt!r}; choose png or npz")

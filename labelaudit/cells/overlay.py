@@ -128,18 +128,23 @@ def overlay_image(
     if show_ids:
         text = {k: text.get(k, str(k)) for k in range(1, top + 1)} | text
     if text and top:
-        present = [k for k in text if 1 <= k <= top]
-        centres = ndimage.center_of_mass(labels > 0, labels, present)
-        draw = ImageDraw.Draw(image)
-        font = _font(max(10, round(size[0] / 64)))
-        for k, (cy, cx) in zip(present, centres, strict=True):
-            if not np.isfinite(cy):  # a label absent from the image
-                continue
-            x, y = cx * scale, cy * scale
-            box = draw.textbbox((x, y), text[k], font=font, anchor="mm")
-            draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
-            draw.text((x, y), text[k], fill=(255, 255, 255), font=font, anchor="mm")
+        _draw_tags(image, labels, {k: v for k, v in text.items() if 1 <= k <= top}, scale)
     return image
+
+
+def _draw_tags(image: Image.Image, labels: np.ndarray, text: dict[int, str], scale: float) -> None:
+    """Write each label's text on a black box at its cell's centre (``scale``: picture/field)."""
+    present = list(text)
+    centres = ndimage.center_of_mass(labels > 0, labels, present)
+    draw = ImageDraw.Draw(image)
+    font = _font(max(10, round(image.size[0] / 64)))
+    for k, (cy, cx) in zip(present, centres, strict=True):
+        if not np.isfinite(cy):  # a label absent from the image
+            continue
+        x, y = cx * scale, cy * scale
+        box = draw.textbbox((x, y), text[k], font=font, anchor="mm")
+        draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
+        draw.text((x, y), text[k], fill=(255, 255, 255), font=font, anchor="mm")
 
 
 def save_image(path: str | Path, image: Image.Image, quality: int = 80) -> Path:

@@ -18,7 +18,8 @@ given, so the same defaults work on 2048 px HPA fields and small synthetic ones.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, overload
 
 import numpy as np
 from PIL import Image
@@ -152,6 +153,32 @@ def estimate_nucleus_diameter(blue: np.ndarray, threshold: float = 1.0) -> float
     return float(2.0 * np.sqrt(np.median(areas) / np.pi) * factor)
 
 
+@overload
+def segment_field(
+    channels: Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray],
+    params: SegmentParams | None = ...,
+    *,
+    channel_names: Sequence[str] = ...,
+    nucleus: str = ...,
+    cytoplasm: Sequence[str] = ...,
+    return_nuclei: Literal[False] = ...,
+    **overrides: Any,  # SegmentParams fields: each has its own type
+) -> np.ndarray: ...
+
+
+@overload
+def segment_field(
+    channels: Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray],
+    params: SegmentParams | None = ...,
+    *,
+    channel_names: Sequence[str] = ...,
+    nucleus: str = ...,
+    cytoplasm: Sequence[str] = ...,
+    return_nuclei: Literal[True],
+    **overrides: Any,  # SegmentParams fields: each has its own type
+) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 def segment_field(
     channels: Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray],
     params: SegmentParams | None = None,
@@ -160,7 +187,7 @@ def segment_field(
     nucleus: str = "blue",
     cytoplasm: Sequence[str] = ("red", "yellow"),
     return_nuclei: bool = False,
-    **overrides: object,
+    **overrides: Any,  # SegmentParams fields: each has its own type
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Segment the cells of one field.
 
@@ -196,29 +223,10 @@ def segment_field(
         When the nucleus channel or every cytoplasm channel is missing, the
         planes differ in shape, or a parameter is out of range.
     """
-    p = params or SegmentParams()
-    if overrides:
-        unknown = set(overrides) - set(SegmentParams.__dataclass_fields__)
-        if unknown:
-            raise SettingsError(f"unknown segmentation parameter(s): {', '.join(sorted(unknown))}")
-        p = SegmentParams(**{**p.to_dict(), **overrides})
-    if p.downscale is not None and p.downscale < 1:
-        raise SettingsError(f"downscale must be >= 1, got {p.downscale}")
-    if p.nucleus_diameter is not None and p.nucleus_diameter <= 0:
-        raise SettingsError(f"nucleus_diameter must be > 0, got {p.nucleus_diameter}")
-
+    p = _resolve_params(params, overrides)
     planes = _as_channels(channels, channel_names)
-    if nucleus not in planes:
-        raise SettingsError(f"no {nucleus!r} (nucleus) channel among {', '.join(planes)}")
-    cyto_names = [c for c in cytoplasm if c in planes]
-    if not cyto_names:
-        raise SettingsError(f"none of the cytoplasm channels {', '.join(cytoplasm)} is present")
+    cyto_names = _stains_present(planes, nucleus, cytoplasm)
     shape = planes[nucleus].shape
-    for name in [nucleus, *cyto_names]:
-        if planes[name].shape != shape or len(shape) != 2:
-            raise SettingsError(
-                f"channel {name!r} has shape {planes[name].shape}, expected {shape} (2-D)"
-            )
 
     blue_full = to_unit_float(planes[nucleus])
     diameter = p.nucleus_diameter
@@ -232,7 +240,9 @@ def segment_field(
     disc = np.pi * d * d / 4.0
 
     blue = _downscale(blue_full, factor)
-    cyto = sum(_scaled(_downscale(to_unit_float(planes[c]), factor)) for c in cyto_names)
+    cyto = _scaled(_downscale(to_unit_float(planes[cyto_names[0]]), factor))
+    for c in cyto_names[1:]:
+        cyto = cyto + _scaled(_downscale(to_unit_float(planes[c]), factor))
 
     nuclei = _nuclei(blue, d, p)
     cells = _cells(cyto, nuclei, d, p)
@@ -242,12 +252,46 @@ def segment_field(
     areas = np.bincount(cells.ravel(), minlength=int(nuclei.max()) + 1)
     cells, lut = relabel_sequential(cells, areas >= p.min_cell_area * disc)
     cells_full = _upscale_labels(cells, shape)
-    nuclei_full = _upscale_labels(lut[nuclei], shape) if return_nuclei else None
+    if not return_nuclei:
+        return drop_border_cells(cells_full) if p.drop_border else cells_full
+    nuclei_full = _upscale_labels(lut[nuclei], shape)
     if p.drop_border:
         cells_full, lut = drop_border_cells(cells_full, return_lut=True)
-        if nuclei_full is not None:
-            nuclei_full = lut[nuclei_full]
-    return (cells_full, nuclei_full) if return_nuclei else cells_full
+        nuclei_full = lut[nuclei_full]
+    return cells_full, nuclei_full
+
+
+def _resolve_params(params: SegmentParams | None, overrides: dict[str, Any]) -> SegmentParams:
+    """``params`` (default settings when ``None``) with single fields replaced, checked."""
+    p = params or SegmentParams()
+    if overrides:
+        unknown = set(overrides) - set(SegmentParams.__dataclass_fields__)
+        if unknown:
+            raise SettingsError(f"unknown segmentation parameter(s): {', '.join(sorted(unknown))}")
+        p = replace(p, **overrides)
+    if p.downscale is not None and p.downscale < 1:
+        raise SettingsError(f"downscale must be >= 1, got {p.downscale}")
+    if p.nucleus_diameter is not None and p.nucleus_diameter <= 0:
+        raise SettingsError(f"nucleus_diameter must be > 0, got {p.nucleus_diameter}")
+    return p
+
+
+def _stains_present(
+    planes: dict[str, np.ndarray], nucleus: str, cytoplasm: Sequence[str]
+) -> list[str]:
+    """The cytoplasm stains present, once the nucleus and they are 2-D planes of one shape."""
+    if nucleus not in planes:
+        raise SettingsError(f"no {nucleus!r} (nucleus) channel among {', '.join(planes)}")
+    cyto_names = [c for c in cytoplasm if c in planes]
+    if not cyto_names:
+        raise SettingsError(f"none of the cytoplasm channels {', '.join(cytoplasm)} is present")
+    shape = planes[nucleus].shape
+    for name in [nucleus, *cyto_names]:
+        if planes[name].shape != shape or len(shape) != 2:
+            raise SettingsError(
+                f"channel {name!r} has shape {planes[name].shape}, expected {shape} (2-D)"
+            )
+    return cyto_names
 
 
 def relabel_sequential(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +304,16 @@ def relabel_sequential(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray
     lut = np.zeros(keep.size, dtype=np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
     return lut[labels], lut
+
+
+@overload
+def drop_border_cells(labels: np.ndarray, return_lut: Literal[False] = ...) -> np.ndarray: ...
+
+
+@overload
+def drop_border_cells(
+    labels: np.ndarray, return_lut: Literal[True]
+) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def drop_border_cells(

@@ -89,12 +89,16 @@ def _popen_without_main() -> type | None:
     if sys.platform == "win32":
         return None
     import io
-    from multiprocessing import popen_spawn_posix, resource_tracker, spawn, util
-    from multiprocessing.context import reduction, set_spawning_popen
+    from multiprocessing import popen_spawn_posix, reduction, resource_tracker, spawn, util
+    from multiprocessing.context import set_spawning_popen
 
     class PopenWithoutMain(popen_spawn_posix.Popen):
+        _fds: list[int]  # set by popen_spawn_posix.Popen.__init__ (absent from typeshed)
+
         def _launch(self, process_obj: Any) -> None:
-            tracker_fd = resource_tracker.getfd()
+            tracker_fd = resource_tracker.getfd()  # starts the tracker: an fd, never None
+            if tracker_fd is None:
+                raise RuntimeError("multiprocessing's resource tracker did not start")
             self._fds.append(tracker_fd)
             prep_data = spawn.get_preparation_data(process_obj._name)
             for key in _MAIN_KEYS:
@@ -112,13 +116,17 @@ def _popen_without_main() -> type | None:
                 child_r, parent_w = os.pipe()
                 cmd = spawn.get_command_line(tracker_fd=tracker_fd, pipe_handle=child_r)
                 self._fds.extend([child_r, child_w])
-                self.pid = util.spawnv_passfds(spawn.get_executable(), cmd, self._fds)
+                # typeshed types the path as bytes; CPython passes this str itself
+                exe = spawn.get_executable()
+                self.pid = util.spawnv_passfds(exe, cmd, self._fds)  # type: ignore[arg-type]
                 self.sentinel = parent_r
                 with open(parent_w, "wb", closefd=False) as f:
                     f.write(fp.getbuffer())
             finally:
                 self.finalizer = util.Finalize(
-                    self, util.close_fds, [fd for fd in (parent_r, parent_w) if fd is not None]
+                    self,
+                    util.close_fds,  # type: ignore[attr-defined]  # in CPython, not in typeshed
+                    [fd for fd in (parent_r, parent_w) if fd is not None],
                 )
                 for fd in (child_r, child_w):
                     if fd is not None:

@@ -324,15 +324,16 @@ def _pil_array(fh: BinaryIO, path: Path, max_pixels: int | None) -> np.ndarray:
         with Image.open(fh) as im:
             check_pixel_budget(im.width, im.height, path, max_pixels)  # before im.load()
             im.load()
+            picture: Image.Image = im
             if im.mode == "P":
-                im = im.convert("RGB")
+                picture = im.convert("RGB")
             elif im.mode in ("I;16", "I;16B", "I;16L"):
                 return np.asarray(im).astype(np.uint16)
             elif im.mode == "I":
                 return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)
             elif im.mode == "1":
-                im = im.convert("L")
-            return np.asarray(im).copy()
+                picture = im.convert("L")
+            return np.asarray(picture).copy()
 
 
 def read_array(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:

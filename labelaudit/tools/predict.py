@@ -195,6 +195,14 @@ def predict(
     probs, _, _ = predict_probs(
         model, cache.images, np.arange(len(ds)), batch_size, runtime, tta=use_tta
     )
+    frame = _prediction_table(ds, labelled, probs, meta)
+    if out_csv is not None:
+        write_csv(out_csv, frame)
+    return frame
+
+
+def _prediction_table(ds: Dataset, labelled: bool, probs: np.ndarray, meta: dict) -> pd.DataFrame:
+    """The table of the module docstring from the model's probabilities and thresholds."""
     names, tokens = list(meta["class_names"]), list(meta["class_tokens"])
     sep = meta.get("label_sep", "|")
     thresholds = np.asarray(meta.get("thresholds") or [0.5] * len(names), dtype=np.float64)
@@ -211,6 +219,4 @@ def predict(
     frame["label_names"] = ["|".join(names[k] for k in np.flatnonzero(r)) for r in predicted]
     if labelled and ds.class_names == names:
         frame["given_labels"] = [sep.join(tokens[k] for k in np.flatnonzero(r)) for r in ds.labels]
-    if out_csv is not None:
-        write_csv(out_csv, frame)
     return frame

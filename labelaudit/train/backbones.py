@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -154,6 +155,14 @@ def channel_mean_std(images: np.ndarray, max_images: int = 512, seed: int = 0) -
     return np.stack([mean, np.maximum(std, 1e-3)]).astype(np.float32)
 
 
+def _feature_width(backbone: nn.Module) -> int:
+    """The pooled feature count a timm backbone built with ``num_classes=0`` reports."""
+    width = backbone.num_features
+    if not isinstance(width, int):
+        raise TypeError(f"{type(backbone).__name__}.num_features is not an int: {width!r}")
+    return width
+
+
 class LabelModel(nn.Module):
     """Backbone + pooled features + one linear head, on uint8 input.
 
@@ -169,15 +178,18 @@ class LabelModel(nn.Module):
         A key of :data:`OUTPUTS`.
     """
 
+    mean: torch.Tensor  # buffers (registered in __init__), in uint8 units
+    std: torch.Tensor
+
     def __init__(
         self, backbone: nn.Module, num_classes: int, stats: np.ndarray, activation: str = "sigmoid"
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = nn.Linear(backbone.num_features, num_classes)
-        stats = torch.as_tensor(np.asarray(stats, dtype=np.float32))
-        self.register_buffer("mean", (stats[0] * 255.0).view(1, -1, 1, 1))
-        self.register_buffer("std", (stats[1] * 255.0).view(1, -1, 1, 1))
+        self.head = nn.Linear(_feature_width(backbone), num_classes)
+        table = torch.as_tensor(np.asarray(stats, dtype=np.float32))
+        self.register_buffer("mean", (table[0] * 255.0).view(1, -1, 1, 1))
+        self.register_buffer("std", (table[1] * 255.0).view(1, -1, 1, 1))
         self.activation = activation
 
     def set_prior(self, positives: np.ndarray) -> None:
@@ -198,7 +210,7 @@ class LabelModel(nn.Module):
 
     @property
     def num_features(self) -> int:
-        return int(self.backbone.num_features)
+        return _feature_width(self.backbone)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (or raw float) images -> standardised float images."""
@@ -227,6 +239,31 @@ class LabelModel(nn.Module):
         self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         return OUTPUTS[self.activation].loss(logits, targets, weight)
+
+
+class Predictor(Protocol):
+    """What prediction reads of a model.
+
+    :class:`LabelModel` and an ensemble of them
+    (:class:`~labelaudit.train.checkpoint.EnsembleModel`) both provide it.
+    """
+
+    @property
+    def head(self) -> nn.Linear: ...
+
+    @property
+    def num_features(self) -> int: ...
+
+    @property
+    def activation(self) -> str: ...
+
+    def eval(self) -> Any: ...
+
+    def __call__(
+        self, x: torch.Tensor, frozen: bool = False, with_features: bool = False
+    ) -> Any: ...
+
+    def to_probs(self, logits: torch.Tensor) -> torch.Tensor: ...
 
 
 def build_model(

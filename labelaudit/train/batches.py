@@ -8,6 +8,8 @@ microscopy, which has no "up") runs on whole batches on the training device.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
@@ -89,8 +91,9 @@ def make_loader(
     """
     data = ArrayBatches(images, labels, indices)
     n = len(data)
-    if train and info.enabled:
-        positions = DistributedSampler(range(n), info.world, info.rank, shuffle=True, seed=seed)
+    positions: Iterable[int]
+    if train and info.enabled:  # the sampler reads only len(data): positions 0..n-1
+        positions = DistributedSampler(data, info.world, info.rank, shuffle=True, seed=seed)
     elif train:
         positions = _ShuffledPositions(n, seed)
     else:
@@ -111,7 +114,7 @@ def make_loader(
 def set_epoch(loader: DataLoader, epoch: int) -> None:
     """Advance the shuffling of a training loader to ``epoch``."""
     sampler = getattr(loader.sampler, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
+    if isinstance(sampler, DistributedSampler | _ShuffledPositions):
         sampler.set_epoch(epoch)
 
 

@@ -175,17 +175,24 @@ class EnsembleModel(torch.nn.Module):
         super().__init__()
         self.members = torch.nn.ModuleList(members)
 
+    def _first(self) -> LabelModel:
+        """The first member: its head, activation and loss stand for the ensemble's."""
+        first = self.members[0]
+        if not isinstance(first, LabelModel):
+            raise TypeError(f"an ensemble member is a {type(first).__name__}, not a LabelModel")
+        return first
+
     @property
     def head(self) -> torch.nn.Linear:
-        return self.members[0].head
+        return self._first().head
 
     @property
     def num_features(self) -> int:
-        return self.members[0].num_features
+        return self._first().num_features
 
     @property
     def activation(self) -> str:
-        return self.members[0].activation
+        return self._first().activation
 
     def forward(
         self, x: torch.Tensor, frozen: bool = False, with_features: bool = False
@@ -196,12 +203,12 @@ class EnsembleModel(torch.nn.Module):
         return (logits, feats) if with_features else logits
 
     def to_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.members[0].to_probs(logits)
+        return self._first().to_probs(logits)
 
     def loss(
         self, logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return self.members[0].loss(logits, targets, weight)
+        return self._first().loss(logits, targets, weight)
 
 
 def ensemble_from_states(

@@ -24,7 +24,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,7 +220,8 @@ def _fold_record(k: int, state: dict | None, arrays: dict | None) -> FoldRecord 
     names = ("train_idx", "held_idx", "probs", "embeddings")
     if state is None or arrays is None or any(n not in arrays for n in names):
         return None
-    return FoldRecord(k, *(arrays[n] for n in names), state)
+    train_idx, held_idx, probs, embeddings = (arrays[n] for n in names)
+    return FoldRecord(k, train_idx, held_idx, probs, embeddings, state)
 
 
 def load_fold(
@@ -322,7 +323,9 @@ def _check_inputs(
     class_names: list[str],
     settings: TrainSettings,
     fold: int | None,
+    groups: np.ndarray | None,
 ) -> np.ndarray:
+    """The labels as a bool array, once the inputs agree with each other and the settings."""
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(
             f"images must be a uint8 (N, C, S, S) array, got {images.dtype} {images.shape}"
@@ -343,6 +346,8 @@ def _check_inputs(
         )
     if fold is not None and not (isinstance(fold, int) and 1 <= fold <= settings.folds):
         raise SettingsError(f"--fold must be between 1 and {settings.folds}, got {fold}")
+    if groups is not None and len(groups) != len(labels):
+        raise SettingsError(f"groups has {len(groups)} entries for {len(labels)} images")
     return labels
 
 
@@ -361,6 +366,25 @@ def _forget_stale_outputs(run_dir: Path, key: str) -> None:
 
 
 # ------------------------------------------------------------------ the entry point
+
+
+@dataclass
+class _CVContext:
+    """What every fold of one :func:`cross_validate` call shares, built once per call."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    class_names: list[str]
+    settings: TrainSettings
+    run_dir: Path
+    fingerprint: str
+    key: str
+    fold_of: np.ndarray
+    weights: ResolvedWeights
+    runtime: Runtime
+    say: Callable[[str], None]
+    console: Console | None  # None on the processes other than rank 0, or silent
 
 
 def cross_validate(
@@ -421,93 +445,114 @@ def cross_validate(
     ------
     SettingsError
         Invalid fold number, image size mismatch, too few images for the folds,
-        rare classes with ``settings.strict`` (see
-        :func:`labelaudit.train.folds.check_folds`), or weights
-        that do not fit the backbone.
+        rare classes with ``settings.strict`` (:func:`~labelaudit.train.folds.check_folds`),
+        or weights that do not fit the backbone.
     """
     start = time.perf_counter()
-    run_dir = Path(run_dir)
-    labels = _check_inputs(images, labels, ids, class_names, settings, fold)
-    if groups is not None and len(groups) != len(labels):
-        raise SettingsError(f"groups has {len(groups)} entries for {len(labels)} images")
-    fold_rows = labels if groups is None else group_labels(labels, groups)[0]
-    notes = check_folds(fold_rows, class_names, settings.folds, strict=settings.strict)
-    unreliable = rare_classes(fold_rows, class_names, settings.folds)
-
+    labels = _check_inputs(images, labels, ids, class_names, settings, fold, groups)
+    notes, unreliable = _label_notes(labels, groups, class_names, settings)
     info, created = ddp.setup(pick_device(settings.device).type)
     out = console if console is not None and info.is_main else None
-
-    def say(message: str) -> None:
-        if out is not None:
-            out.print(message, highlight=False)
-
     try:
         runtime = make_runtime(settings, info)
         with torch_threads(settings.threads, info, runtime.device):
-            for note in notes if echo_warnings else []:
-                say(f"[yellow]warning:[/] {escape(note)}")
-            if groups is None:
-                fold_of = make_folds(labels, settings.folds, settings.seed)
-            else:
-                fold_of = make_group_folds(labels, groups, settings.folds, settings.seed)
-            weights = resolve_weights(settings, images.shape[1], log=lambda m: say(escape(m)))
-            colour = "yellow" if weights.source == "random" and settings.pretrained else "default"
-            say(f"[{colour}]weights: {escape(weights.detail)}[/]")
-            key = run_key(settings, fingerprint, images, class_names, fold_of, weights.identity)
-            if info.is_main:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                _forget_stale_outputs(run_dir, key)
-                frame = pd.DataFrame({"id": list(ids), "fold": fold_of + 1})
-                write_csv(run_dir / FOLDS_CSV, frame)
-            ddp.barrier(info)
-            context = dict(
-                images=images,
-                labels=labels,
-                ids=ids,
-                class_names=class_names,
-                settings=settings,
-                run_dir=run_dir,
-                key=key,
-                fold_of=fold_of,
-                weights=weights,
-                runtime=runtime,
-                say=say,
-                console=out,
-            )
-            if settings.mode == "probe":
-                if fold is not None:
-                    say("probe mode fits all folds at once (seconds); --fold is ignored")
-                result = _run_probe(**context)
-            else:
-                result = _run_finetune(fold=fold, **context)
+            shown = notes if echo_warnings else []
+            data = (images, labels, ids, class_names)
+            ctx = _open_run(data, settings, Path(run_dir), fingerprint, groups, runtime, out, shown)
+            result = _train(ctx, fold)
             result.seconds = time.perf_counter() - start
-            result.rank = info.rank
-            result.unreliable_classes = unreliable
+            result.rank, result.unreliable_classes = info.rank, unreliable
             result.warnings = list(notes)
-            if result.complete and info.is_main:
-                _record(run_dir, result, settings, key, weights, runtime, notes, fingerprint)
-            elif info.is_main:
-                done = [k + 1 for k, m in enumerate(result.fold_metrics) if m is not None]
-                update_run_json(
-                    run_dir,
-                    "train",
-                    {
-                        "complete": False,
-                        "key": key,
-                        "folds_done": done,
-                        "n_folds": settings.folds,
-                        "settings": settings.to_dict(),
-                    },
-                )
-                if merge_hint:
-                    say(
-                        f"folds finished: {done or 'none'} of {settings.folds}; "
-                        "re-run without --fold (or the remaining folds) to merge"
-                    )
-            ddp.barrier(info)
+            _finish(ctx, result, notes, merge_hint)
             return result
     finally:
         ddp.teardown(created)
+
+
+def _label_notes(
+    labels: np.ndarray, groups: np.ndarray | None, class_names: list[str], settings: TrainSettings
+) -> tuple[list[str], list[str]]:
+    """The label warnings of the folds' rows (images, or groups) and the unreliable classes."""
+    fold_rows = labels if groups is None else group_labels(labels, groups)[0]
+    notes = check_folds(fold_rows, class_names, settings.folds, strict=settings.strict)
+    return notes, rare_classes(fold_rows, class_names, settings.folds)
+
+
+def _open_run(
+    data: tuple[np.ndarray, np.ndarray, list[str], list[str]],
+    settings: TrainSettings,
+    run_dir: Path,
+    fingerprint: str,
+    groups: np.ndarray | None,
+    runtime: Runtime,
+    console: Console | None,
+    warnings: list[str],
+) -> _CVContext:
+    """Assign the folds, resolve the weights, key the run and write ``folds/folds.csv``.
+
+    ``data`` is ``(images, labels, ids, class_names)``; ``warnings`` are printed first.
+    """
+    images, labels, ids, class_names = data
+    info = runtime.info
+
+    def say(message: str) -> None:
+        if console is not None:
+            console.print(message, highlight=False)
+
+    for note in warnings:
+        say(f"[yellow]warning:[/] {escape(note)}")
+    if groups is None:
+        fold_of = make_folds(labels, settings.folds, settings.seed)
+    else:
+        fold_of = make_group_folds(labels, groups, settings.folds, settings.seed)
+    weights = resolve_weights(settings, images.shape[1], log=lambda m: say(escape(m)))
+    colour = "yellow" if weights.source == "random" and settings.pretrained else "default"
+    say(f"[{colour}]weights: {escape(weights.detail)}[/]")
+    key = run_key(settings, fingerprint, images, class_names, fold_of, weights.identity)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _forget_stale_outputs(run_dir, key)
+        frame = pd.DataFrame({"id": list(ids), "fold": fold_of + 1})
+        write_csv(run_dir / FOLDS_CSV, frame)
+    ddp.barrier(info)
+    return _CVContext(
+        *data, settings, run_dir, fingerprint, key, fold_of, weights, runtime, say, console
+    )
+
+
+def _train(ctx: _CVContext, fold: int | None) -> CVResult:
+    """The mode's cross-validation: a linear probe on frozen embeddings, or fine-tuning."""
+    if ctx.settings.mode == "probe":
+        if fold is not None:
+            ctx.say("probe mode fits all folds at once (seconds); --fold is ignored")
+        return _run_probe(ctx)
+    return _run_finetune(ctx, fold)
+
+
+def _finish(ctx: _CVContext, result: CVResult, notes: list[str], merge_hint: bool) -> None:
+    """Record the outcome in ``run.json`` (rank 0): complete, or the folds done so far."""
+    info, settings = ctx.runtime.info, ctx.settings
+    if result.complete and info.is_main:
+        _record(ctx, result, notes)
+    elif info.is_main:
+        done = [k + 1 for k, m in enumerate(result.fold_metrics) if m is not None]
+        update_run_json(
+            ctx.run_dir,
+            "train",
+            {
+                "complete": False,
+                "key": ctx.key,
+                "folds_done": done,
+                "n_folds": settings.folds,
+                "settings": settings.to_dict(),
+            },
+        )
+        if merge_hint:
+            ctx.say(
+                f"folds finished: {done or 'none'} of {settings.folds}; "
+                "re-run without --fold (or the remaining folds) to merge"
+            )
+    ddp.barrier(info)
 
 
 def _fold_message(k: int, n: int, rec: FoldRecord, reused: bool) -> str:
@@ -535,140 +580,180 @@ def fold_assignment(run_dir: Path) -> np.ndarray:
     return RunDir(run_dir).fold_assignment()
 
 
-def _run_finetune(
-    *,
-    images,
-    labels,
-    ids,
-    class_names,
-    settings: TrainSettings,
-    run_dir: Path,
-    key: str,
-    fold_of: np.ndarray,
-    weights: ResolvedWeights,
-    runtime: Runtime,
-    say,
-    console,
-    fold,
-) -> CVResult:
-    n_folds = settings.folds
-    info = runtime.info
+def _run_finetune(ctx: _CVContext, fold: int | None) -> CVResult:
+    """Reuse or train each fold asked for; merge when every fold is finished."""
+    n_folds = ctx.settings.folds
     todo = range(n_folds) if fold is None else [fold - 1]
-    stats = channel_mean_std(images, seed=settings.seed)
+    stats = channel_mean_std(ctx.images, seed=ctx.settings.seed)
     default_threads = torch.get_num_threads()
     records: dict[int, FoldRecord] = {}
-    reused, trained = [], []
+    reused: list[int] = []
+    trained: list[int] = []
     for k in todo:
-        train_idx, held_idx = fold_indices(fold_of, k)
-        fkey = f"{key}-{k + 1}"
-        rec, why = load_fold(fold_dir(run_dir, k), fkey, k, train_idx, held_idx, len(class_names))
+        train_idx, held_idx = fold_indices(ctx.fold_of, k)
+        fkey = f"{ctx.key}-{k + 1}"
+        n_classes = len(ctx.class_names)
+        rec, why = load_fold(fold_dir(ctx.run_dir, k), fkey, k, train_idx, held_idx, n_classes)
         if rec is not None:
-            records[k] = rec
             reused.append(k + 1)
-            say(_fold_message(k, n_folds, rec, reused=True))
-            continue
-        if why != "not started":
-            say(f"fold {k + 1}/{n_folds}: {why}, retraining")
-        threads = _adapt_threads(settings, runtime, default_threads, say, f"fold {k + 1}")
-        torch.manual_seed(settings.seed * 1009 + k)
-        model = build_model(
-            settings.backbone,
-            images.shape[1],
-            len(class_names),
-            stats,
-            weights,
-            settings.activation,
-        )
-        model.set_prior(labels[train_idx])
-        with fold_progress(console, f"fold {k + 1}/{n_folds}", settings.progress) as progress:
-            output = train_fold(
-                model,
-                images,
-                labels,
-                train_idx,
-                held_idx,
-                settings,
-                runtime,
-                seed=settings.seed * 1009 + k,
-                progress=progress,
-            )
-        if not np.isfinite(output.probs).all():
-            raise TrainingDiverged(
-                f"fold {k + 1}/{n_folds}: training diverged (non-finite outputs at learning "
-                f"rate {settings.lr:g}); lower it with --lr"
-            )
-        fold_metrics = multilabel_metrics(labels[held_idx], output.probs, class_names)
-        meta = {
-            "n_folds": n_folds,
-            "best_epoch": output.best_epoch,
-            "held_out_loss": output.best_loss,
-            "epochs_run": len(output.history),
-            "history": output.history,
-            "seconds": round(output.seconds, 3),
-            "threads": threads,
-            "n_train": int(len(train_idx)),
-            "n_held_out": int(len(held_idx)),
-            "train_digest": indices_digest(train_idx),
-            "held_digest": indices_digest(held_idx),
-            "weights": weights.detail,
-            "metrics": summary(fold_metrics),
-        }
-        if info.is_main:
-            model_meta = {
-                "backbone": settings.backbone,
-                "in_chans": int(images.shape[1]),
-                "num_classes": len(class_names),
-                "class_names": list(class_names),
-                "activation": settings.activation,
-                "image_size": int(images.shape[-1]),
-                "fold": k + 1,
-                "key": fkey,
-            }
-            save_fold(fold_dir(run_dir, k), fkey, k, output, meta, model_meta)
-        ddp.barrier(info)
-        rec = FoldRecord(
-            k,
-            output.train_idx,
-            output.held_idx,
-            output.probs,
-            output.embeddings,
-            {"key": fkey, **meta},
-        )
+        else:
+            if why != "not started":
+                ctx.say(f"fold {k + 1}/{n_folds}: {why}, retraining")
+            rec = _train_one_fold(ctx, k, train_idx, held_idx, stats, default_threads)
+            trained.append(k + 1)
         records[k] = rec
-        trained.append(k + 1)
-        say(_fold_message(k, n_folds, rec, reused=False))
-
+        ctx.say(_fold_message(k, n_folds, rec, reused=(k + 1) in reused))
     if fold is not None:  # the other folds may have been finished by other jobs
-        for k in range(n_folds):
-            if k not in records:
-                train_idx, held_idx = fold_indices(fold_of, k)
-                rec, _ = load_fold(
-                    fold_dir(run_dir, k), f"{key}-{k + 1}", k, train_idx, held_idx, len(class_names)
-                )
-                if rec is not None:
-                    records[k] = rec
-    fold_metrics = [
+        _add_finished_elsewhere(ctx, records)
+    fold_metrics: list[dict | None] = [
         records[k].state.get("metrics") if k in records else None for k in range(n_folds)
     ]
     result = CVResult(
-        fold_of=fold_of,
+        fold_of=ctx.fold_of,
         complete=len(records) == n_folds,
         fold_metrics=fold_metrics,
         reused=reused,
         trained=trained,
-        weight_source=weights.detail,
+        weight_source=ctx.weights.detail,
         records=[records[k] for k in sorted(records)],
     )
     if result.complete:
-        _merge(result, [records[k] for k in range(n_folds)], labels, class_names)
-        if info.is_main:
-            _write_outputs(run_dir, ids, class_names, result.oof_probs, result.embeddings)
+        _complete(ctx, result, [records[k] for k in range(n_folds)])
     return result
 
 
-def _merge(result: CVResult, records: list[FoldRecord], labels, class_names) -> None:
-    n = len(result.fold_of)
-    check_oof_provenance(result.fold_of, records)
+def _train_one_fold(
+    ctx: _CVContext,
+    k: int,
+    train_idx: np.ndarray,
+    held_idx: np.ndarray,
+    stats: np.ndarray,
+    default_threads: int,
+) -> FoldRecord:
+    """Train fold ``k`` (0-based), save its files (rank 0) and return its record.
+
+    Raises
+    ------
+    TrainingDiverged
+        The fold's held-out outputs are not finite.
+    """
+    settings, n_folds = ctx.settings, ctx.settings.folds
+    fkey = f"{ctx.key}-{k + 1}"
+    threads = _adapt_threads(settings, ctx.runtime, default_threads, ctx.say, f"fold {k + 1}")
+    torch.manual_seed(settings.seed * 1009 + k)
+    model = build_model(
+        settings.backbone,
+        ctx.images.shape[1],
+        len(ctx.class_names),
+        stats,
+        ctx.weights,
+        settings.activation,
+    )
+    model.set_prior(ctx.labels[train_idx])
+    with fold_progress(ctx.console, f"fold {k + 1}/{n_folds}", settings.progress) as progress:
+        output = train_fold(
+            model,
+            ctx.images,
+            ctx.labels,
+            train_idx,
+            held_idx,
+            settings,
+            ctx.runtime,
+            seed=settings.seed * 1009 + k,
+            progress=progress,
+        )
+    if not np.isfinite(output.probs).all():
+        raise TrainingDiverged(
+            f"fold {k + 1}/{n_folds}: training diverged (non-finite outputs at learning "
+            f"rate {settings.lr:g}); lower it with --lr"
+        )
+    meta = _fold_state(ctx, output, threads)
+    if ctx.runtime.info.is_main:
+        save_fold(fold_dir(ctx.run_dir, k), fkey, k, output, meta, _model_meta(ctx, k, fkey))
+    ddp.barrier(ctx.runtime.info)
+    return FoldRecord(
+        k,
+        output.train_idx,
+        output.held_idx,
+        output.probs,
+        output.embeddings,
+        {"key": fkey, **meta},
+    )
+
+
+def _fold_state(ctx: _CVContext, output: FoldOutput, threads: int) -> dict:
+    """A trained fold's ``state.json`` content (without its key)."""
+    train_idx, held_idx = output.train_idx, output.held_idx
+    metrics = multilabel_metrics(ctx.labels[held_idx], output.probs, ctx.class_names)
+    return {
+        "n_folds": ctx.settings.folds,
+        "best_epoch": output.best_epoch,
+        "held_out_loss": output.best_loss,
+        "epochs_run": len(output.history),
+        "history": output.history,
+        "seconds": round(output.seconds, 3),
+        "threads": threads,
+        "n_train": int(len(train_idx)),
+        "n_held_out": int(len(held_idx)),
+        "train_digest": indices_digest(train_idx),
+        "held_digest": indices_digest(held_idx),
+        "weights": ctx.weights.detail,
+        "metrics": summary(metrics),
+    }
+
+
+def _model_meta(ctx: _CVContext, k: int, fkey: str) -> dict:
+    """The descriptive keys of fold ``k``'s ``model.pt``."""
+    return {
+        "backbone": ctx.settings.backbone,
+        "in_chans": int(ctx.images.shape[1]),
+        "num_classes": len(ctx.class_names),
+        "class_names": list(ctx.class_names),
+        "activation": ctx.settings.activation,
+        "image_size": int(ctx.images.shape[-1]),
+        "fold": k + 1,
+        "key": fkey,
+    }
+
+
+def _add_finished_elsewhere(ctx: _CVContext, records: dict[int, FoldRecord]) -> None:
+    """Add the folds that other jobs finished with the current key (``--fold`` runs)."""
+    for k in range(ctx.settings.folds):
+        if k not in records:
+            train_idx, held_idx = fold_indices(ctx.fold_of, k)
+            rec, _ = load_fold(
+                fold_dir(ctx.run_dir, k),
+                f"{ctx.key}-{k + 1}",
+                k,
+                train_idx,
+                held_idx,
+                len(ctx.class_names),
+            )
+            if rec is not None:
+                records[k] = rec
+
+
+def _complete(ctx: _CVContext, result: CVResult, records: list[FoldRecord]) -> dict:
+    """Merge every fold into ``result``; rank 0 writes the run's outputs.
+
+    Returns
+    -------
+    dict
+        The overall out-of-fold metrics (also ``result.metrics``).
+    """
+    probs, emb, metrics = _merge(result.fold_of, records, ctx.labels, ctx.class_names)
+    result.oof_probs, result.embeddings, result.metrics = probs, emb, metrics
+    if ctx.runtime.info.is_main:
+        _write_outputs(ctx.run_dir, ctx.ids, ctx.class_names, probs, emb)
+    return metrics
+
+
+def _merge(
+    fold_of: np.ndarray, records: list[FoldRecord], labels: np.ndarray, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Out-of-fold probabilities, embeddings and metrics from every fold's record."""
+    n = len(fold_of)
+    check_oof_provenance(fold_of, records)
     k_classes = len(class_names)
     dim = records[0].embeddings.shape[1]
     probs = np.full((n, k_classes), np.nan, dtype=np.float32)
@@ -678,28 +763,13 @@ def _merge(result: CVResult, records: list[FoldRecord], labels, class_names) -> 
         emb[rec.held_idx] = rec.embeddings
     if not np.isfinite(probs).all():
         raise RuntimeError("non-finite out-of-fold probabilities (training diverged; lower lr)")
-    result.oof_probs = probs
-    result.embeddings = emb
-    result.metrics = multilabel_metrics(labels, probs, class_names)
+    return probs, emb, multilabel_metrics(labels, probs, class_names)
 
 
-def _run_probe(
-    *,
-    images,
-    labels,
-    ids,
-    class_names,
-    settings: TrainSettings,
-    run_dir: Path,
-    key: str,
-    fold_of: np.ndarray,
-    weights: ResolvedWeights,
-    runtime: Runtime,
-    say,
-    console,
-) -> CVResult:
-    info = runtime.info
-    embed_key = _hash({"key": key, "part": "probe-embeddings"})
+def _probe_embeddings(ctx: _CVContext) -> np.ndarray:
+    """The frozen backbone's embeddings of every image, from ``folds/probe`` when keyed alike."""
+    settings, images, run_dir = ctx.settings, ctx.images, ctx.run_dir
+    embed_key = _hash({"key": ctx.key, "part": "probe-embeddings"})
     cache = run_dir / PROBE_DIR / "embeddings.npy"
     state_path = run_dir / PROBE_DIR / "state.json"
     emb = None
@@ -713,61 +783,61 @@ def _run_probe(
     reused = emb is not None
     t = time.perf_counter()
     if emb is None:
-        if not weights.pretrained:
-            say("[yellow]warning: probe mode with random weights gives near-useless embeddings[/]")
-        _adapt_threads(settings, runtime, torch.get_num_threads(), say, "probe")
+        if not ctx.weights.pretrained:
+            ctx.say(
+                "[yellow]warning: probe mode with random weights gives near-useless embeddings[/]"
+            )
+        _adapt_threads(settings, ctx.runtime, torch.get_num_threads(), ctx.say, "probe")
         torch.manual_seed(settings.seed)
         stats = channel_mean_std(images, seed=settings.seed)
-        model = build_model(settings.backbone, images.shape[1], len(class_names), stats, weights)
-        emb = embed_all(model, images, settings.batch_size, runtime, tta=settings.tta)
-        if info.is_main:
+        n_classes = len(ctx.class_names)
+        model = build_model(settings.backbone, images.shape[1], n_classes, stats, ctx.weights)
+        emb = embed_all(model, images, settings.batch_size, ctx.runtime, tta=settings.tta)
+        if ctx.runtime.info.is_main:
             write_npy(cache, emb)
             write_json(state_path, {"key": embed_key, "seconds": time.perf_counter() - t})
     how = "reused" if reused else f"computed in {time.perf_counter() - t:.1f} s"
-    say(f"probe: embeddings {how} ({emb.shape[1]} features)")
-    probs, provenance = probe_oof(emb, labels, fold_of, settings.probe_c, settings.seed)
+    ctx.say(f"probe: embeddings {how} ({emb.shape[1]} features)")
+    return emb
+
+
+def _run_probe(ctx: _CVContext) -> CVResult:
+    """A logistic regression per fold on the frozen backbone's embeddings."""
+    settings, labels = ctx.settings, ctx.labels
+    emb = _probe_embeddings(ctx)
+    probs, provenance = probe_oof(emb, labels, ctx.fold_of, settings.probe_c, settings.seed)
     records = [
         FoldRecord(
             p["fold"], p["train_idx"], p["held_idx"], probs[p["held_idx"]], emb[p["held_idx"]], {}
         )
         for p in provenance
     ]
-    fold_metrics = [
-        summary(multilabel_metrics(labels[r.held_idx], r.probs, class_names)) for r in records
+    fold_metrics: list[dict | None] = [
+        summary(multilabel_metrics(labels[r.held_idx], r.probs, ctx.class_names)) for r in records
     ]
     result = CVResult(
-        fold_of=fold_of,
+        fold_of=ctx.fold_of,
         complete=True,
         fold_metrics=fold_metrics,
         reused=[],
         trained=list(range(1, settings.folds + 1)),
-        weight_source=weights.detail,
+        weight_source=ctx.weights.detail,
     )
-    _merge(result, records, labels, class_names)
-    if info.is_main:
-        _write_outputs(run_dir, ids, class_names, result.oof_probs, result.embeddings)
-    say(
-        f"probe: {settings.folds}-fold logistic regression, "
-        f"micro F1 {result.metrics['micro_f1']:.3f}"
-    )
+    metrics = _complete(ctx, result, records)
+    ctx.say(f"probe: {settings.folds}-fold logistic regression, micro F1 {metrics['micro_f1']:.3f}")
     return result
 
 
-def _record(
-    run_dir: Path,
-    result: CVResult,
-    settings: TrainSettings,
-    key: str,
-    weights: ResolvedWeights,
-    runtime: Runtime,
-    notes: list[str],
-    fingerprint: str,
-) -> None:
+def _record(ctx: _CVContext, result: CVResult, notes: list[str]) -> None:
+    """Write the complete run's ``run.json["train"]``: settings, versions, folds, metrics."""
+    settings, runtime, weights = ctx.settings, ctx.runtime, ctx.weights
+    # a complete result carries the merged arrays (set by _complete)
+    assert result.oof_probs is not None and result.embeddings is not None
     folds = []
     for k in range(settings.folds):
         entry: dict = {"fold": k + 1, "reused": (k + 1) in result.reused}
         if settings.mode == "finetune":
-            state = RunDir(run_dir).fold_files(k)[0] or {}
+            state = RunDir(ctx.run_dir).fold_files(k)[0] or {}
             for name in (
                 "best_epoch",
                 "held_out_loss",
@@ -782,14 +852,14 @@ def _record(
         entry["metrics"] = result.fold_metrics[k]
         folds.append(entry)
     update_run_json(
-        run_dir,
+        ctx.run_dir,
         "train",
         {
             "complete": True,
-            "key": key,
+            "key": ctx.key,
             "mode": settings.mode,
             "settings": settings.to_dict(),
-            "fingerprint": fingerprint,
+            "fingerprint": ctx.fingerprint,
             "versions": package_versions(),
             "weights": {
                 "source": weights.source,

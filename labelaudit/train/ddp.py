@@ -49,11 +49,6 @@ def env_info() -> DistInfo:
     )
 
 
-def is_main_process() -> bool:
-    """True in a single-process run and on rank 0 of a distributed one."""
-    return env_info().is_main
-
-
 def setup(device_type: str) -> tuple[DistInfo, bool]:
     """Join the process group when launched by torchrun.
 
@@ -102,15 +97,6 @@ def all_gather(obj: Any, info: DistInfo) -> list[Any]:
     out: list[Any] = [None] * info.world
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every process."""
-    if not info.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def wrap(model: torch.nn.Module, info: DistInfo, device: torch.device, find_unused: bool):

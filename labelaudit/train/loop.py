@@ -23,7 +23,7 @@ import torch
 
 from labelaudit.core.config import TrainSettings
 from labelaudit.train import ddp
-from labelaudit.train.backbones import LabelModel
+from labelaudit.train.backbones import LabelModel, Predictor
 from labelaudit.train.batches import TTA_CODES, augment, dihedral, make_loader, set_epoch
 from labelaudit.train.ddp import DistInfo
 from labelaudit.train.loss import LossFn, training_loss
@@ -111,13 +111,9 @@ class FoldOutput:
 ProgressFn = Callable[[str, dict], None]
 
 
-def _unwrap(model: torch.nn.Module) -> LabelModel:
-    return model.module if hasattr(model, "module") else model
-
-
 @torch.no_grad()
 def predict(
-    model: LabelModel,
+    model: Predictor,
     images: np.ndarray,
     indices: np.ndarray,
     batch_size: int,
@@ -131,7 +127,7 @@ def predict(
     Parameters
     ----------
     model
-        An unwrapped :class:`LabelModel` on ``runtime.device``.
+        An unwrapped :class:`LabelModel` (or an ensemble of them) on ``runtime.device``.
     images, indices
         The uint8 cache and the rows to predict (any order; output follows it).
     batch_size
@@ -174,16 +170,19 @@ def predict(
     views = TTA_CODES if tta else (0,)
     for x, y, _ in loader:
         x = runtime.to_device(x)
-        p_acc, f_acc = 0.0, 0.0
+        p_acc: torch.Tensor | float = 0.0
+        f_acc: torch.Tensor | float = 0.0
         for code in views:
             with runtime.autocast():
                 logits, f = model(dihedral(x, code), with_features=True)
-            if code == 0 and labels is not None:
+            if code == 0 and labels is not None and loss_fn is not None:  # set when labels are
                 loss = loss_fn(logits, y.to(runtime.device))
                 loss_sum += float(loss) * len(y)
                 count += len(y)
             p_acc = p_acc + model.to_probs(logits)
             f_acc = f_acc + f.float()
+        # views is never empty, so both sums are tensors here
+        assert isinstance(p_acc, torch.Tensor) and isinstance(f_acc, torch.Tensor)
         probs.append((p_acc / len(views)).cpu().numpy())
         feats.append((f_acc / len(views)).cpu().numpy())
     k = model.head.out_features
@@ -205,11 +204,11 @@ def _held_out_loss(
 ) -> float:
     """Mean loss on the held-out fold; each process evaluates a shard, sums are shared."""
     mine = ddp.shard(held, runtime.info)
-    total, n = 0.0, 0
+    total, n = 0.0, 0.0
     if len(mine):
         _, _, loss = predict(model, images, mine, batch_size, runtime, labels=labels)
-        total, n = loss * len(mine), len(mine)
-    total, n = ddp.all_reduce_sum([total, float(n)], runtime.info, runtime.device)
+        total, n = loss * len(mine), float(len(mine))
+    total, n = ddp.all_reduce_sum([total, n], runtime.info, runtime.device)
     return total / n if n else float("nan")
 
 
@@ -391,9 +390,41 @@ def train_fold(
     model = model.to(runtime.device)
     if runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    warmup = min(settings.warmup_epochs, settings.epochs)
     trainer = _make_trainer(model, images, labels_f, train_idx, settings, runtime, seed, loss, say)
     say("start", {"epochs": settings.epochs, "steps": len(trainer.loader)})
+    best, history = _fit(trainer, model, images, labels_f, held_idx, settings)
+    if best.state is None:  # settings.epochs >= 1 (validated): the first epoch is always kept
+        raise AssertionError("no epoch was trained")
+    model.load_state_dict(best.state)
+    probs, emb = _predict_held_out(model, images, held_idx, settings, runtime)
+    say("done", {"best_epoch": best.epoch, "held_out_loss": best.loss})
+    return FoldOutput(
+        train_idx=np.asarray(train_idx),
+        held_idx=np.asarray(held_idx),
+        probs=probs,
+        embeddings=emb,
+        best_epoch=best.epoch,
+        best_loss=best.loss,
+        history=history,
+        state_dict=best.state,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _fit(
+    trainer: _Trainer,
+    model: LabelModel,
+    images: np.ndarray,
+    labels_f: np.ndarray,
+    held_idx: np.ndarray,
+    settings: TrainSettings,
+) -> tuple[_BestEpoch, list[dict]]:
+    """Train epoch after epoch, stopping early on the held-out loss; the best epoch and history.
+
+    The backbone stays frozen for the warm-up epochs; patience counts only after them.
+    """
+    runtime, say = trainer.runtime, trainer.say
+    warmup = min(settings.warmup_epochs, settings.epochs)
     best = _BestEpoch()
     history: list[dict] = []
     for epoch in range(settings.epochs):
@@ -427,18 +458,4 @@ def train_fold(
         )
         if settings.patience and best.stale >= settings.patience and epoch + 1 > warmup:
             break
-
-    model.load_state_dict(best.state)
-    probs, emb = _predict_held_out(model, images, held_idx, settings, runtime)
-    say("done", {"best_epoch": best.epoch, "held_out_loss": best.loss})
-    return FoldOutput(
-        train_idx=np.asarray(train_idx),
-        held_idx=np.asarray(held_idx),
-        probs=probs,
-        embeddings=emb,
-        best_epoch=best.epoch,
-        best_loss=best.loss,
-        history=history,
-        state_dict=best.state,
-        seconds=time.perf_counter() - start,
-    )
+    return best, history

@@ -67,6 +67,10 @@ class TrainLoss(nn.Module):
     The weights are buffers, so ``loss.to(device)`` moves them with the module.
     """
 
+    weight: torch.Tensor | None  # buffers (registered in __init__; None when not given)
+    pos_weight: torch.Tensor | None
+    label_weight: torch.Tensor | None
+
     def __init__(
         self,
         activation: str = "sigmoid",

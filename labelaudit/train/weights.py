@@ -22,6 +22,7 @@ import importlib.util
 import os
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -210,8 +211,8 @@ def rename_efficientnet_pytorch(
     depth multiplier.
     """
     flat: list[tuple[str, str]] = []  # (timm prefix, block type)
-    for s, stage in enumerate(model.blocks):
-        for j, block in enumerate(stage):
+    for s, stage in enumerate(model.get_submodule("blocks").children()):
+        for j, block in enumerate(stage.children()):
             flat.append((f"blocks.{s}.{j}", type(block).__name__))
     out: dict[str, torch.Tensor] = {}
     pattern = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(.+)$")
@@ -376,7 +377,7 @@ def check_weights(settings: TrainSettings, in_chans: int) -> None:
 
 
 def resolve_weights(
-    settings: TrainSettings, in_chans: int, log: callable | None = None
+    settings: TrainSettings, in_chans: int, log: Callable[[str], None] | None = None
 ) -> ResolvedWeights:
     """Find the starting weights for ``settings.backbone`` with ``in_chans`` inputs.
 
@@ -402,8 +403,10 @@ def resolve_weights(
     name = settings.backbone
     if settings.weights:
         path = Path(settings.weights)
-        key = _file_key(path, settings, in_chans) if path.is_file() else None
-        sd, digest = _CHECKED.pop(key, None) or _load_weights_file(path, settings, in_chans)
+        checked = (
+            _CHECKED.pop(_file_key(path, settings, in_chans), None) if path.is_file() else None
+        )
+        sd, digest = checked or _load_weights_file(path, settings, in_chans)
         return ResolvedWeights(sd, "file", f"weights file {path}", f"file:{digest}")
 
     if not settings.pretrained:

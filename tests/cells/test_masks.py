@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from labelaudit.cells.masks import (
+    MASK_KEY,
     compare_masks,
     load_masks,
     read_mask,
@@ -47,6 +48,8 @@ def test_npz_round_trip_and_foreign_npz(tmp_path):
     path = write_mask(tmp_path, "a", labels, fmt="npz")
     assert path.name == "a.npz"
     np.testing.assert_array_equal(read_mask(path), labels)
+    with np.load(path) as data:  # written under the name read_mask looks for first
+        assert list(data.keys()) == [MASK_KEY]
     # A file written elsewhere with a single array under any name.
     np.savez(tmp_path / "b.npz", seg=labels.astype(np.int64))
     np.testing.assert_array_equal(read_mask(tmp_path / "b.npz"), labels)

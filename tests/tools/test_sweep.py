@@ -48,6 +48,18 @@ def test_grid_and_one_at_a_time_plans():
     }
 
 
+def test_a_configuration_of_the_wrong_kinds_is_refused():
+    base = resolve_settings("demo")
+    assert Config.from_values({"backbone": "resnet18", "lr": 0.01, "activation": "relu"}) == (
+        Config("resnet18", 0.01, "relu")
+    )
+    for bad in ({"backbone": [7]}, {"activation": [None, "relu"]}):
+        with pytest.raises(SettingsError, match="not a sweep configuration"):
+            plan_configs(base, bad, one_at_a_time=False)
+    with pytest.raises(SettingsError, match="not a sweep configuration"):
+        Config.from_values({"backbone": "resnet18", "lr": True, "activation": "relu"})
+
+
 def test_base_value_when_the_preset_value_is_not_listed():
     base = resolve_settings("demo")  # lr 2e-3, tf_efficientnet_lite0, sigmoid
     centre, _ = plan_configs(

@@ -12,9 +12,10 @@ at the base values in both designs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
+from typing import SupportsFloat, SupportsIndex
 
 from labelaudit.core.config import TrainSettings
 from labelaudit.core.errors import SettingsError
@@ -35,7 +36,7 @@ AXIS_TITLES: dict[str, str] = {
 
 def format_value(axis: str, value: object) -> str:
     """An axis value as it appears in tables and directory names (``0.001``, ``1e-05``)."""
-    if axis == "lr":
+    if axis == "lr" and isinstance(value, str | SupportsFloat | SupportsIndex):
         return f"{float(value):g}"
     return str(value)
 
@@ -53,8 +54,28 @@ class Config:
         """Directory name under ``RUN/runs/`` (unique within a sweep)."""
         return f"{self.backbone}_lr{format_value('lr', self.lr)}_{self.activation}"
 
-    def value(self, axis: str) -> object:
+    def value(self, axis: str) -> str | float:
+        """The configuration's value on ``axis`` (one of :data:`AXES`)."""
         return getattr(self, axis)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, object]) -> Config:
+        """The configuration of one value per axis (strings, and a number for ``lr``).
+
+        Raises
+        ------
+        SettingsError
+            A value of the wrong kind (a backbone that is not a string, ...).
+        """
+        backbone, lr, activation = (values[a] for a in AXES)
+        if not (
+            isinstance(backbone, str)
+            and isinstance(lr, int | float)
+            and not isinstance(lr, bool)
+            and isinstance(activation, str)
+        ):
+            raise SettingsError(f"not a sweep configuration: {dict(values)!r}")
+        return cls(backbone, lr, activation)
 
     def label(self) -> str:
         """``backbone / lr / activation`` for messages and legends."""
@@ -145,14 +166,7 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
         if text == "":
             continue
         if axis == "lr":
-            try:
-                text = float(text)
-            except (TypeError, ValueError):
-                raise SettingsError(f"learning rate {item!r} is not a number") from None
-            if not (math.isfinite(text) and 0 < text < 10):  # the log-scale base needs > 0
-                raise SettingsError(
-                    f"--lrs: learning rate {item!r} must be a positive number below 10"
-                )
+            text = _learning_rate(item, text)
         if text not in out:
             out.append(text)
     if not out and isinstance(values, str):  # "--lrs ," is a typo, not "sweep the defaults"
@@ -164,11 +178,24 @@ def parse_values(axis: str, values: str | Iterable[object] | None) -> list[objec
     return out or None
 
 
-def base_config(base: TrainSettings, axes: dict[str, Sequence[object]]) -> Config:
+def _learning_rate(item: object, text: object) -> float:
+    """``text`` (the stripped ``item``) as a learning rate: a positive number below 10."""
+    try:
+        if not isinstance(text, str | SupportsFloat | SupportsIndex):
+            raise TypeError
+        lr = float(text)
+    except (TypeError, ValueError):
+        raise SettingsError(f"learning rate {item!r} is not a number") from None
+    if not (math.isfinite(lr) and 0 < lr < 10):  # the log-scale base needs > 0
+        raise SettingsError(f"--lrs: learning rate {item!r} must be a positive number below 10")
+    return lr
+
+
+def base_config(base: TrainSettings, axes: Mapping[str, Sequence[object] | None]) -> Config:
     """The base setting of each axis: the base settings' value when it is listed;
     otherwise the listed learning rate nearest to it (log scale), or the first listed
     backbone or activation."""
-    values = {}
+    values: dict[str, object] = {}
     for axis in AXES:
         own = getattr(base, axis)
         listed = list(axes.get(axis) or [own])
@@ -178,11 +205,11 @@ def base_config(base: TrainSettings, axes: dict[str, Sequence[object]]) -> Confi
             values[axis] = min(listed, key=lambda v: abs(math.log(float(v) / float(own))))
         else:
             values[axis] = listed[0]
-    return Config(**values)
+    return Config.from_values(values)
 
 
 def plan_configs(
-    base: TrainSettings, axes: dict[str, Sequence[object]], one_at_a_time: bool
+    base: TrainSettings, axes: Mapping[str, Sequence[object] | None], one_at_a_time: bool
 ) -> tuple[Config, list[Config]]:
     """The base configuration and every configuration to train, in a stable order.
 
@@ -211,12 +238,13 @@ def plan_configs(
         configs.append(centre)
         for axis in AXES:
             for v in lists[axis]:
-                configs.append(Config(**{**{a: centre.value(a) for a in AXES}, axis: v}))
+                configs.append(Config.from_values({**{a: centre.value(a) for a in AXES}, axis: v}))
     else:
-        configs = [Config(*combo) for combo in product(*(lists[a] for a in AXES))]
+        grid = product(*(lists[a] for a in AXES))
+        configs = [Config.from_values(dict(zip(AXES, combo, strict=True))) for combo in grid]
     return centre, list(dict.fromkeys(configs))
 
 
-def varied_axes(axes: dict[str, Sequence[object]]) -> list[str]:
+def varied_axes(axes: Mapping[str, Sequence[object] | None]) -> list[str]:
     """Axes with more than one listed value (each gets a table)."""
     return [a for a in AXES if len(axes.get(a) or []) > 1]

@@ -26,7 +26,7 @@ import importlib.metadata
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -362,6 +362,7 @@ def run_config(
     data = (images, labels, ids, class_names, fingerprint)
     status, records, error = _cross_validate(settings, split, data, cdir, console)
     if records is None:
+        assert error is not None  # no records only when training diverged
         row, per_class = _diverged_before_saving(config, labels, class_names, cdir, split, error)
         write_json(stored, {**record, "failed": True, "row": row, "per_class": per_class})
         return ConfigResult(config, "trained", row, [], per_class)
@@ -376,7 +377,7 @@ def run_config(
 def _cross_validate(
     settings: TrainSettings,
     split: EvaluationScheme,
-    data: tuple,
+    data: tuple[np.ndarray, np.ndarray, list[str], list[str], str],
     cdir: Path,
     console: Console | None,
 ) -> tuple[str, list[FoldRecord] | None, BaseException | None]:
@@ -390,13 +391,17 @@ def _cross_validate(
     """
     from labelaudit.train.cv import cross_validate, finished_folds
 
+    images, labels, ids, class_names, fingerprint = data
     scored = list(split.evaluated_folds)
     try:
         result = cross_validate(
-            *data[:4],
+            images,
+            labels,
+            ids,
+            class_names,
             settings,
             cdir,
-            data[4],
+            fingerprint,
             fold=split.train_fold,
             console=console,
             echo_warnings=False,
@@ -406,9 +411,9 @@ def _cross_validate(
         if not _non_finite(exc):
             raise
         found = finished_folds(cdir, scored)
-        if any(rec is None for rec in found.values()):
+        records = [rec for rec in (found[k] for k in scored) if rec is not None]
+        if len(records) < len(scored):
             return "trained", None, exc
-        records = [found[k] for k in scored]
         if np.isfinite(np.concatenate([rec.probs for rec in records])).all():
             raise
         return "trained", records, exc
@@ -585,7 +590,7 @@ class _Study:
 def _plan_study(
     preset: str,
     overrides: dict,
-    values: dict[str, object],
+    values: Mapping[str, str | Iterable[object] | None],
     folds: int | None,
     holdout: float | None,
     one_at_a_time: bool,
