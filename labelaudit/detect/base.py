@@ -1,13 +1,18 @@
 """The detector interface: inputs, results, the base class and the registry.
 
 Modelled on cleanlab's Datalab (one class per issue type, registered by name) and on
-scikit-learn estimators (constructor keyword parameters stored as attributes,
-``get_params``/``set_params``). A new detector is one class::
+scikit-learn estimators (keyword-only constructor parameters stored under their own
+names, ``get_params``/``set_params``, ``_parameter_constraints`` checked in one place:
+:mod:`labelaudit.core.params`). A new detector is one class, its parameters the fields
+of a keyword-only dataclass::
 
     @register("mine")
+    @dataclass(kw_only=True, eq=False, repr=False)
     class Mine(Detector):
         requires = ("probs",)
-        defaults = {"alpha": 0.5}
+        _parameter_constraints = {"alpha": [Interval(Real, 0, 1, closed="both")]}
+
+        alpha: float = 0.5
 
         def _detect(self, inputs: AuditInputs) -> DetectorResult: ...
 
@@ -16,24 +21,23 @@ Scores follow one convention everywhere: higher = more suspicious.
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.params import Constraint, validate_params
 from labelaudit.data.roles import exclusive_indices
 
 #: Columns of the tidy findings table (``findings.csv``). ``value`` is the raw,
 #: detector-specific number behind ``score`` (a probability, a signed z, ...).
 FINDINGS_COLUMNS = ["id", "class", "detector", "score", "flagged", "suggestion", "value"]
-
-#: Allowed values of the ``suggestion`` column.
-SUGGESTIONS = ("remove", "add", "review", "")
 
 #: Inputs a detector may require (attribute names of :class:`AuditInputs`).
 INPUT_NAMES = ("labels", "probs", "embeddings", "stats")
@@ -277,49 +281,69 @@ def empty_findings() -> pd.DataFrame:
 class Detector(ABC):
     """Base class of the label-problem detectors.
 
-    Subclasses set ``name`` (via :func:`register`), ``requires`` (input names),
-    ``defaults`` (every parameter with its default) and implement ``_detect``.
-    Parameters are passed as keywords, stored as attributes, and returned by
-    :meth:`get_params`, as in scikit-learn.
+    Subclasses set ``name`` (via :func:`register`), ``requires`` (input names), declare
+    their parameters as keyword-only constructor arguments stored under their own
+    names (the fields of a ``@dataclass(kw_only=True, eq=False, repr=False)``, as
+    the built-in detectors do), their accepted values in ``_parameter_constraints``,
+    and implement ``_detect``. :meth:`get_params` and :meth:`set_params` work as in
+    scikit-learn; bad values raise :class:`SettingsError` at construction, on
+    :meth:`set_params` and before :meth:`run`.
     """
 
     name: ClassVar[str] = ""
     #: ``"label"`` (a given label is wrong, missing or extra) or ``"image"`` (the image
-    #: itself is bad); ``None``: the ranking decides
-    #: (:func:`labelaudit.pipeline.compare.family_of`).
+    #: itself is bad); ``None``: the label family (:func:`labelaudit.pipeline.compare.family_of`).
     family: ClassVar[str | None] = None
     #: Weight of the detector's whole ranking (rank percentile) in its family's score;
     #: 0 = only its strong evidence (beyond 3 robust sigmas of its own scores) counts.
     bulk_weight: ClassVar[float] = 0.0
+    #: Detectors whose evidence this one contains: it replaces them in its family's
+    #: bulk order (:func:`labelaudit.pipeline.compare.family_scores`).
+    supersedes: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: The per-image columns the detector writes into ``issues.csv``
+    #: (:attr:`DetectorResult.columns`), each with its kind: ``"score"`` (a number,
+    #: NaN where the detector did not run) or ``"text"`` (empty where it did not run).
+    issue_columns: ClassVar[dict[str, str]] = {}
+    #: Accepted values per parameter (:func:`labelaudit.core.params.validate_params`).
+    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
 
-    def __init__(self, **params: Any) -> None:
-        for key, value in self.defaults.items():
-            setattr(self, key, value)
-        self.set_params(**params)
+    def __post_init__(self) -> None:
+        self._validate_params()
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The parameter names: the constructor's keyword arguments, in order."""
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
+
+    @classmethod
+    def check_param_names(cls, names: Sequence[str]) -> None:
+        """Raise :class:`SettingsError` when a name in ``names`` is no parameter."""
+        valid = cls.param_names()
+        unknown = sorted(set(names) - set(valid))
+        if unknown:
+            raise SettingsError(
+                f"detector {cls.name!r} has no parameter {', '.join(map(repr, unknown))} "
+                f"(valid: {', '.join(sorted(valid)) or 'none'})"
+            )
 
     def get_params(self) -> dict[str, Any]:
         """The detector's parameters (name -> value)."""
-        return {key: getattr(self, key) for key in self.defaults}
+        return {key: getattr(self, key) for key in self.param_names()}
 
     def set_params(self, **params: Any) -> Detector:
-        """Set parameters; unknown names raise :class:`SettingsError`."""
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            valid = ", ".join(sorted(self.defaults)) or "none"
-            raise SettingsError(
-                f"detector {self.name!r} has no parameter {', '.join(map(repr, unknown))} "
-                f"(valid: {valid})"
-            )
+        """Set parameters; unknown names and bad values raise :class:`SettingsError`."""
+        self.check_param_names(list(params))
         for key, value in params.items():
             setattr(self, key, value)
         self._validate_params()
         return self
 
     def _validate_params(self) -> None:
-        """Check parameter values; raise :class:`SettingsError` on a bad one."""
-        return None  # no constraints by default
+        """Check parameter values against ``_parameter_constraints``; raise
+        :class:`SettingsError` on a bad one (a detector with further rules extends it)."""
+        validate_params(self.get_params(), self._parameter_constraints, owner=self.name)
 
     def applies(self, inputs: AuditInputs) -> bool:
         """Whether the detector has anything to look at in this dataset (``False``:
@@ -377,13 +401,16 @@ class Detector(ABC):
 REGISTRY: dict[str, type[Detector]] = {}
 
 
-def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
+DetectorClass = TypeVar("DetectorClass", bound=type[Detector])
+
+
+def register(name: str) -> Callable[[DetectorClass], DetectorClass]:
     """Class decorator: register a :class:`Detector` subclass under ``name``.
 
     Registering a name again replaces the earlier class (handy for experiments).
     """
 
-    def decorator(cls: type[Detector]) -> type[Detector]:
+    def decorator(cls: DetectorClass) -> DetectorClass:
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise TypeError(f"@register({name!r}) needs a Detector subclass, got {cls!r}")
         for r in cls.requires:
@@ -415,10 +442,13 @@ def get_detector(name: str, **params: Any) -> Detector:
         raise SettingsError(
             f"unknown detector {name!r} (available: {', '.join(available_detectors())})"
         ) from None
+    cls.check_param_names(list(params))
     return cls(**params)
 
 
-def per_image_max(n: int, image_idx: np.ndarray, values: np.ndarray, fill: float = 0.0):
+def per_image_max(
+    n: int, image_idx: np.ndarray, values: np.ndarray, fill: float = 0.0
+) -> np.ndarray:
     """Largest ``values`` per image (``fill`` where an image has none)."""
     out = np.full(n, -np.inf)
     np.maximum.at(out, np.asarray(image_idx, dtype=np.int64), np.asarray(values, dtype=float))

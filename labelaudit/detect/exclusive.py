@@ -17,8 +17,6 @@ class)``). A dataset without exclusive classes gives no findings.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from labelaudit.data.roles import conflicting_rows, describe_conflict
@@ -40,7 +38,7 @@ class ExclusiveConflict(Detector):
 
     requires = ("labels",)
     family = "label"
-    defaults: dict[str, Any] = {}
+    issue_columns = {"exclusive_conflict": "text"}
 
     def applies(self, inputs: AuditInputs) -> bool:
         return bool(inputs.exclusive_classes)

@@ -73,12 +73,13 @@ lists the flagged ``type:channel`` pairs (``;``-joined).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Integral, Interval, Options, Real
 from labelaudit.data.roles import EMPTY_TARGET
 from labelaudit.detect.base import (
     AuditInputs,
@@ -114,7 +115,6 @@ CHANNEL_ISSUES: dict[str, tuple[tuple[str, ...], int, bool]] = {
 #: look extreme. (The protein channel's sharpness is judged per class: a diffuse
 #: cytosol is smoother than speckled nucleoli.)
 CHANNEL_WIDE = ("saturated", "blurry", "artifact")
-ISSUE_TYPES = (*CHANNEL_ISSUES, "odd_size")
 #: Of those, judged per class on the protein channel, whose patterns differ by class.
 PER_CLASS_ON_PROTEIN = ("blurry", "artifact")
 #: A measure an older cache lacks -> the one used instead.
@@ -250,6 +250,7 @@ def restandardise(z: np.ndarray) -> np.ndarray:
 
 
 @register("quality")
+@dataclass(kw_only=True, eq=False, repr=False)
 class ImageQuality(Detector):
     """Dark, light, saturated, blurry, low-information and odd-size images, per channel.
 
@@ -271,23 +272,22 @@ class ImageQuality(Detector):
     requires = ("labels", "stats")
     family = "image"
     bulk_weight = 1.0  # the image family's reference ranking (docs/benchmarks.md, default order)
-    defaults: dict[str, Any] = {
-        "n_sigma": 6.0,
-        "min_group": 10,
-        "min_score": 2.0,
-        "channels": None,
-        "suggestion": "review",
+    issue_columns = {
+        "quality_score": "score",
+        "quality_issues": "text",
+        "stain_evidence": "text",
+    }
+    _parameter_constraints = {
+        "n_sigma": [Interval(Real, 0, None, closed="neither")],
+        "min_group": [Interval(Integral, 2, None, closed="left")],
+        "suggestion": [Options("review", "remove")],
     }
 
-    def _validate_params(self) -> None:
-        if not float(self.n_sigma) > 0:
-            raise SettingsError(f"quality: n_sigma must be > 0, got {self.n_sigma}")
-        if int(self.min_group) < 2:
-            raise SettingsError(f"quality: min_group must be >= 2, got {self.min_group}")
-        if self.suggestion not in ("review", "remove"):
-            raise SettingsError(
-                f"quality: suggestion must be 'review' or 'remove', got {self.suggestion!r}"
-            )
+    n_sigma: float = 6.0
+    min_group: int = 10
+    min_score: float = 2.0
+    channels: list[str] | None = None
+    suggestion: str = "review"
 
     def stat_channels(self, stats: pd.DataFrame) -> list[str]:
         """The channels judged: those with a ``{channel}_mean`` column (or the chosen ones)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.params import Integral, Interval
 from labelaudit.detect import (
     REGISTRY,
     AuditInputs,
@@ -23,11 +24,14 @@ from labelaudit.detect import (
 @pytest.fixture
 def custom_detector():
     @register("label_count")
+    @dataclass(kw_only=True, eq=False, repr=False)
     class LabelCount(Detector):
         """Flags images with more than ``max_labels`` labels."""
 
         requires = ("labels",)
-        defaults: dict[str, Any] = {"max_labels": 2}
+        _parameter_constraints = {"max_labels": [Interval(Integral, 0, None, closed="left")]}
+
+        max_labels: int = 2
 
         def _detect(self, inputs: AuditInputs) -> DetectorResult:
             count = inputs.labels.sum(axis=1).astype(float)
