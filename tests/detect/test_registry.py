@@ -100,3 +100,31 @@ def test_label_lists_and_format():
     assert inputs.label_lists() == [[0], [0, 1, 2], [1]]
     inputs.label_sep = " "
     assert inputs.format_labels(inputs.labels) == ["0", "0 1 2", "1"]
+
+
+def test_parameters_are_explicit_keyword_arguments():
+    import inspect
+
+    from labelaudit.detect import KnnLabelAgreement
+
+    signature = inspect.signature(KnnLabelAgreement)
+    assert list(signature.parameters) == ["k", "threshold", "prior_weight", "n_components"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in signature.parameters.values())
+    assert signature.parameters["k"].default == 20
+    assert KnnLabelAgreement(k=5).k == 5
+    assert get_detector("exclusive").get_params() == {}
+
+
+def test_bad_values_are_refused_at_construction_set_params_and_run(custom_detector):
+    with pytest.raises(SettingsError, match="label_count: max_labels must be >= 0, got -1"):
+        get_detector("label_count", max_labels=-1)
+    with pytest.raises(SettingsError, match="knn: k must be >= 1, got 0"):
+        get_detector("knn", k=0)
+    det = get_detector("label_count")
+    with pytest.raises(SettingsError, match="max_labels must be an integer"):
+        det.set_params(max_labels="two")
+    det.max_labels = -3  # set behind its back: run() checks again
+    with pytest.raises(SettingsError, match="got -3"):
+        det.run(small_inputs())
+    with pytest.raises(SettingsError, match=r"no parameter 'bogus' \(valid: max_labels\)"):
+        det.set_params(bogus=1)
