@@ -13,15 +13,15 @@ message (``knn: k must be >= 1, got 0``)::
     }
     validate_params({"k": 0, "method": "sigma"}, CONSTRAINTS, owner="knn")
 
-An alternative is an :class:`Interval`, :class:`Options`, :class:`InstanceOf` or
-``None`` (the value ``None`` is accepted). A value passes when it meets any
+An alternative is an :class:`Interval`, :class:`Options`, :class:`InstanceOf`,
+:class:`Satisfies` or ``None`` (the value ``None`` is accepted). A value passes when it meets any
 alternative; otherwise the message describes the first one that is not ``None``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any, Literal, TypeAlias
@@ -35,6 +35,7 @@ __all__ = [
     "Interval",
     "Options",
     "Real",
+    "Satisfies",
     "param_problems",
     "validate_params",
 ]
@@ -148,8 +149,25 @@ class InstanceOf:
         return self.text
 
 
+@dataclass(frozen=True)
+class Satisfies:
+    """A value for which ``predicate`` holds, said in ``text`` (scikit-learn's
+    callable constraints): for rules no interval or option list says."""
+
+    predicate: Callable[[Any], bool]
+    text: str
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``predicate(value)`` holds."""
+        return bool(self.predicate(value))
+
+    def describe(self, value: Any) -> str:
+        """:attr:`text`."""
+        return self.text
+
+
 #: One alternative of a parameter's constraint list (``None``: the value ``None``).
-Constraint: TypeAlias = Interval | Options | InstanceOf | None
+Constraint: TypeAlias = Interval | Options | InstanceOf | Satisfies | None
 
 
 def _problem(name: str, value: Any, alternatives: Sequence[Constraint]) -> str | None:
@@ -195,7 +213,7 @@ def param_problems(
 def validate_params(
     values: Mapping[str, Any],
     constraints: Mapping[str, Sequence[Constraint]],
-    owner: str,
+    owner: str | None = None,
 ) -> None:
     """Check ``values`` against ``constraints``; raise on the first bad parameter.
 
@@ -206,7 +224,8 @@ def validate_params(
     constraints
         Per parameter name, the accepted alternatives (see the module docstring).
     owner
-        Who the parameters belong to, the message's prefix (``"knn"``).
+        Who the parameters belong to, the message's prefix (``"knn"``); ``None``:
+        no prefix.
 
     Raises
     ------
@@ -215,4 +234,4 @@ def validate_params(
     """
     problems = param_problems(values, constraints)
     if problems:
-        raise SettingsError(f"{owner}: {problems[0]}")
+        raise SettingsError(problems[0] if owner is None else f"{owner}: {problems[0]}")
