@@ -24,13 +24,19 @@ from labelaudit.detect.base import (
     make_findings,
     register,
 )
-from labelaudit.detect.combined import CombinedEvidence
+
+# The import order is the registration order, which orders the detectors' columns in
+# issues.csv (labelaudit.pipeline.compare.issues_columns).
+# isort: off
 from labelaudit.detect.confident import ConfidentLearning
-from labelaudit.detect.exclusive import ExclusiveConflict
-from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
+from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
+from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.quality import ImageQuality
+from labelaudit.detect.exclusive import ExclusiveConflict
+
+# isort: on
 
 __all__ = [
     "FINDINGS_COLUMNS",

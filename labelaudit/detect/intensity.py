@@ -44,7 +44,6 @@ from labelaudit.detect.base import (
     per_image_max,
     register,
 )
-from labelaudit.detect.quality import ImageQuality
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this = its sigma
 
@@ -138,6 +137,10 @@ class IntensityOutliers(Detector):
         # stains, is evidence about the labels (quality's ``empty_target``), not a dim
         # image: its low side is not an intensity fault.
         if (self.channel or inputs.protein_channel) == inputs.protein_channel:
+            # Imported here, not at the top: quality registers after knn and combined,
+            # which orders the detectors' columns in issues.csv.
+            from labelaudit.detect.quality import ImageQuality
+
             empty = ImageQuality().empty_target(inputs)
             z = np.where(empty[img] & (z < 0), 0.0, z)
         score = np.abs(z)

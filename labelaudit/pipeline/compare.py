@@ -71,21 +71,10 @@ DEFAULT_DETECTORS = (
     "exclusive",
 )
 
-#: The issues.csv columns every run has, in order (per-detector columns stay empty
-#: when the detector did not run).
-ISSUES_COLUMNS = [
-    "id",
-    "given_labels",
-    "suggested_labels",
-    "label_quality",
-    "outlier_score",
-    "intensity_z",
-    "knn_disagreement",
-    "combined_score",
-    "quality_score",
-    "quality_issues",
-    "stain_evidence",
-    "exclusive_conflict",
+#: The issues.csv columns before the detectors' own.
+LEADING_COLUMNS = ("id", "given_labels", "suggested_labels")
+#: The issues.csv columns of the comparison, after the detectors' own.
+COMPARISON_COLUMNS = (
     "flagged_by",
     "n_flags",
     "consensus_score",
@@ -97,12 +86,27 @@ ISSUES_COLUMNS = [
     "image_score",
     "problem_score",
     "evidence",
-]
+)
+
+
+def detector_columns() -> dict[str, str]:
+    """The per-image columns the registered detectors declare for ``issues.csv``
+    (``Detector.issue_columns``), in registration order, each with its kind
+    (``"score"`` or ``"text"``)."""
+    return {col: kind for cls in REGISTRY.values() for col, kind in cls.issue_columns.items()}
+
+
+def issues_columns() -> list[str]:
+    """The ``issues.csv`` columns every run has, in order: the leading ones, those the
+    registered detectors declare (empty where a detector did not run), the comparison's."""
+    return [*LEADING_COLUMNS, *detector_columns(), *COMPARISON_COLUMNS]
+
+
+#: The issues.csv columns with the built-in detectors (:func:`issues_columns`).
+ISSUES_COLUMNS = issues_columns()
 
 #: The problem families (see :func:`family_scores`).
 FAMILIES = ("label", "image")
-#: Families of detectors whose class declares none (``Detector.family`` is ``None``).
-_FAMILY_FALLBACK = {"quality": "image", "isolation": "image", "intensity": "image"}
 #: Strong evidence: a piece of evidence's robust z beyond STRONG_Z widths of its
 #: empirical null (:func:`null_width`); each of quality's issue types is its own piece
 #: (:func:`evidence_streams`). STRONG_Z and NULL_QUANTILE were chosen on the four
@@ -244,8 +248,8 @@ def rank_percentile(score: np.ndarray) -> np.ndarray:
 def family_of(name: str) -> str:
     """The problem family (``"label"`` or ``"image"``) of the registered detector ``name``."""
     cls = REGISTRY.get(name)
-    family = getattr(cls, "family", None) if cls is not None else None
-    return family or _FAMILY_FALLBACK.get(name, "label")
+    family = cls.family if cls is not None else None
+    return family or "label"
 
 
 def robust_z(score: np.ndarray) -> np.ndarray:
@@ -475,7 +479,8 @@ def build_issues(
     Returns
     -------
     pandas.DataFrame
-        :data:`ISSUES_COLUMNS` (plus columns of custom detectors), sorted by
+        :func:`issues_columns` (plus columns a detector returns without declaring
+        them), sorted by
         ``problem_score`` descending (the default order), then ``n_flags`` descending.
     """
     n = inputs.n_images
@@ -489,16 +494,9 @@ def build_issues(
         "id": inputs.ids,
         "given_labels": inputs.format_labels(inputs.labels),
         "suggested_labels": inputs.format_labels(suggested),
-        "label_quality": np.full(n, np.nan),
-        "outlier_score": np.full(n, np.nan),
-        "intensity_z": np.full(n, np.nan),
-        "knn_disagreement": np.full(n, np.nan),
-        "combined_score": np.full(n, np.nan),
-        "quality_score": np.full(n, np.nan),
-        "quality_issues": [""] * n,
-        "stain_evidence": [""] * n,
-        "exclusive_conflict": [""] * n,
     }
+    for col, kind in detector_columns().items():  # filled below by the detectors that ran
+        table[col] = np.full(n, np.nan) if kind == "score" else [""] * n
     for m in names:
         for col, values in results[m].columns.items():
             values = np.asarray(values)
@@ -531,8 +529,9 @@ def build_issues(
     table["doubtful_labels"] = doubtful
     table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
     issues = pd.DataFrame(table)
-    extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
-    issues = issues[ISSUES_COLUMNS + extra]
+    columns = issues_columns()
+    extra = [c for c in issues.columns if c not in columns]
+    issues = issues[columns + extra]
     return issues.sort_values(
         ["problem_score", "n_flags"], ascending=False, kind="mergesort"
     ).reset_index(drop=True)
