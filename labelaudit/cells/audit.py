@@ -159,6 +159,7 @@ def audit_cells(
         return {}
 
     t = time.perf_counter()
+    assert cv.oof_probs is not None  # a complete cross-validation has them
     table = cache.cells.rename(columns={"id": "cell_id", "field": "id"})
     per_cell, per_field = cell_findings(
         table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
@@ -175,6 +176,8 @@ def audit_cells(
     run.write_table(CELLS_CSV, per_cell)
     run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns
     mask_source = masks if masks is not None else cache.masks_dir
+    if mask_source is None:
+        raise RunDirError(f"the cell cache {cache.path} lacks the masks it segmented")
     overlays = write_overlays(run_dir, dataset, mask_source, per_cell, per_field)
     timings["cells_findings"] = time.perf_counter() - t
 

@@ -216,7 +216,9 @@ def class_thresholds(
     return np.maximum(out, 1e-6)
 
 
-def _outlier_scores(embeddings: np.ndarray | None, p: CellFindingParams, seed: int) -> np.ndarray:
+def _outlier_scores(
+    embeddings: np.ndarray | None, p: CellFindingParams, seed: int
+) -> np.ndarray | float:
     """Isolation forest anomaly scores of the cells (NaN when it cannot run)."""
     if embeddings is None:
         return np.nan  # broadcast over the cells

@@ -80,7 +80,7 @@ MAX_TRAIN_ROWS = 200_000
 MIN_ROW_POSTERIOR = 0.01
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def _logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), P_CLIP, 1.0 - P_CLIP)
     return np.log(p / (1.0 - p))
 
@@ -407,6 +407,7 @@ class CombinedEvidence(Detector):
             image_logit += self._image_stage(real, logit, planted, names) / repeats
             for present in train_prior:
                 train_prior[present] += prior[present] / repeats
+        assert inputs.probs is not None  # a required input
         post, info = self._adjusted(y, inputs.probs, logit_post, train_prior, names)
         return post, _sigmoid(image_logit), info
 

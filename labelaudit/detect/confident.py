@@ -231,7 +231,7 @@ class ConfidentLearning(Detector):
                 min_examples_per_class=self.min_examples_per_class,
                 n_jobs=self.n_jobs,
             )
-            return pair, pair.any(axis=1)
+            return pair, np.asarray(pair.any(axis=1))
         image = np.asarray(
             cl_filter.find_label_issues(
                 labels=sub_lists,
@@ -279,6 +279,7 @@ class ConfidentLearning(Detector):
         if default:
             issues = pair_flags[:, cols]
         else:
+            assert inputs.probs is not None  # a required input
             issues = cl_filter.find_multilabel_issues_per_class(
                 labels=label_lists(y), pred_probs=inputs.probs[:, cols], n_jobs=1
             )

@@ -392,7 +392,10 @@ def find_duplicates(
     ids = np.asarray(inputs.ids, dtype=object)
     duplicate_of = np.full(n, "", dtype=object)
     conflict = np.full(n, "", dtype=object)
-    f_img, f_cls, f_score, f_value = [], [], [], []
+    f_img: list[int] = []
+    f_cls: list[int] = []
+    f_score: list[float] = []
+    f_value: list[float] = []
     n_conflict_groups = 0
     for g, rep in enumerate(reps):
         members = np.flatnonzero(group == g)
@@ -408,8 +411,8 @@ def find_duplicates(
             conflict[row] = text
             for k in disagree:
                 others = np.delete(labels[:, k], np.flatnonzero(members == row))
-                f_img.append(row)
-                f_cls.append(k)
+                f_img.append(int(row))
+                f_cls.append(int(k))
                 f_score.append(float(np.mean(others != lab[k])))
                 f_value.append(float(share[k]))
     low = np.zeros(n, dtype=bool)

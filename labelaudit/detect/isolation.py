@@ -99,6 +99,7 @@ class IsolationOutliers(Detector):
     def _detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         summary: dict[str, Any] = {}
+        assert inputs.embeddings is not None  # a required input
         x = self._project(inputs.embeddings, summary)
 
         if n >= self.min_class_size:

@@ -126,6 +126,7 @@ class KnnLabelAgreement(Detector):
 
     def _detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
+        assert inputs.embeddings is not None  # a required input
         nbrs = neighbour_indices(inputs.embeddings, self.k, self.n_components)
         q = neighbour_agreement(inputs.labels, nbrs, float(self.prior_weight))
         given = inputs.labels

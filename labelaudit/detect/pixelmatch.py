@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -164,13 +164,14 @@ def build_index(base: np.ndarray) -> Any:
     x = np.ascontiguousarray(base, dtype=np.float32)
     n, d = x.shape
     if n <= EXACT_INDEX_MAX:
-        index = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        rng = np.random.default_rng(0)  # k-means on a sample: 40 points a list
-        index.train(x[rng.choice(n, min(n, 40 * nlist), replace=False)])
-        index.nprobe = 8
+        exact = faiss.IndexFlatL2(d)
+        exact.add(x)
+        return exact
+    nlist = int(4 * np.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    rng = np.random.default_rng(0)  # k-means on a sample: 40 points a list
+    index.train(x[rng.choice(n, min(n, 40 * nlist), replace=False)])
+    index.nprobe = 8
     index.add(x)
     return index
 
@@ -508,7 +509,10 @@ def match_sets(
 
     exact: set[tuple[int, int]] = set()
     if keys is not None:
-        keys_a, keys_b = (keys, keys) if same else keys
+        if same:
+            keys_a = keys_b = cast(list[str], keys)
+        else:
+            keys_a, keys_b = cast(tuple[list[str], list[str]], keys)
         where: dict[str, list[int]] = {}
         for r, key in enumerate(keys_a):
             where.setdefault(key, []).append(r)
@@ -634,19 +638,18 @@ def _neighbour_candidates(
     neighbours: tuple[dict[int, list[int]], dict[int, list[int]]],
 ) -> None:
     """``neighbour`` candidates (ratio test on thumbnails; all pairs in small sets)."""
-    same = other is None
     n = len(images)
-    m = n if same else len(other)
-    if (n if same else n + m) <= ALL_PAIRS_MAX:
+    m = n if other is None else len(other)
+    if (n if other is None else n + m) <= ALL_PAIRS_MAX:
         ii, jj = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
-        keep = (ii < jj) if same else np.ones_like(ii, dtype=bool)
+        keep = (ii < jj) if other is None else np.ones_like(ii, dtype=bool)
         add(ii[keep], jj[keep], "neighbour")
         return  # the null of each image: all others (no neighbour lists)
     # Thumbnails as they are, and zoomed in (a crop of a few percent resized back
     # matches the zoomed view of its original better than the original itself);
     # large sets search an inverted file on their leading principal axes.
     thumbs, zoomed = thumbnail_sets(images, (1.0, CROP_ZOOM))
-    if same:
+    if other is None:
         if n > EXACT_INDEX_MAX:
             thumbs, zoomed = reduce_dims(thumbs, zoomed)
         index = build_index(thumbs)
@@ -693,7 +696,7 @@ def _null_of(
     """
     n_other = len(verifier.sets[1 - which if not same else 0])
     small = ranked is None
-    if small:  # every other image
+    if ranked is None:  # every other image
         pick = [r for r in range(n_other) if not (same and r == row)]
     else:
         pick = [r for r in ranked if r >= 0 and r not in partners][:NULL_NEIGHBOURS]

@@ -308,7 +308,7 @@ class ImageQuality(Detector):
         target = inputs.protein_channel
         # Fields given an exclusive class (HPA: Negative) claim an empty target stain:
         # its emptiness is what their label says, not an image fault.
-        given_empty = labels[:, inputs.exclusive_idx].any(axis=1)
+        given_empty = np.asarray(labels[:, inputs.exclusive_idx].any(axis=1))
         parts: list[tuple[str, str, np.ndarray]] = []  # (type, channel, signed z)
         missing: set[str] = set()
         for channel in self.stat_channels(stats):

@@ -485,7 +485,6 @@ def build_issues(
     """
     n = inputs.n_images
     names = list(results)
-    flags = np.column_stack([results[m].image_flagged for m in names]) if names else None
     suggestions = _suggestions(inputs, results, suggest_from)
     suggested = apply_suggestions(inputs.labels, suggestions)
     changes, doubtful = _change_columns(inputs, suggestions)
@@ -503,6 +502,7 @@ def build_issues(
             # Text columns (quality_issues) stay text; scores become floats.
             table[col] = values if values.dtype.kind in "OUS" else values.astype(float)
     if names:
+        flags = np.column_stack([results[m].image_flagged for m in names])
         table["flagged_by"] = [
             ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
         ]
@@ -587,7 +587,7 @@ def _suggestions(
         candidates,
         image_flag,
         class_names=list(inputs.class_names),
-        exclusive=inputs.exclusive_idx,
+        exclusive=inputs.exclusive_idx.tolist(),
         neighbours=shares,
         empty_target=empty,
     )

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -60,6 +60,16 @@ DUPLICATES_CSV = "duplicates.csv"
 LEAK_COLUMNS = ("leak_of", "leak_correlation")
 #: Side of the cache entries ``leaks`` builds (pixels are verified at 64 x 64).
 LEAKS_IMAGE_SIZE = 64
+
+
+@overload
+def cache_signatures(cache: ImageCache, ids: None = None) -> tuple[list[str], np.ndarray]: ...
+
+
+@overload
+def cache_signatures(
+    cache: ImageCache, ids: list[str] | None
+) -> tuple[list[str], np.ndarray] | None: ...
 
 
 def cache_signatures(
@@ -374,7 +384,8 @@ def add_leaks(
     if sig is None:
         raise SettingsError(f"the image cache {cache.path} lacks images of the run")
     mine = (list(ids), sig[0], sig[1])
-    frames, summary = [], {"datasets": []}
+    frames: list[pd.DataFrame] = []
+    summary: dict[str, Any] = {"datasets": []}
     for name, other in others:
         keys, images = cache_signatures(other)
         pairs, low = match_signatures(
