@@ -141,6 +141,25 @@ def cell_findings(
     shown = probs >= thresholds  # supports a given label
     predicted = probs >= p.threshold  # the cell model's own prediction
 
+    out = _per_cell(cells, probs, predicted, field_of, class_tokens, label_sep, embeddings, p, seed)
+    tables = (out, probs, shown, predicted, field_of)
+    fields = _per_field(*tables, field_ids, field_labels, thresholds, p, class_tokens, label_sep)
+    fields.attrs["class_thresholds"] = thresholds.tolist()
+    return out, fields
+
+
+def _per_cell(
+    cells: pd.DataFrame,
+    probs: np.ndarray,
+    predicted: np.ndarray,
+    field_of: np.ndarray,
+    class_tokens: list[str],
+    label_sep: str,
+    embeddings: np.ndarray | None,
+    p: CellFindingParams,
+    seed: int,
+) -> pd.DataFrame:
+    """``cells`` with each cell's predicted labels, sibling deviation and outlier score."""
     out = cells.copy().reset_index(drop=True)
     out["predicted_labels"] = [_tokens(s, class_tokens, label_sep) for s in predicted]
     out["n_predicted"] = predicted.sum(axis=1)
@@ -155,7 +174,24 @@ def cell_findings(
         else 1
     )
     out["outlier"] = finite & (out["outlier_score"] >= cut)
+    return out
 
+
+def _per_field(
+    out: pd.DataFrame,
+    probs: np.ndarray,
+    shown: np.ndarray,
+    predicted: np.ndarray,
+    field_of: np.ndarray,
+    field_ids: list[str],
+    field_labels: np.ndarray,
+    thresholds: np.ndarray,
+    p: CellFindingParams,
+    class_tokens: list[str],
+    label_sep: str,
+) -> pd.DataFrame:
+    """One row per field: its cells' support of each given label, missing labels, odd
+    and outlier cells (the columns :func:`cell_findings` returns)."""
     n_fields, k = field_labels.shape
     n_cells = np.bincount(field_of, minlength=n_fields)
     shown_count = np.zeros((n_fields, k), dtype=np.int64)
@@ -191,9 +227,7 @@ def cell_findings(
                 "n_outlier_cells": int(outlier_count[i]),
             }
         )
-    fields = pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))
-    fields.attrs["class_thresholds"] = thresholds.tolist()
-    return out, fields
+    return pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))
 
 
 def class_thresholds(
