@@ -71,6 +71,7 @@ from labelaudit.detect.pixelmatch import (
     MIN_CORRELATION,
     MIN_STRUCTURE,
     NULL_FRACTION,
+    MatchedPairs,
     PixelVerifier,
     match_sets,
     nearest,
@@ -390,38 +391,16 @@ def find_duplicates(
     good = table[table["verified"].astype(bool)].reset_index(drop=True)
     group, reps = verified_groups(n, good, matched.agrees)
     ids = np.asarray(inputs.ids, dtype=object)
-    duplicate_of = np.full(n, "", dtype=object)
-    conflict = np.full(n, "", dtype=object)
-    f_img: list[int] = []
-    f_cls: list[int] = []
-    f_score: list[float] = []
-    f_value: list[float] = []
-    n_conflict_groups = 0
-    for g, rep in enumerate(reps):
-        members = np.flatnonzero(group == g)
-        duplicate_of[members[members != rep]] = ids[rep]
-        labels = inputs.labels[members]
-        share = labels.mean(axis=0)
-        disagree = np.flatnonzero((share > 0) & (share < 1))
-        if len(disagree) == 0:
-            continue
-        n_conflict_groups += 1
-        text = ";".join(inputs.class_tokens[k] for k in disagree)
-        for row, lab in zip(members, labels, strict=True):
-            conflict[row] = text
-            for k in disagree:
-                others = np.delete(labels[:, k], np.flatnonzero(members == row))
-                f_img.append(int(row))
-                f_cls.append(int(k))
-                f_score.append(float(np.mean(others != lab[k])))
-                f_value.append(float(share[k]))
+    duplicate_of = _duplicate_of(ids, group, reps)
+    conflicts = _label_conflicts(inputs, group, len(reps))
     low = np.zeros(n, dtype=bool)
     low[matched.low_information[0]] = True
     structure = np.full(n, np.nan)
     if matched.verifier is not None:
         for r in np.flatnonzero(low):
             structure[r] = float(matched.verifier.structure(int(r)).max())
-    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value, low)
+    c = conflicts
+    result = _detector_result(inputs, group, c.img, c.cls, c.score, c.value, low)
     pairs = pair_table(good, ids, ids, images, images, group)
     n_groups = len(reps)
     summary = {
@@ -430,7 +409,7 @@ def find_duplicates(
         "n_groups": n_groups,
         "n_images_in_groups": int((group >= 0).sum()),
         "largest_group": int(np.bincount(group[group >= 0]).max()) if n_groups else 0,
-        "n_conflict_groups": n_conflict_groups,
+        "n_conflict_groups": conflicts.n_groups,
         "n_low_information": int(low.sum()),
         "evidence": {k: int(table["evidence"].str.contains(k).sum()) for k in _KINDS if len(table)},
         "embedding_factor": float(embedding_factor),
@@ -438,17 +417,76 @@ def find_duplicates(
         "candidate_ratio": float(candidate_ratio),
         "min_correlation": float(min_correlation),
         "null_fraction": float(null_fraction),
+        **_matching_facts(matched, keys, images, threshold),
+    }
+    result.summary = summary
+    return DuplicateResult(pairs, group, duplicate_of, c.text, result, low, structure, summary)
+
+
+def _duplicate_of(ids: np.ndarray, group: np.ndarray, reps: list[int]) -> np.ndarray:
+    """(N,) the id of each image's group representative; ``""`` for it and for loners."""
+    duplicate_of = np.full(len(ids), "", dtype=object)
+    for g, rep in enumerate(reps):
+        members = np.flatnonzero(group == g)
+        duplicate_of[members[members != rep]] = ids[rep]
+    return duplicate_of
+
+
+def _matching_facts(
+    matched: MatchedPairs,
+    keys: list[str] | None,
+    images: np.ndarray | None,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """How the pairs were matched: the verification side, comparisons, time, evidence used."""
+    return {
         "verify_side": int(matched.verifier.side) if matched.verifier is not None else None,
         "n_compared": int(matched.verifier.n_compared) if matched.verifier is not None else 0,
         "seconds": {k: round(v, 3) for k, v in matched.seconds.items()},
         "used": [k for k, v in (("exact", keys), ("pixels", images)) if v is not None]
         + (["embedding"] if threshold is not None else []),
     }
-    result.summary = summary
-    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, structure, summary)
 
 
 _KINDS = ("exact", "neighbour", "embedding")
+
+
+@dataclass
+class _Conflicts:
+    """Label conflicts inside duplicate groups: the classes a group disagrees on per
+    image (``text``) and one finding per (member, class) as parallel lists."""
+
+    text: np.ndarray
+    img: list[int] = field(default_factory=list)
+    cls: list[int] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    n_groups: int = 0
+
+
+def _label_conflicts(inputs: AuditInputs, group: np.ndarray, n_groups: int) -> _Conflicts:
+    """Per group whose members carry different labels: a finding per member and class
+    they disagree on (``score``: the share of the other members that disagree with the
+    member, ``value``: the share of the group carrying the class)."""
+    out = _Conflicts(np.full(inputs.n_images, "", dtype=object))
+    for g in range(n_groups):
+        members = np.flatnonzero(group == g)
+        labels = inputs.labels[members]
+        share = labels.mean(axis=0)
+        disagree = np.flatnonzero((share > 0) & (share < 1))
+        if len(disagree) == 0:
+            continue
+        out.n_groups += 1
+        text = ";".join(inputs.class_tokens[k] for k in disagree)
+        for row, lab in zip(members, labels, strict=True):
+            out.text[row] = text
+            for k in disagree:
+                others = np.delete(labels[:, k], np.flatnonzero(members == row))
+                out.img.append(int(row))
+                out.cls.append(int(k))
+                out.score.append(float(np.mean(others != lab[k])))
+                out.value.append(float(share[k]))
+    return out
 
 
 def pair_table(

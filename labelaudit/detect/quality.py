@@ -446,24 +446,7 @@ class ImageQuality(Detector):
     ) -> DetectorResult:
         n = inputs.n_images
         empty = np.zeros(n, dtype=bool) if empty is None else empty
-        direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
-        kinds, frames, values = [], [], []
-        # An empty target stain with normal references is evidence about the labels
-        # (:meth:`_empty_target`): its darkness, low information and blur leave the
-        # image family for one label-evidence kind, EMPTY_TARGET.
-        empty_score = np.zeros(n)
-        for issue, channel, z in parts:
-            d = direction.get(issue, 1)
-            score = np.clip(d * z, 0.0, MAX_SCORE)
-            if channel == inputs.protein_channel and issue in EMPTY_TARGET_ISSUES:
-                empty_score = np.maximum(empty_score, np.where(empty, score, 0.0))
-                score = np.where(empty, 0.0, score)
-                z = np.where(empty, 0.0, z)
-            frames.append(score)
-            values.append(z)
-            kinds.append(f"{issue}:{channel}")
-        scores = np.vstack(frames) if frames else np.zeros((0, n))
-        vals = np.vstack(values) if values else np.zeros((0, n))
+        kinds, scores, vals, empty_score = _kind_scores(inputs, parts, empty)
         flagged = scores > float(self.n_sigma)
         image_score = scores.max(axis=0) if len(scores) else np.zeros(n)
         image_flagged = flagged.any(axis=0) if len(scores) else np.zeros(n, dtype=bool)
@@ -527,6 +510,35 @@ class ImageQuality(Detector):
             label_evidence={EMPTY_TARGET: empty_score} if np.ptp(empty_score) > 0 else {},
             evidence_names={EMPTY_TARGET: words},
         )
+
+
+def _kind_scores(
+    inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]], empty: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Per kind (``issue:channel``): the suspicious scores and the signed z (rows), and
+    the empty-target score taken out of them.
+
+    An empty target stain with normal references is evidence about the labels
+    (:meth:`ImageQuality._empty_target`): its darkness, low information and blur leave
+    the image family for one label-evidence kind, EMPTY_TARGET.
+    """
+    n = inputs.n_images
+    direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
+    kinds, frames, values = [], [], []
+    empty_score = np.zeros(n)
+    for issue, channel, z in parts:
+        d = direction.get(issue, 1)
+        score = np.clip(d * z, 0.0, MAX_SCORE)
+        if channel == inputs.protein_channel and issue in EMPTY_TARGET_ISSUES:
+            empty_score = np.maximum(empty_score, np.where(empty, score, 0.0))
+            score = np.where(empty, 0.0, score)
+            z = np.where(empty, 0.0, z)
+        frames.append(score)
+        values.append(z)
+        kinds.append(f"{issue}:{channel}")
+    scores = np.vstack(frames) if frames else np.zeros((0, n))
+    vals = np.vstack(values) if values else np.zeros((0, n))
+    return kinds, scores, vals, empty_score
 
 
 def measure_values(

@@ -501,29 +501,7 @@ def build_issues(
             values = np.asarray(values)
             # Text columns (quality_issues) stay text; scores become floats.
             table[col] = values if values.dtype.kind in "OUS" else values.astype(float)
-    if names:
-        flags = np.column_stack([results[m].image_flagged for m in names])
-        table["flagged_by"] = [
-            ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
-        ]
-        table["n_flags"] = flags.sum(axis=1)
-        pct = np.column_stack([rank_percentile(results[m].image_score) for m in names])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
-            consensus = np.nanmean(pct, axis=1)
-        table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
-        fam = family_scores(results)
-        table["label_score"] = fam.label
-        table["image_score"] = fam.image
-        table["problem_score"] = fam.problem
-        table["evidence"] = fam.evidence
-    else:
-        table["flagged_by"] = [""] * n
-        table["n_flags"] = np.zeros(n, dtype=int)
-        table["consensus_score"] = np.zeros(n)
-        for col in ("label_score", "image_score", "problem_score"):
-            table[col] = np.zeros(n)
-        table["evidence"] = [""] * n
+    table.update(_consensus_columns(results, n))
     table["consensus_flag"] = table["n_flags"] >= min_methods
     table["label_changes"] = changes
     table["doubtful_labels"] = doubtful
@@ -535,6 +513,37 @@ def build_issues(
     return issues.sort_values(
         ["problem_score", "n_flags"], ascending=False, kind="mergesort"
     ).reset_index(drop=True)
+
+
+def _consensus_columns(results: dict[str, DetectorResult], n: int) -> dict[str, Any]:
+    """``flagged_by``, ``n_flags``, ``consensus_score`` and the default order's columns
+    (``label_score``, ``image_score``, ``problem_score``, ``evidence``)."""
+    names = list(results)
+    table: dict[str, Any] = {}
+    if not names:
+        table["flagged_by"] = [""] * n
+        table["n_flags"] = np.zeros(n, dtype=int)
+        table["consensus_score"] = np.zeros(n)
+        for col in ("label_score", "image_score", "problem_score"):
+            table[col] = np.zeros(n)
+        table["evidence"] = [""] * n
+        return table
+    flags = np.column_stack([results[m].image_flagged for m in names])
+    table["flagged_by"] = [
+        ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
+    ]
+    table["n_flags"] = flags.sum(axis=1)
+    pct = np.column_stack([rank_percentile(results[m].image_score) for m in names])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
+        consensus = np.nanmean(pct, axis=1)
+    table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
+    fam = family_scores(results)
+    table["label_score"] = fam.label
+    table["image_score"] = fam.image
+    table["problem_score"] = fam.problem
+    table["evidence"] = fam.evidence
+    return table
 
 
 def _suggestions(
@@ -795,7 +804,35 @@ def detect_and_compare(
     t_compare = time.perf_counter() - start
     RunDir(run_dir).write_table(ISSUES_CSV, issues)
 
-    detect_section = {
+    detect_section = _detect_section(inputs, results, skipped, used)
+    detect_section["seconds"] = round(t_detect, 3)
+    RunDir(run_dir).write_section("detect", detect_section)
+    RunDir(run_dir).write_section(
+        "compare",
+        {
+            "min_methods": int(min_methods),
+            "suggest_from": [m for m in suggest_from],
+            "n_consensus_flagged": int(issues["consensus_flag"].sum()),
+            "n_label_changes": int((issues["label_changes"] != "").sum()),
+            "n_doubtful": int((issues["doubtful_labels"] != "").sum()),
+            "unreliable_classes": list(unreliable),
+            "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
+            "agreement": agree,
+            "seconds": round(t_compare, 3),
+        },
+    )
+    return ComparisonResult(issues, findings, agree, results, skipped)
+
+
+def _detect_section(
+    inputs: AuditInputs,
+    results: dict[str, DetectorResult],
+    skipped: dict[str, str],
+    used: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """``run.json["detect"]`` (but its ``seconds``): per detector its parameters,
+    flag counts, suggestions, time and summary; the skipped ones with the reason."""
+    return {
         "n_images": inputs.n_images,
         "detectors": {
             name: {
@@ -815,21 +852,4 @@ def detect_and_compare(
         },
         "skipped": {name: {"params": used[name], "reason": why} for name, why in skipped.items()},
         "warnings": [f"detector {name!r} {why}" for name, why in skipped.items()],
-        "seconds": round(t_detect, 3),
     }
-    RunDir(run_dir).write_section("detect", detect_section)
-    RunDir(run_dir).write_section(
-        "compare",
-        {
-            "min_methods": int(min_methods),
-            "suggest_from": [m for m in suggest_from],
-            "n_consensus_flagged": int(issues["consensus_flag"].sum()),
-            "n_label_changes": int((issues["label_changes"] != "").sum()),
-            "n_doubtful": int((issues["doubtful_labels"] != "").sum()),
-            "unreliable_classes": list(unreliable),
-            "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
-            "agreement": agree,
-            "seconds": round(t_compare, 3),
-        },
-    )
-    return ComparisonResult(issues, findings, agree, results, skipped)
