@@ -7,8 +7,9 @@ an image's neighbours in the embedding space) and ``quality`` (dark, light, satu
 blurry, low-information, artifact and odd-size images per stain channel) and
 ``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another) and
 ``combined`` (the label evidence of the others combined by a rule fitted on planted
-noise). Add a detector by subclassing :class:`Detector` and decorating it with
-:func:`register`.
+noise) and ``duplicates`` (copies verified on their pixels, and label conflicts among
+them; run after the comparison, on the run's image cache). Add a detector by
+subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from labelaudit.detect.base import (
     AuditInputs,
     Detector,
     DetectorResult,
+    PixelSignatures,
     available_detectors,
     get_detector,
     make_findings,
@@ -35,6 +37,7 @@ from labelaudit.detect.knn import KnnLabelAgreement
 from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.quality import ImageQuality
 from labelaudit.detect.exclusive import ExclusiveConflict
+from labelaudit.detect.duplicates import DuplicateImages
 
 # isort: on
 
@@ -44,6 +47,7 @@ __all__ = [
     "AuditInputs",
     "CombinedEvidence",
     "ConfidentLearning",
+    "DuplicateImages",
     "Detector",
     "DetectorResult",
     "ExclusiveConflict",
@@ -51,6 +55,7 @@ __all__ = [
     "ImageQuality",
     "IsolationOutliers",
     "KnnLabelAgreement",
+    "PixelSignatures",
     "available_detectors",
     "get_detector",
     "make_findings",

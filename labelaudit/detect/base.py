@@ -40,7 +40,24 @@ from labelaudit.data.roles import exclusive_indices
 FINDINGS_COLUMNS = ["id", "class", "detector", "score", "flagged", "suggestion", "value"]
 
 #: Inputs a detector may require (attribute names of :class:`AuditInputs`).
-INPUT_NAMES = ("labels", "probs", "embeddings", "stats")
+INPUT_NAMES = ("labels", "probs", "embeddings", "stats", "pixels")
+
+
+@dataclass
+class PixelSignatures:
+    """The cached pixels of the images, for detectors that compare pixels (duplicates).
+
+    Attributes
+    ----------
+    keys
+        One digest per image of its cached pixels and full-resolution statistics
+        (:func:`labelaudit.detect.duplicates.pixel_keys`): equal keys, identical images.
+    images
+        (N, C, S, S) uint8 cached pixels, in the order of the images.
+    """
+
+    keys: list[str]
+    images: np.ndarray
 
 
 @dataclass
@@ -71,6 +88,8 @@ class AuditInputs:
     exclusive_classes
         Names of the classes never combined with another class (HPA: Negative;
         :mod:`labelaudit.data.roles`).
+    pixels
+        The cached pixels and their digests (:class:`PixelSignatures`), or ``None``.
     """
 
     ids: list[str]
@@ -83,6 +102,7 @@ class AuditInputs:
     stats: pd.DataFrame | None = None
     protein_channel: str = "green"
     exclusive_classes: tuple[str, ...] = ()
+    pixels: PixelSignatures | None = None
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -125,6 +145,12 @@ class AuditInputs:
             if len(self.stats) != n:
                 raise RunDirError(f"stats have {len(self.stats)} rows, expected {n}")
             self.stats = self.stats.reset_index(drop=True)
+        if self.pixels is not None:
+            counts = (len(self.pixels.keys), len(self.pixels.images))
+            if counts != (n, n):
+                raise RunDirError(
+                    f"pixels of {counts[1]} images with {counts[0]} keys, expected {n}"
+                )
 
     @property
     def n_images(self) -> int:
@@ -305,6 +331,10 @@ class Detector(ABC):
     #: (:attr:`DetectorResult.columns`), each with its kind: ``"score"`` (a number,
     #: NaN where the detector did not run) or ``"text"`` (empty where it did not run).
     issue_columns: ClassVar[dict[str, str]] = {}
+    #: Runs after the comparison, on inputs it takes from the run (the image cache's
+    #: pixels): its stage appends its columns to ``issues.csv`` and it has no part in
+    #: the consensus (duplicates: :func:`labelaudit.pipeline.leaks.add_duplicates`).
+    after_comparison: ClassVar[bool] = False
     #: Accepted values per parameter (:func:`labelaudit.core.params.validate_params`).
     _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
 

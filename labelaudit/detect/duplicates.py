@@ -65,7 +65,15 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from labelaudit.detect.base import AuditInputs, DetectorResult, empty_findings, make_findings
+from labelaudit.core.params import Interval, Real
+from labelaudit.detect.base import (
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    empty_findings,
+    make_findings,
+    register,
+)
 from labelaudit.detect.pixelmatch import (
     CANDIDATE_RATIO,
     MIN_CORRELATION,
@@ -78,6 +86,7 @@ from labelaudit.detect.pixelmatch import (
 )
 
 __all__ = [
+    "DuplicateImages",
     "DuplicateResult",
     "PixelVerifier",
     "embedding_pairs",
@@ -563,3 +572,73 @@ def _detector_result(
         flagged,
         columns={"duplicate_score": score, "duplicate_low_information": low},
     )
+
+
+@register("duplicates")
+@dataclass(kw_only=True, eq=False, repr=False)
+class DuplicateImages(Detector):
+    """Duplicate images verified on their pixels, and label conflicts inside them.
+
+    The registered form of :func:`find_duplicates`: it runs after the comparison, on
+    the run's image cache (``inputs.pixels``; without it nothing can be verified and
+    nothing is found), from :func:`labelaudit.pipeline.leaks.add_duplicates`.
+
+    Parameters
+    ----------
+    embedding_factor : float
+        Embedding candidates closer than this times the median nearest-neighbour
+        distance (:func:`embedding_pairs`); 0 turns them off.
+    candidate_ratio : float
+        The ratio test of the thumbnail candidates (module docstring).
+    min_correlation : float
+        A duplicate's correlation is at least this, whatever its null.
+    null_fraction : float
+        The share of the gap between the pair's null and 1 it must close.
+    """
+
+    family = "label"
+    requires = ("labels",)
+    after_comparison = True
+    issue_columns = {
+        "duplicate_group": "score",
+        "duplicate_of": "text",
+        "duplicate_conflict": "text",
+    }
+    _parameter_constraints = {
+        "embedding_factor": [Interval(Real, 0, None, closed="left")],
+        "candidate_ratio": [Interval(Real, 0, 1, closed="right")],
+        "min_correlation": [Interval(Real, 0, 1, closed="both")],
+        "null_fraction": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    embedding_factor: float = EMBEDDING_FACTOR
+    candidate_ratio: float = CANDIDATE_RATIO
+    min_correlation: float = MIN_CORRELATION
+    null_fraction: float = NULL_FRACTION
+
+    def groups(self, inputs: AuditInputs) -> DuplicateResult:
+        """The duplicate groups, verified pairs, conflicts and images too empty to verify.
+
+        Parameters
+        ----------
+        inputs
+            The audit inputs; ``inputs.pixels`` the cached pixels (without them only
+            exact copies by key could be found, and there are no keys either).
+
+        Returns
+        -------
+        DuplicateResult
+            Its ``result`` is what :meth:`run` returns.
+        """
+        self.check_inputs(inputs)
+        self._validate_params()
+        pixels = inputs.pixels
+        return find_duplicates(
+            inputs,
+            images=None if pixels is None else pixels.images,
+            keys=None if pixels is None else pixels.keys,
+            **self.get_params(),
+        )
+
+    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        return self.groups(inputs).result

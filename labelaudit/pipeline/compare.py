@@ -93,7 +93,12 @@ def detector_columns() -> dict[str, str]:
     """The per-image columns the registered detectors declare for ``issues.csv``
     (``Detector.issue_columns``), in registration order, each with its kind
     (``"score"`` or ``"text"``)."""
-    return {col: kind for cls in REGISTRY.values() for col, kind in cls.issue_columns.items()}
+    return {
+        col: kind
+        for cls in REGISTRY.values()
+        if not cls.after_comparison  # their stage appends theirs
+        for col, kind in cls.issue_columns.items()
+    }
 
 
 def issues_columns() -> list[str]:
@@ -170,9 +175,20 @@ def check_detectors(detectors: Sequence[str] | str | None) -> list[str]:
     for name in names:
         if name not in REGISTRY:
             get_detector(name)  # raises the registry's one-line message
+        _refuse_after_comparison(name)
     if not names:
         raise SettingsError(f"no detector given (available: {', '.join(REGISTRY)})")
     return list(dict.fromkeys(names))
+
+
+def _refuse_after_comparison(name: str) -> None:
+    """A detector that runs after the comparison cannot be one of the compared."""
+    cls = REGISTRY.get(name)
+    if cls is not None and cls.after_comparison:
+        raise SettingsError(
+            f"detector {name!r} runs after the comparison, on the run's image cache; "
+            f"choose among {', '.join(n for n, c in REGISTRY.items() if not c.after_comparison)}"
+        )
 
 
 def run_detectors(
@@ -215,6 +231,8 @@ def run_detectors(
             f"parameters given for unknown detector {', '.join(map(repr, unknown))} "
             f"(available: {', '.join(REGISTRY)})"
         )
+    for name in detectors:
+        _refuse_after_comparison(name)
     instances = {name: get_detector(name, **params.get(name, {})) for name in detectors}
     results: dict[str, DetectorResult] = {}
     skipped: dict[str, str] = {}
