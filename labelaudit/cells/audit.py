@@ -18,12 +18,13 @@ Artifacts, beside the field-level ones:
 ``RUN/issues.csv``
     gains ``n_cells``, ``label_support``, ``label_support_score``,
     ``unsupported_labels``, ``cell_missing_labels``, ``n_odd_cells``,
-    ``n_outlier_cells`` (see :mod:`labelaudit.cells.findings`).
+    ``n_outlier_cells`` (see :mod:`labelaudit.detect.cells`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -33,12 +34,13 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from labelaudit.cells.findings import CellFindingParams, cell_findings
 from labelaudit.core.config import TrainSettings
 from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.core.userfiles import is_plain_entry, remove_entry
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import split_labels
+from labelaudit.detect import AuditInputs, CellPredictions, get_detector
+from labelaudit.detect.cells import CellEvidence, CellFindingParams
 from labelaudit.rundir import CELLS_CSV, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
 
@@ -48,15 +50,7 @@ if TYPE_CHECKING:  # the cache and the training are imported when a cell audit r
 
 CELLS_DIR = "cells"
 #: Columns the cell stage adds to ``issues.csv``.
-ISSUE_COLUMNS: tuple[str, ...] = (
-    "n_cells",
-    "label_support",
-    "label_support_score",
-    "unsupported_labels",
-    "cell_missing_labels",
-    "n_odd_cells",
-    "n_outlier_cells",
-)
+ISSUE_COLUMNS: tuple[str, ...] = tuple(CellEvidence.issue_columns)
 #: Fields shown with overlays in the report (the most suspect first).
 N_OVERLAYS = 12
 
@@ -234,17 +228,23 @@ def _write_findings(
     """The cell findings: ``cells.csv`` and the cell columns of ``issues.csv``."""
     assert cv.oof_probs is not None  # a complete cross-validation has them
     table = cache.cells.rename(columns={"id": "cell_id", "field": "id"})
-    per_cell, per_field = cell_findings(
+    cells = CellPredictions(
         table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
         cv.oof_probs,
+        cv.embeddings,
+    )
+    inputs = AuditInputs(
         list(dataset.ids),
-        dataset.labels,
+        list(dataset.class_names),
         list(dataset.class_tokens),
         dataset.label_sep,
-        embeddings=cv.embeddings,
-        params=params,
-        seed=seed,
+        dataset.labels,
+        cells=cells,
     )
+    thresholds = dataclasses.asdict(params or CellFindingParams())
+    detector = get_detector("cells", **thresholds, random_state=seed)
+    assert isinstance(detector, CellEvidence)
+    per_cell, per_field = detector.tables(inputs)
     per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", cv.fold_of + 1)
     run.write_table(CELLS_CSV, per_cell)
     run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns

@@ -8,7 +8,9 @@ blurry, low-information, artifact and odd-size images per stain channel) and
 ``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another) and
 ``combined`` (the label evidence of the others combined by a rule fitted on planted
 noise) and ``duplicates`` (copies verified on their pixels, and label conflicts among
-them; run after the comparison, on the run's image cache). Add a detector by
+them; run after the comparison, on the run's image cache) and ``cells`` (a field's
+labels its cells do not show; run after the comparison, on the cell-level
+cross-validation). Add a detector by
 subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
@@ -18,6 +20,7 @@ from labelaudit.detect.base import (
     FINDINGS_COLUMNS,
     REGISTRY,
     AuditInputs,
+    CellPredictions,
     Detector,
     DetectorResult,
     PixelSignatures,
@@ -38,6 +41,7 @@ from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.quality import ImageQuality
 from labelaudit.detect.exclusive import ExclusiveConflict
 from labelaudit.detect.duplicates import DuplicateImages
+from labelaudit.detect.cells import CellEvidence
 
 # isort: on
 
@@ -45,6 +49,8 @@ __all__ = [
     "FINDINGS_COLUMNS",
     "REGISTRY",
     "AuditInputs",
+    "CellEvidence",
+    "CellPredictions",
     "CombinedEvidence",
     "ConfidentLearning",
     "DuplicateImages",

@@ -40,7 +40,7 @@ from labelaudit.data.roles import exclusive_indices
 FINDINGS_COLUMNS = ["id", "class", "detector", "score", "flagged", "suggestion", "value"]
 
 #: Inputs a detector may require (attribute names of :class:`AuditInputs`).
-INPUT_NAMES = ("labels", "probs", "embeddings", "stats", "pixels")
+INPUT_NAMES = ("labels", "probs", "embeddings", "stats", "pixels", "cells")
 
 
 @dataclass
@@ -58,6 +58,25 @@ class PixelSignatures:
 
     keys: list[str]
     images: np.ndarray
+
+
+@dataclass
+class CellPredictions:
+    """The cells of the fields and the cell-level model's out-of-fold view of them.
+
+    Attributes
+    ----------
+    table
+        One row per cell: at least ``cell_id`` and ``id`` (its field's id).
+    probs
+        (M, K) out-of-fold cell probabilities, rows aligned with ``table``.
+    embeddings
+        (M, D) cell embeddings, or ``None``.
+    """
+
+    table: pd.DataFrame
+    probs: np.ndarray
+    embeddings: np.ndarray | None = None
 
 
 @dataclass
@@ -90,6 +109,9 @@ class AuditInputs:
         :mod:`labelaudit.data.roles`).
     pixels
         The cached pixels and their digests (:class:`PixelSignatures`), or ``None``.
+    cells
+        The fields' cells with their out-of-fold probabilities
+        (:class:`CellPredictions`), or ``None``.
     """
 
     ids: list[str]
@@ -103,6 +125,7 @@ class AuditInputs:
     protein_channel: str = "green"
     exclusive_classes: tuple[str, ...] = ()
     pixels: PixelSignatures | None = None
+    cells: CellPredictions | None = None
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -151,6 +174,15 @@ class AuditInputs:
                 raise RunDirError(
                     f"pixels of {counts[1]} images with {counts[0]} keys, expected {n}"
                 )
+        if self.cells is not None:
+            m = len(self.cells.table)
+            if np.shape(self.cells.probs) != (m, k):
+                raise RunDirError(
+                    f"cell probs have shape {np.shape(self.cells.probs)}, expected {(m, k)}"
+                )
+            emb = self.cells.embeddings
+            if emb is not None and len(emb) != m:
+                raise RunDirError(f"{len(emb)} cell embeddings for {m} cells")
 
     @property
     def n_images(self) -> int:
