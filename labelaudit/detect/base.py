@@ -2,7 +2,7 @@
 
 Modelled on cleanlab's Datalab (one class per issue type, registered by name) and on
 scikit-learn estimators (keyword-only constructor parameters stored under their own
-names, ``get_params``/``set_params``, ``_parameter_constraints`` checked in one place:
+names, ``get_params``/``set_params``, ``parameter_constraints`` checked in one place:
 :mod:`labelaudit.core.params`). A new detector is one class, its parameters the fields
 of a keyword-only dataclass::
 
@@ -10,11 +10,11 @@ of a keyword-only dataclass::
     @dataclass(kw_only=True, eq=False, repr=False)
     class Mine(Detector):
         requires = ("probs",)
-        _parameter_constraints = {"alpha": [Interval(Real, 0, 1, closed="both")]}
+        parameter_constraints = {"alpha": [Interval(Real, 0, 1, closed="both")]}
 
         alpha: float = 0.5
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult: ...
+        def detect(self, inputs: AuditInputs) -> DetectorResult: ...
 
 Scores follow one convention everywhere: higher = more suspicious.
 """
@@ -342,8 +342,8 @@ class Detector(ABC):
     Subclasses set ``name`` (via :func:`register`), ``requires`` (input names), declare
     their parameters as keyword-only constructor arguments stored under their own
     names (the fields of a ``@dataclass(kw_only=True, eq=False, repr=False)``, as
-    the built-in detectors do), their accepted values in ``_parameter_constraints``,
-    and implement ``_detect``. :meth:`get_params` and :meth:`set_params` work as in
+    the built-in detectors do), their accepted values in ``parameter_constraints``,
+    and implement ``detect``. :meth:`get_params` and :meth:`set_params` work as in
     scikit-learn; bad values raise :class:`SettingsError` at construction, on
     :meth:`set_params` and before :meth:`run`.
     """
@@ -368,10 +368,10 @@ class Detector(ABC):
     #: the consensus (duplicates: :func:`labelaudit.pipeline.leaks.add_duplicates`).
     after_comparison: ClassVar[bool] = False
     #: Accepted values per parameter (:func:`labelaudit.core.params.validate_params`).
-    _parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
+    parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
 
     def __post_init__(self) -> None:
-        self._validate_params()
+        self.check_params()
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -399,13 +399,13 @@ class Detector(ABC):
         self.check_param_names(list(params))
         for key, value in params.items():
             setattr(self, key, value)
-        self._validate_params()
+        self.check_params()
         return self
 
-    def _validate_params(self) -> None:
-        """Check parameter values against ``_parameter_constraints``; raise
+    def check_params(self) -> None:
+        """Check parameter values against ``parameter_constraints``; raise
         :class:`SettingsError` on a bad one (a detector with further rules extends it)."""
-        validate_params(self.get_params(), self._parameter_constraints, owner=self.name)
+        validate_params(self.get_params(), self.parameter_constraints, owner=self.name)
 
     def applies(self, inputs: AuditInputs) -> bool:
         """Whether the detector has anything to look at in this dataset (``False``:
@@ -439,9 +439,9 @@ class Detector(ABC):
             Findings, per-image scores and flags, issues.csv columns and a summary.
         """
         self.check_inputs(inputs)
-        self._validate_params()
+        self.check_params()
         start = time.perf_counter()
-        result = self._detect(inputs)
+        result = self.detect(inputs)
         result.seconds = time.perf_counter() - start
         n = inputs.n_images
         assert result.image_score.shape == (n,) and result.image_flagged.shape == (n,)
@@ -452,8 +452,9 @@ class Detector(ABC):
         return self.run(inputs).findings
 
     @abstractmethod
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
-        """Do the detection; inputs are already checked."""
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        """Do the detection (the hook a detector implements; call :meth:`run`, which
+        checks the inputs and parameters first and times it)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())

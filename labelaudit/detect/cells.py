@@ -313,7 +313,7 @@ class CellEvidence(Detector):
         "n_odd_cells": "score",
         "n_outlier_cells": "score",
     }
-    _parameter_constraints = {
+    parameter_constraints = {
         "threshold": [Interval(Real, 0, 1, closed="right")],
         "missing_fraction": [Interval(Real, 0, 1, closed="right")],
         "odd_threshold": [Interval(Real, 0, 1, closed="both")],
@@ -349,7 +349,7 @@ class CellEvidence(Detector):
             As :func:`cell_findings`; ``field_columns`` holds :attr:`issue_columns`.
         """
         self.check_inputs(inputs)
-        self._validate_params()
+        self.check_params()
         cells = inputs.cells
         assert cells is not None  # a required input
         return cell_findings(
@@ -364,7 +364,7 @@ class CellEvidence(Detector):
             seed=int(self.random_state),
         )
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         _, per_field = self.tables(inputs)
         n = inputs.n_images
         token_index = {t: k for k, t in enumerate(inputs.class_tokens)}

@@ -327,7 +327,7 @@ class CombinedEvidence(Detector):
     supersedes = ("confident",)
     requires = ("labels", "probs")
     issue_columns = {"combined_score": "score"}
-    _parameter_constraints = {
+    parameter_constraints = {
         "copies": [Interval(Integral, 1, None, closed="left")],
         "plant_rate": [Interval(Real, 0, 0.5, closed="right")],
         "repeats": [Interval(Integral, 1, None, closed="left")],
@@ -536,7 +536,7 @@ class CombinedEvidence(Detector):
             model.fit(x, t)
             return [model.decision_function(xn) if len(xn) else np.zeros(0) for xn in x_new]
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         y = inputs.labels
         post, staged, info = self.evidence(inputs)

@@ -101,7 +101,7 @@ class ConfidentLearning(Detector):
     bulk_weight = 1.0  # the family's reference ranking (docs/benchmarks.md, default order)
     requires = ("labels", "probs")
     issue_columns = {"label_quality": "score"}
-    _parameter_constraints = {
+    parameter_constraints = {
         "filter_by": [Options(*CL_FILTERS, *RANK_FILTERS)],
         "rank_by": [Options(*RANK_METHODS)],
         "aggregator": [Options(*AGGREGATORS)],
@@ -125,7 +125,7 @@ class ConfidentLearning(Detector):
         kwargs.update(self.aggregator_params or {})
         return kwargs
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         from cleanlab.multilabel_classification import rank
 
         y = inputs.labels

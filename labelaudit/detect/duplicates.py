@@ -604,7 +604,7 @@ class DuplicateImages(Detector):
         "duplicate_of": "text",
         "duplicate_conflict": "text",
     }
-    _parameter_constraints = {
+    parameter_constraints = {
         "embedding_factor": [Interval(Real, 0, None, closed="left")],
         "candidate_ratio": [Interval(Real, 0, 1, closed="right")],
         "min_correlation": [Interval(Real, 0, 1, closed="both")],
@@ -631,7 +631,7 @@ class DuplicateImages(Detector):
             Its ``result`` is what :meth:`run` returns.
         """
         self.check_inputs(inputs)
-        self._validate_params()
+        self.check_params()
         pixels = inputs.pixels
         return find_duplicates(
             inputs,
@@ -640,5 +640,5 @@ class DuplicateImages(Detector):
             **self.get_params(),
         )
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         return self.groups(inputs).result

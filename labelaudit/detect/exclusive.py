@@ -43,7 +43,7 @@ class ExclusiveConflict(Detector):
     def applies(self, inputs: AuditInputs) -> bool:
         return bool(inputs.exclusive_classes)
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         idx = inputs.exclusive_idx
         labels = inputs.labels
         conflict = conflicting_rows(labels, idx)

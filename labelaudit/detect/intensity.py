@@ -73,7 +73,7 @@ class IntensityOutliers(Detector):
     family = "image"
     requires = ("labels", "stats")
     issue_columns = {"intensity_z": "score"}
-    _parameter_constraints = {
+    parameter_constraints = {
         "method": [Options("sigma", "robust")],
         "n_sigma": [Interval(Real, 0, None, closed="neither")],
         "eps": [Interval(Real, 0, None, closed="neither")],
@@ -94,7 +94,7 @@ class IntensityOutliers(Detector):
         """The stats column this detector reads."""
         return f"{self.channel or inputs.protein_channel}_{self.stat}"
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         col = self.column(inputs)
         assert inputs.stats is not None
         if col not in inputs.stats.columns:

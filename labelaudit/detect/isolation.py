@@ -78,7 +78,7 @@ class IsolationOutliers(Detector):
     family = "image"
     requires = ("labels", "embeddings")
     issue_columns = {"outlier_score": "score"}
-    _parameter_constraints = {
+    parameter_constraints = {
         "contamination": [Interval(Real, 0, 0.5, closed="right")],
         "class_contamination": [Interval(Real, 0, 0.5, closed="right"), None],
         "n_components": [Interval(Integral, 0, None, closed="left"), None],
@@ -96,7 +96,7 @@ class IsolationOutliers(Detector):
     random_state: int = 0
     n_jobs: int = 1
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         summary: dict[str, Any] = {}
         assert inputs.embeddings is not None  # a required input

@@ -113,7 +113,7 @@ class KnnLabelAgreement(Detector):
     family = "label"
     requires = ("labels", "embeddings")
     issue_columns = {"knn_disagreement": "score"}
-    _parameter_constraints = {
+    parameter_constraints = {
         "k": [Interval(Integral, 1, None, closed="left")],
         "threshold": [Interval(Real, 0, 1, closed="right")],
         "prior_weight": [Interval(Real, 0, None, closed="left")],
@@ -124,7 +124,7 @@ class KnnLabelAgreement(Detector):
     prior_weight: float = 1.0
     n_components: int | None = 32
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         assert inputs.embeddings is not None  # a required input
         nbrs = neighbour_indices(inputs.embeddings, self.k, self.n_components)

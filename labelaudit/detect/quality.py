@@ -277,7 +277,7 @@ class ImageQuality(Detector):
         "quality_issues": "text",
         "stain_evidence": "text",
     }
-    _parameter_constraints = {
+    parameter_constraints = {
         "n_sigma": [Interval(Real, 0, None, closed="neither")],
         "min_group": [Interval(Integral, 2, None, closed="left")],
         "suggestion": [Options("review", "remove")],
@@ -302,7 +302,7 @@ class ImageQuality(Detector):
             )
         return list(self.channels)
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         assert inputs.stats is not None
         stats, labels = inputs.stats, inputs.labels
         target = inputs.protein_channel

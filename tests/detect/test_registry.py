@@ -29,11 +29,11 @@ def custom_detector():
         """Flags images with more than ``max_labels`` labels."""
 
         requires = ("labels",)
-        _parameter_constraints = {"max_labels": [Interval(Integral, 0, None, closed="left")]}
+        parameter_constraints = {"max_labels": [Interval(Integral, 0, None, closed="left")]}
 
         max_labels: int = 2
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
             count = inputs.labels.sum(axis=1).astype(float)
             flagged = count > self.max_labels
             idx = np.arange(inputs.n_images)

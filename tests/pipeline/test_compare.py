@@ -76,7 +76,7 @@ def test_a_declared_detector_column_joins_the_table_even_when_it_did_not_run(tmp
         requires = ("labels",)
         issue_columns = {"none_score": "score", "none_note": "text"}
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
             n = inputs.n_images
             zeros, flags = np.zeros(n), np.zeros(n, dtype=bool)
             f = make_findings(inputs, self.name, np.arange(n), None, zeros, flags, "")
@@ -229,7 +229,7 @@ def flag_all():
     class FlagAll(Detector):
         requires = ("labels",)
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
             n = inputs.n_images
             idx = np.arange(n)
             flags = np.ones(n, dtype=bool)
