@@ -17,6 +17,8 @@ find_issues  # labelaudit.find_issues (reached through the lazy map's strings)
 macro_f1  # core/stats.py: the interval metrics the module docstring documents
 bootstrap_delta  # core/stats.py: the paired bootstrap for any metric (documented)
 _.n_kept  # pipeline/clean.py: CleanResult's count beside n_removed and n_relabelled
+_.set_params  # detect/base.py: Detector.set_params, scikit-learn's convention (documented)
+ISSUES_COLUMNS  # pipeline/compare.py: the issues.csv columns, for readers of the table (tests, docs)
 make_audit  # synth/audit.py: synthetic detector inputs for tests and benchmarks/detectors.py
 _.truth_frame  # synth/audit.py: the same audit's truth as a table (benchmarks, tests)
 _.label_tokens  # data/dataset.py: Dataset.label_tokens, an image's labels as its tokens
@@ -44,11 +46,4 @@ _.nprobe  # faiss IVF index setting: detect/pixelmatch.py
 _.find  # detect/base.py: Detector.find, the one-call findings table (docs/report.md, tests)
 _.posteriors  # detect/combined.py: the label evidence's posteriors (docs/design.md, tests)
 
-# ------------------------------------------------------------------ pending (issue 28)
-# Dead code in files other helpers own: they delete it on their branches (detect/: A,
-# train/ddp.py: B). Delete each entry when its code has gone in the merge.
-SUGGESTIONS  # detect/base.py
-ISSUE_TYPES  # detect/quality.py
-MAX_ZOOM  # detect/pixelmatch.py (no reader)
-is_main_process  # train/ddp.py
-broadcast  # train/ddp.py
+MAX_ZOOM  # detect/pixelmatch.py: the largest zoom searched, named in detect/duplicates.py's docstring

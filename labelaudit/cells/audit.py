@@ -18,39 +18,38 @@ Artifacts, beside the field-level ones:
 ``RUN/issues.csv``
     gains ``n_cells``, ``label_support``, ``label_support_score``,
     ``unsupported_labels``, ``cell_missing_labels``, ``n_odd_cells``,
-    ``n_outlier_cells`` (see :mod:`labelaudit.cells.findings`).
+    ``n_outlier_cells`` (see :mod:`labelaudit.detect.cells`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from labelaudit.cells.findings import CellFindingParams, cell_findings
 from labelaudit.core.config import TrainSettings
 from labelaudit.core.errors import RunDirError, SettingsError
 from labelaudit.core.userfiles import is_plain_entry, remove_entry
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import split_labels
+from labelaudit.detect import AuditInputs, CellPredictions, get_detector
+from labelaudit.detect.cells import CellEvidence, CellFindingParams
 from labelaudit.rundir import CELL_OVERLAYS_DIR, CELLS_CSV, CELLS_DIR, ISSUES_CSV, RunDir
 from labelaudit.train.metrics import summary
 
+if TYPE_CHECKING:  # the cache and the training are imported when a cell audit runs
+    from labelaudit.cells.crops import CellCache
+    from labelaudit.train.cv import CVResult
+
 #: Columns the cell stage adds to ``issues.csv``.
-ISSUE_COLUMNS: tuple[str, ...] = (
-    "n_cells",
-    "label_support",
-    "label_support_score",
-    "unsupported_labels",
-    "cell_missing_labels",
-    "n_odd_cells",
-    "n_outlier_cells",
-)
+ISSUE_COLUMNS: tuple[str, ...] = tuple(CellEvidence.issue_columns)
 #: Fields shown with overlays in the report (the most suspect first).
 N_OVERLAYS = 12
 
@@ -111,39 +110,101 @@ def audit_cells(
     DatasetError
         A mask file is missing or unreadable (naming it).
     """
-    from labelaudit.cells.crops import build_cell_cache
-    from labelaudit.train.cv import cross_validate
-
     console = console or Console(quiet=True)
-    run_dir = Path(run_dir)
     run = RunDir(run_dir)
-    issues_path = run.file(ISSUES_CSV)
-    if not issues_path.is_file():
-        raise RunDirError(f"{issues_path}: not found; the cell stage runs after detection")
+    if not run.file(ISSUES_CSV).is_file():
+        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
     timings: dict[str, float] = {}
     size = int(cell_size or default_cell_size(settings.image_size))
 
     t = time.perf_counter()
-    cache = build_cell_cache(dataset, masks, size, cache_dir)
+    cache = _cell_cache(dataset, masks, size, cache_dir, console)
     timings["cells_cache"] = time.perf_counter() - t
-    source = f"masks from {masks}" if masks is not None else "segmented (scikit-image)"
-    n_fields_with_cells = int(cache.cells["field"].nunique()) if len(cache) else 0
+
+    t = time.perf_counter()
+    cell_settings = settings.replace(image_size=size)
+    cv = _cross_validate_cells(cache, dataset, cell_settings, run.path, fold, console)
+    timings["cells_train"] = time.perf_counter() - t
+    if getattr(cv, "rank", 0) != 0 or not cv.complete:
+        return {}
+
+    t = time.perf_counter()
+    per_cell, per_field = _write_findings(run, dataset, cache, cv, params, settings.seed)
+    overlays = write_overlays(run.path, dataset, _mask_source(masks, cache), per_cell, per_field)
+    timings["cells_findings"] = time.perf_counter() - t
+
+    section = _cells_section(dataset, cache, masks, size, per_cell, per_field, params)
+    section["metrics"] = summary(cv.metrics) if cv.metrics else {}
+    section["overlays"] = overlays
+    section["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    _record(run, section, console)
+    return section
+
+
+def _record(run: RunDir, section: dict[str, Any], console: Console) -> None:
+    """Write ``run.json["cells"]`` and say what the cells found."""
+    run.write_section("cells", section)
     console.print(
-        f"cells: {len(cache)} cells in {n_fields_with_cells} of {len(dataset)} fields "
-        f"({source}); cell cache {'reused' if cache.reused else 'built'} {cache.path}"
+        f"cells: {section['n_fields_with_unsupported_labels']} fields with a label no cell "
+        f"shows, {section['n_fields_with_cell_missing_labels']} with a class most cells show "
+        f"but not labelled; {section['n_odd_cells']} odd cells (in {run.file(CELLS_CSV)})"
+    )
+
+
+def _mask_source(masks: str | Path | None, cache: CellCache) -> str | Path:
+    """The masks the cells were cut with: the given ones, or those the cache segmented."""
+    source = masks if masks is not None else cache.masks_dir
+    if source is None:
+        raise RunDirError(f"the cell cache {cache.path} lacks the masks it segmented")
+    return source
+
+
+def _source(masks: str | Path | None) -> str:
+    """Where the cells come from, in words."""
+    return f"masks from {masks}" if masks is not None else "segmented (scikit-image)"
+
+
+def _n_fields_with_cells(cache: CellCache) -> int:
+    return int(cache.cells["field"].nunique()) if len(cache) else 0
+
+
+def _cell_cache(
+    dataset: Dataset,
+    masks: str | Path | None,
+    size: int,
+    cache_dir: str | Path | None,
+    console: Console,
+) -> CellCache:
+    """The cell cache (segmenting or reading ``masks``); refuses a dataset without cells."""
+    from labelaudit.cells.crops import build_cell_cache
+
+    cache = build_cell_cache(dataset, masks, size, cache_dir)
+    console.print(
+        f"cells: {len(cache)} cells in {_n_fields_with_cells(cache)} of {len(dataset)} fields "
+        f"({_source(masks)}); cell cache {'reused' if cache.reused else 'built'} {cache.path}"
     )
     if len(cache) == 0:
         raise SettingsError(
             "no cells found in any field" + ("" if masks else "; check the stains or pass --masks")
         )
-    field_index = cache.cells["field_index"].to_numpy(dtype=np.int64)
-    cell_labels = dataset.labels[field_index]
-    cell_settings = settings.replace(image_size=size)
+    return cache
 
-    t = time.perf_counter()
-    cv = cross_validate(
+
+def _cross_validate_cells(
+    cache: CellCache,
+    dataset: Dataset,
+    cell_settings: TrainSettings,
+    run_dir: Path,
+    fold: int | None,
+    console: Console,
+) -> CVResult:
+    """Cell cross-validation: folds by field, each cell inheriting its field's labels."""
+    from labelaudit.train.cv import cross_validate
+
+    field_index = cache.cells["field_index"].to_numpy(dtype=np.int64)
+    return cross_validate(
         cache.images,
-        cell_labels,
+        dataset.labels[field_index],
         cache.ids,
         dataset.class_names,
         cell_settings,
@@ -153,36 +214,58 @@ def audit_cells(
         fold=fold,
         console=console,
     )
-    timings["cells_train"] = time.perf_counter() - t
-    if getattr(cv, "rank", 0) != 0 or not cv.complete:
-        return {}
 
-    t = time.perf_counter()
+
+def _write_findings(
+    run: RunDir,
+    dataset: Dataset,
+    cache: CellCache,
+    cv: CVResult,
+    params: CellFindingParams | None,
+    seed: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cell findings: ``cells.csv`` and the cell columns of ``issues.csv``."""
+    assert cv.oof_probs is not None  # a complete cross-validation has them
     table = cache.cells.rename(columns={"id": "cell_id", "field": "id"})
-    per_cell, per_field = cell_findings(
+    cells = CellPredictions(
         table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
         cv.oof_probs,
+        cv.embeddings,
+    )
+    inputs = AuditInputs(
         list(dataset.ids),
-        dataset.labels,
+        list(dataset.class_names),
         list(dataset.class_tokens),
         dataset.label_sep,
-        embeddings=cv.embeddings,
-        params=params,
-        seed=settings.seed,
+        dataset.labels,
+        cells=cells,
     )
+    thresholds = dataclasses.asdict(params or CellFindingParams())
+    detector = get_detector("cells", **thresholds, random_state=seed)
+    assert isinstance(detector, CellEvidence)
+    per_cell, per_field = detector.tables(inputs)
     per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", cv.fold_of + 1)
     run.write_table(CELLS_CSV, per_cell)
     run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns
-    mask_source = masks if masks is not None else cache.masks_dir
-    overlays = write_overlays(run_dir, dataset, mask_source, per_cell, per_field)
-    timings["cells_findings"] = time.perf_counter() - t
+    return per_cell, per_field
 
-    section = {
-        "source": source,
+
+def _cells_section(
+    dataset: Dataset,
+    cache: CellCache,
+    masks: str | Path | None,
+    size: int,
+    per_cell: pd.DataFrame,
+    per_field: pd.DataFrame,
+    params: CellFindingParams | None,
+) -> dict[str, Any]:
+    """The ``run.json["cells"]`` section's findings (without metrics, overlays, timings)."""
+    return {
+        "source": _source(masks),
         "masks": str(Path(masks).resolve()) if masks is not None else str(cache.masks_dir),
         "cell_size": size,
         "n_cells": int(len(cache)),
-        "n_fields_with_cells": n_fields_with_cells,
+        "n_fields_with_cells": _n_fields_with_cells(cache),
         "cells_per_field": _describe(per_field["n_cells"]),
         "n_unsupported_labels": int(
             sum(len(split_labels(s, dataset.label_sep)) for s in per_field["unsupported_labels"])
@@ -195,17 +278,7 @@ def audit_cells(
         "class_thresholds": dict(
             zip(dataset.class_tokens, per_field.attrs["class_thresholds"], strict=True)
         ),
-        "metrics": summary(cv.metrics) if cv.metrics else {},
-        "overlays": overlays,
-        "timings": {k: round(v, 3) for k, v in timings.items()},
     }
-    run.write_section("cells", section)
-    console.print(
-        f"cells: {section['n_fields_with_unsupported_labels']} fields with a label no cell "
-        f"shows, {section['n_fields_with_cell_missing_labels']} with a class most cells show "
-        f"but not labelled; {section['n_odd_cells']} odd cells (in {run_dir / CELLS_CSV})"
-    )
-    return section
 
 
 def _describe(values: pd.Series) -> dict[str, float]:

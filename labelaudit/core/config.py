@@ -17,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import (
+    Constraint,
+    InstanceOf,
+    Integral,
+    Interval,
+    Options,
+    Real,
+    Satisfies,
+    param_problems,
+)
 
 #: Training modes: the method's full fine-tuning, or the frozen-embedding probe.
 MODES: tuple[str, ...] = ("finetune", "probe")
@@ -291,77 +301,61 @@ def _check_backbone(name: str) -> None:
     )
 
 
+def _is_device_name(value: Any) -> bool:
+    dev = str(value)
+    return dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
+
+
+def _whole(low: int, text: str | None = None) -> list[Constraint]:
+    """An integer of at least ``low``."""
+    return [Interval(Integral, low, None, closed="left", text=text)]
+
+
+_FLAG: list[Constraint] = [InstanceOf(bool, "true or false")]
+
+#: The values each training setting accepts (:func:`labelaudit.core.params.param_problems`).
+SETTING_CONSTRAINTS: dict[str, list[Constraint]] = {
+    "backbone": [Satisfies(lambda v: isinstance(v, str) and bool(v), "a timm model name")],
+    "lr": [Interval(Real, 0, 10, closed="neither", finite=True, text="a positive number below 10")],
+    "epochs": _whole(1, "at least 1"),
+    "batch_size": _whole(1, "at least 1"),
+    "image_size": [Interval(Integral, 16, 4096, text="between 16 and 4096 pixels")],
+    "folds": _whole(2, "at least 2"),
+    "seed": [Interval(Integral, 0, 2**32, closed="left", text="an integer from 0 to 2**32 - 1")],
+    "patience": _whole(0),
+    "num_workers": _whole(0),
+    "threads": _whole(0),
+    "warmup_epochs": _whole(0),
+    "probe_c": [Interval(Real, 0, None, closed="neither", finite=True, text="positive")],
+    "schedule": [Options(*SCHEDULES)],
+    "mode": [Options(*MODES)],
+    "activation": [Options(*ACTIVATIONS)],
+    "device": [Satisfies(_is_device_name, "auto, cpu, cuda, cuda:N or mps")],
+    **{
+        flag: _FLAG
+        for flag in (
+            "pretrained",
+            "amp",
+            "channels_last",
+            "tta",
+            "offline",
+            "allow_rare",
+            "strict",
+            "progress",
+        )
+    },
+}
+
+
 def validate(s: TrainSettings) -> TrainSettings:
     """Check every field of ``s``; return it unchanged or raise SettingsError."""
-    problems: list[str] = []
-
-    def need(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-
-    need(isinstance(s.backbone, str) and bool(s.backbone), "backbone must be a timm model name")
-    need(
-        is_num(s.lr) and math.isfinite(s.lr) and 0 < s.lr < 10,
-        f"lr must be a positive number below 10, got {s.lr!r}",
-    )
-    need(is_int(s.epochs) and s.epochs >= 1, f"epochs must be at least 1, got {s.epochs!r}")
-    need(
-        is_int(s.batch_size) and s.batch_size >= 1,
-        f"batch_size must be at least 1, got {s.batch_size!r}",
-    )
-    need(
-        is_int(s.image_size) and 16 <= s.image_size <= 4096,
-        f"image_size must be between 16 and 4096 pixels, got {s.image_size!r}",
-    )
-    need(is_int(s.folds) and s.folds >= 2, f"folds must be at least 2, got {s.folds!r}")
-    need(
-        is_int(s.seed) and 0 <= s.seed < 2**32,
-        f"seed must be an integer from 0 to 2**32 - 1, got {s.seed!r}",
-    )
-    need(is_int(s.patience) and s.patience >= 0, f"patience must be >= 0, got {s.patience!r}")
-    need(
-        is_int(s.num_workers) and s.num_workers >= 0,
-        f"num_workers must be >= 0, got {s.num_workers!r}",
-    )
-    need(is_int(s.threads) and s.threads >= 0, f"threads must be >= 0, got {s.threads!r}")
-    need(
-        is_int(s.warmup_epochs) and s.warmup_epochs >= 0,
-        f"warmup_epochs must be >= 0, got {s.warmup_epochs!r}",
-    )
-    need(
-        is_num(s.probe_c) and math.isfinite(s.probe_c) and s.probe_c > 0,
-        f"probe_c must be positive, got {s.probe_c!r}",
-    )
-    need(
-        s.schedule in SCHEDULES,
-        f"schedule must be one of {', '.join(SCHEDULES)}, got {s.schedule!r}",
-    )
-    need(s.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {s.mode!r}")
-    need(
-        s.activation in ACTIVATIONS,
-        f"activation must be one of {', '.join(ACTIVATIONS)}, got {s.activation!r}",
-    )
-    dev = str(s.device)
-    need(
-        dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit()),
-        f"device must be auto, cpu, cuda, cuda:N or mps, got {s.device!r}",
-    )
-    flags = ("pretrained", "amp", "channels_last", "tta", "offline", "allow_rare", "strict")
-    for flag in (*flags, "progress"):
-        need(isinstance(getattr(s, flag), bool), f"{flag} must be true or false")
-    if s.weights is not None:
-        path = Path(s.weights)
-        need(path.is_file(), f"weights file {s.weights} does not exist or is not a file")
+    problems = param_problems({f.name: getattr(s, f.name) for f in fields(s)}, SETTING_CONSTRAINTS)
+    if s.weights is not None and not Path(s.weights).is_file():
+        problems.append(f"weights file {s.weights} does not exist or is not a file")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
     _check_backbone(s.backbone)
-    check_device(dev)
+    check_device(str(s.device))
     return s
 
 

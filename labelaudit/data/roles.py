@@ -19,7 +19,7 @@ name (``Negative *exclusive``). The roles are recorded in ``run.json["dataset"]
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,10 +158,12 @@ def resolve_exclusive(
     return out
 
 
-def describe_conflict(class_names: Sequence[str], row: np.ndarray, exclusive_idx) -> str:
+def describe_conflict(
+    class_names: Sequence[str], row: np.ndarray, exclusive_idx: Iterable[int]
+) -> str:
     """``"Negative given with Cytosol (Negative is never combined with another class)"``."""
     idx = set(int(k) for k in exclusive_idx)
-    labelled = np.flatnonzero(np.asarray(row, dtype=bool))
+    labelled = [int(k) for k in np.flatnonzero(np.asarray(row, dtype=bool))]
     excl = [class_names[k] for k in labelled if k in idx]
     others = [class_names[k] for k in labelled if k not in idx]
     what = " and ".join(excl)

@@ -7,8 +7,11 @@ an image's neighbours in the embedding space) and ``quality`` (dark, light, satu
 blurry, low-information, artifact and odd-size images per stain channel) and
 ``exclusive`` (label sets joining an exclusive class, HPA's Negative, with another) and
 ``combined`` (the label evidence of the others combined by a rule fitted on planted
-noise). Add a detector by subclassing :class:`Detector` and decorating it with
-:func:`register`.
+noise) and ``duplicates`` (copies verified on their pixels, and label conflicts among
+them; run after the comparison, on the run's image cache) and ``cells`` (a field's
+labels its cells do not show; run after the comparison, on the cell-level
+cross-validation). Add a detector by
+subclassing :class:`Detector` and decorating it with :func:`register`.
 """
 
 from __future__ import annotations
@@ -17,27 +20,40 @@ from labelaudit.detect.base import (
     FINDINGS_COLUMNS,
     REGISTRY,
     AuditInputs,
+    CellPredictions,
     Detector,
     DetectorResult,
+    PixelSignatures,
     available_detectors,
     get_detector,
     make_findings,
     register,
 )
-from labelaudit.detect.combined import CombinedEvidence
+
+# The import order is the registration order, which orders the detectors' columns in
+# issues.csv (labelaudit.pipeline.compare.issues_columns).
+# isort: off
 from labelaudit.detect.confident import ConfidentLearning
-from labelaudit.detect.exclusive import ExclusiveConflict
-from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.isolation import IsolationOutliers
+from labelaudit.detect.intensity import IntensityOutliers
 from labelaudit.detect.knn import KnnLabelAgreement
+from labelaudit.detect.combined import CombinedEvidence
 from labelaudit.detect.quality import ImageQuality
+from labelaudit.detect.exclusive import ExclusiveConflict
+from labelaudit.detect.duplicates import DuplicateImages
+from labelaudit.detect.cells import CellEvidence
+
+# isort: on
 
 __all__ = [
     "FINDINGS_COLUMNS",
     "REGISTRY",
     "AuditInputs",
+    "CellEvidence",
+    "CellPredictions",
     "CombinedEvidence",
     "ConfidentLearning",
+    "DuplicateImages",
     "Detector",
     "DetectorResult",
     "ExclusiveConflict",
@@ -45,6 +61,7 @@ __all__ = [
     "ImageQuality",
     "IsolationOutliers",
     "KnnLabelAgreement",
+    "PixelSignatures",
     "available_detectors",
     "get_detector",
     "make_findings",

@@ -1,42 +1,82 @@
 """The detector interface: inputs, results, the base class and the registry.
 
 Modelled on cleanlab's Datalab (one class per issue type, registered by name) and on
-scikit-learn estimators (constructor keyword parameters stored as attributes,
-``get_params``/``set_params``). A new detector is one class::
+scikit-learn estimators (keyword-only constructor parameters stored under their own
+names, ``get_params``/``set_params``, ``parameter_constraints`` checked in one place:
+:mod:`labelaudit.core.params`). A new detector is one class, its parameters the fields
+of a keyword-only dataclass::
 
     @register("mine")
+    @dataclass(kw_only=True, eq=False, repr=False)
     class Mine(Detector):
         requires = ("probs",)
-        defaults = {"alpha": 0.5}
+        parameter_constraints = {"alpha": [Interval(Real, 0, 1, closed="both")]}
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult: ...
+        alpha: float = 0.5
+
+        def detect(self, inputs: AuditInputs) -> DetectorResult: ...
 
 Scores follow one convention everywhere: higher = more suspicious.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.params import Constraint, validate_params
 from labelaudit.data.roles import exclusive_indices
 
 #: Columns of the tidy findings table (``findings.csv``). ``value`` is the raw,
 #: detector-specific number behind ``score`` (a probability, a signed z, ...).
 FINDINGS_COLUMNS = ["id", "class", "detector", "score", "flagged", "suggestion", "value"]
 
-#: Allowed values of the ``suggestion`` column.
-SUGGESTIONS = ("remove", "add", "review", "")
-
 #: Inputs a detector may require (attribute names of :class:`AuditInputs`).
-INPUT_NAMES = ("labels", "probs", "embeddings", "stats")
+INPUT_NAMES = ("labels", "probs", "embeddings", "stats", "pixels", "cells")
+
+
+@dataclass
+class PixelSignatures:
+    """The cached pixels of the images, for detectors that compare pixels (duplicates).
+
+    Attributes
+    ----------
+    keys
+        One digest per image of its cached pixels and full-resolution statistics
+        (:func:`labelaudit.detect.duplicates.pixel_keys`): equal keys, identical images.
+    images
+        (N, C, S, S) uint8 cached pixels, in the order of the images.
+    """
+
+    keys: list[str]
+    images: np.ndarray
+
+
+@dataclass
+class CellPredictions:
+    """The cells of the fields and the cell-level model's out-of-fold view of them.
+
+    Attributes
+    ----------
+    table
+        One row per cell: at least ``cell_id`` and ``id`` (its field's id).
+    probs
+        (M, K) out-of-fold cell probabilities, rows aligned with ``table``.
+    embeddings
+        (M, D) cell embeddings, or ``None``.
+    """
+
+    table: pd.DataFrame
+    probs: np.ndarray
+    embeddings: np.ndarray | None = None
 
 
 @dataclass
@@ -67,6 +107,11 @@ class AuditInputs:
     exclusive_classes
         Names of the classes never combined with another class (HPA: Negative;
         :mod:`labelaudit.data.roles`).
+    pixels
+        The cached pixels and their digests (:class:`PixelSignatures`), or ``None``.
+    cells
+        The fields' cells with their out-of-fold probabilities
+        (:class:`CellPredictions`), or ``None``.
     """
 
     ids: list[str]
@@ -79,6 +124,8 @@ class AuditInputs:
     stats: pd.DataFrame | None = None
     protein_channel: str = "green"
     exclusive_classes: tuple[str, ...] = ()
+    pixels: PixelSignatures | None = None
+    cells: CellPredictions | None = None
 
     def __post_init__(self) -> None:
         self.ids = [str(i) for i in self.ids]
@@ -121,6 +168,21 @@ class AuditInputs:
             if len(self.stats) != n:
                 raise RunDirError(f"stats have {len(self.stats)} rows, expected {n}")
             self.stats = self.stats.reset_index(drop=True)
+        if self.pixels is not None:
+            counts = (len(self.pixels.keys), len(self.pixels.images))
+            if counts != (n, n):
+                raise RunDirError(
+                    f"pixels of {counts[1]} images with {counts[0]} keys, expected {n}"
+                )
+        if self.cells is not None:
+            m = len(self.cells.table)
+            if np.shape(self.cells.probs) != (m, k):
+                raise RunDirError(
+                    f"cell probs have shape {np.shape(self.cells.probs)}, expected {(m, k)}"
+                )
+            emb = self.cells.embeddings
+            if emb is not None and len(emb) != m:
+                raise RunDirError(f"{len(emb)} cell embeddings for {m} cells")
 
     @property
     def n_images(self) -> int:
@@ -277,49 +339,73 @@ def empty_findings() -> pd.DataFrame:
 class Detector(ABC):
     """Base class of the label-problem detectors.
 
-    Subclasses set ``name`` (via :func:`register`), ``requires`` (input names),
-    ``defaults`` (every parameter with its default) and implement ``_detect``.
-    Parameters are passed as keywords, stored as attributes, and returned by
-    :meth:`get_params`, as in scikit-learn.
+    Subclasses set ``name`` (via :func:`register`), ``requires`` (input names), declare
+    their parameters as keyword-only constructor arguments stored under their own
+    names (the fields of a ``@dataclass(kw_only=True, eq=False, repr=False)``, as
+    the built-in detectors do), their accepted values in ``parameter_constraints``,
+    and implement ``detect``. :meth:`get_params` and :meth:`set_params` work as in
+    scikit-learn; bad values raise :class:`SettingsError` at construction, on
+    :meth:`set_params` and before :meth:`run`.
     """
 
     name: ClassVar[str] = ""
     #: ``"label"`` (a given label is wrong, missing or extra) or ``"image"`` (the image
-    #: itself is bad); ``None``: the ranking decides
-    #: (:func:`labelaudit.pipeline.compare.family_of`).
+    #: itself is bad); ``None``: the label family (:func:`labelaudit.pipeline.compare.family_of`).
     family: ClassVar[str | None] = None
     #: Weight of the detector's whole ranking (rank percentile) in its family's score;
     #: 0 = only its strong evidence (beyond 3 robust sigmas of its own scores) counts.
     bulk_weight: ClassVar[float] = 0.0
+    #: Detectors whose evidence this one contains: it replaces them in its family's
+    #: bulk order (:func:`labelaudit.pipeline.compare.family_scores`).
+    supersedes: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: The per-image columns the detector writes into ``issues.csv``
+    #: (:attr:`DetectorResult.columns`), each with its kind: ``"score"`` (a number,
+    #: NaN where the detector did not run) or ``"text"`` (empty where it did not run).
+    issue_columns: ClassVar[dict[str, str]] = {}
+    #: Runs after the comparison, on inputs it takes from the run (the image cache's
+    #: pixels): its stage appends its columns to ``issues.csv`` and it has no part in
+    #: the consensus (duplicates: :func:`labelaudit.pipeline.leaks.add_duplicates`).
+    after_comparison: ClassVar[bool] = False
+    #: Accepted values per parameter (:func:`labelaudit.core.params.validate_params`).
+    parameter_constraints: ClassVar[dict[str, list[Constraint]]] = {}
 
-    def __init__(self, **params: Any) -> None:
-        for key, value in self.defaults.items():
-            setattr(self, key, value)
-        self.set_params(**params)
+    def __post_init__(self) -> None:
+        self.check_params()
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        """The parameter names: the constructor's keyword arguments, in order."""
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in inspect.signature(cls).parameters.values() if p.kind in kinds]
+
+    @classmethod
+    def check_param_names(cls, names: Sequence[str]) -> None:
+        """Raise :class:`SettingsError` when a name in ``names`` is no parameter."""
+        valid = cls.param_names()
+        unknown = sorted(set(names) - set(valid))
+        if unknown:
+            raise SettingsError(
+                f"detector {cls.name!r} has no parameter {', '.join(map(repr, unknown))} "
+                f"(valid: {', '.join(sorted(valid)) or 'none'})"
+            )
 
     def get_params(self) -> dict[str, Any]:
         """The detector's parameters (name -> value)."""
-        return {key: getattr(self, key) for key in self.defaults}
+        return {key: getattr(self, key) for key in self.param_names()}
 
     def set_params(self, **params: Any) -> Detector:
-        """Set parameters; unknown names raise :class:`SettingsError`."""
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            valid = ", ".join(sorted(self.defaults)) or "none"
-            raise SettingsError(
-                f"detector {self.name!r} has no parameter {', '.join(map(repr, unknown))} "
-                f"(valid: {valid})"
-            )
+        """Set parameters; unknown names and bad values raise :class:`SettingsError`."""
+        self.check_param_names(list(params))
         for key, value in params.items():
             setattr(self, key, value)
-        self._validate_params()
+        self.check_params()
         return self
 
-    def _validate_params(self) -> None:
-        """Check parameter values; raise :class:`SettingsError` on a bad one."""
-        return None  # no constraints by default
+    def check_params(self) -> None:
+        """Check parameter values against ``parameter_constraints``; raise
+        :class:`SettingsError` on a bad one (a detector with further rules extends it)."""
+        validate_params(self.get_params(), self.parameter_constraints, owner=self.name)
 
     def applies(self, inputs: AuditInputs) -> bool:
         """Whether the detector has anything to look at in this dataset (``False``:
@@ -353,9 +439,9 @@ class Detector(ABC):
             Findings, per-image scores and flags, issues.csv columns and a summary.
         """
         self.check_inputs(inputs)
-        self._validate_params()
+        self.check_params()
         start = time.perf_counter()
-        result = self._detect(inputs)
+        result = self.detect(inputs)
         result.seconds = time.perf_counter() - start
         n = inputs.n_images
         assert result.image_score.shape == (n,) and result.image_flagged.shape == (n,)
@@ -366,8 +452,9 @@ class Detector(ABC):
         return self.run(inputs).findings
 
     @abstractmethod
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
-        """Do the detection; inputs are already checked."""
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        """Do the detection (the hook a detector implements; call :meth:`run`, which
+        checks the inputs and parameters first and times it)."""
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -377,13 +464,16 @@ class Detector(ABC):
 REGISTRY: dict[str, type[Detector]] = {}
 
 
-def register(name: str) -> Callable[[type[Detector]], type[Detector]]:
+DetectorClass = TypeVar("DetectorClass", bound=type[Detector])
+
+
+def register(name: str) -> Callable[[DetectorClass], DetectorClass]:
     """Class decorator: register a :class:`Detector` subclass under ``name``.
 
     Registering a name again replaces the earlier class (handy for experiments).
     """
 
-    def decorator(cls: type[Detector]) -> type[Detector]:
+    def decorator(cls: DetectorClass) -> DetectorClass:
         if not (isinstance(cls, type) and issubclass(cls, Detector)):
             raise TypeError(f"@register({name!r}) needs a Detector subclass, got {cls!r}")
         for r in cls.requires:
@@ -415,10 +505,13 @@ def get_detector(name: str, **params: Any) -> Detector:
         raise SettingsError(
             f"unknown detector {name!r} (available: {', '.join(available_detectors())})"
         ) from None
+    cls.check_param_names(list(params))
     return cls(**params)
 
 
-def per_image_max(n: int, image_idx: np.ndarray, values: np.ndarray, fill: float = 0.0):
+def per_image_max(
+    n: int, image_idx: np.ndarray, values: np.ndarray, fill: float = 0.0
+) -> np.ndarray:
     """Largest ``values`` per image (``fill`` where an image has none)."""
     out = np.full(n, -np.inf)
     np.maximum.at(out, np.asarray(image_idx, dtype=np.int64), np.asarray(values, dtype=float))

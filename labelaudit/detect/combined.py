@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Integral, Interval, Real
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -80,7 +80,7 @@ MAX_TRAIN_ROWS = 200_000
 MIN_ROW_POSTERIOR = 0.01
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def _logit(p: np.ndarray | float) -> np.ndarray:
     p = np.clip(np.asarray(p, dtype=float), P_CLIP, 1.0 - P_CLIP)
     return np.log(p / (1.0 - p))
 
@@ -284,6 +284,7 @@ def confident_learning_rates(labels: np.ndarray, probs: np.ndarray) -> dict[bool
 
 
 @register("combined")
+@dataclass(kw_only=True, eq=False, repr=False)
 class CombinedEvidence(Detector):
     """Whether each label is wrong, from all the run's evidence, combined per dataset.
 
@@ -312,6 +313,9 @@ class CombinedEvidence(Detector):
         they stay at the planted rate).
     image_quality : bool
         Use cleanlab's label quality of the whole image as evidence.
+    image_stage : bool
+        Score an image by a second model of "a label of this image is wrong" fitted
+        on the planted copies (else: the chance that any of its labels is wrong).
     seed : int
         Seed of the planting and the folds.
     """
@@ -322,37 +326,30 @@ class CombinedEvidence(Detector):
     #: probabilities it contains (compare.family_scores).
     supersedes = ("confident",)
     requires = ("labels", "probs")
-    defaults: dict[str, Any] = {
-        "copies": 4,
-        "repeats": 3,
-        "plant_rate": 0.1,
-        "folds": 5,
-        "k": 20,
-        "n_components": 32,
-        "min_group": 10,
-        "flag_at": 0.5,
-        "regularisation": 1.0,
-        "adjust_prior": True,
-        "image_quality": True,
-        "image_stage": True,
-        "seed": 0,
+    issue_columns = {"combined_score": "score"}
+    parameter_constraints = {
+        "copies": [Interval(Integral, 1, None, closed="left")],
+        "plant_rate": [Interval(Real, 0, 0.5, closed="right")],
+        "repeats": [Interval(Integral, 1, None, closed="left")],
+        "folds": [Interval(Integral, 2, None, closed="left")],
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "flag_at": [Interval(Real, 0, 1, closed="neither")],
+        "regularisation": [Interval(Real, 0, None, closed="neither")],
     }
 
-    def _validate_params(self) -> None:
-        if int(self.copies) < 1:
-            raise SettingsError(f"combined: copies must be >= 1, got {self.copies}")
-        if not 0 < float(self.plant_rate) <= 0.5:
-            raise SettingsError(f"combined: plant_rate must be in (0, 0.5], got {self.plant_rate}")
-        if int(self.repeats) < 1:
-            raise SettingsError(f"combined: repeats must be >= 1, got {self.repeats}")
-        if int(self.folds) < 2:
-            raise SettingsError(f"combined: folds must be >= 2, got {self.folds}")
-        if int(self.k) < 1:
-            raise SettingsError(f"combined: k must be >= 1, got {self.k}")
-        if not 0 < float(self.flag_at) < 1:
-            raise SettingsError(f"combined: flag_at must be in (0, 1), got {self.flag_at}")
-        if not float(self.regularisation) > 0:
-            raise SettingsError(f"combined: regularisation must be > 0, got {self.regularisation}")
+    copies: int = 4
+    repeats: int = 3
+    plant_rate: float = 0.1
+    folds: int = 5
+    k: int = 20
+    n_components: int | None = 32
+    min_group: int = 10
+    flag_at: float = 0.5
+    regularisation: float = 1.0
+    adjust_prior: bool = True
+    image_quality: bool = True
+    image_stage: bool = True
+    seed: int = 0
 
     def context(self, inputs: AuditInputs) -> EvidenceContext:
         """The evidence that does not depend on the labels (neighbours, measures)."""
@@ -410,6 +407,7 @@ class CombinedEvidence(Detector):
             image_logit += self._image_stage(real, logit, planted, names) / repeats
             for present in train_prior:
                 train_prior[present] += prior[present] / repeats
+        assert inputs.probs is not None  # a required input
         post, info = self._adjusted(y, inputs.probs, logit_post, train_prior, names)
         return post, _sigmoid(image_logit), info
 
@@ -538,7 +536,7 @@ class CombinedEvidence(Detector):
             model.fit(x, t)
             return [model.decision_function(xn) if len(xn) else np.zeros(0) for xn in x_new]
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         y = inputs.labels
         post, staged, info = self.evidence(inputs)

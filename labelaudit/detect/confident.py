@@ -37,11 +37,12 @@ carry no information and are left out (they would make N x K rows).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Interval, Options, Real
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -64,6 +65,7 @@ AGGREGATORS = ("exponential_moving_average", "softmin")
 
 
 @register("confident")
+@dataclass(kw_only=True, eq=False, repr=False)
 class ConfidentLearning(Detector):
     """Label issues from cleanlab's multi-label confident learning.
 
@@ -98,34 +100,23 @@ class ConfidentLearning(Detector):
     family = "label"
     bulk_weight = 1.0  # the family's reference ranking (docs/benchmarks.md, default order)
     requires = ("labels", "probs")
-    defaults: dict[str, Any] = {
-        "filter_by": "prune_by_noise_rate",
-        "frac_noise": 1.0,
-        "rank_by": "self_confidence",
-        "aggregator": "exponential_moving_average",
-        "aggregator_params": None,
-        "adjust_pred_probs": False,
-        "min_examples_per_class": 1,
-        "health": True,
-        "n_jobs": 1,
+    issue_columns = {"label_quality": "score"}
+    parameter_constraints = {
+        "filter_by": [Options(*CL_FILTERS, *RANK_FILTERS)],
+        "rank_by": [Options(*RANK_METHODS)],
+        "aggregator": [Options(*AGGREGATORS)],
+        "frac_noise": [Interval(Real, 0, 1, closed="right")],
     }
 
-    def _validate_params(self) -> None:
-        if self.filter_by not in CL_FILTERS + RANK_FILTERS:
-            raise SettingsError(
-                f"confident: filter_by={self.filter_by!r} is not one of "
-                f"{', '.join(CL_FILTERS + RANK_FILTERS)}"
-            )
-        if self.rank_by not in RANK_METHODS:
-            raise SettingsError(
-                f"confident: rank_by={self.rank_by!r} is not one of {', '.join(RANK_METHODS)}"
-            )
-        if self.aggregator not in AGGREGATORS:
-            raise SettingsError(
-                f"confident: aggregator={self.aggregator!r} is not one of {', '.join(AGGREGATORS)}"
-            )
-        if not 0 < float(self.frac_noise) <= 1:
-            raise SettingsError(f"confident: frac_noise must be in (0, 1], got {self.frac_noise}")
+    filter_by: str = "prune_by_noise_rate"
+    frac_noise: float = 1.0
+    rank_by: str = "self_confidence"
+    aggregator: str = "exponential_moving_average"
+    aggregator_params: dict[str, Any] | None = None
+    adjust_pred_probs: bool = False
+    min_examples_per_class: int = 1
+    health: bool = True
+    n_jobs: int | None = 1
 
     def _aggregator_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"method": self.aggregator}
@@ -134,7 +125,7 @@ class ConfidentLearning(Detector):
         kwargs.update(self.aggregator_params or {})
         return kwargs
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         from cleanlab.multilabel_classification import rank
 
         y = inputs.labels
@@ -240,7 +231,7 @@ class ConfidentLearning(Detector):
                 min_examples_per_class=self.min_examples_per_class,
                 n_jobs=self.n_jobs,
             )
-            return pair, pair.any(axis=1)
+            return pair, np.asarray(pair.any(axis=1))
         image = np.asarray(
             cl_filter.find_label_issues(
                 labels=sub_lists,
@@ -288,6 +279,7 @@ class ConfidentLearning(Detector):
         if default:
             issues = pair_flags[:, cols]
         else:
+            assert inputs.probs is not None  # a required input
             issues = cl_filter.find_multilabel_issues_per_class(
                 labels=label_lists(y), pred_probs=inputs.probs[:, cols], n_jobs=1
             )

@@ -65,18 +65,28 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from labelaudit.detect.base import AuditInputs, DetectorResult, empty_findings, make_findings
+from labelaudit.core.params import Interval, Real
+from labelaudit.detect.base import (
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    empty_findings,
+    make_findings,
+    register,
+)
 from labelaudit.detect.pixelmatch import (
     CANDIDATE_RATIO,
     MIN_CORRELATION,
     MIN_STRUCTURE,
     NULL_FRACTION,
+    MatchedPairs,
     PixelVerifier,
     match_sets,
     nearest,
 )
 
 __all__ = [
+    "DuplicateImages",
     "DuplicateResult",
     "PixelVerifier",
     "embedding_pairs",
@@ -390,35 +400,16 @@ def find_duplicates(
     good = table[table["verified"].astype(bool)].reset_index(drop=True)
     group, reps = verified_groups(n, good, matched.agrees)
     ids = np.asarray(inputs.ids, dtype=object)
-    duplicate_of = np.full(n, "", dtype=object)
-    conflict = np.full(n, "", dtype=object)
-    f_img, f_cls, f_score, f_value = [], [], [], []
-    n_conflict_groups = 0
-    for g, rep in enumerate(reps):
-        members = np.flatnonzero(group == g)
-        duplicate_of[members[members != rep]] = ids[rep]
-        labels = inputs.labels[members]
-        share = labels.mean(axis=0)
-        disagree = np.flatnonzero((share > 0) & (share < 1))
-        if len(disagree) == 0:
-            continue
-        n_conflict_groups += 1
-        text = ";".join(inputs.class_tokens[k] for k in disagree)
-        for row, lab in zip(members, labels, strict=True):
-            conflict[row] = text
-            for k in disagree:
-                others = np.delete(labels[:, k], np.flatnonzero(members == row))
-                f_img.append(row)
-                f_cls.append(k)
-                f_score.append(float(np.mean(others != lab[k])))
-                f_value.append(float(share[k]))
+    duplicate_of = _duplicate_of(ids, group, reps)
+    conflicts = _label_conflicts(inputs, group, len(reps))
     low = np.zeros(n, dtype=bool)
     low[matched.low_information[0]] = True
     structure = np.full(n, np.nan)
     if matched.verifier is not None:
         for r in np.flatnonzero(low):
             structure[r] = float(matched.verifier.structure(int(r)).max())
-    result = _detector_result(inputs, group, f_img, f_cls, f_score, f_value, low)
+    c = conflicts
+    result = _detector_result(inputs, group, c.img, c.cls, c.score, c.value, low)
     pairs = pair_table(good, ids, ids, images, images, group)
     n_groups = len(reps)
     summary = {
@@ -427,7 +418,7 @@ def find_duplicates(
         "n_groups": n_groups,
         "n_images_in_groups": int((group >= 0).sum()),
         "largest_group": int(np.bincount(group[group >= 0]).max()) if n_groups else 0,
-        "n_conflict_groups": n_conflict_groups,
+        "n_conflict_groups": conflicts.n_groups,
         "n_low_information": int(low.sum()),
         "evidence": {k: int(table["evidence"].str.contains(k).sum()) for k in _KINDS if len(table)},
         "embedding_factor": float(embedding_factor),
@@ -435,17 +426,76 @@ def find_duplicates(
         "candidate_ratio": float(candidate_ratio),
         "min_correlation": float(min_correlation),
         "null_fraction": float(null_fraction),
+        **_matching_facts(matched, keys, images, threshold),
+    }
+    result.summary = summary
+    return DuplicateResult(pairs, group, duplicate_of, c.text, result, low, structure, summary)
+
+
+def _duplicate_of(ids: np.ndarray, group: np.ndarray, reps: list[int]) -> np.ndarray:
+    """(N,) the id of each image's group representative; ``""`` for it and for loners."""
+    duplicate_of = np.full(len(ids), "", dtype=object)
+    for g, rep in enumerate(reps):
+        members = np.flatnonzero(group == g)
+        duplicate_of[members[members != rep]] = ids[rep]
+    return duplicate_of
+
+
+def _matching_facts(
+    matched: MatchedPairs,
+    keys: list[str] | None,
+    images: np.ndarray | None,
+    threshold: float | None,
+) -> dict[str, Any]:
+    """How the pairs were matched: the verification side, comparisons, time, evidence used."""
+    return {
         "verify_side": int(matched.verifier.side) if matched.verifier is not None else None,
         "n_compared": int(matched.verifier.n_compared) if matched.verifier is not None else 0,
         "seconds": {k: round(v, 3) for k, v in matched.seconds.items()},
         "used": [k for k, v in (("exact", keys), ("pixels", images)) if v is not None]
         + (["embedding"] if threshold is not None else []),
     }
-    result.summary = summary
-    return DuplicateResult(pairs, group, duplicate_of, conflict, result, low, structure, summary)
 
 
 _KINDS = ("exact", "neighbour", "embedding")
+
+
+@dataclass
+class _Conflicts:
+    """Label conflicts inside duplicate groups: the classes a group disagrees on per
+    image (``text``) and one finding per (member, class) as parallel lists."""
+
+    text: np.ndarray
+    img: list[int] = field(default_factory=list)
+    cls: list[int] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+    value: list[float] = field(default_factory=list)
+    n_groups: int = 0
+
+
+def _label_conflicts(inputs: AuditInputs, group: np.ndarray, n_groups: int) -> _Conflicts:
+    """Per group whose members carry different labels: a finding per member and class
+    they disagree on (``score``: the share of the other members that disagree with the
+    member, ``value``: the share of the group carrying the class)."""
+    out = _Conflicts(np.full(inputs.n_images, "", dtype=object))
+    for g in range(n_groups):
+        members = np.flatnonzero(group == g)
+        labels = inputs.labels[members]
+        share = labels.mean(axis=0)
+        disagree = np.flatnonzero((share > 0) & (share < 1))
+        if len(disagree) == 0:
+            continue
+        out.n_groups += 1
+        text = ";".join(inputs.class_tokens[k] for k in disagree)
+        for row, lab in zip(members, labels, strict=True):
+            out.text[row] = text
+            for k in disagree:
+                others = np.delete(labels[:, k], np.flatnonzero(members == row))
+                out.img.append(int(row))
+                out.cls.append(int(k))
+                out.score.append(float(np.mean(others != lab[k])))
+                out.value.append(float(share[k]))
+    return out
 
 
 def pair_table(
@@ -522,3 +572,73 @@ def _detector_result(
         flagged,
         columns={"duplicate_score": score, "duplicate_low_information": low},
     )
+
+
+@register("duplicates")
+@dataclass(kw_only=True, eq=False, repr=False)
+class DuplicateImages(Detector):
+    """Duplicate images verified on their pixels, and label conflicts inside them.
+
+    The registered form of :func:`find_duplicates`: it runs after the comparison, on
+    the run's image cache (``inputs.pixels``; without it nothing can be verified and
+    nothing is found), from :func:`labelaudit.pipeline.leaks.add_duplicates`.
+
+    Parameters
+    ----------
+    embedding_factor : float
+        Embedding candidates closer than this times the median nearest-neighbour
+        distance (:func:`embedding_pairs`); 0 turns them off.
+    candidate_ratio : float
+        The ratio test of the thumbnail candidates (module docstring).
+    min_correlation : float
+        A duplicate's correlation is at least this, whatever its null.
+    null_fraction : float
+        The share of the gap between the pair's null and 1 it must close.
+    """
+
+    family = "label"
+    requires = ("labels",)
+    after_comparison = True
+    issue_columns = {
+        "duplicate_group": "score",
+        "duplicate_of": "text",
+        "duplicate_conflict": "text",
+    }
+    parameter_constraints = {
+        "embedding_factor": [Interval(Real, 0, None, closed="left")],
+        "candidate_ratio": [Interval(Real, 0, 1, closed="right")],
+        "min_correlation": [Interval(Real, 0, 1, closed="both")],
+        "null_fraction": [Interval(Real, 0, 1, closed="both")],
+    }
+
+    embedding_factor: float = EMBEDDING_FACTOR
+    candidate_ratio: float = CANDIDATE_RATIO
+    min_correlation: float = MIN_CORRELATION
+    null_fraction: float = NULL_FRACTION
+
+    def groups(self, inputs: AuditInputs) -> DuplicateResult:
+        """The duplicate groups, verified pairs, conflicts and images too empty to verify.
+
+        Parameters
+        ----------
+        inputs
+            The audit inputs; ``inputs.pixels`` the cached pixels (without them only
+            exact copies by key could be found, and there are no keys either).
+
+        Returns
+        -------
+        DuplicateResult
+            Its ``result`` is what :meth:`run` returns.
+        """
+        self.check_inputs(inputs)
+        self.check_params()
+        pixels = inputs.pixels
+        return find_duplicates(
+            inputs,
+            images=None if pixels is None else pixels.images,
+            keys=None if pixels is None else pixels.keys,
+            **self.get_params(),
+        )
+
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        return self.groups(inputs).result

@@ -17,8 +17,6 @@ class)``). A dataset without exclusive classes gives no findings.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from labelaudit.data.roles import conflicting_rows, describe_conflict
@@ -40,12 +38,12 @@ class ExclusiveConflict(Detector):
 
     requires = ("labels",)
     family = "label"
-    defaults: dict[str, Any] = {}
+    issue_columns = {"exclusive_conflict": "text"}
 
     def applies(self, inputs: AuditInputs) -> bool:
         return bool(inputs.exclusive_classes)
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         idx = inputs.exclusive_idx
         labels = inputs.labels
         conflict = conflicting_rows(labels, idx)

@@ -29,11 +29,12 @@ The per-image ``outlier_score`` is the largest score over the image's rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Integral, Interval, Real
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -46,6 +47,7 @@ from labelaudit.detect.base import (
 
 
 @register("isolation")
+@dataclass(kw_only=True, eq=False, repr=False)
 class IsolationOutliers(Detector):
     """Embedding outliers found with pyod's IForest.
 
@@ -75,36 +77,29 @@ class IsolationOutliers(Detector):
 
     family = "image"
     requires = ("labels", "embeddings")
-    defaults: dict[str, Any] = {
-        "contamination": 0.05,
-        "class_contamination": None,
-        "n_estimators": 100,
-        "max_samples": "auto",
-        "n_components": 64,
-        "pca_samples": 20_000,
-        "per_class": True,
-        "min_class_size": 10,
-        "random_state": 0,
-        "n_jobs": 1,
+    issue_columns = {"outlier_score": "score"}
+    parameter_constraints = {
+        "contamination": [Interval(Real, 0, 0.5, closed="right")],
+        "class_contamination": [Interval(Real, 0, 0.5, closed="right"), None],
+        "n_components": [Interval(Integral, 0, None, closed="left"), None],
+        "min_class_size": [Interval(Integral, 2, None, closed="left")],
     }
 
-    def _validate_params(self) -> None:
-        for key in ("contamination", "class_contamination"):
-            value = getattr(self, key)
-            if value is None and key == "class_contamination":
-                continue
-            if not 0 < float(value) <= 0.5:
-                raise SettingsError(f"isolation: {key} must be in (0, 0.5], got {value}")
-        if self.n_components is not None and int(self.n_components) < 0:
-            raise SettingsError(f"isolation: n_components must be >= 0, got {self.n_components}")
-        if int(self.min_class_size) < 2:
-            raise SettingsError(
-                f"isolation: min_class_size must be >= 2, got {self.min_class_size}"
-            )
+    contamination: float = 0.05
+    class_contamination: float | None = None
+    n_estimators: int = 100
+    max_samples: int | str = "auto"
+    n_components: int | None = 64
+    pca_samples: int = 20_000
+    per_class: bool = True
+    min_class_size: int = 10
+    random_state: int = 0
+    n_jobs: int = 1
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
         summary: dict[str, Any] = {}
+        assert inputs.embeddings is not None  # a required input
         x = self._project(inputs.embeddings, summary)
 
         if n >= self.min_class_size:

@@ -23,11 +23,11 @@ carry (``"add"``).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Integral, Interval, Real
 from labelaudit.detect.base import (
     AuditInputs,
     Detector,
@@ -94,6 +94,7 @@ def neighbour_agreement(
 
 
 @register("knn")
+@dataclass(kw_only=True, eq=False, repr=False)
 class KnnLabelAgreement(Detector):
     """Given labels that the image's nearest neighbours do not share.
 
@@ -111,23 +112,21 @@ class KnnLabelAgreement(Detector):
 
     family = "label"
     requires = ("labels", "embeddings")
-    defaults: dict[str, Any] = {
-        "k": 20,
-        "threshold": 0.9,
-        "prior_weight": 1.0,
-        "n_components": 32,
+    issue_columns = {"knn_disagreement": "score"}
+    parameter_constraints = {
+        "k": [Interval(Integral, 1, None, closed="left")],
+        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "prior_weight": [Interval(Real, 0, None, closed="left")],
     }
 
-    def _validate_params(self) -> None:
-        if int(self.k) < 1:
-            raise SettingsError(f"knn: k must be >= 1, got {self.k}")
-        if not 0 < float(self.threshold) <= 1:
-            raise SettingsError(f"knn: threshold must be in (0, 1], got {self.threshold}")
-        if float(self.prior_weight) < 0:
-            raise SettingsError(f"knn: prior_weight must be >= 0, got {self.prior_weight}")
+    k: int = 20
+    threshold: float = 0.9
+    prior_weight: float = 1.0
+    n_components: int | None = 32
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         n = inputs.n_images
+        assert inputs.embeddings is not None  # a required input
         nbrs = neighbour_indices(inputs.embeddings, self.k, self.n_components)
         q = neighbour_agreement(inputs.labels, nbrs, float(self.prior_weight))
         given = inputs.labels

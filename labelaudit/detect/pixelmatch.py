@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -164,13 +164,14 @@ def build_index(base: np.ndarray) -> Any:
     x = np.ascontiguousarray(base, dtype=np.float32)
     n, d = x.shape
     if n <= EXACT_INDEX_MAX:
-        index = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        rng = np.random.default_rng(0)  # k-means on a sample: 40 points a list
-        index.train(x[rng.choice(n, min(n, 40 * nlist), replace=False)])
-        index.nprobe = 8
+        exact = faiss.IndexFlatL2(d)
+        exact.add(x)
+        return exact
+    nlist = int(4 * np.sqrt(n))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+    rng = np.random.default_rng(0)  # k-means on a sample: 40 points a list
+    index.train(x[rng.choice(n, min(n, 40 * nlist), replace=False)])
+    index.nprobe = 8
     index.add(x)
     return index
 
@@ -496,38 +497,11 @@ def match_sets(
     """
     started = time.perf_counter()
     same = other is None
-    sources: dict[tuple[int, int], set[str]] = {}
-
-    def add(ii: np.ndarray, jj: np.ndarray, kind: str) -> None:
-        for a, b in zip(np.asarray(ii).tolist(), np.asarray(jj).tolist(), strict=True):
-            if same:
-                if a == b:
-                    continue
-                a, b = min(a, b), max(a, b)
-            sources.setdefault((a, b), set()).add(kind)
-
-    exact: set[tuple[int, int]] = set()
-    if keys is not None:
-        keys_a, keys_b = (keys, keys) if same else keys
-        where: dict[str, list[int]] = {}
-        for r, key in enumerate(keys_a):
-            where.setdefault(key, []).append(r)
-        for r, key in enumerate(keys_b):
-            for q in where.get(key, []):
-                if not same or q < r:
-                    exact.add((q, r))
-        if exact:
-            add(np.array([p[0] for p in exact]), np.array([p[1] for p in exact]), "exact")
-    for kind, (ii, jj) in (extra or {}).items():
-        add(ii, jj, kind)
-
-    verifier = None
+    sources, exact, verifier, neighbours = _candidates(
+        images, other, keys, extra, candidate_ratio, verify_side
+    )
     nulls: dict[tuple[int, int], float] = {}
     low: tuple[set[int], set[int]] = (set(), set())
-    neighbours: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
-    if images is not None and len(images) and (same or (other is not None and len(other))):
-        verifier = PixelVerifier(images, other, side=verify_side)
-        _neighbour_candidates(images, other, candidate_ratio, add, neighbours)
     seconds = {"candidates": time.perf_counter() - started}
 
     rows = []
@@ -548,16 +522,7 @@ def match_sets(
             table["verified"] = table["evidence"].str.contains("exact")
         return result
 
-    # Nulls: each image of a candidate pair against its nearest non-candidates.
-    partners: tuple[dict[int, set[int]], dict[int, set[int]]] = ({}, {})
-    for a, b in zip(table["i"], table["j"], strict=True):
-        partners[0].setdefault(int(a), set()).add(int(b))
-        partners[1 if not same else 0].setdefault(int(b), set()).add(int(a))
-    for side_idx in (0, 1) if not same else (0,):
-        for row, mine in partners[side_idx].items():
-            nulls[(side_idx, row)] = _null_of(
-                verifier, row, side_idx, mine, neighbours[side_idx].get(row), same
-            )
+    nulls.update(_candidate_nulls(table, verifier, neighbours, same))
     nb = 1 if not same else 0
     null_pair = [
         _larger(nulls.get((0, int(a)), np.nan), nulls.get((nb, int(b)), np.nan))
@@ -571,6 +536,88 @@ def match_sets(
     result.pairs = table
     seconds["verify"] = time.perf_counter() - started - seconds["candidates"]
     return result
+
+
+def _candidates(
+    images: np.ndarray | None,
+    other: np.ndarray | None,
+    keys: tuple[list[str], list[str]] | list[str] | None,
+    extra: dict[str, tuple[np.ndarray, np.ndarray]] | None,
+    candidate_ratio: float,
+    verify_side: int,
+) -> tuple[
+    dict[tuple[int, int], set[str]],
+    set[tuple[int, int]],
+    PixelVerifier | None,
+    tuple[dict[int, list[int]], dict[int, list[int]]],
+]:
+    """Candidate pairs with their sources, the ``exact`` ones, the pixel verifier (when
+    there are pixels) and each image's nearest neighbours (for its null)."""
+    same = other is None
+    sources: dict[tuple[int, int], set[str]] = {}
+
+    def add(ii: np.ndarray, jj: np.ndarray, kind: str) -> None:
+        for a, b in zip(np.asarray(ii).tolist(), np.asarray(jj).tolist(), strict=True):
+            if same:
+                if a == b:
+                    continue
+                a, b = min(a, b), max(a, b)
+            sources.setdefault((a, b), set()).add(kind)
+
+    exact = _exact_pairs(keys, same)
+    if exact:
+        add(np.array([p[0] for p in exact]), np.array([p[1] for p in exact]), "exact")
+    for kind, (ii, jj) in (extra or {}).items():
+        add(ii, jj, kind)
+
+    verifier = None
+    neighbours: tuple[dict[int, list[int]], dict[int, list[int]]] = ({}, {})
+    if images is not None and len(images) and (same or (other is not None and len(other))):
+        verifier = PixelVerifier(images, other, side=verify_side)
+        _neighbour_candidates(images, other, candidate_ratio, add, neighbours)
+    return sources, exact, verifier, neighbours
+
+
+def _exact_pairs(
+    keys: tuple[list[str], list[str]] | list[str] | None, same: bool
+) -> set[tuple[int, int]]:
+    """Pairs with the same pixel key (``exact`` copies): ``(i, j)``, ``i < j`` in one set."""
+    exact: set[tuple[int, int]] = set()
+    if keys is None:
+        return exact
+    if same:
+        keys_a = keys_b = cast(list[str], keys)
+    else:
+        keys_a, keys_b = cast(tuple[list[str], list[str]], keys)
+    where: dict[str, list[int]] = {}
+    for r, key in enumerate(keys_a):
+        where.setdefault(key, []).append(r)
+    for r, key in enumerate(keys_b):
+        for q in where.get(key, []):
+            if not same or q < r:
+                exact.add((q, r))
+    return exact
+
+
+def _candidate_nulls(
+    table: pd.DataFrame,
+    verifier: PixelVerifier,
+    neighbours: tuple[dict[int, list[int]], dict[int, list[int]]],
+    same: bool,
+) -> dict[tuple[int, int], float]:
+    """Nulls: each image of a candidate pair against its nearest non-candidates, by
+    ``(set, row)``."""
+    nulls: dict[tuple[int, int], float] = {}
+    partners: tuple[dict[int, set[int]], dict[int, set[int]]] = ({}, {})
+    for a, b in zip(table["i"], table["j"], strict=True):
+        partners[0].setdefault(int(a), set()).add(int(b))
+        partners[1 if not same else 0].setdefault(int(b), set()).add(int(a))
+    for side_idx in (0, 1) if not same else (0,):
+        for row, mine in partners[side_idx].items():
+            nulls[(side_idx, row)] = _null_of(
+                verifier, row, side_idx, mine, neighbours[side_idx].get(row), same
+            )
+    return nulls
 
 
 def _larger(a: float, b: float) -> float:
@@ -634,19 +681,18 @@ def _neighbour_candidates(
     neighbours: tuple[dict[int, list[int]], dict[int, list[int]]],
 ) -> None:
     """``neighbour`` candidates (ratio test on thumbnails; all pairs in small sets)."""
-    same = other is None
     n = len(images)
-    m = n if same else len(other)
-    if (n if same else n + m) <= ALL_PAIRS_MAX:
+    m = n if other is None else len(other)
+    if (n if other is None else n + m) <= ALL_PAIRS_MAX:
         ii, jj = np.meshgrid(np.arange(n), np.arange(m), indexing="ij")
-        keep = (ii < jj) if same else np.ones_like(ii, dtype=bool)
+        keep = (ii < jj) if other is None else np.ones_like(ii, dtype=bool)
         add(ii[keep], jj[keep], "neighbour")
         return  # the null of each image: all others (no neighbour lists)
     # Thumbnails as they are, and zoomed in (a crop of a few percent resized back
     # matches the zoomed view of its original better than the original itself);
     # large sets search an inverted file on their leading principal axes.
     thumbs, zoomed = thumbnail_sets(images, (1.0, CROP_ZOOM))
-    if same:
+    if other is None:
         if n > EXACT_INDEX_MAX:
             thumbs, zoomed = reduce_dims(thumbs, zoomed)
         index = build_index(thumbs)
@@ -693,7 +739,7 @@ def _null_of(
     """
     n_other = len(verifier.sets[1 - which if not same else 0])
     small = ranked is None
-    if small:  # every other image
+    if ranked is None:  # every other image
         pick = [r for r in range(n_other) if not (same and r == row)]
     else:
         pick = [r for r in ranked if r >= 0 and r not in partners][:NULL_NEIGHBOURS]

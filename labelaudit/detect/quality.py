@@ -73,12 +73,13 @@ lists the flagged ``type:channel`` pairs (``;``-joined).
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.params import Integral, Interval, Options, Real
 from labelaudit.core.robust import MAD_TO_SIGMA, robust_center_scale
 from labelaudit.data.roles import EMPTY_TARGET
 from labelaudit.detect.base import (
@@ -114,7 +115,6 @@ CHANNEL_ISSUES: dict[str, tuple[tuple[str, ...], int, bool]] = {
 #: look extreme. (The protein channel's sharpness is judged per class: a diffuse
 #: cytosol is smoother than speckled nucleoli.)
 CHANNEL_WIDE = ("saturated", "blurry", "artifact")
-ISSUE_TYPES = (*CHANNEL_ISSUES, "odd_size")
 #: Of those, judged per class on the protein channel, whose patterns differ by class.
 PER_CLASS_ON_PROTEIN = ("blurry", "artifact")
 #: A measure an older cache lacks -> the one used instead.
@@ -231,6 +231,7 @@ def restandardise(z: np.ndarray) -> np.ndarray:
 
 
 @register("quality")
+@dataclass(kw_only=True, eq=False, repr=False)
 class ImageQuality(Detector):
     """Dark, light, saturated, blurry, low-information and odd-size images, per channel.
 
@@ -252,23 +253,22 @@ class ImageQuality(Detector):
     requires = ("labels", "stats")
     family = "image"
     bulk_weight = 1.0  # the image family's reference ranking (docs/benchmarks.md, default order)
-    defaults: dict[str, Any] = {
-        "n_sigma": 6.0,
-        "min_group": 10,
-        "min_score": 2.0,
-        "channels": None,
-        "suggestion": "review",
+    issue_columns = {
+        "quality_score": "score",
+        "quality_issues": "text",
+        "stain_evidence": "text",
+    }
+    parameter_constraints = {
+        "n_sigma": [Interval(Real, 0, None, closed="neither")],
+        "min_group": [Interval(Integral, 2, None, closed="left")],
+        "suggestion": [Options("review", "remove")],
     }
 
-    def _validate_params(self) -> None:
-        if not float(self.n_sigma) > 0:
-            raise SettingsError(f"quality: n_sigma must be > 0, got {self.n_sigma}")
-        if int(self.min_group) < 2:
-            raise SettingsError(f"quality: min_group must be >= 2, got {self.min_group}")
-        if self.suggestion not in ("review", "remove"):
-            raise SettingsError(
-                f"quality: suggestion must be 'review' or 'remove', got {self.suggestion!r}"
-            )
+    n_sigma: float = 6.0
+    min_group: int = 10
+    min_score: float = 2.0
+    channels: list[str] | None = None
+    suggestion: str = "review"
 
     def stat_channels(self, stats: pd.DataFrame) -> list[str]:
         """The channels judged: those with a ``{channel}_mean`` column (or the chosen ones)."""
@@ -283,13 +283,13 @@ class ImageQuality(Detector):
             )
         return list(self.channels)
 
-    def _detect(self, inputs: AuditInputs) -> DetectorResult:
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
         assert inputs.stats is not None
         stats, labels = inputs.stats, inputs.labels
         target = inputs.protein_channel
         # Fields given an exclusive class (HPA: Negative) claim an empty target stain:
         # its emptiness is what their label says, not an image fault.
-        given_empty = labels[:, inputs.exclusive_idx].any(axis=1)
+        given_empty = np.asarray(labels[:, inputs.exclusive_idx].any(axis=1))
         parts: list[tuple[str, str, np.ndarray]] = []  # (type, channel, signed z)
         missing: set[str] = set()
         for channel in self.stat_channels(stats):
@@ -427,24 +427,7 @@ class ImageQuality(Detector):
     ) -> DetectorResult:
         n = inputs.n_images
         empty = np.zeros(n, dtype=bool) if empty is None else empty
-        direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
-        kinds, frames, values = [], [], []
-        # An empty target stain with normal references is evidence about the labels
-        # (:meth:`_empty_target`): its darkness, low information and blur leave the
-        # image family for one label-evidence kind, EMPTY_TARGET.
-        empty_score = np.zeros(n)
-        for issue, channel, z in parts:
-            d = direction.get(issue, 1)
-            score = np.clip(d * z, 0.0, MAX_SCORE)
-            if channel == inputs.protein_channel and issue in EMPTY_TARGET_ISSUES:
-                empty_score = np.maximum(empty_score, np.where(empty, score, 0.0))
-                score = np.where(empty, 0.0, score)
-                z = np.where(empty, 0.0, z)
-            frames.append(score)
-            values.append(z)
-            kinds.append(f"{issue}:{channel}")
-        scores = np.vstack(frames) if frames else np.zeros((0, n))
-        vals = np.vstack(values) if values else np.zeros((0, n))
+        kinds, scores, vals, empty_score = _kind_scores(inputs, parts, empty)
         flagged = scores > float(self.n_sigma)
         image_score = scores.max(axis=0) if len(scores) else np.zeros(n)
         image_flagged = flagged.any(axis=0) if len(scores) else np.zeros(n, dtype=bool)
@@ -508,6 +491,35 @@ class ImageQuality(Detector):
             label_evidence={EMPTY_TARGET: empty_score} if np.ptp(empty_score) > 0 else {},
             evidence_names={EMPTY_TARGET: words},
         )
+
+
+def _kind_scores(
+    inputs: AuditInputs, parts: list[tuple[str, str, np.ndarray]], empty: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Per kind (``issue:channel``): the suspicious scores and the signed z (rows), and
+    the empty-target score taken out of them.
+
+    An empty target stain with normal references is evidence about the labels
+    (:meth:`ImageQuality._empty_target`): its darkness, low information and blur leave
+    the image family for one label-evidence kind, EMPTY_TARGET.
+    """
+    n = inputs.n_images
+    direction = {t: d for t, (_, d, _) in CHANNEL_ISSUES.items()}
+    kinds, frames, values = [], [], []
+    empty_score = np.zeros(n)
+    for issue, channel, z in parts:
+        d = direction.get(issue, 1)
+        score = np.clip(d * z, 0.0, MAX_SCORE)
+        if channel == inputs.protein_channel and issue in EMPTY_TARGET_ISSUES:
+            empty_score = np.maximum(empty_score, np.where(empty, score, 0.0))
+            score = np.where(empty, 0.0, score)
+            z = np.where(empty, 0.0, z)
+        frames.append(score)
+        values.append(z)
+        kinds.append(f"{issue}:{channel}")
+    scores = np.vstack(frames) if frames else np.zeros((0, n))
+    vals = np.vstack(values) if values else np.zeros((0, n))
+    return kinds, scores, vals, empty_score
 
 
 def measure_values(

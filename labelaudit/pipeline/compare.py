@@ -72,21 +72,10 @@ DEFAULT_DETECTORS = (
     "exclusive",
 )
 
-#: The issues.csv columns every run has, in order (per-detector columns stay empty
-#: when the detector did not run).
-ISSUES_COLUMNS = [
-    "id",
-    "given_labels",
-    "suggested_labels",
-    "label_quality",
-    "outlier_score",
-    "intensity_z",
-    "knn_disagreement",
-    "combined_score",
-    "quality_score",
-    "quality_issues",
-    "stain_evidence",
-    "exclusive_conflict",
+#: The issues.csv columns before the detectors' own.
+LEADING_COLUMNS = ("id", "given_labels", "suggested_labels")
+#: The issues.csv columns of the comparison, after the detectors' own.
+COMPARISON_COLUMNS = (
     "flagged_by",
     "n_flags",
     "consensus_score",
@@ -98,12 +87,32 @@ ISSUES_COLUMNS = [
     "image_score",
     "problem_score",
     "evidence",
-]
+)
+
+
+def detector_columns() -> dict[str, str]:
+    """The per-image columns the registered detectors declare for ``issues.csv``
+    (``Detector.issue_columns``), in registration order, each with its kind
+    (``"score"`` or ``"text"``)."""
+    return {
+        col: kind
+        for cls in REGISTRY.values()
+        if not cls.after_comparison  # their stage appends theirs
+        for col, kind in cls.issue_columns.items()
+    }
+
+
+def issues_columns() -> list[str]:
+    """The ``issues.csv`` columns every run has, in order: the leading ones, those the
+    registered detectors declare (empty where a detector did not run), the comparison's."""
+    return [*LEADING_COLUMNS, *detector_columns(), *COMPARISON_COLUMNS]
+
+
+#: The issues.csv columns with the built-in detectors (:func:`issues_columns`).
+ISSUES_COLUMNS = issues_columns()
 
 #: The problem families (see :func:`family_scores`).
 FAMILIES = ("label", "image")
-#: Families of detectors whose class declares none (``Detector.family`` is ``None``).
-_FAMILY_FALLBACK = {"quality": "image", "isolation": "image", "intensity": "image"}
 #: Strong evidence: a piece of evidence's robust z beyond STRONG_Z widths of its
 #: empirical null (:func:`null_width`); each of quality's issue types is its own piece
 #: (:func:`evidence_streams`). STRONG_Z and NULL_QUANTILE were chosen on the four
@@ -167,9 +176,20 @@ def check_detectors(detectors: Sequence[str] | str | None) -> list[str]:
     for name in names:
         if name not in REGISTRY:
             get_detector(name)  # raises the registry's one-line message
+        _refuse_after_comparison(name)
     if not names:
         raise SettingsError(f"no detector given (available: {', '.join(REGISTRY)})")
     return list(dict.fromkeys(names))
+
+
+def _refuse_after_comparison(name: str) -> None:
+    """A detector that runs after the comparison cannot be one of the compared."""
+    cls = REGISTRY.get(name)
+    if cls is not None and cls.after_comparison:
+        raise SettingsError(
+            f"detector {name!r} runs after the comparison, on the run's image cache; "
+            f"choose among {', '.join(n for n, c in REGISTRY.items() if not c.after_comparison)}"
+        )
 
 
 def run_detectors(
@@ -212,6 +232,8 @@ def run_detectors(
             f"parameters given for unknown detector {', '.join(map(repr, unknown))} "
             f"(available: {', '.join(REGISTRY)})"
         )
+    for name in detectors:
+        _refuse_after_comparison(name)
     instances = {name: get_detector(name, **params.get(name, {})) for name in detectors}
     results: dict[str, DetectorResult] = {}
     skipped: dict[str, str] = {}
@@ -245,8 +267,8 @@ def rank_percentile(score: np.ndarray) -> np.ndarray:
 def family_of(name: str) -> str:
     """The problem family (``"label"`` or ``"image"``) of the registered detector ``name``."""
     cls = REGISTRY.get(name)
-    family = getattr(cls, "family", None) if cls is not None else None
-    return family or _FAMILY_FALLBACK.get(name, "label")
+    family = cls.family if cls is not None else None
+    return family or "label"
 
 
 def null_width(z: np.ndarray) -> float:
@@ -451,12 +473,12 @@ def build_issues(
     Returns
     -------
     pandas.DataFrame
-        :data:`ISSUES_COLUMNS` (plus columns of custom detectors), sorted by
+        :func:`issues_columns` (plus columns a detector returns without declaring
+        them), sorted by
         ``problem_score`` descending (the default order), then ``n_flags`` descending.
     """
     n = inputs.n_images
     names = list(results)
-    flags = np.column_stack([results[m].image_flagged for m in names]) if names else None
     suggestions = _suggestions(inputs, results, suggest_from)
     suggested = apply_suggestions(inputs.labels, suggestions)
     changes, doubtful = _change_columns(inputs, suggestions)
@@ -465,53 +487,57 @@ def build_issues(
         "id": inputs.ids,
         "given_labels": inputs.format_labels(inputs.labels),
         "suggested_labels": inputs.format_labels(suggested),
-        "label_quality": np.full(n, np.nan),
-        "outlier_score": np.full(n, np.nan),
-        "intensity_z": np.full(n, np.nan),
-        "knn_disagreement": np.full(n, np.nan),
-        "combined_score": np.full(n, np.nan),
-        "quality_score": np.full(n, np.nan),
-        "quality_issues": [""] * n,
-        "stain_evidence": [""] * n,
-        "exclusive_conflict": [""] * n,
     }
+    for col, kind in detector_columns().items():  # filled below by the detectors that ran
+        table[col] = np.full(n, np.nan) if kind == "score" else [""] * n
     for m in names:
         for col, values in results[m].columns.items():
             values = np.asarray(values)
             # Text columns (quality_issues) stay text; scores become floats.
             table[col] = values if values.dtype.kind in "OUS" else values.astype(float)
-    if names:
-        table["flagged_by"] = [
-            ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
-        ]
-        table["n_flags"] = flags.sum(axis=1)
-        pct = np.column_stack([rank_percentile(results[m].image_score) for m in names])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
-            consensus = np.nanmean(pct, axis=1)
-        table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
-        fam = family_scores(results)
-        table["label_score"] = fam.label
-        table["image_score"] = fam.image
-        table["problem_score"] = fam.problem
-        table["evidence"] = fam.evidence
-    else:
+    table.update(_consensus_columns(results, n))
+    table["consensus_flag"] = table["n_flags"] >= min_methods
+    table["label_changes"] = changes
+    table["doubtful_labels"] = doubtful
+    table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
+    issues = pd.DataFrame(table)
+    columns = issues_columns()
+    extra = [c for c in issues.columns if c not in columns]
+    issues = issues[columns + extra]
+    return issues.sort_values(
+        ["problem_score", "n_flags"], ascending=False, kind="mergesort"
+    ).reset_index(drop=True)
+
+
+def _consensus_columns(results: dict[str, DetectorResult], n: int) -> dict[str, Any]:
+    """``flagged_by``, ``n_flags``, ``consensus_score`` and the default order's columns
+    (``label_score``, ``image_score``, ``problem_score``, ``evidence``)."""
+    names = list(results)
+    table: dict[str, Any] = {}
+    if not names:
         table["flagged_by"] = [""] * n
         table["n_flags"] = np.zeros(n, dtype=int)
         table["consensus_score"] = np.zeros(n)
         for col in ("label_score", "image_score", "problem_score"):
             table[col] = np.zeros(n)
         table["evidence"] = [""] * n
-    table["consensus_flag"] = table["n_flags"] >= min_methods
-    table["label_changes"] = changes
-    table["doubtful_labels"] = doubtful
-    table["unreliable_classes"] = _unreliable_column(inputs, results, unreliable)
-    issues = pd.DataFrame(table)
-    extra = [c for c in issues.columns if c not in ISSUES_COLUMNS]
-    issues = issues[ISSUES_COLUMNS + extra]
-    return issues.sort_values(
-        ["problem_score", "n_flags"], ascending=False, kind="mergesort"
-    ).reset_index(drop=True)
+        return table
+    flags = np.column_stack([results[m].image_flagged for m in names])
+    table["flagged_by"] = [
+        ";".join(m for m, f in zip(names, row, strict=True) if f) for row in flags
+    ]
+    table["n_flags"] = flags.sum(axis=1)
+    pct = np.column_stack([rank_percentile(results[m].image_score) for m in names])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN
+        consensus = np.nanmean(pct, axis=1)
+    table["consensus_score"] = np.nan_to_num(consensus, nan=0.0)
+    fam = family_scores(results)
+    table["label_score"] = fam.label
+    table["image_score"] = fam.image
+    table["problem_score"] = fam.problem
+    table["evidence"] = fam.evidence
+    return table
 
 
 def _suggestions(
@@ -564,7 +590,7 @@ def _suggestions(
         candidates,
         image_flag,
         class_names=list(inputs.class_names),
-        exclusive=inputs.exclusive_idx,
+        exclusive=inputs.exclusive_idx.tolist(),
         neighbours=shares,
         empty_target=empty,
     )
@@ -772,7 +798,35 @@ def detect_and_compare(
     t_compare = time.perf_counter() - start
     RunDir(run_dir).write_table(ISSUES_CSV, issues)
 
-    detect_section = {
+    detect_section = _detect_section(inputs, results, skipped, used)
+    detect_section["seconds"] = round(t_detect, 3)
+    RunDir(run_dir).write_section("detect", detect_section)
+    RunDir(run_dir).write_section(
+        "compare",
+        {
+            "min_methods": int(min_methods),
+            "suggest_from": [m for m in suggest_from],
+            "n_consensus_flagged": int(issues["consensus_flag"].sum()),
+            "n_label_changes": int((issues["label_changes"] != "").sum()),
+            "n_doubtful": int((issues["doubtful_labels"] != "").sum()),
+            "unreliable_classes": list(unreliable),
+            "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
+            "agreement": agree,
+            "seconds": round(t_compare, 3),
+        },
+    )
+    return ComparisonResult(issues, findings, agree, results, skipped)
+
+
+def _detect_section(
+    inputs: AuditInputs,
+    results: dict[str, DetectorResult],
+    skipped: dict[str, str],
+    used: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """``run.json["detect"]`` (but its ``seconds``): per detector its parameters,
+    flag counts, suggestions, time and summary; the skipped ones with the reason."""
+    return {
         "n_images": inputs.n_images,
         "detectors": {
             name: {
@@ -792,21 +846,4 @@ def detect_and_compare(
         },
         "skipped": {name: {"params": used[name], "reason": why} for name, why in skipped.items()},
         "warnings": [f"detector {name!r} {why}" for name, why in skipped.items()],
-        "seconds": round(t_detect, 3),
     }
-    RunDir(run_dir).write_section("detect", detect_section)
-    RunDir(run_dir).write_section(
-        "compare",
-        {
-            "min_methods": int(min_methods),
-            "suggest_from": [m for m in suggest_from],
-            "n_consensus_flagged": int(issues["consensus_flag"].sum()),
-            "n_label_changes": int((issues["label_changes"] != "").sum()),
-            "n_doubtful": int((issues["doubtful_labels"] != "").sum()),
-            "unreliable_classes": list(unreliable),
-            "n_unreliable": int((issues["unreliable_classes"] != "").sum()),
-            "agreement": agree,
-            "seconds": round(t_compare, 3),
-        },
-    )
-    return ComparisonResult(issues, findings, agree, results, skipped)

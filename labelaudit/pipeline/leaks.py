@@ -1,10 +1,11 @@
 """Duplicates of a run's dataset, and images shared between two datasets (leakage).
 
-:func:`add_duplicates` runs :func:`labelaudit.detect.duplicates.find_duplicates` on a
-scanned run: pixel digests and the cached pixels (candidates from a thumbnail index,
-verified by aligned correlation) from the run's image cache, embedding neighbours from
-the run's ``embeddings.npy``. It adds ``duplicate_group``,
-``duplicate_of`` and ``duplicate_conflict`` to ``issues.csv``, the label-conflict
+:func:`add_duplicates` runs the registered ``duplicates`` detector
+(:class:`labelaudit.detect.duplicates.DuplicateImages`) on a scanned run: pixel digests
+and the cached pixels (candidates from a thumbnail index, verified by aligned
+correlation) from the run's image cache, embedding neighbours from the run's
+``embeddings.npy``. It adds ``duplicate_group``, ``duplicate_of`` and
+``duplicate_conflict`` to ``issues.csv`` (after the comparison's columns), the label-conflict
 findings (detector ``duplicates``) to ``findings.csv``, writes every pair with its
 evidence to ``duplicates.csv`` and a summary to ``run.json["detect"]["duplicates"]``.
 
@@ -16,10 +17,11 @@ evidence, for example test images that are also in the training set.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import pandas as pd
@@ -27,8 +29,9 @@ import pandas as pd
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import write_csv
 from labelaudit.data.cache import ImageCache, build_cache, default_cache_dir
-from labelaudit.detect.base import AuditInputs
-from labelaudit.detect.duplicates import DuplicateResult, find_duplicates, pair_table, pixel_keys
+from labelaudit.detect import get_detector
+from labelaudit.detect.base import AuditInputs, PixelSignatures
+from labelaudit.detect.duplicates import DuplicateImages, DuplicateResult, pair_table, pixel_keys
 from labelaudit.detect.pixelmatch import CANDIDATE_RATIO, MIN_CORRELATION, NULL_FRACTION, match_sets
 from labelaudit.rundir import (
     FINDINGS_CSV,
@@ -53,13 +56,23 @@ __all__ = [
 ]
 
 #: Columns :func:`add_duplicates` adds to ``issues.csv``.
-DUPLICATE_COLUMNS = ("duplicate_group", "duplicate_of", "duplicate_conflict")
+DUPLICATE_COLUMNS = tuple(DuplicateImages.issue_columns)
 #: The run file listing every duplicate pair with its evidence.
 DUPLICATES_CSV = "duplicates.csv"
 #: Columns :func:`add_leaks` adds to ``issues.csv``.
 LEAK_COLUMNS = ("leak_of", "leak_correlation")
 #: Side of the cache entries ``leaks`` builds (pixels are verified at 64 x 64).
 LEAKS_IMAGE_SIZE = 64
+
+
+@overload
+def cache_signatures(cache: ImageCache, ids: None = None) -> tuple[list[str], np.ndarray]: ...
+
+
+@overload
+def cache_signatures(
+    cache: ImageCache, ids: list[str] | None
+) -> tuple[list[str], np.ndarray] | None: ...
 
 
 def cache_signatures(
@@ -144,20 +157,27 @@ def add_duplicates(
         The run's image cache (opened from ``run.json`` when ``None``; without it,
         only embedding neighbours are looked for, and the summary says so).
     **params
-        ``embedding_factor``, ``candidate_ratio``, ``min_correlation``,
-        ``null_fraction`` for
-        :func:`~labelaudit.detect.duplicates.find_duplicates`.
+        Parameters of the registered ``duplicates`` detector
+        (:class:`~labelaudit.detect.duplicates.DuplicateImages`): ``embedding_factor``,
+        ``candidate_ratio``, ``min_correlation``, ``null_fraction``.
 
     Returns
     -------
     DuplicateResult
+
+    Raises
+    ------
+    SettingsError
+        An unknown parameter or a bad value.
     """
+    detector = get_detector("duplicates", **params)
+    assert isinstance(detector, DuplicateImages)
     run = RunDir(run_dir)
     inputs = run.audit_inputs() if inputs is None else inputs
     cache = _run_cache(run) if cache is None else cache
     sig = cache_signatures(cache, inputs.ids) if cache is not None else None
-    keys, images = sig if sig is not None else (None, None)
-    dups = find_duplicates(inputs, keys=keys, images=images, **params)
+    pixels = PixelSignatures(*sig) if sig is not None else None
+    dups = detector.groups(dataclasses.replace(inputs, pixels=pixels))
     if sig is None:
         dups.summary["warning"] = "image cache not found: no pixel evidence, no duplicates"
     run.add_issue_columns(dups.columns(inputs.ids), DUPLICATE_COLUMNS)
@@ -374,7 +394,8 @@ def add_leaks(
     if sig is None:
         raise SettingsError(f"the image cache {cache.path} lacks images of the run")
     mine = (list(ids), sig[0], sig[1])
-    frames, summary = [], {"datasets": []}
+    frames: list[pd.DataFrame] = []
+    summary: dict[str, Any] = {"datasets": []}
     for name, other in others:
         keys, images = cache_signatures(other)
         pairs, low = match_signatures(

@@ -86,6 +86,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import edit_run_json
+from labelaudit.core.params import Constraint, Integral, Interval, Options, validate_params
 from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file, load_user_npy, read_user_csv
 from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
@@ -221,6 +222,13 @@ def scan_inputs(
     return inputs
 
 
+#: The values the scan's own parameters accept (:mod:`labelaudit.core.params`).
+SCAN_CONSTRAINTS: dict[str, list[Constraint]] = {
+    "level": [Options(*LEVELS)],
+    "cell_size": [Interval(Integral, 16, 4096, text="between 16 and 4096 pixels"), None],
+}
+
+
 def check_scan_params(level: str, masks: str | Path | None, cell_size: int | None) -> None:
     """Check the scan's level options before anything is read or written.
 
@@ -230,14 +238,12 @@ def check_scan_params(level: str, masks: str | Path | None, cell_size: int | Non
         An unknown level, cell options without ``--level cell``, a missing masks
         directory, a cell size out of range, or the cell level under torchrun.
     """
-    if level not in LEVELS:
-        raise SettingsError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    validate_params({"level": level}, SCAN_CONSTRAINTS)
     if level != "cell" and (masks is not None or cell_size is not None):
         raise SettingsError("--masks and --cell-size need --level cell")
     if masks is not None and not Path(masks).is_dir():
         raise SettingsError(f"the masks directory {masks} does not exist")
-    if cell_size is not None and not (isinstance(cell_size, int) and 16 <= cell_size <= 4096):
-        raise SettingsError(f"cell_size must be between 16 and 4096 pixels, got {cell_size!r}")
+    validate_params({"cell_size": cell_size}, SCAN_CONSTRAINTS)
     if level == "cell" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SettingsError(
             "--level cell does not run under torchrun yet: scan at field level with torchrun, "

@@ -89,6 +89,14 @@ from PIL import Image
 
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import write_csv
+from labelaudit.core.params import (
+    Constraint,
+    InstanceOf,
+    Integral,
+    Interval,
+    Real,
+    validate_params,
+)
 from labelaudit.data.hpa_stats import NEGATIVE
 from labelaudit.synth.cells import FieldCells, format_cells_column, parse_cells_column
 from labelaudit.synth.duplicates import DUPLICATE_TYPES, near_copy, plant_duplicates
@@ -162,28 +170,26 @@ def _check_args(
     partial_cells: float = 0.0,
     write_masks: bool = False,
 ) -> None:
-    for name, v in (("n", n), ("size", size), ("seed", seed)):
-        if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise SettingsError(f"synth: {name} must be an integer, got {v!r}")
-    if n < 1:
-        raise SettingsError(f"synth: n must be at least 1 field, got {n}")
-    if size < 32 or size > MAX_SIZE:
-        raise SettingsError(f"synth: size must be from 32 to {MAX_SIZE} pixels, got {size}")
-    if n > MAX_FIELDS:
-        raise SettingsError(f"synth: n must be at most {MAX_FIELDS:,} fields, got {n}")
-    if seed < 0:
-        raise SettingsError(f"synth: seed must be a non-negative integer, got {seed}")
-    for name, rate in (
-        ("noise_rate", noise_rate),
-        ("fault_rate", fault_rate),
-        ("partial_cells", partial_cells),
-    ):
-        if isinstance(rate, bool) or not isinstance(rate, int | float | np.number):
-            raise SettingsError(f"synth: {name} must be a number in [0, 1], got {rate!r}")
-        if not (0.0 <= float(rate) <= 1.0):
-            raise SettingsError(f"synth: {name} must be in [0, 1], got {rate}")
-    if not isinstance(write_masks, bool | np.bool_):
-        raise SettingsError(f"synth: write_masks must be true or false, got {write_masks!r}")
+    values = {
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "noise_rate": noise_rate,
+        "fault_rate": fault_rate,
+        "partial_cells": partial_cells,
+        "write_masks": write_masks,
+    }
+    rate: list[Constraint] = [Interval(Real, 0, 1, closed="both")]
+    constraints: dict[str, list[Constraint]] = {
+        "n": [Interval(Integral, 1, MAX_FIELDS, text=f"from 1 to {MAX_FIELDS:,} fields")],
+        "size": [Interval(Integral, 32, MAX_SIZE, text=f"from 32 to {MAX_SIZE} pixels")],
+        "seed": [Interval(Integral, 0, None, closed="left", text="a non-negative integer")],
+        "noise_rate": rate,
+        "fault_rate": rate,
+        "partial_cells": rate,
+        "write_masks": [InstanceOf((bool, np.bool_), "true or false")],
+    }
+    validate_params(values, constraints, owner="synth")
     if out_dir.exists():
         if not out_dir.is_dir():
             raise SettingsError(f"synth: {out_dir} exists and is not a directory")
@@ -404,10 +410,8 @@ def _write_fields(
 
 
 def _check_duplicates(duplicates: int, n: int, partial_cells: float, write_masks: bool) -> None:
-    if isinstance(duplicates, bool) or not isinstance(duplicates, int | np.integer):
-        raise SettingsError(f"synth: duplicates must be an integer, got {duplicates!r}")
-    if not 0 <= duplicates <= n:
-        raise SettingsError(f"synth: duplicates must be from 0 to n ({n}), got {duplicates}")
+    count = [Interval(Integral, 0, n, closed="both", text=f"from 0 to n ({n})")]
+    validate_params({"duplicates": duplicates}, {"duplicates": count}, owner="synth")
     if duplicates and (float(partial_cells) > 0 or write_masks):
         raise SettingsError("synth: duplicates cannot be combined with partial_cells or masks")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from labelaudit.cells.findings import CellFindingParams, cell_findings, sibling_deviation
+from labelaudit.detect.cells import CellFindingParams, cell_findings, sibling_deviation
 
 TOKENS = ["0", "1", "2", "3"]
 

@@ -280,3 +280,36 @@ def test_synth_duplicates_are_checked(tmp_path):
         synth.synthesize(tmp_path / "a", n=4, size=32, duplicates=5)
     with pytest.raises(Exception, match="cannot be combined"):
         synth.synthesize(tmp_path / "b", n=4, size=32, duplicates=1, write_masks=True)
+
+
+def test_duplicates_come_in_through_the_registry_with_their_parameters():
+    import dataclasses
+
+    from labelaudit.core.errors import RunDirError, SettingsError
+    from labelaudit.detect import DuplicateImages, PixelSignatures, get_detector
+    from labelaudit.pipeline.compare import check_detectors, issues_columns, run_detectors
+
+    imgs = _fields(5)
+    imgs[4] = _copy(imgs[0], 2)
+    inputs = _inputs([[0, 1], [1], [2], [0], [0, 2]])
+    with_pixels = dataclasses.replace(inputs, pixels=PixelSignatures(pixel_keys(imgs), imgs))
+    detector = get_detector("duplicates", min_correlation=0.8)
+    assert isinstance(detector, DuplicateImages) and detector.min_correlation == 0.8
+    direct = find_duplicates(with_pixels, keys=pixel_keys(imgs), images=imgs, min_correlation=0.8)
+    result = detector.run(with_pixels)
+    pd.testing.assert_frame_equal(result.findings, direct.result.findings)
+    assert result.image_flagged.tolist() == [True, False, False, False, True]
+    assert detector.groups(with_pixels).conflict[0] == "1;2"
+    assert detector.run(inputs).findings.empty  # no pixels: nothing can be verified
+    with pytest.raises(SettingsError, match="duplicates: null_fraction must be in"):
+        get_detector("duplicates", null_fraction=1.5)
+    with pytest.raises(SettingsError, match="no parameter 'ratio'"):
+        get_detector("duplicates", ratio=0.5)
+    with pytest.raises(RunDirError, match="pixels of 5 images with 4 keys"):
+        dataclasses.replace(inputs, pixels=PixelSignatures(pixel_keys(imgs)[:4], imgs))
+    # It runs after the comparison, on the run's image cache: not one of the compared.
+    assert not {"duplicate_group", "duplicate_of"} & set(issues_columns())
+    with pytest.raises(SettingsError, match="'duplicates' runs after the comparison"):
+        check_detectors(["confident", "duplicates"])
+    with pytest.raises(SettingsError, match="'duplicates' runs after the comparison"):
+        run_detectors(with_pixels, ["duplicates"])

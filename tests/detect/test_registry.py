@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from labelaudit.core.errors import RunDirError, SettingsError
+from labelaudit.core.params import Integral, Interval
 from labelaudit.detect import (
     REGISTRY,
     AuditInputs,
@@ -23,13 +24,16 @@ from labelaudit.detect import (
 @pytest.fixture
 def custom_detector():
     @register("label_count")
+    @dataclass(kw_only=True, eq=False, repr=False)
     class LabelCount(Detector):
         """Flags images with more than ``max_labels`` labels."""
 
         requires = ("labels",)
-        defaults: dict[str, Any] = {"max_labels": 2}
+        parameter_constraints = {"max_labels": [Interval(Integral, 0, None, closed="left")]}
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        max_labels: int = 2
+
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
             count = inputs.labels.sum(axis=1).astype(float)
             flagged = count > self.max_labels
             idx = np.arange(inputs.n_images)
@@ -96,3 +100,31 @@ def test_label_lists_and_format():
     assert inputs.label_lists() == [[0], [0, 1, 2], [1]]
     inputs.label_sep = " "
     assert inputs.format_labels(inputs.labels) == ["0", "0 1 2", "1"]
+
+
+def test_parameters_are_explicit_keyword_arguments():
+    import inspect
+
+    from labelaudit.detect import KnnLabelAgreement
+
+    signature = inspect.signature(KnnLabelAgreement)
+    assert list(signature.parameters) == ["k", "threshold", "prior_weight", "n_components"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in signature.parameters.values())
+    assert signature.parameters["k"].default == 20
+    assert KnnLabelAgreement(k=5).k == 5
+    assert get_detector("exclusive").get_params() == {}
+
+
+def test_bad_values_are_refused_at_construction_set_params_and_run(custom_detector):
+    with pytest.raises(SettingsError, match="label_count: max_labels must be >= 0, got -1"):
+        get_detector("label_count", max_labels=-1)
+    with pytest.raises(SettingsError, match="knn: k must be >= 1, got 0"):
+        get_detector("knn", k=0)
+    det = get_detector("label_count")
+    with pytest.raises(SettingsError, match="max_labels must be an integer"):
+        det.set_params(max_labels="two")
+    det.max_labels = -3  # set behind its back: run() checks again
+    with pytest.raises(SettingsError, match="got -3"):
+        det.run(small_inputs())
+    with pytest.raises(SettingsError, match=r"no parameter 'bogus' \(valid: max_labels\)"):
+        det.set_params(bogus=1)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,6 +21,7 @@ from labelaudit.pipeline.compare import (
     ISSUES_COLUMNS,
     combination_counts,
     detect_and_compare,
+    issues_columns,
     rank_percentile,
 )
 from labelaudit.synth.audit import make_audit
@@ -39,6 +38,64 @@ def synth():
 def compared(synth, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     return run_dir, detect_and_compare(synth.inputs, run_dir, params=FAST)
+
+
+def test_issues_columns_come_from_the_registered_detectors():
+    # The built-in detectors' columns in their registration order: the order issues.csv
+    # had when the list was written by hand (a demo's issues.csv stays byte-identical).
+    assert ISSUES_COLUMNS == [
+        "id",
+        "given_labels",
+        "suggested_labels",
+        "label_quality",
+        "outlier_score",
+        "intensity_z",
+        "knn_disagreement",
+        "combined_score",
+        "quality_score",
+        "quality_issues",
+        "stain_evidence",
+        "exclusive_conflict",
+        "flagged_by",
+        "n_flags",
+        "consensus_score",
+        "consensus_flag",
+        "label_changes",
+        "doubtful_labels",
+        "unreliable_classes",
+        "label_score",
+        "image_score",
+        "problem_score",
+        "evidence",
+    ]
+
+
+def test_a_declared_detector_column_joins_the_table_even_when_it_did_not_run(tmp_path):
+    @register("flag_none")
+    class FlagNone(Detector):
+        requires = ("labels",)
+        issue_columns = {"none_score": "score", "none_note": "text"}
+
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
+            n = inputs.n_images
+            zeros, flags = np.zeros(n), np.zeros(n, dtype=bool)
+            f = make_findings(inputs, self.name, np.arange(n), None, zeros, flags, "")
+            note = np.full(n, "fine", dtype=object)
+            return DetectorResult(
+                self.name, f, zeros, flags, {"none_score": zeros, "none_note": note}
+            )
+
+    try:
+        assert issues_columns()[-14:-11] == ["exclusive_conflict", "none_score", "none_note"]
+        ran = detect_and_compare(constant_inputs(), tmp_path, detectors=("flag_none",)).issues
+        assert list(ran.columns) == issues_columns()
+        assert (ran["none_score"] == 0).all() and (ran["none_note"] == "fine").all()
+        left_out = detect_and_compare(constant_inputs(), tmp_path, detectors=("intensity",))
+        assert left_out.issues["none_score"].isna().all()
+        assert (left_out.issues["none_note"] == "").all()
+    finally:
+        del REGISTRY["flag_none"]
+    assert "none_score" not in issues_columns()
 
 
 def test_artifacts_are_written(compared, synth):
@@ -171,9 +228,8 @@ def flag_all():
     @register("flag_all")
     class FlagAll(Detector):
         requires = ("labels",)
-        defaults: dict[str, Any] = {}
 
-        def _detect(self, inputs: AuditInputs) -> DetectorResult:
+        def detect(self, inputs: AuditInputs) -> DetectorResult:
             n = inputs.n_images
             idx = np.arange(n)
             flags = np.ones(n, dtype=bool)

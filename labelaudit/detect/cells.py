@@ -32,10 +32,20 @@ every non-expressing cell would read as a label error by design.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from labelaudit.core.params import Integral, Interval, Real
+from labelaudit.detect.base import (
+    AuditInputs,
+    Detector,
+    DetectorResult,
+    make_findings,
+    register,
+)
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,25 @@ def cell_findings(
     shown = probs >= thresholds  # supports a given label
     predicted = probs >= p.threshold  # the cell model's own prediction
 
+    out = _per_cell(cells, probs, predicted, field_of, class_tokens, label_sep, embeddings, p, seed)
+    tables = (out, probs, shown, predicted, field_of)
+    fields = _per_field(*tables, field_ids, field_labels, thresholds, p, class_tokens, label_sep)
+    fields.attrs["class_thresholds"] = thresholds.tolist()
+    return out, fields
+
+
+def _per_cell(
+    cells: pd.DataFrame,
+    probs: np.ndarray,
+    predicted: np.ndarray,
+    field_of: np.ndarray,
+    class_tokens: list[str],
+    label_sep: str,
+    embeddings: np.ndarray | None,
+    p: CellFindingParams,
+    seed: int,
+) -> pd.DataFrame:
+    """``cells`` with each cell's predicted labels, sibling deviation and outlier score."""
     out = cells.copy().reset_index(drop=True)
     out["predicted_labels"] = [_tokens(s, class_tokens, label_sep) for s in predicted]
     out["n_predicted"] = predicted.sum(axis=1)
@@ -155,7 +184,24 @@ def cell_findings(
         else 1
     )
     out["outlier"] = finite & (out["outlier_score"] >= cut)
+    return out
 
+
+def _per_field(
+    out: pd.DataFrame,
+    probs: np.ndarray,
+    shown: np.ndarray,
+    predicted: np.ndarray,
+    field_of: np.ndarray,
+    field_ids: list[str],
+    field_labels: np.ndarray,
+    thresholds: np.ndarray,
+    p: CellFindingParams,
+    class_tokens: list[str],
+    label_sep: str,
+) -> pd.DataFrame:
+    """One row per field: its cells' support of each given label, missing labels, odd
+    and outlier cells (the columns :func:`cell_findings` returns)."""
     n_fields, k = field_labels.shape
     n_cells = np.bincount(field_of, minlength=n_fields)
     shown_count = np.zeros((n_fields, k), dtype=np.int64)
@@ -191,9 +237,7 @@ def cell_findings(
                 "n_outlier_cells": int(outlier_count[i]),
             }
         )
-    fields = pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))
-    fields.attrs["class_thresholds"] = thresholds.tolist()
-    return out, fields
+    return pd.DataFrame(rows, index=pd.Index(field_ids, name="id"))
 
 
 def class_thresholds(
@@ -216,13 +260,14 @@ def class_thresholds(
     return np.maximum(out, 1e-6)
 
 
-def _outlier_scores(embeddings: np.ndarray | None, p: CellFindingParams, seed: int) -> np.ndarray:
+def _outlier_scores(
+    embeddings: np.ndarray | None, p: CellFindingParams, seed: int
+) -> np.ndarray | float:
     """Isolation forest anomaly scores of the cells (NaN when it cannot run)."""
     if embeddings is None:
         return np.nan  # broadcast over the cells
     if len(embeddings) < 10:  # below the forest's minimum
         return np.full(len(embeddings), np.nan)
-    from labelaudit.detect.base import AuditInputs
     from labelaudit.detect.isolation import IsolationOutliers
 
     n = len(embeddings)
@@ -238,3 +283,112 @@ def _outlier_scores(embeddings: np.ndarray | None, p: CellFindingParams, seed: i
         contamination=p.outlier_contamination, per_class=False, random_state=seed
     )
     return np.asarray(detector.run(inputs).image_score, dtype=np.float64)
+
+
+@register("cells")
+@dataclass(kw_only=True, eq=False, repr=False)
+class CellEvidence(Detector):
+    """Where a field's labels do not hold for its cells (the module docstring).
+
+    The registered form of :func:`cell_findings`: it runs after the comparison, on
+    the cell-level cross-validation (``inputs.cells``), from
+    :func:`labelaudit.cells.audit.audit_cells`. Its parameters are the fields of
+    :class:`CellFindingParams`, and ``random_state`` seeds the cell outlier forest.
+
+    Findings: per field, each given label no cell shows (``value`` = the field's
+    ``label_support_score``) and each class most cells show but the field is not given,
+    flagged, ``"review"``. The image score is how far the label support falls short
+    of 1 (0 for a field whose every label is shown).
+    """
+
+    family = "label"
+    requires = ("labels", "cells")
+    after_comparison = True
+    issue_columns = {
+        "n_cells": "score",
+        "label_support": "text",
+        "label_support_score": "score",
+        "unsupported_labels": "text",
+        "cell_missing_labels": "text",
+        "n_odd_cells": "score",
+        "n_outlier_cells": "score",
+    }
+    parameter_constraints = {
+        "threshold": [Interval(Real, 0, 1, closed="right")],
+        "missing_fraction": [Interval(Real, 0, 1, closed="right")],
+        "odd_threshold": [Interval(Real, 0, 1, closed="both")],
+        "min_siblings": [Interval(Integral, 1, None, closed="left")],
+        "outlier_contamination": [Interval(Real, 0, 0.5, closed="right")],
+    }
+
+    threshold: float = 0.5
+    per_class_thresholds: bool = True
+    missing_fraction: float = 0.5
+    odd_threshold: float = 0.5
+    min_siblings: int = 2
+    outlier_contamination: float = 0.05
+    random_state: int = 0
+
+    def finding_params(self) -> CellFindingParams:
+        """The thresholds as :class:`CellFindingParams`."""
+        return CellFindingParams(
+            **{f.name: getattr(self, f.name) for f in dataclasses.fields(CellFindingParams)}
+        )
+
+    def tables(self, inputs: AuditInputs) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The per-cell and per-field tables of :func:`cell_findings`.
+
+        Parameters
+        ----------
+        inputs
+            The field-level audit inputs with ``inputs.cells``.
+
+        Returns
+        -------
+        (cells_frame, field_columns)
+            As :func:`cell_findings`; ``field_columns`` holds :attr:`issue_columns`.
+        """
+        self.check_inputs(inputs)
+        self.check_params()
+        cells = inputs.cells
+        assert cells is not None  # a required input
+        return cell_findings(
+            cells.table,
+            cells.probs,
+            inputs.ids,
+            inputs.labels,
+            inputs.class_tokens,
+            inputs.label_sep,
+            embeddings=cells.embeddings,
+            params=self.finding_params(),
+            seed=int(self.random_state),
+        )
+
+    def detect(self, inputs: AuditInputs) -> DetectorResult:
+        _, per_field = self.tables(inputs)
+        n = inputs.n_images
+        token_index = {t: k for k, t in enumerate(inputs.class_tokens)}
+        rows: list[int] = []
+        classes: list[int] = []
+        for column in ("unsupported_labels", "cell_missing_labels"):
+            for i, text in enumerate(per_field[column].tolist()):
+                for token in text.split(inputs.label_sep) if text else []:
+                    rows.append(i)
+                    classes.append(token_index[token])
+        support = per_field["label_support_score"].to_numpy(dtype=float)
+        img = np.asarray(rows, dtype=np.int64)
+        findings = make_findings(
+            inputs,
+            self.name,
+            img,
+            np.asarray(classes, dtype=np.int64),
+            np.ones(len(img)),
+            np.ones(len(img), dtype=bool),
+            "review",
+            support[img],
+        )
+        score = np.clip(1.0 - np.nan_to_num(support, nan=1.0), 0.0, 1.0)
+        flagged = np.zeros(n, dtype=bool)
+        flagged[img] = True
+        columns = {c: per_field[c].to_numpy() for c in self.issue_columns}
+        return DetectorResult(self.name, findings, score, flagged, columns)
