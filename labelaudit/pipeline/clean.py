@@ -109,7 +109,6 @@ DECISIONS_ONLY_POLICY = "none"
 
 #: Per-label loss weights of the ``soft``, ``relabel-soft`` and ``drop-labels``
 #: policies: ``id`` and one column per class name, values in [0, 1].
-LABEL_WEIGHTS_FILE = LABEL_WEIGHTS_CSV
 #: A regular file inside ``cleaned/``: ``{"source": <resolved original dataset root>,
 #: "entries": [what labelaudit wrote there]}``. It marks the directory as labelaudit's
 #: (only then is an old one replaced), and the dataset loader trusts links that
@@ -705,11 +704,11 @@ def _clean(
 
     final = run_dir / CLEANED_DIR
     changes_file = run_dir / CHANGES_CSV
-    weights_file = run_dir / LABEL_WEIGHTS_FILE
+    weights_file = run_dir / LABEL_WEIGHTS_CSV
     n_rows = _write_cleaned(view, plan, decisions, final, changes_file, weights_file)
     RunDir(run_dir).write_table(CHANGES_CSV, changes)
     if plan.weights is not None:
-        RunDir(run_dir).write_table(LABEL_WEIGHTS_FILE, label_weights_table(view, plan.weights))
+        RunDir(run_dir).write_table(LABEL_WEIGHTS_CSV, label_weights_table(view, plan.weights))
     elif weights_file.is_file():
         weights_file.unlink()  # an earlier soft policy's (run directory files are ours)
     params = _policy_params(view, policy, confidence, min_class_ap)
@@ -818,10 +817,10 @@ def read_label_weights(run_dir: str | Path, ids: list[str], names: list[str]) ->
     RunDirError
         Missing ids or classes, or weights that are not finite numbers in [0, 1].
     """
-    path = Path(run_dir) / LABEL_WEIGHTS_FILE
+    path = Path(run_dir) / LABEL_WEIGHTS_CSV
     if not path.is_file():
         return None
-    frame = RunDir(run_dir).read_table(LABEL_WEIGHTS_FILE)
+    frame = RunDir(run_dir).read_table(LABEL_WEIGHTS_CSV)
     missing = [c for c in ["id", *names] if c not in frame.columns]
     if missing:
         raise RunDirError(f"{path}: column(s) {', '.join(missing)} missing")
@@ -854,7 +853,6 @@ __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_MIN_CLASS_AP",
     "DEFAULT_POLICY",
-    "LABEL_WEIGHTS_FILE",
     "POLICIES",
     "CleanResult",
     "changes_table",

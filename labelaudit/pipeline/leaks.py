@@ -34,6 +34,7 @@ from labelaudit.detect.base import AuditInputs, PixelSignatures
 from labelaudit.detect.duplicates import DuplicateImages, DuplicateResult, pair_table, pixel_keys
 from labelaudit.detect.pixelmatch import CANDIDATE_RATIO, MIN_CORRELATION, NULL_FRACTION, match_sets
 from labelaudit.rundir import (
+    DUPLICATES_CSV,
     FINDINGS_CSV,
     ISSUES_CSV,
     LEAKS_CSV,
@@ -58,7 +59,6 @@ __all__ = [
 #: Columns :func:`add_duplicates` adds to ``issues.csv``.
 DUPLICATE_COLUMNS = tuple(DuplicateImages.issue_columns)
 #: The run file listing every duplicate pair with its evidence.
-DUPLICATES_CSV = "duplicates.csv"
 #: Columns :func:`add_leaks` adds to ``issues.csv``.
 LEAK_COLUMNS = ("leak_of", "leak_correlation")
 #: Side of the cache entries ``leaks`` builds (pixels are verified at 64 x 64).

@@ -19,11 +19,10 @@ import pandas as pd
 
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import atomic_open
-from labelaudit.rundir import ISSUES_CSV, RunDir, ensure_outside
+from labelaudit.rundir import DUPLICATES_CSV, ISSUES_CSV, RunDir, ensure_outside
 
 #: In the head of every report (its <title>): marks a file as one that may be replaced.
 _REPORT_MARK = "<title>labelaudit report: "
-_DUPLICATES_CSV = "duplicates.csv"
 
 
 @dataclass
@@ -78,9 +77,9 @@ class AuditResult:
         """``duplicates.csv``: pairs of exact and near duplicates (empty when none or not
         looked for, see :attr:`summary`)."""
         run = RunDir(self.run_dir)
-        if not run.has(_DUPLICATES_CSV):
+        if not run.has(DUPLICATES_CSV):
             return pd.DataFrame(columns=["a", "b", "evidence", "phash_distance"])
-        return run.read_report_table(_DUPLICATES_CSV)
+        return run.read_report_table(DUPLICATES_CSV)
 
     @property
     def summary(self) -> dict[str, Any]:

@@ -8,12 +8,12 @@ import pytest
 
 from labelaudit.core.errors import RunDirError
 from labelaudit.pipeline.clean import (
-    LABEL_WEIGHTS_FILE,
     clean,
     plan_changes,
     read_label_weights,
     soft_label_weights,
 )
+from labelaudit.rundir import LABEL_WEIGHTS_CSV
 
 
 def test_soft_weights_are_relative_to_the_class():
@@ -61,7 +61,7 @@ def test_soft_policy_keeps_every_image_and_writes_weights(hpa_run):
     np.testing.assert_allclose(weights, plan.weights, atol=1e-4)
     # Another policy removes the stale weights file (the run's own).
     clean(run, policy="consensus-drop")
-    assert not (run / LABEL_WEIGHTS_FILE).exists()
+    assert not (run / LABEL_WEIGHTS_CSV).exists()
 
 
 def test_drop_labels_zeroes_exactly_the_flagged_labels(hpa_run):
@@ -81,7 +81,7 @@ def test_bad_weights_file_is_refused(hpa_run):
     _, run = hpa_run
     view, _, _ = plan_changes(run, policy="none")
     clean(run, policy="soft")
-    path = run / LABEL_WEIGHTS_FILE
+    path = run / LABEL_WEIGHTS_CSV
     frame = pd.read_csv(path)
     frame.iloc[0, 1] = 1.5
     frame.to_csv(path, index=False)
