@@ -450,9 +450,9 @@ def demo(
     from labelaudit.core.config import PRESETS
     from labelaudit.core.errors import SettingsError
     from labelaudit.core.io import write_text
-    from labelaudit.pipeline.bench import BENCH_TABLE, bench, demo_summary, format_bench_table
+    from labelaudit.pipeline.bench import bench, demo_summary, format_bench_table
     from labelaudit.pipeline.scan import scan as run_scan
-    from labelaudit.rundir import ISSUES_CSV, RunDir, claim_demo_dir
+    from labelaudit.rundir import BENCH_TABLE, ISSUES_CSV, RunDir, claim_demo_dir
     from labelaudit.synth.simulate import synthesize
 
     folds = PRESETS["demo"].folds

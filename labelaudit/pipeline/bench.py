@@ -828,7 +828,6 @@ def _retrain_lines(r: dict[str, Any]) -> list[str]:
 
 
 #: Name of the full benchmark table the demo writes beside ``bench.json``.
-BENCH_TABLE = "bench.txt"
 
 
 def demo_summary(

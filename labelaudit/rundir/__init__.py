@@ -14,12 +14,14 @@ The names below are the package's public interface; import them from here.
 from labelaudit.core.defaults import DEFAULT_RUN
 from labelaudit.rundir.files import (
     BENCH_JSON,
+    BENCH_TABLE,
     CELL_OVERLAYS_DIR,
     CELLS_CSV,
     CELLS_DIR,
     CHANGES_CSV,
     CLEANED_DIR,
     DATASET_CSV,
+    DUPLICATES_CSV,
     EMBEDDINGS_NPY,
     FINDINGS_CSV,
     FOLD_MODEL_PT,
@@ -60,6 +62,7 @@ from labelaudit.rundir.ownership import (
 
 __all__ = [
     "BENCH_JSON",
+    "BENCH_TABLE",
     "CELLS_CSV",
     "CELLS_DIR",
     "CELL_OVERLAYS_DIR",
@@ -77,6 +80,7 @@ __all__ = [
     "FOLD_STATE_JSON",
     "ISSUES_CSV",
     "LABEL_WEIGHTS_CSV",
+    "DUPLICATES_CSV",
     "LEAKS_CSV",
     "OOF_CSV",
     "OUTPUT_KINDS",

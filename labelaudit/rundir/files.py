@@ -45,9 +45,11 @@ CHANGES_CSV = "changes.csv"
 REPORT_HTML = "report.html"
 #: Images shared with the datasets of ``scan --against`` (labelaudit.pipeline.leaks.add_leaks).
 LEAKS_CSV = "leaks.csv"
+DUPLICATES_CSV = "duplicates.csv"
 #: Per-label loss weights of the soft cleaning policies (``id`` + one column per class).
 LABEL_WEIGHTS_CSV = "label_weights.csv"
 BENCH_JSON = "bench.json"
+BENCH_TABLE = "bench.txt"
 #: Cross-validation: ``folds.csv`` (each image's fold), one directory per fold
 #: (:func:`fold_dir_name`: ``model.pt``, ``oof.npz``, ``state.json``) and the cached
 #: embeddings of the linear-probe mode.
@@ -86,6 +88,10 @@ RUN_OUTPUTS: tuple[str, ...] = (
     CHANGES_CSV,
     CELLS_CSV,
     BENCH_JSON,
+    BENCH_TABLE,
+    DUPLICATES_CSV,
+    LEAKS_CSV,
+    LABEL_WEIGHTS_CSV,
     CLEANED_DIR,
     FOLDS_DIR,
     CELLS_DIR,

@@ -297,11 +297,20 @@ def test_scan_force_says_what_it_replaces_and_keeps_other_files(data, tmp_path, 
     out.mkdir()
     (out / "report.html").write_text("<p>my report</p>")
     (out / "notes.txt").write_text("keep")
+    # Every top-level file a scan (or a later stage) may write: a user's file of that
+    # name is replaced only when the --force line lists it.
+    mine = ["duplicates.csv", "leaks.csv", "label_weights.csv", "bench.txt", "bench.json"]
+    for name in mine:
+        (out / name).write_text("user's own\n")
     code, stdout, err = run_cli("scan", data, "--out", out, *TINY[:-1], "--force")
     assert code == 0, err
-    assert f"--force: writing into {out}" in stdout and "replacing report.html" in stdout
+    assert f"--force: writing into {out}" in stdout
+    listed = stdout.split("replacing", 1)[1].split("\n", 1)[0]
+    assert "report.html" in listed
     assert (out / "notes.txt").read_text() == "keep"
     assert "plotly" in (out / "report.html").read_text().lower()
+    for name in mine:
+        assert name in listed or (out / name).read_text() == "user's own\n", name
 
 
 def test_image_cache_inside_the_dataset_is_refused(make_hpa, tmp_path, run_cli):
