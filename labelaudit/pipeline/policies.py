@@ -142,6 +142,12 @@ def _floats(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
 
 
+def _flagged_findings(view: RunView, detector: str) -> pd.DataFrame:
+    """The rows of ``findings.csv`` that ``detector`` flagged, in file order."""
+    f = view.findings
+    return f[(f["detector"] == detector).to_numpy() & _truthy(f["flagged"])]
+
+
 def read_run_view(run_dir: str | Path) -> RunView:
     """Read run.json, dataset.csv, issues.csv and findings.csv of a scanned run."""
     run_dir = Path(run_dir)
@@ -341,12 +347,8 @@ def drop_consensus(view: RunView, plan: Plan, skip: np.ndarray | None = None) ->
 def _confident_changes(view: RunView, rules: SuggestRules | None = None) -> pd.DataFrame:
     """Per-label suggestions (:func:`labelaudit.detect.suggest.suggest_labels`) from the flagged
     confident-learning findings, the out-of-fold probabilities and the image detectors."""
-    f = view.findings
-    f = f[
-        (f["detector"] == "confident").to_numpy()
-        & _truthy(f["flagged"])
-        & f["suggestion"].isin(["add", "remove"]).to_numpy()
-    ]
+    f = _flagged_findings(view, "confident")
+    f = f[f["suggestion"].isin(["add", "remove"]).to_numpy()]
     rows = pd.Index(view.ids).get_indexer(f["id"])
     cols = pd.Index(view.names).get_indexer(f["class"])
     ok = (rows >= 0) & (cols >= 0)
@@ -475,8 +477,7 @@ def _weight_details(view: RunView, plan: Plan, below: float) -> None:
 
 def _flagged_labels(view: RunView) -> dict[str, list[int]]:
     """Classes confident learning flagged, by image id."""
-    f = view.findings
-    f = f[(f["detector"] == "confident").to_numpy() & _truthy(f["flagged"])]
+    f = _flagged_findings(view, "confident")
     index = {name: k for k, name in enumerate(view.names)}
     out: dict[str, list[int]] = {}
     for image_id, cls in zip(f["id"], f["class"], strict=True):
@@ -527,8 +528,7 @@ def policy_consensus_drop(view: RunView, **_: float) -> Plan:
 def policy_intensity(view: RunView, **_: float) -> Plan:
     """Remove the images the intensity detector flagged (the method's 3-sigma filter)."""
     plan = Plan.unchanged(view)
-    f = view.findings
-    f = f[(f["detector"] == "intensity").to_numpy() & _truthy(f["flagged"])]
+    f = _flagged_findings(view, "intensity")
     detail: dict[str, list[str]] = {}
     for image_id, cls, value in zip(f["id"], f["class"], _floats(f["value"]), strict=True):
         z = "" if np.isnan(value) else f" z={value:+.1f}"
