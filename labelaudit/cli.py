@@ -347,6 +347,13 @@ AgainstOption = Annotated[
         help="Another dataset (e.g. the test set) to check for leaked copies; repeatable.",
     ),
 ]
+SecondRoundOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A finished scan of this dataset: train again on its labels with the ones its"
+        " label evidence doubts flipped (a second round; twice the training)."
+    ),
+]
 #: scan's options that are training settings, in the order they are passed on.
 SCAN_SETTINGS = (
     "backbone",
@@ -399,6 +406,7 @@ def scan(
     probs: ProbsOption = None,
     embeddings: EmbeddingsOption = None,
     against: AgainstOption = None,
+    second_round_of: SecondRoundOption = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     options = dict(locals())  # every option by name: _run_scan sorts them

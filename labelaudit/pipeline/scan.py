@@ -67,6 +67,11 @@ against
     copies: shifted, re-noised, re-encoded, cropped by a few percent) get
     ``leak_of`` and ``leak_correlation`` in ``issues.csv``, the pairs go to
     ``leaks.csv`` (:func:`labelaudit.pipeline.leaks.add_leaks`).
+second_round_of
+    A finished scan of the same dataset (only read): the models train on its given
+    labels with every label its ``combined`` evidence doubts (posterior >= 0.5)
+    flipped; the detectors still judge the given labels
+    (:mod:`labelaudit.pipeline.second_round`; ``run.json["second_round"]``).
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ from labelaudit.rundir import (
 if TYPE_CHECKING:
     from labelaudit.core.config import TrainSettings
     from labelaudit.detect.base import AuditInputs
+    from labelaudit.pipeline.second_round import SecondRound
 
 #: Audit levels of ``scan``.
 LEVELS: tuple[str, ...] = ("field", "cell")
@@ -262,11 +268,18 @@ class _ScanFiles:
     embeddings: str | Path | None
     #: Other datasets (only read) checked for leakage.
     against: Sequence[str | Path]
+    #: A first scan whose doubted labels the models train on corrected.
+    second_round_of: str | Path | None = None
 
     @property
     def supplied(self) -> list[tuple[str, str | Path | None]]:
-        """``(description, path)`` of the ``--probs`` and ``--embeddings`` files."""
-        return [("the --probs file", self.probs), ("the --embeddings file", self.embeddings)]
+        """``(description, path)`` of the ``--probs`` and ``--embeddings`` files and
+        of the ``--second-round-of`` run."""
+        return [
+            ("the --probs file", self.probs),
+            ("the --embeddings file", self.embeddings),
+            ("the --second-round-of run", self.second_round_of),
+        ]
 
     def inputs(self, ds: Dataset) -> list:
         """Everything the scan reads (:func:`scan_inputs`)."""
@@ -286,6 +299,8 @@ class _ScanJob:
     #: Write into a non-empty directory that is not a run directory (``--force``).
     force: bool
     timings: dict[str, float] = field(default_factory=dict)
+    #: The training labels of a second round (``None``: the given labels).
+    second_round: SecondRound | None = None
     #: When the scan started (``timings["load"]`` runs from here to the run's lock).
     started: float = field(default_factory=time.perf_counter)
 
@@ -317,6 +332,7 @@ def scan(
     probs: str | Path | None = None,
     embeddings: str | Path | None = None,
     against: Sequence[str | Path] = (),
+    second_round_of: str | Path | None = None,
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -344,13 +360,18 @@ def scan(
         Out-of-sample predictions (and embeddings) made elsewhere: no training.
     against
         Other datasets (only read) to check for leakage.
+    second_round_of
+        A finished scan of the same dataset: train on its labels with the doubted
+        ones flipped (:mod:`labelaudit.pipeline.second_round`).
 
     Returns
     -------
     ScanResult
     """
     check_scan_params(level, masks, cell_size)
-    files = _ScanFiles(cache_dir, masks, overrides.get("weights"), probs, embeddings, against)
+    files = _ScanFiles(
+        cache_dir, masks, overrides.get("weights"), probs, embeddings, against, second_round_of
+    )
     job = _ScanJob(Path(out), console or Console(quiet=True), _locks, fold, detectors, files, force)
     ds = load_dataset(
         dataset,
@@ -395,6 +416,7 @@ def _open_run(
         settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=job.detectors
     )
     supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
+    job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied)
     others = _load_against(ds, files.against, max_pixels)
     _claim_outputs(
         job.run_dir,
@@ -450,9 +472,7 @@ def _train_stage(
         audit = _use_supplied(run_dir, info, ds, cache, supplied)
         result = ScanResult(run_dir=run_dir, dataset=ds, complete=True, timings=job.timings)
     else:
-        result, audit = _train(
-            run_dir, info, ds, cache, settings, job.fold, job.console, job.timings, job.locks
-        )
+        result, audit = _train(job, info, ds, cache, settings)
     result.inputs = job.files.inputs(ds)
     return result, audit
 
@@ -573,25 +593,41 @@ def _check_leaks(
         )
 
 
-def _train(run_dir, info, ds, cache, settings, fold, console, timings, locks):
+def _train(job: _ScanJob, info: dict, ds: Dataset, cache: ImageCache, settings: TrainSettings):
     """Cross-validate; return the result so far and the detectors' inputs (``None``: stop).
 
     ``None`` when this process does not go on to detection: a non-zero torchrun
-    rank, or unfinished folds (``--fold``).
+    rank, or unfinished folds (``--fold``). A second round trains on its corrected
+    labels (and keys its folds by them); the detectors judge the given labels.
     """
+    from labelaudit.core.digest import short_digest
     from labelaudit.train.cv import cross_validate
 
-    if os.environ.get("RANK", "0") == "0":  # trained here, not supplied
-        RunDir(run_dir).edit_run(lambda data: data.pop("predictions", None))
+    run_dir, fold, console, timings = job.run_dir, job.fold, job.console, job.timings
+    second = job.second_round
+    labels, fingerprint = ds.labels, ds.fingerprint()
+    if second is not None:
+        labels = second.aligned([str(i) for i in ds.ids])
+        packed = np.packbits(labels, axis=None).tobytes()
+        fingerprint = f"{fingerprint}+second-round:{short_digest(packed, 16)}"
+
+    def record(data: dict) -> None:
+        data.pop("predictions", None)  # trained here, not supplied
+        data.pop("second_round", None)
+        if second is not None:
+            data["second_round"] = second.record()
+
+    if os.environ.get("RANK", "0") == "0":
+        RunDir(run_dir).edit_run(record)
     t = time.perf_counter()
     cv = cross_validate(
         cache.images,
-        ds.labels,
+        labels,
         ds.ids,
         ds.class_names,
         settings,
         run_dir,
-        ds.fingerprint(),
+        fingerprint,
         fold=fold,
         console=console,
     )
@@ -603,7 +639,7 @@ def _train(run_dir, info, ds, cache, settings, fold, console, timings, locks):
         _record_timings(run_dir, timings)
         return result, None
     if fold is not None:  # the last fold jobs to finish write the rest one at a time
-        locks.enter_context(finish_lock(run_dir, say=console.print))
+        job.locks.enter_context(finish_lock(run_dir, say=console.print))
     return result, _audit_inputs(run_dir, info, ds, cache, cv)
 
 
@@ -864,6 +900,21 @@ def _read_supplied(
     return Supplied(ids, values, emb, Path(probs), None if embeddings is None else Path(embeddings))
 
 
+def _read_second_round(
+    ds: Dataset, first: str | Path | None, fold: int | None, supplied: Supplied | None
+) -> SecondRound | None:
+    """Check ``--second-round-of`` and read its training labels before anything is written."""
+    if first is None:
+        return None
+    if supplied is not None:
+        raise SettingsError("--second-round-of trains again; --probs skips training: give one")
+    if fold is not None:
+        raise SettingsError("--second-round-of does not run with --fold: scan in one process")
+    from labelaudit.pipeline.second_round import read_second_round
+
+    return read_second_round(first, [str(i) for i in ds.ids], ds.class_tokens, ds.labels)
+
+
 def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, supplied: Supplied):
     """Write the supplied predictions as the run's and record that they were supplied."""
     from labelaudit.core.io import write_csv
@@ -872,6 +923,7 @@ def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, sup
     supplied = supplied.subset([str(i) for i in ds.ids])
     run = RunDir(run_dir)
     run.forget_oof()  # a previous run's embeddings must not stay beside new predictions
+    run.edit_run(lambda data: data.pop("second_round", None))  # not trained here
     if supplied.embeddings is not None:
         run.write_oof(supplied.ids, ds.class_names, supplied.probs, supplied.embeddings)
     else:

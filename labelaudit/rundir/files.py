@@ -291,14 +291,17 @@ class RunDir:
         if frame is None:
             return None
         path = self.file(OOF_CSV)
+        missing = [c for c in ["id", *class_names] if c not in frame.columns]
+        if missing:
+            raise RunDirError(f"{path} does not match dataset.csv (no column {missing[0]!r})")
         if aligned:
             if frame["id"].tolist() != ids:
                 raise RunDirError(f"{path}: ids do not match dataset.csv")
-            return frame[class_names].to_numpy(dtype=np.float64)
-        missing = [c for c in ["id", *class_names] if c not in frame.columns]
-        if missing or sorted(frame["id"]) != sorted(ids):
+            return _probabilities(frame, class_names, path)
+        if sorted(frame["id"]) != sorted(ids):
             raise RunDirError(f"{path} does not match dataset.csv")
-        return frame.set_index("id").loc[ids, class_names].to_numpy(dtype=float)
+        rows = frame.set_index("id").index.get_indexer(ids)
+        return _probabilities(frame, class_names, path)[rows]
 
     def read_embeddings(self, n_rows: int | None = None) -> np.ndarray | None:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
@@ -427,6 +430,20 @@ class RunDir:
         return make_audit_inputs(
             info, ids, labels, probs, self.read_embeddings(len(ids)), self.read_stats()
         )
+
+
+def _probabilities(frame: pd.DataFrame, class_names: list[str], path: Path) -> np.ndarray:
+    """The class columns as floats, each a probability (the file may be forged)."""
+    values = frame[class_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
+    if bad.any():
+        r, c = (int(v[0]) for v in np.nonzero(bad))
+        raise RunDirError(
+            f"{path}, line {r + 2}: {class_names[c]!r} is {frame[class_names[c]].iloc[r]!r}, "
+            "not a probability in [0, 1]"
+        )
+    return values
 
 
 def make_audit_inputs(

@@ -85,6 +85,29 @@ def test_round_trips(tmp_path):
     assert run.read_json_file("retrain/metrics.json") == {"after": {"f1": 0.5}}
 
 
+@pytest.mark.parametrize(
+    ("cell", "says"),
+    [
+        ("oops", "line 3: 'b' is 'oops', not a probability"),
+        ("nan", "line 3: 'b' is"),
+        ("1.5", "line 3: 'b' is"),
+        ("-0.1", "line 3: 'b' is"),
+        ("inf", "line 3: 'b' is"),
+    ],
+)
+def test_forged_probabilities_are_one_message(tmp_path, cell, says):
+    """oof_probs.csv is read back: a forged value names the file and line, for every reader."""
+    run = _run(tmp_path, INFO)
+    run.file("oof_probs.csv").write_text(f"id,a,b,c\nx,0.1,0.2,0.3\ny,0.4,{cell},0.6\n")
+    for aligned, ids in ((True, ["x", "y"]), (False, ["y", "x"])):
+        with pytest.raises(RunDirError, match=says.replace("(", r"\(")) as err:
+            run.read_probs(INFO["class_names"], ids, aligned=aligned)
+        assert "oof_probs.csv" in str(err.value)
+    run.file("oof_probs.csv").write_text("id,a,c\nx,0.1,0.3\ny,0.4,0.6\n")
+    with pytest.raises(RunDirError, match="no column 'b'"):
+        run.read_probs(INFO["class_names"], ["x", "y"])
+
+
 def test_add_issue_columns_keeps_rows_and_replaces(tmp_path):
     run = _run(tmp_path, INFO)
     run.write_table("issues.csv", pd.DataFrame({"id": ["b", "a"], "score": ["2", "1"]}))

@@ -37,6 +37,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("scan", "probs"): "file",
     ("scan", "embeddings"): "file",
     ("scan", "against"): "dir",
+    ("scan", "second_round_of"): "dir",
     ("demo", "out"): "dir",
     ("segment", "dataset"): "dir",
     ("segment", "out"): "dir",
