@@ -443,7 +443,20 @@ def issues_section(state: ReportState) -> dict[str, Any]:
         "images_note": images_note,
         "score_cols": state.cols,
         "supplied": (art.run.get("predictions") or {}).get("note", ""),
+        "second_round": _second_round_note(art.run.get("second_round")),
     }
+
+
+def _second_round_note(record: object) -> str:
+    """What ``run.json["second_round"]`` says (``scan --second-round-of``), as text."""
+    if not isinstance(record, dict):
+        return ""
+    flipped, first = record.get("flipped_labels"), record.get("of")
+    return (
+        f"the models trained on the given labels with {flipped} label(s) flipped that the "
+        f"scan {first} doubted (combined posterior >= {record.get('flip_at')}); every score "
+        "judges the given labels"
+    )
 
 
 # ------------------------------------------------------------ embedding, intensity

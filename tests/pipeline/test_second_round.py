@@ -87,6 +87,9 @@ def test_the_models_train_on_the_corrected_labels_and_judge_the_given(first, tmp
     given_text = pd.read_csv(run / "issues.csv", dtype=str, keep_default_na=False)
     assert judged.equals(given_text.set_index("id")["given_labels"].sort_index())
     assert snapshot(run) == before  # the first run is only read
+    page = (second / "report.html").read_text()
+    assert 'id="second-round"' in page and f"{record['flipped_labels']} label(s) flipped" in page
+    assert 'id="second-round"' not in (run / "report.html").read_text()
     # A plain scan into the same directory trains afresh and forgets the second round.
     run_ok(["scan", data, "--out", second, *TINY])
     again = json.loads((second / "run.json").read_text())
@@ -146,3 +149,20 @@ def test_a_forged_first_round_is_refused(first, tmp_path, run_cli):
     assert code == 2 and "Traceback" not in out + err, (out, err)
     assert "oof_probs.csv" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_a_forged_second_round_record_stays_text_in_the_report(first, tmp_path):
+    from labelaudit.report import write_report
+    from labelaudit.rundir import RunDir
+
+    _, run = first
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    forged = {"of": "<script>alert(1)</script>", "flipped_labels": "<b>9</b>", "flip_at": 0.5}
+    RunDir(copy).edit_run(lambda data: data.__setitem__("second_round", forged))
+    page = write_report(copy).read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert(1)" not in page
+    assert "&lt;b&gt;9&lt;/b&gt; label(s) flipped" in page
+    RunDir(copy).edit_run(lambda data: data.__setitem__("second_round", ["not", "a", "record"]))
+    assert 'id="second-round"' not in write_report(copy).read_text()
