@@ -409,6 +409,7 @@ def _audit_arrays(
             "predictions",
             {"supplied": True, "probs": "array", "embeddings": None, "note": SUPPLIED_NOTE},
         )
+        run.edit_run(lambda data: data.pop("second_round", None))  # not trained here
         audit = make_audit_inputs(info, ids, labels, probs, emb, None)
         detect_and_compare(audit, run_dir, detectors=detectors)
         if emb is not None:

@@ -369,6 +369,11 @@ def scan(
     ScanResult
     """
     check_scan_params(level, masks, cell_size)
+    if second_round_of is not None and level != "field":
+        raise SettingsError(
+            "--second-round-of trains the field models again; the cell level trains on the "
+            "given labels: run it at field level"
+        )
     files = _ScanFiles(
         cache_dir, masks, overrides.get("weights"), probs, embeddings, against, second_round_of
     )
@@ -416,7 +421,7 @@ def _open_run(
         settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=job.detectors
     )
     supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
-    job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied)
+    job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied, skip_broken)
     others = _load_against(ds, files.against, max_pixels)
     _claim_outputs(
         job.run_dir,
@@ -901,18 +906,27 @@ def _read_supplied(
 
 
 def _read_second_round(
-    ds: Dataset, first: str | Path | None, fold: int | None, supplied: Supplied | None
+    ds: Dataset,
+    first: str | Path | None,
+    fold: int | None,
+    supplied: Supplied | None,
+    skip_broken: bool,
 ) -> SecondRound | None:
-    """Check ``--second-round-of`` and read its training labels before anything is written."""
+    """Check ``--second-round-of`` and read its training labels before anything is
+    written (with ``skip_broken``, which images are read is known after the cache)."""
     if first is None:
         return None
     if supplied is not None:
         raise SettingsError("--second-round-of trains again; --probs skips training: give one")
-    if fold is not None:
-        raise SettingsError("--second-round-of does not run with --fold: scan in one process")
+    if fold is not None or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SettingsError(
+            "--second-round-of runs in one process (not with --fold or torchrun): each "
+            "process would recompute the corrected labels"
+        )
     from labelaudit.pipeline.second_round import read_second_round
 
-    return read_second_round(first, [str(i) for i in ds.ids], ds.class_tokens, ds.labels)
+    ids = [str(i) for i in ds.ids]
+    return read_second_round(first, ids, ds.class_tokens, ds.labels, same_images=not skip_broken)
 
 
 def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, supplied: Supplied):

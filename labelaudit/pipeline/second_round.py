@@ -81,7 +81,12 @@ class SecondRound:
 
 
 def read_second_round(
-    first: str | Path, ids: list[str], class_tokens: list[str], labels: np.ndarray
+    first: str | Path,
+    ids: list[str],
+    class_tokens: list[str],
+    labels: np.ndarray,
+    *,
+    same_images: bool = True,
 ) -> SecondRound:
     """The second round's training labels from a finished scan of the same dataset.
 
@@ -92,6 +97,10 @@ def read_second_round(
     ids, class_tokens, labels
         The dataset being scanned: the first run must hold the same images, classes
         and given labels.
+    same_images
+        The first run must hold exactly these images (else: a subset of them, for a
+        scan that may skip unreadable images; :meth:`SecondRound.aligned` checks the
+        images that were read).
 
     Raises
     ------
@@ -114,7 +123,8 @@ def read_second_round(
     if list(inputs.class_tokens) != list(class_tokens):
         raise SettingsError(f"--second-round-of {path}: the run's classes are not the dataset's")
     row = {str(i): r for r, i in enumerate(ids)}
-    if not set(map(str, inputs.ids)) <= set(row):
+    scanned = set(map(str, inputs.ids))
+    if (scanned != set(row)) if same_images else not scanned <= set(row):
         raise SettingsError(
             f"--second-round-of {path}: the run's images are not the dataset's "
             f"({len(inputs.ids)} scanned there, {len(ids)} here)"
@@ -125,7 +135,12 @@ def read_second_round(
             f"--second-round-of {path}: the dataset's labels changed since that scan; "
             "scan it again first"
         )
-    posterior, _ = CombinedEvidence().posteriors(inputs)
+    try:
+        posterior, _ = CombinedEvidence().posteriors(inputs)
+    except (ValueError, np.linalg.LinAlgError) as err:  # forged values that pass the readers
+        raise SettingsError(
+            f"--second-round-of {path}: its evidence cannot be computed ({err})"
+        ) from None
     new = corrected_labels(inputs.labels, posterior, FLIP_AT)
     flipped = int((new != inputs.labels).sum())
     return SecondRound(path, dict(zip(map(str, inputs.ids), new, strict=True)), flipped)

@@ -136,7 +136,9 @@ class RunArtifacts:
 
 
 #: What a malformed artifact raises while being read (the report then skips it).
-UNREADABLE = (ValueError, KeyError, IndexError, TypeError, OSError, EOFError, DatasetError)
+UNREADABLE = (
+    ValueError, KeyError, IndexError, TypeError, OSError, EOFError, DatasetError, RunDirError
+)  # fmt: skip
 
 
 def load_run(run_dir: str | Path) -> RunArtifacts:
@@ -228,7 +230,7 @@ def _load_per_image(art: RunArtifacts) -> None:
             stats = (
                 run.read_report_table(STATS_CSV).drop_duplicates("id").set_index("id").reindex(ids)
             )
-            art.stats = stats.reset_index()
+            art.stats = stats.copy().reset_index()  # one block: reset_index inserts a column
         except UNREADABLE as exc:
             art.note_missing("image_stats.csv", f"image_stats.csv cannot be read ({exc})")
     else:

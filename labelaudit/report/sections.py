@@ -452,6 +452,8 @@ def _second_round_note(record: object) -> str:
     if not isinstance(record, dict):
         return ""
     flipped, first = record.get("flipped_labels"), record.get("of")
+    if flipped is None or first is None:
+        return "the models trained on corrected labels (run.json's record of them is incomplete)"
     return (
         f"the models trained on the given labels with {flipped} label(s) flipped that the "
         f"scan {first} doubted (combined posterior >= {record.get('flip_at')}); every score "

@@ -110,7 +110,10 @@ def _table(path: Path, dtype: Any = str, na_values: list[str] | None = None) -> 
     A run directory may come from elsewhere: only a regular file of bounded size is read.
     """
     check_user_file(path, f"the run file {path.name}")
-    return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=na_values)
+    try:
+        return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=na_values)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: not a readable CSV table ({err})") from None
 
 
 class RunDir:
@@ -175,6 +178,12 @@ class RunDir:
         info = run.get("dataset")
         if not isinstance(info, dict):
             raise RunDirError(f"{self.path}/run.json has no dataset section; re-run the scan")
+        names = info.get("class_names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise RunDirError(
+                f"{self.path}/run.json: the dataset section has no list of class names; "
+                "re-run the scan"
+            )
         return info
 
     def codec(self, info: Mapping[str, Any] | None = None) -> LabelCodec:
@@ -212,7 +221,11 @@ class RunDir:
 
     def read_dataset_table(self) -> pd.DataFrame:
         """``dataset.csv`` as text (``id``, ``labels``)."""
-        return _table(self.file(DATASET_CSV))
+        frame = _table(self.file(DATASET_CSV))
+        missing = [c for c in ("id", "labels") if c not in frame.columns]
+        if missing:
+            raise RunDirError(f"{self.file(DATASET_CSV)} has no column {missing[0]!r}")
+        return frame
 
     def read_given(
         self, info: Mapping[str, Any], *, lenient: bool = False
@@ -307,11 +320,16 @@ class RunDir:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
         if not self.has(EMBEDDINGS_NPY):
             return None
-        emb = load_user_npy(self.file(EMBEDDINGS_NPY), "the run's embeddings.npy")
+        path = self.file(EMBEDDINGS_NPY)
+        emb = load_user_npy(path, "the run's embeddings.npy")
+        if emb.ndim != 2 or emb.shape[1] < 1:
+            raise RunDirError(f"{path}: shape {emb.shape}, expected N x D with D >= 1")
         if n_rows is not None and emb.shape[0] != n_rows:
-            raise RunDirError(
-                f"{self.file(EMBEDDINGS_NPY)}: {emb.shape[0]} rows, expected {n_rows}"
-            )
+            raise RunDirError(f"{path}: {emb.shape[0]} rows, expected {n_rows}")
+        values = np.asarray(emb, dtype=np.float64)
+        # Distances square the values: beyond MAX_EMBEDDING_VALUE they overflow.
+        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > MAX_EMBEDDING_VALUE:
+            raise RunDirError(f"{path}: values that are not finite or beyond 1e15")
         return emb
 
     def forget_oof(self) -> None:
@@ -426,10 +444,14 @@ class RunDir:
         """
         info = self.dataset_info()
         ids, labels = self.read_given(info)
-        probs = self.read_probs(info["class_names"], ids)
+        probs = self.read_probs(LabelCodec.from_info(info).names, ids)
         return make_audit_inputs(
             info, ids, labels, probs, self.read_embeddings(len(ids)), self.read_stats()
         )
+
+
+#: Largest embedding value read back (a network's features are many orders smaller).
+MAX_EMBEDDING_VALUE = 1e15
 
 
 def _probabilities(frame: pd.DataFrame, class_names: list[str], path: Path) -> np.ndarray:
@@ -457,11 +479,12 @@ def make_audit_inputs(
     """:class:`~labelaudit.detect.base.AuditInputs` of a run's dataset section."""
     from labelaudit.detect.base import AuditInputs
 
+    codec = LabelCodec.from_info(info)  # lenient: the section may be forged
     return AuditInputs(
         ids=ids,
-        class_names=list(info["class_names"]),
-        class_tokens=list(info["class_tokens"]),
-        label_sep=info["label_sep"],
+        class_names=list(codec.names),
+        class_tokens=list(codec.tokens),
+        label_sep=codec.sep,
         labels=labels,
         probs=probs,
         embeddings=embeddings,

@@ -90,6 +90,14 @@ def test_the_models_train_on_the_corrected_labels_and_judge_the_given(first, tmp
     page = (second / "report.html").read_text()
     assert 'id="second-round"' in page and f"{record['flipped_labels']} label(s) flipped" in page
     assert 'id="second-round"' not in (run / "report.html").read_text()
+    # Predictions handed over as arrays into that directory were not trained here.
+    import labelaudit
+
+    arrays = tmp_path / "arrays"
+    shutil.copytree(second, arrays)
+    probs = pd.read_csv(second / "oof_probs.csv", dtype={"id": str}).set_index("id")
+    labelaudit.find_issues(given, probs.loc[ids].to_numpy(), ids=ids, out=arrays)
+    assert "second_round" not in json.loads((arrays / "run.json").read_text())
     # A plain scan into the same directory trains afresh and forgets the second round.
     run_ok(["scan", data, "--out", second, *TINY])
     again = json.loads((second / "run.json").read_text())
@@ -120,6 +128,7 @@ def test_a_first_round_that_does_not_fit_is_refused(first, tmp_path, run_cli):
         says="--probs skips training",
     )  # fmt: skip
     refused(data, "--out", out, "--second-round-of", run, "--fold", "1", says="--fold")
+    refused(data, "--out", out, "--second-round-of", run, "--level", "cell", says="field level")
     # Another dataset (other images), and this dataset with its labels edited since.
     other = tmp_path / "other"
     run_ok(["synth", other, "--n", "40", "--size", "32", "--seed", "6"])
@@ -134,20 +143,45 @@ def test_a_first_round_that_does_not_fit_is_refused(first, tmp_path, run_cli):
     assert (snapshot(run), snapshot(data)) == before
 
 
+def _forge_probs_cell(run) -> None:
+    lines = (run / "oof_probs.csv").read_text().splitlines()
+    cells = lines[1].split(",")
+    lines[1] = ",".join([cells[0], "not-a-number", *cells[2:]])
+    (run / "oof_probs.csv").write_text("\n".join(lines) + "\n")
+
+
+def _forge_dataset_columns(run) -> None:
+    table = pd.read_csv(run / "dataset.csv", dtype=str, keep_default_na=False)
+    table.rename(columns={"labels": "tags"}).to_csv(run / "dataset.csv", index=False)
+
+
+FORGERIES = {
+    "oof_probs.csv": _forge_probs_cell,
+    "empty oof_probs.csv": lambda run: (run / "oof_probs.csv").write_text(""),
+    "dataset.csv": _forge_dataset_columns,
+    "embeddings.npy": lambda run: np.save(run / "embeddings.npy", np.zeros((40, 0), np.float32)),
+    "huge embeddings.npy": lambda run: np.save(
+        run / "embeddings.npy", np.full((40, 8), 3e38, np.float32)
+    ),
+    "run.json": lambda run: (run / "run.json").write_text(
+        json.dumps({**json.loads((run / "run.json").read_text()), "dataset": {"layout": 1}})
+    ),
+}
+
+
 @pytest.mark.slow
-def test_a_forged_first_round_is_refused(first, tmp_path, run_cli):
+@pytest.mark.parametrize("what", sorted(FORGERIES))
+def test_a_forged_first_round_is_one_message(first, tmp_path, run_cli, what):
     data, run = first
     forged = tmp_path / "forged"
     shutil.copytree(run, forged)
-    lines = (forged / "oof_probs.csv").read_text().splitlines()
-    cells = lines[1].split(",")
-    lines[1] = ",".join([cells[0], "not-a-number", *cells[2:]])
-    (forged / "oof_probs.csv").write_text("\n".join(lines) + "\n")
+    FORGERIES[what](forged)
     code, out, err = run_cli(
         "scan", data, "--out", tmp_path / "o", "--second-round-of", forged, *TINY
     )
     assert code == 2 and "Traceback" not in out + err, (out, err)
-    assert "oof_probs.csv" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert what.split()[-1] in err
     assert not (tmp_path / "o").exists()
 
 
