@@ -219,3 +219,34 @@ def test_fold_files_reads_what_cross_validation_saves(tmp_path):
     assert state is not None and state["key"] == "key-1" and state["fold"] == 2
     assert arrays is not None and np.array_equal(arrays["probs"], out.probs)
     assert RunDir(tmp_path).fold_files(0) == (None, None)
+
+
+def test_forged_tables_embeddings_and_sections_are_one_message(tmp_path):
+    """What labelaudit reads back may be forged: each reader names the file."""
+    run = _run(tmp_path, INFO)
+    run.file("dataset.csv").write_text("")
+    with pytest.raises(RunDirError, match="dataset.csv: not a readable CSV"):
+        run.read_given(INFO)
+    run.file("dataset.csv").write_text("id,tags\nx,0\n")
+    with pytest.raises(RunDirError, match="dataset.csv has no column 'labels'"):
+        run.read_given(INFO)
+    for bad, says in (
+        (np.zeros((2, 0), np.float32), "expected N x D"),
+        (np.zeros(2, np.float32), "expected N x D"),
+        (np.full((2, 3), 3e38, np.float32), "not finite or beyond"),
+        (np.array([[0.0, np.inf]], np.float32), "not finite or beyond"),
+    ):
+        np.save(run.file("embeddings.npy"), bad)
+        with pytest.raises(RunDirError, match=says):
+            run.read_embeddings()
+    np.save(run.file("embeddings.npy"), np.ones((2, 3), np.float32))
+    assert run.read_embeddings(2).shape == (2, 3)
+    for section in ({"layout": 1}, {"class_names": []}, {"class_names": "abc"}):
+        run.write_section("dataset", section)
+        with pytest.raises(RunDirError, match="no list of class names"):
+            run.dataset_info()
+    # A section without tokens or separator is read leniently (the names are enough).
+    run.write_section("dataset", {"class_names": ["a", "b", "c"]})
+    run.file("dataset.csv").write_text("id,labels\nx,a|c\ny,b\n")
+    ids, given = run.read_given(run.dataset_info())
+    assert ids == ["x", "y"] and given.tolist() == [[True, False, True], [False, True, False]]
