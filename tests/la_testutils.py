@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -95,3 +97,13 @@ def run_ok(*commands: list[str]) -> None:
             main([str(a) for a in args])
         except SystemExit as exc:
             assert exc.code in (0, None), (args, exc.code)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` (not a package) imported as a module, for its tests."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+    assert spec is not None and spec.loader is not None, path
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "default_order.py"
+from la_testutils import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def default_order():
-    spec = importlib.util.spec_from_file_location("default_order_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("default_order")
 
 
 def _pairs_above(order: list[int], problem: np.ndarray, clean: np.ndarray) -> int:

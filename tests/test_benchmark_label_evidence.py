@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "label_evidence.py"
+from la_testutils import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def label_evidence():
-    spec = importlib.util.spec_from_file_location("label_evidence_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("label_evidence")
 
 
 def test_truth_groups_split_label_noise_by_kind(label_evidence, tmp_path):

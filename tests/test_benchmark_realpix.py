@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from la_testutils import load_benchmark
 from PIL import Image
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "realpix.py"
 
 
 @pytest.fixture(scope="module")
 def realpix():
-    spec = importlib.util.spec_from_file_location("realpix_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("realpix")
 
 
 def _green_cover(out: Path, ids: list[str]) -> np.ndarray:

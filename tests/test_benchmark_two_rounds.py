@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "two_rounds.py"
+from la_testutils import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def two_rounds():
-    spec = importlib.util.spec_from_file_location("two_rounds_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("two_rounds")
 
 
 def test_micro_f1_against_the_truth(two_rounds):
