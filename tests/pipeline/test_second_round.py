@@ -98,6 +98,13 @@ def test_the_models_train_on_the_corrected_labels_and_judge_the_given(first, tmp
     probs = pd.read_csv(second / "oof_probs.csv", dtype={"id": str}).set_index("id")
     labelaudit.find_issues(given, probs.loc[ids].to_numpy(), ids=ids, out=arrays)
     assert "second_round" not in json.loads((arrays / "run.json").read_text())
+    # A second round into a copy of the plain run retrains (no plain fold is reused).
+    over_plain = tmp_path / "over-plain"
+    shutil.copytree(run, over_plain)
+    run_ok(["scan", data, "--out", over_plain, "--second-round-of", run, *TINY])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(over_plain / "oof_probs.csv"), pd.read_csv(plain / "oof_probs.csv")
+    )
     # A plain scan into the same directory trains afresh and forgets the second round.
     run_ok(["scan", data, "--out", second, *TINY])
     again = json.loads((second / "run.json").read_text())
