@@ -253,6 +253,25 @@ def load_user_npy(path: str | Path, what: str, *, max_bytes: int = MAX_ARRAY_BYT
 # ------------------------------------------------------------------ names read back
 
 
+def first_bad_probability(values: Any) -> tuple[int, int, str] | None:
+    """The first cell of an (N, K) float array that is not a probability, and why.
+
+    Returns ``(row, column, why)`` with ``why`` ``"nan"`` (NaN or infinite; such cells
+    are reported first) or ``"range"`` (outside [0, 1]), or ``None`` when every cell is
+    a probability. Each reader (``--probs``, ``find_issues``, a run's ``oof_probs.csv``)
+    words its own message around it.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(values)
+    for mask, why in ((~finite, "nan"), (finite & ((values < 0) | (values > 1)), "range")):
+        if mask.any():
+            r, c = np.argwhere(mask)[0]
+            return int(r), int(c), why
+    return None
+
+
 def is_plain_entry(name: object) -> bool:
     """True when ``name`` names an entry directly inside a directory.
 

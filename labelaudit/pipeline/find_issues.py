@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from labelaudit.core.errors import SettingsError
+from labelaudit.core.userfiles import first_bad_probability
 from labelaudit.pipeline.results import AuditResult
 
 #: ``summary["notes"]`` when no images are given.
@@ -160,13 +161,12 @@ def check_probs(pred_probs: Any, n: int, k: int) -> np.ndarray:
             f"pred_probs has shape {probs.shape}; the labels need {n} rows (images) x "
             f"{k} columns (classes)"
         )
-    bad = ~np.isfinite(probs)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
+    bad = first_bad_probability(probs)
+    if bad is not None and bad[2] == "nan":
+        r, c, _ = bad
         raise SettingsError(f"pred_probs[{r}, {c}] is {probs[r, c]}: NaN or infinite")
-    bad = (probs < 0) | (probs > 1)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
+    if bad is not None:
+        r, c, _ = bad
         raise SettingsError(
             f"pred_probs[{r}, {c}] = {probs[r, c]:g} is outside [0, 1]: give per-class "
             "probabilities (a sigmoid of the logits), out-of-sample"

@@ -92,7 +92,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import edit_run_json
 from labelaudit.core.params import Constraint, Integral, Interval, Options, validate_params
-from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file, load_user_npy, read_user_csv
+from labelaudit.core.userfiles import (
+    MAX_ARRAY_BYTES,
+    check_user_file,
+    first_bad_probability,
+    load_user_npy,
+    read_user_csv,
+)
 from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
@@ -851,20 +857,16 @@ def _check_values(
     lines: list[int] | None = None,
 ) -> np.ndarray:
     """NaN, infinite or outside [0, 1]: one message naming the first offending cell."""
-    bad_nan = ~np.isfinite(values)
-    bad_range = np.isfinite(values) & ((values < 0) | (values > 1))
-    for mask, what in (
-        (bad_nan, "is NaN (or empty) or infinite"),
-        (bad_range, "is outside [0, 1]"),
-    ):
-        if mask.any():
-            r, c = np.argwhere(mask)[0]
-            where = f"image {ids[r]!r}, class {class_names[c]!r}"
-            line = lines[r] if lines is not None else None
-            message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
-            if not header:
-                message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
-            raise _bad(path, message, line)
+    bad = first_bad_probability(values)
+    if bad is not None:
+        r, c, why = bad
+        what = {"nan": "is NaN (or empty) or infinite", "range": "is outside [0, 1]"}[why]
+        where = f"image {ids[r]!r}, class {class_names[c]!r}"
+        line = lines[r] if lines is not None else None
+        message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
+        if not header:
+            message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
+        raise _bad(path, message, line)
     return values
 
 

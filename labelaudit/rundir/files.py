@@ -25,7 +25,7 @@ from labelaudit.core.io import (
     write_json,
     write_npy,
 )
-from labelaudit.core.userfiles import check_user_file, load_user_npy
+from labelaudit.core.userfiles import check_user_file, first_bad_probability, load_user_npy
 from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
@@ -326,9 +326,10 @@ class RunDir:
             raise RunDirError(f"{path}: shape {emb.shape}, expected N x D with D >= 1")
         if n_rows is not None and emb.shape[0] != n_rows:
             raise RunDirError(f"{path}: {emb.shape[0]} rows, expected {n_rows}")
-        values = np.asarray(emb, dtype=np.float64)
-        # Distances square the values: beyond MAX_EMBEDDING_VALUE they overflow.
-        if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > MAX_EMBEDDING_VALUE:
+        # Distances square the values: beyond MAX_EMBEDDING_VALUE they overflow. The
+        # extremes carry NaN and infinity too, without a copy of a large array.
+        extreme = max(abs(float(emb.min(initial=0))), abs(float(emb.max(initial=0))))
+        if not np.isfinite(extreme) or extreme > MAX_EMBEDDING_VALUE:
             raise RunDirError(f"{path}: values that are not finite or beyond 1e15")
         return emb
 
@@ -457,10 +458,9 @@ MAX_EMBEDDING_VALUE = 1e15
 def _probabilities(frame: pd.DataFrame, class_names: list[str], path: Path) -> np.ndarray:
     """The class columns as floats, each a probability (the file may be forged)."""
     values = frame[class_names].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(values) | (values < 0) | (values > 1)
-    if bad.any():
-        r, c = (int(v[0]) for v in np.nonzero(bad))
+    bad = first_bad_probability(values)
+    if bad is not None:
+        r, c, _ = bad
         raise RunDirError(
             f"{path}, line {r + 2}: {class_names[c]!r} is {frame[class_names[c]].iloc[r]!r}, "
             "not a probability in [0, 1]"
