@@ -3,9 +3,9 @@
 Round 1 is a finished scan (``RUN``). Round 2 is ``labelaudit scan DATASET --out OUT
 --second-round-of RUN`` (:mod:`labelaudit.pipeline.second_round`): its models train on
 the given labels with every label of ``combined`` posterior >= 0.5 in ``RUN`` flipped
-(new folds, new models; an image's own labels still never train the model that
-predicts it), and its detectors judge the *given* labels with round 2's out-of-fold
-probabilities and embeddings.
+(new folds, new models; an image is still held out of the model that predicts it,
+though its neighbours' corrections drew on its given label), and its detectors judge
+the *given* labels with round 2's out-of-fold probabilities and embeddings.
 Prints ``benchmarks/label_evidence.py``'s table for both rounds, cleanlab's Datalab
 given each round's probabilities, and the out-of-fold micro F1 against the true labels.
 

@@ -3,8 +3,9 @@
 ``scan(dataset, out, second_round_of=first)``: the models of the new run train on the
 given labels with every label whose ``combined`` posterior (``detect/combined.py``) in
 the finished scan ``first`` is at least :data:`FLIP_AT` flipped; the detectors still
-judge the *given* labels, with the new out-of-fold probabilities. An image's own
-labels never train the model that predicts it, in either round.
+judge the *given* labels, with the new out-of-fold probabilities. An image is still
+held out of the model that predicts it, though its neighbours' corrections drew on its
+given label through the first round's evidence (a second-order influence).
 
 Measured (docs/benchmarks.md, "a second round"): confident learning's label AUROC
 rose by 0.015-0.018 on four sets (out-of-fold F1 by up to 0.036) for twice the
