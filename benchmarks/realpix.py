@@ -11,7 +11,9 @@ disc).
 With ``--sparse`` the green stain is instead a few small objects (four to seven
 ellipses, about a tenth of the field) on a dark background, each filled with its class's
 texture (a two-class field mixes objects of both): a sparse, low-information set where
-most pixels say nothing about the labels (issue 27's second real-pixel set).
+most pixels say nothing about the labels (issue 27's second real-pixel set). Its
+objects are its cells: ``masks/{ID}_predictedmask.png`` holds them (object j is label
+j + 1) for ``labelaudit scan OUT --level cell --masks OUT/masks``.
 
 ``truth.csv`` is written like ``labelaudit synth``'s (``ID, true_label, given_label,
 noise``) so ``labelaudit bench`` scores a run on it:
@@ -103,10 +105,15 @@ def _green(labels: list[str], src: dict[str, np.ndarray], size: int, rng) -> np.
     return np.concatenate([left[:, : size // 2], right[:, size // 2 :]], axis=1)
 
 
-def _sparse_green(labels: list[str], src: dict[str, np.ndarray], size: int, rng) -> np.ndarray:
-    """A few textured objects on a dark, noisy background (``--sparse``)."""
+def _sparse_green(
+    labels: list[str], src: dict[str, np.ndarray], size: int, rng
+) -> tuple[np.ndarray, np.ndarray]:
+    """A few textured objects on a dark, noisy background (``--sparse``), and their
+    label mask (object j is ``j + 1`` where its soft edge is at least half in; a later
+    object covers an earlier one, as its pixels do)."""
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     green = np.clip(rng.normal(0.03, 0.01, (size, size)), 0, 1).astype(np.float32)
+    mask = np.zeros((size, size), dtype=np.uint8)
     for j in range(int(rng.integers(4, 8))):
         texture = _crop(src[CLASSES[labels[j % len(labels)]]], size, rng)
         cy, cx = rng.uniform(0.12, 0.88, 2) * size
@@ -117,7 +124,8 @@ def _sparse_green(labels: list[str], src: dict[str, np.ndarray], size: int, rng)
         v = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
         inside = np.clip((1.0 - (u**2 + v**2)) * 4.0, 0.0, 1.0)  # a soft edge
         green = np.maximum(green, inside * texture)
-    return green  # float64: the set in docs/benchmarks.md was written from these values
+        mask[inside >= 0.5] = j + 1
+    return green, mask  # green stays float64: the documented set was written from it
 
 
 def _fault(kind: str, field: dict[str, np.ndarray], rng) -> dict[str, np.ndarray]:
@@ -159,6 +167,8 @@ def make_realpix(out: str | Path, n: int = 200, size: int = 128, seed: int = 0,
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} exists and is not empty: choose a new directory")
     (out / "train").mkdir(parents=True)
+    if sparse:
+        (out / "masks").mkdir()
     rng = np.random.default_rng(seed)
     src = _sources()
     tokens = list(CLASSES)
@@ -178,11 +188,16 @@ def make_realpix(out: str | Path, n: int = 200, size: int = 128, seed: int = 0,
             )
             given = _noisy_labels(true, noise, rng)
         field = {c: _crop(src[c], size, rng) * 0.6 for c in ("red", "blue", "yellow")}
-        field["green"] = (_sparse_green if sparse else _green)(true, src, size, rng)
+        if sparse:
+            field["green"], mask = _sparse_green(true, src, size, rng)
+        else:
+            field["green"] = _green(true, src, size, rng)
         if label_rate <= kinds[i] < label_rate + fault_rate:
             noise = str(rng.choice(["dim", "saturated", "blur", "artifact"]))
             field = _fault(noise, field, rng)
         image_id = f"{'sparse' if sparse else 'realpix'}-{i:04d}"
+        if sparse:  # the objects are the cells (``scan --level cell --masks OUT/masks``)
+            Image.fromarray(mask).save(out / "masks" / f"{image_id}_predictedmask.png")
         for c in CHANNELS:
             pixels = np.clip(np.round(field[c] * 255), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(out / "train" / f"{image_id}_{c}.png")

@@ -59,6 +59,28 @@ def default_cell_size(field_size: int) -> int:
     return max(32, (field_size // 2) // 8 * 8)
 
 
+@dataclasses.dataclass
+class CellStage:
+    """A finished cell cross-validation: the cells and the cell model's view of them."""
+
+    cache: CellCache
+    cv: CVResult
+    size: int
+    masks: str | Path | None
+    timings: dict[str, float]
+
+    def predictions(self) -> CellPredictions:
+        """The cells (``cell_id``, image ``id``, mask label, area, box) and their
+        out-of-fold probabilities and embeddings, as the detectors take them."""
+        assert self.cv.oof_probs is not None  # a complete cross-validation has them
+        table = self.cache.cells.rename(columns={"id": "cell_id", "field": "id"})
+        return CellPredictions(
+            table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
+            self.cv.oof_probs,
+            self.cv.embeddings,
+        )
+
+
 def audit_cells(
     run_dir: str | Path,
     dataset: Dataset,
@@ -72,6 +94,9 @@ def audit_cells(
     console: Console | None = None,
 ) -> dict:
     """Run the cell-level audit of a scanned run directory.
+
+    :func:`train_cells`, then :func:`write_cell_findings` (``scan --level cell`` runs
+    the field detectors between the two, so they can use the cell model's view).
 
     Parameters
     ----------
@@ -110,10 +135,41 @@ def audit_cells(
     DatasetError
         A mask file is missing or unreadable (naming it).
     """
-    console = console or Console(quiet=True)
     run = RunDir(run_dir)
     if not run.file(ISSUES_CSV).is_file():
         raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
+    stage = train_cells(
+        run_dir,
+        dataset,
+        settings,
+        masks=masks,
+        cell_size=cell_size,
+        cache_dir=cache_dir,
+        fold=fold,
+        console=console,
+    )
+    if stage is None:
+        return {}
+    return write_cell_findings(run_dir, dataset, stage, settings.seed, params, console)
+
+
+def train_cells(
+    run_dir: str | Path,
+    dataset: Dataset,
+    settings: TrainSettings,
+    *,
+    masks: str | Path | None = None,
+    cell_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    fold: int | None = None,
+    console: Console | None = None,
+) -> CellStage | None:
+    """The cells (segmented, or read from ``masks``) and their cross-validation.
+
+    Parameters as :func:`audit_cells`. Returns ``None`` while cell folds are
+    unfinished (``fold``) or on a non-zero distributed rank.
+    """
+    console = console or Console(quiet=True)
     timings: dict[str, float] = {}
     size = int(cell_size or default_cell_size(settings.image_size))
 
@@ -123,18 +179,37 @@ def audit_cells(
 
     t = time.perf_counter()
     cell_settings = settings.replace(image_size=size)
-    cv = _cross_validate_cells(cache, dataset, cell_settings, run.path, fold, console)
+    cv = _cross_validate_cells(cache, dataset, cell_settings, Path(run_dir), fold, console)
     timings["cells_train"] = time.perf_counter() - t
     if getattr(cv, "rank", 0) != 0 or not cv.complete:
-        return {}
+        return None
+    return CellStage(cache, cv, size, masks, timings)
 
+
+def write_cell_findings(
+    run_dir: str | Path,
+    dataset: Dataset,
+    stage: CellStage,
+    seed: int = 0,
+    params: CellFindingParams | None = None,
+    console: Console | None = None,
+) -> dict:
+    """``cells.csv``, the cell columns of ``issues.csv`` (which must exist), the
+    overlays and ``run.json["cells"]``; returns that section."""
+    console = console or Console(quiet=True)
+    run = RunDir(run_dir)
+    if not run.file(ISSUES_CSV).is_file():
+        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
     t = time.perf_counter()
-    per_cell, per_field = _write_findings(run, dataset, cache, cv, params, settings.seed)
-    overlays = write_overlays(run.path, dataset, _mask_source(masks, cache), per_cell, per_field)
-    timings["cells_findings"] = time.perf_counter() - t
+    per_cell, per_field = _write_findings(run, dataset, stage, params, seed)
+    source = _mask_source(stage.masks, stage.cache)
+    overlays = write_overlays(run.path, dataset, source, per_cell, per_field)
+    timings = {**stage.timings, "cells_findings": time.perf_counter() - t}
 
-    section = _cells_section(dataset, cache, masks, size, per_cell, per_field, params)
-    section["metrics"] = summary(cv.metrics) if cv.metrics else {}
+    section = _cells_section(
+        dataset, stage.cache, stage.masks, stage.size, per_cell, per_field, params
+    )
+    section["metrics"] = summary(stage.cv.metrics) if stage.cv.metrics else {}
     section["overlays"] = overlays
     section["timings"] = {k: round(v, 3) for k, v in timings.items()}
     _record(run, section, console)
@@ -219,32 +294,24 @@ def _cross_validate_cells(
 def _write_findings(
     run: RunDir,
     dataset: Dataset,
-    cache: CellCache,
-    cv: CVResult,
+    stage: CellStage,
     params: CellFindingParams | None,
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cell findings: ``cells.csv`` and the cell columns of ``issues.csv``."""
-    assert cv.oof_probs is not None  # a complete cross-validation has them
-    table = cache.cells.rename(columns={"id": "cell_id", "field": "id"})
-    cells = CellPredictions(
-        table[["cell_id", "id", "cell", "area", "y0", "x0", "y1", "x1"]],
-        cv.oof_probs,
-        cv.embeddings,
-    )
     inputs = AuditInputs(
         list(dataset.ids),
         list(dataset.class_names),
         list(dataset.class_tokens),
         dataset.label_sep,
         dataset.labels,
-        cells=cells,
+        cells=stage.predictions(),
     )
     thresholds = dataclasses.asdict(params or CellFindingParams())
     detector = get_detector("cells", **thresholds, random_state=seed)
     assert isinstance(detector, CellEvidence)
     per_cell, per_field = detector.tables(inputs)
-    per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", cv.fold_of + 1)
+    per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", stage.cv.fold_of + 1)
     run.write_table(CELLS_CSV, per_cell)
     run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns
     return per_cell, per_field

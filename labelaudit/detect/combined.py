@@ -13,7 +13,12 @@ run holds more evidence about whether a label is right:
   statistics with the class flipped, under ``quality``'s additive label model of each
   label-shaped measure (:func:`labelaudit.detect.quality.label_model_fit`: adding
   class k moves the image's z by ``-effect_k``; a missing label leaves "more in the
-  image than its labels explain").
+  image than its labels explain");
+* the **cells** (a cell-level scan, ``scan --level cell``): the strongest and the mean
+  out-of-fold probability of the class over the image's cells, relative to their
+  averages over the images labelled with it (:func:`cell_support`). The cell model is
+  a second model, trained on other inputs (one cell at a time), so where it agrees
+  with the field model an error is likelier than either says alone.
 
 Fixed weights for these did not generalise across the benchmark sets (the fitted
 weights change sign between them; docs/benchmarks.md, default order), so each
@@ -63,6 +68,7 @@ import numpy as np
 from labelaudit.core.params import Integral, Interval, Real
 from labelaudit.detect.base import (
     AuditInputs,
+    CellPredictions,
     Detector,
     DetectorResult,
     make_findings,
@@ -161,6 +167,49 @@ class EvidenceContext:
     min_group: int
     prior_weight: float = 1.0
     image_quality: bool = False
+    #: N x K strongest and mean cell probabilities (NaN rows: images without cells).
+    cell_strongest: np.ndarray | None = None
+    cell_mean: np.ndarray | None = None
+
+
+def cell_support(cells: CellPredictions, ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per image and class, the strongest and the mean probability over its cells.
+
+    Parameters
+    ----------
+    cells
+        The cell-level model's out-of-fold probabilities; ``table["id"]`` names each
+        cell's image.
+    ids
+        The N image ids (row order of the result).
+
+    Returns
+    -------
+    strongest, mean
+        N x K arrays; the rows of images without cells are NaN.
+
+    Raises
+    ------
+    ValueError
+        A cell names an image that is not in ``ids``.
+    """
+    position = {str(i): row for row, i in enumerate(ids)}
+    names = cells.table["id"].astype(str)
+    unknown = sorted(set(names) - set(position))
+    if unknown:
+        raise ValueError(f"cells of unknown images: {', '.join(unknown[:3])}")
+    field_of = names.map(position).to_numpy(dtype=np.int64)
+    probs = np.asarray(cells.probs, dtype=float)
+    n, k = len(ids), probs.shape[1]
+    count = np.bincount(field_of, minlength=n)
+    strongest = np.zeros((n, k))
+    np.maximum.at(strongest, field_of, probs)
+    total = np.zeros((n, k))
+    np.add.at(total, field_of, probs)
+    empty = count == 0
+    strongest[empty] = np.nan
+    mean = np.where(empty[:, None], np.nan, total / np.maximum(count, 1)[:, None])
+    return strongest, mean
 
 
 def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray, list[str]]:
@@ -171,9 +220,10 @@ def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray
     and the weakest given one, relative to their thresholds); its number of labels;
     cleanlab's label quality of the whole image (``ctx.image_quality``); the neighbour
     share's logit and the class prevalence's (with embeddings); the label model's flip
-    gain and the image's unexplained residual (with statistics). The same feature
-    means opposite things for a given and an absent label (a high probability), which
-    is why the models are fitted per direction.
+    gain and the image's unexplained residual (with statistics); the strongest and
+    the mean cell probability's logits relative to their class thresholds (with
+    cells). The same feature means opposite things for a given and an absent label (a
+    high probability), which is why the models are fitted per direction.
     """
     y = np.asarray(labels, dtype=bool)
     n, k = y.shape
@@ -210,8 +260,24 @@ def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray
         gain, residual = _flip_gain(y, ctx.measures, ctx.min_group)
         feats["flip_gain"] = gain
         feats["residual"] = np.broadcast_to(residual[:, None], (n, k))
+    for name, values in (("cell_strongest", ctx.cell_strongest), ("cell_mean", ctx.cell_mean)):
+        if values is not None:
+            feats[name] = _relative_to_class(values, y)
     names = list(feats)
     return np.stack([np.asarray(feats[f], dtype=float) for f in names], axis=-1), names
+
+
+def _relative_to_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``logit(values)`` minus the logit of its mean over the images labelled with the
+    class (the class threshold, as for the probabilities); 0 where ``values`` is NaN
+    (an image without cells says nothing)."""
+    known = ~np.isnan(values)
+    member = labels & known
+    counts = member.sum(axis=0)
+    sums = np.where(member, values, 0.0).sum(axis=0)
+    threshold = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5)
+    rel = _logit(np.where(known, values, 0.5)) - _logit(threshold)[None, :]
+    return np.where(known, rel, 0.0)
 
 
 def _other_extreme(values: np.ndarray, fn, empty: float, default: float) -> np.ndarray:
@@ -316,6 +382,9 @@ class CombinedEvidence(Detector):
     image_stage : bool
         Score an image by a second model of "a label of this image is wrong" fitted
         on the planted copies (else: the chance that any of its labels is wrong).
+    cells : bool
+        Use the cell-level model's probabilities as evidence when the inputs have
+        them (a ``scan --level cell``).
     seed : int
         Seed of the planting and the folds.
     """
@@ -349,6 +418,7 @@ class CombinedEvidence(Detector):
     adjust_prior: bool = True
     image_quality: bool = True
     image_stage: bool = True
+    cells: bool = True
     seed: int = 0
 
     def context(self, inputs: AuditInputs) -> EvidenceContext:
@@ -365,12 +435,17 @@ class CombinedEvidence(Detector):
 
             measures = label_shaped_measures(inputs.stats, inputs.protein_channel)
             measures = {m: x for m, x in measures.items() if np.ptp(np.nan_to_num(x)) > 0}
+        strongest = mean = None
+        if self.cells and inputs.cells is not None and len(inputs.cells.table):
+            strongest, mean = cell_support(inputs.cells, inputs.ids)
         return EvidenceContext(
             inputs.probs,
             neighbours,
             measures,
             int(self.min_group),
             image_quality=bool(self.image_quality),
+            cell_strongest=strongest,
+            cell_mean=mean,
         )
 
     def posteriors(self, inputs: AuditInputs) -> tuple[np.ndarray, dict[str, Any]]:

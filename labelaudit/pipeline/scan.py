@@ -77,6 +77,7 @@ second_round_of
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import time
@@ -499,13 +500,36 @@ def _detect_stage(
     cell_size: int | None,
     result: ScanResult,
 ) -> bool:
-    """Run the detectors, duplicates and leakage, then the cell level (or forget a
+    """Run the detectors, duplicates and leakage, and the cell level (or forget a
     previous one); ``False`` (``result`` incomplete) when the cell folds are not all
-    finished here: unfinished (``--fold``) or a non-zero DDP rank."""
+    finished here: unfinished (``--fold``) or a non-zero DDP rank.
+
+    At cell level the cells are cross-validated first, so the label evidence
+    (``combined``) can weigh the cell model's view; their findings come after the
+    field detectors' (they add columns to ``issues.csv``).
+    """
     from labelaudit.pipeline.compare import detect_and_compare
     from labelaudit.pipeline.leaks import add_duplicates
 
     run_dir, console, timings, files = job.run_dir, job.console, job.timings, job.files
+    stage = None
+    if level == "cell":
+        from labelaudit.cells.audit import train_cells
+
+        t = time.perf_counter()
+        stage = train_cells(
+            run_dir,
+            ds,
+            settings,
+            masks=files.masks,
+            cell_size=cell_size,
+            cache_dir=files.cache_dir,
+            fold=job.fold,
+            console=console,
+        )
+        timings["cells"] = time.perf_counter() - t
+        if stage is not None:
+            audit = dataclasses.replace(audit, cells=stage.predictions())
     t = time.perf_counter()
     detect_and_compare(audit, run_dir, detectors=job.detectors)
     add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
@@ -521,24 +545,16 @@ def _detect_stage(
 
         forget_cells(run_dir)
         return True
-    from labelaudit.cells.audit import audit_cells
+    if stage is None:
+        result.complete = False
+        return False
+    from labelaudit.cells.audit import write_cell_findings
 
     t = time.perf_counter()
-    cells = audit_cells(
-        run_dir,
-        ds,
-        settings,
-        masks=files.masks,
-        cell_size=cell_size,
-        cache_dir=files.cache_dir,
-        fold=job.fold,
-        console=console,
-    )
-    timings["cells"] = time.perf_counter() - t
+    write_cell_findings(run_dir, ds, stage, settings.seed, console=console)
+    timings["cells"] += time.perf_counter() - t
     _record_timings(run_dir, timings)
-    if not cells:
-        result.complete = False
-    return bool(cells)
+    return True
 
 
 def _clean_and_report(job: _ScanJob, result: ScanResult, report: bool) -> None:

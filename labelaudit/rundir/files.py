@@ -316,6 +316,40 @@ class RunDir:
         rows = frame.set_index("id").index.get_indexer(ids)
         return _probabilities(frame, class_names, path)[rows]
 
+    def read_cells(self, class_names: list[str], ids: list[str]):
+        """The cell level's out-of-fold view (``None``: no cell-level scan).
+
+        ``cells.csv`` names each cell and its image; ``cells/oof_probs.csv`` holds the
+        cell model's probabilities, one row per cell of ``cells.csv``. Both may be
+        forged: a cell of an image not in ``ids``, a missing or extra cell, or a value
+        that is not a probability is a :class:`RunDirError` naming the file.
+
+        Returns
+        -------
+        CellPredictions or None
+        """
+        from labelaudit.detect.base import CellPredictions
+
+        if not self.has(CELLS_CSV):
+            return None
+        cells_path, probs_path = self.file(CELLS_CSV), self.file(f"{CELLS_DIR}/{OOF_CSV}")
+        table = _table(cells_path, dtype={"cell_id": str, "id": str})
+        if not {"cell_id", "id"} <= set(table.columns):
+            raise RunDirError(f"{cells_path}: no 'cell_id' and 'id' columns")
+        unknown = sorted(set(table["id"]) - set(ids))
+        if unknown:
+            raise RunDirError(f"{cells_path}: cells of images not in dataset.csv ({unknown[0]!r})")
+        if not probs_path.is_file():
+            raise RunDirError(f"{probs_path}: not found (the cell model's probabilities)")
+        frame = _table(probs_path, dtype={"id": str})
+        missing = [c for c in ["id", *class_names] if c not in frame.columns]
+        if missing:
+            raise RunDirError(f"{probs_path} does not match dataset.csv (no column {missing[0]!r})")
+        if frame["id"].tolist() != table["cell_id"].tolist():
+            raise RunDirError(f"{probs_path}: cell ids do not match {CELLS_CSV}")
+        probs = _probabilities(frame, class_names, probs_path)
+        return CellPredictions(table[["cell_id", "id"]], probs)
+
     def read_embeddings(self, n_rows: int | None = None) -> np.ndarray | None:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
         if not self.has(EMBEDDINGS_NPY):
@@ -441,14 +475,17 @@ class RunDir:
         """Everything the detectors need, read back from the run directory.
 
         Missing artifacts (no training yet) come back as ``None`` so detectors that
-        do not need them can still run.
+        do not need them can still run; ``cells`` is the cell level's (a
+        ``scan --level cell``).
         """
         info = self.dataset_info()
         ids, labels = self.read_given(info)
         probs = self.read_probs(LabelCodec.from_info(info).names, ids)
-        return make_audit_inputs(
+        inputs = make_audit_inputs(
             info, ids, labels, probs, self.read_embeddings(len(ids)), self.read_stats()
         )
+        inputs.cells = self.read_cells(list(inputs.class_names), ids)
+        return inputs
 
 
 #: Largest embedding value read back (a network's features are many orders smaller).
@@ -462,7 +499,7 @@ def _probabilities(frame: pd.DataFrame, class_names: list[str], path: Path) -> n
     if bad is not None:
         r, c, _ = bad
         raise RunDirError(
-            f"{path}, line {r + 2}: {class_names[c]!r} is {frame[class_names[c]].iloc[r]!r}, "
+            f"{path}, line {r + 2}: {class_names[c]!r} is {str(frame[class_names[c]].iloc[r])!r}, "
             "not a probability in [0, 1]"
         )
     return values

@@ -56,6 +56,27 @@ def test_cell_artifacts(cell_run):
 
 
 @pytest.mark.slow
+def test_the_label_evidence_weighs_the_cells_as_the_run_reads_them_back(cell_run):
+    """At cell level the cells are trained before the field detectors, and ``combined``
+    uses them; re-running the detectors on what the run directory reads back (cells
+    included) gives the scan's own label scores."""
+    from labelaudit.pipeline.compare import build_issues, run_detectors
+    from labelaudit.rundir import RunDir
+
+    _, run = cell_run
+    features = read_json(run / "run.json")["detect"]["detectors"]["combined"]["summary"]
+    assert {"cell_strongest", "cell_mean"} <= set(features["features"])
+    inputs = RunDir(run).audit_inputs()
+    assert inputs.cells is not None and len(inputs.cells.table) == len(
+        pd.read_csv(run / "cells.csv")
+    )
+    results, _, _ = run_detectors(inputs, ["confident", "knn", "combined", "quality"])
+    again = build_issues(inputs, results).set_index("id")["combined_score"]
+    issues = pd.read_csv(run / "issues.csv", dtype={"id": str}).set_index("id")
+    np.testing.assert_allclose(again.loc[issues.index], issues["combined_score"])
+
+
+@pytest.mark.slow
 def test_rescan_reuses_cell_folds_and_bench_scores_cells(cell_run, run_cli):
     data, run = cell_run
     code, out, err = run_cli(
@@ -82,6 +103,11 @@ def test_field_level_rescan_forgets_the_cell_results(cell_run, run_cli, tmp_path
     assert code == 0, err
     assert "cells" not in read_json(copy / "run.json")
     assert not (copy / "cells.csv").exists() and not (copy / "cells" / "overlays").exists()
+    from labelaudit.rundir import RunDir
+
+    assert RunDir(copy).audit_inputs().cells is None  # nor does the label evidence use them
+    summary = read_json(copy / "run.json")["detect"]["detectors"]["combined"]["summary"]
+    assert "cell_strongest" not in summary["features"]
     assert (copy / "cells" / "oof_probs.csv").is_file()  # the cell folds stay for reuse
     issues = pd.read_csv(copy / "issues.csv", dtype=str)
     assert "label_support" not in issues.columns

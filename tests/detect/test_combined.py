@@ -11,6 +11,8 @@ from labelaudit.core.errors import SettingsError
 from labelaudit.detect import AuditInputs, get_detector
 from labelaudit.detect.combined import (
     EvidenceContext,
+    _relative_to_class,
+    cell_support,
     confident_learning_rates,
     entry_features,
     plant_label_noise,
@@ -162,6 +164,63 @@ def test_evidence_is_deterministic_and_runs_without_embeddings_or_statistics():
     assert "flip_gain" not in result.summary["features"]
     assert "logit_neighbours" not in result.summary["features"]
     assert np.isfinite(result.image_score).all()
+
+
+def with_cells(inputs: AuditInputs, true: np.ndarray, seed: int = 0) -> AuditInputs:
+    """Two or three cells per image (none for every tenth), from a second model that
+    knows the truth as well as the field model, with noise of its own."""
+    from labelaudit.detect import CellPredictions
+
+    rng = np.random.default_rng(seed)
+    rows, probs = [], []
+    for i, image_id in enumerate(inputs.ids):
+        if i % 10 == 0:
+            continue
+        for c in range(int(rng.integers(2, 4))):
+            rows.append({"cell_id": f"{image_id}_{c}", "id": image_id})
+            logit = np.where(true[i], 1.5, -1.5) + rng.normal(0, 1.2, true.shape[1])
+            probs.append(1 / (1 + np.exp(-logit)))
+    inputs.cells = CellPredictions(pd.DataFrame(rows), np.array(probs))
+    return inputs
+
+
+def test_cell_support_is_the_strongest_and_mean_cell_per_image():
+    from labelaudit.detect import CellPredictions
+
+    table = pd.DataFrame({"cell_id": ["a1", "a2", "c1"], "id": ["a", "a", "c"]})
+    probs = np.array([[0.2, 0.9], [0.6, 0.1], [0.3, 0.4]])
+    strongest, mean = cell_support(CellPredictions(table, probs), ["a", "b", "c"])
+    np.testing.assert_allclose(strongest[[0, 2]], [[0.6, 0.9], [0.3, 0.4]])
+    np.testing.assert_allclose(mean[[0, 2]], [[0.4, 0.5], [0.3, 0.4]])
+    assert np.isnan(strongest[1]).all() and np.isnan(mean[1]).all()  # b has no cells
+    with pytest.raises(ValueError, match="unknown images: x"):
+        cell_support(CellPredictions(table.assign(id=["a", "x", "c"]), probs), ["a", "b", "c"])
+
+
+def test_a_second_models_cells_add_to_the_evidence():
+    """The cell model's errors are its own: with it the label ranking improves; without
+    cells (or ``cells=False``) the features are as before."""
+    inputs, true = synthetic_inputs(3)
+    wrong_image = (true != inputs.labels).any(axis=1)
+    plain = get_detector("combined").run(inputs)
+    with_cells(inputs, true)
+    both = get_detector("combined").run(inputs)
+    ignored = get_detector("combined", cells=False).run(inputs)
+    assert {"cell_strongest", "cell_mean"} <= set(both.summary["features"])
+    assert "cell_strongest" not in plain.summary["features"]
+    np.testing.assert_array_equal(ignored.image_score, plain.image_score)
+    before = roc_auc_score(wrong_image, plain.image_score)
+    after = roc_auc_score(wrong_image, both.image_score)
+    assert after > before + 0.02, (before, after)
+
+
+def test_images_without_cells_read_as_at_their_class_threshold():
+    y = np.array([[True, False], [True, False], [False, True], [False, True]])
+    values = np.array([[0.8, 0.1], [np.nan, np.nan], [0.2, 0.7], [0.1, 0.5]])
+    rel = _relative_to_class(values, y)
+    assert (rel[1] == 0).all()  # no cells: no evidence either way
+    assert rel[0, 0] == pytest.approx(0.0)  # the only labelled image with cells sets it
+    assert rel[2, 1] > 0 > rel[3, 1]
 
 
 def test_each_fold_is_scored_by_a_model_fitted_on_the_other_folds_only():

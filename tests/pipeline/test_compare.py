@@ -373,6 +373,34 @@ def test_strong_evidence_sits_above_no_evidence():
     assert np.argmax(fam.image) == 5
 
 
+def test_evidence_just_past_its_null_does_not_outrank_the_surest_label_errors():
+    """In the default order strong evidence adds its size, without the family orders'
+    jump: a clean field just past its null (0.2 widths beyond STRONG_Z) stays below
+    the images the label evidence is surest of, a clear fault (10 widths) tops them,
+    and in its own family's order the field still leads every image without."""
+    from labelaudit.pipeline.compare import STRONG_Z, family_scores
+
+    rng = np.random.default_rng(5)
+    n = 200
+    combined = rng.uniform(0, 0.9, n)  # no tail: the label ranking has no strong evidence
+    combined[:10] = np.linspace(0.91, 1.0, 10)  # 0-9: the surest label errors
+    combined[[10, 11]] = 0.45  # middling label ranks
+    intensity = rng.normal(0, 1, n)
+    intensity = (intensity - np.median(intensity)) / (1.4826 * np.median(np.abs(intensity)))
+    intensity = np.clip(intensity, -2.5, 2.5)  # a normal null of width 1
+    intensity[10] = STRONG_Z + 0.2  # 10: a clean field just past the null
+    intensity[11] = STRONG_Z + 10.0  # 11: a fault
+    fam = family_scores(
+        {"combined": _result("combined", combined), "intensity": _result("intensity", intensity)}
+    )
+    assert fam.problem[11] > fam.problem[:10].max()
+    assert fam.problem[10] < fam.problem[:10].min()
+    assert fam.problem[10] > np.delete(fam.problem, [*range(12)]).min()  # it still counts
+    assert "intensity z=" in fam.evidence[10]
+    others = np.delete(fam.image, [10, 11])
+    assert fam.image[11] > fam.image[10] > 1 > others.max()
+
+
 def test_a_weak_secondary_detector_does_not_blur_the_reference_order():
     from labelaudit.pipeline.compare import family_scores
 

@@ -90,7 +90,7 @@ def test_round_trips(tmp_path):
     [
         ("oops", "line 3: 'b' is 'oops', not a probability"),
         ("nan", "line 3: 'b' is"),
-        ("1.5", "line 3: 'b' is"),
+        ("1.5", "line 3: 'b' is '1.5', not a probability"),
         ("-0.1", "line 3: 'b' is"),
         ("inf", "line 3: 'b' is"),
     ],
@@ -106,6 +106,39 @@ def test_forged_probabilities_are_one_message(tmp_path, cell, says):
     run.file("oof_probs.csv").write_text("id,a,c\nx,0.1,0.3\ny,0.4,0.6\n")
     with pytest.raises(RunDirError, match="no column 'b'"):
         run.read_probs(INFO["class_names"], ["x", "y"])
+
+
+def test_cells_are_read_back_and_forged_cell_files_are_one_message(tmp_path):
+    """The cell level's files feed the label evidence when read back: each forgery
+    names its file; a run without a cell level has no cells."""
+    run = _run(tmp_path, INFO)
+    ids = ["x", "y"]
+    assert run.read_cells(INFO["class_names"], ids) is None
+    cells = "cell_id,id,cell\nx_1,x,1\nx_2,x,2\ny_1,y,1\n"
+    probs = "id,a,b,c\nx_1,0.1,0.2,0.3\nx_2,0.4,0.5,0.6\ny_1,0.7,0.8,0.9\n"
+    run.file("cells.csv").write_text(cells)
+    with pytest.raises(RunDirError, match="cells/oof_probs.csv: not found"):
+        run.read_cells(INFO["class_names"], ids)
+    run.file("cells").mkdir()
+    run.file("cells/oof_probs.csv").write_text(probs)
+    got = run.read_cells(INFO["class_names"], ids)
+    assert got.table["id"].tolist() == ["x", "x", "y"]
+    np.testing.assert_allclose(got.probs[2], [0.7, 0.8, 0.9])
+    forgeries = [
+        ("cells.csv", cells.replace("y_1,y", "y_1,z"), "cells of images not in dataset.csv"),
+        ("cells.csv", cells.replace("cell_id,id", "cell,field"), "no 'cell_id' and 'id'"),
+        ("cells.csv", "", "not a readable CSV"),
+        ("cells/oof_probs.csv", probs.replace("0.8", "8"), "line 4: 'b' is '8.0', not a"),
+        ("cells/oof_probs.csv", probs.replace("x_2,", "x_3,"), "cell ids do not match"),
+        ("cells/oof_probs.csv", probs.replace(",b,", ",B,"), "no column 'b'"),
+    ]
+    for name, text, says in forgeries:
+        original = run.file(name).read_text()
+        run.file(name).write_text(text)
+        with pytest.raises(RunDirError, match=says) as err:
+            run.read_cells(INFO["class_names"], ids)
+        assert name in str(err.value)
+        run.file(name).write_text(original)
 
 
 def test_add_issue_columns_keeps_rows_and_replaces(tmp_path):
