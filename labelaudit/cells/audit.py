@@ -81,78 +81,6 @@ class CellStage:
         )
 
 
-def audit_cells(
-    run_dir: str | Path,
-    dataset: Dataset,
-    settings: TrainSettings,
-    *,
-    masks: str | Path | None = None,
-    cell_size: int | None = None,
-    cache_dir: str | Path | None = None,
-    params: CellFindingParams | None = None,
-    fold: int | None = None,
-    console: Console | None = None,
-) -> dict:
-    """Run the cell-level audit of a scanned run directory.
-
-    :func:`train_cells`, then :func:`write_cell_findings` (``scan --level cell`` runs
-    the field detectors between the two, so they can use the cell model's view).
-
-    Parameters
-    ----------
-    run_dir
-        The run directory; ``issues.csv`` (the field-level detect stage) must exist.
-    dataset
-        The scanned dataset.
-    settings
-        The field-level training settings; the cell models use them with
-        ``image_size = cell_size``.
-    masks
-        A directory of ``{ID}_predictedmask.png`` / ``{ID}.npz`` masks made
-        elsewhere (used as given); ``None`` segments every field
-        (:func:`labelaudit.cells.segment.segment_field`, border cells dropped).
-    cell_size
-        Side of the cell crops (:func:`default_cell_size` of the field size).
-    cache_dir
-        Where the cell cache lives.
-    params
-        Thresholds of the findings.
-    fold
-        Train only this cell fold (1-based), like ``scan --fold``; the findings are
-        made by the call that finds every cell fold finished.
-    console
-        Where progress goes.
-
-    Returns
-    -------
-    dict
-        The ``run.json["cells"]`` section; empty while cell folds are unfinished.
-
-    Raises
-    ------
-    SettingsError
-        No cells were found, or too few fields with cells for the folds.
-    DatasetError
-        A mask file is missing or unreadable (naming it).
-    """
-    run = RunDir(run_dir)
-    if not run.file(ISSUES_CSV).is_file():
-        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
-    stage = train_cells(
-        run_dir,
-        dataset,
-        settings,
-        masks=masks,
-        cell_size=cell_size,
-        cache_dir=cache_dir,
-        fold=fold,
-        console=console,
-    )
-    if stage is None:
-        return {}
-    return write_cell_findings(run_dir, dataset, stage, settings.seed, params, console)
-
-
 def train_cells(
     run_dir: str | Path,
     dataset: Dataset,
@@ -166,8 +94,44 @@ def train_cells(
 ) -> CellStage | None:
     """The cells (segmented, or read from ``masks``) and their cross-validation.
 
-    Parameters as :func:`audit_cells`. Returns ``None`` while cell folds are
-    unfinished (``fold``) or on a non-zero distributed rank.
+    ``scan --level cell`` runs this before the field detectors (so the label evidence
+    can weigh the cell model's view), then :func:`write_cell_findings`.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory (the cell folds go to ``RUN/cells/``).
+    dataset
+        The scanned dataset.
+    settings
+        The field-level training settings; the cell models use them with
+        ``image_size = cell_size``.
+    masks
+        A directory of ``{ID}_predictedmask.png`` / ``{ID}.npz`` masks made
+        elsewhere (used as given); ``None`` segments every field
+        (:func:`labelaudit.cells.segment.segment_field`, border cells dropped).
+    cell_size
+        Side of the cell crops (:func:`default_cell_size` of the field size).
+    cache_dir
+        Where the cell cache lives.
+    fold
+        Train only this cell fold (1-based), like ``scan --fold``; the findings are
+        made by the call that finds every cell fold finished.
+    console
+        Where progress goes.
+
+    Returns
+    -------
+    CellStage or None
+        ``None`` while cell folds are unfinished (``fold``) or on a non-zero
+        distributed rank.
+
+    Raises
+    ------
+    SettingsError
+        No cells were found, or too few fields with cells for the folds.
+    DatasetError
+        A mask file is missing or unreadable (naming it).
     """
     console = console or Console(quiet=True)
     timings: dict[str, float] = {}

@@ -292,7 +292,7 @@ class CellEvidence(Detector):
 
     The registered form of :func:`cell_findings`: it runs after the comparison, on
     the cell-level cross-validation (``inputs.cells``), from
-    :func:`labelaudit.cells.audit.audit_cells`. Its parameters are the fields of
+    :func:`labelaudit.cells.audit.write_cell_findings`. Its parameters are the fields of
     :class:`CellFindingParams`, and ``random_state`` seeds the cell outlier forest.
 
     Findings: per field, each given label no cell shows (``value`` = the field's
