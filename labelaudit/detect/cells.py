@@ -94,6 +94,22 @@ def sibling_deviation(probs: np.ndarray, field_of: np.ndarray, min_siblings: int
     return out
 
 
+def field_positions(cells: pd.DataFrame, field_ids: list[str]) -> np.ndarray:
+    """Each cell's field as a row of ``field_ids`` (``cells["id"]`` names it).
+
+    Raises
+    ------
+    ValueError
+        A cell of a field that is not in ``field_ids``.
+    """
+    position = {str(fid): i for i, fid in enumerate(field_ids)}
+    names = cells["id"].astype(str)
+    missing = sorted(set(names) - set(position))
+    if missing:
+        raise ValueError(f"cells of unknown fields: {', '.join(missing[:3])}")
+    return names.map(position).to_numpy(dtype=np.int64)
+
+
 def cell_findings(
     cells: pd.DataFrame,
     probs: np.ndarray,
@@ -142,11 +158,7 @@ def cell_findings(
     p = params or CellFindingParams()
     probs = np.asarray(probs, dtype=np.float64)
     field_labels = np.asarray(field_labels, dtype=bool)
-    position = {fid: i for i, fid in enumerate(field_ids)}
-    missing = sorted(set(cells["id"].astype(str)) - set(position))
-    if missing:
-        raise ValueError(f"cells of unknown fields: {', '.join(missing[:3])}")
-    field_of = cells["id"].astype(str).map(position).to_numpy(dtype=np.int64)
+    field_of = field_positions(cells, field_ids)
     thresholds = class_thresholds(probs, field_labels[field_of], p)
     shown = probs >= thresholds  # supports a given label
     predicted = probs >= p.threshold  # the cell model's own prediction

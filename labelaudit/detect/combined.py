@@ -193,12 +193,9 @@ def cell_support(cells: CellPredictions, ids: list[str]) -> tuple[np.ndarray, np
     ValueError
         A cell names an image that is not in ``ids``.
     """
-    position = {str(i): row for row, i in enumerate(ids)}
-    names = cells.table["id"].astype(str)
-    unknown = sorted(set(names) - set(position))
-    if unknown:
-        raise ValueError(f"cells of unknown images: {', '.join(unknown[:3])}")
-    field_of = names.map(position).to_numpy(dtype=np.int64)
+    from labelaudit.detect.cells import field_positions
+
+    field_of = field_positions(cells.table, ids)
     probs = np.asarray(cells.probs, dtype=float)
     n, k = len(ids), probs.shape[1]
     count = np.bincount(field_of, minlength=n)

@@ -304,9 +304,7 @@ class RunDir:
         if frame is None:
             return None
         path = self.file(OOF_CSV)
-        missing = [c for c in ["id", *class_names] if c not in frame.columns]
-        if missing:
-            raise RunDirError(f"{path} does not match dataset.csv (no column {missing[0]!r})")
+        _require_class_columns(frame, class_names, path)
         if aligned:
             if frame["id"].tolist() != ids:
                 raise RunDirError(f"{path}: ids do not match dataset.csv")
@@ -342,9 +340,7 @@ class RunDir:
         if not probs_path.is_file():
             raise RunDirError(f"{probs_path}: not found (the cell model's probabilities)")
         frame = _table(probs_path, dtype={"id": str})
-        missing = [c for c in ["id", *class_names] if c not in frame.columns]
-        if missing:
-            raise RunDirError(f"{probs_path} does not match dataset.csv (no column {missing[0]!r})")
+        _require_class_columns(frame, class_names, probs_path)
         if frame["id"].tolist() != table["cell_id"].tolist():
             raise RunDirError(f"{probs_path}: cell ids do not match {CELLS_CSV}")
         probs = _probabilities(frame, class_names, probs_path)
@@ -490,6 +486,13 @@ class RunDir:
 
 #: Largest embedding value read back (a network's features are many orders smaller).
 MAX_EMBEDDING_VALUE = 1e15
+
+
+def _require_class_columns(frame: pd.DataFrame, class_names: list[str], path: Path) -> None:
+    """A probabilities table needs ``id`` and one column per class of dataset.csv."""
+    missing = [c for c in ["id", *class_names] if c not in frame.columns]
+    if missing:
+        raise RunDirError(f"{path} does not match dataset.csv (no column {missing[0]!r})")
 
 
 def _probabilities(frame: pd.DataFrame, class_names: list[str], path: Path) -> np.ndarray:

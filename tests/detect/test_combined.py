@@ -193,7 +193,7 @@ def test_cell_support_is_the_strongest_and_mean_cell_per_image():
     np.testing.assert_allclose(strongest[[0, 2]], [[0.6, 0.9], [0.3, 0.4]])
     np.testing.assert_allclose(mean[[0, 2]], [[0.4, 0.5], [0.3, 0.4]])
     assert np.isnan(strongest[1]).all() and np.isnan(mean[1]).all()  # b has no cells
-    with pytest.raises(ValueError, match="unknown images: x"):
+    with pytest.raises(ValueError, match="unknown fields: x"):
         cell_support(CellPredictions(table.assign(id=["a", "x", "c"]), probs), ["a", "b", "c"])
 
 
