@@ -77,6 +77,24 @@ def test_the_label_evidence_weighs_the_cells_as_the_run_reads_them_back(cell_run
 
 
 @pytest.mark.slow
+def test_a_second_round_of_a_cell_level_scan_flips_by_the_evidence_with_cells(cell_run):
+    from labelaudit.detect.combined import CombinedEvidence
+    from labelaudit.pipeline.second_round import FLIP_AT, corrected_labels, read_second_round
+    from labelaudit.rundir import RunDir
+
+    _, run = cell_run
+    inputs = RunDir(run).audit_inputs()
+    ids, tokens = list(inputs.ids), list(inputs.class_tokens)
+    record = read_second_round(run, ids, tokens, inputs.labels)
+    with_cells, _ = CombinedEvidence().posteriors(inputs)
+    without, _ = CombinedEvidence(cells=False).posteriors(inputs)
+    expected = corrected_labels(inputs.labels, with_cells, FLIP_AT)
+    np.testing.assert_array_equal(record.aligned(ids), expected)
+    # On this set the cells change which labels are flipped (three of them).
+    assert (corrected_labels(inputs.labels, without, FLIP_AT) != expected).any()
+
+
+@pytest.mark.slow
 def test_rescan_reuses_cell_folds_and_bench_scores_cells(cell_run, run_cli):
     data, run = cell_run
     code, out, err = run_cli(
