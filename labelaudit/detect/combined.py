@@ -226,9 +226,7 @@ def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray
     n, k = y.shape
     p = ctx.probs
     lp = _logit(p)
-    counts = y.sum(axis=0)
-    thr = np.where(counts > 0, np.where(y, p, 0.0).sum(axis=0) / np.maximum(counts, 1), 0.5)
-    lt = np.broadcast_to(_logit(thr), (n, k))
+    lt = np.broadcast_to(_logit(_class_threshold(p, y)), (n, k))
     rel = lp - lt
     feats: dict[str, np.ndarray] = {"logit_p": lp, "logit_threshold": lt}
     # The strongest absent class and weakest given label other than the entry itself.
@@ -264,16 +262,21 @@ def entry_features(labels: np.ndarray, ctx: EvidenceContext) -> tuple[np.ndarray
     return np.stack([np.asarray(feats[f], dtype=float) for f in names], axis=-1), names
 
 
-def _relative_to_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``logit(values)`` minus the logit of its mean over the images labelled with the
-    class (the class threshold, as for the probabilities); 0 where ``values`` is NaN
-    (an image without cells says nothing)."""
-    known = ~np.isnan(values)
-    member = labels & known
+def _class_threshold(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per class, the mean of ``values`` over the images labelled with it (confident
+    learning's average self-confidence; NaN values left out; 0.5 for a class no
+    image with a value is labelled with)."""
+    member = labels & ~np.isnan(values)
     counts = member.sum(axis=0)
     sums = np.where(member, values, 0.0).sum(axis=0)
-    threshold = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5)
-    rel = _logit(np.where(known, values, 0.5)) - _logit(threshold)[None, :]
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.5)
+
+
+def _relative_to_class(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``logit(values)`` minus the logit of its class threshold (as for the
+    probabilities); 0 where ``values`` is NaN (an image without cells says nothing)."""
+    known = ~np.isnan(values)
+    rel = _logit(np.where(known, values, 0.5)) - _logit(_class_threshold(values, labels))[None, :]
     return np.where(known, rel, 0.0)
 
 

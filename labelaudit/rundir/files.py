@@ -477,11 +477,15 @@ class RunDir:
         info = self.dataset_info()
         ids, labels = self.read_given(info)
         probs = self.read_probs(LabelCodec.from_info(info).names, ids)
-        inputs = make_audit_inputs(
-            info, ids, labels, probs, self.read_embeddings(len(ids)), self.read_stats()
+        return make_audit_inputs(
+            info,
+            ids,
+            labels,
+            probs,
+            self.read_embeddings(len(ids)),
+            self.read_stats(),
+            cells=self.read_cells(list(LabelCodec.from_info(info).names), ids),
         )
-        inputs.cells = self.read_cells(list(inputs.class_names), ids)
-        return inputs
 
 
 #: Largest embedding value read back (a network's features are many orders smaller).
@@ -515,8 +519,10 @@ def make_audit_inputs(
     probs: np.ndarray | None,
     embeddings: np.ndarray | None,
     stats: pd.DataFrame | None,
+    cells=None,
 ):
-    """:class:`~labelaudit.detect.base.AuditInputs` of a run's dataset section."""
+    """:class:`~labelaudit.detect.base.AuditInputs` of a run's dataset section (and
+    the cell level's predictions, ``cells``, where the run has them)."""
     from labelaudit.detect.base import AuditInputs
 
     codec = LabelCodec.from_info(info)  # lenient: the section may be forged
@@ -531,6 +537,7 @@ def make_audit_inputs(
         stats=stats,
         protein_channel=info.get("protein_channel", "green"),
         exclusive_classes=tuple(exclusive_classes(info)),
+        cells=cells,
     )
 
 
