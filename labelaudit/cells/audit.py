@@ -165,17 +165,78 @@ def write_cell_findings(
     if not run.file(ISSUES_CSV).is_file():
         raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
     t = time.perf_counter()
-    per_cell, per_field = _write_findings(run, dataset, stage, params, seed)
+    inputs = AuditInputs(
+        list(dataset.ids),
+        list(dataset.class_names),
+        list(dataset.class_tokens),
+        dataset.label_sep,
+        dataset.labels,
+        cells=stage.predictions(),
+    )
+    per_cell, per_field = _write_findings(run, inputs, stage.cv.fold_of + 1, params, seed)
     source = _mask_source(stage.masks, stage.cache)
     overlays = write_overlays(run.path, dataset, source, per_cell, per_field)
     timings = {**stage.timings, "cells_findings": time.perf_counter() - t}
 
-    section = _cells_section(
-        dataset, stage.cache, stage.masks, stage.size, per_cell, per_field, params
-    )
+    section = {
+        "source": _source(stage.masks),
+        "masks": str(Path(stage.masks).resolve())
+        if stage.masks is not None
+        else str(stage.cache.masks_dir),
+        "cell_size": stage.size,
+        **_cells_section(inputs, per_cell, per_field, params),
+    }
     section["metrics"] = summary(stage.cv.metrics) if stage.cv.metrics else {}
     section["overlays"] = overlays
     section["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    _record(run, section, console)
+    return section
+
+
+#: ``run.json["cells"]["source"]`` of cells whose probabilities the caller supplied.
+SUPPLIED_SOURCE = "supplied: the caller's cell-level probabilities (find_issues cell_probs)"
+
+
+def write_supplied_cell_findings(
+    run_dir: str | Path,
+    inputs: AuditInputs,
+    seed: int = 0,
+    params: CellFindingParams | None = None,
+    console: Console | None = None,
+) -> dict:
+    """The cell findings of cell probabilities a caller supplied (no masks, no training).
+
+    Writes ``cells.csv``, the cell columns of ``issues.csv`` (which must exist) and
+    ``run.json["cells"]`` as :func:`write_cell_findings` does, without overlays (there
+    are no masks to draw) or a cell model's metrics.
+
+    Parameters
+    ----------
+    run_dir
+        The run directory, after detection.
+    inputs
+        The audit inputs with ``inputs.cells``.
+    seed, params, console
+        As for :func:`write_cell_findings`.
+
+    Returns
+    -------
+    dict
+        The ``run.json["cells"]`` section.
+    """
+    console = console or Console(quiet=True)
+    run = RunDir(run_dir)
+    if not run.file(ISSUES_CSV).is_file():
+        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
+    per_cell, per_field = _write_findings(run, inputs, None, params, seed)
+    section = {
+        "source": SUPPLIED_SOURCE,
+        "masks": None,
+        "cell_size": None,
+        **_cells_section(inputs, per_cell, per_field, params),
+        "metrics": {},
+        "overlays": [],
+    }
     _record(run, section, console)
     return section
 
@@ -257,49 +318,40 @@ def _cross_validate_cells(
 
 def _write_findings(
     run: RunDir,
-    dataset: Dataset,
-    stage: CellStage,
+    inputs: AuditInputs,
+    folds: np.ndarray | None,
     params: CellFindingParams | None,
     seed: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The cell findings: ``cells.csv`` and the cell columns of ``issues.csv``."""
-    inputs = AuditInputs(
-        list(dataset.ids),
-        list(dataset.class_names),
-        list(dataset.class_tokens),
-        dataset.label_sep,
-        dataset.labels,
-        cells=stage.predictions(),
-    )
+    """The cell findings: ``cells.csv`` and the cell columns of ``issues.csv``.
+
+    ``folds``: each cell's 1-based cell fold (a column of ``cells.csv``), where the
+    cells were cross-validated here."""
     thresholds = dataclasses.asdict(params or CellFindingParams())
     detector = get_detector("cells", **thresholds, random_state=seed)
     assert isinstance(detector, CellEvidence)
     per_cell, per_field = detector.tables(inputs)
-    per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", stage.cv.fold_of + 1)
+    if folds is not None:
+        per_cell.insert(per_cell.columns.get_loc("area") + 1, "fold", folds)
     run.write_table(CELLS_CSV, per_cell)
     run.add_issue_columns(per_field, ISSUE_COLUMNS)  # the field stage's rows, our columns
     return per_cell, per_field
 
 
 def _cells_section(
-    dataset: Dataset,
-    cache: CellCache,
-    masks: str | Path | None,
-    size: int,
+    inputs: AuditInputs,
     per_cell: pd.DataFrame,
     per_field: pd.DataFrame,
     params: CellFindingParams | None,
 ) -> dict[str, Any]:
-    """The ``run.json["cells"]`` section's findings (without metrics, overlays, timings)."""
+    """The findings of ``run.json["cells"]`` (without the source, metrics, overlays)."""
+    with_cells = per_field["n_cells"] > 0
     return {
-        "source": _source(masks),
-        "masks": str(Path(masks).resolve()) if masks is not None else str(cache.masks_dir),
-        "cell_size": size,
-        "n_cells": int(len(cache)),
-        "n_fields_with_cells": _n_fields_with_cells(cache),
+        "n_cells": int(len(per_cell)),
+        "n_fields_with_cells": int(with_cells.sum()),
         "cells_per_field": _describe(per_field["n_cells"]),
         "n_unsupported_labels": int(
-            sum(len(split_labels(s, dataset.label_sep)) for s in per_field["unsupported_labels"])
+            sum(len(split_labels(s, inputs.label_sep)) for s in per_field["unsupported_labels"])
         ),
         "n_fields_with_unsupported_labels": int((per_field["unsupported_labels"] != "").sum()),
         "n_fields_with_cell_missing_labels": int((per_field["cell_missing_labels"] != "").sum()),
@@ -307,7 +359,7 @@ def _cells_section(
         "n_outlier_cells": int(per_cell["outlier"].sum()),
         "params": (params or CellFindingParams()).__dict__,
         "class_thresholds": dict(
-            zip(dataset.class_tokens, per_field.attrs["class_thresholds"], strict=True)
+            zip(inputs.class_tokens, per_field.attrs["class_thresholds"], strict=True)
         ),
     }
 

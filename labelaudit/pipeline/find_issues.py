@@ -25,13 +25,16 @@ import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.userfiles import first_bad_probability
 from labelaudit.pipeline.results import AuditResult
+
+if TYPE_CHECKING:
+    from labelaudit.detect.base import CellPredictions
 
 #: ``summary["notes"]`` when no images are given.
 NO_IMAGES_NOTE = (
@@ -146,8 +149,12 @@ def _names(class_names: Sequence[str] | None, default: list[str], k: int) -> lis
     return names
 
 
-def check_probs(pred_probs: Any, n: int, k: int) -> np.ndarray:
+def check_probs(
+    pred_probs: Any, n: int, k: int, name: str = "pred_probs", rows: str = "images"
+) -> np.ndarray:
     """``pred_probs`` as an (N, K) float array of per-class probabilities in [0, 1].
+
+    ``name`` and ``rows`` say in the messages which array it is and what its rows are.
 
     Raises
     ------
@@ -155,23 +162,86 @@ def check_probs(pred_probs: Any, n: int, k: int) -> np.ndarray:
         Not numbers, the wrong shape, NaN or infinite values, values outside [0, 1]:
         one line naming the first bad cell.
     """
-    probs = _numbers(pred_probs, "pred_probs")
+    probs = _numbers(pred_probs, name)
     if probs.shape != (n, k):
         raise SettingsError(
-            f"pred_probs has shape {probs.shape}; the labels need {n} rows (images) x "
-            f"{k} columns (classes)"
+            f"{name} has shape {probs.shape}; expected {n} rows ({rows}) x {k} columns (classes)"
         )
     bad = first_bad_probability(probs)
     if bad is not None and bad[2] == "nan":
         r, c, _ = bad
-        raise SettingsError(f"pred_probs[{r}, {c}] is {probs[r, c]}: NaN or infinite")
+        raise SettingsError(f"{name}[{r}, {c}] is {probs[r, c]}: NaN or infinite")
     if bad is not None:
         r, c, _ = bad
         raise SettingsError(
-            f"pred_probs[{r}, {c}] = {probs[r, c]:g} is outside [0, 1]: give per-class "
+            f"{name}[{r}, {c}] = {probs[r, c]:g} is outside [0, 1]: give per-class "
             "probabilities (a sigmoid of the logits), out-of-sample"
         )
     return probs
+
+
+def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> CellPredictions:
+    """The caller's cells as :class:`~labelaudit.detect.base.CellPredictions`.
+
+    Parameters
+    ----------
+    cell_probs
+        (M, K) out-of-sample per-class probabilities of M cells.
+    cell_images
+        M entries, each cell's image: its row (an integer) or its id (a string).
+    ids
+        The N image ids.
+    k
+        The number of classes.
+
+    Returns
+    -------
+    CellPredictions
+        ``table``: ``cell_id`` (``{image id}_{j}``, j counting the image's cells from
+        1), ``id`` and ``cell`` (that j).
+
+    Raises
+    ------
+    SettingsError
+        One of the two without the other, no cells, a bad probability (naming it), or
+        a cell whose image is not among the labels' rows (naming the cell).
+    """
+    import pandas as pd
+
+    from labelaudit.detect.base import CellPredictions
+
+    if cell_probs is None or cell_images is None:
+        raise SettingsError(
+            "cell_probs and cell_images go together: each cell's probabilities and the "
+            "image (row or id) it belongs to"
+        )
+    owners = list(np.asarray(cell_images, dtype=object).ravel())
+    if not owners:
+        raise SettingsError("cell_images: no cells given")
+    probs = check_probs(cell_probs, len(owners), k, "cell_probs", "cells")
+    position = {image_id: row for row, image_id in enumerate(ids)}
+    rows = np.empty(len(owners), dtype=np.int64)
+    for j, owner in enumerate(owners):
+        if isinstance(owner, int | np.integer) and not isinstance(owner, bool | np.bool_):
+            if not 0 <= int(owner) < len(ids):
+                raise SettingsError(
+                    f"cell_images[{j}] = {owner}: no such image row (there are {len(ids)})"
+                )
+            rows[j] = int(owner)
+        elif isinstance(owner, str) and owner in position:
+            rows[j] = position[owner]
+        else:
+            raise SettingsError(
+                f"cell_images[{j}] = {owner!r} names no image: give its row (0 to "
+                f"{len(ids) - 1}) or its id"
+            )
+    field = [ids[r] for r in rows]
+    number = pd.Series(field).groupby(field).cumcount().to_numpy() + 1
+    table = pd.DataFrame(
+        {"cell_id": [f"{f}_{j}" for f, j in zip(field, number, strict=True)], "id": field,
+         "cell": number}
+    )  # fmt: skip
+    return CellPredictions(table, probs)
 
 
 def check_features(features: Any, n: int) -> np.ndarray:
@@ -221,6 +291,8 @@ def find_issues(
     class_names: Sequence[str] | None = None,
     *,
     ids: Sequence[str] | None = None,
+    cell_probs: Any = None,
+    cell_images: Any = None,
     out: str | Path | None = None,
     detectors: Sequence[str] | None = None,
     preset: str = "auto",
@@ -251,6 +323,13 @@ def find_issues(
     ids
         One distinct name per image (default ``000000``, ``000001``, ...); with image
         paths, the paths are the ids.
+    cell_probs, cell_images
+        A cell-level model's out-of-sample probabilities, (M, K), for M cells of the
+        images, and each cell's image (its row, or its id): e.g. a single-cell
+        classifier's predictions on HPA cell crops. The cell model is a second view
+        of each label (the label evidence weighs its strongest and mean cell per
+        class; ``label_support_score`` and the other cell columns join the issues).
+        Used with ``pred_probs`` and without ``images``.
     out
         The run directory to write (new, empty or labelaudit's); default a temporary
         one, removed when the result is garbage-collected.
@@ -272,12 +351,21 @@ def find_issues(
         A bad array, class name, id or option: one line naming it.
     """
     matrix, names, probs, emb = _checked_arrays(labels, pred_probs, features, images, class_names)
+    cells = None
+    if cell_probs is not None or cell_images is not None:
+        if probs is None or images is not None:
+            raise SettingsError(
+                "cell_probs: give them with pred_probs and without images (with images, "
+                "`labelaudit scan --level cell` trains its own cell model)"
+            )
+        cells = check_cells(cell_probs, cell_images, _check_ids(ids, len(matrix)), len(names))
     work, run_dir, temporary = _work_dirs(out)
     try:
         if probs is not None and images is None:
             result = _audit_arrays(
-                run_dir, _check_ids(ids, len(matrix)), matrix, names, probs, emb, detectors
-            )
+                run_dir, _check_ids(ids, len(matrix)), matrix, names, probs, emb, detectors,
+                cells,
+            )  # fmt: skip
         else:
             result = _audit_images(
                 work, run_dir, images, ids, matrix, names, probs, emb,
@@ -358,10 +446,13 @@ def _audit_arrays(
     probs: np.ndarray,
     emb: np.ndarray | None,
     detectors: Sequence[str] | None,
+    cells: CellPredictions | None = None,
 ) -> AuditResult:
-    """Detect and compare on the arrays alone (a scan's stages after training)."""
+    """Detect and compare on the arrays alone (a scan's stages after training); with
+    ``cells``, the cell findings after them."""
     import pandas as pd
 
+    from labelaudit.cells.audit import forget_cells, write_supplied_cell_findings
     from labelaudit.core.config import resolve_settings
     from labelaudit.core.io import write_csv
     from labelaudit.data.labels import LabelCodec
@@ -370,6 +461,7 @@ def _audit_arrays(
     from labelaudit.pipeline.preflight import preflight
     from labelaudit.pipeline.scan import SUPPLIED_NOTE
     from labelaudit.rundir import (
+        CELLS_DIR,
         DATASET_CSV,
         OOF_CSV,
         RunDir,
@@ -410,8 +502,20 @@ def _audit_arrays(
             {"supplied": True, "probs": "array", "embeddings": None, "note": SUPPLIED_NOTE},
         )
         run.edit_run(lambda data: data.pop("second_round", None))  # not trained here
-        audit = make_audit_inputs(info, ids, labels, probs, emb, None)
+        forget_cells(run_dir)  # an earlier call's cells are not this call's
+        if cells is not None:
+            # Where a cell-level scan keeps them, so the run reads back as it was audited.
+            frame = pd.DataFrame(cells.probs, columns=names)
+            frame.insert(0, "id", cells.table["cell_id"].to_numpy())
+            cell_dir = run.file(CELLS_DIR)
+            if cell_dir.is_symlink() or (cell_dir.exists() and not cell_dir.is_dir()):
+                raise SettingsError(f"{cell_dir} is not a directory labelaudit made; move it away")
+            cell_dir.mkdir(exist_ok=True)
+            write_csv(run.file(f"{CELLS_DIR}/{OOF_CSV}"), frame)
+        audit = make_audit_inputs(info, ids, labels, probs, emb, None, cells=cells)
         detect_and_compare(audit, run_dir, detectors=detectors)
+        if cells is not None:
+            write_supplied_cell_findings(run_dir, audit)
         if emb is not None:
             add_duplicates(run_dir, audit, None)
     return AuditResult(

@@ -787,7 +787,7 @@ def _cell_facts(sec: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("cells per field", " / ".join(_fmt(per_field.get(k)) for k in ("min", "median", "max"))),
         ("masks", str(sec.get("source", "-"))),
-        ("crop size", f"{sec.get('cell_size', '-')} px"),
+        ("crop size", f"{sec['cell_size']} px" if sec.get("cell_size") else "-"),
         ("cell model (out-of-fold, cells inherit their field's labels)", model or "-"),
         ("fields with a label no cell shows", _count(sec.get("n_fields_with_unsupported_labels"))),
         (
@@ -802,7 +802,7 @@ def _cell_facts(sec: dict[str, Any]) -> list[tuple[str, str]]:
 def _support_figure(figs: Figures, issues: pd.DataFrame) -> list[dict[str, Any]]:
     """Given labels grouped by the share of the field's cells that show them."""
     shares = []
-    for text in issues["label_support"].astype(str):
+    for text in issues["label_support"].fillna("").astype(str):
         for part in filter(None, text.split(";")):
             shown, _, total = part.rpartition(":")[2].partition("/")
             if total.isdigit() and int(total) > 0:

@@ -7,6 +7,7 @@ import gc
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 import labelaudit
 from labelaudit.core.errors import SettingsError
@@ -159,3 +160,90 @@ def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path
     with pytest.raises(SettingsError, match="never writes into its inputs"):
         result.report(root / "train" / "report.html")  # the images' folder: an input
     assert not (root / "train" / "report.html").exists()
+
+
+def with_cell_model(n: int = 300, k: int = 5, seed: int = 0):
+    """Given labels with 12 % planted errors, a field model's and a cell model's
+    probabilities (each knowing the truth, each with noise of its own), two or three
+    cells per image (none for every tenth)."""
+    from labelaudit.detect.combined import plant_label_noise
+
+    rng = np.random.default_rng(seed)
+    true = rng.random((n, k)) < 0.3
+    true[~true.any(axis=1), 0] = True
+    given, _ = plant_label_noise(true, 0.12, rng)
+
+    def model(rows: np.ndarray) -> np.ndarray:
+        logits = np.where(true[rows], 1.5, -1.5) + rng.normal(0, 1.2, (len(rows), k))
+        return 1 / (1 + np.exp(-logits))
+
+    owners = np.array([i for i in range(n) if i % 10 for _ in range(int(rng.integers(2, 4)))])
+    features = true + rng.normal(0, 0.6, true.shape)
+    return given, true, model(np.arange(n)), features, model(owners), owners
+
+
+def test_a_cell_models_probabilities_join_the_label_evidence(tmp_path):
+    from labelaudit.cells.audit import SUPPLIED_SOURCE
+    from labelaudit.rundir import RunDir
+
+    given, true, probs, features, cell_probs, owners = with_cell_model()
+    names = [f"c{j}" for j in range(5)]
+    ids = [f"f{i}" for i in range(len(given))]
+    wrong = (given != true).any(axis=1)
+    args = {"pred_probs": probs, "features": features, "class_names": names, "ids": ids}
+    plain = labelaudit.find_issues(given, **args).issues.sort_index()
+    out = tmp_path / "run"
+    result = labelaudit.find_issues(
+        given, **args, cell_probs=cell_probs, cell_images=owners, out=out
+    )
+    issues = result.issues.sort_index()
+    before = roc_auc_score(wrong, plain["label_score"])
+    after = roc_auc_score(wrong, issues["label_score"])
+    assert after > before + 0.02, (before, after)
+    # the cell findings join the issues; an image without cells has none
+    assert issues.loc[0, "n_cells"] == 0 and issues.loc[1, "n_cells"] >= 2
+    assert issues["label_support_score"].notna().sum() == len(given) - len(given) // 10
+    run = RunDir(out)
+    section = run.read_run()["cells"]
+    assert section["source"] == SUPPLIED_SOURCE and section["n_cells"] == len(owners)
+    # the run reads back as it was audited: the same cells, the same probabilities
+    back = run.audit_inputs().cells
+    assert back is not None and back.table["id"].tolist() == [ids[i] for i in owners]
+    np.testing.assert_allclose(back.probs, cell_probs)
+    assert "supplied" in result.report(tmp_path / "audit.html").read_text()
+    # cells named by id are the same cells as cells named by row
+    by_id = labelaudit.find_issues(
+        given, **args, cell_probs=cell_probs, cell_images=[ids[i] for i in owners]
+    )
+    pd.testing.assert_frame_equal(by_id.issues.sort_index(), issues)
+    # a later call into the same run without cells forgets them
+    again = labelaudit.find_issues(given, **args, out=out).issues.sort_index()
+    assert "n_cells" not in again and not (out / "cells.csv").exists()
+    assert run.audit_inputs().cells is None
+    np.testing.assert_allclose(again["label_score"], plain["label_score"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: {"cell_images": None}, "cell_probs and cell_images go together"),
+        (lambda c: {"cell_probs": None}, "cell_probs and cell_images go together"),
+        (lambda c: {"cell_images": c["cell_images"][:-1]}, r"cell_probs has shape \(5, 4\)"),
+        (lambda c: {"cell_images": [0, 1, 2, 3, 60]}, r"cell_images\[4\] = 60: no such"),
+        (lambda c: {"cell_images": [0, 1, 2, 3, "nope"]}, r"cell_images\[4\] = 'nope' names"),
+        (lambda c: {"cell_images": [0, 1, 2, 3, True]}, r"cell_images\[4\] = True names"),
+        (lambda c: {"cell_probs": _set(c["cell_probs"], (1, 2), 1.5)}, r"cell_probs\[1, 2\]"),
+        (lambda c: {"cell_probs": [], "cell_images": []}, "no cells given"),
+        (lambda c: {"images": np.zeros((60, 8, 8), np.uint8)}, "without images"),
+    ],
+)
+def test_bad_cells_are_one_clear_error(change, message, tmp_path):
+    lists, _, probs, _ = arrays()
+    cells = {"cell_probs": probs[:5], "cell_images": [0, 1, 2, 3, 4]}
+    cells.update(change(cells))
+    with pytest.raises(SettingsError, match=message) as err:
+        labelaudit.find_issues(
+            lists, pred_probs=probs, class_names=NAMES, **cells, out=tmp_path / "r"
+        )
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "r").exists()
