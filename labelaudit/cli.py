@@ -354,6 +354,14 @@ SecondRoundOption = Annotated[
         " label evidence doubts flipped (a second round; twice the training)."
     ),
 ]
+CellProbsOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A cell-level model's out-of-sample predictions made elsewhere (CSV: id of"
+        " the cell's image, optional cell name, one column per class; one row per cell):"
+        " label evidence and cell findings without masks or cell training."
+    ),
+]
 #: scan's options that are training settings, in the order they are passed on.
 SCAN_SETTINGS = (
     "backbone",
@@ -407,6 +415,7 @@ def scan(
     embeddings: EmbeddingsOption = None,
     against: AgainstOption = None,
     second_round_of: SecondRoundOption = None,
+    cell_probs: CellProbsOption = None,
 ) -> None:
     """Train cross-validated models, run the detectors, write the report."""
     options = dict(locals())  # every option by name: _run_scan sorts them

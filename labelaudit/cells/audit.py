@@ -194,7 +194,10 @@ def write_cell_findings(
 
 
 #: ``run.json["cells"]["source"]`` of cells whose probabilities the caller supplied.
-SUPPLIED_SOURCE = "supplied: the caller's cell-level probabilities (find_issues cell_probs)"
+SUPPLIED_SOURCE = (
+    "supplied: a cell-level model's probabilities made elsewhere "
+    "(scan --cell-probs, find_issues cell_probs)"
+)
 
 
 def write_supplied_cell_findings(

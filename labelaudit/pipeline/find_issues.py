@@ -206,8 +206,6 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
         One of the two without the other, no cells, a bad probability (naming it), or
         a cell whose image is not among the labels' rows (naming the cell).
     """
-    import pandas as pd
-
     from labelaudit.detect.base import CellPredictions
 
     if cell_probs is None or cell_images is None:
@@ -235,12 +233,9 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
                 f"cell_images[{j}] = {owner!r} names no image: give its row (0 to "
                 f"{len(ids) - 1}) or its id"
             )
-    field = [ids[r] for r in rows]
-    number = pd.Series(field).groupby(field).cumcount().to_numpy() + 1
-    table = pd.DataFrame(
-        {"cell_id": [f"{f}_{j}" for f, j in zip(field, number, strict=True)], "id": field,
-         "cell": number}
-    )  # fmt: skip
+    from labelaudit.pipeline.supplied import cell_table
+
+    table = cell_table([ids[r] for r in rows])
     return CellPredictions(table, probs)
 
 
@@ -461,7 +456,6 @@ def _audit_arrays(
     from labelaudit.pipeline.preflight import preflight
     from labelaudit.pipeline.scan import SUPPLIED_NOTE
     from labelaudit.rundir import (
-        CELLS_DIR,
         DATASET_CSV,
         OOF_CSV,
         RunDir,
@@ -504,14 +498,7 @@ def _audit_arrays(
         run.edit_run(lambda data: data.pop("second_round", None))  # not trained here
         forget_cells(run_dir)  # an earlier call's cells are not this call's
         if cells is not None:
-            # Where a cell-level scan keeps them, so the run reads back as it was audited.
-            frame = pd.DataFrame(cells.probs, columns=names)
-            frame.insert(0, "id", cells.table["cell_id"].to_numpy())
-            cell_dir = run.file(CELLS_DIR)
-            if cell_dir.is_symlink() or (cell_dir.exists() and not cell_dir.is_dir()):
-                raise SettingsError(f"{cell_dir} is not a directory labelaudit made; move it away")
-            cell_dir.mkdir(exist_ok=True)
-            write_csv(run.file(f"{CELLS_DIR}/{OOF_CSV}"), frame)
+            run.write_cell_probs(cells, names)
         audit = make_audit_inputs(info, ids, labels, probs, emb, None, cells=cells)
         detect_and_compare(audit, run_dir, detectors=detectors)
         if cells is not None:

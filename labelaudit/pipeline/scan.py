@@ -61,6 +61,13 @@ probs
 embeddings
     With ``probs``: embeddings (``.npy``, N x D, dataset order) for the
     embedding detectors (without them those are skipped).
+cell_probs
+    A cell-level model's out-of-sample probabilities made elsewhere (CSV, one row per
+    cell: the image ``id``, an optional ``cell`` name, one column per class;
+    :func:`~labelaudit.pipeline.supplied.read_supplied_cells`): a second view of each
+    label for the label evidence, and the cell findings (``cells.csv``, the cell
+    columns of ``issues.csv``) without masks or cell training. Not with
+    ``level="cell"``, which trains its own cell model.
 against
     Other datasets (e.g. the test set; only read) to check for leakage: images
     of this dataset that also appear in one of them (identical, or verified
@@ -93,19 +100,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import edit_run_json
 from labelaudit.core.params import Constraint, Integral, Interval, Options, validate_params
-from labelaudit.core.userfiles import (
-    MAX_ARRAY_BYTES,
-    check_user_file,
-    first_bad_probability,
-    load_user_npy,
-    read_user_csv,
-)
 from labelaudit.data.cache import ImageCache, build_cache, subset_dataset
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.layouts import load_dataset
 from labelaudit.data.readers import DEFAULT_MAX_PIXELS
 from labelaudit.pipeline.clean import check_replaceable
 from labelaudit.pipeline.results import AuditResult
+from labelaudit.pipeline.supplied import (
+    Supplied,
+    read_supplied_cells,
+    read_supplied_embeddings,
+    read_supplied_probs,
+)
 from labelaudit.rundir import (
     CLEANED_DIR,
     DEFAULT_RUN,
@@ -120,7 +126,7 @@ from labelaudit.rundir import (
 
 if TYPE_CHECKING:
     from labelaudit.core.config import TrainSettings
-    from labelaudit.detect.base import AuditInputs
+    from labelaudit.detect.base import AuditInputs, CellPredictions
     from labelaudit.pipeline.second_round import SecondRound
 
 #: Audit levels of ``scan``.
@@ -277,15 +283,18 @@ class _ScanFiles:
     against: Sequence[str | Path]
     #: A first scan whose doubted labels the models train on corrected.
     second_round_of: str | Path | None = None
+    #: A cell-level model's probabilities made elsewhere.
+    cell_probs: str | Path | None = None
 
     @property
     def supplied(self) -> list[tuple[str, str | Path | None]]:
-        """``(description, path)`` of the ``--probs`` and ``--embeddings`` files and
-        of the ``--second-round-of`` run."""
+        """``(description, path)`` of the ``--probs``, ``--embeddings`` and
+        ``--cell-probs`` files and of the ``--second-round-of`` run."""
         return [
             ("the --probs file", self.probs),
             ("the --embeddings file", self.embeddings),
             ("the --second-round-of run", self.second_round_of),
+            ("the --cell-probs file", self.cell_probs),
         ]
 
     def inputs(self, ds: Dataset) -> list:
@@ -308,6 +317,8 @@ class _ScanJob:
     timings: dict[str, float] = field(default_factory=dict)
     #: The training labels of a second round (``None``: the given labels).
     second_round: SecondRound | None = None
+    #: A cell model's predictions made elsewhere (``--cell-probs``).
+    cells: CellPredictions | None = None
     #: When the scan started (``timings["load"]`` runs from here to the run's lock).
     started: float = field(default_factory=time.perf_counter)
 
@@ -340,6 +351,7 @@ def scan(
     embeddings: str | Path | None = None,
     against: Sequence[str | Path] = (),
     second_round_of: str | Path | None = None,
+    cell_probs: str | Path | None = None,
     _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
@@ -370,6 +382,8 @@ def scan(
     second_round_of
         A finished scan of the same dataset: train on its labels with the doubted
         ones flipped (:mod:`labelaudit.pipeline.second_round`).
+    cell_probs
+        A cell-level model's out-of-sample probabilities made elsewhere (CSV).
 
     Returns
     -------
@@ -381,8 +395,20 @@ def scan(
             "--second-round-of trains the field models again; the cell level trains on the "
             "given labels: run it at field level"
         )
+    if cell_probs is not None and level == "cell":
+        raise SettingsError(
+            "--cell-probs supplies a cell model's predictions; --level cell trains one: "
+            "give one of them"
+        )
     files = _ScanFiles(
-        cache_dir, masks, overrides.get("weights"), probs, embeddings, against, second_round_of
+        cache_dir,
+        masks,
+        overrides.get("weights"),
+        probs,
+        embeddings,
+        against,
+        second_round_of,
+        cell_probs,
     )
     job = _ScanJob(Path(out), console or Console(quiet=True), _locks, fold, detectors, files, force)
     ds = load_dataset(
@@ -429,6 +455,9 @@ def _open_run(
     )
     supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
     job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied, skip_broken)
+    if files.cell_probs is not None:
+        ids = [str(i) for i in ds.ids]
+        job.cells = read_supplied_cells(files.cell_probs, ids, ds.class_names, ds.class_tokens)
     others = _load_against(ds, files.against, max_pixels)
     _claim_outputs(
         job.run_dir,
@@ -530,6 +559,12 @@ def _detect_stage(
         timings["cells"] = time.perf_counter() - t
         if stage is not None:
             audit = dataclasses.replace(audit, cells=stage.predictions())
+    else:
+        from labelaudit.cells.audit import forget_cells
+
+        forget_cells(run_dir)  # a previous scan's cells are not this scan's
+        if job.cells is not None:
+            audit = dataclasses.replace(audit, cells=_use_supplied_cells(run_dir, ds, job.cells))
     t = time.perf_counter()
     detect_and_compare(audit, run_dir, detectors=job.detectors)
     add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv
@@ -541,9 +576,10 @@ def _detect_stage(
     _record_timings(run_dir, timings)
     console.print(f"detectors: issues in {run_dir / 'issues.csv'}", markup=False)
     if level == "field":
-        from labelaudit.cells.audit import forget_cells
+        if audit.cells is not None:
+            from labelaudit.cells.audit import write_supplied_cell_findings
 
-        forget_cells(run_dir)
+            write_supplied_cell_findings(run_dir, audit, settings.seed, console=console)
         return True
     if stage is None:
         result.complete = False
@@ -703,70 +739,6 @@ SUPPLIED_NOTE = (
 )
 
 
-@dataclass
-class Supplied:
-    """Predictions made elsewhere, aligned with the dataset (row i = image ``ids[i]``)."""
-
-    ids: list[str]
-    probs: np.ndarray
-    embeddings: np.ndarray | None
-    probs_path: Path
-    embeddings_path: Path | None
-
-    def subset(self, ids: list[str]) -> Supplied:
-        """The rows of ``ids`` (the readable images, with ``skip_broken``)."""
-        rows = [self.ids.index(i) for i in ids] if ids != self.ids else list(range(len(ids)))
-        emb = None if self.embeddings is None else self.embeddings[rows]
-        return Supplied(list(ids), self.probs[rows], emb, self.probs_path, self.embeddings_path)
-
-
-def _bad(path: Path, message: str, line: int | None = None) -> SettingsError:
-    where = f"{path}, line {line}" if line is not None else str(path)
-    return SettingsError(f"{where}: {message}")
-
-
-def _listed(values: Sequence[str], most: int = 3) -> str:
-    shown = ", ".join(repr(v) for v in list(values)[:most])
-    more = len(values) - most
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def read_supplied_probs(
-    path: str | Path, ids: Sequence[str], class_names: Sequence[str], class_tokens: Sequence[str]
-) -> np.ndarray:
-    """Read and check a ``--probs`` file; the (N, K) probabilities in dataset order.
-
-    Parameters
-    ----------
-    path
-        ``.npy`` (N x K, rows in dataset order) or CSV with an ``id`` column and
-        one column per class (named like the classes or their tokens, any order of
-        rows and columns).
-    ids, class_names, class_tokens
-        The dataset's image ids (in order) and classes.
-
-    Raises
-    ------
-    SettingsError
-        One line naming the file (and line): unreadable, wrong shape, an id column
-        missing, unknown / missing / repeated ids, missing or extra class columns,
-        a value that is not a number, NaN, or outside [0, 1].
-    """
-    path = Path(path)
-    check_user_file(path, "the --probs file")
-    if path.suffix.lower() == ".npy":
-        probs = _read_npy(path, "probabilities")
-        if probs.ndim != 2 or probs.shape != (len(ids), len(class_names)):
-            raise _bad(
-                path,
-                f"probabilities of shape {probs.shape}; the dataset needs "
-                f"{len(ids)} rows (images, in dataset order) x {len(class_names)} columns "
-                "(classes)",
-            )
-        return _check_values(path, probs, list(ids), list(class_names), header=False)
-    return _read_probs_csv(path, list(ids), list(class_names), list(class_tokens))
-
-
 def _check_masks(masks: str | Path, ids: list[str], skip_broken: bool) -> None:
     """``--masks`` holds a mask for every field (with ``--skip-broken``: for some field).
 
@@ -792,119 +764,6 @@ def _has_mask(masks: str | Path, image_id: str) -> bool:
     except DatasetError:
         return False
     return True
-
-
-def _read_npy(path: Path, what: str) -> np.ndarray:
-    array = load_user_npy(path, f"the {what} file")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise _bad(path, f"{what} must be numbers, the array holds {array.dtype}")
-    return np.asarray(array, dtype=np.float64)
-
-
-def _read_probs_csv(
-    path: Path, ids: list[str], class_names: list[str], class_tokens: list[str]
-) -> np.ndarray:
-    import pandas as pd
-
-    frame = read_user_csv(
-        path, "the probabilities file (--probs)", dtype=str, keep_default_na=False
-    )
-    id_col = next((c for c in frame.columns if str(c).strip().lower() == "id"), None)
-    if id_col is None:
-        raise _bad(path, "no id column (the first row must name an 'id' column)", 1)
-    by_name = dict(zip(class_names, class_names, strict=True))
-    by_name.update(zip(class_tokens, class_names, strict=True))
-    columns = {c: by_name.get(str(c).strip()) for c in frame.columns if c != id_col}
-    extra = [c for c, name in columns.items() if name is None]
-    if extra:
-        raise _bad(path, f"columns that are not classes of the dataset: {_listed(extra)}", 1)
-    found = [name for name in columns.values() if name is not None]  # extra: refused above
-    repeated = sorted({c for c in found if found.count(c) > 1})
-    if repeated:
-        raise _bad(path, f"class columns given twice: {_listed(repeated)}", 1)
-    missing = [c for c in class_names if c not in found]
-    if missing:
-        raise _bad(path, f"missing class columns: {_listed(missing)}", 1)
-    given = frame[id_col].str.strip()
-    dup = given[given.duplicated()]
-    if len(dup):
-        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
-    known = set(ids)
-    unknown = given[~given.isin(known)]
-    if len(unknown):
-        raise _bad(
-            path,
-            f"image id {unknown.iloc[0]!r} is not in the dataset "
-            f"({len(unknown)} unknown id{'s' if len(unknown) > 1 else ''})",
-            int(unknown.index[0]) + 2,
-        )
-    absent = sorted(known - set(given))
-    if absent:
-        raise _bad(
-            path,
-            f"{len(frame)} rows for {len(ids)} images: no row for {_listed(absent)}",
-        )
-    order = pd.Index(given).get_indexer(ids)
-    frame = frame.iloc[order].rename(columns=columns).reset_index()
-    text = frame[class_names]
-    values = text.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    blank = (
-        np.isnan(values)
-        & ~text.apply(lambda c: c.str.strip().str.lower().isin(["", "nan"])).to_numpy()
-    )
-    if blank.any():
-        r, c = np.argwhere(blank)[0]
-        raise _bad(
-            path,
-            f"column {class_names[c]!r}: {text.iat[r, c]!r} is not a number",
-            int(frame["index"].iat[r]) + 2,
-        )
-    lines = (frame["index"].to_numpy() + 2).tolist()
-    return _check_values(path, values, ids, class_names, header=True, lines=lines)
-
-
-def _check_values(
-    path: Path,
-    values: np.ndarray,
-    ids: list[str],
-    class_names: list[str],
-    *,
-    header: bool,
-    lines: list[int] | None = None,
-) -> np.ndarray:
-    """NaN, infinite or outside [0, 1]: one message naming the first offending cell."""
-    bad = first_bad_probability(values)
-    if bad is not None:
-        r, c, why = bad
-        what = {"nan": "is NaN (or empty) or infinite", "range": "is outside [0, 1]"}[why]
-        where = f"image {ids[r]!r}, class {class_names[c]!r}"
-        line = lines[r] if lines is not None else None
-        message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
-        if not header:
-            message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
-        raise _bad(path, message, line)
-    return values
-
-
-def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
-    """Read and check an ``--embeddings`` file: ``.npy``, N x D, dataset order, finite.
-
-    Raises
-    ------
-    SettingsError
-        One line naming the file.
-    """
-    path = Path(path)
-    check_user_file(path, "the --embeddings file", max_bytes=MAX_ARRAY_BYTES)
-    if path.suffix.lower() != ".npy":
-        raise _bad(path, "embeddings must be a .npy array (N x D, rows in dataset order)")
-    emb = _read_npy(path, "embeddings")
-    if emb.ndim != 2 or emb.shape[0] != n_images or emb.shape[1] < 1:
-        raise _bad(path, f"embeddings of shape {emb.shape}; the dataset needs {n_images} rows x D")
-    if not np.isfinite(emb).all():
-        r = int(np.argwhere(~np.isfinite(emb))[0][0])
-        raise _bad(path, f"row {r} holds NaN or infinite values")
-    return emb.astype(np.float32)
 
 
 def _read_supplied(
@@ -945,6 +804,18 @@ def _read_second_round(
 
     ids = [str(i) for i in ds.ids]
     return read_second_round(first, ids, ds.class_tokens, ds.labels, same_images=not skip_broken)
+
+
+def _use_supplied_cells(run_dir: Path, ds: Dataset, cells: CellPredictions) -> CellPredictions:
+    """The supplied cells of the audited images, written where a cell-level scan keeps
+    its cell model's probabilities (``RUN/cells/oof_probs.csv``), so the run reads
+    back as it was audited."""
+    from labelaudit.detect.base import CellPredictions
+
+    keep = cells.table["id"].isin(set(map(str, ds.ids))).to_numpy()  # --skip-broken
+    cells = CellPredictions(cells.table[keep].reset_index(drop=True), cells.probs[keep])
+    RunDir(run_dir).write_cell_probs(cells, list(ds.class_names))
+    return cells
 
 
 def _use_supplied(run_dir: Path, info: dict, ds: Dataset, cache: ImageCache, supplied: Supplied):

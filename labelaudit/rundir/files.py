@@ -346,6 +346,24 @@ class RunDir:
         probs = _probabilities(frame, class_names, probs_path)
         return CellPredictions(table[["cell_id", "id"]], probs)
 
+    def write_cell_probs(self, cells, class_names: list[str]) -> None:
+        """Write cell probabilities made elsewhere where a cell-level scan keeps its cell
+        model's (``cells/oof_probs.csv``), so :meth:`read_cells` reads them back.
+
+        Raises
+        ------
+        RunDirError
+            ``cells/`` is a link or not a directory (the run directory's own, but
+            forged or left by someone else).
+        """
+        folder = self.file(CELLS_DIR)
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise RunDirError(f"{folder}: not a directory labelaudit made; move it away")
+        folder.mkdir(exist_ok=True)
+        frame = pd.DataFrame(np.asarray(cells.probs, dtype=float), columns=list(class_names))
+        frame.insert(0, "id", cells.table["cell_id"].astype(str).to_numpy())
+        write_csv(self.file(f"{CELLS_DIR}/{OOF_CSV}"), frame)
+
     def read_embeddings(self, n_rows: int | None = None) -> np.ndarray | None:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
         if not self.has(EMBEDDINGS_NPY):

@@ -7,6 +7,7 @@ import gc
 import numpy as np
 import pandas as pd
 import pytest
+from la_testutils import with_cell_model
 from sklearn.metrics import roc_auc_score
 
 import labelaudit
@@ -160,26 +161,6 @@ def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path
     with pytest.raises(SettingsError, match="never writes into its inputs"):
         result.report(root / "train" / "report.html")  # the images' folder: an input
     assert not (root / "train" / "report.html").exists()
-
-
-def with_cell_model(n: int = 300, k: int = 5, seed: int = 0):
-    """Given labels with 12 % planted errors, a field model's and a cell model's
-    probabilities (each knowing the truth, each with noise of its own), two or three
-    cells per image (none for every tenth)."""
-    from labelaudit.detect.combined import plant_label_noise
-
-    rng = np.random.default_rng(seed)
-    true = rng.random((n, k)) < 0.3
-    true[~true.any(axis=1), 0] = True
-    given, _ = plant_label_noise(true, 0.12, rng)
-
-    def model(rows: np.ndarray) -> np.ndarray:
-        logits = np.where(true[rows], 1.5, -1.5) + rng.normal(0, 1.2, (len(rows), k))
-        return 1 / (1 + np.exp(-logits))
-
-    owners = np.array([i for i in range(n) if i % 10 for _ in range(int(rng.integers(2, 4)))])
-    features = true + rng.normal(0, 0.6, true.shape)
-    return given, true, model(np.arange(n)), features, model(owners), owners
 
 
 def test_a_cell_models_probabilities_join_the_label_evidence(tmp_path):

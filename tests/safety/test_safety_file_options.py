@@ -38,6 +38,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("scan", "embeddings"): "file",
     ("scan", "against"): "dir",
     ("scan", "second_round_of"): "dir",
+    ("scan", "cell_probs"): "file",
     ("demo", "out"): "dir",
     ("segment", "dataset"): "dir",
     ("segment", "out"): "dir",

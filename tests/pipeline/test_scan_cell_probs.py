@@ -1,0 +1,125 @@
+"""``scan --cell-probs FILE``: a cell-level model's predictions made elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from la_testutils import TINY_SCAN, snapshot
+
+
+def _files(data, tmp_path, seed: int = 0):
+    """``--probs`` and ``--cell-probs`` files for ``data``: each model sees the truth
+    with noise of its own; two or three cells per image, none for the first."""
+    from labelaudit.data.layouts import load_dataset
+
+    ds = load_dataset(data)
+    rng = np.random.default_rng(seed)
+    truth = ds.labels  # the given labels: good enough for files that must parse
+
+    def model(rows):
+        logits = np.where(truth[rows], 1.5, -1.5) + rng.normal(0, 1.0, (len(rows), ds.n_classes))
+        return 1 / (1 + np.exp(-logits))
+
+    probs = pd.DataFrame(model(np.arange(len(ds))), columns=ds.class_names)
+    probs.insert(0, "id", ds.ids)
+    owners = np.array([i for i in range(1, len(ds)) for _ in range(int(rng.integers(2, 4)))])
+    cells = pd.DataFrame(model(owners), columns=ds.class_tokens)  # tokens name classes too
+    cells.insert(0, "id", [ds.ids[i] for i in owners])
+    cells.insert(1, "cell", [f"c{j}" for j in pd.Series(owners).groupby(owners).cumcount()])
+    probs_path, cells_path = tmp_path / "probs.csv", tmp_path / "cells.csv"
+    probs.to_csv(probs_path, index=False)
+    cells.to_csv(cells_path, index=False)
+    return probs_path, cells_path, cells
+
+
+@pytest.mark.slow
+def test_supplied_cells_join_the_evidence_and_read_back(tmp_path, run_cli):
+    from labelaudit.cells.audit import SUPPLIED_SOURCE
+    from labelaudit.cli import main
+    from labelaudit.detect import get_detector
+    from labelaudit.rundir import RunDir
+
+    data, out = tmp_path / "data", tmp_path / "run"
+    main(["synth", str(data), "--n", "40", "--size", "32", "--seed", "3"])
+    probs, cells_file, cells = _files(data, tmp_path)
+    before = snapshot(tmp_path / "data"), cells_file.read_bytes()
+    args = ["scan", data, "--out", out, *TINY_SCAN, "--probs", probs, "--quiet"]
+    code, _, err = run_cli(*args, "--cell-probs", cells_file)
+    assert code == 0, err
+    issues = pd.read_csv(out / "issues.csv", dtype={"id": str}).set_index("id")
+    first = cells["id"].iloc[0]
+    assert issues.loc[first, "n_cells"] >= 2
+    assert (issues["n_cells"] == 0).sum() == 1  # the first image has no cells
+    section = json.loads((out / "run.json").read_text())["cells"]
+    assert section["source"] == SUPPLIED_SOURCE and section["n_cells"] == len(cells)
+    table = pd.read_csv(out / "cells.csv", dtype=str)
+    assert table["cell_id"].iloc[0] == f"{first}_c0"
+    # The run reads back as it was audited: the detectors give the scan's scores again.
+    inputs = RunDir(out).audit_inputs()
+    assert inputs.cells is not None and len(inputs.cells.table) == len(cells)
+    np.testing.assert_allclose(inputs.cells.probs, cells.drop(columns=["id", "cell"]).to_numpy())
+    again = get_detector("combined").run(inputs)
+    assert "cell_strongest" in again.summary["features"]
+    np.testing.assert_allclose(
+        again.image_score, issues.loc[inputs.ids, "combined_score"].to_numpy(), rtol=1e-6
+    )
+    assert "supplied" in (out / "report.html").read_text()
+    assert (snapshot(tmp_path / "data"), cells_file.read_bytes()) == before
+    # A scan without them forgets them.
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "n_cells" not in pd.read_csv(out / "issues.csv").columns
+    assert not (out / "cells.csv").exists()
+    assert "cells" not in json.loads((out / "run.json").read_text())
+
+
+def _bad_cell_files(cells: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
+    cls = cells.columns[2]
+    unknown, twice, text, high, empty = (cells.copy() for _ in range(5))
+    unknown.loc[3, "id"] = "nosuchimage"
+    twice.loc[1, "cell"] = twice.loc[0, "cell"]
+    twice.loc[1, "id"] = twice.loc[0, "id"]
+    text = text.astype(object)
+    text.loc[2, cls] = "high"
+    high.loc[4, cls] = 1.5
+    empty = empty.astype(object)
+    empty.loc[5, "cell"] = " "
+    return {
+        "unknown image": (unknown, "line 5: image id 'nosuchimage' is not in the dataset"),
+        "cell twice": (twice, "line 3: cell"),
+        "not a number": (text, "line 4: column"),
+        "out of range": (high, "line 6: cell"),
+        "empty name": (empty, "line 7: a cell without a name"),
+        "missing class": (cells.drop(columns=cls), "missing class columns"),
+        "no rows": (cells.iloc[:0], "no cells"),
+        "no id": (cells.drop(columns="id"), "no id column"),
+    }
+
+
+def test_bad_cell_probs_files_one_message_exit_2(tmp_path, run_cli):
+    from labelaudit.cli import main
+
+    data = tmp_path / "data"
+    main(["synth", str(data), "--n", "12", "--size", "32", "--seed", "1"])
+    probs, good, cells = _files(data, tmp_path)
+    before = snapshot(data)
+    for name, (content, expected) in _bad_cell_files(cells).items():
+        path = tmp_path / f"{name}.csv"
+        content.to_csv(path, index=False)
+        written = path.read_bytes()
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli("scan", data, "--out", out, *TINY_SCAN, "--cell-probs", path)
+        assert code == 2, (name, err)
+        lines = [line for line in err.strip().splitlines() if line]
+        assert len(lines) == 1 and "Traceback" not in err, (name, err)
+        assert str(path) in err and expected in err, (name, err)
+        assert not out.exists(), name  # checked before anything is written
+        assert path.read_bytes() == written
+    code, _, err = run_cli(
+        "scan", data, "--out", tmp_path / "o", "--level", "cell", "--cell-probs", good
+    )
+    assert code == 2 and "--level cell trains one" in err
+    assert snapshot(data) == before
