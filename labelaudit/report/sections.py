@@ -444,7 +444,34 @@ def issues_section(state: ReportState) -> dict[str, Any]:
         "score_cols": state.cols,
         "supplied": (art.run.get("predictions") or {}).get("note", ""),
         "second_round": _second_round_note(art.run.get("second_round")),
+        "label_evidence": _label_evidence_words(art),
     }
+
+
+#: The label evidence's features (``combined``'s summary) in words, in order.
+EVIDENCE_WORDS = {
+    "logit_p": "the probabilities",
+    "logit_neighbours": "the neighbours' labels",
+    "flip_gain": "the image content",
+    "cell_strongest": "the cell model's view of each cell",
+}
+
+
+def _label_evidence_words(art: Any) -> str:
+    """What the combined label evidence of this run weighed, in words (from
+    ``run.json["detect"]``; a forged or absent record gives the usual three)."""
+    detectors = _dict(art.section("detect").get("detectors"))
+    features = _dict(_dict(detectors.get("combined")).get("summary")).get("features")
+    if not isinstance(features, list):
+        features = ["logit_p", "logit_neighbours", "flip_gain"]
+    words = [w for f, w in EVIDENCE_WORDS.items() if f in features]
+    if "cell_strongest" in features and str(art.section("cells").get("source", "")).startswith(
+        "supplied"
+    ):
+        words[-1] += " (supplied)"
+    if len(words) < 2:
+        return "".join(words) or "the probabilities"
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _second_round_note(record: object) -> str:

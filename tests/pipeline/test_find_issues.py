@@ -191,7 +191,8 @@ def test_a_cell_models_probabilities_join_the_label_evidence(tmp_path):
     back = run.audit_inputs().cells
     assert back is not None and back.table["id"].tolist() == [ids[i] for i in owners]
     np.testing.assert_allclose(back.probs, cell_probs)
-    assert "supplied" in result.report(tmp_path / "audit.html").read_text()
+    page = result.report(tmp_path / "audit.html").read_text()
+    assert "view of each cell (supplied) by a rule fitted" in page  # what the evidence weighed
     # cells named by id are the same cells as cells named by row
     by_id = labelaudit.find_issues(
         given, **args, cell_probs=cell_probs, cell_images=[ids[i] for i in owners]

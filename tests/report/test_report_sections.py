@@ -227,3 +227,47 @@ def test_the_summary_names_the_class_and_stain_roles(report_run: Path, page: str
     summary = page[page.index('<section id="summary">') : page.index('<section id="classes">')]
     assert "Negative (never combined with another class)" in summary
     assert "target (what the labels describe): green; references: red, blue, yellow" in summary
+
+
+class _Run:
+    """The part of the report's artifacts ``_label_evidence_words`` reads."""
+
+    def __init__(self, run: dict):
+        self.run = run
+
+    def section(self, name: str) -> dict:
+        value = self.run.get(name)
+        return value if isinstance(value, dict) else {}
+
+
+@pytest.mark.parametrize(
+    ("run", "words"),
+    [
+        (
+            {"detect": {"detectors": {"combined": {"summary": {"features": [
+                "logit_p", "logit_threshold", "logit_neighbours", "flip_gain",
+                "cell_strongest", "cell_mean",
+            ]}}}}, "cells": {"source": "segmented (scikit-image)"}},
+            "the probabilities, the neighbours' labels, the image content and the cell "
+            "model's view of each cell",
+        ),
+        (
+            {"detect": {"detectors": {"combined": {"summary": {"features": [
+                "logit_p", "cell_strongest",
+            ]}}}}, "cells": {"source": "supplied: ..."}},
+            "the probabilities and the cell model's view of each cell (supplied)",
+        ),
+        (
+            {"detect": {"detectors": {"combined": {"summary": {"features": ["logit_p"]}}}}},
+            "the probabilities",
+        ),
+        # a forged or absent record: the usual three
+        ({"detect": {"detectors": {"combined": {"summary": {"features": "x"}}}}},
+         "the probabilities, the neighbours' labels and the image content"),
+        ({"detect": []}, "the probabilities, the neighbours' labels and the image content"),
+    ],
+)  # fmt: skip
+def test_the_issue_table_says_what_the_label_evidence_weighed(run, words):
+    from labelaudit.report.sections import _label_evidence_words
+
+    assert _label_evidence_words(_Run(run)) == words
