@@ -123,3 +123,32 @@ def test_bad_cell_probs_files_one_message_exit_2(tmp_path, run_cli):
     )
     assert code == 2 and "--level cell trains one" in err
     assert snapshot(data) == before
+
+
+def test_cells_of_images_the_scan_skipped_are_left_out(tmp_path):
+    """``--skip-broken``: the audit holds the readable images only, and so its cells."""
+    from types import SimpleNamespace
+
+    from labelaudit.detect.base import CellPredictions
+    from labelaudit.pipeline.scan import _use_supplied_cells
+    from labelaudit.pipeline.supplied import cell_table
+    from labelaudit.rundir import RunDir
+
+    table = cell_table(["a", "b", "b", "c"])
+    cells = CellPredictions(table, np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]))
+    ds = SimpleNamespace(ids=["a", "c"], class_names=["x", "y"])  # b was skipped
+    kept = _use_supplied_cells(tmp_path, ds, cells)
+    assert kept.table["cell_id"].tolist() == ["a_1", "c_1"]
+    np.testing.assert_allclose(kept.probs, [[0.1, 0.2], [0.7, 0.8]])
+    written = pd.read_csv(tmp_path / "cells" / "oof_probs.csv")
+    assert written["id"].tolist() == ["a_1", "c_1"]
+    # a forged cells/ (a link) is refused, nothing written through it
+    (tmp_path / "elsewhere").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cells").symlink_to(tmp_path / "elsewhere")
+    from labelaudit.core.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="not a directory labelaudit made"):
+        RunDir(run).write_cell_probs(kept, ["x", "y"])
+    assert not any((tmp_path / "elsewhere").iterdir())
