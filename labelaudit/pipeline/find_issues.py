@@ -180,6 +180,33 @@ def check_probs(
     return probs
 
 
+def _owner_row(j: int, owner: Any, ids: list[str], position: dict[str, int]) -> int:
+    """The row of the image ``cell_images[j]`` names: an integer is its row, a string
+    its id; an integer that is also another image's id is refused as ambiguous (ids
+    given as numbers), and one that can only be an id is taken as one."""
+    if isinstance(owner, int | np.integer) and not isinstance(owner, bool | np.bool_):
+        as_row = int(owner) if 0 <= int(owner) < len(ids) else None
+        as_id = position.get(str(owner))
+        if as_row is not None and as_id is not None and as_row != as_id:
+            raise SettingsError(
+                f"cell_images[{j}] = {owner} is both image row {owner} and the id of row "
+                f"{as_id}: name the images by their ids as strings"
+            )
+        if as_id is not None:
+            return as_id
+        if as_row is None:
+            raise SettingsError(
+                f"cell_images[{j}] = {owner}: no such image row (there are {len(ids)}) "
+                "and no such id"
+            )
+        return as_row
+    if isinstance(owner, str) and owner in position:
+        return position[owner]
+    raise SettingsError(
+        f"cell_images[{j}] = {owner!r} names no image: give its row (0 to {len(ids) - 1}) or its id"
+    )
+
+
 def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> CellPredictions:
     """The caller's cells as :class:`~labelaudit.detect.base.CellPredictions`.
 
@@ -218,21 +245,7 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
         raise SettingsError("cell_images: no cells given")
     probs = check_probs(cell_probs, len(owners), k, "cell_probs", "cells")
     position = {image_id: row for row, image_id in enumerate(ids)}
-    rows = np.empty(len(owners), dtype=np.int64)
-    for j, owner in enumerate(owners):
-        if isinstance(owner, int | np.integer) and not isinstance(owner, bool | np.bool_):
-            if not 0 <= int(owner) < len(ids):
-                raise SettingsError(
-                    f"cell_images[{j}] = {owner}: no such image row (there are {len(ids)})"
-                )
-            rows[j] = int(owner)
-        elif isinstance(owner, str) and owner in position:
-            rows[j] = position[owner]
-        else:
-            raise SettingsError(
-                f"cell_images[{j}] = {owner!r} names no image: give its row (0 to "
-                f"{len(ids) - 1}) or its id"
-            )
+    rows = np.array([_owner_row(j, owner, ids, position) for j, owner in enumerate(owners)])
     from labelaudit.pipeline.supplied import cell_table
 
     table = cell_table([ids[r] for r in rows])

@@ -537,10 +537,13 @@ def _detect_stage(
     (``combined``) can weigh the cell model's view; their findings come after the
     field detectors' (they add columns to ``issues.csv``).
     """
+    from labelaudit.cells.audit import forget_cells
     from labelaudit.pipeline.compare import detect_and_compare
     from labelaudit.pipeline.leaks import add_duplicates
 
     run_dir, console, timings, files = job.run_dir, job.console, job.timings, job.files
+    forget_cells(run_dir)  # a previous scan's cells are not this scan's
+    audit = dataclasses.replace(audit, cells=None)  # only this scan's cells count
     stage = None
     if level == "cell":
         from labelaudit.cells.audit import train_cells
@@ -559,12 +562,8 @@ def _detect_stage(
         timings["cells"] = time.perf_counter() - t
         if stage is not None:
             audit = dataclasses.replace(audit, cells=stage.predictions())
-    else:
-        from labelaudit.cells.audit import forget_cells
-
-        forget_cells(run_dir)  # a previous scan's cells are not this scan's
-        if job.cells is not None:
-            audit = dataclasses.replace(audit, cells=_use_supplied_cells(run_dir, ds, job.cells))
+    elif job.cells is not None:
+        audit = dataclasses.replace(audit, cells=_use_supplied_cells(run_dir, ds, job.cells))
     t = time.perf_counter()
     detect_and_compare(audit, run_dir, detectors=job.detectors)
     add_duplicates(run_dir, audit, cache)  # issues.csv duplicate_* columns, duplicates.csv

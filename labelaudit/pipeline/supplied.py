@@ -105,9 +105,7 @@ def _read_probs_csv(
 ) -> np.ndarray:
     import pandas as pd
 
-    frame = read_user_csv(
-        path, "the probabilities file (--probs)", dtype=str, keep_default_na=False
-    )
+    frame = _read_text_table(path, "the probabilities file (--probs)")
     id_col = _id_column(frame, path)
     columns = _class_columns(frame, (id_col,), path, class_names, class_tokens)
     given = frame[id_col].str.strip()
@@ -126,6 +124,27 @@ def _read_probs_csv(
     lines = (frame["index"].to_numpy() + 2).tolist()
     values = _numbers(frame[class_names], path, lines)
     return _check_values(path, values, ids, class_names, header=True, lines=lines)
+
+
+def _read_text_table(path: Path, what: str) -> pd.DataFrame:
+    """The CSV as text, as written. Some exporters end every row with a comma: pandas
+    then takes the first column(s) for an index and shifts every column; empty
+    trailing fields are dropped and the columns put back, and data past the header's
+    columns is refused."""
+    import pandas as pd
+
+    frame = read_user_csv(path, what, dtype=str, keep_default_na=False)
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame
+    extra, header = frame.index.nlevels, list(frame.columns)
+    tail = frame.iloc[:, len(header) - extra :] if extra < len(header) else None
+    if tail is None or (tail.apply(lambda c: c.str.strip()) != "").to_numpy().any():
+        raise _bad(path, "rows with more fields than the header line names", 2)
+    data = pd.concat(
+        [frame.index.to_frame(index=False), frame.reset_index(drop=True)], axis=1
+    ).iloc[:, : len(header)]
+    data.columns = header
+    return data
 
 
 def _id_column(frame: pd.DataFrame, path: Path) -> str:
@@ -225,9 +244,7 @@ def read_supplied_cells(
 
     path = Path(path)
     check_user_file(path, "the --cell-probs file")
-    frame = read_user_csv(
-        path, "the cell probabilities file (--cell-probs)", dtype=str, keep_default_na=False
-    )
+    frame = _read_text_table(path, "the cell probabilities file (--cell-probs)")
     id_col = _id_column(frame, path)
     cell_col = next((c for c in frame.columns if str(c).strip().lower() == "cell"), None)
     names, tokens = list(class_names), list(class_tokens)
@@ -244,9 +261,22 @@ def read_supplied_cells(
         if len(empty):
             raise _bad(path, "a cell without a name (the 'cell' column)", lines[empty.index[0]])
     table = cell_table(given.tolist(), None if cells is None else cells.tolist())
-    twice = table["cell_id"][table["cell_id"].duplicated()]
+    twice = table[table.duplicated(["id", "cell"])]
     if len(twice):
-        raise _bad(path, f"cell {twice.iloc[0]!r} appears twice", lines[twice.index[0]])
+        first = twice.iloc[0]
+        raise _bad(
+            path,
+            f"cell {first['cell']!r} of image {first['id']!r} appears twice",
+            lines[twice.index[0]],
+        )
+    same = table["cell_id"][table["cell_id"].duplicated()]
+    if len(same):
+        raise _bad(
+            path,
+            f"two cells would both be named {same.iloc[0]!r} (image id + '_' + cell): "
+            "rename one cell",
+            lines[same.index[0]],
+        )
     values = _numbers(frame.rename(columns=columns)[names], path, lines)
     cell_ids = table["cell_id"].tolist()
     values = _check_values(path, values, cell_ids, names, header=True, lines=lines, row="cell")

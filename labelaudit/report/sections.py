@@ -813,9 +813,13 @@ def _cell_facts(sec: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_count(sec.get('n_cells'))} in {_count(sec.get('n_fields_with_cells'))} fields",
         ),
         ("cells per field", " / ".join(_fmt(per_field.get(k)) for k in ("min", "median", "max"))),
-        ("masks", str(sec.get("source", "-"))),
+        ("cells from", str(sec.get("source", "-"))),
         ("crop size", f"{sec['cell_size']} px" if sec.get("cell_size") else "-"),
-        ("cell model (out-of-fold, cells inherit their field's labels)", model or "-"),
+        (
+            ("cell model (made elsewhere, its probabilities supplied)", "-")
+            if str(sec.get("source", "")).startswith("supplied")
+            else ("cell model (out-of-fold, cells inherit their field's labels)", model or "-")
+        ),
         ("fields with a label no cell shows", _count(sec.get("n_fields_with_unsupported_labels"))),
         (
             "fields with a class most cells show, not labelled",

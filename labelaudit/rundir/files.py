@@ -348,7 +348,9 @@ class RunDir:
 
     def write_cell_probs(self, cells, class_names: list[str]) -> None:
         """Write cell probabilities made elsewhere where a cell-level scan keeps its cell
-        model's (``cells/oof_probs.csv``), so :meth:`read_cells` reads them back.
+        model's (``cells/oof_probs.csv``), so :meth:`read_cells` reads them back; a
+        cell model's ``cells/embeddings.npy`` from an earlier scan is removed (the
+        folds stay, for a later ``--level cell`` to reuse).
 
         Raises
         ------
@@ -360,6 +362,8 @@ class RunDir:
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise RunDirError(f"{folder}: not a directory labelaudit made; move it away")
         folder.mkdir(exist_ok=True)
+        # A cell model trained here before left its embeddings: they are not these cells'.
+        self.file(f"{CELLS_DIR}/{EMBEDDINGS_NPY}").unlink(missing_ok=True)
         frame = pd.DataFrame(np.asarray(cells.probs, dtype=float), columns=list(class_names))
         frame.insert(0, "id", cells.table["cell_id"].astype(str).to_numpy())
         write_csv(self.file(f"{CELLS_DIR}/{OOF_CSV}"), frame)

@@ -211,7 +211,7 @@ def test_a_cell_models_probabilities_join_the_label_evidence(tmp_path):
         (lambda c: {"cell_images": None}, "cell_probs and cell_images go together"),
         (lambda c: {"cell_probs": None}, "cell_probs and cell_images go together"),
         (lambda c: {"cell_images": c["cell_images"][:-1]}, r"cell_probs has shape \(5, 4\)"),
-        (lambda c: {"cell_images": [0, 1, 2, 3, 60]}, r"cell_images\[4\] = 60: no such"),
+        (lambda c: {"cell_images": [0, 1, 2, 3, 60]}, r"cell_images\[4\] = 60: no such image"),
         (lambda c: {"cell_images": [0, 1, 2, 3, "nope"]}, r"cell_images\[4\] = 'nope' names"),
         (lambda c: {"cell_images": [0, 1, 2, 3, True]}, r"cell_images\[4\] = True names"),
         (lambda c: {"cell_probs": _set(c["cell_probs"], (1, 2), 1.5)}, r"cell_probs\[1, 2\]"),
@@ -229,3 +229,21 @@ def test_bad_cells_are_one_clear_error(change, message, tmp_path):
         )
     assert "\n" not in str(err.value)
     assert not (tmp_path / "r").exists()
+
+
+def test_cells_named_by_numeric_ids_are_never_given_to_another_image():
+    given, _, probs, _, cell_probs, owners = with_cell_model(n=60)
+    args = {"pred_probs": probs, "cell_probs": cell_probs}
+    numeric = list(range(100, 160))  # ids that cannot be rows: taken as ids
+    by_id = labelaudit.find_issues(given, **args, ids=numeric, cell_images=owners + 100)
+    by_row = labelaudit.find_issues(given, **args, ids=numeric, cell_images=owners)
+    pd.testing.assert_frame_equal(by_id.issues, by_row.issues)
+    reversed_ids = list(range(60))[::-1]  # 3 is row 3 and the id of row 56: ambiguous
+    with pytest.raises(SettingsError, match=r"cell_images\[0\] = \d+ is both image row"):
+        labelaudit.find_issues(given, **args, ids=reversed_ids, cell_images=owners)
+    as_text = [str(reversed_ids[o]) for o in owners]
+    by_text = labelaudit.find_issues(given, **args, ids=reversed_ids, cell_images=as_text)
+    assert (
+        by_text.issues.sort_index()["n_cells"].tolist()
+        == np.bincount(owners, minlength=60).tolist()
+    )

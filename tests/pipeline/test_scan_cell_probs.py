@@ -89,7 +89,7 @@ def _bad_cell_files(cells: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
     empty.loc[5, "cell"] = " "
     return {
         "unknown image": (unknown, "line 5: image id 'nosuchimage' is not in the dataset"),
-        "cell twice": (twice, "line 3: cell"),
+        "cell twice": (twice, "line 3: cell 'c0' of image"),
         "not a number": (text, "line 4: column"),
         "out of range": (high, "line 6: cell"),
         "empty name": (empty, "line 7: a cell without a name"),
@@ -152,3 +152,38 @@ def test_cells_of_images_the_scan_skipped_are_left_out(tmp_path):
     with pytest.raises(RunDirError, match="not a directory labelaudit made"):
         RunDir(run).write_cell_probs(kept, ["x", "y"])
     assert not any((tmp_path / "elsewhere").iterdir())
+
+
+def test_trailing_commas_are_read_and_extra_fields_refused(tmp_path):
+    """Some exporters end each row with a comma: read as written, never shifted (pandas
+    would take the ids for an index); data past the header's columns is refused."""
+    from labelaudit.core.errors import SettingsError
+    from labelaudit.pipeline.supplied import read_supplied_cells, read_supplied_probs
+
+    ids, names = ["a", "b"], ["x", "y"]
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("id,cell,x,y\na,1,0.1,0.2,\nb,1,0.3,0.4,\n")
+    cells = read_supplied_cells(trailing, ids, names, names)
+    assert cells.table["cell_id"].tolist() == ["a_1", "b_1"]
+    np.testing.assert_allclose(cells.probs, [[0.1, 0.2], [0.3, 0.4]])
+    probs_file = tmp_path / "probs.csv"
+    probs_file.write_text("id,x,y\na,0.1,0.2,\nb,0.3,0.4,\n")
+    np.testing.assert_allclose(
+        read_supplied_probs(probs_file, ids, names, names), [[0.1, 0.2], [0.3, 0.4]]
+    )
+    extra = tmp_path / "extra.csv"
+    extra.write_text("id,x,y\na,0.1,0.2,0.9\nb,0.3,0.4,0.9\n")  # one value too many
+    for read in (read_supplied_probs, read_supplied_cells):
+        with pytest.raises(SettingsError, match="more fields than the header") as err:
+            read(extra, ids, names, names)
+        assert str(extra) in str(err.value)
+
+
+def test_two_cells_that_would_share_a_name_are_refused(tmp_path):
+    from labelaudit.core.errors import SettingsError
+    from labelaudit.pipeline.supplied import read_supplied_cells
+
+    path = tmp_path / "cells.csv"
+    path.write_text("id,cell,x\na_1,2,0.1\na,1_2,0.2\n")
+    with pytest.raises(SettingsError, match="line 3: two cells would both be named 'a_1_2'"):
+        read_supplied_cells(path, ["a", "a_1"], ["x"], ["x"])
