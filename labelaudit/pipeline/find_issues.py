@@ -337,7 +337,7 @@ def find_issues(
         classifier's predictions on HPA cell crops. The cell model is a second view
         of each label (the label evidence weighs its strongest and mean cell per
         class; ``label_support_score`` and the other cell columns join the issues).
-        Used with ``pred_probs`` and without ``images``.
+        With ``images`` they reach the scan as its ``cell_probs`` file.
     out
         The run directory to write (new, empty or labelaudit's); default a temporary
         one, removed when the result is garbage-collected.
@@ -361,11 +361,6 @@ def find_issues(
     matrix, names, probs, emb = _checked_arrays(labels, pred_probs, features, images, class_names)
     cells = None
     if cell_probs is not None or cell_images is not None:
-        if probs is None or images is not None:
-            raise SettingsError(
-                "cell_probs: give them with pred_probs and without images (with images, "
-                "`labelaudit scan --level cell` trains its own cell model)"
-            )
         cells = check_cells(cell_probs, cell_images, _check_ids(ids, len(matrix)), len(names))
     work, run_dir, temporary = _work_dirs(out)
     try:
@@ -378,7 +373,7 @@ def find_issues(
             result = _audit_images(
                 work, run_dir, images, ids, matrix, names, probs, emb,
                 detectors=detectors, preset=preset, cache_dir=cache_dir, console=console,
-                overrides=overrides,
+                overrides=overrides, cells=cells,
             )  # fmt: skip
     except BaseException:
         if temporary:
@@ -538,8 +533,10 @@ def _audit_images(
     cache_dir: str | Path | None,
     console: Any,
     overrides: dict[str, Any],
+    cells: CellPredictions | None = None,
 ) -> AuditResult:
-    """Write the images and labels as a generic-layout dataset and scan it."""
+    """Write the images and labels as a generic-layout dataset and scan it (``cells``:
+    written as the scan's ``cell_probs`` file, each cell named by its image's file)."""
     import pandas as pd
 
     from labelaudit.core.io import write_csv
@@ -563,6 +560,14 @@ def _audit_images(
             np.save(emb_file, emb)
     elif emb is not None:
         raise SettingsError("features need pred_probs (without them, the scan trains its own)")
+    cells_file = None
+    if cells is not None:
+        cells_file = work / "cell_probs.csv"
+        row_of = {image_id: row for row, image_id in enumerate(_check_ids(ids, n))}
+        frame = pd.DataFrame(cells.probs, columns=names)
+        frame.insert(0, "id", [files[row_of[i]] for i in cells.table["id"]])
+        frame.insert(1, "cell", cells.table["cell"].to_numpy())
+        write_csv(cells_file, frame)
     result = scan(
         dataset,
         run_dir,
@@ -572,6 +577,7 @@ def _audit_images(
         detectors=detectors,
         probs=probs_file,
         embeddings=emb_file,
+        cell_probs=cells_file,
         console=console,
         **overrides,
     )

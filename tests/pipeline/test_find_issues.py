@@ -132,15 +132,24 @@ def test_images_as_arrays_add_the_pixel_evidence(tmp_path):
     images = rng.integers(20, 120, size=(24, 16, 16, 3), dtype=np.uint8)
     images[5] = 0  # a dark image
     ids = [f"cell{i}" for i in range(24)]
+    owners = [r for r in range(24) for _ in range(2)]  # two cells per image, named by row
+    cell_probs = np.repeat(probs[:24], 2, axis=0)
     result = labelaudit.find_issues(
         lists, pred_probs=probs, features=features, images=images, class_names=NAMES,
         ids=ids, out=tmp_path / "run", cache_dir=tmp_path / "cache",
+        cell_probs=cell_probs, cell_images=owners,
     )  # fmt: skip
     summary = result.summary
     assert {"quality", "intensity", "confident", "knn"} <= set(summary["detectors"])
     assert summary["notes"] == [] and summary["predictions"] == "supplied"
     issues = result.issues
     assert issues.loc[5, "id"] == "cell5" and "dark" in issues.loc[5, "quality_issues"]
+    # the cells reach the scan as its cell_probs file, each named by its image's file
+    assert (issues["n_cells"] == 2).all()
+    support = issues.loc[3, "label_support"].split(";")  # "class:shown/cells" per label
+    assert len(support) == len(lists[3]) and all(part.endswith("/2") for part in support)
+    cells_table = pd.read_csv(tmp_path / "run" / "cells.csv", dtype=str)
+    assert cells_table["cell_id"].iloc[0] == "cell0.tiff_1"
     assert result.report().name == "report.html"
     assert (tmp_path / "run-inputs" / "images" / "cell5.tiff").is_file()
 
@@ -216,7 +225,6 @@ def test_a_cell_models_probabilities_join_the_label_evidence(tmp_path):
         (lambda c: {"cell_images": [0, 1, 2, 3, True]}, r"cell_images\[4\] = True names"),
         (lambda c: {"cell_probs": _set(c["cell_probs"], (1, 2), 1.5)}, r"cell_probs\[1, 2\]"),
         (lambda c: {"cell_probs": [], "cell_images": []}, "no cells given"),
-        (lambda c: {"images": np.zeros((60, 8, 8), np.uint8)}, "without images"),
     ],
 )
 def test_bad_cells_are_one_clear_error(change, message, tmp_path):
