@@ -161,9 +161,7 @@ def write_cell_findings(
     """``cells.csv``, the cell columns of ``issues.csv`` (which must exist), the
     overlays and ``run.json["cells"]``; returns that section."""
     console = console or Console(quiet=True)
-    run = RunDir(run_dir)
-    if not run.file(ISSUES_CSV).is_file():
-        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
+    run = _after_detection(run_dir)
     t = time.perf_counter()
     inputs = AuditInputs(
         list(dataset.ids),
@@ -228,9 +226,7 @@ def write_supplied_cell_findings(
         The ``run.json["cells"]`` section.
     """
     console = console or Console(quiet=True)
-    run = RunDir(run_dir)
-    if not run.file(ISSUES_CSV).is_file():
-        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
+    run = _after_detection(run_dir)
     per_cell, per_field = _write_findings(run, inputs, None, params, seed)
     section = {
         "source": SUPPLIED_SOURCE,
@@ -242,6 +238,14 @@ def write_supplied_cell_findings(
     }
     _record(run, section, console)
     return section
+
+
+def _after_detection(run_dir: str | Path) -> RunDir:
+    """The run directory, whose ``issues.csv`` the cell findings add columns to."""
+    run = RunDir(run_dir)
+    if not run.file(ISSUES_CSV).is_file():
+        raise RunDirError(f"{run.file(ISSUES_CSV)}: not found; the cell stage runs after detection")
+    return run
 
 
 def _record(run: RunDir, section: dict[str, Any], console: Console) -> None:

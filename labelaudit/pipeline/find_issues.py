@@ -234,6 +234,7 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
         a cell whose image is not among the labels' rows (naming the cell).
     """
     from labelaudit.detect.base import CellPredictions
+    from labelaudit.pipeline.supplied import cell_table
 
     if cell_probs is None or cell_images is None:
         raise SettingsError(
@@ -245,11 +246,8 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
         raise SettingsError("cell_images: no cells given")
     probs = check_probs(cell_probs, len(owners), k, "cell_probs", "cells")
     position = {image_id: row for row, image_id in enumerate(ids)}
-    rows = np.array([_owner_row(j, owner, ids, position) for j, owner in enumerate(owners)])
-    from labelaudit.pipeline.supplied import cell_table
-
-    table = cell_table([ids[r] for r in rows])
-    return CellPredictions(table, probs)
+    rows = [_owner_row(j, owner, ids, position) for j, owner in enumerate(owners)]
+    return CellPredictions(cell_table([ids[r] for r in rows]), probs)
 
 
 def check_features(features: Any, n: int) -> np.ndarray:
