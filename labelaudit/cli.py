@@ -358,8 +358,9 @@ CellProbsOption = Annotated[
     Path | None,
     typer.Option(
         help="A cell-level model's out-of-sample predictions made elsewhere (CSV: id of"
-        " the cell's image, optional cell name, one column per class; one row per cell):"
-        " label evidence and cell findings without masks or cell training."
+        " the cell's image, optional cell name, one column per class; one row per cell;"
+        " or an HPA single-cell challenge submission, ID + PredictionString): label"
+        " evidence and cell findings without masks or cell training."
     ),
 ]
 #: scan's options that are training settings, in the order they are passed on.

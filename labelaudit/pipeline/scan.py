@@ -63,7 +63,8 @@ embeddings
     embedding detectors (without them those are skipped).
 cell_probs
     A cell-level model's out-of-sample probabilities made elsewhere (CSV, one row per
-    cell: the image ``id``, an optional ``cell`` name, one column per class;
+    cell: the image ``id``, an optional ``cell`` name, one column per class; or an
+    HPA single-cell challenge submission;
     :func:`~labelaudit.pipeline.supplied.read_supplied_cells`): a second view of each
     label for the label evidence, and the cell findings (``cells.csv``, the cell
     columns of ``issues.csv``) without masks or cell training. Not with

@@ -222,7 +222,9 @@ def read_supplied_cells(
         names it), optionally a ``cell`` column (the cell's name within its image,
         e.g. its mask label; default: its count within the image, from 1), and one
         column per class (named like the classes or their tokens). Images without
-        a row have no cells.
+        a row have no cells. Or an HPA single-cell challenge submission: ``ID``
+        and ``PredictionString`` (``class confidence mask`` triples), one row per
+        image; each distinct mask string is a cell.
     ids, class_names, class_tokens
         The dataset's image ids and classes.
 
@@ -246,6 +248,13 @@ def read_supplied_cells(
     check_user_file(path, "the --cell-probs file")
     frame = _read_text_table(path, "the cell probabilities file (--cell-probs)")
     id_col = _id_column(frame, path)
+    submission = next(
+        (c for c in frame.columns if str(c).strip().lower() == "predictionstring"), None
+    )
+    if submission is not None:
+        return _cells_from_submission(
+            path, frame, id_col, submission, list(ids), list(class_names), list(class_tokens)
+        )
     cell_col = next((c for c in frame.columns if str(c).strip().lower() == "cell"), None)
     names, tokens = list(class_names), list(class_tokens)
     columns = _class_columns(frame, (id_col, cell_col), path, names, tokens)
@@ -281,6 +290,63 @@ def read_supplied_cells(
     cell_ids = table["cell_id"].tolist()
     values = _check_values(path, values, cell_ids, names, header=True, lines=lines, row="cell")
     return CellPredictions(table, values)
+
+
+def _cells_from_submission(
+    path: Path,
+    frame: pd.DataFrame,
+    id_col: str,
+    submission: str,
+    ids: list[str],
+    class_names: list[str],
+    class_tokens: list[str],
+) -> CellPredictions:
+    """Cells from an HPA single-cell challenge submission (``ID``, ``PredictionString``
+    of ``class confidence mask`` triples): a cell is a distinct mask string of its
+    image (the masks are never decoded), numbered in order of appearance; a class the
+    submission does not list for a cell reads as 0."""
+    from labelaudit.detect.base import CellPredictions
+
+    column = {t: k for k, t in enumerate(class_tokens)}
+    column.update({n: k for k, n in enumerate(class_names)})
+    given = frame[id_col].str.strip()
+    _refuse_unknown(path, given, ids)
+    dup = given[given.duplicated()]
+    if len(dup):
+        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
+    images: list[str] = []
+    cells: list[str] = []
+    rows: list[np.ndarray] = []
+    for r, (image, text) in enumerate(zip(given, frame[submission], strict=True)):
+        line, parts = r + 2, str(text).split()
+        if len(parts) % 3:
+            raise _bad(path, f"{len(parts)} fields in the PredictionString, not triples", line)
+        masks: dict[str, int] = {}
+        vectors: list[np.ndarray] = []
+        for j in range(0, len(parts), 3):
+            token, confidence, mask = parts[j : j + 3]
+            k = column.get(token)
+            if k is None:
+                raise _bad(path, f"class {token!r} is not a class of the dataset", line)
+            try:
+                value = float(confidence)
+            except ValueError:
+                raise _bad(path, f"confidence {confidence!r} is not a number", line) from None
+            if not 0.0 <= value <= 1.0:  # NaN fails too
+                raise _bad(path, f"confidence {confidence} is outside [0, 1]", line)
+            cell = masks.setdefault(mask, len(masks))
+            if cell == len(vectors):
+                vectors.append(np.full(len(class_names), np.nan))
+            if not np.isnan(vectors[cell][k]):
+                raise _bad(path, f"class {token!r} given twice for one cell of {image!r}", line)
+            vectors[cell][k] = value
+        images += [image] * len(vectors)
+        cells += [str(c + 1) for c in range(len(vectors))]
+        rows += vectors
+    if not rows:
+        raise _bad(path, "no cells (every PredictionString is empty)")
+    probs = np.nan_to_num(np.vstack(rows), nan=0.0)  # classes not listed for a cell
+    return CellPredictions(cell_table(images, cells), probs)
 
 
 def cell_table(images: list[str], cells: list[str] | None = None) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -96,6 +97,10 @@ def _bad_cell_files(cells: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, str]]:
         "missing class": (cells.drop(columns=cls), "missing class columns"),
         "no rows": (cells.iloc[:0], "no cells"),
         "no id": (cells.drop(columns="id"), "no id column"),
+        "submission": (
+            pd.DataFrame({"ID": [cells["id"].iloc[0]], "PredictionString": ["99 0.5 m"]}),
+            "line 2: class '99' is not a class of the dataset",
+        ),
     }
 
 
@@ -187,3 +192,38 @@ def test_two_cells_that_would_share_a_name_are_refused(tmp_path):
     path.write_text("id,cell,x\na_1,2,0.1\na,1_2,0.2\n")
     with pytest.raises(SettingsError, match="line 3: two cells would both be named 'a_1_2'"):
         read_supplied_cells(path, ["a", "a_1"], ["x"], ["x"])
+
+
+def test_an_hpa_single_cell_submission_is_read_as_cells(tmp_path):
+    """``ID, ImageWidth, ImageHeight, PredictionString`` (``class confidence mask``
+    triples): each distinct mask of an image is a cell, unlisted classes read as 0."""
+    from labelaudit.core.errors import SettingsError
+    from labelaudit.pipeline.supplied import read_supplied_cells
+
+    ids, names, tokens = ["a", "b", "c"], ["Nucleoplasm", "Cytosol"], ["0", "1"]
+    path = tmp_path / "submission.csv"
+    rows = [
+        "ID,ImageWidth,ImageHeight,PredictionString",
+        "a,2048,2048,0 0.9 eNoLmask1 1 0.2 eNoLmask1 0 0.1 eNoLmask2",
+        "b,2048,2048,",
+        "c,1728,1728,1 0.7 eNoLmask1",
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    cells = read_supplied_cells(path, ids, names, tokens)
+    assert cells.table["cell_id"].tolist() == ["a_1", "a_2", "c_1"]
+    np.testing.assert_allclose(cells.probs, [[0.9, 0.2], [0.1, 0.0], [0.0, 0.7]])
+    bad = {
+        "0 0.9": "2 fields in the PredictionString, not triples",
+        "7 0.9 m": "class '7' is not a class of the dataset",
+        "0 high m": "confidence 'high' is not a number",
+        "0 1.5 m": "confidence 1.5 is outside [0, 1]",
+        "0 nan m": "confidence nan is outside [0, 1]",
+        "0 0.5 m 0 0.6 m": "class '0' given twice for one cell of 'a'",
+    }
+    for text, message in bad.items():
+        path.write_text(f"ID,PredictionString\nb,\na,{text}\n")
+        with pytest.raises(SettingsError, match=re.escape(f"line 3: {message}")):
+            read_supplied_cells(path, ids, names, tokens)
+    path.write_text("ID,PredictionString\na,\nb,\n")
+    with pytest.raises(SettingsError, match="no cells"):
+        read_supplied_cells(path, ids, names, tokens)
