@@ -142,7 +142,10 @@ def test_cells_of_images_the_scan_skipped_are_left_out(tmp_path):
     table = cell_table(["a", "b", "b", "c"])
     cells = CellPredictions(table, np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]]))
     ds = SimpleNamespace(ids=["a", "c"], class_names=["x", "y"])  # b was skipped
+    (tmp_path / "cells").mkdir()
+    np.save(tmp_path / "cells" / "embeddings.npy", np.zeros((3, 2)))  # an earlier cell model's
     kept = _use_supplied_cells(tmp_path, ds, cells)
+    assert not (tmp_path / "cells" / "embeddings.npy").exists()  # not these cells
     assert kept.table["cell_id"].tolist() == ["a_1", "c_1"]
     np.testing.assert_allclose(kept.probs, [[0.1, 0.2], [0.7, 0.8]])
     written = pd.read_csv(tmp_path / "cells" / "oof_probs.csv")
