@@ -127,3 +127,14 @@ def with_cell_model(n: int = 300, k: int = 5, seed: int = 0):
     owners = np.array([i for i in range(n) if i % 10 for _ in range(int(rng.integers(2, 4)))])
     features = true + rng.normal(0, 0.6, true.shape)
     return given, true, model(np.arange(n)), features, model(owners), owners
+
+
+def scan_refuses_file(run_cli, data: Path, out: Path, option: str, path: Path, expected: str):
+    """``scan DATA --out OUT <option> PATH`` (tiny settings) ends in exit 2 and one line
+    naming ``path`` and saying ``expected``, no traceback, before ``out`` is written."""
+    code, _, err = run_cli("scan", data, "--out", out, *TINY_SCAN, option, path)
+    assert code == 2, (path.name, err)
+    lines = [line for line in err.strip().splitlines() if line]
+    assert len(lines) == 1 and "Traceback" not in err, (path.name, err)
+    assert str(path) in err and expected in err, (path.name, err)
+    assert not out.exists(), path.name  # checked before anything is written

@@ -357,15 +357,15 @@ def find_issues(
         A bad array, class name, id or option: one line naming it.
     """
     matrix, names, probs, emb = _checked_arrays(labels, pred_probs, features, images, class_names)
+    image_ids = _check_ids(ids, len(matrix))
     cells = None
     if cell_probs is not None or cell_images is not None:
-        cells = check_cells(cell_probs, cell_images, _check_ids(ids, len(matrix)), len(names))
+        cells = check_cells(cell_probs, cell_images, image_ids, len(names))
     work, run_dir, temporary = _work_dirs(out)
     try:
         if probs is not None and images is None:
             result = _audit_arrays(
-                run_dir, _check_ids(ids, len(matrix)), matrix, names, probs, emb, detectors,
-                cells,
+                run_dir, image_ids, matrix, names, probs, emb, detectors, cells
             )  # fmt: skip
         else:
             result = _audit_images(
@@ -561,9 +561,9 @@ def _audit_images(
     cells_file = None
     if cells is not None:
         cells_file = work / "cell_probs.csv"
-        row_of = {image_id: row for row, image_id in enumerate(_check_ids(ids, n))}
+        file_of = dict(zip(_check_ids(ids, n), files, strict=True))  # the cells' ids
         frame = pd.DataFrame(cells.probs, columns=names)
-        frame.insert(0, "id", [files[row_of[i]] for i in cells.table["id"]])
+        frame.insert(0, "id", [file_of[i] for i in cells.table["id"]])
         frame.insert(1, "cell", cells.table["cell"].to_numpy())
         write_csv(cells_file, frame)
     result = scan(

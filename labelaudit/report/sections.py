@@ -457,6 +457,11 @@ EVIDENCE_WORDS = {
 }
 
 
+def _cells_supplied(cells: dict[str, Any]) -> bool:
+    """Whether ``run.json["cells"]`` records cell probabilities made elsewhere."""
+    return str(cells.get("source", "")).startswith("supplied")
+
+
 def _label_evidence_words(art: Any) -> str:
     """What the combined label evidence of this run weighed, in words (from
     ``run.json["detect"]``; a forged or absent record gives the usual three)."""
@@ -465,9 +470,7 @@ def _label_evidence_words(art: Any) -> str:
     if not isinstance(features, list):
         features = ["logit_p", "logit_neighbours", "flip_gain"]
     words = [w for f, w in EVIDENCE_WORDS.items() if f in features]
-    if "cell_strongest" in features and str(art.section("cells").get("source", "")).startswith(
-        "supplied"
-    ):
+    if "cell_strongest" in features and _cells_supplied(art.section("cells")):
         words[-1] += " (supplied)"
     if len(words) < 2:
         return "".join(words) or "the probabilities"
@@ -817,7 +820,7 @@ def _cell_facts(sec: dict[str, Any]) -> list[tuple[str, str]]:
         ("crop size", f"{sec['cell_size']} px" if sec.get("cell_size") else "-"),
         (
             ("cell model (made elsewhere, its probabilities supplied)", "-")
-            if str(sec.get("source", "")).startswith("supplied")
+            if _cells_supplied(sec)
             else ("cell model (out-of-fold, cells inherit their field's labels)", model or "-")
         ),
         ("fields with a label no cell shows", _count(sec.get("n_fields_with_unsupported_labels"))),

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from la_testutils import TINY_SCAN, snapshot
+from la_testutils import TINY_SCAN, scan_refuses_file, snapshot
 
 
 def _files(data, tmp_path, seed: int = 0):
@@ -116,12 +116,7 @@ def test_bad_cell_probs_files_one_message_exit_2(tmp_path, run_cli):
         content.to_csv(path, index=False)
         written = path.read_bytes()
         out = tmp_path / f"out-{name}"
-        code, _, err = run_cli("scan", data, "--out", out, *TINY_SCAN, "--cell-probs", path)
-        assert code == 2, (name, err)
-        lines = [line for line in err.strip().splitlines() if line]
-        assert len(lines) == 1 and "Traceback" not in err, (name, err)
-        assert str(path) in err and expected in err, (name, err)
-        assert not out.exists(), name  # checked before anything is written
+        scan_refuses_file(run_cli, data, out, "--cell-probs", path, expected)
         assert path.read_bytes() == written
     code, _, err = run_cli(
         "scan", data, "--out", tmp_path / "o", "--level", "cell", "--cell-probs", good

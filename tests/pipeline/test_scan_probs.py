@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from la_testutils import TINY_SCAN, run_ok, snapshot
+from la_testutils import TINY_SCAN, run_ok, scan_refuses_file, snapshot
 
 TINY = TINY_SCAN
 
@@ -108,13 +108,7 @@ def test_bad_probs_files_one_message_exit_2(tmp_path, run_cli):
         else:
             path = tmp_path / f"{name}.csv"
             content.to_csv(path, index=False)
-        out = tmp_path / f"out-{name}"
-        code, _, err = run_cli("scan", data, "--out", out, *TINY, "--probs", path)
-        assert code == 2, (name, err)
-        lines = [line for line in err.strip().splitlines() if line]
-        assert len(lines) == 1 and "Traceback" not in err, (name, err)
-        assert str(path) in err and expected in err, (name, err)
-        assert not out.exists(), name  # checked before anything is written
+        scan_refuses_file(run_cli, data, tmp_path / f"out-{name}", "--probs", path, expected)
     assert snapshot(data) == before
 
 
