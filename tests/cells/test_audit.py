@@ -184,3 +184,37 @@ def test_cell_level_refuses_torchrun(make_hpa, monkeypatch, tmp_path):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SettingsError, match="torchrun"):
         scan(make_hpa(n=12), tmp_path / "r", level="cell")
+
+
+@pytest.mark.slow
+def test_a_fold_job_with_cell_folds_unfinished_forgets_the_previous_cells(
+    cell_run, run_cli, tmp_path
+):
+    """``--level cell --fold 1`` while another cell fold is unfinished: the field
+    detectors run without cells, and the previous scan's cells are not left standing
+    beside them (they would read as this scan's)."""
+    import shutil
+
+    data, run = cell_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert "cells" in read_json(copy / "run.json") and (copy / "cells.csv").is_file()
+    shutil.rmtree(copy / "cells" / "folds" / "fold_2")  # cell fold 2 is unfinished
+    masks = data / "masks"
+    code, out, err = run_cli(
+        "scan", data, "--out", copy, *TINY[:-1], "--level", "cell", "--masks", masks, "--fold", "1"
+    )
+    assert code == 0, err
+    assert "cells" not in read_json(copy / "run.json")
+    assert not (copy / "cells.csv").exists()
+    from labelaudit.rundir import RunDir
+
+    assert RunDir(copy).audit_inputs().cells is None
+    assert "n_cells" not in pd.read_csv(copy / "issues.csv").columns
+    # The job that finishes the last cell fold makes the cell findings again.
+    code, out, err = run_cli(
+        "scan", data, "--out", copy, *TINY[:-1], "--level", "cell", "--masks", masks, "--fold", "2"
+    )
+    assert code == 0, err
+    assert read_json(copy / "run.json")["cells"]["n_cells"] == len(pd.read_csv(run / "cells.csv"))
+    assert (copy / "cells.csv").is_file()
