@@ -637,6 +637,11 @@ def _image_files(
                 f"images[{r}] has {(array.shape[2:] or (1,))[0]} channel(s), images[0] "
                 f"{(channels or (1,))[0]}"
             )
-        tifffile.imwrite(root / f"{name}.tiff", array, photometric="minisblack")
+        # Channels last as TIFF samples (axes YXS): without planarconfig tifffile would
+        # store an H x W x C array as H pages of W x C, and the scan would read that.
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        contig = {"planarconfig": "contig"} if array.ndim == 3 else {}
+        tifffile.imwrite(root / f"{name}.tiff", array, photometric="minisblack", **contig)
         files.append(f"{name}.tiff")
     return files, root, names

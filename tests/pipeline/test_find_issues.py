@@ -151,7 +151,14 @@ def test_images_as_arrays_add_the_pixel_evidence(tmp_path):
     cells_table = pd.read_csv(tmp_path / "run" / "cells.csv", dtype=str)
     assert cells_table["cell_id"].iloc[0] == "cell0.tiff_1"
     assert result.report().name == "report.html"
-    assert (tmp_path / "run-inputs" / "images" / "cell5.tiff").is_file()
+    written = tmp_path / "run-inputs" / "images" / "cell5.tiff"
+    # channels last reach the scan as channels, not as rows of pixels
+    from labelaudit.data.readers import read_array
+    from labelaudit.rundir import RunDir
+
+    assert np.array_equal(read_array(tmp_path / "run-inputs" / "images" / "cell3.tiff"), images[3])
+    assert len(RunDir(tmp_path / "run").read_run()["dataset"]["channels"]) == 3
+    assert written.is_file()
 
 
 @pytest.mark.slow
