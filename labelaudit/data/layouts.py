@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import os
@@ -196,6 +197,13 @@ def _describe_header(header: list[str]) -> str:
     """
     if 2 <= len(header) <= 50 and all(_HEADER_FIELD.fullmatch(h) for h in header):
         return f"found {','.join(header)}"
+    joined = next((c for c in (";", "\t", "|") if len(header) == 1 and c in header[0]), None)
+    if joined is not None:  # a table saved with another delimiter: say which, not its text
+        name = {"\t": "tab", ";": "';'", "|": "'|'"}[joined]
+        return (
+            f"the first line is one field joined by {name}: a label file is comma-separated "
+            "(--sep / sep= separates the labels within a cell, not the columns); save it as CSV"
+        )
     return f"the first line is not a CSV header of this layout ({len(header)} field(s))"
 
 
@@ -271,7 +279,8 @@ def _marker_options(root: Path) -> dict[str, str]:
 
     A cleaned copy of a dataset read with ``labels``/``images``/columns/``sep`` carries
     them, so that it loads as it is: ``labels`` is a file name inside the copy,
-    ``images`` the (absolute) image directory of the source dataset.
+    ``images`` the (absolute) image directory of the source dataset, ``layout`` the
+    layout it was read with (own columns can make an HPA label file look generic).
     """
     data = _verified_marker(root)  # signed: an --images path from elsewhere admits nothing
     options = (data.get("load_options") if data is not None else None) or {}
@@ -279,7 +288,10 @@ def _marker_options(root: Path) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in options.items()
     ):
         return {}
+    layout = options.get("layout")
     options = {k: v for k, v in options.items() if k in LoadOptions.__dataclass_fields__}
+    if layout in REGISTRY:  # the layout it was read with (other names: detect it)
+        options["layout"] = layout
     labels = options.get("labels")
     if labels is not None:
         if "/" in labels or "\\" in labels or labels in (".", ".."):
@@ -295,12 +307,13 @@ def cleaned_copy_options(ds: Dataset) -> dict[str, str]:
     """The load options a cleaned copy of ``ds`` records in its marker.
 
     The copy holds the label file under its own name; the images stay where they are
-    (an ``images`` directory given to the scan is not linked into the copy).
+    (an ``images`` directory given to the scan is not linked into the copy). The
+    layout is recorded too: the copy loads with it, not with a guess from its header.
     """
     options = {k: v for k, v in ds.options.items() if k != "labels"}
     if "labels" in ds.options:
         options["labels"] = ds.label_file.name
-    return options
+    return {**options, "layout": ds.layout}
 
 
 def admitted_roots(root: str | Path) -> tuple[Path, ...]:
@@ -355,6 +368,20 @@ def _image_problem(path: Path, resolver: _Resolver | None) -> str | None:
             )
     problem = file_problem(path)
     return None if problem is None else f"{problem}: {path}"
+
+
+def _channel_files_hint(path: Path) -> str:
+    """How to read ``path`` when it names a field of HPA channel files (``{path}_green.png``
+    and siblings), which the generic layout, one file per image, does not look for."""
+    if path.exists() or not path.parent.is_dir():
+        return ""
+    found = next(path.parent.glob(f"{glob.escape(path.name)}_green.*"), None)
+    if found is None:
+        return ""
+    return (
+        f" ({found.name} and its sibling stains are one field's channel files: read them "
+        "with layout='hpa2021', --layout hpa2021)"
+    )
 
 
 # ----------------------------------------------------------------------- detection
@@ -754,6 +781,7 @@ def _load_generic(
             continue
         problem = _image_problem(path, resolver)
         if problem is not None:
+            problem += _channel_files_hint(path)
             report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
             continue
         if n_channels is None:
@@ -1002,8 +1030,11 @@ def load_dataset(
     SettingsError
         When ``max_pixels`` is not a positive integer.
     """
-    options, root = _load_options(path, labels, images or image_dir, id_column, label_column, sep)
+    options, root, recorded = _load_options(
+        path, labels, images or image_dir, id_column, label_column, sep
+    )
     _check_load_args(root, options, max_pixels)
+    layout = layout or recorded
     spec = get_layout(detect_layout(root, options) if layout is None else layout)
     report = report if report is not None else LoadReport()
     resolver = None
@@ -1025,17 +1056,21 @@ def _load_options(
     id_column: str | None,
     label_column: str | None,
     sep: str | None,
-) -> tuple[LoadOptions, Path]:
-    """The loader options and the dataset directory: a cleaned copy's own options when
-    none are given, the label file's directory when no directory is."""
+) -> tuple[LoadOptions, Path, str | None]:
+    """The loader options, the dataset directory and the layout a cleaned copy records:
+    a cleaned copy's own options when none are given, the label file's directory when
+    no directory is."""
     options = LoadOptions.make(labels, images, id_column, label_column, sep)
+    recorded = None
     if path is not None and options == LoadOptions() and Path(path).is_dir():
-        options = LoadOptions.make(**_marker_options(Path(path)))  # a cleaned copy's own
+        own = _marker_options(Path(path))  # a cleaned copy's own
+        recorded = own.pop("layout", None)
+        options = LoadOptions.make(**own)
     if path is None:
         if options.labels is None:
             raise SettingsError("give a dataset directory or a label file (labels=...)")
         path = options.labels.parent
-    return options, Path(path)
+    return options, Path(path), recorded
 
 
 def _check_load_args(root: Path, options: LoadOptions, max_pixels: int | None) -> None:

@@ -175,6 +175,17 @@ def test_column_names_unknown_say_the_option(make_hpa):
         load_dataset(root, id_column="Sample")
 
 
+@pytest.mark.parametrize(("delimiter", "name"), [(";", "';'"), ("\t", "tab")])
+def test_a_table_saved_with_another_delimiter_is_named(tmp_path, delimiter, name):
+    root = generic(tmp_path, "|")
+    text = (root / "labels.csv").read_text().replace(",", delimiter).replace('"', "")
+    (root / "other.csv").write_text(text)
+    with pytest.raises(DatasetError, match=f"joined by {name}: a label file is comma-sep"):
+        load_dataset(labels=root / "other.csv", images=root)
+    with pytest.raises(DatasetError, match="joined by"):  # with the columns named too
+        load_dataset(labels=root / "other.csv", images=root, id_column="image", sep=";")
+
+
 def test_bad_sep_is_a_settings_error(make_hpa):
     with pytest.raises(SettingsError, match="sep"):
         load_dataset(make_hpa(n=2), sep="")
@@ -231,3 +242,30 @@ def test_sweep_reads_the_same_options(tmp_path, run_cli):
         "--lrs", "0.01", "--folds", "9",
     )  # fmt: skip
     assert code == 2 and "too few for 9-fold cross-validation" in err  # loaded, then checked
+
+
+def test_a_cleaned_copy_of_channel_files_with_own_columns_loads_with_their_layout(
+    tmp_path, make_hpa
+):
+    """HPA channel files and a label file with columns of one's own: such a header
+    reads as generic, so the layout is given; the cleaned copy records it and loads by
+    itself (found by a newcomer's test: it was read as generic and no image was found)."""
+    import labelaudit
+
+    src = make_hpa(n=12, size=16)
+    table = tmp_path / "tables" / "annotations.csv"
+    table.parent.mkdir()
+    table.write_text((src / "train.csv").read_text().replace("ID,Label", "field,locations"))
+    options = {"labels": table, "images": src / "train", "id_column": "field"}
+    options["label_column"] = "locations"
+    with pytest.raises(DatasetError, match="image file not found.*layout='hpa2021'"):
+        load_dataset(**options)  # the header alone says generic; the message says what to do
+    ds = load_dataset(**options, layout="hpa2021")
+    probs = np.where(ds.labels, 0.9, 0.05)
+    probs[0] = 1 - probs[0]
+    np.save(tmp_path / "p.npy", probs)
+    run = tmp_path / "run"
+    labelaudit.scan(out=run, layout="hpa2021", probs=tmp_path / "p.npy", report=False, **options)
+    cleaned = load_dataset(run / "cleaned")  # its marker says how to read it
+    assert cleaned.layout == "hpa2021" and len(cleaned) == len(ds)
+    assert cleaned.label_file == run / "cleaned" / table.name
