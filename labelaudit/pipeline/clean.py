@@ -270,6 +270,8 @@ class _DecisionCheck:
             raise bad(f"decision must be keep, accept, edit or reject, got {decision!r}")
         i = self.index[image_id]
         given = view.given[i]
+        if what in ("keep", "accept") and text is not None and not text.strip():
+            text = None  # an empty cell states nothing: keep and accept say which labels
         labels = view.parse(text, where=bad) if text is not None else None
         if what == "keep":
             if labels is not None and not np.array_equal(labels, given):
