@@ -377,7 +377,7 @@ def find_issues(
         if temporary:
             shutil.rmtree(work, ignore_errors=True)
         raise
-    if emb is None:
+    if emb is None and probs is not None:  # trained models make their own embeddings
         result.notes.append(NO_FEATURES_NOTE)
     if temporary:  # the run lives as long as the result that reads it
         weakref.finalize(result, shutil.rmtree, str(work), True)

@@ -172,6 +172,8 @@ def test_image_paths_without_probabilities_train_cross_validated_models(tmp_path
         preset="demo", epochs=1, folds=2, image_size=32, cache_dir=tmp_path / "cache",
     )  # fmt: skip
     assert result.summary["predictions"] == "cross-validated"
+    assert result.summary["notes"] == []  # the models' embeddings stand in for features
+    assert {"knn", "isolation"} <= set(result.summary["detectors"])
     assert (tmp_path / "run" / "folds").is_dir()
     assert sorted(result.issues["id"]) == sorted(ds.ids)
     with pytest.raises(SettingsError, match="never writes into its inputs"):
