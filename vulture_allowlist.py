@@ -45,5 +45,6 @@ _.MAX_IMAGE_PIXELS  # Pillow's decompression-bomb limit: data/readers.py
 _.nprobe  # faiss IVF index setting: detect/pixelmatch.py
 _.find  # detect/base.py: Detector.find, the one-call findings table (docs/report.md, tests)
 _.posteriors  # detect/combined.py: the label evidence's posteriors (docs/design.md, tests)
+_.__signature__  # pipeline/scan.py: what inspect.signature (help, editors) shows for scan
 
 MAX_ZOOM  # detect/pixelmatch.py: the largest zoom searched, named in detect/duplicates.py's docstring

@@ -10,8 +10,33 @@ preset: the poster "Classifying Human Cell Proteins in Microscope Images"
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from labelaudit.core.errors import DatasetError, LabelAuditError, RunDirError, SettingsError
+
+if TYPE_CHECKING:  # type checkers and editors see the lazy names' real signatures
+    # (``import x as x``: an explicit re-export)
+    from labelaudit.core.config import resolve_settings as resolve_settings
+    from labelaudit.data.cache import ImageCache as ImageCache
+    from labelaudit.data.cache import build_cache as build_cache
+    from labelaudit.data.check import CheckReport as CheckReport
+    from labelaudit.data.check import check_dataset as check_dataset
+    from labelaudit.data.dataset import Dataset as Dataset
+    from labelaudit.data.dataset import ImageSource as ImageSource
+    from labelaudit.data.layouts import load_dataset as load_dataset
+    from labelaudit.pipeline.bench import bench as bench
+    from labelaudit.pipeline.clean import clean as clean
+    from labelaudit.pipeline.compare import detect_and_compare as detect_and_compare
+    from labelaudit.pipeline.find_issues import find_issues as find_issues
+    from labelaudit.pipeline.results import AuditResult as AuditResult
+    from labelaudit.pipeline.retrain import retrain as retrain
+    from labelaudit.pipeline.scan import scan as scan
+    from labelaudit.report import write_report as write_report
+    from labelaudit.rundir import load_audit_inputs as load_audit_inputs
+    from labelaudit.synth.simulate import synthesize as synthesize
+    from labelaudit.tools.predict import predict as predict
+    from labelaudit.tools.sweep import sweep as sweep
+    from labelaudit.train.cv import cross_validate as cross_validate
 
 __version__ = "0.1.0"
 

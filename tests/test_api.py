@@ -48,3 +48,32 @@ def test_version_is_the_installed_metadata_and_the_cli_prints_it(run_cli):
     assert labelaudit.__version__ == version("labelaudit")
     code, out, _ = run_cli("--version")
     assert code == 0 and out.strip() == f"labelaudit {labelaudit.__version__}"
+
+
+def test_type_checkers_see_every_lazy_name_from_its_module():
+    """``TYPE_CHECKING`` imports give editors and mypy the real signatures of the lazy
+    names (``__getattr__`` alone types them all as ``object``)."""
+    import ast
+
+    tree = ast.parse(inspect.getsource(labelaudit))
+    block = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+    )
+    imported = {
+        alias.name: node.module
+        for node in block.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    }
+    assert imported == labelaudit._LAZY
+
+
+def test_public_signatures_show_no_private_parameters():
+    for name in labelaudit._LAZY:
+        value = getattr(labelaudit, name)
+        target = value if inspect.isfunction(value) else getattr(value, name, value)
+        if callable(target) and not inspect.isclass(target):
+            params = inspect.signature(target).parameters
+            assert not [p for p in params if p.startswith("_")], name

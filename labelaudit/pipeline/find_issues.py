@@ -641,7 +641,9 @@ def _image_files(
         # store an H x W x C array as H pages of W x C, and the scan would read that.
         if array.ndim == 3 and array.shape[2] == 1:
             array = array[:, :, 0]
-        contig = {"planarconfig": "contig"} if array.ndim == 3 else {}
-        tifffile.imwrite(root / f"{name}.tiff", array, photometric="minisblack", **contig)
+        planar = "contig" if array.ndim == 3 else None
+        tifffile.imwrite(
+            root / f"{name}.tiff", array, photometric="minisblack", planarconfig=planar
+        )
         files.append(f"{name}.tiff")
     return files, root, names

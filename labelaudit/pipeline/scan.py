@@ -87,12 +87,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec
 
 import numpy as np
 from rich.console import Console
@@ -191,14 +192,24 @@ def cache_with_progress(
     return cache
 
 
-def _one_writer(func: Callable[..., ScanResult]) -> Callable[..., ScanResult]:
-    """Give ``func`` an ExitStack (``_locks``) whose locks are released when it returns."""
+_P = ParamSpec("_P")
+
+
+def _one_writer(
+    func: Callable[Concatenate[contextlib.ExitStack, _P], ScanResult],
+) -> Callable[_P, ScanResult]:
+    """Give ``func`` an ExitStack (its first argument) whose locks are released when it
+    returns; the caller, ``help()`` and type checkers see the signature without it."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs) -> ScanResult:
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> ScanResult:
         with contextlib.ExitStack() as locks:
-            return func(*args, _locks=locks, **kwargs)
+            return func(locks, *args, **kwargs)
 
+    signature = inspect.signature(func)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
     return wrapper
 
 
@@ -326,6 +337,7 @@ class _ScanJob:
 
 @_one_writer
 def scan(
+    _locks: contextlib.ExitStack,
     dataset: str | Path | None = None,
     out: str | Path = DEFAULT_RUN,
     *,
@@ -353,7 +365,6 @@ def scan(
     against: Sequence[str | Path] = (),
     second_round_of: str | Path | None = None,
     cell_probs: str | Path | None = None,
-    _locks: contextlib.ExitStack,
     **overrides,
 ) -> ScanResult:
     """Audit a dataset: train cross-validated models, run the detectors, clean, report.
