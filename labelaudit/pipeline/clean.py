@@ -145,13 +145,14 @@ class CleanResult:
     cleaned_dir: Path
     changes_file: Path
     policy: str
-    changes: pd.DataFrame
-    ids: list[str]
-    labels: np.ndarray
-    kept: np.ndarray
+    # The tables and arrays stay out of the repr: a notebook prints a few lines.
+    changes: pd.DataFrame = field(repr=False)
+    ids: list[str] = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    kept: np.ndarray = field(repr=False)
     n_decisions: int = 0
     params: dict = field(default_factory=dict)
-    weights: np.ndarray | None = None
+    weights: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n_removed(self) -> int:

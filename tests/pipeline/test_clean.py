@@ -55,6 +55,7 @@ def test_policy(hpa_run, policy):
     before = snapshot(dataset)
     listing = sorted(p.name for p in dataset.iterdir())
     result = clean(run, policy=policy)
+    assert "array(" not in repr(result) and policy in repr(result)  # a notebook's one line
     # changes.csv: exactly the expected removals and relabels, with complete rows.
     changes = read_changes(run)
     assert list(changes.columns) == CHANGES_COLUMNS
