@@ -470,7 +470,7 @@ def _audit_arrays(
         run_lock,
     )
 
-    preflight(resolve_settings("cpu"), labels, names, 1, detectors=detectors)
+    preflight(resolve_settings("cpu"), labels, names, 1, detectors=detectors, trains=False)
     open_output_dir(run_dir)
     run = RunDir(run_dir)
     with run_lock(run_dir):

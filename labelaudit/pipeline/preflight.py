@@ -22,6 +22,7 @@ def preflight(
     *,
     fold: int | None = None,
     detectors: Any = None,
+    trains: bool = True,
 ) -> list[str]:
     """Every check an audit can make before decoding an image or creating a directory.
 
@@ -44,6 +45,9 @@ def preflight(
         ``--fold`` (1-based) or ``None``.
     detectors
         Detector names, or ``None`` for the defaults.
+    trains
+        ``False`` when the probabilities are supplied: no folds to fill, so neither
+        their size nor the classes rarer than them is checked.
 
     Returns
     -------
@@ -57,7 +61,9 @@ def preflight(
     """
     check_fold(fold, settings)
     check_detectors(detectors)
-    notes = check_folds(labels, class_names, settings.folds, strict=settings.strict)
+    notes = (
+        check_folds(labels, class_names, settings.folds, strict=settings.strict) if trains else []
+    )
     if settings.weights:
         # torch and timm load only when there is a file to check: the other
         # refusals stay instant.

@@ -463,8 +463,9 @@ def _open_run(
         _check_masks(files.masks, ds.ids, skip_broken)
     fold = job.fold
     preflight(
-        settings, ds.labels, ds.class_names, len(ds.channels), fold=fold, detectors=job.detectors
-    )
+        settings, ds.labels, ds.class_names, len(ds.channels), fold=fold,
+        detectors=job.detectors, trains=files.probs is None,
+    )  # fmt: skip
     supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
     job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied, skip_broken)
     if files.cell_probs is not None:

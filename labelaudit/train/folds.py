@@ -73,7 +73,8 @@ def check_folds(
     if n < 2 * n_folds:
         raise SettingsError(
             f"{n} images are too few for {n_folds}-fold cross-validation "
-            f"(need at least {2 * n_folds}: two per fold); use --folds with a smaller number"
+            f"(need at least {2 * n_folds}: two per fold); use --folds (folds=) with a smaller "
+            "number"
         )
     counts = labels.sum(axis=0).astype(int)
     warnings: list[str] = []

@@ -24,7 +24,7 @@ def arrays(n: int = 60, seed: int = 0):
     matrix[~matrix.any(axis=1), 0] = True
     lists = [[NAMES[k] for k in np.flatnonzero(row)] for row in matrix]
     probs = np.clip(np.where(matrix, 0.9, 0.05) + rng.normal(0, 0.03, matrix.shape), 0, 1)
-    probs[3] = 1 - probs[3]  # every label of image 3 looks wrong
+    probs[min(3, n - 1)] = 1 - probs[min(3, n - 1)]  # every label of image 3 looks wrong
     features = rng.normal(size=(n, 8)) + matrix @ rng.normal(size=(len(NAMES), 8)) * 3
     return lists, matrix, probs, features
 
@@ -50,6 +50,18 @@ def test_arrays_only_find_the_wrong_labels_and_say_what_was_skipped(tmp_path):
     with pytest.raises(SettingsError, match="not a labelaudit report"):
         result.report(tmp_path / "mine.html")
     assert (tmp_path / "mine.html").read_text() == "my notes"
+
+
+def test_supplied_probabilities_need_no_folds_training_does(tmp_path):
+    """Three images with their probabilities are audited (nothing is cross-validated);
+    the same three to train on are too few for the folds, said in one line."""
+    lists, _, probs, _ = arrays(n=3)
+    images = np.random.default_rng(0).integers(0, 255, (3, 16, 16), dtype=np.uint8)
+    for given in ({}, {"images": images, "out": tmp_path / "run"}):
+        issues = labelaudit.find_issues(lists, pred_probs=probs, class_names=NAMES, **given)
+        assert sorted(issues.issues.index) == [0, 1, 2]
+    with pytest.raises(SettingsError, match=r"too few for 5-fold.*folds="):
+        labelaudit.find_issues(lists, images=images, class_names=NAMES, out=tmp_path / "t")
 
 
 def test_matrix_and_label_lists_give_the_same_issues():
