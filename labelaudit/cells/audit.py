@@ -36,12 +36,19 @@ from rich.console import Console
 
 from labelaudit.core.config import TrainSettings
 from labelaudit.core.errors import RunDirError, SettingsError
-from labelaudit.core.userfiles import is_plain_entry, remove_entry
+from labelaudit.core.userfiles import remove_entry
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import split_labels
 from labelaudit.detect import AuditInputs, CellPredictions, get_detector
 from labelaudit.detect.cells import CellEvidence, CellFindingParams
-from labelaudit.rundir import CELL_OVERLAYS_DIR, CELLS_CSV, CELLS_DIR, ISSUES_CSV, RunDir
+from labelaudit.rundir import (
+    CELL_OVERLAYS_DIR,
+    CELLS_CSV,
+    CELLS_DIR,
+    ISSUES_CSV,
+    RunDir,
+    recorded_overlay,
+)
 from labelaudit.train.metrics import summary
 
 if TYPE_CHECKING:  # the cache and the training are imported when a cell audit runs
@@ -470,14 +477,12 @@ def _remove_recorded_overlays(run_dir: Path) -> None:
     """
     section = _recorded_cells(run_dir) or {}
     overlays = run_dir / CELL_OVERLAYS_DIR
-    for entry in section.get("overlays") or []:
-        name = entry.get("file") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name.lower().endswith((".jpg", ".png")):
-            continue
-        folder, _, leaf = name.rpartition("/")
-        # run.json is read back (untrusted): only a plain picture name of overlays/ goes.
-        if folder == CELL_OVERLAYS_DIR and is_plain_entry(leaf):
-            remove_entry(overlays, leaf)
+    entries = section.get("overlays")
+    for entry in entries if isinstance(entries, list) else []:
+        # run.json is read back (untrusted): only a plain picture of overlays/ goes.
+        picture = recorded_overlay(run_dir, entry)
+        if picture is not None:
+            remove_entry(overlays, picture.name)
     with contextlib.suppress(OSError):  # only when empty
         (run_dir / CELL_OVERLAYS_DIR).rmdir()
 

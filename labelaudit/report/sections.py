@@ -33,7 +33,7 @@ from labelaudit.report.artifacts import RunArtifacts
 from labelaudit.report.images import collect_field_images
 from labelaudit.report.pagejson import Figures
 from labelaudit.report.table import TableRow
-from labelaudit.rundir import LABEL_WEIGHTS_CSV, LEAKS_CSV, RunDir
+from labelaudit.rundir import LABEL_WEIGHTS_CSV, LEAKS_CSV, RunDir, recorded_overlay
 
 #: Environment variable that turns a failing section into a message on the page.
 LENIENT_ENV = "LABELAUDIT_REPORT_LENIENT"
@@ -870,12 +870,28 @@ def cells_section(state: ReportState) -> dict[str, Any]:
         out["figs"] = _support_figure(state.figs, art.issues)
     out["overlays"] = []
     for pic in _list(sec.get("overlays")):
-        path = art.run_dir / str(pic.get("file", ""))
-        if not path.is_file():
+        path = recorded_overlay(art.run_dir, pic)  # run.json is untrusted: ours only
+        if path is None:
             continue
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        out["overlays"].append({**pic, "src": f"data:image/jpeg;base64,{data}"})
+        try:
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+        except OSError:
+            continue
+        text = {key: _words(pic.get(key)) for key in OVERLAY_TEXT}
+        mime = "image/png" if path.suffix.lower() == ".png" else "image/jpeg"
+        out["overlays"].append({**text, "src": f"data:{mime};base64,{data}"})
     return out
+
+
+#: The words an overlay picture is shown with (``run.json["cells"]["overlays"]``).
+OVERLAY_TEXT = ("id", "given", "support", "unsupported", "missing")
+
+
+def _words(value: Any) -> str:
+    """A recorded caption value as text: ``""`` for none, never a container's repr."""
+    if isinstance(value, str):
+        return value
+    return str(value) if _num(value) and np.isfinite(value) else ""
 
 
 # --------------------------------------------------------------------- duplicates

@@ -49,6 +49,7 @@ from labelaudit.rundir.files import (
     make_audit_inputs,
     parse_labels,
     read_run,
+    recorded_overlay,
 )
 from labelaudit.rundir.locking import FINISH_LOCK, RUN_LOCK, finish_lock, run_lock, with_run_lock
 from labelaudit.rundir.markers import OUTPUT_KINDS, RUN_SECTIONS, OutputKind, read_marker
@@ -110,6 +111,7 @@ __all__ = [
     "parse_labels",
     "read_marker",
     "read_run",
+    "recorded_overlay",
     "run_lock",
     "with_run_lock",
 ]

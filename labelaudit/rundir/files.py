@@ -9,6 +9,8 @@ images again. See the run-directory contract in docs/design.md.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,12 @@ from labelaudit.core.io import (
     write_json,
     write_npy,
 )
-from labelaudit.core.userfiles import check_user_file, first_bad_probability, load_user_npy
+from labelaudit.core.userfiles import (
+    check_user_file,
+    first_bad_probability,
+    is_plain_entry,
+    load_user_npy,
+)
 from labelaudit.data.cache import ImageCache
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.labels import LabelCodec
@@ -97,6 +104,39 @@ RUN_OUTPUTS: tuple[str, ...] = (
     CELLS_DIR,
     RETRAIN_DIR,
 )
+
+
+#: The largest overlay picture the report embeds (a cell overlay JPEG is ~100 kB).
+MAX_OVERLAY_BYTES = 8 * 1024 * 1024
+
+
+def recorded_overlay(run_dir: str | Path, entry: object) -> Path | None:
+    """The picture a ``run.json["cells"]["overlays"]`` entry names, or ``None``.
+
+    ``run.json`` is read back, so it is untrusted: only a plain ``.jpg``/``.png`` name
+    directly inside ``RUN/cells/overlays`` counts, and only when neither that folder
+    nor ``cells/`` is a link and the picture is a regular file (not a link) of at
+    most :data:`MAX_OVERLAY_BYTES`. Anything else (another file of the machine, a
+    path out of the run, a FIFO) is never read nor deleted.
+    """
+    name = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(name, str) or not name.lower().endswith((".jpg", ".png")):
+        return None
+    folder, _, leaf = name.rpartition("/")
+    if folder != CELL_OVERLAYS_DIR or not is_plain_entry(leaf):
+        return None
+    run_dir = Path(run_dir)
+    for part in (CELLS_DIR, CELL_OVERLAYS_DIR):
+        if (run_dir / part).is_symlink():
+            return None
+    path = run_dir / CELL_OVERLAYS_DIR / leaf
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_OVERLAY_BYTES:
+        return None
+    return path
 
 
 def fold_dir_name(k: int) -> str:

@@ -271,3 +271,44 @@ def test_the_issue_table_says_what_the_label_evidence_weighed(run, words):
     from labelaudit.report.sections import _label_evidence_words
 
     assert _label_evidence_words(_Run(run)) == words
+
+
+def test_forged_overlay_entries_embed_nothing_outside_the_runs_pictures(
+    report_run: Path, tmp_path: Path
+) -> None:
+    """``run.json["cells"]["overlays"]`` is read back: an entry naming a file elsewhere
+    (absolute, ``..``, a link out of the run) is neither read nor embedded, malformed
+    entries are skipped, and the run's own picture is shown (found by a hostile test:
+    the report embedded ``/etc/hostname``)."""
+    import base64
+
+    run = copy_run(report_run, tmp_path / "run")
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"\xff\xd8 SECRET-BYTES-NOT-FOR-THE-REPORT")
+    pictures = run / "cells" / "overlays"
+    pictures.mkdir(parents=True)
+    (pictures / "f1.jpg").write_bytes(b"\xff\xd8 the run's own picture")
+    (pictures / "link.jpg").symlink_to(secret)
+    own = {"file": "cells/overlays/f1.jpg", "id": "f1", "given": "Nucleoli", "support": 3}
+    forged = [
+        own,
+        {"file": str(secret), "id": "abs"},
+        {"file": "cells/overlays/../../../secret.jpg", "id": "up"},
+        {"file": "cells/overlays/link.jpg", "id": "link"},
+        {"file": "cells/overlays/f1.jpg"},  # no caption: shown with empty words
+        1,
+        "cells/overlays/f1.jpg",
+        {"file": ["x"], "given": {"a": 1}},
+    ]
+    data = read_json(run / "run.json")
+    data["cells"] = {"source": "masks", "n_cells": 3, "overlays": forged}
+    write_json(run / "run.json", data)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert "could not be built" not in page
+    assert base64.b64encode(secret.read_bytes()).decode() not in page
+    assert page.count(base64.b64encode(b"\xff\xd8 the run's own picture").decode()) == 2
+    assert "<code>f1</code> given Nucleoli; cells showing each label 3" in page
+    for overlays in (5, "x", {"file": str(secret)}):  # not a list: no picture, no crash
+        data["cells"]["overlays"] = overlays
+        write_json(run / "run.json", data)
+        assert "could not be built" not in write_report(run).read_text(encoding="utf-8")

@@ -221,6 +221,13 @@ def test_forget_cells_removes_only_what_the_cell_audit_recorded(tmp_path):
     assert not (run / "cells.csv").exists() and not (overlays / "f1.jpg").exists()
     assert (overlays / "mine.jpg").read_bytes() == b"theirs"
     assert "cells" not in json.loads((run / "run.json").read_text())
+    # a forged record: not a list, or entries that are not ours, delete nothing
+    (overlays / "f1.jpg").write_bytes(b"ours")
+    for forged in (5, "cells/overlays/f1.jpg", [1, {"file": 3}], {"file": "x"}):
+        update_run_json(run, "cells", {"overlays": forged})
+        forget_cells(run)
+        assert "cells" not in json.loads((run / "run.json").read_text())
+    assert (overlays / "f1.jpg").exists() and (overlays / "mine.jpg").exists()
 
 
 # ------------------------------------------------------------------ with a real run
