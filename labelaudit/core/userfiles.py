@@ -272,6 +272,21 @@ def first_bad_probability(values: Any) -> tuple[int, int, str] | None:
     return None
 
 
+#: Largest embedding value accepted (a network's features are many orders smaller;
+#: distances square the values, so beyond this they overflow).
+MAX_EMBEDDING_VALUE = 1e15
+
+
+def first_extreme_row(values: Any, limit: float = MAX_EMBEDDING_VALUE) -> int | None:
+    """The first row holding NaN, an infinity or a value beyond ``limit`` (``None``: none)."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > limit)
+    rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
+    return int(rows[0]) if rows.size else None
+
+
 def is_plain_entry(name: object) -> bool:
     """True when ``name`` names an entry directly inside a directory.
 

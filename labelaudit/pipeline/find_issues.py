@@ -30,7 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from labelaudit.core.errors import SettingsError
-from labelaudit.core.userfiles import first_bad_probability
+from labelaudit.core.userfiles import (
+    MAX_EMBEDDING_VALUE,
+    first_bad_probability,
+    first_extreme_row,
+)
 from labelaudit.pipeline.results import AuditResult
 
 if TYPE_CHECKING:
@@ -68,6 +72,10 @@ def label_matrix(labels: Any, class_names: Sequence[str] | None) -> tuple[np.nda
     SettingsError
         One line naming the image (row) and value that is wrong.
     """
+    columns = _column_names(labels)
+    if columns is not None:  # a table: its columns name the classes
+        class_names = columns if class_names is None else class_names
+        labels = np.asarray(by_class(labels, [str(n) for n in class_names], "labels"))
     if isinstance(labels, np.ndarray) or _is_matrix(labels):
         matrix = np.asarray(labels)
         if matrix.ndim != 2:
@@ -117,6 +125,40 @@ def label_matrix(labels: Any, class_names: Sequence[str] | None) -> tuple[np.nda
             else:
                 raise SettingsError(f"labels[{r}]: {v!r} is not one of the class names")
     return matrix, names
+
+
+def _column_names(table: Any) -> list[str] | None:
+    """A table's column names (a pandas DataFrame's), or ``None``: no names, or the
+    positions 0..K-1 that pandas gives a table made from an array."""
+    columns = getattr(table, "columns", None)
+    if columns is None or not hasattr(table, "to_numpy"):
+        return None
+    names = list(columns)
+    if names == list(range(len(names))):
+        return None
+    return [str(c) for c in names]
+
+
+def by_class(values: Any, names: list[str], what: str) -> Any:
+    """``values`` with its columns in the order of ``names`` when it is a table with
+    named columns (matched by name, never by position); other values as they are.
+
+    Raises
+    ------
+    SettingsError
+        The columns are not the class names (one line naming both).
+    """
+    columns = _column_names(values)
+    if columns is None or columns == names:
+        return values
+    if sorted(columns) == sorted(names) and len(set(columns)) == len(columns):
+        return values.iloc[:, [columns.index(n) for n in names]]
+    shown = ", ".join(columns[:6]) + (", ..." if len(columns) > 6 else "")
+    classes = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    raise SettingsError(
+        f"{what}: its columns ({shown}) are not the class names ({classes}); name them "
+        "as the classes, or give a NumPy array with the columns in class order"
+    )
 
 
 def _is_matrix(labels: Any) -> bool:
@@ -207,7 +249,9 @@ def _owner_row(j: int, owner: Any, ids: list[str], position: dict[str, int]) -> 
     )
 
 
-def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> CellPredictions:
+def check_cells(
+    cell_probs: Any, cell_images: Any, ids: list[str], names: list[str]
+) -> CellPredictions:
     """The caller's cells as :class:`~labelaudit.detect.base.CellPredictions`.
 
     Parameters
@@ -218,8 +262,8 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
         M entries, each cell's image: its row (an integer) or its id (a string).
     ids
         The N image ids.
-    k
-        The number of classes.
+    names
+        The K class names (a table's named columns are matched to them).
 
     Returns
     -------
@@ -244,7 +288,9 @@ def check_cells(cell_probs: Any, cell_images: Any, ids: list[str], k: int) -> Ce
     owners = list(np.asarray(cell_images, dtype=object).ravel())
     if not owners:
         raise SettingsError("cell_images: no cells given")
-    probs = check_probs(cell_probs, len(owners), k, "cell_probs", "cells")
+    probs = check_probs(
+        by_class(cell_probs, names, "cell_probs"), len(owners), len(names), "cell_probs", "cells"
+    )
     position = {image_id: row for row, image_id in enumerate(ids)}
     rows = [_owner_row(j, owner, ids, position) for j, owner in enumerate(owners)]
     return CellPredictions(cell_table([ids[r] for r in rows]), probs)
@@ -255,10 +301,13 @@ def check_features(features: Any, n: int) -> np.ndarray:
     emb = _numbers(features, "features")
     if emb.ndim != 2 or emb.shape[0] != n or emb.shape[1] < 1:
         raise SettingsError(f"features has shape {emb.shape}; the labels need {n} rows x D")
-    bad = ~np.isfinite(emb)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise SettingsError(f"features[{r}, {c}] is {emb[r, c]}: NaN or infinite")
+    r = first_extreme_row(emb)
+    if r is not None:
+        c = int(np.flatnonzero(~np.isfinite(emb[r]) | (np.abs(emb[r]) > MAX_EMBEDDING_VALUE))[0])
+        raise SettingsError(
+            f"features[{r}, {c}] is {float(emb[r, c])!r}: NaN, infinite or beyond "
+            f"{MAX_EMBEDDING_VALUE:g} (such values overflow the embeddings' distances)"
+        )
     return emb.astype(np.float32)
 
 
@@ -312,9 +361,11 @@ def find_issues(
     ----------
     labels
         The given labels: a binary (N, K) matrix, or one list per image of class names
-        or integer class ids.
+        or integer class ids. A pandas DataFrame's column names are the class names.
     pred_probs
-        Out-of-sample (cross-validated) per-class probabilities, (N, K) in [0, 1]. A
+        Out-of-sample (cross-validated) per-class probabilities, (N, K) in [0, 1]; a
+        DataFrame's columns are matched to the class names by name (``cell_probs``'s
+        too), a NumPy array's are in class order. A
         model that saw an image's labels in training has learnt their errors. Without
         them, ``images`` are needed: cross-validated models are trained on them.
     features
@@ -360,7 +411,7 @@ def find_issues(
     image_ids = _check_ids(ids, len(matrix))
     cells = None
     if cell_probs is not None or cell_images is not None:
-        cells = check_cells(cell_probs, cell_images, image_ids, len(names))
+        cells = check_cells(cell_probs, cell_images, image_ids, names)
     work, run_dir, temporary = _work_dirs(out)
     try:
         if probs is not None and images is None:
@@ -402,7 +453,9 @@ def _checked_arrays(
     n, k = matrix.shape
     if n < 2:
         raise SettingsError(f"labels: {n} image(s); an audit needs at least 2")
-    probs = None if pred_probs is None else check_probs(pred_probs, n, k)
+    probs = (
+        None if pred_probs is None else check_probs(by_class(pred_probs, names, "pred_probs"), n, k)
+    )
     emb = None if features is None else check_features(features, n)
     if images is None and probs is None:
         raise SettingsError(

@@ -17,8 +17,10 @@ import numpy as np
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.userfiles import (
     MAX_ARRAY_BYTES,
+    MAX_EMBEDDING_VALUE,
     check_user_file,
     first_bad_probability,
+    first_extreme_row,
     load_user_npy,
     read_user_csv,
 )
@@ -406,7 +408,11 @@ def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
     emb = _read_npy(path, "embeddings")
     if emb.ndim != 2 or emb.shape[0] != n_images or emb.shape[1] < 1:
         raise _bad(path, f"embeddings of shape {emb.shape}; the dataset needs {n_images} rows x D")
-    if not np.isfinite(emb).all():
-        r = int(np.argwhere(~np.isfinite(emb))[0][0])
-        raise _bad(path, f"row {r} holds NaN or infinite values")
+    r = first_extreme_row(emb)
+    if r is not None:
+        raise _bad(
+            path,
+            f"row {r} holds NaN, an infinity or a value beyond {MAX_EMBEDDING_VALUE:g} "
+            "(embeddings are a network's features; such values overflow its distances)",
+        )
     return emb.astype(np.float32)

@@ -28,6 +28,7 @@ from labelaudit.core.io import (
     write_npy,
 )
 from labelaudit.core.userfiles import (
+    MAX_EMBEDDING_VALUE,
     check_user_file,
     first_bad_probability,
     is_plain_entry,
@@ -416,6 +417,8 @@ class RunDir:
         emb = load_user_npy(path, "the run's embeddings.npy")
         if emb.ndim != 2 or emb.shape[1] < 1:
             raise RunDirError(f"{path}: shape {emb.shape}, expected N x D with D >= 1")
+        if not np.issubdtype(emb.dtype, np.number) or np.issubdtype(emb.dtype, np.complexfloating):
+            raise RunDirError(f"{path}: {emb.dtype} values, expected real numbers")
         if n_rows is not None and emb.shape[0] != n_rows:
             raise RunDirError(f"{path}: {emb.shape[0]} rows, expected {n_rows}")
         # Distances square the values: beyond MAX_EMBEDDING_VALUE they overflow. The
@@ -548,10 +551,6 @@ class RunDir:
             self.read_stats(),
             cells=self.read_cells(list(LabelCodec.from_info(info).names), ids),
         )
-
-
-#: Largest embedding value read back (a network's features are many orders smaller).
-MAX_EMBEDDING_VALUE = 1e15
 
 
 def _require_class_columns(frame: pd.DataFrame, class_names: list[str], path: Path) -> None:

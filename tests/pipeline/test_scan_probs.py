@@ -125,6 +125,11 @@ def test_embeddings_checked_and_need_probs(tmp_path, run_cli):
         "scan", data, "--out", tmp_path / "o", "--probs", probs, "--embeddings", emb
     )
     assert code == 2 and str(emb) in err and "12 rows" in err
+    for huge in (np.full((12, 4), 1e300), np.full((12, 4), 1e30)):  # float32: inf / overflow
+        np.save(emb, huge)
+        args = ["scan", data, "--out", tmp_path / "o", "--probs", probs, "--embeddings", emb]
+        code, _, err = run_cli(*args)
+        assert code == 2 and str(emb) in err and "row 0 holds NaN, an infinity or a value" in err
     code, _, err = run_cli("scan", data, "--out", tmp_path / "o", "--embeddings", emb)
     assert code == 2 and "--embeddings needs --probs" in err
     # The run directory may not be where the supplied file lies.

@@ -268,6 +268,8 @@ def test_forged_tables_embeddings_and_sections_are_one_message(tmp_path):
         (np.zeros(2, np.float32), "expected N x D"),
         (np.full((2, 3), 3e38, np.float32), "not finite or beyond"),
         (np.array([[0.0, np.inf]], np.float32), "not finite or beyond"),
+        (np.array([["a", "b"]]), "<U1 values, expected real numbers"),
+        (np.array([[1 + 2j]]), "complex128 values, expected real numbers"),
     ):
         np.save(run.file("embeddings.npy"), bad)
         with pytest.raises(RunDirError, match=says):
