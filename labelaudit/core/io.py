@@ -125,12 +125,12 @@ def read_json(path: str | Path) -> Any:
     OSError, UnicodeDecodeError, json.JSONDecodeError
         It cannot be read, is not UTF-8, or is not JSON.
     """
-    from labelaudit.core.userfiles import open_user_file
+    from labelaudit.core.userfiles import open_user_file, parse_json
 
     if not os.path.lexists(path):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
     with open_user_file(path, f"the file {Path(path).name}") as fh:
-        return json.loads(fh.read().decode("utf-8"))
+        return parse_json(fh.read().decode("utf-8"))
 
 
 #: The ``run.json["format"]`` section that marks a directory as a labelaudit run.

@@ -192,11 +192,23 @@ def read_user_text(path: str | Path, what: str, *, max_bytes: int = MAX_TABLE_BY
         ) from None
 
 
+def parse_json(text: str) -> Any:
+    """``json.loads``; nesting too deep for Python's parser is a ``JSONDecodeError`` too.
+
+    What labelaudit reads back is untrusted: ``[[[...]]]`` a hundred thousand deep
+    must be a bad file, not a ``RecursionError`` traceback.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+
+
 def read_user_json(path: str | Path, what: str, *, max_bytes: int = MAX_TABLE_BYTES) -> Any:
     """A user's (or a read-back) JSON file; one-line errors, the content never quoted."""
     text = read_user_text(path, what, max_bytes=max_bytes)
     try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(
             f"{what} is not valid JSON ({exc.msg} at line {exc.lineno})", path=path

@@ -47,7 +47,7 @@ from labelaudit.core.digest import ShortDigest, short_digest
 from labelaudit.core.errors import DatasetError, RunDirError, SettingsError
 from labelaudit.core.io import write_csv, write_json
 from labelaudit.core.locks import LockHeld, hold_lock
-from labelaudit.core.userfiles import read_user_csv, read_user_json, remove_entry
+from labelaudit.core.userfiles import parse_json, read_user_csv, read_user_json, remove_entry
 from labelaudit.data import readers
 from labelaudit.data.dataset import Dataset
 from labelaudit.data.measures import FAST_DTYPES, channel_stats, coarse_channel, contiguous
@@ -469,7 +469,7 @@ def _open_partial(path: Path, dataset: Dataset, size: int) -> _Partial:
     fresh = True
     if _plain_entry_files(path, ("plan.json", "images.u8", "journal.jsonl")):
         with contextlib.suppress(ValueError, OSError):
-            fresh = json.loads(plan_file.read_text(encoding="utf-8")) != plan
+            fresh = parse_json(plan_file.read_text(encoding="utf-8")) != plan
         fresh = fresh or (path / "images.u8").stat().st_size != int(np.prod(shape))
     if fresh:
         remove_entry(path.parent, path.name)  # a planted link is unlinked, never followed
@@ -482,7 +482,7 @@ def _open_partial(path: Path, dataset: Dataset, size: int) -> _Partial:
     with contextlib.suppress(OSError):
         for line in part.journal.read_text(encoding="utf-8").splitlines():
             try:
-                entry = json.loads(line)
+                entry = parse_json(line)
                 i = int(entry["i"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a kill

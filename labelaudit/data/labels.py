@@ -93,9 +93,16 @@ class LabelCodec:
 
     @classmethod
     def from_info(cls, info: Mapping[str, Any]) -> LabelCodec:
-        """The codec of a run's ``run.json["dataset"]`` section."""
-        names = [str(c) for c in info.get("class_names") or []]
-        tokens = [str(c) for c in info.get("class_tokens") or []] or names
+        """The codec of a run's ``run.json["dataset"]`` section (read back, so a forged
+        value that is not a list of names counts as absent)."""
+
+        def listed(value: Any) -> list[str]:
+            if not isinstance(value, list | tuple):
+                return []
+            return [str(c) for c in value if isinstance(c, str | int)]
+
+        names = listed(info.get("class_names"))
+        tokens = listed(info.get("class_tokens")) or names
         if len(tokens) != len(names):
             tokens = list(names)
         return cls(tokens, str(info.get("label_sep") or "|"), names)

@@ -30,7 +30,6 @@ import contextlib
 import csv
 import glob
 import io
-import json
 import os
 import re
 import stat
@@ -44,7 +43,7 @@ import numpy as np
 from labelaudit.core import trust
 from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import atomic_open
-from labelaudit.core.userfiles import MAX_MARKER_BYTES
+from labelaudit.core.userfiles import MAX_MARKER_BYTES, parse_json
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.labels import parse_class_ids, split_labels
@@ -247,7 +246,7 @@ def _verified_marker(root: Path) -> dict | None:
         st = os.lstat(marker)
         if not stat.S_ISREG(st.st_mode) or st.st_size > _MARKER_MAX_BYTES:
             return None
-        data = json.loads(marker.read_bytes().decode("utf-8"))
+        data = parse_json(marker.read_bytes().decode("utf-8"))
         payload = {k: data[k] for k in ("source", "entries", "load_options") if k in data}
     except (OSError, ValueError, AttributeError, TypeError):
         return None

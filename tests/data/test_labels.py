@@ -44,6 +44,10 @@ def test_from_info_and_class_ids():
         {"class_names": ["a", "b"], "class_tokens": ["0", "1"], "label_sep": " "}
     )
     assert (codec.tokens, codec.sep) == (["0", "1"], " ")
+    for forged in (5, "ab", {"a": 1}, [["x"]]):  # read back: not a list of names is absent
+        codec = LabelCodec.from_info({"class_names": ["a", "b"], "class_tokens": forged})
+        assert codec.tokens == ["a", "b"]
+        assert LabelCodec.from_info({"class_names": forged}).tokens == []
     assert parse_class_ids("1|0", "|", 2, ValueError) == [1, 0]
     with pytest.raises(ValueError, match="out of range"):
         parse_class_ids("2", "|", 2, ValueError)

@@ -164,6 +164,7 @@ def test_out_is_a_file(data, tmp_path, run_cli):
     "content, words",
     [
         ("{oops SECRET", "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "not valid JSON (nested too deeply"),
         ("[1, 2]", "not a JSON object"),
         (b"\xff\xfeSECRET", "not UTF-8"),
         ('{"name": "SECRET project"}', "not written by labelaudit"),
