@@ -853,6 +853,8 @@ _FILE_SYSTEM_ERRORS = {
     errno.EDQUOT: "the disk quota is exceeded",
     errno.EACCES: "permission denied",
     errno.EPERM: "operation not permitted",
+    errno.EISDIR: "a directory stands where this file goes",
+    errno.ENOTEMPTY: "a directory stands where this file goes",
 }
 
 
@@ -862,11 +864,12 @@ def _file_system_message(exc: OSError) -> str | None:
     if reason is None:
         return None
     where = f" {exc.filename}" if exc.filename else ""
-    advice = (
-        "free some space and run again (finished work is reused)"
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
-        else "choose a writable --out (or --cache-dir) and run again"
-    )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free some space and run again (finished work is reused)"
+    elif exc.errno in (errno.EISDIR, errno.ENOTEMPTY):  # not labelaudit's: never removed
+        advice = "move it away (labelaudit writes files there, it does not delete folders)"
+    else:
+        advice = "choose a writable --out (or --cache-dir) and run again"
     return f"cannot write{where}: {reason}; {advice}"
 
 

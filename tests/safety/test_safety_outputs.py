@@ -329,3 +329,25 @@ def test_image_cache_inside_the_dataset_is_refused(make_hpa, tmp_path, run_cli):
     )
     assert "image cache directory" in _one_line_error(code, err)
     assert snapshot(dataset) == before and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["issues.csv", "report.html", "oof_probs.csv"])
+def test_a_directory_where_an_output_goes_is_one_line_and_kept(
+    scanned, data, tmp_path, run_cli, name
+):
+    """Someone's folder where the scan writes (or replaces) a file: one line naming it,
+    exit 2, and the folder and its contents stay (found by a hostile-user test: an
+    IsADirectoryError traceback)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(scanned, run)
+    target = run / name
+    target.unlink()
+    target.mkdir()
+    (target / "mine.txt").write_text("mine\n")
+    code, _, err = run_cli("scan", data, "--out", run, *TINY)
+    err = _one_line_error(code, err)
+    assert name in err and "a directory stands where this file goes" in err
+    assert (target / "mine.txt").read_text() == "mine\n"
