@@ -7,6 +7,7 @@ file and, for CSV files, the line.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from labelaudit.core.userfiles import (
     first_bad_probability,
     first_extreme_row,
     load_user_npy,
+    read_user_bytes,
     read_user_csv,
 )
 
@@ -113,8 +115,8 @@ def _read_probs_csv(
     given = frame[id_col].str.strip()
     dup = given[given.duplicated()]
     if len(dup):
-        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
-    _refuse_unknown(path, given, ids)
+        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", _line(frame, dup.index[0]))
+    _refuse_unknown(path, given, ids, frame)
     absent = sorted(set(ids) - set(given))
     if absent:
         raise _bad(
@@ -122,8 +124,8 @@ def _read_probs_csv(
             f"{len(frame)} rows for {len(ids)} images: no row for {_listed(absent)}",
         )
     order = pd.Index(given).get_indexer(ids)
+    lines = [_line(frame, int(i)) for i in order]
     frame = frame.iloc[order].rename(columns=columns).reset_index()
-    lines = (frame["index"].to_numpy() + 2).tolist()
     values = _numbers(frame[class_names], path, lines)
     return _check_values(path, values, ids, class_names, header=True, lines=lines)
 
@@ -136,8 +138,9 @@ def _read_text_table(path: Path, what: str) -> pd.DataFrame:
     import pandas as pd
 
     frame = read_user_csv(path, what, dtype=str, keep_default_na=False)
+    lines = _data_lines(path, what)
     if isinstance(frame.index, pd.RangeIndex):
-        return frame
+        return _with_lines(frame, lines)
     extra, header = frame.index.nlevels, list(frame.columns)
     tail = frame.iloc[:, len(header) - extra :] if extra < len(header) else None
     if tail is None or (tail.apply(lambda c: c.str.strip()) != "").to_numpy().any():
@@ -146,7 +149,38 @@ def _read_text_table(path: Path, what: str) -> pd.DataFrame:
         [frame.index.to_frame(index=False), frame.reset_index(drop=True)], axis=1
     ).iloc[:, : len(header)]
     data.columns = header
-    return data
+    return _with_lines(data, lines)
+
+
+def _data_lines(path: Path, what: str) -> list[int] | None:
+    """The line of the file each data row starts on (blank lines and fields quoted
+    over several lines counted as the file has them), or ``None`` when the file is
+    not plain enough to count (the row's position + 2 is used then)."""
+    import csv
+
+    text = read_user_bytes(path, what).decode("utf-8-sig", errors="replace")
+    starts, previous = [], 0
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        for i, record in enumerate(reader):
+            if i > 0 and any(field != "" for field in record):
+                starts.append(previous + 1)
+            previous = reader.line_num
+    except csv.Error:
+        return None
+    return starts
+
+
+def _with_lines(frame: pd.DataFrame, lines: list[int] | None) -> pd.DataFrame:
+    if lines is not None and len(lines) == len(frame):
+        frame.attrs["lines"] = lines
+    return frame
+
+
+def _line(frame: pd.DataFrame, position: int) -> int:
+    """The file line of the frame's data row at ``position`` (as read, before any sort)."""
+    lines = frame.attrs.get("lines")
+    return int(lines[position]) if lines is not None else int(position) + 2
 
 
 def _id_column(frame: pd.DataFrame, path: Path) -> str:
@@ -182,7 +216,7 @@ def _class_columns(
     return {c: name for c, name in columns.items() if name is not None}
 
 
-def _refuse_unknown(path: Path, given: pd.Series, ids: list[str]) -> None:
+def _refuse_unknown(path: Path, given: pd.Series, ids: list[str], frame: pd.DataFrame) -> None:
     """An image id that is not in the dataset: one message naming its line."""
     unknown = given[~given.isin(set(ids))]
     if len(unknown):
@@ -190,7 +224,7 @@ def _refuse_unknown(path: Path, given: pd.Series, ids: list[str]) -> None:
             path,
             f"image id {unknown.iloc[0]!r} is not in the dataset "
             f"({len(unknown)} unknown id{'s' if len(unknown) > 1 else ''})",
-            int(unknown.index[0]) + 2,
+            _line(frame, unknown.index[0]),
         )
 
 
@@ -263,8 +297,8 @@ def read_supplied_cells(
     if not len(frame):
         raise _bad(path, "no cells (no row after the header)")
     given = frame[id_col].str.strip()
-    _refuse_unknown(path, given, list(ids))
-    lines = (np.arange(len(frame)) + 2).tolist()
+    _refuse_unknown(path, given, list(ids), frame)
+    lines = [_line(frame, r) for r in range(len(frame))]
     cells = None
     if cell_col is not None:
         cells = frame[cell_col].str.strip()
@@ -312,15 +346,15 @@ def _cells_from_submission(
     column = {t: k for k, t in enumerate(class_tokens)}
     column.update({n: k for k, n in enumerate(class_names)})
     given = frame[id_col].str.strip()
-    _refuse_unknown(path, given, ids)
+    _refuse_unknown(path, given, ids, frame)
     dup = given[given.duplicated()]
     if len(dup):
-        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", int(dup.index[0]) + 2)
+        raise _bad(path, f"image id {dup.iloc[0]!r} appears twice", _line(frame, dup.index[0]))
     images: list[str] = []
     cells: list[str] = []
     rows: list[np.ndarray] = []
     for r, (image, text) in enumerate(zip(given, frame[submission], strict=True)):
-        line, parts = r + 2, str(text).split()
+        line, parts = _line(frame, r), str(text).split()
         if len(parts) % 3:
             raise _bad(path, f"{len(parts)} fields in the PredictionString, not triples", line)
         masks: dict[str, int] = {}
@@ -386,9 +420,10 @@ def _check_values(
         what = {"nan": "is NaN (or empty) or infinite", "range": "is outside [0, 1]"}[why]
         where = f"{row} {ids[r]!r}, class {class_names[c]!r}"
         line = lines[r] if lines is not None else None
-        message = f"{where}: {float(values[r, c]):g} {what} (probabilities: sigmoid outputs)"
+        value = float(values[r, c])  # as written, never rounded into range (1.0000001)
+        message = f"{where}: {value!r} {what} (probabilities: sigmoid outputs)"
         if not header:
-            message = f"row {r}, column {c} ({where}): {float(values[r, c]):g} {what}"
+            message = f"row {r}, column {c} ({where}): {value!r} {what}"
         raise _bad(path, message, line)
     return values
 
