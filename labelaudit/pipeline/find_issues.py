@@ -407,6 +407,10 @@ def find_issues(
     SettingsError
         A bad array, class name, id or option: one line naming it.
     """
+    if overrides:  # a misspelt setting is an error, trained or not (as in scan)
+        from labelaudit.core.config import resolve_settings
+
+        resolve_settings(preset, **overrides)
     matrix, names, probs, emb = _checked_arrays(labels, pred_probs, features, images, class_names)
     image_ids = _check_ids(ids, len(matrix))
     cells = None

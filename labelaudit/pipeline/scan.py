@@ -93,7 +93,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Concatenate, ParamSpec
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec
 
 import numpy as np
 from rich.console import Console
@@ -260,6 +260,17 @@ SCAN_CONSTRAINTS: dict[str, list[Constraint]] = {
 }
 
 
+def _check_paths(**paths: Any) -> None:
+    """Each file or folder option is a path (or ``None``): arrays and tables held in
+    memory are :func:`labelaudit.find_issues`'s to take."""
+    for name, value in paths.items():
+        if value is not None and not isinstance(value, str | os.PathLike):
+            raise SettingsError(
+                f"{name} must be a path (str or pathlib.Path), got {type(value).__name__}; "
+                "for arrays in memory use labelaudit.find_issues(labels, pred_probs, ...)"
+            )
+
+
 def check_scan_params(level: str, masks: str | Path | None, cell_size: int | None) -> None:
     """Check the scan's level options before anything is read or written.
 
@@ -401,6 +412,11 @@ def scan(
     -------
     ScanResult
     """
+    _check_paths(
+        dataset=dataset, out=out, labels=labels, images=images, cache_dir=cache_dir,
+        masks=masks, probs=probs, embeddings=embeddings, second_round_of=second_round_of,
+        cell_probs=cell_probs,
+    )  # fmt: skip
     check_scan_params(level, masks, cell_size)
     if second_round_of is not None and level != "field":
         raise SettingsError(

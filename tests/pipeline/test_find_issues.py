@@ -312,3 +312,14 @@ def test_tables_are_matched_to_the_classes_by_column_name():
     frame = pd.DataFrame(cell_probs[:, ::-1], columns=names[::-1])
     b = labelaudit.find_issues(given, **args, cell_probs=frame, cell_images=owners).issues
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_misspelt_setting_and_an_array_given_to_scan_are_refused(tmp_path):
+    lists, _, probs, _ = arrays()
+    with pytest.raises(SettingsError, match="bogus"):
+        labelaudit.find_issues(lists, pred_probs=probs, class_names=NAMES, bogus=1)
+    with pytest.raises(SettingsError, match=r"probs must be a path .* labelaudit.find_issues"):
+        labelaudit.scan(tmp_path, tmp_path / "run", probs=probs)
+    with pytest.raises(SettingsError, match="dataset must be a path"):
+        labelaudit.scan(5, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
