@@ -186,6 +186,17 @@ class RunDir:
         """Whether the run file ``name`` exists."""
         return self.file(name).is_file()
 
+    def _absent(self, name: str) -> bool:
+        """``True`` when nothing is at ``name``; something that is not a regular file
+        there (a folder, a FIFO, a device link: forged or misplaced) is named, not
+        taken for an absent file."""
+        if self.has(name):
+            return False
+        path = self.file(name)
+        if os.path.lexists(path):
+            raise RunDirError(f"{path}: not a regular file; move it away and run again")
+        return True
+
     # ------------------------------------------------------------ run.json
 
     def read_run(self) -> dict:
@@ -329,7 +340,7 @@ class RunDir:
 
     def read_oof_table(self) -> pd.DataFrame | None:
         """``oof_probs.csv`` as written (``None`` when absent)."""
-        if not self.has(OOF_CSV):
+        if self._absent(OOF_CSV):
             return None
         return _table(self.file(OOF_CSV), dtype={"id": str})
 
@@ -369,7 +380,7 @@ class RunDir:
         """
         from labelaudit.detect.base import CellPredictions
 
-        if not self.has(CELLS_CSV):
+        if self._absent(CELLS_CSV):
             return None
         cells_path, probs_path = self.file(CELLS_CSV), self.file(f"{CELLS_DIR}/{OOF_CSV}")
         table = _table(cells_path, dtype={"cell_id": str, "id": str})
@@ -411,7 +422,7 @@ class RunDir:
 
     def read_embeddings(self, n_rows: int | None = None) -> np.ndarray | None:
         """``embeddings.npy`` (``None`` when absent); ``n_rows`` is checked if given."""
-        if not self.has(EMBEDDINGS_NPY):
+        if self._absent(EMBEDDINGS_NPY):
             return None
         path = self.file(EMBEDDINGS_NPY)
         emb = load_user_npy(path, "the run's embeddings.npy")

@@ -1,5 +1,7 @@
 """RunDir: round-trips of the run files, one validation, scan's in-memory inputs."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -276,6 +278,21 @@ def test_forged_tables_embeddings_and_sections_are_one_message(tmp_path):
             run.read_embeddings()
     np.save(run.file("embeddings.npy"), np.ones((2, 3), np.float32))
     assert run.read_embeddings(2).shape == (2, 3)
+    # a folder, a FIFO or a device link in a read-back file's place is named, not absent
+    run.file("oof_probs.csv").mkdir()
+    os.mkfifo(run.file("cells.csv"))
+    run.file("embeddings.npy").unlink()
+    run.file("embeddings.npy").symlink_to("/dev/zero")
+    for read, name in (
+        (run.read_oof_table, "oof_probs.csv"),
+        (lambda: run.read_cells(["a"], ["x"]), "cells.csv"),
+        (run.read_embeddings, "embeddings.npy"),
+    ):
+        with pytest.raises(RunDirError, match=f"{name}: not a regular file"):
+            read()
+    for name in ("oof_probs.csv", "cells.csv", "embeddings.npy"):
+        path = run.file(name)
+        path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
     for section in ({"layout": 1}, {"class_names": []}, {"class_names": "abc"}):
         run.write_section("dataset", section)
         with pytest.raises(RunDirError, match="no list of class names"):
