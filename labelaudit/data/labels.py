@@ -11,7 +11,7 @@ report) goes through :class:`LabelCodec`, and every one it writes comes out of
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,24 +37,43 @@ def split_labels(text: str, sep: str = "|") -> list[str]:
     return [t for t in (p.strip() for p in parts) if t]
 
 
-def parse_class_ids(text: str, sep: str, n_classes: int, where: Where) -> list[int]:
+def parse_class_ids(
+    text: str,
+    sep: str,
+    n_classes: int,
+    where: Where,
+    names: Sequence[str] = (),
+) -> list[int]:
     """Integer class ids of a label string (HPA layouts): ``0 <= id < n_classes``.
+
+    A token may also be a class's name (``names``, case and spaces around it
+    ignored): a label file of one's own often names the classes.
 
     Raises
     ------
     Exception
-        ``where(message)`` when the string is empty, a token is not an integer or
-        out of range.
+        ``where(message)`` when the string is empty, a token is neither an integer
+        nor a class name, or out of range.
     """
     tokens = split_labels(text, sep)
     if not tokens:
         raise where("no labels given")
+    by_name = {" ".join(n.lower().split()): k for k, n in enumerate(names)}
     out = []
     for tok in tokens:
+        named = by_name.get(" ".join(tok.lower().split()))
+        if named is not None:
+            out.append(named)
+            continue
         try:
             k = int(tok)
         except ValueError:
-            raise where(f"label {tok!r} is not an integer class id") from None
+            what = (
+                "neither an integer class id nor a class name"
+                if names
+                else "not an integer class id"
+            )
+            raise where(f"label {tok!r} is {what}") from None
         if not 0 <= k < n_classes:
             raise where(f"label {k} is out of range (class ids are 0..{n_classes - 1})")
         out.append(k)

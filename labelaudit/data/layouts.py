@@ -33,7 +33,7 @@ import io
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -444,10 +444,10 @@ def _hpa_image_index(image_dir: Path) -> dict[str, Path]:
 
 
 def _parse_int_labels(
-    value: str, sep: str, n_classes: int, path: Path, row: int, image: str
+    value: str, sep: str, names: Sequence[str], path: Path, row: int, image: str
 ) -> list[int]:
     return parse_class_ids(
-        value, sep, n_classes, lambda m: DatasetError(m, path=path, row=row, image=image)
+        value, sep, len(names), lambda m: DatasetError(m, path=path, row=row, image=image), names
     )
 
 
@@ -481,13 +481,14 @@ def _holds_images(folder: Path, look: int = 200) -> bool:
 
 
 def _hpa_int_labels(
-    value: str, sep: str, n_classes: int, path: Path, row: int, image: str
+    value: str, sep: str, names: Sequence[str], path: Path, row: int, image: str
 ) -> list[int]:
-    """Integer class ids; a value joined with another separator names ``--sep``."""
+    """Integer class ids (a token may name its class); a value joined with another
+    separator names ``--sep``."""
     try:
-        return _parse_int_labels(value, sep, n_classes, path, row, image)
+        return _parse_int_labels(value, sep, names, path, row, image)
     except DatasetError as exc:
-        other = _joined_ids(value, sep)
+        other = _joined_ids(value, sep, names)
         if other is None:
             raise
         raise DatasetError(
@@ -498,13 +499,17 @@ def _hpa_int_labels(
         ) from None
 
 
-def _joined_ids(value: str, sep: str) -> str | None:
-    """The separator that splits ``value`` into two or more integers, if not ``sep``."""
+def _joined_ids(value: str, sep: str, names: Sequence[str] = ()) -> str | None:
+    """The separator that splits ``value`` into two or more class ids or names, if
+    not ``sep``."""
+    known = {" ".join(n.lower().split()) for n in names}
     for other in (";", ",", "|", " "):
         if other == sep:
             continue
         parts = split_labels(value, other)
-        if len(parts) > 1 and all(p.isdigit() for p in parts):
+        if len(parts) > 1 and all(
+            p.isdigit() or " ".join(p.lower().split()) in known for p in parts
+        ):
             return other
     return None
 
@@ -533,7 +538,7 @@ def _load_hpa(
     if not image_dir.is_dir():
         raise _missing_image_dir(root, image_dir, options.images is not None)
     table = _HpaTable(
-        label_file, len(header), i_id, i_label, options.sep or _LABEL_SEP[layout], len(classes)
+        label_file, len(header), i_id, i_label, options.sep or _LABEL_SEP[layout], tuple(classes)
     )
     index = _hpa_image_index(image_dir)
     ids: list[str] = []
@@ -584,7 +589,7 @@ class _HpaTable:
     i_id: int
     i_label: int
     sep: str
-    n_classes: int
+    class_names: tuple[str, ...]
 
     def row(self, line: int, fields: list[str], seen: dict[str, int]) -> tuple[str, list[int]]:
         """The id and class ids of one row; :class:`DatasetError` naming the row when it
@@ -615,7 +620,7 @@ class _HpaTable:
                 image=image_id,
             )
         labels = _hpa_int_labels(
-            fields[self.i_label], self.sep, self.n_classes, self.label_file, line, image_id
+            fields[self.i_label], self.sep, self.class_names, self.label_file, line, image_id
         )
         return image_id, labels
 

@@ -33,7 +33,7 @@ def test_missing_columns(make_hpa, run_cli):
 @pytest.mark.parametrize(
     ("label", "message"),
     [
-        ("abc", "'abc' is not an integer class id"),
+        ("abc", "'abc' is neither an integer class id nor a class name"),
         ("19", "label 19 is out of range"),
         ("", "no labels given"),
         ("1|-2", "label -2 is out of range"),

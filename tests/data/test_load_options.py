@@ -255,7 +255,14 @@ def test_a_cleaned_copy_of_channel_files_with_own_columns_loads_with_their_layou
     src = make_hpa(n=12, size=16)
     table = tmp_path / "tables" / "annotations.csv"
     table.parent.mkdir()
-    table.write_text((src / "train.csv").read_text().replace("ID,Label", "field,locations"))
+    from labelaudit.data.classes import HPA2021_CLASSES
+
+    lines = (src / "train.csv").read_text().splitlines()[1:]
+    named = [  # the classes by name, as a person writes them
+        f"{i},{'|'.join(HPA2021_CLASSES[int(k)] for k in labels.split('|'))}"
+        for i, labels in (line.split(",") for line in lines)
+    ]
+    table.write_text("\n".join(["field,locations", *named]) + "\n")
     options = {"labels": table, "images": src / "train", "id_column": "field"}
     options["label_column"] = "locations"
     with pytest.raises(DatasetError, match="image file not found.*layout='hpa2021'"):
@@ -268,4 +275,29 @@ def test_a_cleaned_copy_of_channel_files_with_own_columns_loads_with_their_layou
     labelaudit.scan(out=run, layout="hpa2021", probs=tmp_path / "p.npy", report=False, **options)
     cleaned = load_dataset(run / "cleaned")  # its marker says how to read it
     assert cleaned.layout == "hpa2021" and len(cleaned) == len(ds)
+    assert np.array_equal(cleaned.labels, load_dataset(src).labels)  # names read as ids
     assert cleaned.label_file == run / "cleaned" / table.name
+
+
+def test_hpa_labels_may_name_their_classes(tmp_path, make_hpa):
+    """HPA channel files under a label file that names the classes (as a person writes
+    it): names and ids mix, case and spacing aside; a name joined with another
+    separator names it; an unknown name is one message naming the row."""
+    from labelaudit.data.classes import HPA2021_CLASSES
+
+    src = make_hpa(n=6, size=16, labels=["0", "2|3", "8", "16", "18", "7"])
+    by_ids = load_dataset(src)
+    table = tmp_path / "named.csv"
+    rows = ["ID,Label", "field000,nucleoplasm", "field001,Nucleoli|3",
+            "field002,  Intermediate   filaments", "field003,16", "field004,Negative",
+            f"field005,{HPA2021_CLASSES[7]}"]  # fmt: skip
+    table.write_text("\n".join(rows) + "\n")
+    named = load_dataset(labels=table, images=src / "train", layout="hpa2021")
+    assert np.array_equal(named.labels, by_ids.labels)
+    assert HPA2021_CLASSES[18] == "Negative" and HPA2021_CLASSES[2] == "Nucleoli"
+    table.write_text("ID,Label\nfield000,Nucleoli;Cytosol\n")
+    with pytest.raises(DatasetError, match="look separated by ';'"):
+        load_dataset(labels=table, images=src / "train", layout="hpa2021")
+    table.write_text("ID,Label\nfield000,Nucleolus\n")
+    with pytest.raises(DatasetError, match="line 2.*'Nucleolus' is neither an integer class id"):
+        load_dataset(labels=table, images=src / "train", layout="hpa2021")
