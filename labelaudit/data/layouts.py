@@ -785,7 +785,8 @@ def _load_generic(
             continue
         problem = _image_problem(path, resolver)
         if problem is not None:
-            problem += _channel_files_hint(path)
+            if not report.errors:  # the first problem is the one shown: one glob, not N
+                problem += _channel_files_hint(path)
             report.errors.append(DatasetError(problem, path=label_file, row=line, image=image_id))
             continue
         if n_channels is None:

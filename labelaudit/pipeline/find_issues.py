@@ -455,6 +455,11 @@ def _checked_arrays(
     """
     matrix, names = label_matrix(labels, class_names)
     n, k = matrix.shape
+    columns = _column_names(pred_probs)
+    if class_names is None and names == [str(i) for i in range(k)] and columns is not None:
+        # Class ids (cleanlab's convention) and named probability columns: column j is
+        # class j, so the columns name the classes (unless they are the ids reordered).
+        names = columns if len(columns) == k and sorted(columns) != sorted(names) else names
     if n < 2:
         raise SettingsError(f"labels: {n} image(s); an audit needs at least 2")
     probs = (

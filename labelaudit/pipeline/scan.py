@@ -450,7 +450,9 @@ def scan(
         follow_symlinks=follow_symlinks,
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
     )
-    settings, supplied, others = _open_run(job, ds, preset, overrides, skip_broken, max_pixels)
+    settings, supplied, others = _open_run(
+        job, ds, preset, overrides, skip_broken, max_pixels, trains=probs is None or level == "cell"
+    )
     ds, cache, info = _cache_stage(job, ds, settings, skip_broken)
     result, audit = _train_stage(job, ds, cache, info, settings, supplied)
     if audit is None:  # this process stops after training (see _train)
@@ -467,9 +469,12 @@ def _open_run(
     overrides: dict,
     skip_broken: bool,
     max_pixels: int | None,
+    *,
+    trains: bool,
 ) -> tuple[TrainSettings, Supplied | None, list[Dataset]]:
     """Check every option before a directory is created or an image decoded, then
-    claim the run directory and take its lock (fold jobs: one per fold)."""
+    claim the run directory and take its lock (fold jobs: one per fold). ``trains``:
+    models will be cross-validated (fields, or the cells of a cell-level scan)."""
     from labelaudit.core.config import resolve_settings
     from labelaudit.pipeline.preflight import preflight
 
@@ -480,7 +485,7 @@ def _open_run(
     fold = job.fold
     preflight(
         settings, ds.labels, ds.class_names, len(ds.channels), fold=fold,
-        detectors=job.detectors, trains=files.probs is None,
+        detectors=job.detectors, trains=trains,
     )  # fmt: skip
     supplied = _read_supplied(ds, files.probs, files.embeddings, fold)
     job.second_round = _read_second_round(ds, files.second_round_of, fold, supplied, skip_broken)

@@ -155,17 +155,26 @@ def _read_text_table(path: Path, what: str) -> pd.DataFrame:
 def _data_lines(path: Path, what: str) -> list[int] | None:
     """The line of the file each data row starts on (blank lines and fields quoted
     over several lines counted as the file has them), or ``None`` when the file is
-    not plain enough to count (the row's position + 2 is used then)."""
+    not plain enough to count (the row's position + 2 is used then).
+
+    A record is skipped where pandas skips it: its lines blank or whitespace only
+    (``,,`` and ``""`` are rows); the first record kept is the header.
+    """
     import csv
 
     text = read_user_bytes(path, what).decode("utf-8-sig", errors="replace")
-    starts, previous = [], 0
+    physical = io.StringIO(text, newline="").readlines()  # split as the reader splits
+    starts: list[int] = []
+    previous, header = 0, False
     try:
         reader = csv.reader(io.StringIO(text, newline=""))
-        for i, record in enumerate(reader):
-            if i > 0 and any(field != "" for field in record):
-                starts.append(previous + 1)
-            previous = reader.line_num
+        for _record in reader:
+            first, previous = previous + 1, reader.line_num
+            if not "".join(physical[first - 1 : previous]).strip():
+                continue
+            if header:
+                starts.append(first)
+            header = True
     except csv.Error:
         return None
     return starts

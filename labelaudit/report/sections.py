@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -891,7 +892,9 @@ def _words(value: Any) -> str:
     """A recorded caption value as text: ``""`` for none, never a container's repr."""
     if isinstance(value, str):
         return value
-    return str(value) if _num(value) and np.isfinite(value) else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 10**18 else ""
+    return str(value) if isinstance(value, float) and math.isfinite(value) else ""
 
 
 # --------------------------------------------------------------------- duplicates

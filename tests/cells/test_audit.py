@@ -177,6 +177,23 @@ def test_bad_cell_options(make_hpa, run_cli, tmp_path):
     assert code == 2 and "mask" in err.lower() and "Traceback" not in err
 
 
+def test_supplied_field_probabilities_still_check_the_cell_folds_first(tmp_path, run_cli):
+    """``--probs`` skips the field training, not the cell one: too few fields for the
+    cell folds is refused before the run directory is made."""
+    from labelaudit.synth.simulate import synthesize
+
+    data = tmp_path / "data"
+    synthesize(data, n=6, seed=1, size=32, write_masks=True)
+    np.save(tmp_path / "p.npy", np.full((6, 19), 0.5))
+    out = tmp_path / "run"
+    code, _, err = run_cli(
+        "scan", data, "--out", out, "--probs", tmp_path / "p.npy", "--level", "cell",
+        "--masks", data / "masks",
+    )  # fmt: skip
+    assert code == 2 and "too few for 5-fold" in err
+    assert not out.exists()
+
+
 def test_cell_level_refuses_torchrun(make_hpa, monkeypatch, tmp_path):
     from labelaudit.core.errors import SettingsError
     from labelaudit.pipeline.scan import scan

@@ -267,6 +267,12 @@ def test_a_cleaned_copy_of_channel_files_with_own_columns_loads_with_their_layou
     options["label_column"] = "locations"
     with pytest.raises(DatasetError, match="image file not found.*layout='hpa2021'"):
         load_dataset(**options)  # the header alone says generic; the message says what to do
+    from labelaudit.data.layouts import LoadReport
+
+    report = LoadReport()
+    load_dataset(**options, strict=False, report=report)
+    hinted = ["layout='hpa2021'" in e.message for e in report.errors]
+    assert hinted == [True] + [False] * 11  # the one shown: a folder listing, not one a row
     ds = load_dataset(**options, layout="hpa2021")
     probs = np.where(ds.labels, 0.9, 0.05)
     probs[0] = 1 - probs[0]

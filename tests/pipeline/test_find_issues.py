@@ -304,6 +304,11 @@ def test_tables_are_matched_to_the_classes_by_column_name():
             labelaudit.find_issues(lists, pred_probs=bad, class_names=NAMES)
     with pytest.raises(SettingsError, match="labels: its columns"):
         labelaudit.find_issues(table.rename(columns={NAMES[0]: "other"}), probs, class_names=NAMES)
+    # class ids as labels (cleanlab's convention) with named columns: column j is class j
+    ids_rows = [[NAMES.index(c) for c in row] for row in lists]
+    by_ids = labelaudit.find_issues(ids_rows, pred_probs=pd.DataFrame(probs, columns=NAMES))
+    pd.testing.assert_frame_equal(plain.drop(columns="given_labels"),
+                                  by_ids.issues.drop(columns="given_labels"), check_dtype=False)  # fmt: skip
     # the cells' table too
     given, _, cprobs, cfeatures, cell_probs, owners = with_cell_model()
     names = [f"c{j}" for j in range(5)]

@@ -39,3 +39,25 @@ def test_a_submissions_bad_prediction_string_names_its_line(tmp_path):
     path.write_text("ID,ImageWidth,ImageHeight,PredictionString\n\na,8,8,0 0.5 m1\nb,8,8,0 0.5\n")
     with pytest.raises(SettingsError, match="line 4: 2 fields in the PredictionString"):
         read_supplied_cells(path, IDS, NAMES, TOKENS)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("id,Nucleoli,Cytosol\n\na,0.1,0.2\nb,0.3,0.4\n \nc,0.5,1.5\n \n", 6),  # spaces only
+        ("\n\nid,Nucleoli,Cytosol\na,0.1,0.2\nb,0.3,0.4\nc,0.5,1.5\n", 6),  # before the header
+        ("id,Nucleoli,Cytosol\r\n\r\na,0.1,0.2\r\nb,0.3,0.4\r\nc,0.5,1.5\r\n", 5),
+    ],
+)
+def test_lines_are_counted_where_pandas_skips_lines(tmp_path, text, line):
+    path = tmp_path / "p.csv"
+    path.write_text(text, newline="")
+    with pytest.raises(SettingsError, match=f"line {line}: image 'c'"):
+        read_supplied_probs(path, IDS, NAMES, TOKENS)
+
+
+def test_a_row_of_empty_fields_is_a_row(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("id,Nucleoli,Cytosol\n \n,,\na,0.1,0.2\n")
+    with pytest.raises(SettingsError, match="line 3: image id ''"):
+        read_supplied_probs(path, IDS, NAMES, TOKENS)

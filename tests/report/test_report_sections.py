@@ -299,6 +299,7 @@ def test_forged_overlay_entries_embed_nothing_outside_the_runs_pictures(
         1,
         "cells/overlays/f1.jpg",
         {"file": ["x"], "given": {"a": 1}},
+        {"file": "cells/overlays/f1.jpg", "id": "big", "support": 10**400, "given": 1e999},
     ]
     data = read_json(run / "run.json")
     data["cells"] = {"source": "masks", "n_cells": 3, "overlays": forged}
@@ -306,7 +307,7 @@ def test_forged_overlay_entries_embed_nothing_outside_the_runs_pictures(
     page = write_report(run).read_text(encoding="utf-8")
     assert "could not be built" not in page
     assert base64.b64encode(secret.read_bytes()).decode() not in page
-    assert page.count(base64.b64encode(b"\xff\xd8 the run's own picture").decode()) == 2
+    assert page.count(base64.b64encode(b"\xff\xd8 the run's own picture").decode()) == 3
     assert "<code>f1</code> given Nucleoli; cells showing each label 3" in page
     for overlays in (5, "x", {"file": str(secret)}):  # not a list: no picture, no crash
         data["cells"]["overlays"] = overlays
