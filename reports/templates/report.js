@@ -342,7 +342,9 @@
       const id = (x.fields[iId] || "").trim();
       const r = ROW_OF.get(id);
       const d = (x.fields[iDec] || "").trim().toLowerCase();
-      const hasLabels = iLab >= 0 && iLab < x.fields.length;
+      // keep and accept may leave the labels cell empty (docs/cleaning.md), as clean reads it
+      const blank = iLab < x.fields.length && (x.fields[iLab] || "").trim() === "";
+      const hasLabels = iLab >= 0 && iLab < x.fields.length && !(blank && (d === "keep" || d === "accept"));
       if (r === undefined) { problems.push("line " + x.line + ": unknown image id"); return; }
       const row = ROWS[r];
       const parsed = hasLabels ? parseLabels(x.fields[iLab]) : { labels: null };

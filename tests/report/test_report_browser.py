@@ -540,6 +540,15 @@ def test_a_whole_review(browser, report_run: Path, tmp_path: Path) -> None:
     assert "loaded 0 decisions" in msg and "line 2: unknown image id" in msg
     assert "line 3: no suggestion to accept" in msg
     assert other.page.locator("#decided").text_content() == reviewed
+    # keep and accept with the labels cell left empty, as clean and docs/cleaning.md take them
+    short = tmp_path / "short.csv"
+    short.write_text(f"id,decision,labels\n{keep_id},keep,\n{accept_id},accept,\n")
+    other.page.set_input_files("#import-file", str(short))
+    other.page.wait_for_function(
+        "document.getElementById('review-msg').textContent.includes('short.csv')"
+    )
+    assert "loaded 2 decisions from short.csv" == other.page.locator("#review-msg").text_content()
+    assert other.page.locator("#decided").text_content() == reviewed
     other.check_clean()
     other.context.close()
 
