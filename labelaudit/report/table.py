@@ -41,8 +41,9 @@ class TableRow:
         id shown as such) and the image it copies, ``""`` when in none.
     changed, doubtful
         Per label: the trusted suggested changes, ``[class, "+" or "-", confidence
-        or None]`` (``issues.csv``'s ``label_changes``), and the classes of flagged
-        labels without a suggestion (``doubtful_labels``).
+        or None]`` (``issues.csv``'s ``label_changes``), and the flagged labels
+        without a suggestion, ``[class, "+" or "-", probability or None]``: which way
+        the evidence points (``doubtful_labels``).
     thumb, detail
         Index of the embedded thumbnail / detail tile, ``-1`` when none is embedded.
     image
@@ -63,7 +64,7 @@ class TableRow:
     evidence: str = ""
     duplicate: str = ""
     changed: list[list[Any]] = field(default_factory=list)
-    doubtful: list[int] = field(default_factory=list)
+    doubtful: list[list[Any]] = field(default_factory=list)
     thumb: int = -1
     detail: int = -1
 
@@ -197,7 +198,7 @@ def table_rows(
                 evidence=text["evidence"][r],
                 duplicate=text["duplicate"][r],
                 changed=parse_changes(art, text["changes"][r]),
-                doubtful=[k for k, _, _ in parse_changes(art, text["doubtful"][r])],
+                doubtful=parse_changes(art, text["doubtful"][r]),
             )
         )
     return rows, row_of

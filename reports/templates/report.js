@@ -567,6 +567,12 @@
     return c[1] + DATA.classes[c[0]] + (c[2] === null ? "" : " (" + c[2].toFixed(2) + ")");
   }
 
+  /* A doubtful label: "+Nucleoplasm? (p=0.99)", the direction the evidence points and the
+   * model's out-of-fold probability of the class. */
+  function doubtText(c) {
+    return c[1] + DATA.classes[c[0]] + "?" + (c[2] === null ? "" : " (p=" + c[2].toFixed(2) + ")");
+  }
+
   function suggestionCell(row) {
     const td = el("td", "labels");
     const changed = row.changed || [];
@@ -587,8 +593,12 @@
     }
     if (doubtful.length) {
       const box = el("span", "doubtful");
-      box.title = "flagged, but not more likely wrong than right: no suggestion";
-      doubtful.forEach(function (k) { box.appendChild(el("span", "chip doubt", DATA.classes[k])); });
+      box.title = "flagged, but not trusted enough to suggest: which way the evidence points";
+      doubtful.forEach(function (c) {
+        const chip = el("span", "chip doubt " + (c[1] === "+" ? "add" : "del"), doubtText(c));
+        chip.title = (c[1] === "+" ? "doubtful: maybe missing, " : "doubtful: maybe wrong, ") + DATA.classes[c[0]];
+        box.appendChild(chip);
+      });
       box.appendChild(el("span", "muted", " doubtful, no suggestion"));
       td.appendChild(box);
     }
@@ -713,11 +723,14 @@
     const row = ROWS[r];
     const rec = decisions.get(row.id);
     const mine = labelsOf(row, rec);
+    const doubted = new Map((row.doubtful || []).map(function (c) { return [c[0], c[1]]; }));
     $("picker-body").querySelectorAll("tr").forEach(function (tr, k) {
       const g = row.given.indexOf(k) >= 0, s = row.suggested.indexOf(k) >= 0, m = mine.indexOf(k) >= 0;
+      const doubt = doubted.get(k);  // "+" or "-": flagged, no suggestion: shown with a "?"
       tr.children[1].textContent = g ? "\u2713" : "";
       tr.children[2].textContent = s ? (g ? "\u2713" : "+") : (g ? "\u2212" : "");
-      tr.children[2].className = "sugg" + (s && !g ? " add" : !s && g ? " del" : "");
+      if (doubt && s === g) tr.children[2].textContent = (doubt === "+" ? "+" : "\u2212") + "?";
+      tr.children[2].className = "sugg" + (s && !g ? " add" : !s && g ? " del" : "") + (doubt && s === g ? " doubt" : "");
       const btn = tr.querySelector("button.pick");
       btn.textContent = m ? "\u2713" : "";
       btn.setAttribute("aria-pressed", m ? "true" : "false");
@@ -748,7 +761,7 @@
     fact(dl, "suggested", (names(row.suggested).join(", ") || "(none)") + "   [" + tokens(row.suggested) + "]");
     if ((row.changed || []).length) fact(dl, "changes", row.changed.map(changeText).join(", "));
     else if (row.changes) fact(dl, "changes", row.changes);
-    if ((row.doubtful || []).length) fact(dl, "doubtful, no suggestion", names(row.doubtful).join(", "));
+    if ((row.doubtful || []).length) fact(dl, "doubtful, no suggestion", row.doubtful.map(doubtText).join(", "));
     if (row.unreliable) fact(dl, "unreliable", row.unreliable + " (fewer images than folds)");
     fact(dl, "flagged by", methodsOf(row).join(", ") || "no detector");
     fact(dl, "evidence", row.evidence || "none beyond the bulk of the scores");

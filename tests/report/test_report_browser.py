@@ -231,12 +231,27 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     doubtful_id = next(r["id"] for r in issue_rows if r["doubtful_labels"])
     page.fill("#f-id", changed_id)
     chips = w.js(
-        "[...document.querySelectorAll('#issue-body .chip.add, #issue-body .chip.del')]"
-        ".map(c => c.textContent)"
+        "[...document.querySelectorAll('#issue-body .chip.add:not(.doubt), "
+        "#issue-body .chip.del:not(.doubt)')].map(c => c.textContent)"
     )
     assert chips and all(re.fullmatch(r"[+-].+ \(\d\.\d\d\)", c) for c in chips), chips
     page.fill("#f-id", doubtful_id)
     assert "doubtful, no suggestion" in w.js("document.querySelector('#issue-body tr').textContent")
+    # each doubtful label says which way the evidence points, and the model's p
+    doubts = w.js(
+        "[...document.querySelectorAll('#issue-body .chip.doubt')].map(c => c.textContent)"
+    )
+    row = next(r for r in issue_rows if r["id"] == doubtful_id)
+    signs = [part.strip()[0] for part in row["doubtful_labels"].split(";")]
+    assert [d[0] for d in doubts] == signs, (doubts, row["doubtful_labels"])
+    assert all(re.fullmatch(r"[+-].+\? \(p=\d\.\d\d\)", d) for d in doubts), doubts
+    page.locator("#issue-body tr").first.click()  # the class picker marks them too
+    page.wait_for_function("!document.getElementById('detail').hidden")
+    marks = w.js(
+        "[...document.querySelectorAll('#picker-body td.sugg.doubt')].map(c => c.textContent)"
+    )
+    assert sorted(m[-1] for m in marks) == ["?"] * len(signs), marks
+    page.keyboard.press("Escape")
     page.fill("#f-id", "")
 
     # Detail view: composite, four channels and the probability chart.
