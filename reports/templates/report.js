@@ -966,7 +966,13 @@
     $("detail-prev").addEventListener("click", function () { move(-1); });
     $("detail-next").addEventListener("click", function () { move(1); });
     ["keep", "accept", "reject"].forEach(function (d) {
-      $("detail-" + d).addEventListener("click", function () { if (state.detail >= 0) toggle(state.detail, d); });
+      // as the keys g / a / r: a decision moves on; pressing the decision taken undoes it
+      $("detail-" + d).addEventListener("click", function () {
+        if (state.detail < 0) return;
+        const rec = decisions.get(ROWS[state.detail].id);
+        const undo = rec && rec.d === d;
+        if (toggle(state.detail, d) && !undo) move(1);
+      });
     });
     $("detail-edit").addEventListener("click", function () {
       $("picker-body").querySelector("button.pick").focus();

@@ -269,6 +269,15 @@ def test_report_in_chromium(browser, report_run: Path, tmp_path: Path) -> None:
     second = page.locator("#detail-title").text_content()
     assert second != first
     page.keyboard.press("r")
+    # The detail view's buttons do as the keys: a decision moves on; pressing the
+    # decision taken undoes it and stays.
+    third = page.locator("#detail-title").text_content()
+    page.locator("#detail-keep").click()
+    assert page.locator("#detail-title").text_content() not in (third, second, first)
+    assert page.locator("#decided").text_content().startswith("reviewed 3 of 60: 2 kept")
+    page.locator("#detail-prev").click()
+    page.locator("#detail-keep").click()  # kept already: undone, and the view stays
+    assert page.locator("#detail-title").text_content() == third
     page.keyboard.press("Escape")
     assert not page.locator("#detail").is_visible()
     reviewed = "reviewed 2 of 60: 1 kept, 0 accepted, 0 edited, 1 rejected"
