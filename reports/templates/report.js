@@ -881,8 +881,9 @@
       hovertemplate: "%{x}<br>p = %{customdata[0]}<br>%{customdata[1]}<extra></extra>",
     }];
     const layout = {
-      template: TEMPLATE, height: 360, margin: { l: 40, r: 10, t: 36, b: 10 },
-      title: { text: "Predicted probability (blue = given label; outline green = add, red = remove)", font: { size: 12 } },
+      // two lines: the narrow detail pane cut the one-line title off
+      template: TEMPLATE, height: 372, margin: { l: 40, r: 10, t: 52, b: 10 },
+      title: { text: "Predicted probability<br>blue = given label; outline: green = add, red = remove", font: { size: 12 } },
       yaxis: { range: [0, 1], title: { text: "out-of-fold probability" } },
       xaxis: { type: "category", tickangle: -45, automargin: true },
       shapes: [{ type: "line", xref: "paper", x0: 0, x1: 1, y0: DATA.threshold, y1: DATA.threshold, line: { dash: "dot", color: "#555" } }],
