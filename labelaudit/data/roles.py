@@ -159,9 +159,13 @@ def resolve_exclusive(
 
 
 def describe_conflict(
-    class_names: Sequence[str], row: np.ndarray, exclusive_idx: Iterable[int]
+    class_names: Sequence[str],
+    row: np.ndarray,
+    exclusive_idx: Iterable[int],
+    source: str = "given",
 ) -> str:
-    """``"Negative given with Cytosol (Negative is never combined with another class)"``."""
+    """``"Negative given with Cytosol (Negative is never combined with another class)"``;
+    ``source`` says where the labels come from (``"written"`` for a person's edit)."""
     idx = set(int(k) for k in exclusive_idx)
     labelled = [int(k) for k in np.flatnonzero(np.asarray(row, dtype=bool))]
     excl = [class_names[k] for k in labelled if k in idx]
@@ -169,4 +173,4 @@ def describe_conflict(
     what = " and ".join(excl)
     with_ = ", ".join(others) if others else "another exclusive class"
     verb = "is" if len(excl) == 1 else "are"
-    return f"{what} given with {with_} ({what} {verb} never combined with another class)"
+    return f"{what} {source} with {with_} ({what} {verb} never combined with another class)"

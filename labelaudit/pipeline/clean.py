@@ -247,8 +247,9 @@ class _DecisionCheck:
         i, labels = self._decided(line, image_id, decision, text)
         view = self.view
         if decision.lower() != "reject" and conflicting_rows(labels[None, :], view.exclusive)[0]:
+            source = {"edit": "written", "accept": "suggested"}.get(decision.lower(), "given")
             raise DatasetError(
-                describe_conflict(view.names, labels, view.exclusive)
+                describe_conflict(view.names, labels, view.exclusive, source)
                 + f"; {decision.lower()} cannot keep it: write edit with one side",
                 path=self.path,
                 row=line,

@@ -61,7 +61,7 @@ def test_a_decision_joining_negative_with_another_class_is_refused(conflict_run,
     _, run = conflict_run
     bad = tmp_path / "bad.csv"
     bad.write_text("id,decision,labels\nfield001,edit,1|18\n")
-    with pytest.raises(DatasetError, match=r"bad.csv.*line 2.*Negative given with"):
+    with pytest.raises(DatasetError, match=r"bad.csv.*line 2.*Negative written with"):
         clean(run, policy="none", decisions=bad)
     ok = tmp_path / "ok.csv"
     ok.write_text("id,decision\nfield000,reject\nfield001,accept\n")
