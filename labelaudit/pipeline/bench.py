@@ -569,8 +569,15 @@ def retrain_bench(run_dir: str | Path) -> dict[str, Any] | None:
     if not run.has(RETRAIN_METRICS):
         return None
     m = run.read_json_file(RETRAIN_METRICS)
-    b, a, ci = m.get("before", {}), m.get("after", {}), m.get("delta_ci", {})
-    out: dict[str, Any] = {"policy": (m.get("config") or {}).get("policy")}
+    if not isinstance(m, dict):
+        raise RunDirError(f"{run.file(RETRAIN_METRICS)}: not a JSON object; run retrain again")
+
+    def part(key: str) -> dict:  # read back: a forged part that is not an object is absent
+        value = m.get(key)
+        return value if isinstance(value, dict) else {}
+
+    b, a, ci = part("before"), part("after"), part("delta_ci")
+    out: dict[str, Any] = {"policy": part("config").get("policy")}
     for k in ("macro_f1_true", "micro_f1_true"):
         if k in b and k in a:
             out[k] = {"before": b[k], "after": a[k], "change": ci.get(k)}

@@ -9,6 +9,7 @@ images again. See the run-directory contract in docs/design.md.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Mapping
@@ -532,8 +533,14 @@ class RunDir:
         return frame["fold"].to_numpy() - 1
 
     def read_json_file(self, name: str) -> Any:
-        """A JSON run file (``bench.json``, ``retrain/metrics.json``)."""
-        return read_json(self.file(name))
+        """A JSON run file (``bench.json``, ``retrain/metrics.json``); one that is not
+        JSON (cut short, forged) is a :class:`RunDirError` naming it."""
+        path = self.file(name)
+        try:
+            return read_json(path)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8 JSON"
+            raise RunDirError(f"{path}: not valid JSON ({reason}); run its command again") from None
 
     def write_json_file(self, name: str, data: Any) -> Path:
         """Write a JSON run file atomically; returns its path."""

@@ -271,6 +271,16 @@ def test_weighted_errors_and_the_retrain_change(tmp_path):
     assert "retrain (soft): macro_f1_true 0.400 -> 0.450, change +0.050 [+0.010, +0.090]" in text
     assert "micro_f1_true 0.600 -> 0.600, change +0.000" in text
     assert "training label errors vs truth: 30 -> 22" in text
+    # read back: a file cut short or forged is one message naming it, or absent parts
+    from labelaudit.core.errors import RunDirError
+
+    path = tmp_path / "retrain" / "metrics.json"
+    for content in ('{"before": {"macro_f1', "[1, 2]"):
+        path.write_text(content)
+        with pytest.raises(RunDirError, match="metrics.json: not"):
+            retrain_bench(tmp_path)
+    path.write_text('{"before": [1], "after": 3, "delta_ci": "x", "config": null}')
+    assert retrain_bench(tmp_path) is None
 
 
 def test_negative_swaps_and_true_negative_fields(tmp_path):
