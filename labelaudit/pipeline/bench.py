@@ -566,8 +566,8 @@ def _token_weights(run_dir: str | Path) -> dict[str, dict[str, float]] | None:
 def retrain_bench(run_dir: str | Path) -> dict[str, Any] | None:
     """The true-label F1 change of the run's last ``retrain --truth`` and its interval."""
     run = RunDir(run_dir)
-    if not run.has(RETRAIN_METRICS):
-        return None
+    if not run.has(RETRAIN_METRICS) or not isinstance(run.read_run().get("retrain"), dict):
+        return None  # none, or another dataset's (a later scan dropped its record)
     m = run.read_json_file(RETRAIN_METRICS)
     if not isinstance(m, dict):
         raise RunDirError(f"{run.file(RETRAIN_METRICS)}: not a JSON object; run retrain again")

@@ -269,7 +269,15 @@ class RunDir:
         given = LabelCodec.from_info(info).format_many(dataset.labels)
         write_csv(self.file(DATASET_CSV), pd.DataFrame({"id": dataset.ids, "labels": given}))
         write_csv(self.file(STATS_CSV), cache.stats)
-        self.write_section("dataset", info)
+
+        def replace(data: dict) -> None:
+            before = data.get("dataset")
+            if isinstance(before, dict) and before.get("fingerprint") != info["fingerprint"]:
+                # another dataset's retrain: the report and bench must not show it as this one's
+                data.pop("retrain", None)
+            data["dataset"] = info
+
+        self.edit_run(replace)
         return info
 
     def read_dataset_table(self) -> pd.DataFrame:

@@ -254,6 +254,9 @@ def test_weighted_errors_and_the_retrain_change(tmp_path):
     assert "weighted_errors_after" not in cleaning_bench(truth, changes)
 
     assert retrain_bench(tmp_path) is None
+    from labelaudit.core.io import update_run_json
+
+    update_run_json(tmp_path, "retrain", {"config": {"policy": "soft"}})  # retrained here
     (tmp_path / "retrain").mkdir()
     ci = {"mean": 0.05, "low": 0.01, "high": 0.09, "n": 80, "level": 0.95}
     metrics = {

@@ -139,3 +139,35 @@ def test_embeddings_checked_and_need_probs(tmp_path, run_cli):
     code, _, err = run_cli("scan", data, "--out", tmp_path / "mine", "--probs", inside)
     assert code == 2 and "--probs file" in err
     assert inside.read_bytes() == probs.read_bytes()
+
+
+def test_a_scan_of_another_dataset_drops_the_runs_retrain_record(tmp_path, run_cli):
+    """The retrain in ``retrain/`` is the other dataset's: neither the report nor bench
+    may show it as this one's (found by an ML engineer's test: the report showed the
+    old dataset's test images and F1 change)."""
+    import json
+
+    from labelaudit.cli import main
+    from labelaudit.pipeline.bench import retrain_bench
+
+    run = tmp_path / "run"
+    for seed, name in ((1, "a"), (2, "b")):
+        data = tmp_path / name
+        main(["synth", str(data), "--n", "12", "--size", "32", "--seed", str(seed)])
+        probs = tmp_path / f"{name}.csv"
+        _probs_frame(data).to_csv(probs, index=False)
+        code, _, err = run_cli("scan", data, "--out", run, "--probs", probs, "--quiet")
+        assert code == 0, err
+        if name == "a":  # a retrain of dataset a, as `labelaudit retrain` records it
+            record = json.loads((run / "run.json").read_text())
+            record["retrain"] = {"config": {"policy": "soft"}, "split": {"n_test": 3}}
+            (run / "run.json").write_text(json.dumps(record))
+            (run / "retrain").mkdir()
+            metrics = {"before": {"macro_f1_true": 0.4}, "after": {"macro_f1_true": 0.5}}
+            (run / "retrain" / "metrics.json").write_text(json.dumps(metrics))
+            assert retrain_bench(run) is not None
+    assert "retrain" not in json.loads((run / "run.json").read_text())
+    assert retrain_bench(run) is None
+    page = (run / "report.html").read_text()
+    assert "is from a scan of another dataset" in page
+    assert (run / "retrain" / "metrics.json").is_file()  # nothing is deleted

@@ -227,6 +227,10 @@ def make_run(root: Path, *, n: int = 60, hostile: bool = False, seed: int = 0) -
             "checkpoint": "retrain/model.pt",
         },
     )
+    from labelaudit.core.io import update_run_json
+
+    # as `labelaudit retrain` records it (a scan of another dataset drops the record)
+    update_run_json(run, "retrain", {"metrics": str(run / "retrain" / "metrics.json")})
     return run
 
 
