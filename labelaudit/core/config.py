@@ -448,6 +448,13 @@ def check_model_meta(meta: Any, path: str | Path) -> None:
         value = meta.get(name)
         if not isinstance(value, list | tuple) or len(value) != k:
             raise bad(f"{name} must list the {k} classes")
+        if not all(isinstance(v, str) and v for v in value):
+            raise bad(f"{name} must be {k} non-empty names")
+    sep = meta.get("label_sep", "|")
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise bad(f"label_sep must be one character, got {sep!r}")
+    if meta.get("activation", "sigmoid") not in ACTIVATIONS:
+        raise bad(f"activation must be one of {', '.join(ACTIVATIONS)}")
     thresholds = meta.get("thresholds")
     if thresholds is not None:
         ok = isinstance(thresholds, list | tuple) and len(thresholds) == k

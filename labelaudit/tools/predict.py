@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labelaudit.core.errors import DatasetError
+from labelaudit.core.errors import DatasetError, SettingsError
 from labelaudit.core.io import write_csv
 from labelaudit.data.dataset import Dataset, ImageSource
 from labelaudit.data.layouts import find_fields
@@ -195,6 +195,10 @@ def predict(
     probs, _, _ = predict_probs(
         model, cache.images, np.arange(len(ds)), batch_size, runtime, tta=use_tta
     )
+    if not np.isfinite(probs).all():  # NaN weights (a damaged or forged file): no table of blanks
+        raise SettingsError(
+            f"model file {model_path}: its outputs are not finite (NaN or infinite weights?)"
+        )
     frame = _prediction_table(ds, labelled, probs, meta)
     if out_csv is not None:
         write_csv(out_csv, frame)

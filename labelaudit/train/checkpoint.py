@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from labelaudit.core.config import ACTIVATIONS
 from labelaudit.core.errors import SettingsError
 from labelaudit.core.io import atomic_path
 from labelaudit.core.userfiles import MAX_ARRAY_BYTES, check_user_file
@@ -149,6 +150,12 @@ def load_checkpoint(
     """
     ckpt = read_checkpoint(path)
     meta = ckpt.meta
+    activation = meta.get("activation", "sigmoid")
+    if activation not in ACTIVATIONS:  # read back: a forged name is refused before use
+        raise SettingsError(
+            f"model file {path}: invalid metadata: activation {activation!r} is not one of "
+            f"{', '.join(ACTIVATIONS)}"
+        )
     try:
         model = ensemble_from_states(
             ckpt.states,
@@ -157,8 +164,11 @@ def load_checkpoint(
             int(meta["num_classes"]),
             meta.get("activation", "sigmoid"),
         )
-    except RuntimeError as exc:
-        raise SettingsError(f"model file {path}: weights do not fit its metadata: {exc}") from None
+    except RuntimeError as exc:  # PyTorch lists every key: the first line says enough
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SettingsError(
+            f"model file {path}: weights do not fit its metadata ({first})"
+        ) from None
     model.eval()
     return model.to(device), meta
 

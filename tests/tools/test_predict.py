@@ -177,3 +177,32 @@ def test_bad_inputs(tmp_path, model_path):
     write_image(partial / "f1_green.png", np.zeros((8, 8), np.uint8))
     with pytest.raises(DatasetError, match="incomplete field"):
         predict(model_path, partial, device="cpu")
+
+
+def test_forged_model_metadata_and_nan_weights_are_one_message(tmp_path, make_hpa):
+    """A model file is read back: metadata that passes the first checks but cannot be
+    used, a head of another shape, NaN weights: one line each, no traceback and no
+    table of blanks (found by an ML engineer's test)."""
+    from labelaudit.train.checkpoint import read_checkpoint
+
+    data = make_hpa(n=3, size=32)
+    good = tmp_path / "good.pt"
+    write_model(good)
+    ckpt = read_checkpoint(good)
+    cases = {
+        "label_sep": (None, "label_sep must be one character"),
+        "class_tokens": ([1] * len(NAMES), "class_tokens must be 19 non-empty names"),
+        "activation": ("bogus", "activation"),
+        "num_classes": (5, "class_names must list the 5 classes|weights do not fit"),
+    }
+    for key, (value, message) in cases.items():
+        path = tmp_path / f"{key}.pt"
+        save_checkpoint(path, ckpt.states[0], {**ckpt.meta, key: value})
+        with pytest.raises(SettingsError, match=message):
+            predict(path, data, device="cpu")
+    state = {k: v.clone() for k, v in ckpt.states[0].items()}
+    state["head.weight"].fill_(float("nan"))
+    save_checkpoint(tmp_path / "nan.pt", state, ckpt.meta)
+    with pytest.raises(SettingsError, match="outputs are not finite"):
+        predict(tmp_path / "nan.pt", data, device="cpu", out_csv=tmp_path / "p.csv")
+    assert not (tmp_path / "p.csv").exists()
