@@ -206,3 +206,19 @@ def test_forged_model_metadata_and_nan_weights_are_one_message(tmp_path, make_hp
     with pytest.raises(SettingsError, match="outputs are not finite"):
         predict(tmp_path / "nan.pt", data, device="cpu", out_csv=tmp_path / "p.csv")
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, model_path):
+    from pathlib import Path
+
+    data = tmp_path / "data"
+    write_image(data / "img.png", np.zeros((8, 8, 3), np.uint8))
+    for out, message in (
+        (Path("/proc/x.csv"), "not a folder predict can write in"),
+        (tmp_path / ("x" * 300 + ".csv"), "longer than 255 bytes"),
+        (tmp_path / "file.txt" / "p.csv", "file.txt is not a directory"),
+    ):
+        (tmp_path / "file.txt").write_text("mine\n")
+        with pytest.raises(SettingsError, match=message):
+            predict(model_path, data, out_csv=out, device="cpu")  # before the images are read
+    assert (tmp_path / "file.txt").read_text() == "mine\n"
