@@ -231,6 +231,20 @@ def score_metrics(y_true: np.ndarray, score: np.ndarray, flagged: np.ndarray) ->
     return out
 
 
+def _check_truth_labels(truth: pd.DataFrame, codec: LabelCodec, path: Path) -> None:
+    """Every label of ``true_label`` and ``given_label`` is a class of the run (as
+    ``retrain --truth`` requires): one message naming the line otherwise."""
+    for column in ("true_label", "given_label"):
+        for text, line, image_id in zip(truth[column], truth["line"], truth["ID"], strict=True):
+
+            def bad(
+                message: str, line: int = int(line), image_id: str = image_id, col: str = column
+            ) -> DatasetError:
+                return DatasetError(f"{col}: {message}", path=path, row=line, image=image_id)
+
+            codec.indices(text, where=bad)
+
+
 def _label_set(text: str) -> frozenset[str]:
     return frozenset(split_any_labels(text))
 
@@ -262,6 +276,12 @@ def bench(run_dir: str | Path, truth_path: str | Path, *, write: bool = True) ->
     truth_path = Path(truth_path)
     issues = read_issues(run_dir)
     truth = read_truth(truth_path)
+    try:
+        codec = RunDir(run_dir).codec()
+    except RunDirError:  # issues.csv alone (no run.json): the labels are compared as text
+        codec = None
+    if codec is not None:
+        _check_truth_labels(truth, codec, truth_path)
     n_run_images = len(issues)
     issues = _issues_of_truth(issues, run_dir, truth, truth_path)
     noise = list(truth["noise"])

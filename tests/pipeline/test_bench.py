@@ -163,6 +163,23 @@ def test_bad_truth_files(tmp_path):
         bench(tmp_path, tmp_path / "nope.csv")
     assert not (tmp_path / "bench.json").exists()
 
+    # with the run's classes known (run.json), a label that is none of them is refused,
+    # as retrain --truth refuses it (found by an ML engineer's test: bench scored it)
+    from labelaudit.core.io import update_run_json
+
+    update_run_json(
+        tmp_path, "dataset", {"class_names": ["a", "b", "c"], "class_tokens": ["0", "1", "2"]}
+    )
+    for label, column in (("99", "true_label"), ("1;2", "true_label")):
+        truth.write_text("\n".join(good[:2] + [f"0001,{label},1,none"]) + "\n")
+        with pytest.raises(DatasetError, match=rf"line 3: image '0001': {column}: unknown label"):
+            bench(tmp_path, truth)
+    truth.write_text("\n".join(good[:2] + ["0001,1,7,none"]) + "\n")
+    with pytest.raises(DatasetError, match=r"line 3: image '0001': given_label: unknown label"):
+        bench(tmp_path, truth)
+    truth.write_text("\n".join(good) + "\n")
+    assert bench(tmp_path, truth)["n_images"] == len(good) - 1
+
 
 def test_missing_issues(tmp_path):
     with pytest.raises(RunDirError, match="issues.csv"):
