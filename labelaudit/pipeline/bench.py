@@ -172,8 +172,12 @@ def read_true_labels(path: Path, ids: list[str], info: dict) -> np.ndarray:
             path=path,
         )
     values = frame.loc[ids, "true_label"].astype(str)
+    lines = [int(line) for line in frame.loc[ids, "line"]]
     return LabelCodec.from_info(info).parse_many(
-        values, where=lambda _, message: DatasetError(f"true_label: {message}", path=path)
+        values,
+        where=lambda i, message: DatasetError(
+            f"true_label: {message}", path=path, row=lines[i], image=ids[i]
+        ),
     )
 
 

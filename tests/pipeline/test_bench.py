@@ -386,3 +386,15 @@ def test_demo_summary_is_short_and_names_the_table_and_report(tmp_path):
     )
     assert lines[-2] == "full benchmark table: /r/bench.txt (or run the demo with --verbose)"
     assert lines[-1] == "report: /r/report.html"
+
+
+def test_true_labels_name_the_line_of_a_bad_label(tmp_path):
+    """``retrain --truth`` reads the true labels here: a bad one names its line and image."""
+    from labelaudit.pipeline.bench import read_true_labels
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ID,true_label,given_label,noise\n\na,0|1,0|1,none\nb,99,1,swap\n")
+    info = {"class_names": ["x", "y"], "class_tokens": ["0", "1"]}
+    assert read_true_labels(truth, ["a"], info).tolist() == [[True, True]]
+    with pytest.raises(DatasetError, match=r"line \d+: image 'b': true_label: unknown label '99'"):
+        read_true_labels(truth, ["a", "b"], info)
