@@ -34,13 +34,6 @@ def test_a_cell_name_quoted_over_lines_counts_its_lines(tmp_path):
         read_supplied_cells(path, IDS, NAMES, TOKENS)
 
 
-def test_a_submissions_bad_prediction_string_names_its_line(tmp_path):
-    path = tmp_path / "s.csv"
-    path.write_text("ID,ImageWidth,ImageHeight,PredictionString\n\na,8,8,0 0.5 m1\nb,8,8,0 0.5\n")
-    with pytest.raises(SettingsError, match="line 4: 2 fields in the PredictionString"):
-        read_supplied_cells(path, IDS, NAMES, TOKENS)
-
-
 @pytest.mark.parametrize(
     ("text", "line"),
     [
@@ -56,8 +49,16 @@ def test_lines_are_counted_where_pandas_skips_lines(tmp_path, text, line):
         read_supplied_probs(path, IDS, NAMES, TOKENS)
 
 
-def test_a_row_of_empty_fields_is_a_row(tmp_path):
-    path = tmp_path / "p.csv"
-    path.write_text("id,Nucleoli,Cytosol\n \n,,\na,0.1,0.2\n")
-    with pytest.raises(SettingsError, match="line 3: image id ''"):
-        read_supplied_probs(path, IDS, NAMES, TOKENS)
+@pytest.mark.parametrize(
+    ("reader", "text", "message"),
+    [  # a submission's bad PredictionString; a row of empty fields is a row
+        (read_supplied_cells, "ID,ImageWidth,ImageHeight,PredictionString\n\na,8,8,0 0.5 m1\n"
+         "b,8,8,0 0.5\n", "line 4: 2 fields in the PredictionString"),
+        (read_supplied_probs, "id,Nucleoli,Cytosol\n \n,,\na,0.1,0.2\n", "line 3: image id ''"),
+    ],
+)  # fmt: skip
+def test_other_rows_name_their_lines(tmp_path, reader, text, message):
+    path = tmp_path / "f.csv"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=message):
+        reader(path, IDS, NAMES, TOKENS)
