@@ -289,14 +289,15 @@ def first_bad_probability(values: Any) -> tuple[int, int, str] | None:
 MAX_EMBEDDING_VALUE = 1e15
 
 
-def first_extreme_row(values: Any, limit: float = MAX_EMBEDDING_VALUE) -> int | None:
-    """The first row holding NaN, an infinity or a value beyond ``limit`` (``None``: none)."""
+def first_extreme(values: Any, limit: float = MAX_EMBEDDING_VALUE) -> tuple[int, int] | None:
+    """(row, column) of the first NaN, infinity or value beyond ``limit`` of a 2-d
+    array (``None``: none)."""
     import numpy as np
 
     values = np.asarray(values, dtype=np.float64)
     bad = ~np.isfinite(values) | (np.abs(np.nan_to_num(values, nan=0.0)) > limit)
-    rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1))
-    return int(rows[0]) if rows.size else None
+    where = np.argwhere(bad.reshape(len(values), -1))
+    return (int(where[0][0]), int(where[0][1])) if len(where) else None
 
 
 def is_plain_entry(name: object) -> bool:

@@ -33,7 +33,7 @@ from labelaudit.core.errors import SettingsError
 from labelaudit.core.userfiles import (
     MAX_EMBEDDING_VALUE,
     first_bad_probability,
-    first_extreme_row,
+    first_extreme,
 )
 from labelaudit.pipeline.results import AuditResult
 
@@ -301,9 +301,9 @@ def check_features(features: Any, n: int) -> np.ndarray:
     emb = _numbers(features, "features")
     if emb.ndim != 2 or emb.shape[0] != n or emb.shape[1] < 1:
         raise SettingsError(f"features has shape {emb.shape}; the labels need {n} rows x D")
-    r = first_extreme_row(emb)
-    if r is not None:
-        c = int(np.flatnonzero(~np.isfinite(emb[r]) | (np.abs(emb[r]) > MAX_EMBEDDING_VALUE))[0])
+    extreme = first_extreme(emb)
+    if extreme is not None:
+        r, c = extreme
         raise SettingsError(
             f"features[{r}, {c}] is {float(emb[r, c])!r}: NaN, infinite or beyond "
             f"{MAX_EMBEDDING_VALUE:g} (such values overflow the embeddings' distances)"

@@ -21,7 +21,7 @@ from labelaudit.core.userfiles import (
     MAX_EMBEDDING_VALUE,
     check_user_file,
     first_bad_probability,
-    first_extreme_row,
+    first_extreme,
     load_user_npy,
     read_user_bytes,
     read_user_csv,
@@ -452,11 +452,11 @@ def read_supplied_embeddings(path: str | Path, n_images: int) -> np.ndarray:
     emb = _read_npy(path, "embeddings")
     if emb.ndim != 2 or emb.shape[0] != n_images or emb.shape[1] < 1:
         raise _bad(path, f"embeddings of shape {emb.shape}; the dataset needs {n_images} rows x D")
-    r = first_extreme_row(emb)
-    if r is not None:
+    extreme = first_extreme(emb)
+    if extreme is not None:
         raise _bad(
             path,
-            f"row {r} holds NaN, an infinity or a value beyond {MAX_EMBEDDING_VALUE:g} "
+            f"row {extreme[0]} holds NaN, an infinity or a value beyond {MAX_EMBEDDING_VALUE:g} "
             "(embeddings are a network's features; such values overflow its distances)",
         )
     return emb.astype(np.float32)
