@@ -225,9 +225,13 @@ def read_user_csv(
     DatasetError
         As :func:`check_user_file`, or pandas cannot parse it (its reason, one line).
     """
+    return parse_user_csv(read_user_bytes(path, what, max_bytes=max_bytes), path, what, **read_csv)
+
+
+def parse_user_csv(data: bytes, path: str | Path, what: str, **read_csv: Any):
+    """:func:`read_user_csv` of bytes already read (``path`` names them in messages)."""
     import pandas as pd
 
-    data = read_user_bytes(path, what, max_bytes=max_bytes)
     try:
         return pd.read_csv(io.BytesIO(data), **read_csv)
     except pd.errors.EmptyDataError:

@@ -23,8 +23,8 @@ from labelaudit.core.userfiles import (
     first_bad_probability,
     first_extreme,
     load_user_npy,
+    parse_user_csv,
     read_user_bytes,
-    read_user_csv,
 )
 
 if TYPE_CHECKING:
@@ -137,8 +137,9 @@ def _read_text_table(path: Path, what: str) -> pd.DataFrame:
     columns is refused."""
     import pandas as pd
 
-    frame = read_user_csv(path, what, dtype=str, keep_default_na=False)
-    lines = _data_lines(path, what)
+    raw = read_user_bytes(path, what)  # read once: parsed, and its lines counted
+    frame = parse_user_csv(raw, path, what, dtype=str, keep_default_na=False)
+    lines = _data_lines(raw)
     if isinstance(frame.index, pd.RangeIndex):
         return _with_lines(frame, lines)
     extra, header = frame.index.nlevels, list(frame.columns)
@@ -152,7 +153,7 @@ def _read_text_table(path: Path, what: str) -> pd.DataFrame:
     return _with_lines(data, lines)
 
 
-def _data_lines(path: Path, what: str) -> list[int] | None:
+def _data_lines(data: bytes) -> list[int] | None:
     """The line of the file each data row starts on (blank lines and fields quoted
     over several lines counted as the file has them), or ``None`` when the file is
     not plain enough to count (the row's position + 2 is used then).
@@ -162,7 +163,7 @@ def _data_lines(path: Path, what: str) -> list[int] | None:
     """
     import csv
 
-    text = read_user_bytes(path, what).decode("utf-8-sig", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")
     physical = io.StringIO(text, newline="").readlines()  # split as the reader splits
     starts: list[int] = []
     previous, header = 0, False
