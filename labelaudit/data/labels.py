@@ -37,6 +37,11 @@ def split_labels(text: str, sep: str = "|") -> list[str]:
     return [t for t in (p.strip() for p in parts) if t]
 
 
+def class_key(name: str) -> str:
+    """A class name as a person may write it, for matching: case and spacing aside."""
+    return " ".join(name.lower().split())
+
+
 def parse_class_ids(
     text: str,
     sep: str,
@@ -58,10 +63,10 @@ def parse_class_ids(
     tokens = split_labels(text, sep)
     if not tokens:
         raise where("no labels given")
-    by_name = {" ".join(n.lower().split()): k for k, n in enumerate(names)}
+    by_name = {class_key(n): k for k, n in enumerate(names)}
     out = []
     for tok in tokens:
-        named = by_name.get(" ".join(tok.lower().split()))
+        named = by_name.get(class_key(tok))
         if named is not None:
             out.append(named)
             continue

@@ -46,7 +46,7 @@ from labelaudit.core.io import atomic_open
 from labelaudit.core.userfiles import MAX_MARKER_BYTES, parse_json
 from labelaudit.data.classes import HPA2018_CLASSES, HPA2021_CLASSES, HPA_CHANNELS
 from labelaudit.data.dataset import Dataset, ImageSource
-from labelaudit.data.labels import parse_class_ids, split_labels
+from labelaudit.data.labels import class_key, parse_class_ids, split_labels
 from labelaudit.data.readers import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -502,14 +502,12 @@ def _hpa_int_labels(
 def _joined_ids(value: str, sep: str, names: Sequence[str] = ()) -> str | None:
     """The separator that splits ``value`` into two or more class ids or names, if
     not ``sep``."""
-    known = {" ".join(n.lower().split()) for n in names}
+    known = {class_key(n) for n in names}
     for other in (";", ",", "|", " "):
         if other == sep:
             continue
         parts = split_labels(value, other)
-        if len(parts) > 1 and all(
-            p.isdigit() or " ".join(p.lower().split()) in known for p in parts
-        ):
+        if len(parts) > 1 and all(p.isdigit() or class_key(p) in known for p in parts):
             return other
     return None
 

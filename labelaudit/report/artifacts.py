@@ -254,22 +254,15 @@ def _load_per_image(art: RunArtifacts) -> None:
             art.note_missing(name, f"{name} cannot be read ({exc})")
 
 
-def _retrained_here(art: RunArtifacts) -> bool:
-    """``run.json`` records the retrain (a scan of another dataset into the run drops
-    the record; ``retrain/`` then holds the other dataset's models and numbers)."""
-    try:
-        return isinstance(RunDir(art.run_dir).read_run().get("retrain"), dict)
-    except UNREADABLE:
-        return False
-
-
 def _load_optional(art: RunArtifacts) -> None:
     run = RunDir(art.run_dir)
     for name, attr in ((BENCH_JSON, "bench"), (RETRAIN_METRICS, "retrain")):
         if not run.has(name):
             art.note_missing(name, f"{name} not found (not run)")
             continue
-        if attr == "retrain" and not _retrained_here(art):
+        # run.json records the retrain; a scan of another dataset into the run drops the
+        # record, and retrain/ then holds the other dataset's models and numbers
+        if attr == "retrain" and not isinstance(art.run.get("retrain"), dict):
             art.note_missing(name, f"{name} is from a scan of another dataset (retrain again)")
             continue
         try:
