@@ -233,6 +233,8 @@ def guard_output_file(
         One line naming ``out`` and why it is refused. The file is never quoted.
     """
     out = Path(out)
+    if len(out.name.encode()) > 255:  # before any stat of it (ENAMETOOLONG)
+        raise SettingsError(f"--out {out}: the file name is longer than 255 bytes")
     ensure_outside(list(inputs), out, f"{what} --out")
     if out.is_dir():
         raise SettingsError(f"--out {out} is a directory; give the path of a CSV file")
@@ -251,4 +253,29 @@ def guard_output_file(
     parent = out.parent
     if parent.exists() and not parent.is_dir():
         raise SettingsError(f"--out {out}: {parent} is not a directory")
+    # writable now, not after the command's work (a predict over every image)
+    existing = next((p for p in (parent, *parent.parents) if p.exists()), None)
+    problem = "nothing of it exists" if existing is None else _write_problem(existing)
+    if problem is not None:
+        where = (
+            f"{parent} is not a folder labelaudit can write in"
+            if existing == parent
+            else (f"{parent} cannot be created")
+        )
+        raise SettingsError(f"--out {out}: {where} ({problem})")
     return out
+
+
+def _write_problem(folder: Path) -> str | None:
+    """Why no file can be made in ``folder`` (``None``: one can): a probe file of our own,
+    made and removed; permissions alone do not tell (root may write almost anywhere,
+    /proc takes nothing)."""
+    import tempfile
+
+    if not folder.is_dir():
+        return "not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=folder, prefix=".labelaudit-probe-"):
+            return None
+    except OSError as exc:
+        return (exc.strerror or type(exc).__name__).lower()

@@ -121,38 +121,7 @@ def check_output(out_csv: str | Path, inputs: list[tuple[str, Path]]) -> None:
     SettingsError
         As :func:`~labelaudit.rundir.guard_output_file`.
     """
-    # where the table goes must be writable now, not after every image is predicted
-    path = Path(out_csv)
-    folder = path.parent if str(path.parent) else Path(".")
-    if len(path.name.encode()) > 255:
-        raise SettingsError(f"--out {out_csv}: the file name is longer than 255 bytes")
     guard_output_file(out_csv, inputs, what="predictions table", ours=_own_output)
-    if folder.exists() and not _writable(folder):
-        raise SettingsError(f"--out {out_csv}: {folder} is not a folder predict can write in")
-    if not folder.exists() and not _creatable(folder):
-        raise SettingsError(f"--out {out_csv}: {folder} cannot be created")
-
-
-def _writable(folder: Path) -> bool:
-    """Whether a file can be made in ``folder``: a probe file of our own, made and removed
-    (permissions alone do not tell: root may write almost anywhere, /proc takes nothing)."""
-    import tempfile
-
-    if not folder.is_dir():
-        return False
-    try:
-        with tempfile.TemporaryFile(dir=folder, prefix=".labelaudit-probe-"):
-            return True
-    except OSError:
-        return False
-
-
-def _creatable(folder: Path) -> bool:
-    """Whether ``folder`` can be made: its nearest existing ancestor is a writable folder."""
-    for parent in folder.parents:
-        if parent.exists():
-            return parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)
-    return False
 
 
 def predict(

@@ -162,6 +162,13 @@ def test_leaks_out_never_overwrites_a_users_file(make_hpa, tmp_path, run_cli):
     (tmp_path / "a-dir").mkdir()
     code, _, err = run_cli("leaks", data, data, "--out", tmp_path / "a-dir")
     assert "is a directory" in _one_line(code, err)
+    # the shared output guard: an --out that cannot be written is refused before the work
+    for out, words in (
+        (Path("/proc/pairs.csv"), "not a folder labelaudit can write in"),
+        (tmp_path / ("x" * 300 + ".csv"), "longer than 255 bytes"),
+    ):
+        code, _, err = run_cli("leaks", data, data, "--out", out)
+        assert words in _one_line(code, err)
     # its own table may be replaced
     own = tmp_path / "pairs.csv"
     assert run_cli("leaks", data, data, "--out", own)[0] == 0

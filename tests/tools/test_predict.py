@@ -214,7 +214,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, mode
     data = tmp_path / "data"
     write_image(data / "img.png", np.zeros((8, 8, 3), np.uint8))
     for out, message in (
-        (Path("/proc/x.csv"), "not a folder predict can write in"),
+        (Path("/proc/x.csv"), "not a folder labelaudit can write in"),
         (tmp_path / ("x" * 300 + ".csv"), "longer than 255 bytes"),
         (tmp_path / "file.txt" / "p.csv", "file.txt is not a directory"),
     ):
